@@ -1,0 +1,142 @@
+// dsb client library: take and give back session slots for one target.
+//
+// A DigiScope instance creates one Client per target it talks to. Connect()
+// registers with the local dsb-broker over its Unix socket, maps the target's
+// shared-memory slot table and takes the instance's *system slot* (held for
+// the life of the Client). Acquire()/TryAcquire() take an *action slot* with a
+// few atomic operations on shared memory (no system call unless the caller has
+// to wait); the returned Permit gives the slot back when it is destroyed.
+//
+// If the process dies, however it dies, the broker sees the socket close and
+// frees every slot it held at once (after the target's quarantine).
+//
+// Errors are values: every call reports failure through std::error_code
+// (category dsb_category(), enum dsb::Errc) and never throws.
+//
+// Thread rule: a Client is thread-safe; share one across all action threads.
+// A Permit belongs to one thread at a time (move it to hand it over). Every
+// Permit must be destroyed before its Client.
+#ifndef DSB_CLIENT_H_
+#define DSB_CLIENT_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "dsb/errc.h"
+
+namespace dsb {
+
+class ClientImpl;
+
+struct ClientOptions {
+  std::string socket_path = "/run/dsb/dsb.sock";  // the broker's local socket
+  std::string target;                             // e.g. "exch01"
+  std::string name = "digiscope";                 // shown by `dsbctl clients`
+  // Bounds Connect(): reaching the broker and waiting for the system slot.
+  std::chrono::milliseconds connect_timeout{10000};
+  // After the broker restarts, how long to keep trying to re-register (and so
+  // keep every held slot). Should exceed the broker's adopt_grace.
+  std::chrono::milliseconds reconnect_window{30000};
+};
+
+// Cancels a waiting Acquire() from another thread. One token may serve many
+// calls; once cancelled it stays cancelled.
+class CancelToken {
+ public:
+  CancelToken() = default;
+  CancelToken(const CancelToken&) = delete;
+  CancelToken& operator=(const CancelToken&) = delete;
+  // Wakes every Acquire() waiting with this token; they return kCancelled.
+  void Cancel() noexcept;
+  bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
+
+ private:
+  friend class ClientImpl;
+  std::atomic<bool> cancelled_{false};
+  std::atomic<std::uint32_t>* wait_word_ = nullptr;  // guarded by the waiter protocol
+  std::atomic<int> waiters_{0};
+};
+
+// The right to hold one session on the target. Move-only; releases on destruction.
+class Permit {
+ public:
+  Permit() = default;
+  Permit(Permit&& other) noexcept;
+  Permit& operator=(Permit&& other) noexcept;
+  Permit(const Permit&) = delete;
+  Permit& operator=(const Permit&) = delete;
+  ~Permit() { Release(); }
+
+  bool valid() const noexcept { return impl_ != nullptr; }
+  explicit operator bool() const noexcept { return valid(); }
+
+  // True when the broker asks for this slot back (its lease shrank or the
+  // limit was lowered): close the session at the next safe point and destroy
+  // the Permit. One atomic load; cheap enough to poll per work item.
+  bool ShouldYield() const noexcept;
+
+  // Gives the slot back now. Idempotent. Never blocks on the broker.
+  void Release() noexcept;
+
+  std::uint32_t slot_index() const noexcept { return index_; }
+
+ private:
+  friend class ClientImpl;
+  ClientImpl* impl_ = nullptr;
+  std::uint32_t index_ = 0;
+  std::uint64_t word_ = 0;
+};
+
+struct ClientInfo {
+  std::uint32_t owner_id = 0;        // this registration's id in the slot table
+  std::string segment;               // shared-memory segment name
+  std::uint32_t capacity = 0;        // action capacity enabled right now
+  std::uint64_t revocation_generation = 0;
+};
+
+class Client {
+ public:
+  // Registers with the broker and takes the system slot.
+  // Errors: kBrokerUnavailable (no socket / broker down), kUnknownTarget,
+  // kPermissionDenied (peer credentials refused), kTooManyClients (cluster
+  // system_slots reached), kSegmentInvalid / kSegmentUnavailable, kTimeout
+  // (no system slot within connect_timeout), kProtocol. On error returns null
+  // and, if `message` is given, stores a sentence naming the cause.
+  static std::unique_ptr<Client> Connect(const ClientOptions& options, std::error_code& ec,
+                                         std::string* message = nullptr) noexcept;
+
+  // Closes the registration: the system slot is given back. REQUIRES: every
+  // Permit of this Client has been destroyed.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Takes an action slot, waiting up to `timeout` (0 = do not wait).
+  // Waiters are served in about arrival order. Errors: kTimeout, kCancelled,
+  // kTooManyWaiters, kNotRegistered (registration lost for good).
+  Permit Acquire(std::chrono::milliseconds timeout, std::error_code& ec,
+                 CancelToken* cancel = nullptr) noexcept;
+
+  // Takes an action slot only if one is free now; kCapacityExhausted otherwise.
+  Permit TryAcquire(std::error_code& ec) noexcept;
+
+  // Tells the broker the server refused a session for exceeding its cap
+  // (Exchange MAPI_E_SESSION_LIMIT / ec=1246). Feeds limit discovery.
+  // `detail` is logged by the broker (bounded to 512 bytes).
+  std::error_code ReportSessionLimit(std::string_view detail = {}) noexcept;
+
+  ClientInfo Info() const noexcept;
+
+ private:
+  explicit Client(std::unique_ptr<ClientImpl> impl);
+  std::unique_ptr<ClientImpl> impl_;
+};
+
+}  // namespace dsb
+
+#endif  // DSB_CLIENT_H_
