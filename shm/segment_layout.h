@@ -1,0 +1,127 @@
+// The shared-memory slot table's binary layout. Shared by the broker and every
+// client process, possibly of different builds: the layout version and the
+// checksum of the static header fields are checked on every attach.
+//
+// NEVER reorder or resize fields without bumping kLayoutVersion.
+//
+// Segment = SegmentHeader | WaitEntry[waiter_capacity] | SlotCell[slot_count]
+//
+// A slot word (SlotCell::word) is one of:
+//   kDisabled (0)      not part of the capacity right now (zero-filled default)
+//   kFree (1)          enabled and free: a client may CAS it to its held word
+//   kQuarantined (2)   reclaimed from a dead owner; the broker re-enables it
+//                      after the target's quarantine (the server may still
+//                      hold the dead client's session)
+//   held word          kHeldBit | [kRetireBit] | [kSystemBit] | owner id (32 bits)
+//
+// Invariants (checked by tests/shm/slot_table_test.cc):
+//  1. Only the broker moves a word between kDisabled, kFree and kQuarantined,
+//     and sets or clears kRetireBit. Clients move kFree -> held (acquire),
+//     held -> kFree and held|kRetireBit -> kDisabled (release), and the
+//     waiter queue hands kFree -> held(waiter) under the queue mutex.
+//  2. Every transition is a single CAS, so a process killed at any instruction
+//     leaves a slot either untaken or marked with its owner id (crash-atomic
+//     attribution); the broker frees every word carrying a dead owner's id.
+//  3. Owner ids are never reused within a segment's life (next_owner only grows).
+#ifndef DSB_SHM_SEGMENT_LAYOUT_H_
+#define DSB_SHM_SEGMENT_LAYOUT_H_
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace dsb::shm {
+
+inline constexpr std::uint64_t kMagic = 0x314C42545344534AULL;  // "JSDSTBL1"
+inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::size_t kTargetNameCapacity = 64;
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::uint32_t kMaxSlots = 65535;
+inline constexpr std::uint32_t kDefaultWaiterCapacity = 1024;
+
+inline constexpr std::uint64_t kDisabled = 0;
+inline constexpr std::uint64_t kFree = 1;
+inline constexpr std::uint64_t kQuarantined = 2;
+inline constexpr std::uint64_t kHeldBit = 1ULL << 63;
+inline constexpr std::uint64_t kRetireBit = 1ULL << 62;
+inline constexpr std::uint64_t kSystemBit = 1ULL << 61;
+inline constexpr std::uint64_t kOwnerMask = 0xFFFFFFFFULL;
+
+constexpr std::uint64_t HeldWord(std::uint32_t owner, bool system) {
+  return kHeldBit | (system ? kSystemBit : 0) | owner;
+}
+constexpr bool IsHeld(std::uint64_t w) { return (w & kHeldBit) != 0; }
+constexpr std::uint32_t OwnerOf(std::uint64_t w) {
+  return static_cast<std::uint32_t>(w & kOwnerMask);
+}
+
+// Waiter queue entry states.
+enum WaitState : std::uint32_t {
+  kWaitEmpty = 0,
+  kWaitWaiting = 1,   // in the queue, no slot yet
+  kWaitGranting = 2,  // a granter is handing it `slot` (repaired after a crash)
+  kWaitGranted = 3,   // slot `slot` is marked with this waiter's held word
+  kWaitCancelled = 4, // gave up (timeout, cancel, owner died); skipped by the granter
+};
+
+struct alignas(kCacheLine) WaitEntry {
+  std::atomic<std::uint32_t> futex;  // 0 = sleep, 1 = look at state
+  std::atomic<std::uint32_t> state;  // WaitState
+  std::uint64_t held_word;           // the word the granter writes into the slot
+  std::uint64_t ticket;              // arrival order
+  std::uint32_t slot;                // valid in kWaitGranting / kWaitGranted
+  std::uint32_t pad;
+};
+
+struct alignas(kCacheLine) SlotCell {
+  std::atomic<std::uint64_t> word;
+};
+
+struct SegmentHeader {
+  // --- static part: written once at creation, covered by layout_checksum ---
+  std::uint64_t magic;
+  std::uint32_t layout_version;
+  std::uint32_t header_size;
+  std::uint64_t total_size;
+  std::uint32_t slot_count;
+  std::uint32_t waiter_capacity;
+  std::uint64_t instance_id;  // random per creation: tells a re-created segment apart
+  char target[kTargetNameCapacity];
+  std::uint64_t layout_checksum;
+
+  // --- broker-written, read by clients ---
+  alignas(kCacheLine) std::atomic<std::uint64_t> revocation_generation;
+  std::atomic<std::uint64_t> broker_generation;  // bumped by every broker start
+  std::atomic<std::uint32_t> capacity;           // enabled slots the broker aims for
+  std::atomic<std::uint32_t> scan_bound;         // no enabled slot at or above this index
+  std::atomic<std::uint32_t> next_owner;         // last owner id handed out
+  std::atomic<std::uint32_t> broker_pid;
+
+  // --- hot: read by every acquire and release ---
+  alignas(kCacheLine) std::atomic<std::uint32_t> waiters;  // entries in kWaitWaiting
+
+  // --- the waiter queue, guarded by queue_mutex (robust, process-shared) ---
+  alignas(kCacheLine) pthread_mutex_t queue_mutex;
+  std::uint64_t queue_head;  // oldest ticket possibly still waiting
+  std::uint64_t queue_tail;  // next ticket to hand out
+  std::uint64_t grants;      // waiters served through the queue (statistics)
+  std::uint64_t repairs;     // times the mutex was recovered from a dead holder
+};
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+inline constexpr std::size_t HeaderBytes() {
+  return (sizeof(SegmentHeader) + kCacheLine - 1) / kCacheLine * kCacheLine;
+}
+inline constexpr std::size_t SegmentBytes(std::uint32_t slot_count,
+                                          std::uint32_t waiter_capacity) {
+  return HeaderBytes() + std::size_t{waiter_capacity} * sizeof(WaitEntry) +
+         std::size_t{slot_count} * sizeof(SlotCell);
+}
+
+}  // namespace dsb::shm
+
+#endif  // DSB_SHM_SEGMENT_LAYOUT_H_

@@ -1,0 +1,178 @@
+// SlotTable: one target's slot table in shared memory (DESIGN section 5).
+//
+// The broker Create()s or adopts the segment; clients Attach() to it. Both
+// sides then use the same object type:
+//  - clients call TryAcquire / Acquire / Release / StillHeld with their own
+//    held word (see segment_layout.h). Acquire and release of a free slot are
+//    a few atomic operations: no system call, no lock. Waiting goes through a
+//    FIFO queue in the segment guarded by a robust process-shared mutex, with
+//    a futex per waiter, so waiters are served in arrival order and a
+//    release wakes exactly the waiter it serves.
+//  - the broker alone calls the methods under "Broker side".
+//
+// Thread rule: every method is safe from any thread of any attached process.
+// Broker-side methods must be called by one thread at a time (the broker's
+// strand).
+#ifndef DSB_SHM_SLOT_TABLE_H_
+#define DSB_SHM_SLOT_TABLE_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "shm/segment_layout.h"
+
+namespace boost::interprocess {
+class mapped_region;
+}
+
+namespace dsb::shm {
+
+// Lets a waiting Acquire be interrupted from another thread. Arm() registers
+// the futex word the waiter sleeps on (false: already interrupted, do not
+// wait); the interrupter stores 1 into every armed word and futex-wakes it.
+class WaitInterrupt {
+ public:
+  virtual ~WaitInterrupt() = default;
+  virtual bool Arm(std::atomic<std::uint32_t>* word) = 0;
+  virtual void Disarm(std::atomic<std::uint32_t>* word) = 0;
+  virtual bool interrupted() const = 0;
+};
+
+struct CreateOptions {
+  std::string name;    // segment name without leading '/', e.g. "dsb-ws1-exch01"
+  std::string target;  // target name recorded in the header (<= 63 bytes)
+  std::uint32_t slot_count = 64;
+  std::uint32_t waiter_capacity = kDefaultWaiterCapacity;
+  std::uint32_t capacity = 0;  // slots enabled at once
+  std::optional<gid_t> group;  // chown the segment to this group (mode 0660)
+};
+
+struct Counts {
+  std::uint32_t enabled = 0;      // free + held (not retiring) + quarantined
+  std::uint32_t free = 0;
+  std::uint32_t held_action = 0;  // includes retiring
+  std::uint32_t held_system = 0;
+  std::uint32_t retiring = 0;     // held, will be disabled on release
+  std::uint32_t quarantined = 0;
+  std::uint32_t waiters = 0;
+  std::uint32_t capacity = 0;     // the broker's target
+};
+
+struct OwnerHoldings {
+  std::uint32_t action = 0;
+  std::uint32_t system = 0;
+};
+
+class SlotTable {
+ public:
+  // Creates a new segment (fails with kSegmentUnavailable if it exists or
+  // cannot be made; the message names the segment and the OS error).
+  static Result<std::unique_ptr<SlotTable>> Create(const CreateOptions& options);
+  // Maps an existing segment read-write and validates it: wrong magic,
+  // version, size or checksum is kSegmentInvalid naming the segment and what
+  // is wrong; a missing segment is kSegmentUnavailable.
+  static Result<std::unique_ptr<SlotTable>> Attach(const std::string& name);
+  // Removes the segment name (mappings stay valid). OK if it does not exist.
+  static Status Remove(const std::string& name);
+  static bool Exists(const std::string& name);
+
+  ~SlotTable();
+  SlotTable(const SlotTable&) = delete;
+  SlotTable& operator=(const SlotTable&) = delete;
+
+  // ---- Client side -------------------------------------------------------
+  // Takes a free slot for `held_word` without waiting. Does not overtake a
+  // queued waiter (returns nullopt while others wait).
+  std::optional<std::uint32_t> TryAcquire(std::uint64_t held_word) noexcept;
+  // Takes a slot, waiting up to `timeout` (negative = forever) in FIFO order.
+  // Errors: kTimeout, kCancelled (interrupt), kTooManyWaiters, kInternal
+  // (queue mutex unrecoverable).
+  Result<std::uint32_t> Acquire(std::uint64_t held_word, std::chrono::nanoseconds timeout,
+                                WaitInterrupt* interrupt) noexcept;
+  // Gives slot `index` back if it still carries `held_word` (with or without
+  // the retire bit); does nothing if the broker reclaimed it meanwhile.
+  void Release(std::uint32_t index, std::uint64_t held_word) noexcept;
+  // True while slot `index` carries exactly `held_word` (no retire request).
+  bool StillHeld(std::uint32_t index, std::uint64_t held_word) const noexcept {
+    return index < slot_count_ &&
+           slots_[index].word.load(std::memory_order_acquire) == held_word;
+  }
+
+  std::uint64_t revocation_generation() const noexcept {
+    return header_->revocation_generation.load(std::memory_order_acquire);
+  }
+  std::uint32_t capacity() const noexcept {
+    return header_->capacity.load(std::memory_order_acquire);
+  }
+  std::uint64_t instance_id() const noexcept { return header_->instance_id; }
+  std::uint32_t slot_count() const noexcept { return slot_count_; }
+  const std::string& name() const noexcept { return name_; }
+  std::string target() const;
+
+  // ---- Broker side --------------------------------------------------------
+  // Hands out a new owner id (never 0, never reused in this segment).
+  std::uint32_t AllocateOwner() noexcept;
+  // Makes `n` slots enabled (clamped to slot_count). Growing enables disabled
+  // slots and un-retires retiring ones; shrinking disables free slots, then
+  // marks held slots retiring (action slots first) and raises the revocation
+  // generation. Quarantined slots are left to EndQuarantine.
+  // Returns true if any held slot was asked to retire.
+  bool SetCapacity(std::uint32_t n) noexcept;
+  // Frees every slot marked with `owner` (quarantined if `quarantine`), and
+  // drops the owner's queued waiters. Returns the indices put in quarantine.
+  // `freed` (optional) receives how many slots were taken from the owner.
+  std::vector<std::uint32_t> Reclaim(std::uint32_t owner, bool quarantine,
+                                     std::uint32_t* freed = nullptr) noexcept;
+  // Ends the quarantine of slot `index`: free if capacity allows, else disabled.
+  void EndQuarantine(std::uint32_t index) noexcept;
+  // Quarantined slot indices (for a restarted broker to re-quarantine).
+  std::vector<std::uint32_t> QuarantinedSlots() const;
+  // Serves queued waiters from free slots (also done by every release).
+  void Pump() noexcept;
+  void BumpRevocationGeneration() noexcept;
+  // A new broker instance took over the segment.
+  std::uint64_t BumpBrokerGeneration(pid_t pid) noexcept;
+  Counts Count() const noexcept;
+  std::map<std::uint32_t, OwnerHoldings> HoldingsByOwner() const;
+
+  std::uint64_t queue_grants() const noexcept;
+  std::uint64_t queue_repairs() const noexcept;
+
+ private:
+  SlotTable() = default;
+  static Result<std::unique_ptr<SlotTable>> Map(const std::string& name, bool create,
+                                                const CreateOptions* options);
+  std::optional<std::uint32_t> TakeFree(std::uint64_t held_word) noexcept;
+  bool LockQueue() noexcept;
+  void UnlockQueue() noexcept;
+  void RepairQueueLocked() noexcept;
+  void PumpLocked() noexcept;
+  void CancelWaitersLocked(std::uint32_t owner) noexcept;
+  std::uint32_t CountEnabled() const noexcept;
+
+  std::string name_;
+  std::unique_ptr<boost::interprocess::mapped_region> region_;
+  void* base_ = nullptr;
+  std::size_t size_ = 0;
+  SegmentHeader* header_ = nullptr;
+  WaitEntry* entries_ = nullptr;
+  SlotCell* slots_ = nullptr;
+  std::uint32_t slot_count_ = 0;       // copied at attach: never trust shm for bounds
+  std::uint32_t waiter_capacity_ = 0;  // ditto
+};
+
+// The segment name for a broker's shm prefix and a target: "dsb-<prefix>-<target>".
+std::string SegmentName(const std::string& prefix, const std::string& target);
+
+}  // namespace dsb::shm
+
+#endif  // DSB_SHM_SLOT_TABLE_H_
