@@ -69,6 +69,11 @@ const char* ErrcName(Errc e) noexcept {
   return entry != nullptr ? entry->name : "internal";
 }
 
+const char* ErrcMessage(Errc e) noexcept {
+  const Entry* entry = Find(static_cast<int>(e));
+  return entry != nullptr ? entry->message : "unknown dsb error";
+}
+
 Errc ErrcFromName(const char* name) noexcept {
   if (name == nullptr) return Errc::kInternal;
   for (const Entry& e : kEntries) {

@@ -23,9 +23,11 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "dsb/errc.h"
 
@@ -56,10 +58,10 @@ class CancelToken {
   bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
 
  private:
-  friend class ClientImpl;
+  friend class CancelBinding;
+  std::mutex mu_;
+  std::vector<std::atomic<std::uint32_t>*> words_;  // futex words of current waiters
   std::atomic<bool> cancelled_{false};
-  std::atomic<std::uint32_t>* wait_word_ = nullptr;  // guarded by the waiter protocol
-  std::atomic<int> waiters_{0};
 };
 
 // The right to hold one session on the target. Move-only; releases on destruction.
@@ -87,6 +89,7 @@ class Permit {
 
  private:
   friend class ClientImpl;
+  friend struct PermitAccess;
   ClientImpl* impl_ = nullptr;
   std::uint32_t index_ = 0;
   std::uint64_t word_ = 0;
@@ -133,6 +136,7 @@ class Client {
   ClientInfo Info() const noexcept;
 
  private:
+  friend struct PermitAccess;
   explicit Client(std::unique_ptr<ClientImpl> impl);
   std::unique_ptr<ClientImpl> impl_;
 };

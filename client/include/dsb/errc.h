@@ -39,6 +39,8 @@ inline std::error_code make_error_code(Errc e) noexcept {
 
 // A stable short name ("timeout", "unknown_target", ...) used on the wire and in JSON.
 const char* ErrcName(Errc e) noexcept;
+// The fixed English text of a code (static storage; never null).
+const char* ErrcMessage(Errc e) noexcept;
 // The inverse of ErrcName; kInternal for an unknown name.
 Errc ErrcFromName(const char* name) noexcept;
 

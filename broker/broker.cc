@@ -1,0 +1,559 @@
+#include "broker/broker.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/json.hpp>
+#include <filesystem>
+#include <map>
+#include <spdlog/spdlog.h>
+
+#include "broker/target.h"
+#include "common/local_frame.h"
+
+namespace dsb::broker {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using asio::awaitable;
+using asio::use_awaitable;
+using local_stream = asio::local::stream_protocol;
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+json::object ErrorReply(Errc code, const std::string& message) {
+  return json::object{{"ok", false}, {"error", ErrcName(code)}, {"message", message}};
+}
+
+std::int64_t AgoMs(Clock::time_point then, Clock::time_point now) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(now - then).count();
+}
+
+}  // namespace
+
+struct ClientRecord {
+  std::uint32_t owner = 0;
+  std::string target;
+  std::string name;
+  pid_t pid = 0;
+  uid_t uid = 0;
+  Clock::time_point since;
+  bool adopted = false;
+};
+
+class Session;
+
+struct Broker::Impl {
+  config::BrokerConfig config;
+  asio::io_context io{1};
+  local_stream::acceptor acceptor{io};
+  asio::signal_set signals{io, SIGTERM, SIGINT};
+  asio::steady_timer grace_timer{io};
+  asio::steady_timer quarantine_timer{io};
+  std::map<std::string, std::unique_ptr<Target>> targets;
+  std::map<Session*, std::weak_ptr<Session>> sessions;
+  std::map<std::uint32_t, ClientRecord> clients;  // registered, keyed by owner (per target unique)
+  Clock::time_point started = Clock::now();
+  bool in_grace = false;
+  bool stopping = false;
+  int exit_code = 0;
+
+  Status Open();
+  Status BindSocket();
+  void StartAccept();
+  void ArmQuarantineTimer();
+  void EndGrace();
+  void Shutdown();
+
+  json::object Handle(Session& s, const json::object& req);
+  json::object HandleRegister(Session& s, const json::object& req);
+  json::object StatusReply();
+  json::object Clients();
+  void OnSessionClosed(Session& s);
+  std::uint32_t RegisteredOn(const std::string& target) const;
+};
+
+// One connection on the local socket: a registered client, or dsbctl.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Broker::Impl& broker, local_stream::socket socket)
+      : broker_(broker), socket_(std::move(socket)) {}
+
+  void Start() {
+    asio::co_spawn(socket_.get_executor(), [self = shared_from_this()] { return self->Run(); },
+                   asio::detached);
+  }
+  void Close() {
+    boost::system::error_code ec;
+    socket_.shutdown(local_stream::socket::shutdown_both, ec);
+    socket_.close(ec);
+  }
+
+  std::optional<ClientRecord>& record() { return record_; }
+  pid_t peer_pid() const { return peer_pid_; }
+  uid_t peer_uid() const { return peer_uid_; }
+
+ private:
+  awaitable<void> Run() {
+    if (!CheckPeer()) {
+      co_await Send(ErrorReply(Errc::kPermissionDenied, refusal_));
+      Finish();
+      co_return;
+    }
+    for (;;) {
+      unsigned char header[4];
+      auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(header), use_nothrow);
+      if (ec) break;
+      const std::size_t len = (std::size_t{header[0]} << 24) | (std::size_t{header[1]} << 16) |
+                              (std::size_t{header[2]} << 8) | std::size_t{header[3]};
+      if (len > kMaxLocalFrame) {
+        spdlog::warn("local peer pid {} uid {}: announced a {}-byte request (limit {}); closing",
+                     peer_pid_, peer_uid_, len, kMaxLocalFrame);
+        co_await Send(ErrorReply(Errc::kProtocol, "request of " + std::to_string(len) +
+                                                      " bytes exceeds the " +
+                                                      std::to_string(kMaxLocalFrame) +
+                                                      "-byte limit"));
+        break;
+      }
+      std::string body(len, '\0');
+      auto [ec2, n2] = co_await asio::async_read(socket_, asio::buffer(body), use_nothrow);
+      if (ec2) break;
+      boost::system::error_code jec;
+      json::value v = json::parse(body, jec);
+      json::object reply;
+      if (jec || !v.is_object()) {
+        spdlog::warn("local peer pid {}: malformed request ({} bytes): not a JSON object",
+                     peer_pid_, len);
+        reply = ErrorReply(Errc::kProtocol, "request is not a JSON object");
+      } else {
+        try {
+          reply = broker_.Handle(*this, v.as_object());
+        } catch (const std::exception& e) {
+          spdlog::warn("local peer pid {}: bad request: {}", peer_pid_, e.what());
+          reply = ErrorReply(Errc::kProtocol, std::string("bad request: ") + e.what());
+        }
+      }
+      if (!co_await Send(reply)) break;
+    }
+    Finish();
+  }
+
+  awaitable<bool> Send(const json::object& reply) {
+    std::string body = json::serialize(reply);
+    if (body.size() > kMaxLocalFrame) {
+      body = json::serialize(ErrorReply(Errc::kInternal, "reply too large"));
+    }
+    std::string frame = FrameHeader(body.size()) + body;
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), use_nothrow);
+    co_return !ec;
+  }
+
+  bool CheckPeer() {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      refusal_ = "cannot read peer credentials";
+      return false;
+    }
+    peer_pid_ = cred.pid;
+    peer_uid_ = cred.uid;
+    const config::BrokerConfig& c = broker_.config;
+    const bool ok = cred.uid == 0 || cred.uid == ::geteuid() ||
+                    std::find(c.allowed_uids.begin(), c.allowed_uids.end(), cred.uid) !=
+                        c.allowed_uids.end() ||
+                    (c.group && cred.gid == c.group->gid);
+    if (!ok) {
+      refusal_ = "uid " + std::to_string(cred.uid) + " (pid " + std::to_string(cred.pid) +
+                 ") may not use this broker; add it to broker.allowed_uids or use the group " +
+                 (c.group ? "'" + c.group->name + "'" : std::string("(none configured)"));
+      spdlog::warn("refused local peer: {}", refusal_);
+    }
+    return ok;
+  }
+
+  void Finish() {
+    Close();
+    broker_.OnSessionClosed(*this);
+  }
+
+  Broker::Impl& broker_;
+  local_stream::socket socket_;
+  std::optional<ClientRecord> record_;
+  pid_t peer_pid_ = 0;
+  uid_t peer_uid_ = 0;
+  std::string refusal_;
+};
+
+// ---------------------------------------------------------------------------
+
+Status Broker::Impl::Open() {
+  const auto now = Clock::now();
+  for (const config::TargetConfig& t : config.targets) {
+    std::uint32_t capacity = 0;
+    if (config.cluster_mode()) {
+      capacity = static_cast<std::uint32_t>(config.self().floor);  // no lease yet (B1)
+    } else {
+      capacity = static_cast<std::uint32_t>(t.limit - t.reserve);
+    }
+    auto target = Target::Open(config, t, capacity, now);
+    if (!target.ok()) return target.status();
+    Target& tg = **target;
+    if (tg.adopted_segment()) {
+      in_grace = true;
+      spdlog::info("target {}: adopted existing segment {}: {} owners hold slots; they have {} "
+                   "ms to reconnect",
+                   t.name, tg.table().name(), tg.pending_owners().size(),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(config.adopt_grace)
+                       .count());
+    } else {
+      spdlog::info("target {}: segment {} created, {} slots, capacity {}", t.name,
+                   tg.table().name(), tg.table().slot_count(), capacity);
+    }
+    targets.emplace(t.name, std::move(target).value());
+  }
+  return BindSocket();
+}
+
+Status Broker::Impl::BindSocket() {
+  namespace fs = std::filesystem;
+  const fs::path path = config.socket;
+  std::error_code fec;
+  fs::create_directories(path.parent_path(), fec);
+  if (fs::exists(path, fec)) {
+    // A socket file exists: refuse if a broker answers on it, else it is stale.
+    if (auto fd = ConnectLocal(path.string()); fd.ok()) {
+      ::close(*fd);
+      return {Errc::kBrokerUnavailable,
+              "another broker is already listening on " + path.string()};
+    }
+    fs::remove(path, fec);
+  }
+  boost::system::error_code ec;
+  acceptor.open(local_stream(), ec);
+  if (!ec) acceptor.bind(local_stream::endpoint(path.string()), ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return {Errc::kBrokerUnavailable, "cannot listen on " + path.string() + ": " + ec.message()};
+  }
+  ::chmod(path.c_str(), 0660);
+  if (config.group && ::chown(path.c_str(), static_cast<uid_t>(-1), config.group->gid) != 0) {
+    return {Errc::kBrokerUnavailable,
+            "cannot give socket " + path.string() + " to group " + config.group->name};
+  }
+  return Status::Ok();
+}
+
+void Broker::Impl::StartAccept() {
+  acceptor.async_accept([this](boost::system::error_code ec, local_stream::socket socket) {
+    if (ec) {
+      if (ec != asio::error::operation_aborted && !stopping) {
+        spdlog::warn("accept failed: {}", ec.message());
+        StartAccept();
+      }
+      return;
+    }
+    if (sessions.size() >= static_cast<std::size_t>(config.max_clients) + 16) {
+      spdlog::warn("refusing a local connection: {} connections open (max_clients {})",
+                   sessions.size(), config.max_clients);
+    } else {
+      auto s = std::make_shared<Session>(*this, std::move(socket));
+      sessions.emplace(s.get(), s);
+      s->Start();
+    }
+    StartAccept();
+  });
+}
+
+std::uint32_t Broker::Impl::RegisteredOn(const std::string& target) const {
+  std::uint32_t n = 0;
+  for (const auto& [owner, rec] : clients) n += rec.target == target ? 1u : 0u;
+  return n;
+}
+
+json::object Broker::Impl::Handle(Session& s, const json::object& req) {
+  const json::value* op = req.if_contains("op");
+  if (op == nullptr || !op->is_string()) return ErrorReply(Errc::kProtocol, "request has no 'op'");
+  const json::string& name = op->as_string();
+  if (stopping) return ErrorReply(Errc::kShuttingDown, "broker is shutting down");
+  if (name == "register") return HandleRegister(s, req);
+  if (name == "report_session_limit") {
+    if (!s.record()) return ErrorReply(Errc::kNotRegistered, "register first");
+    std::string detail;
+    if (const json::value* d = req.if_contains("detail"); d != nullptr && d->is_string()) {
+      detail = std::string(d->as_string()).substr(0, 512);
+    }
+    Target& t = *targets.at(s.record()->target);
+    t.CountSessionLimitReport();
+    const shm::Counts c = t.table().Count();
+    spdlog::warn("target {}: client pid {} ({}) reports the server refused a session for its "
+                 "limit (MAPI_E_SESSION_LIMIT) with {} slots held here: {}",
+                 t.name(), s.peer_pid(), s.record()->name, c.held_action + c.held_system, detail);
+    return json::object{{"ok", true}};
+  }
+  if (name == "status") return StatusReply();
+  if (name == "clients") return Clients();
+  if (name == "ping") return json::object{{"ok", true}};
+  return ErrorReply(Errc::kProtocol, "unknown op '" + std::string(name) +
+                                         "' (known: register, report_session_limit, status, "
+                                         "clients, ping)");
+}
+
+json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
+  if (s.record()) return ErrorReply(Errc::kProtocol, "this connection is already registered");
+  const json::value* tv = req.if_contains("target");
+  if (tv == nullptr || !tv->is_string()) {
+    return ErrorReply(Errc::kProtocol, "register needs a string 'target'");
+  }
+  const std::string target_name(tv->as_string());
+  auto it = targets.find(target_name);
+  if (it == targets.end()) {
+    std::string known;
+    for (const auto& [n, t] : targets) known += (known.empty() ? "" : ", ") + n;
+    return ErrorReply(Errc::kUnknownTarget, "this broker serves no target '" +
+                                                target_name.substr(0, 64) +
+                                                "'; it serves: " + known);
+  }
+  Target& target = *it->second;
+  if (clients.size() >= static_cast<std::size_t>(config.max_clients)) {
+    return ErrorReply(Errc::kTooManyClients, "broker has max_clients (" +
+                                                 std::to_string(config.max_clients) +
+                                                 ") registrations; raise broker.max_clients");
+  }
+  if (config.cluster_mode()) {
+    const auto system_slots = static_cast<std::uint32_t>(config.self().system_slots);
+    if (RegisteredOn(target_name) >= system_slots) {
+      return ErrorReply(Errc::kTooManyClients,
+                        "broker " + config.id + " already has " + std::to_string(system_slots) +
+                            " DigiScope instance(s) registered for target '" + target_name +
+                            "' (system_slots = " + std::to_string(system_slots) +
+                            "); raise brokers[id=\"" + config.id +
+                            "\"].system_slots in the cluster file");
+    }
+  }
+  std::string name = "client";
+  if (const json::value* n = req.if_contains("name"); n != nullptr && n->is_string()) {
+    name = std::string(n->as_string()).substr(0, 64);
+  }
+  ClientRecord rec;
+  rec.target = target_name;
+  rec.name = name;
+  rec.pid = s.peer_pid();
+  rec.uid = s.peer_uid();
+  rec.since = Clock::now();
+  const std::string instance = std::to_string(target.table().instance_id());
+  if (const json::value* ov = req.if_contains("owner"); ov != nullptr) {
+    // A client of the previous broker instance reconnects to keep its slots.
+    const json::value* iv = req.if_contains("instance");
+    const auto owner = static_cast<std::uint32_t>(ov->to_number<std::uint64_t>());
+    if (iv == nullptr || !iv->is_string() || iv->as_string() != instance) {
+      return ErrorReply(Errc::kNotRegistered, "segment of target '" + target_name +
+                                                  "' was re-created; register anew");
+    }
+    if (!target.Adopt(owner)) {
+      return ErrorReply(Errc::kNotRegistered,
+                        "owner " + std::to_string(owner) + " is not waiting for adoption on '" +
+                            target_name + "' (grace over, or never held slots); register anew");
+    }
+    rec.owner = owner;
+    rec.adopted = true;
+    spdlog::info("target {}: adopted owner {} (pid {}, {}) after broker restart", target_name,
+                 owner, rec.pid, name);
+  } else {
+    rec.owner = target.table().AllocateOwner();
+    spdlog::info("target {}: registered owner {} (pid {}, uid {}, {})", target_name, rec.owner,
+                 rec.pid, rec.uid, name);
+  }
+  s.record() = rec;
+  clients[rec.owner] = rec;
+  return json::object{{"ok", true},
+                      {"owner", rec.owner},
+                      {"segment", target.table().name()},
+                      {"instance", instance},
+                      {"system_slot", config.cluster_mode() ? "none" : "table"},
+                      {"capacity", target.capacity()}};
+}
+
+void Broker::Impl::OnSessionClosed(Session& s) {
+  sessions.erase(&s);
+  if (!s.record() || stopping) return;
+  const ClientRecord rec = *s.record();
+  s.record().reset();
+  clients.erase(rec.owner);
+  auto it = targets.find(rec.target);
+  if (it == targets.end()) return;
+  const std::uint32_t freed = it->second->Reclaim(rec.owner, Clock::now());
+  const auto q = it->second->config().quarantine;
+  spdlog::info("target {}: client pid {} ({}, owner {}) gone; {} slot(s) reclaimed{}", rec.target,
+               rec.pid, rec.name, rec.owner, freed,
+               freed > 0 && q.count() > 0
+                   ? fmt::format(", quarantined for {} ms",
+                                 std::chrono::duration_cast<std::chrono::milliseconds>(q).count())
+                   : std::string());
+  ArmQuarantineTimer();
+}
+
+void Broker::Impl::ArmQuarantineTimer() {
+  Clock::time_point next = Clock::time_point::max();
+  for (auto& [n, t] : targets) next = std::min(next, t->next_quarantine_end());
+  if (next == Clock::time_point::max()) return;
+  quarantine_timer.expires_at(next);
+  quarantine_timer.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    const auto now = Clock::now();
+    for (auto& [n, t] : targets) t->ExpireQuarantine(now);
+    ArmQuarantineTimer();
+  });
+}
+
+void Broker::Impl::EndGrace() {
+  in_grace = false;
+  const auto now = Clock::now();
+  for (auto& [n, t] : targets) {
+    const std::size_t missing = t->pending_owners().size();
+    const std::uint32_t freed = t->ReleaseUnadopted(now);
+    if (missing > 0) {
+      spdlog::info("target {}: adoption grace over; {} owner(s) did not come back, {} slot(s) "
+                   "reclaimed",
+                   n, missing, freed);
+    }
+  }
+  ArmQuarantineTimer();
+}
+
+json::object Broker::Impl::StatusReply() {
+  json::array ts;
+  const auto now = Clock::now();
+  for (auto& [n, t] : targets) {
+    const shm::Counts c = t->table().Count();
+    json::object o{{"name", n},
+                   {"limit", t->config().limit},
+                   {"reserve", t->config().reserve},
+                   {"capacity", t->capacity()},
+                   {"held", c.held_action + c.held_system},
+                   {"held_action", c.held_action},
+                   {"held_system", c.held_system},
+                   {"free", c.free},
+                   {"waiting", c.waiters},
+                   {"quarantined", c.quarantined},
+                   {"retiring", c.retiring},
+                   {"clients", RegisteredOn(n)},
+                   {"pending_adoption", t->pending_owners().size()},
+                   {"slots", t->table().slot_count()},
+                   {"segment", t->table().name()},
+                   {"revocation_generation", t->table().revocation_generation()},
+                   {"session_limit_reports", t->session_limit_reports()},
+                   {"slots_reclaimed", t->slots_reclaimed()},
+                   {"quarantine_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         t->config().quarantine)
+                                         .count()}};
+    ts.push_back(std::move(o));
+  }
+  return json::object{{"ok", true},
+                      {"broker", config.id},
+                      {"pid", ::getpid()},
+                      {"mode", config.cluster_mode() ? "cluster" : "single"},
+                      {"uptime_ms", AgoMs(started, now)},
+                      {"adoption_grace", in_grace},
+                      {"targets", std::move(ts)}};
+}
+
+json::object Broker::Impl::Clients() {
+  json::array cs;
+  const auto now = Clock::now();
+  for (auto& [owner, rec] : clients) {
+    const auto holdings = targets.at(rec.target)->table().HoldingsByOwner();
+    auto h = holdings.find(owner);
+    cs.push_back(json::object{
+        {"owner", owner},
+        {"target", rec.target},
+        {"pid", rec.pid},
+        {"uid", rec.uid},
+        {"name", rec.name},
+        {"held_action", h != holdings.end() ? h->second.action : 0},
+        {"held_system", h != holdings.end() ? h->second.system : 0},
+        {"connected_ms", AgoMs(rec.since, now)},
+        {"adopted", rec.adopted}});
+  }
+  json::array pending;
+  for (auto& [n, t] : targets) {
+    for (std::uint32_t o : t->pending_owners()) {
+      pending.push_back(json::object{{"owner", o}, {"target", n}});
+    }
+  }
+  return json::object{{"ok", true}, {"clients", std::move(cs)}, {"pending", std::move(pending)}};
+}
+
+void Broker::Impl::Shutdown() {
+  if (stopping) return;
+  stopping = true;
+  boost::system::error_code ec;
+  acceptor.close(ec);
+  std::error_code fec;
+  std::filesystem::remove(config.socket, fec);
+  grace_timer.cancel();
+  quarantine_timer.cancel();
+  signals.cancel();
+  bool any_held = false;
+  for (auto& [n, t] : targets) {
+    const shm::Counts c = t->table().Count();
+    if (c.held_action + c.held_system + c.quarantined > 0 || !t->pending_owners().empty()) {
+      any_held = true;
+    }
+  }
+  if (any_held) {
+    spdlog::info("shutting down; {} client(s) still hold slots: segments kept for the next "
+                 "broker to adopt (within its adopt_grace)",
+                 clients.size());
+  } else {
+    for (auto& [n, t] : targets) (void)shm::SlotTable::Remove(t->table().name());
+    spdlog::info("shutting down; nothing held, segments removed");
+  }
+  // Sessions end without reclaiming (stopping is set): running clients keep
+  // their slots and re-register with the next broker.
+  for (auto& [ptr, weak] : sessions) {
+    if (auto s = weak.lock()) s->Close();
+  }
+}
+
+Broker::Broker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Broker::~Broker() = default;
+
+Result<std::unique_ptr<Broker>> Broker::Create(config::BrokerConfig config) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = std::move(config);
+  if (Status s = impl->Open(); !s.ok()) return s;
+  return std::unique_ptr<Broker>(new Broker(std::move(impl)));
+}
+
+int Broker::Run() {
+  Impl& b = *impl_;
+  b.signals.async_wait([&b](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {} received", sig);
+    b.Shutdown();
+  });
+  if (b.in_grace) {
+    b.grace_timer.expires_after(
+        std::chrono::duration_cast<Clock::duration>(b.config.adopt_grace));
+    b.grace_timer.async_wait([&b](boost::system::error_code ec) {
+      if (!ec) b.EndGrace();
+    });
+  }
+  b.ArmQuarantineTimer();
+  b.StartAccept();
+  spdlog::info("broker {} ready on {} ({} mode, {} target(s))", b.config.id,
+               b.config.socket.string(), b.config.cluster_mode() ? "cluster" : "single",
+               b.targets.size());
+  b.io.run();
+  return b.exit_code;
+}
+
+void Broker::Stop() {
+  asio::post(impl_->io, [this] { impl_->Shutdown(); });
+}
+
+}  // namespace dsb::broker

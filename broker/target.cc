@@ -1,0 +1,114 @@
+#include "broker/target.h"
+
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+namespace dsb::broker {
+
+Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
+                                             const config::TargetConfig& target,
+                                             std::uint32_t initial_capacity,
+                                             Clock::time_point now) {
+  auto t = std::unique_ptr<Target>(new Target());
+  t->config_ = target;
+  const std::string segment = shm::SegmentName(broker.shm_prefix, target.name);
+  const auto slots = static_cast<std::uint32_t>(target.slots);
+  if (shm::SlotTable::Exists(segment)) {
+    auto attached = shm::SlotTable::Attach(segment);
+    if (!attached.ok()) {
+      return Status{attached.status().code(),
+                    attached.status().message() +
+                        ". If no DigiScope instance uses it, remove /dev/shm/" + segment +
+                        " and start again"};
+    }
+    auto& table = *attached;
+    if (table->target() != target.name || table->slot_count() != slots) {
+      const shm::Counts c = table->Count();
+      if (c.held_action + c.held_system + c.quarantined == 0) {
+        // Nothing to keep: make a segment of the configured shape.
+        spdlog::info("target {}: segment {} has another shape (target '{}', {} slots); "
+                     "nothing held, re-creating it with {} slots",
+                     target.name, segment, table->target(), table->slot_count(), slots);
+        table.reset();
+        (void)shm::SlotTable::Remove(segment);
+      } else {
+        return Status{Errc::kSegmentInvalid,
+                      "segment " + segment + " holds slots but was made for target '" +
+                          table->target() + "' with " + std::to_string(table->slot_count()) +
+                          " slots, the config says '" + target.name + "' with " +
+                          std::to_string(slots) +
+                          "; stop its clients or restore the old config"};
+      }
+    }
+    if (table) {
+      t->table_ = std::move(table);
+      t->adopted_ = true;
+      t->table_->BumpBrokerGeneration(::getpid());
+      for (const auto& [owner, holdings] : t->table_->HoldingsByOwner()) {
+        t->pending_.insert(owner);
+      }
+      // Whatever was quarantined stays so for a full period again: we do not
+      // know how long it already waited.
+      t->Quarantine(t->table_->QuarantinedSlots(), now);
+    }
+  }
+  if (!t->table_) {
+    shm::CreateOptions o;
+    o.name = segment;
+    o.target = target.name;
+    o.slot_count = slots;
+    o.capacity = 0;
+    if (broker.group) o.group = static_cast<gid_t>(broker.group->gid);
+    auto created = shm::SlotTable::Create(o);
+    if (!created.ok()) return created.status();
+    t->table_ = std::move(created).value();
+    t->table_->BumpBrokerGeneration(::getpid());
+  }
+  t->SetCapacity(initial_capacity);
+  return t;
+}
+
+bool Target::Adopt(std::uint32_t owner) { return pending_.erase(owner) > 0; }
+
+std::uint32_t Target::ReleaseUnadopted(Clock::time_point now) {
+  std::uint32_t total = 0;
+  for (std::uint32_t owner : pending_) total += Reclaim(owner, now);
+  pending_.clear();
+  return total;
+}
+
+std::uint32_t Target::Reclaim(std::uint32_t owner, Clock::time_point now) {
+  std::uint32_t freed = 0;
+  const bool quarantine = config_.quarantine.count() > 0;
+  Quarantine(table_->Reclaim(owner, quarantine, &freed), now);
+  slots_reclaimed_ += freed;
+  return freed;
+}
+
+void Target::Quarantine(const std::vector<std::uint32_t>& slots, Clock::time_point now) {
+  const auto end = now + std::chrono::duration_cast<Clock::duration>(config_.quarantine);
+  for (std::uint32_t s : slots) quarantine_.emplace(end, s);
+}
+
+Clock::time_point Target::ExpireQuarantine(Clock::time_point now) {
+  while (!quarantine_.empty() && quarantine_.begin()->first <= now) {
+    table_->EndQuarantine(quarantine_.begin()->second);
+    quarantine_.erase(quarantine_.begin());
+  }
+  return next_quarantine_end();
+}
+
+Clock::time_point Target::next_quarantine_end() const {
+  return quarantine_.empty() ? Clock::time_point::max() : quarantine_.begin()->first;
+}
+
+void Target::SetCapacity(std::uint32_t capacity) {
+  capacity_ = capacity;
+  if (table_->SetCapacity(capacity)) {
+    spdlog::info("target {}: capacity lowered to {}: held slots asked back (revocation)",
+                 config_.name, capacity);
+  }
+}
+
+}  // namespace dsb::broker

@@ -1,0 +1,78 @@
+// Target: one server account served by this broker: its slot table (created
+// or adopted), its quarantine bookkeeping and its counters.
+//
+// Thread rule: all calls on the broker's strand (single-threaded io_context).
+#ifndef DSB_BROKER_TARGET_H_
+#define DSB_BROKER_TARGET_H_
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "broker/config/broker_config.h"
+#include "common/status.h"
+#include "shm/slot_table.h"
+
+namespace dsb::broker {
+
+using Clock = std::chrono::steady_clock;
+
+class Target {
+ public:
+  // Creates the target's segment, or adopts an existing valid one (a broker
+  // restart): slots of its owners stay held until Adopt()ed or the grace
+  // ends (ReleaseUnadopted). Errors: kSegmentInvalid (an existing segment
+  // failed validation or has another size or target: the message says how
+  // to remove it), kSegmentUnavailable.
+  static Result<std::unique_ptr<Target>> Open(const config::BrokerConfig& broker,
+                                              const config::TargetConfig& target,
+                                              std::uint32_t initial_capacity, Clock::time_point now);
+
+  const std::string& name() const { return config_.name; }
+  const config::TargetConfig& config() const { return config_; }
+  shm::SlotTable& table() { return *table_; }
+  const shm::SlotTable& table() const { return *table_; }
+  bool adopted_segment() const { return adopted_; }
+
+  // Owners found holding slots in an adopted segment, still waiting to reconnect.
+  const std::set<std::uint32_t>& pending_owners() const { return pending_; }
+  // A reconnecting client claims `owner`. False if it is not pending.
+  bool Adopt(std::uint32_t owner);
+  // Grace over: frees (and quarantines) every slot of owners that did not come back.
+  std::uint32_t ReleaseUnadopted(Clock::time_point now);
+
+  // A client died or left: frees its slots (quarantined per config). Returns
+  // the number of slots freed.
+  std::uint32_t Reclaim(std::uint32_t owner, Clock::time_point now);
+  // Ends quarantines that are due; returns the next due time (max() if none).
+  Clock::time_point ExpireQuarantine(Clock::time_point now);
+  Clock::time_point next_quarantine_end() const;
+
+  void SetCapacity(std::uint32_t capacity);
+  std::uint32_t capacity() const { return capacity_; }
+
+  void CountSessionLimitReport() { ++session_limit_reports_; }
+  std::uint64_t session_limit_reports() const { return session_limit_reports_; }
+  std::uint64_t slots_reclaimed() const { return slots_reclaimed_; }
+
+ private:
+  Target() = default;
+  void Quarantine(const std::vector<std::uint32_t>& slots, Clock::time_point now);
+
+  config::TargetConfig config_;
+  std::unique_ptr<shm::SlotTable> table_;
+  bool adopted_ = false;
+  std::set<std::uint32_t> pending_;
+  std::multimap<Clock::time_point, std::uint32_t> quarantine_;  // end -> slot
+  std::uint32_t capacity_ = 0;
+  std::uint64_t session_limit_reports_ = 0;
+  std::uint64_t slots_reclaimed_ = 0;
+};
+
+}  // namespace dsb::broker
+
+#endif  // DSB_BROKER_TARGET_H_

@@ -1,0 +1,131 @@
+// The C ABI over dsb::Client. No exception may cross this boundary.
+#include "dsb/dsb.h"
+
+#include <string>
+
+#include "client/permit_access.h"
+#include "dsb/client.h"
+
+struct dsb_client {
+  std::unique_ptr<dsb::Client> client;
+};
+struct dsb_cancel {
+  dsb::CancelToken token;
+};
+
+namespace {
+
+thread_local std::string tl_last_error;
+
+dsb_status Fail(std::error_code ec, std::string message = {}) {
+  tl_last_error = message.empty() ? ec.message() : std::move(message);
+  return static_cast<dsb_status>(ec.value());
+}
+
+dsb_status Fail(dsb::Errc e, std::string message = {}) {
+  return Fail(make_error_code(e), std::move(message));
+}
+
+}  // namespace
+
+extern "C" {
+
+dsb_status dsb_connect(const char* socket_path, const char* target, const char* name,
+                       int32_t connect_timeout_ms, dsb_client** out) {
+  try {
+    if (out == nullptr || socket_path == nullptr || target == nullptr || connect_timeout_ms < 0) {
+      return Fail(dsb::Errc::kInvalidArgument,
+                  "dsb_connect: socket_path, target and out must be set, timeout >= 0");
+    }
+    *out = nullptr;
+    dsb::ClientOptions options;
+    options.socket_path = socket_path;
+    options.target = target;
+    if (name != nullptr) options.name = name;
+    options.connect_timeout = std::chrono::milliseconds(connect_timeout_ms);
+    std::error_code ec;
+    std::string message;
+    auto client = dsb::Client::Connect(options, ec, &message);
+    if (!client) return Fail(ec, message);
+    *out = new dsb_client{std::move(client)};
+    return DSB_OK;
+  } catch (...) {
+    return Fail(dsb::Errc::kInternal, "dsb_connect: out of memory");
+  }
+}
+
+void dsb_close(dsb_client* client) {
+  try {
+    delete client;
+  } catch (...) {
+  }
+}
+
+dsb_status dsb_acquire(dsb_client* client, int32_t timeout_ms, dsb_cancel* cancel,
+                       dsb_permit* out) {
+  if (client == nullptr || out == nullptr || timeout_ms < 0) {
+    return Fail(dsb::Errc::kInvalidArgument, "dsb_acquire: client and out must be set, timeout >= 0");
+  }
+  *out = dsb_permit{0, 0, 0};
+  std::error_code ec;
+  dsb::Permit p = client->client->Acquire(std::chrono::milliseconds(timeout_ms), ec,
+                                          cancel != nullptr ? &cancel->token : nullptr);
+  if (ec) return Fail(ec);
+  out->index = p.slot_index();
+  out->word = dsb::PermitAccess::Word(p);
+  dsb::PermitAccess::Detach(p);
+  return DSB_OK;
+}
+
+dsb_status dsb_try_acquire(dsb_client* client, dsb_permit* out) {
+  if (client == nullptr || out == nullptr) {
+    return Fail(dsb::Errc::kInvalidArgument, "dsb_try_acquire: client and out must be set");
+  }
+  *out = dsb_permit{0, 0, 0};
+  std::error_code ec;
+  dsb::Permit p = client->client->TryAcquire(ec);
+  if (ec) return Fail(ec);
+  out->index = p.slot_index();
+  out->word = dsb::PermitAccess::Word(p);
+  dsb::PermitAccess::Detach(p);
+  return DSB_OK;
+}
+
+void dsb_release(dsb_client* client, dsb_permit* permit) {
+  if (client == nullptr || permit == nullptr || permit->word == 0) return;
+  dsb::PermitAccess::ReleaseRaw(*client->client, permit->index, permit->word);
+  *permit = dsb_permit{0, 0, 0};
+}
+
+int32_t dsb_should_yield(const dsb_client* client, const dsb_permit* permit) {
+  if (client == nullptr || permit == nullptr || permit->word == 0) return 0;
+  return dsb::PermitAccess::ShouldYieldRaw(*client->client, permit->index, permit->word) ? 1 : 0;
+}
+
+dsb_status dsb_report_session_limit(dsb_client* client, const char* detail) {
+  if (client == nullptr) return Fail(dsb::Errc::kInvalidArgument, "dsb_report_session_limit: null client");
+  std::error_code ec = client->client->ReportSessionLimit(detail != nullptr ? detail : "");
+  return ec ? Fail(ec) : DSB_OK;
+}
+
+dsb_cancel* dsb_cancel_create(void) {
+  try {
+    return new dsb_cancel();
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+void dsb_cancel_fire(dsb_cancel* cancel) {
+  if (cancel != nullptr) cancel->token.Cancel();
+}
+
+void dsb_cancel_destroy(dsb_cancel* cancel) { delete cancel; }
+
+const char* dsb_strerror(dsb_status code) {
+  return dsb::ErrcMessage(static_cast<dsb::Errc>(code));
+}
+
+const char* dsb_last_error(void) { return tl_last_error.c_str(); }
+
+}  // extern "C"

@@ -1,0 +1,415 @@
+// The dsb client library: registration with the broker, the action-slot fast
+// path on the shared-memory table, and reconnection after a broker restart.
+#include "dsb/client.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <condition_variable>
+#include <thread>
+
+#include "client/permit_access.h"
+#include "common/local_frame.h"
+#include "shm/futex.h"
+#include "shm/slot_table.h"
+
+namespace dsb {
+
+namespace json = boost::json;
+
+// Binds a public CancelToken to the slot table's wait protocol.
+class CancelBinding final : public shm::WaitInterrupt {
+ public:
+  explicit CancelBinding(CancelToken* token) : token_(token) {}
+  bool Arm(std::atomic<std::uint32_t>* word) override {
+    std::lock_guard lock(token_->mu_);
+    if (token_->cancelled_.load(std::memory_order_acquire)) return false;
+    token_->words_.push_back(word);
+    return true;
+  }
+  void Disarm(std::atomic<std::uint32_t>* word) override {
+    std::lock_guard lock(token_->mu_);
+    std::erase(token_->words_, word);
+  }
+  bool interrupted() const override { return token_->cancelled(); }
+
+ private:
+  CancelToken* token_;
+};
+
+void CancelToken::Cancel() noexcept {
+  std::lock_guard lock(mu_);
+  cancelled_.store(true, std::memory_order_release);
+  for (auto* word : words_) {
+    word->store(1, std::memory_order_seq_cst);
+    shm::FutexWake(word, 1);
+  }
+}
+
+class ClientImpl {
+ public:
+  explicit ClientImpl(ClientOptions options) : options_(std::move(options)) {}
+
+  ~ClientImpl() {
+    {
+      std::lock_guard lock(mu_);
+      closing_ = true;
+      if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+    }
+    cv_.notify_all();
+    if (reader_.joinable()) reader_.join();
+    if (system_slot_ && table_) table_->Release(*system_slot_, system_word_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  Status Connect() {
+    auto fd = ConnectLocal(options_.socket_path);
+    if (!fd.ok()) return fd.status();
+    fd_ = *fd;
+    json::object req{{"op", "register"},
+                     {"version", kLocalProtocolVersion},
+                     {"target", options_.target},
+                     {"name", options_.name},
+                     {"pid", static_cast<std::int64_t>(::getpid())}};
+    auto reply = RoundTrip(fd_, req, options_.connect_timeout);
+    if (!reply.ok()) return reply.status();
+    const json::object& r = *reply;
+    owner_ = static_cast<std::uint32_t>(r.at("owner").to_number<std::uint64_t>());
+    segment_ = json::value_to<std::string>(r.at("segment"));
+    instance_ = json::value_to<std::string>(r.at("instance"));
+    const bool table_system_slot = json::value_to<std::string>(r.at("system_slot")) == "table";
+    auto table = shm::SlotTable::Attach(segment_);
+    if (!table.ok()) return table.status();
+    table_ = std::move(table).value();
+    if (std::to_string(table_->instance_id()) != instance_) {
+      return {Errc::kSegmentInvalid, "segment " + segment_ +
+                                         " was re-created while registering; try again"};
+    }
+    action_word_ = shm::HeldWord(owner_, false);
+    system_word_ = shm::HeldWord(owner_, true);
+    if (table_system_slot) {
+      // Single-machine mode: registrations and actions share the table, so the
+      // system connection waits for a slot like any action (in FIFO order).
+      auto slot = table_->Acquire(system_word_, options_.connect_timeout, nullptr);
+      if (!slot.ok()) {
+        if (slot.status().code() == Errc::kTimeout) {
+          return {Errc::kTimeout, "no slot for the system connection of target '" +
+                                      options_.target + "' within the connect timeout (" +
+                                      std::to_string(options_.connect_timeout.count()) +
+                                      " ms): the target is at its limit"};
+        }
+        return slot.status();
+      }
+      system_slot_ = *slot;
+    }
+    reader_ = std::thread([this] { ReaderLoop(); });
+    return Status::Ok();
+  }
+
+  Permit MakePermit(std::uint32_t index) {
+    Permit p;
+    p.impl_ = this;
+    p.index_ = index;
+    p.word_ = action_word_;
+    return p;
+  }
+
+  Permit Acquire(std::chrono::milliseconds timeout, std::error_code& ec, CancelToken* cancel) {
+    if (lost_.load(std::memory_order_acquire)) {
+      ec = Errc::kNotRegistered;
+      return {};
+    }
+    if (timeout.count() < 0) {
+      ec = Errc::kInvalidArgument;
+      return {};
+    }
+    if (cancel != nullptr && cancel->cancelled()) {
+      ec = Errc::kCancelled;
+      return {};
+    }
+    CancelBinding binding(cancel);
+    auto r = table_->Acquire(action_word_, timeout, cancel != nullptr ? &binding : nullptr);
+    if (!r.ok()) {
+      ec = r.status().code() == Errc::kCapacityExhausted ? Errc::kTimeout : r.status().code();
+      return {};
+    }
+    ec.clear();
+    return MakePermit(*r);
+  }
+
+  Permit TryAcquire(std::error_code& ec) {
+    if (lost_.load(std::memory_order_acquire)) {
+      ec = Errc::kNotRegistered;
+      return {};
+    }
+    auto idx = table_->TryAcquire(action_word_);
+    if (!idx) {
+      ec = Errc::kCapacityExhausted;
+      return {};
+    }
+    ec.clear();
+    return MakePermit(*idx);
+  }
+
+  void Release(std::uint32_t index, std::uint64_t word) { table_->Release(index, word); }
+  bool ShouldYield(std::uint32_t index, std::uint64_t word) const {
+    return !table_->StillHeld(index, word);
+  }
+
+  std::error_code ReportSessionLimit(std::string_view detail) {
+    json::object req{{"op", "report_session_limit"},
+                     {"detail", std::string(detail.substr(0, 512))}};
+    auto r = Request(req);
+    return r.ok() ? std::error_code{} : make_error_code(r.status().code());
+  }
+
+  ClientInfo Info() const {
+    ClientInfo info;
+    info.owner_id = owner_;
+    info.segment = segment_;
+    if (table_) {
+      info.capacity = table_->capacity();
+      info.revocation_generation = table_->revocation_generation();
+    }
+    return info;
+  }
+
+ private:
+  // One request/reply on a socket nobody else reads (used before the reader
+  // thread starts, and by the reader itself when re-registering).
+  static Result<json::object> RoundTrip(int fd, const json::object& req,
+                                        std::chrono::milliseconds timeout) {
+    if (Status s = WriteFrame(fd, json::serialize(req)); !s.ok()) return s;
+    auto frame = ReadFrame(fd, timeout);
+    if (!frame.ok()) return frame.status();
+    return ParseReply(*frame);
+  }
+
+  static Result<json::object> ParseReply(const std::string& text) {
+    boost::system::error_code jec;
+    json::value v = json::parse(text, jec);
+    if (jec || !v.is_object()) return Status{Errc::kProtocol, "broker sent a malformed reply"};
+    json::object& o = v.as_object();
+    const json::value* ok = o.if_contains("ok");
+    if (ok == nullptr || !ok->is_bool()) return Status{Errc::kProtocol, "reply without 'ok'"};
+    if (!ok->as_bool()) {
+      const json::value* e = o.if_contains("error");
+      const json::value* m = o.if_contains("message");
+      Errc code = e != nullptr && e->is_string() ? ErrcFromName(e->as_string().c_str())
+                                                 : Errc::kInternal;
+      return Status{code, m != nullptr && m->is_string() ? std::string(m->as_string()) : ""};
+    }
+    try {
+      // Validate the fields a register reply must carry, if it is one.
+      return std::move(o);
+    } catch (...) {
+      return Status{Errc::kProtocol, "broker reply has wrong field types"};
+    }
+  }
+
+  // A request over the live connection; the reader thread delivers the reply.
+  Result<json::object> Request(const json::object& req) {
+    std::lock_guard one_at_a_time(request_mu_);
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, options_.connect_timeout,
+                      [&] { return connected_ || lost_ || closing_; }) ||
+        !connected_) {
+      return Status{lost_ ? Errc::kNotRegistered : Errc::kBrokerUnavailable,
+                    "not connected to the broker"};
+    }
+    reply_.reset();
+    const std::uint64_t generation = connection_generation_;
+    if (Status s = WriteFrame(fd_, json::serialize(req)); !s.ok()) return s;
+    if (!cv_.wait_for(lock, options_.connect_timeout, [&] {
+          return reply_.has_value() || connection_generation_ != generation || closing_;
+        })) {
+      return Status{Errc::kTimeout, "broker did not answer in time"};
+    }
+    if (!reply_) return Status{Errc::kBrokerUnavailable, "connection to the broker was lost"};
+    std::string text = std::move(*reply_);
+    reply_.reset();
+    lock.unlock();
+    return ParseReply(text);
+  }
+
+  void ReaderLoop() {
+    {
+      std::lock_guard lock(mu_);
+      connected_ = true;
+    }
+    cv_.notify_all();
+    for (;;) {
+      auto frame = ReadFrame(fd_, std::chrono::milliseconds(-1));
+      std::unique_lock lock(mu_);
+      if (closing_) return;
+      if (frame.ok()) {
+        reply_ = std::move(*frame);
+        lock.unlock();
+        cv_.notify_all();
+        continue;
+      }
+      connected_ = false;
+      ++connection_generation_;
+      lock.unlock();
+      cv_.notify_all();
+      if (!Reconnect()) {
+        lost_.store(true, std::memory_order_release);
+        cv_.notify_all();
+        return;
+      }
+    }
+  }
+
+  // The broker went away: keep every slot by re-registering with our owner id
+  // within the new broker's adoption grace. Returns false if that failed.
+  bool Reconnect() {
+    const auto deadline = std::chrono::steady_clock::now() + options_.reconnect_window;
+    while (std::chrono::steady_clock::now() < deadline) {
+      {
+        std::unique_lock lock(mu_);
+        if (closing_) return false;
+      }
+      auto fd = ConnectLocal(options_.socket_path);
+      if (fd.ok()) {
+        json::object req{{"op", "register"},
+                         {"version", kLocalProtocolVersion},
+                         {"target", options_.target},
+                         {"name", options_.name},
+                         {"pid", static_cast<std::int64_t>(::getpid())},
+                         {"owner", owner_},
+                         {"instance", instance_}};
+        auto reply = RoundTrip(*fd, req, std::chrono::milliseconds(5000));
+        if (reply.ok()) {
+          std::lock_guard lock(mu_);
+          if (closing_) {
+            ::close(*fd);
+            return false;
+          }
+          ::close(fd_);
+          fd_ = *fd;
+          connected_ = true;
+          cv_.notify_all();
+          return true;
+        }
+        ::close(*fd);
+        const Errc code = reply.status().code();
+        if (code == Errc::kNotRegistered || code == Errc::kSegmentInvalid ||
+            code == Errc::kUnknownTarget || code == Errc::kPermissionDenied) {
+          return false;  // the new broker will not adopt us
+        }
+      }
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return closing_; });
+    }
+    return false;
+  }
+
+  const ClientOptions options_;
+  std::unique_ptr<shm::SlotTable> table_;
+  std::uint32_t owner_ = 0;
+  std::string segment_;
+  std::string instance_;
+  std::uint64_t action_word_ = 0;
+  std::uint64_t system_word_ = 0;
+  std::optional<std::uint32_t> system_slot_;
+
+  std::mutex request_mu_;  // one request in flight
+  std::mutex mu_;          // guards everything below
+  std::condition_variable cv_;
+  int fd_ = -1;
+  bool connected_ = false;
+  bool closing_ = false;
+  std::uint64_t connection_generation_ = 0;
+  std::optional<std::string> reply_;
+  std::atomic<bool> lost_{false};
+  std::thread reader_;
+};
+
+// ---- Permit -----------------------------------------------------------------
+
+Permit::Permit(Permit&& other) noexcept
+    : impl_(std::exchange(other.impl_, nullptr)), index_(other.index_), word_(other.word_) {}
+
+Permit& Permit::operator=(Permit&& other) noexcept {
+  if (this != &other) {
+    Release();
+    impl_ = std::exchange(other.impl_, nullptr);
+    index_ = other.index_;
+    word_ = other.word_;
+  }
+  return *this;
+}
+
+bool Permit::ShouldYield() const noexcept {
+  return impl_ != nullptr && impl_->ShouldYield(index_, word_);
+}
+
+void Permit::Release() noexcept {
+  if (impl_ == nullptr) return;
+  impl_->Release(index_, word_);
+  impl_ = nullptr;
+}
+
+// ---- Client -----------------------------------------------------------------
+
+Client::Client(std::unique_ptr<ClientImpl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+std::unique_ptr<Client> Client::Connect(const ClientOptions& options, std::error_code& ec,
+                                        std::string* message) noexcept {
+  try {
+    if (options.target.empty()) {
+      ec = Errc::kInvalidArgument;
+      if (message != nullptr) *message = "ClientOptions.target is empty";
+      return nullptr;
+    }
+    auto impl = std::make_unique<ClientImpl>(options);
+    Status s = impl->Connect();
+    if (!s.ok()) {
+      ec = s.code();
+      if (message != nullptr) *message = s.message();
+      return nullptr;
+    }
+    ec.clear();
+    return std::unique_ptr<Client>(new Client(std::move(impl)));
+  } catch (const std::exception& e) {
+    ec = Errc::kProtocol;
+    if (message != nullptr) *message = std::string("unexpected reply from broker: ") + e.what();
+    return nullptr;
+  }
+}
+
+Permit Client::Acquire(std::chrono::milliseconds timeout, std::error_code& ec,
+                       CancelToken* cancel) noexcept {
+  return impl_->Acquire(timeout, ec, cancel);
+}
+
+Permit Client::TryAcquire(std::error_code& ec) noexcept { return impl_->TryAcquire(ec); }
+
+std::error_code Client::ReportSessionLimit(std::string_view detail) noexcept {
+  try {
+    return impl_->ReportSessionLimit(detail);
+  } catch (...) {
+    return make_error_code(Errc::kInternal);
+  }
+}
+
+ClientInfo Client::Info() const noexcept {
+  try {
+    return impl_->Info();
+  } catch (...) {
+    return {};
+  }
+}
+
+}  // namespace dsb
+
+namespace dsb {
+void PermitAccess::ReleaseRaw(Client& c, std::uint32_t index, std::uint64_t word) {
+  c.impl_->Release(index, word);
+}
+bool PermitAccess::ShouldYieldRaw(const Client& c, std::uint32_t index, std::uint64_t word) {
+  return c.impl_->ShouldYield(index, word);
+}
+}  // namespace dsb

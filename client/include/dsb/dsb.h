@@ -1,0 +1,93 @@
+/* dsb C ABI: for P/Invoke from .NET and for C programs.
+ *
+ * Every function returns a dsb_status (0 = DSB_OK) or fills an out-parameter;
+ * none throws, none aborts on bad input (a NULL handle is DSB_E_INVALID_ARGUMENT).
+ * dsb_strerror(code) gives the fixed text of a code; dsb_last_error() gives
+ * the detailed message of the last failure on the calling thread.
+ *
+ * Thread rule: a dsb_client may be used from many threads at once. A
+ * dsb_permit is a plain value owned by the caller (no allocation): pass it back
+ * to dsb_release exactly once. Release every permit before dsb_close.
+ *
+ * .NET: [DllImport("dsb")] finds libdsb.so on Linux and dsb.dll on Windows;
+ * dsb_permit maps to a [StructLayout(LayoutKind.Sequential)] struct
+ * { uint index; uint reserved; ulong word; }.
+ */
+#ifndef DSB_DSB_H_
+#define DSB_DSB_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define DSB_API __declspec(dllexport)
+#else
+#define DSB_API __attribute__((visibility("default")))
+#endif
+
+/* Values mirror dsb::Errc (client/include/dsb/errc.h). Never renumbered. */
+typedef int32_t dsb_status;
+#define DSB_OK 0
+#define DSB_E_TIMEOUT 1
+#define DSB_E_CANCELLED 2
+#define DSB_E_BROKER_UNAVAILABLE 3
+#define DSB_E_UNKNOWN_TARGET 4
+#define DSB_E_PROTOCOL 5
+#define DSB_E_PERMISSION_DENIED 6
+#define DSB_E_SEGMENT_INVALID 7
+#define DSB_E_SEGMENT_UNAVAILABLE 8
+#define DSB_E_CONFIG 9
+#define DSB_E_CAPACITY_EXHAUSTED 10
+#define DSB_E_TOO_MANY_CLIENTS 11
+#define DSB_E_NOT_REGISTERED 12
+#define DSB_E_INVALID_ARGUMENT 13
+#define DSB_E_TOO_MANY_WAITERS 14
+#define DSB_E_INTERNAL 15
+#define DSB_E_SHUTTING_DOWN 16
+
+typedef struct dsb_client dsb_client;
+typedef struct dsb_cancel dsb_cancel;
+
+typedef struct dsb_permit {
+  uint32_t index;
+  uint32_t reserved;
+  uint64_t word; /* 0 = no permit */
+} dsb_permit;
+
+/* Registers with the broker at socket_path for target and takes the system
+ * slot, waiting at most connect_timeout_ms. name may be NULL. */
+DSB_API dsb_status dsb_connect(const char* socket_path, const char* target, const char* name,
+                               int32_t connect_timeout_ms, dsb_client** out);
+/* Gives back the system slot and closes the registration. NULL is a no-op. */
+DSB_API void dsb_close(dsb_client* client);
+
+/* Takes an action slot, waiting up to timeout_ms (0 = no wait).
+ * cancel may be NULL. On success *out holds the permit. */
+DSB_API dsb_status dsb_acquire(dsb_client* client, int32_t timeout_ms, dsb_cancel* cancel,
+                               dsb_permit* out);
+DSB_API dsb_status dsb_try_acquire(dsb_client* client, dsb_permit* out);
+/* Gives the slot back and clears *permit. Safe on a cleared permit. */
+DSB_API void dsb_release(dsb_client* client, dsb_permit* permit);
+/* 1 if the broker asks this slot back (close the session at a safe point), else 0. */
+DSB_API int32_t dsb_should_yield(const dsb_client* client, const dsb_permit* permit);
+/* Reports that the server refused a session for exceeding its limit. detail may be NULL. */
+DSB_API dsb_status dsb_report_session_limit(dsb_client* client, const char* detail);
+
+DSB_API dsb_cancel* dsb_cancel_create(void);
+DSB_API void dsb_cancel_fire(dsb_cancel* cancel);
+DSB_API void dsb_cancel_destroy(dsb_cancel* cancel);
+
+/* Fixed text of a status code (never NULL, static storage). */
+DSB_API const char* dsb_strerror(dsb_status code);
+/* Detailed message of the last failure on this thread ("" if none). Valid
+ * until the next dsb call on this thread. */
+DSB_API const char* dsb_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DSB_DSB_H_ */
