@@ -1,0 +1,226 @@
+#include "broker/config/broker_config.h"
+
+#ifndef _WIN32
+#include <grp.h>
+#include <unistd.h>
+#endif
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include "broker/config/quote.h"
+#include "broker/config/toml_reader.h"
+#include "common/check.h"
+
+namespace dsb::config {
+namespace {
+
+using internal::ErrorSink;
+using internal::Need;
+using internal::TableReader;
+using std::chrono::nanoseconds;
+
+// sizeof(sockaddr_un::sun_path) on Linux is 108, including the terminating NUL.
+constexpr std::size_t kMaxSocketPathBytes = 107;
+
+struct LogLevelEntry {
+  LogLevel level;
+  const char* name;
+};
+constexpr LogLevelEntry kLogLevels[] = {{LogLevel::kTrace, "trace"},
+                                        {LogLevel::kDebug, "debug"},
+                                        {LogLevel::kInfo, "info"},
+                                        {LogLevel::kWarn, "warn"},
+                                        {LogLevel::kError, "error"}};
+
+// Resolves a group name. Success: the gid. Failure: the reason, for the message.
+Result<std::uint32_t> LookupGroup(const std::string& name) {
+#ifdef _WIN32
+  return Status(Errc::kConfig, "groups are not supported on Windows; remove broker.group");
+#else
+  long hint = sysconf(_SC_GETGR_R_SIZE_MAX);
+  std::size_t size = hint > 0 ? static_cast<std::size_t>(hint) : 16384;
+  for (;;) {
+    std::string buffer(size, '\0');
+    group entry{};
+    group* found = nullptr;
+    const int rc = getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found);
+    if (rc == ERANGE && size < (std::size_t{1} << 24)) {
+      size *= 2;
+      continue;
+    }
+    if (rc != 0) {
+      return Status(Errc::kConfig,
+                    "cannot look up group " + Quote(name) + ": " + std::strerror(rc));
+    }
+    if (found == nullptr) {
+      return Status(Errc::kConfig, "group " + Quote(name) +
+                                       " does not exist; create it or remove broker.group");
+    }
+    return static_cast<std::uint32_t>(found->gr_gid);
+  }
+#endif
+}
+
+void ReadBrokerTable(TableReader& b, const std::filesystem::path& base, BrokerConfig& config) {
+  config.id = b.Name("id", Need::kRequired, "._-", 64).value_or("");
+  if (std::optional<std::string> socket = b.String("socket", Need::kRequired)) {
+    if (!std::filesystem::path(*socket).is_absolute()) {
+      b.Fail("socket", "must be an absolute path, got " + Quote(*socket));
+    } else if (socket->size() > kMaxSocketPathBytes) {
+      b.Fail("socket", "is " + std::to_string(socket->size()) +
+                           " bytes long but a Unix socket path holds at most " +
+                           std::to_string(kMaxSocketPathBytes) +
+                           " bytes (sun_path); choose a shorter path");
+    } else {
+      config.socket = std::filesystem::path(*socket).lexically_normal();
+    }
+  }
+  config.shm_prefix = b.Name("shm_prefix", Need::kRequired, "_-", 32).value_or("");
+  if (std::optional<std::string> group = b.String("group", Need::kOptional)) {
+    Result<std::uint32_t> gid = LookupGroup(*group);
+    if (gid.ok()) {
+      config.group = GroupRef{*group, *gid};
+    } else {
+      b.Fail("group", gid.status().message());
+    }
+  }
+  for (std::int64_t uid : b.IntArray("allowed_uids", Need::kOptional, 0, 4294967294)
+                              .value_or(std::vector<std::int64_t>{})) {
+    config.allowed_uids.push_back(static_cast<std::uint32_t>(uid));
+  }
+  if (std::optional<std::string> level = b.String("log_level", Need::kOptional)) {
+    bool known = false;
+    for (const LogLevelEntry& entry : kLogLevels) {
+      if (*level == entry.name) {
+        config.log_level = entry.level;
+        known = true;
+      }
+    }
+    if (!known) {
+      b.Fail("log_level", "must be one of trace, debug, info, warn, error, got " + Quote(*level));
+    }
+  }
+  config.log_file = b.Path("log_file", Need::kOptional, base);
+  config.adopt_grace = b.Duration("adopt_grace", Need::kOptional, nanoseconds(0),
+                                  std::chrono::hours(1))
+                           .value_or(config.adopt_grace);
+  config.max_clients =
+      static_cast<int>(b.Int("max_clients", Need::kOptional, 1, 65535).value_or(1024));
+  config.metrics = b.Address("metrics", Need::kOptional, 0);
+  config.listen = b.Address("listen", Need::kOptional, 0);
+  config.cluster_file = b.Path("cluster", Need::kOptional, base);
+  config.key_file = b.Path("key_file", Need::kOptional, base);
+  if (config.cluster_file && !config.key_file && b.sink().ok()) {
+    b.Fail("key_file", "required when broker.cluster is set (the pre-shared key that "
+                       "authenticates brokers to each other)");
+  }
+  config.state_dir = b.Path("state_dir", Need::kOptional, base);
+}
+
+// Cluster mode: loads the cluster file and takes the targets from it.
+void JoinCluster(TableReader& top, BrokerConfig& config) {
+  const std::string cluster_name = Printable(config.cluster_file->string());
+  if (top.Has("targets")) {
+    top.Fail("targets", "not allowed in cluster mode: targets come from the cluster file " +
+                            cluster_name + "; remove [[targets]] from this file");
+    return;
+  }
+  Result<ClusterConfig> cluster = LoadClusterConfig(*config.cluster_file);
+  if (!cluster.ok()) {
+    top.sink().Adopt(cluster.status());
+    return;
+  }
+  const ClusterBroker* self = cluster->FindBroker(config.id);
+  if (self == nullptr) {
+    top.Fail("broker.id", Quote(config.id) + " is not listed in the cluster file " +
+                              cluster_name + " (brokers there: " + cluster->BrokerIds() + ")");
+    return;
+  }
+  if (!config.listen) config.listen = self->address;
+  config.targets = cluster->targets;
+  config.cluster = std::move(cluster).value();
+}
+
+}  // namespace
+
+const char* LogLevelName(LogLevel level) {
+  for (const LogLevelEntry& entry : kLogLevels) {
+    if (entry.level == level) return entry.name;
+  }
+  return "info";
+}
+
+const ClusterBroker& BrokerConfig::self() const {
+  DSB_CHECK(cluster.has_value(), "BrokerConfig::self() outside cluster mode");
+  const ClusterBroker* entry = cluster->FindBroker(id);
+  DSB_CHECK(entry != nullptr, "broker id %s not in its cluster file", id.c_str());
+  return *entry;
+}
+
+const TargetConfig* BrokerConfig::FindTarget(std::string_view name) const {
+  for (const TargetConfig& t : targets) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+std::string BrokerConfig::SegmentName(std::string_view target_name) const {
+  return "/dsb-" + shm_prefix + "-" + std::string(target_name);
+}
+
+Result<BrokerConfig> ParseBrokerConfig(std::string_view text, std::string_view file_name,
+                                       const std::filesystem::path& base_dir) {
+  ErrorSink sink{file_name};
+  std::error_code ec;
+  const std::filesystem::path base =
+      base_dir.empty() ? std::filesystem::current_path(ec) : std::filesystem::absolute(base_dir, ec);
+  if (ec) {
+    return Status(Errc::kConfig, Printable(file_name) + ": cannot resolve the folder " +
+                                     Quote(base_dir.string()) + ": " + ec.message());
+  }
+  std::optional<toml::table> root = internal::ParseToml(text, sink);
+  if (!root) return sink.status();
+
+  // Cluster settings put in the broker file by mistake get a pointer to the right place.
+  for (std::string_view cluster_key : {"cluster", "brokers"}) {
+    if (root->contains(cluster_key)) {
+      sink.Add(cluster_key, "belongs in the cluster file, not the broker file; name the cluster "
+                            "file with broker.cluster = \"cluster.toml\"");
+    }
+  }
+  BrokerConfig config;
+  TableReader top(*root, "", {"broker", "targets"}, sink);
+  if (const toml::table* table = top.Table("broker", Need::kRequired)) {
+    TableReader b(*table, "broker",
+                  {"id", "socket", "shm_prefix", "group", "allowed_uids", "log_level", "log_file",
+                   "adopt_grace", "max_clients", "metrics", "listen", "cluster", "key_file",
+                   "state_dir"},
+                  sink);
+    ReadBrokerTable(b, base.lexically_normal(), config);
+  }
+  if (!sink.ok()) return sink.status();
+
+  if (config.cluster_file) {
+    JoinCluster(top, config);
+  } else {
+    config.targets = internal::ReadTargets(top);
+  }
+  if (!sink.ok()) return sink.status();
+  return config;
+}
+
+Result<BrokerConfig> LoadBrokerConfig(const std::filesystem::path& file) {
+  Result<std::string> text = internal::ReadConfigFile(file);
+  if (!text.ok()) return text.status();
+  std::error_code ec;
+  const std::filesystem::path absolute = std::filesystem::absolute(file, ec);
+  if (ec) {
+    return Status(Errc::kConfig,
+                  Printable(file.string()) + ": cannot resolve its folder: " + ec.message());
+  }
+  return ParseBrokerConfig(*text, file.string(), absolute.parent_path());
+}
+
+}  // namespace dsb::config

@@ -1,0 +1,104 @@
+// The cluster file: the same file on every workstation. It lists the brokers that share
+// each target's limit, the targets, and the lease timing (DESIGN.md section 7).
+// Keys, defaults and ranges: docs/config.md.
+#ifndef DSB_BROKER_CONFIG_CLUSTER_CONFIG_H_
+#define DSB_BROKER_CONFIG_CLUSTER_CONFIG_H_
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace dsb::config {
+
+// "host:port" as written; an IPv6 host is written in brackets ("[::1]:7401") and stored
+// without them. The host is not resolved here.
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+
+  // "host:port", with brackets around a host that contains ':'.
+  std::string ToString() const;
+  friend bool operator==(const HostPort&, const HostPort&) = default;
+};
+
+// Parses "host:port". Success: host non-empty, port in [min_port, 65535].
+// Failure (Errc::kConfig, message without file or key): no ':', empty host, spaces or
+// control characters in the host, unbalanced brackets, a port that is not a number in range.
+Result<HostPort> ParseHostPort(std::string_view text, std::uint16_t min_port);
+
+// One target: a server account whose sessions count against one limit.
+struct TargetConfig {
+  std::string name;  // [A-Za-z0-9._-]{1,48}
+  int limit = 0;     // L, 1..65535
+  int reserve = 0;   // r, 0..limit-1: sessions left for other tools
+  // How long a slot reclaimed from a dead client stays unusable (server may still hold
+  // the session). 0 re-enables at once.
+  std::chrono::nanoseconds quarantine{0};
+  int slots = 0;  // slot-table size of the local segment; >= limit (default max(limit, 64))
+};
+
+// One broker as listed in the cluster file.
+struct ClusterBroker {
+  std::string id;        // same rules as [broker].id
+  HostPort address;      // where its cluster listener is reached
+  int system_slots = 1;  // DigiScope instances it may register, >= 1
+  int floor = 0;         // action slots it may always use without a lease, >= 0
+  double weight = 1.0;   // fair-share weight, > 0
+};
+
+enum class LedgerKind { kEmbedded, kEtcd };
+
+// A validated cluster file. A value type; no thread rules.
+// Invariants (checked at parse time, relied on by Pool()):
+//   1. brokers and targets are non-empty; broker ids, broker addresses and target names
+//      are unique.
+//   2. For every target t: SumSystemAndFloor() <= t.limit - t.reserve, so Pool(t) >= 0.
+//   3. ledger == kEmbedded: coordinator names a listed broker, etcd_endpoints is empty.
+//      ledger == kEtcd: coordinator is empty, etcd_endpoints is non-empty.
+struct ClusterConfig {
+  std::string file_name;  // as given to the parser; used in messages
+  // Lower-case hex SHA-256 of the exact file bytes: peers with a different file are refused.
+  std::string hash;
+
+  LedgerKind ledger = LedgerKind::kEmbedded;
+  std::string coordinator;                  // broker id holding the ledger (embedded only)
+  std::vector<std::string> etcd_endpoints;  // etcd only; "http(s)://host:port"
+  std::chrono::nanoseconds term = std::chrono::seconds(15);    // D
+  std::chrono::nanoseconds drain = std::chrono::seconds(120);  // H
+  double eps = 0.001;                                          // clock drift allowance
+
+  std::vector<ClusterBroker> brokers;
+  std::vector<TargetConfig> targets;
+
+  // The broker or target of that id/name, or nullptr.
+  const ClusterBroker* FindBroker(std::string_view id) const;
+  const TargetConfig* FindTarget(std::string_view name) const;
+  // sum over brokers of system_slots + floor.
+  int SumSystemAndFloor() const;
+  // The pool shared by leases: limit - reserve - SumSystemAndFloor() (>= 0 by invariant 2).
+  int Pool(const TargetConfig& target) const;
+  // The broker ids in file order, joined with ", " (for messages).
+  std::string BrokerIds() const;
+};
+
+// Reads and validates a cluster file. The messages name the file as `file` was given.
+// Success: the validated config, hash over the bytes read.
+// Failure (Errc::kConfig): the file cannot be read, is not a regular file or is over 1 MiB;
+//   a TOML syntax error (message "<file>:<line>:<column>: ..."); any invalid value or
+//   unknown key (message "<file>: <key path>: <reason>"). Nothing partial is returned.
+Result<ClusterConfig> LoadClusterConfig(const std::filesystem::path& file);
+
+// As LoadClusterConfig, on text already in memory; `file_name` is used only in messages.
+Result<ClusterConfig> ParseClusterConfig(std::string_view text, std::string_view file_name);
+
+// Lower-case hex SHA-256 of `bytes`.
+std::string Sha256Hex(std::string_view bytes);
+
+}  // namespace dsb::config
+
+#endif  // DSB_BROKER_CONFIG_CLUSTER_CONFIG_H_

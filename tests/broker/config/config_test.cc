@@ -1,0 +1,690 @@
+// Tests for dsb::config: the broker file, the cluster file, durations and addresses.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "broker/config/broker_config.h"
+#include "broker/config/cluster_config.h"
+#include "broker/config/duration.h"
+
+namespace dsb::config {
+namespace {
+
+using std::chrono::hours;
+using std::chrono::milliseconds;
+using std::chrono::minutes;
+using std::chrono::nanoseconds;
+using std::chrono::seconds;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+namespace fs = std::filesystem;
+
+constexpr const char* kBrokerLines = R"(id = "ws1"
+socket = "/tmp/dsb-ws1/dsb.sock"
+shm_prefix = "ws1"
+)";
+
+constexpr const char* kTargetLines = R"(name = "exch01"
+limit = 32
+)";
+
+// The smallest broker file (the acceptance form).
+std::string MinimalBroker() {
+  return std::string("[broker]\n") + kBrokerLines + "\n[[targets]]\n" + kTargetLines;
+}
+
+// A broker file with extra lines in [broker] and a replaced [[targets]] body.
+std::string Broker(const std::string& broker_extra,
+                   const std::string& target_lines = kTargetLines) {
+  return std::string("[broker]\n") + kBrokerLines + broker_extra + "\n[[targets]]\n" +
+         target_lines;
+}
+
+// Three brokers, one target of limit 32; the placeholders let cases change one value.
+std::string Cluster(const std::string& cluster_extra = "", const std::string& ws3_floor = "0",
+                    const std::string& target_lines = "name = \"exch01\"\nlimit = 32\n") {
+  return "[cluster]\ncoordinator = \"ws1\"\nterm = \"15s\"\ndrain = \"120s\"\neps = 0.001\n" +
+         cluster_extra +
+         "\n[[brokers]]\nid = \"ws1\"\naddress = \"127.0.0.1:7401\"\n"
+         "\n[[brokers]]\nid = \"ws2\"\naddress = \"127.0.0.1:7402\"\nsystem_slots = 2\nfloor = 3\n"
+         "\n[[brokers]]\nid = \"ws3\"\naddress = \"127.0.0.1:7403\"\nfloor = " +
+         ws3_floor + "\nweight = 2.5\n\n[[targets]]\n" + target_lines;
+}
+
+Result<BrokerConfig> ParseBroker(const std::string& text) {
+  return ParseBrokerConfig(text, "ws1.toml", "/etc/dsb");
+}
+
+Result<ClusterConfig> ParseCluster(const std::string& text) {
+  return ParseClusterConfig(text, "cluster.toml");
+}
+
+// A fresh folder under the temp dir, removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "dsb-config-test-XXXXXX").string();
+    const char* made = mkdtemp(pattern.data());
+    EXPECT_NE(made, nullptr);
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  fs::path Write(const std::string& name, const std::string& text) const {
+    const fs::path file = path_ / name;
+    fs::create_directories(file.parent_path());
+    std::ofstream(file, std::ios::binary) << text;
+    return file;
+  }
+
+ private:
+  fs::path path_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Broker file: what loads.
+
+TEST(BrokerConfig, SmallestFileLoadsWithDocumentedDefaults) {
+  Result<BrokerConfig> c = ParseBroker(MinimalBroker());
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->id, "ws1");
+  EXPECT_EQ(c->socket, fs::path("/tmp/dsb-ws1/dsb.sock"));
+  EXPECT_EQ(c->shm_prefix, "ws1");
+  EXPECT_FALSE(c->group.has_value());
+  EXPECT_TRUE(c->allowed_uids.empty());
+  EXPECT_EQ(c->log_level, LogLevel::kInfo);
+  EXPECT_FALSE(c->log_file.has_value());
+  EXPECT_EQ(c->adopt_grace, seconds(5));
+  EXPECT_EQ(c->max_clients, 1024);
+  EXPECT_FALSE(c->metrics.has_value());
+  EXPECT_FALSE(c->listen.has_value());
+  EXPECT_FALSE(c->cluster_file.has_value());
+  EXPECT_FALSE(c->key_file.has_value());
+  EXPECT_FALSE(c->state_dir.has_value());
+  EXPECT_FALSE(c->cluster_mode());
+  ASSERT_EQ(c->targets.size(), 1u);
+  const TargetConfig& t = c->targets[0];
+  EXPECT_EQ(t.name, "exch01");
+  EXPECT_EQ(t.limit, 32);
+  EXPECT_EQ(t.reserve, 0);
+  EXPECT_EQ(t.quarantine, nanoseconds(0));
+  EXPECT_EQ(t.slots, 64);  // max(limit, 64)
+  EXPECT_EQ(c->SegmentName("exch01"), "/dsb-ws1-exch01");
+  EXPECT_EQ(c->FindTarget("exch01"), &c->targets[0]);
+  EXPECT_EQ(c->FindTarget("exch02"), nullptr);
+}
+
+TEST(BrokerConfig, EveryKeyIsReadWhenGiven) {
+  Result<BrokerConfig> c = ParseBroker(Broker(R"(group = "root"
+allowed_uids = [1000, 1001]
+log_level = "debug"
+log_file = "logs/broker.log"
+adopt_grace = "30s"
+max_clients = 16
+metrics = "127.0.0.1:9464"
+listen = "[::1]:7401"
+state_dir = "/var/lib/dsb"
+)",
+                                              R"(name = "exch01"
+limit = 100
+reserve = 4
+quarantine = "15m"
+slots = 128
+[[targets]]
+name = "pg.local"
+limit = 200
+)"));
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_TRUE(c->group.has_value());
+  EXPECT_EQ(c->group->name, "root");
+  EXPECT_EQ(c->group->gid, 0u);
+  EXPECT_EQ(c->allowed_uids, (std::vector<std::uint32_t>{1000, 1001}));
+  EXPECT_EQ(c->log_level, LogLevel::kDebug);
+  EXPECT_EQ(c->log_file, fs::path("/etc/dsb/logs/broker.log"));
+  EXPECT_EQ(c->adopt_grace, seconds(30));
+  EXPECT_EQ(c->max_clients, 16);
+  EXPECT_EQ(c->metrics, (HostPort{"127.0.0.1", 9464}));
+  EXPECT_EQ(c->listen, (HostPort{"::1", 7401}));
+  EXPECT_EQ(c->state_dir, fs::path("/var/lib/dsb"));
+  ASSERT_EQ(c->targets.size(), 2u);
+  EXPECT_EQ(c->targets[0].reserve, 4);
+  EXPECT_EQ(c->targets[0].quarantine, minutes(15));
+  EXPECT_EQ(c->targets[0].slots, 128);
+  EXPECT_EQ(c->targets[1].name, "pg.local");
+  EXPECT_EQ(c->targets[1].slots, 200);  // max(limit, 64) with limit > 64
+}
+
+TEST(BrokerConfig, LogLevelNamesRoundTrip) {
+  for (const char* name : {"trace", "debug", "info", "warn", "error"}) {
+    Result<BrokerConfig> c = ParseBroker(Broker(std::string("log_level = \"") + name + "\"\n"));
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_STREQ(LogLevelName(c->log_level), name);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Broker file: what is refused. Each message names the file, the key and the reason.
+
+struct BadCase {
+  const char* what;
+  std::string text;
+  std::string expected;  // a substring of the message ("ws1.toml: <key>: <reason>")
+};
+
+TEST(BrokerConfig, RefusesBadValuesNamingFileKeyAndReason) {
+  const std::string long_socket = "/tmp/" + std::string(120, 'a');
+  const std::vector<BadCase> cases = {
+      {"negative limit", Broker("", "name = \"exch01\"\nlimit = -3\n"),
+       "ws1.toml: targets[0].limit: must be an integer between 1 and 65535, got -3"},
+      {"limit too large", Broker("", "name = \"exch01\"\nlimit = 70000\n"),
+       "ws1.toml: targets[0].limit: must be an integer between 1 and 65535, got 70000"},
+      {"reserve equal to limit", Broker("", "name = \"exch01\"\nlimit = 32\nreserve = 32\n"),
+       "ws1.toml: targets[0].reserve: must be less than limit (32), got 32"},
+      {"slots below limit", Broker("", "name = \"exch01\"\nlimit = 32\nslots = 16\n"),
+       "ws1.toml: targets[0].slots: must be at least limit (32), got 16"},
+      {"missing id",
+       "[broker]\nsocket = \"/tmp/x.sock\"\nshm_prefix = \"ws1\"\n[[targets]]\n" +
+           std::string(kTargetLines),
+       "ws1.toml: broker.id: required key is missing"},
+      {"missing [broker]", "[[targets]]\n" + std::string(kTargetLines),
+       "ws1.toml: broker: required table [broker] is missing"},
+      {"id with a space",
+       "[broker]\nid = \"ws 1\"\nsocket = \"/tmp/x.sock\"\nshm_prefix = \"ws1\"\n",
+       "ws1.toml: broker.id: must be 1-64 characters from A-Z a-z 0-9 . _ -, got \"ws 1\""},
+      {"shm_prefix with a dot",
+       "[broker]\nid = \"ws1\"\nsocket = \"/tmp/x.sock\"\nshm_prefix = \"w.s\"\n",
+       "ws1.toml: broker.shm_prefix: must be 1-32 characters from A-Z a-z 0-9 _ -, got \"w.s\""},
+      {"relative socket",
+       "[broker]\nid = \"ws1\"\nsocket = \"dsb.sock\"\nshm_prefix = \"ws1\"\n",
+       "ws1.toml: broker.socket: must be an absolute path, got \"dsb.sock\""},
+      {"socket path too long",
+       "[broker]\nid = \"ws1\"\nsocket = \"" + long_socket + "\"\nshm_prefix = \"ws1\"\n",
+       "ws1.toml: broker.socket: is 125 bytes long but a Unix socket path holds at most 107 "
+       "bytes"},
+      {"duration with an unknown unit",
+       Broker("", "name = \"exch01\"\nlimit = 32\nquarantine = \"5x\"\n"),
+       "ws1.toml: targets[0].quarantine: invalid duration \"5x\": unknown unit \"x\""},
+      {"duration string without unit", Broker("adopt_grace = \"15\"\n"),
+       "ws1.toml: broker.adopt_grace: invalid duration \"15\": missing unit; add a unit"},
+      {"duration as a bare integer", Broker("adopt_grace = 15\n"),
+       "ws1.toml: broker.adopt_grace: must be a duration string with a unit, got the integer 15; "
+       "add a unit"},
+      {"duration with a fraction", Broker("adopt_grace = \"1.5s\"\n"),
+       "ws1.toml: broker.adopt_grace: invalid duration \"1.5s\": fractions are not accepted"},
+      {"duration out of range", Broker("adopt_grace = \"2h\"\n"),
+       "ws1.toml: broker.adopt_grace: must be between 0s and 1h, got \"2h\""},
+      {"unknown key in a target", Broker("", "name = \"exch01\"\nlimt = 32\n"),
+       "ws1.toml: targets[0].limt: unknown key (allowed here: name, limit, reserve, "
+       "quarantine, slots)"},
+      {"unknown key in [broker]", Broker("sokcet = \"/tmp/y.sock\"\n"),
+       "ws1.toml: broker.sokcet: unknown key"},
+      {"unknown table", MinimalBroker() + "\n[brokr]\nid = \"x\"\n",
+       "ws1.toml: brokr: unknown key (allowed here: broker, targets)"},
+      {"duplicate target name",
+       Broker("", "name = \"exch01\"\nlimit = 32\n[[targets]]\nname = \"exch01\"\nlimit = 8\n"),
+       "ws1.toml: targets[1].name: duplicate target name \"exch01\" (also targets[0])"},
+      {"limit as a string", Broker("", "name = \"exch01\"\nlimit = \"32\"\n"),
+       "ws1.toml: targets[0].limit: must be an integer between 1 and 65535, got a string "
+       "\"32\""},
+      {"limit as a float", Broker("", "name = \"exch01\"\nlimit = 32.0\n"),
+       "ws1.toml: targets[0].limit: must be an integer between 1 and 65535, got a float 32"},
+      {"id as an integer",
+       "[broker]\nid = 5\nsocket = \"/tmp/x.sock\"\nshm_prefix = \"ws1\"\n",
+       "ws1.toml: broker.id: must be 1-64 characters from A-Z a-z 0-9 . _ -, got 5"},
+      {"broker as a value", "broker = 3\n", "ws1.toml: broker: must be a table ([broker]), got 3"},
+      {"targets as a table", "[broker]\n" + std::string(kBrokerLines) + "[targets]\nname = \"x\"\n",
+       "ws1.toml: targets: must be an array of tables ([[targets]]), got a table"},
+      {"no targets", "[broker]\n" + std::string(kBrokerLines),
+       "ws1.toml: targets: at least one [[targets]] is required"},
+      {"unknown group", Broker("group = \"dsb-no-such-group-7f3a\"\n"),
+       "ws1.toml: broker.group: group \"dsb-no-such-group-7f3a\" does not exist"},
+      {"negative uid", Broker("allowed_uids = [1000, -1]\n"),
+       "ws1.toml: broker.allowed_uids[1]: must be an integer between 0 and 4294967294, got -1"},
+      {"unknown log level", Broker("log_level = \"verbose\"\n"),
+       "ws1.toml: broker.log_level: must be one of trace, debug, info, warn, error, got "
+       "\"verbose\""},
+      {"max_clients zero", Broker("max_clients = 0\n"),
+       "ws1.toml: broker.max_clients: must be an integer between 1 and 65535, got 0"},
+      {"metrics without port", Broker("metrics = \"localhost\"\n"),
+       "ws1.toml: broker.metrics: must be \"host:port\""},
+      {"listen port out of range", Broker("listen = \"127.0.0.1:70000\"\n"),
+       "ws1.toml: broker.listen: must be \"host:port\" (e.g. \"127.0.0.1:7401\" or "
+       "\"[::1]:7401\"): the port must be between 0 and 65535, got \"127.0.0.1:70000\""},
+      {"cluster without key_file", "[broker]\n" + std::string(kBrokerLines) +
+                                       "cluster = \"cluster.toml\"\n",
+       "ws1.toml: broker.key_file: required when broker.cluster is set"},
+      {"cluster table in the broker file", MinimalBroker() + "[cluster]\ncoordinator = \"ws1\"\n",
+       "ws1.toml: cluster: belongs in the cluster file, not the broker file"},
+      {"NUL in a path", Broker("log_file = \"a\\u0000b\"\n"),
+       "ws1.toml: broker.log_file: must not contain a NUL character"},
+  };
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(c.what);
+    Result<BrokerConfig> r = ParseBroker(c.text);
+    ASSERT_FALSE(r.ok()) << c.text;
+    EXPECT_EQ(r.status().code(), Errc::kConfig);
+    EXPECT_THAT(r.status().message(), HasSubstr(c.expected));
+  }
+}
+
+TEST(BrokerConfig, SyntaxErrorNamesFileLineAndColumn) {
+  // Line 9 has the error; toml++ reports 1-based lines and columns.
+  const std::string text = MinimalBroker() + "reserve = = 3\n";
+  Result<BrokerConfig> r = ParseBroker(text);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Errc::kConfig);
+  EXPECT_THAT(r.status().message(), StartsWith("ws1.toml:9:"));
+  EXPECT_THAT(r.status().message(), HasSubstr("invalid TOML"));
+}
+
+TEST(BrokerConfig, DuplicateKeyIsASyntaxError) {
+  Result<BrokerConfig> r = ParseBroker(MinimalBroker() + "limit = 8\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), StartsWith("ws1.toml:9:"));
+}
+
+TEST(BrokerConfig, UnknownKeyIsReportedBeforeTheMissingKeyItReplaces) {
+  // "limt" is a typo of the required "limit": the typo is the useful message.
+  Result<BrokerConfig> r = ParseBroker(Broker("", "name = \"exch01\"\nlimt = 32\n"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("targets[0].limt: unknown key"));
+  EXPECT_THAT(r.status().message(), Not(HasSubstr("required")));
+}
+
+TEST(BrokerConfig, RelativePathsResolveAgainstBaseDir) {
+  Result<BrokerConfig> c = ParseBrokerConfig(
+      Broker("log_file = \"logs/../log/b.log\"\nstate_dir = \"state\"\n"), "ws1.toml", "/etc/dsb");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->log_file, fs::path("/etc/dsb/log/b.log"));
+  EXPECT_EQ(c->state_dir, fs::path("/etc/dsb/state"));
+}
+
+TEST(BrokerConfig, LoadReadsTheFileAndNamesItInErrors) {
+  TempDir dir;
+  const fs::path good = dir.Write("ws1.toml", MinimalBroker());
+  Result<BrokerConfig> c = LoadBrokerConfig(good);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->id, "ws1");
+
+  const fs::path bad = dir.Write("bad.toml", Broker("", "name = \"exch01\"\nlimit = -3\n"));
+  Result<BrokerConfig> r = LoadBrokerConfig(bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            bad.string() + ": targets[0].limit: must be an integer between 1 and 65535, got -3");
+}
+
+TEST(BrokerConfig, LoadRefusesMissingAndNonRegularFiles) {
+  TempDir dir;
+  Result<BrokerConfig> missing = LoadBrokerConfig(dir.path() / "nope.toml");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), Errc::kConfig);
+  EXPECT_THAT(missing.status().message(), HasSubstr("nope.toml: cannot read: No such file"));
+
+  Result<BrokerConfig> device = LoadBrokerConfig("/dev/null");
+  ASSERT_FALSE(device.ok());
+  EXPECT_THAT(device.status().message(), HasSubstr("/dev/null: cannot read: not a regular file"));
+
+  Result<BrokerConfig> folder = LoadBrokerConfig(dir.path());
+  ASSERT_FALSE(folder.ok());
+  EXPECT_THAT(folder.status().message(), HasSubstr("cannot read"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Broker file in cluster mode.
+
+std::string ClusterBrokerFile(const std::string& id, const std::string& extra = "") {
+  return "[broker]\nid = \"" + id +
+         "\"\nsocket = \"/tmp/dsb-ws1/dsb.sock\"\nshm_prefix = \"ws1\"\n"
+         "cluster = \"cluster.toml\"\nkey_file = \"keys/ws.key\"\n" +
+         extra;
+}
+
+TEST(BrokerConfigCluster, TakesTargetsAndListenFromTheClusterFile) {
+  TempDir dir;
+  dir.Write("cluster.toml", Cluster());
+  const fs::path file = dir.Write("ws2.toml", ClusterBrokerFile("ws2"));
+  Result<BrokerConfig> c = LoadBrokerConfig(file);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_TRUE(c->cluster_mode());
+  EXPECT_EQ(c->cluster_file, dir.path() / "cluster.toml");
+  EXPECT_EQ(c->key_file, dir.path() / "keys/ws.key");
+  EXPECT_EQ(c->self().id, "ws2");
+  EXPECT_EQ(c->self().system_slots, 2);
+  EXPECT_EQ(c->listen, (HostPort{"127.0.0.1", 7402}));
+  ASSERT_EQ(c->targets.size(), 1u);
+  EXPECT_EQ(c->targets[0].name, "exch01");
+  EXPECT_EQ(c->cluster->hash, Sha256Hex(Cluster()));
+}
+
+TEST(BrokerConfigCluster, ExplicitListenWins) {
+  TempDir dir;
+  dir.Write("cluster.toml", Cluster());
+  const fs::path file = dir.Write("ws1.toml", ClusterBrokerFile("ws1", "listen = \"0.0.0.0:7401\"\n"));
+  Result<BrokerConfig> c = LoadBrokerConfig(file);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->listen, (HostPort{"0.0.0.0", 7401}));
+}
+
+TEST(BrokerConfigCluster, RefusesAnIdNotListedNamingTheListedOnes) {
+  TempDir dir;
+  const fs::path cluster = dir.Write("cluster.toml", Cluster());
+  const fs::path file = dir.Write("ws9.toml", ClusterBrokerFile("ws9"));
+  Result<BrokerConfig> r = LoadBrokerConfig(file);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), file.string() + ": broker.id: \"ws9\" is not listed in the " +
+                                      "cluster file " + cluster.string() +
+                                      " (brokers there: ws1, ws2, ws3)");
+}
+
+TEST(BrokerConfigCluster, RefusesTargetsInBothFiles) {
+  TempDir dir;
+  dir.Write("cluster.toml", Cluster());
+  const fs::path file = dir.Write(
+      "ws1.toml", ClusterBrokerFile("ws1") + "\n[[targets]]\n" + std::string(kTargetLines));
+  Result<BrokerConfig> r = LoadBrokerConfig(file);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(),
+              HasSubstr(file.string() + ": targets: not allowed in cluster mode: targets come "
+                                        "from the cluster file"));
+}
+
+TEST(BrokerConfigCluster, ClusterFileErrorsNameTheClusterFile) {
+  TempDir dir;
+  const fs::path cluster = dir.Write("cluster.toml", Cluster("", "0", "name = \"exch01\"\n"));
+  const fs::path file = dir.Write("ws1.toml", ClusterBrokerFile("ws1"));
+  Result<BrokerConfig> r = LoadBrokerConfig(file);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), cluster.string() + ": targets[0].limit: required key is missing");
+}
+
+TEST(BrokerConfigCluster, MissingClusterFileIsRefused) {
+  TempDir dir;
+  const fs::path file = dir.Write("ws1.toml", ClusterBrokerFile("ws1"));
+  Result<BrokerConfig> r = LoadBrokerConfig(file);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(),
+              HasSubstr((dir.path() / "cluster.toml").string() + ": cannot read"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Cluster file.
+
+TEST(ClusterConfig, ParsesBrokersTargetsAndTiming) {
+  Result<ClusterConfig> c = ParseCluster(Cluster());
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->file_name, "cluster.toml");
+  EXPECT_EQ(c->ledger, LedgerKind::kEmbedded);
+  EXPECT_EQ(c->coordinator, "ws1");
+  EXPECT_EQ(c->term, seconds(15));
+  EXPECT_EQ(c->drain, seconds(120));
+  EXPECT_DOUBLE_EQ(c->eps, 0.001);
+  ASSERT_EQ(c->brokers.size(), 3u);
+  EXPECT_EQ(c->brokers[0].system_slots, 1);  // default
+  EXPECT_EQ(c->brokers[0].floor, 0);         // default
+  EXPECT_DOUBLE_EQ(c->brokers[0].weight, 1.0);
+  EXPECT_EQ(c->brokers[1].system_slots, 2);
+  EXPECT_EQ(c->brokers[1].floor, 3);
+  EXPECT_DOUBLE_EQ(c->brokers[2].weight, 2.5);
+  EXPECT_EQ(c->brokers[2].address, (HostPort{"127.0.0.1", 7403}));
+  EXPECT_EQ(c->BrokerIds(), "ws1, ws2, ws3");
+  ASSERT_NE(c->FindBroker("ws2"), nullptr);
+  EXPECT_EQ(c->FindBroker("ws9"), nullptr);
+  ASSERT_NE(c->FindTarget("exch01"), nullptr);
+  // 1 + (2+3) + 1 = 7 reserved for brokers; pool = 32 - 0 - 7.
+  EXPECT_EQ(c->SumSystemAndFloor(), 7);
+  EXPECT_EQ(c->Pool(*c->FindTarget("exch01")), 25);
+}
+
+TEST(ClusterConfig, DefaultsForTimingAndLedger) {
+  Result<ClusterConfig> c = ParseCluster(
+      "[cluster]\ncoordinator = \"a\"\n[[brokers]]\nid = \"a\"\naddress = \"h:1\"\n"
+      "[[targets]]\nname = \"t\"\nlimit = 2\nreserve = 1\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->ledger, LedgerKind::kEmbedded);
+  EXPECT_EQ(c->term, seconds(15));
+  EXPECT_EQ(c->drain, seconds(120));
+  EXPECT_DOUBLE_EQ(c->eps, 0.001);
+  EXPECT_EQ(c->Pool(c->targets[0]), 0);  // 2 - 1 - 1: exactly fits
+}
+
+TEST(ClusterConfig, PoolIsLimitMinusReserveMinusSystemAndFloor) {
+  Result<ClusterConfig> c = ParseCluster(
+      Cluster("", "0", "name = \"a\"\nlimit = 32\nreserve = 2\n[[targets]]\nname = \"b\"\n"
+                       "limit = 7\n"));
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->Pool(*c->FindTarget("a")), 32 - 2 - 7);
+  EXPECT_EQ(c->Pool(*c->FindTarget("b")), 0);
+}
+
+TEST(ClusterConfig, RefusesSumOverLimitNamingTheNumbers) {
+  const std::string text =
+      "[cluster]\ncoordinator = \"ws1\"\n"
+      "[[brokers]]\nid = \"ws1\"\naddress = \"127.0.0.1:7401\"\nfloor = 10\n"
+      "[[brokers]]\nid = \"ws2\"\naddress = \"127.0.0.1:7402\"\nfloor = 10\n"
+      "[[brokers]]\nid = \"ws3\"\naddress = \"127.0.0.1:7403\"\nfloor = 12\n"
+      "[[targets]]\nname = \"exch01\"\nlimit = 32\nreserve = 0\nquarantine = \"0s\"\n";
+  Result<ClusterConfig> r = ParseCluster(text);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Errc::kConfig);
+  EXPECT_EQ(r.status().message(),
+            "cluster.toml: targets[0] \"exch01\": sum over brokers of system_slots + floor is 35 "
+            "(ws1 1+10, ws2 1+10, ws3 1+12) but limit - reserve is 32 - 0 = 32");
+}
+
+TEST(ClusterConfig, RefusesBadValuesNamingFileKeyAndReason) {
+  const std::vector<BadCase> cases = {
+      {"coordinator not listed",
+       "[cluster]\ncoordinator = \"ws9\"\n" + Cluster().substr(Cluster().find("\n[[brokers]]")),
+       "cluster.toml: cluster.coordinator: \"ws9\" is not one of the brokers (ws1, ws2, ws3)"},
+      {"missing coordinator",
+       "[cluster]\n" + Cluster().substr(Cluster().find("\n[[brokers]]")),
+       "cluster.toml: cluster.coordinator: required key is missing"},
+      {"missing [cluster]", Cluster().substr(Cluster().find("\n[[brokers]]")),
+       "cluster.toml: cluster: required table [cluster] is missing"},
+      {"duplicate broker id",
+       Cluster() + "\n[[brokers]]\nid = \"ws2\"\naddress = \"127.0.0.1:7409\"\n",
+       "cluster.toml: brokers[3].id: duplicate broker id \"ws2\" (also brokers[1])"},
+      {"duplicate address",
+       Cluster() + "\n[[brokers]]\nid = \"ws4\"\naddress = \"127.0.0.1:7402\"\n",
+       "cluster.toml: brokers[3].address: address \"127.0.0.1:7402\" is also used by brokers[1] "
+       "\"ws2\""},
+      {"address port zero", Cluster() + "\n[[brokers]]\nid = \"ws4\"\naddress = \"h:0\"\n",
+       "cluster.toml: brokers[3].address: must be \"host:port\""},
+      {"unbracketed IPv6", Cluster() + "\n[[brokers]]\nid = \"ws4\"\naddress = \"::1:7401\"\n",
+       "an IPv6 address must be in brackets"},
+      {"eps too large", Cluster("eps = 0.1\n").replace(Cluster().find("eps = 0.001\n"), 12, ""),
+       "cluster.toml: cluster.eps: must be at least 0 and less than 0.1, got 0.1"},
+      {"eps negative", Cluster("eps = -0.001\n").replace(Cluster().find("eps = 0.001\n"), 12, ""),
+       "cluster.toml: cluster.eps: must be at least 0 and less than 0.1, got -0.001"},
+      {"eps NaN", Cluster("eps = nan\n").replace(Cluster().find("eps = 0.001\n"), 12, ""),
+       "cluster.toml: cluster.eps: must be a finite number, got a float nan"},
+      {"term too short", Cluster("term = \"50ms\"\n").replace(Cluster().find("term = \"15s\"\n"),
+                                                                13, ""),
+       "cluster.toml: cluster.term: must be between 100ms and 1h, got \"50ms\""},
+      {"term as integer", Cluster("term = 15\n").replace(Cluster().find("term = \"15s\"\n"), 13, ""),
+       "cluster.toml: cluster.term: must be a duration string with a unit, got the integer 15; "
+       "add a unit"},
+      {"unknown key in [cluster]", Cluster("coordinater = \"ws1\"\n"),
+       "cluster.toml: cluster.coordinater: unknown key"},
+      {"unknown key in a broker", Cluster() + "\n[[brokers]]\nid = \"ws4\"\nadress = \"h:1\"\n",
+       "cluster.toml: brokers[3].adress: unknown key (allowed here: id, address, system_slots, "
+       "floor, weight)"},
+      {"system_slots zero",
+       Cluster() + "\n[[brokers]]\nid = \"ws4\"\naddress = \"h:1\"\nsystem_slots = 0\n",
+       "cluster.toml: brokers[3].system_slots: must be an integer between 1 and 65535, got 0"},
+      {"negative floor", Cluster("", "-1"),
+       "cluster.toml: brokers[2].floor: must be an integer between 0 and 65535, got -1"},
+      {"weight zero", Cluster() + "\n[[brokers]]\nid = \"ws4\"\naddress = \"h:1\"\nweight = 0\n",
+       "cluster.toml: brokers[3].weight: must be greater than 0 and at most 1000000, got 0"},
+      {"unknown ledger", Cluster("ledger = \"raft\"\n"),
+       "cluster.toml: cluster.ledger: must be \"embedded\" or \"etcd\", got \"raft\""},
+      {"etcd with a coordinator", Cluster("ledger = \"etcd\"\netcd_endpoints = [\"http://e:2379\"]\n"),
+       "cluster.toml: cluster.coordinator: not used with ledger = \"etcd\""},
+      {"etcd endpoints with embedded ledger", Cluster("etcd_endpoints = [\"http://e:2379\"]\n"),
+       "cluster.toml: cluster.etcd_endpoints: only used with ledger = \"etcd\""},
+      {"duplicate target", Cluster("", "0", "name = \"t\"\nlimit = 32\n[[targets]]\nname = \"t\"\n"
+                                            "limit = 32\n"),
+       "cluster.toml: targets[1].name: duplicate target name \"t\" (also targets[0])"},
+      {"no brokers", "[cluster]\ncoordinator = \"a\"\n[[targets]]\nname = \"t\"\nlimit = 2\n",
+       "cluster.toml: brokers: at least one [[brokers]] is required"},
+      {"syntax error", "[cluster]\ncoordinator = \"ws1\n", "cluster.toml:2:"},
+  };
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(c.what);
+    Result<ClusterConfig> r = ParseCluster(c.text);
+    ASSERT_FALSE(r.ok()) << c.text;
+    EXPECT_EQ(r.status().code(), Errc::kConfig);
+    EXPECT_THAT(r.status().message(), HasSubstr(c.expected));
+  }
+}
+
+const char* kEtcdCluster = R"([cluster]
+ledger = "etcd"
+etcd_endpoints = ["http://127.0.0.1:2379", "https://10.0.0.2:2379"]
+[[brokers]]
+id = "a"
+address = "h:1"
+[[targets]]
+name = "t"
+limit = 4
+)";
+
+TEST(ClusterConfig, AcceptsEtcdLedgerWithEndpoints) {
+  Result<ClusterConfig> c = ParseCluster(kEtcdCluster);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->ledger, LedgerKind::kEtcd);
+  EXPECT_TRUE(c->coordinator.empty());
+  EXPECT_EQ(c->etcd_endpoints,
+            (std::vector<std::string>{"http://127.0.0.1:2379", "https://10.0.0.2:2379"}));
+}
+
+TEST(ClusterConfig, RefusesBadEtcdEndpoints) {
+  std::string text = kEtcdCluster;
+  const std::string good = "\"https://10.0.0.2:2379\"";
+  text.replace(text.find(good), good.size(), "\"10.0.0.2:2379\"");
+  Result<ClusterConfig> r = ParseCluster(text);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("cluster.toml: cluster.etcd_endpoints[1]: must be a URL such as"));
+
+  std::string empty = kEtcdCluster;
+  const std::string list = "[\"http://127.0.0.1:2379\", \"https://10.0.0.2:2379\"]";
+  empty.replace(empty.find(list), list.size(), "[]");
+  r = ParseCluster(empty);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("cluster.etcd_endpoints: at least one endpoint"));
+}
+
+TEST(ClusterConfig, HashIsSha256OfTheExactBytes) {
+  // FIPS 180-2 test vector.
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+
+  const std::string text = Cluster();
+  Result<ClusterConfig> a = ParseCluster(text);
+  Result<ClusterConfig> b = ParseCluster(text);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->hash, Sha256Hex(text));
+  EXPECT_EQ(a->hash, b->hash);
+
+  // Any change of the bytes changes the hash, even one that means the same to TOML.
+  Result<ClusterConfig> comment = ParseCluster(text + "# same meaning\n");
+  Result<ClusterConfig> value = ParseCluster(Cluster("", "1"));
+  ASSERT_TRUE(comment.ok() && value.ok());
+  EXPECT_NE(comment->hash, a->hash);
+  EXPECT_NE(value->hash, a->hash);
+  EXPECT_NE(comment->hash, value->hash);
+}
+
+TEST(ClusterConfig, LoadHashesTheFileBytes) {
+  TempDir dir;
+  const fs::path file = dir.Write("cluster.toml", Cluster());
+  Result<ClusterConfig> c = LoadClusterConfig(file);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->file_name, file.string());
+  EXPECT_EQ(c->hash, Sha256Hex(Cluster()));
+  dir.Write("cluster.toml", Cluster("", "1"));
+  Result<ClusterConfig> changed = LoadClusterConfig(file);
+  ASSERT_TRUE(changed.ok()) << changed.status().message();
+  EXPECT_NE(changed->hash, c->hash);
+}
+
+// ---------------------------------------------------------------------------------------
+// Durations and addresses.
+
+TEST(Duration, ParsesUnitsAndSums) {
+  const std::vector<std::pair<std::string, nanoseconds>> cases = {
+      {"0s", nanoseconds(0)},     {"250ms", milliseconds(250)}, {"15s", seconds(15)},
+      {"2m", minutes(2)},         {"1h", hours(1)},            {"1h30m", minutes(90)},
+      {"1m500ms", milliseconds(60500)}, {"100000h", hours(100000)},
+  };
+  for (const auto& [text, expected] : cases) {
+    Result<nanoseconds> d = ParseDuration(text);
+    ASSERT_TRUE(d.ok()) << text << ": " << d.status().message();
+    EXPECT_EQ(*d, expected) << text;
+  }
+}
+
+TEST(Duration, RefusesWithAReasonThatSaysWhatToWrite) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "empty"},
+      {"15", "missing unit; add a unit (ms, s, m or h), e.g. \"15s\""},
+      {"1.5s", "fractions are not accepted"},
+      {"-1s", "expected a digit at offset 0"},
+      {"5x", "unknown unit \"x\""},
+      {"5sec", "unknown unit \"sec\""},
+      {"s", "expected a digit"},
+      {"15 s", "missing unit"},
+      {"100001h", "too large"},
+      {"99999999999999999999999h", "too large"},
+  };
+  for (const auto& [text, reason] : cases) {
+    Result<nanoseconds> d = ParseDuration(text);
+    ASSERT_FALSE(d.ok()) << text;
+    EXPECT_EQ(d.status().code(), Errc::kConfig);
+    EXPECT_THAT(d.status().message(), HasSubstr(reason)) << text;
+  }
+}
+
+TEST(Duration, FormatRoundTrips) {
+  for (const char* text : {"0s", "250ms", "15s", "2m", "1h", "1h30m", "2h1m1s1ms"}) {
+    Result<nanoseconds> d = ParseDuration(text);
+    ASSERT_TRUE(d.ok()) << text;
+    EXPECT_EQ(FormatDuration(*d), text);
+  }
+}
+
+TEST(HostPortParse, AcceptsNamesIPv4AndBracketedIPv6) {
+  Result<HostPort> a = ParseHostPort("ws1.corp.example:7401", 1);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a, (HostPort{"ws1.corp.example", 7401}));
+  Result<HostPort> b = ParseHostPort("[fe80::1]:65535", 1);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(*b, (HostPort{"fe80::1", 65535}));
+  EXPECT_EQ(b->ToString(), "[fe80::1]:65535");
+  Result<HostPort> c = ParseHostPort("127.0.0.1:0", 0);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->port, 0);
+}
+
+TEST(HostPortParse, RefusesMalformedAddresses) {
+  for (const char* text : {"", ":7401", "host:", "host:x1", "host:123456", "[::1", "[::1]7401",
+                           "a b:1", "host:-1", "host:0"}) {
+    Result<HostPort> r = ParseHostPort(text, 1);
+    EXPECT_FALSE(r.ok()) << text;
+    EXPECT_THAT(r.status().message(), HasSubstr("must be \"host:port\"")) << text;
+  }
+}
+
+}  // namespace
+}  // namespace dsb::config
