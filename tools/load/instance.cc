@@ -1,0 +1,408 @@
+#include "tools/load/instance.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/json.hpp>
+
+#include "tools/load/histogram.h"
+#include "tools/load/line_client.h"
+
+#ifndef DSB_LOAD_NO_CLIENT
+#include "dsb/client.h"
+#endif
+
+namespace dsb::load {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+
+constexpr std::string_view kSessionLimitPrefix = "ERR MAPI_E_SESSION_LIMIT";
+
+using ErrorCounts = std::map<std::string, std::uint64_t>;
+
+Clock::duration Ms(double ms) {
+  return duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(ms));
+}
+
+// State shared by an instance's threads. Thread rule: the atomics and the condition variable
+// are used by every thread; everything else is written before the threads start.
+struct Shared {
+  explicit Shared(const LoadOptions& opts) : o(opts) {}
+
+  // Sleeps up to `d`; returns early (false) once the instance is stopping.
+  bool Sleep(Clock::duration d) {
+    std::unique_lock lock(mu);
+    return !cv.wait_for(lock, d, [this] { return stop.load(); });
+  }
+
+  void Stop() {
+    {
+      std::lock_guard lock(mu);
+      stop = true;
+    }
+    cv.notify_all();
+#ifndef DSB_LOAD_NO_CLIENT
+    cancel.Cancel();
+#endif
+  }
+
+  const LoadOptions& o;
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<std::uint64_t> actions{0};
+  std::atomic<std::uint64_t> refusals{0};
+  std::atomic<std::uint64_t> yields{0};
+  std::atomic<std::uint64_t> opens{0};
+#ifndef DSB_LOAD_NO_CLIENT
+  dsb::Client* client = nullptr;  // null in --no-broker mode
+  dsb::CancelToken cancel;
+#endif
+};
+
+// The slot an action holds while its session is open: a Permit in broker mode, nothing in
+// --no-broker mode.
+struct Slot {
+  bool ShouldYield() const {
+#ifndef DSB_LOAD_NO_CLIENT
+    return permit.valid() && permit.ShouldYield();
+#else
+    return false;
+#endif
+  }
+  bool yieldable() const {
+#ifndef DSB_LOAD_NO_CLIENT
+    return permit.valid();
+#else
+    return false;
+#endif
+  }
+  void Release() {
+#ifndef DSB_LOAD_NO_CLIENT
+    permit.Release();
+#endif
+  }
+#ifndef DSB_LOAD_NO_CLIENT
+  dsb::Permit permit;
+#endif
+};
+
+void ReportRefusal(Shared& s, const std::string& reply, ErrorCounts& errors) {
+  s.refusals.fetch_add(1, std::memory_order_relaxed);
+#ifndef DSB_LOAD_NO_CLIENT
+  if (s.client != nullptr) {
+    if (const std::error_code ec = s.client->ReportSessionLimit(reply)) {
+      ++errors["report_session_limit"];
+    }
+  }
+#else
+  (void)reply;
+  (void)errors;
+#endif
+}
+
+class Random {
+ public:
+  Random(const LoadOptions& o, std::uint64_t stream)
+      : o_(o), rng_(o.seed * 0x9E3779B97F4A7C15ULL + stream) {}
+
+  Clock::duration Hold() {
+    if (o_.hold_dist == "exp") {
+      std::exponential_distribution<double> d(1.0 / std::max(o_.hold_ms_mean, 1e-3));
+      return Ms(std::min(d(rng_), 20 * o_.hold_ms_mean));  // cap the tail: bounded holds
+    }
+    std::uniform_real_distribution<double> d(o_.hold_ms_min, o_.hold_ms_max);
+    return Ms(d(rng_));
+  }
+  Clock::duration Backoff() {
+    std::uniform_real_distribution<double> d(o_.backoff_ms_min, o_.backoff_ms_max);
+    return Ms(d(rng_));
+  }
+
+ private:
+  const LoadOptions& o_;
+  std::mt19937_64 rng_;
+};
+
+bool ParseSessionId(const std::string& reply, std::uint64_t& id) {
+  if (!reply.starts_with("OK ")) return false;
+  const char* begin = reply.data() + 3;
+  const char* end = reply.data() + reply.size();
+  auto [ptr, ec] = std::from_chars(begin, end, id);
+  return ec == std::errc() && ptr == end;
+}
+
+// Holds a session for `hold`, ending early when the instance stops or the broker asks for the
+// slot back. Returns true when it ended because of ShouldYield().
+bool Hold(Shared& s, Clock::duration hold, const Slot& slot) {
+  const Clock::time_point end = Clock::now() + hold;
+  for (;;) {
+    if (slot.ShouldYield()) return true;
+    const Clock::time_point now = Clock::now();
+    if (now >= end || s.stop) return false;
+    Clock::duration step = end - now;
+    if (slot.yieldable()) step = std::min<Clock::duration>(step, milliseconds(5));
+    s.Sleep(step);
+  }
+}
+
+struct ThreadResult {
+  Histogram acquire_wait;
+  ErrorCounts errors;
+};
+
+// One Database Action Thread: take a slot, open a session, hold, close, give the slot back.
+void ActionThread(Shared& s, int index, int thread, ThreadResult& r) {
+  const LoadOptions& o = s.o;
+  Random random(o, static_cast<std::uint64_t>(index) * 1000 + static_cast<std::uint64_t>(thread) +
+                       1);
+  const std::string open_line = "OPEN " + o.user;
+  LineClient conn;  // one TCP connection per thread, reused for all its sessions
+  while (!s.stop) {
+    if (!conn.connected()) {
+      if (conn.Connect(o.server, milliseconds(o.io_timeout_ms))) {
+        ++r.errors["connect"];
+        s.Sleep(random.Backoff());
+        continue;
+      }
+    }
+    Slot slot;
+#ifndef DSB_LOAD_NO_CLIENT
+    if (s.client != nullptr) {
+      const Clock::time_point t0 = Clock::now();
+      std::error_code ec;
+      slot.permit = s.client->Acquire(milliseconds(o.acquire_timeout_ms), ec, &s.cancel);
+      if (ec) {
+        if (s.stop) break;
+        const bool ours = ec.category() == dsb::dsb_category();
+        ++r.errors[std::string("acquire_") +
+                   (ours ? dsb::ErrcName(static_cast<dsb::Errc>(ec.value())) : "system")];
+        if (ec == dsb::Errc::kNotRegistered) break;
+        if (ec != dsb::Errc::kTimeout) s.Sleep(random.Backoff());
+        continue;
+      }
+      r.acquire_wait.Add(duration_cast<microseconds>(Clock::now() - t0));
+    }
+#endif
+    if (s.stop) break;
+    std::error_code ec;
+    const std::string reply = conn.Call(open_line, ec);
+    if (ec) {
+      ++r.errors["io"];
+      continue;
+    }
+    std::uint64_t id = 0;
+    if (!ParseSessionId(reply, id)) {
+      if (reply.starts_with(kSessionLimitPrefix)) {
+        ReportRefusal(s, reply, r.errors);
+      } else {
+        ++r.errors["unexpected_reply"];
+      }
+      slot.Release();
+      s.Sleep(random.Backoff());  // never a tight retry loop against a refusing server
+      continue;
+    }
+    s.opens.fetch_add(1, std::memory_order_relaxed);
+    if (Hold(s, random.Hold(), slot)) s.yields.fetch_add(1, std::memory_order_relaxed);
+    const std::string closed = conn.Call("CLOSE " + std::to_string(id), ec);
+    slot.Release();
+    if (ec) {
+      ++r.errors["io"];
+      continue;
+    }
+    if (closed != "OK") {
+      ++r.errors["unexpected_reply"];
+      continue;
+    }
+    s.actions.fetch_add(1, std::memory_order_relaxed);
+    if (o.think_ms > 0) s.Sleep(Ms(o.think_ms));
+  }
+}
+
+// Waits up to `d` for SIGTERM/SIGINT (blocked, so they stay pending until taken here).
+// Returns true when one arrived.
+bool WaitForSignal(Clock::duration d) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  const Clock::time_point end = Clock::now() + d;
+  for (;;) {
+    const auto left = std::max<Clock::duration>(end - Clock::now(), Clock::duration::zero());
+    const auto ns = duration_cast<std::chrono::nanoseconds>(left).count();
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+    ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    const int sig = ::sigtimedwait(&set, nullptr, &ts);
+    if (sig > 0) return true;
+    if (errno == EINTR) continue;
+    return false;  // EAGAIN: timed out
+  }
+}
+
+void WriteLine(int fd, const boost::json::value& v) {
+  std::string line = boost::json::serialize(v);
+  line += '\n';
+  std::string_view rest = line;
+  while (!rest.empty()) {
+    const ssize_t n = ::write(fd, rest.data(), rest.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // the parent is gone; nothing left to tell
+    }
+    rest.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+boost::json::object ErrorsJson(const ErrorCounts& errors) {
+  boost::json::object out;
+  for (const auto& [kind, n] : errors) out[kind] = n;
+  return out;
+}
+
+}  // namespace
+
+int RunInstance(const LoadOptions& o, int index, int report_fd) {
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point deadline = start + Ms(o.duration_s * 1000.0);
+  Shared s(o);
+  ErrorCounts errors;
+  bool signalled = false;
+  std::uint64_t system_refusals = 0;
+  Random random(o, static_cast<std::uint64_t>(index) * 1000);
+
+  auto result = [&](bool system_session, const Histogram& waits) {
+    boost::json::object r;
+    r["type"] = "result";
+    r["instance"] = index;
+    r["pid"] = ::getpid();
+    r["actions"] = s.actions.load();
+    r["opens"] = s.opens.load();
+    r["refusals"] = s.refusals.load();
+    r["system_refusals"] = system_refusals;
+    r["yields"] = s.yields.load();
+    r["system_session"] = system_session;
+    r["signalled"] = signalled;
+    r["acquire_wait"] = waits.ToJson();
+    r["errors"] = ErrorsJson(errors);
+    WriteLine(report_fd, r);
+  };
+
+#ifndef DSB_LOAD_NO_CLIENT
+  std::unique_ptr<dsb::Client> client;
+  if (!o.no_broker) {
+    dsb::ClientOptions co;
+    co.socket_path = o.socket_path;
+    co.target = o.target;
+    co.name = "dsb-load#" + std::to_string(index);
+    co.connect_timeout = std::max(milliseconds(100), duration_cast<milliseconds>(deadline - start));
+    std::error_code ec;
+    std::string message;
+    client = dsb::Client::Connect(co, ec, &message);
+    if (client == nullptr) {
+      const bool ours = ec.category() == dsb::dsb_category();
+      ++errors[std::string("broker_connect_") +
+               (ours ? dsb::ErrcName(static_cast<dsb::Errc>(ec.value())) : "system")];
+      std::fprintf(stderr, "dsb-load[%d]: cannot register with the broker: %s\n", index,
+                   message.empty() ? ec.message().c_str() : message.c_str());
+      result(false, Histogram());
+      return 3;
+    }
+    s.client = client.get();
+  }
+#endif
+
+  // The system session: opened first and held for the instance's whole life.
+  const std::string open_line = "OPEN " + o.user;
+  LineClient system;
+  std::uint64_t system_id = 0;
+  bool have_system = false;
+  while (!have_system && !signalled && Clock::now() < deadline) {
+    if (!system.connected() && system.Connect(o.server, milliseconds(o.io_timeout_ms))) {
+      ++errors["connect"];
+      signalled = WaitForSignal(random.Backoff());
+      continue;
+    }
+    std::error_code ec;
+    const std::string reply = system.Call(open_line, ec);
+    if (ec) {
+      ++errors["io"];
+      continue;
+    }
+    if (ParseSessionId(reply, system_id)) {
+      have_system = true;
+      s.opens.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+    if (reply.starts_with(kSessionLimitPrefix)) {
+      ++system_refusals;
+      ReportRefusal(s, reply, errors);
+    } else {
+      ++errors["unexpected_reply"];
+    }
+    signalled = WaitForSignal(random.Backoff());
+  }
+  if (!have_system) ++errors["no_system_session"];
+
+  std::vector<ThreadResult> results(static_cast<std::size_t>(o.threads));
+  std::vector<std::thread> threads;
+  if (have_system) {
+    for (int t = 0; t < o.threads; ++t) {
+      threads.emplace_back(ActionThread, std::ref(s), index, t,
+                           std::ref(results[static_cast<std::size_t>(t)]));
+    }
+  }
+
+  Clock::time_point next_progress = Clock::now() + std::chrono::seconds(1);
+  while (!signalled) {
+    const Clock::time_point now = Clock::now();
+    if (now >= deadline) break;
+    if (now >= next_progress) {
+      WriteLine(report_fd, boost::json::object{{"type", "progress"},
+                                               {"instance", index},
+                                               {"actions", s.actions.load()},
+                                               {"refusals", s.refusals.load()}});
+      next_progress += std::chrono::seconds(1);
+    }
+    signalled = WaitForSignal(std::min(deadline, next_progress) - now);
+  }
+  s.Stop();
+  for (std::thread& t : threads) t.join();
+
+  if (have_system) {
+    std::error_code ec;
+    const std::string reply = system.Call("CLOSE " + std::to_string(system_id), ec);
+    if (ec || reply != "OK") ++errors["system_close"];
+  }
+  Histogram waits;
+  for (const ThreadResult& r : results) {
+    waits.Merge(r.acquire_wait);
+    for (const auto& [kind, n] : r.errors) errors[kind] += n;
+  }
+  result(have_system, waits);
+#ifndef DSB_LOAD_NO_CLIENT
+  client.reset();  // after every Permit is gone (the threads are joined)
+#endif
+  return 0;
+}
+
+}  // namespace dsb::load
