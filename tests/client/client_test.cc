@@ -1,0 +1,375 @@
+// Client library against a real dsb-broker process: registration, the slot
+// fast path, death of a client (kill -9), quarantine, broker restart with
+// adoption, credentials, and bad input on the admin socket.
+#include "dsb/client.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+#include <thread>
+
+#include "common/local_frame.h"
+#include "tests/support/broker_process.h"
+#include "tests/support/unique_name.h"
+
+namespace dsb {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::BrokerProcess;
+using testing::BrokerTarget;
+using testing::ScratchDir;
+using testing::UniqueName;
+namespace json = boost::json;
+
+json::object Ask(const std::filesystem::path& socket, const json::object& req) {
+  auto fd = ConnectLocal(socket.string());
+  EXPECT_TRUE(fd.ok()) << fd.status().message();
+  if (!fd.ok()) return {};
+  EXPECT_TRUE(WriteFrame(*fd, json::serialize(req)).ok());
+  auto frame = ReadFrame(*fd, 10s);
+  ::close(*fd);
+  EXPECT_TRUE(frame.ok()) << frame.status().message();
+  return frame.ok() ? json::parse(*frame).as_object() : json::object{};
+}
+
+json::object TargetStatus(const BrokerProcess& b, const std::string& target = "exch01") {
+  json::object s = Ask(b.socket(), {{"op", "status"}});
+  for (auto& t : s["targets"].as_array()) {
+    if (t.as_object().at("name").as_string() == target) return t.as_object();
+  }
+  return {};
+}
+
+std::int64_t Num(const json::object& o, const char* key) {
+  return o.contains(key) ? o.at(key).to_number<std::int64_t>() : -1;
+}
+
+// Polls a condition on broker state until it holds or the deadline passes.
+template <typename F>
+bool Eventually(F&& condition, std::chrono::milliseconds deadline = 20s) {
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < end) {
+    if (condition()) return true;
+    std::this_thread::yield();
+  }
+  return condition();
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void StartBroker(std::vector<BrokerTarget> targets = {BrokerTarget{}},
+                   const std::string& extra = "") {
+    prefix_ = UniqueName("ct");
+    broker_ = std::make_unique<BrokerProcess>(dir_.path(), prefix_, std::move(targets), extra);
+    ASSERT_TRUE(broker_->Start()) << broker_->log();
+  }
+  std::unique_ptr<Client> Connect(const std::string& target = "exch01") {
+    ClientOptions o;
+    o.socket_path = broker_->socket().string();
+    o.target = target;
+    o.name = "test";
+    o.connect_timeout = 10s;
+    std::error_code ec;
+    std::string msg;
+    auto c = Client::Connect(o, ec, &msg);
+    EXPECT_TRUE(c) << msg;
+    return c;
+  }
+  ScratchDir dir_;
+  std::string prefix_;
+  std::unique_ptr<BrokerProcess> broker_;
+};
+
+TEST_F(ClientTest, ConnectChargesTheSystemSlotAndPermitsFillTheRest) {
+  StartBroker({BrokerTarget{"exch01", 5}});
+  auto c = Connect();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(Num(TargetStatus(*broker_), "held_system"), 1);
+  std::vector<Permit> permits;
+  std::error_code ec;
+  for (int i = 0; i < 4; ++i) {
+    permits.push_back(c->TryAcquire(ec));
+    ASSERT_FALSE(ec) << ec.message();
+  }
+  Permit none = c->TryAcquire(ec);
+  EXPECT_EQ(ec, Errc::kCapacityExhausted);
+  EXPECT_FALSE(none.valid());
+  Permit timed = c->Acquire(20ms, ec);
+  EXPECT_EQ(ec, Errc::kTimeout);
+  EXPECT_EQ(Num(TargetStatus(*broker_), "held"), 5);
+  permits.pop_back();
+  Permit again = c->TryAcquire(ec);
+  EXPECT_FALSE(ec);
+  EXPECT_TRUE(again.valid());
+  EXPECT_FALSE(again.ShouldYield());
+}
+
+TEST_F(ClientTest, UnknownTargetIsAClearError) {
+  StartBroker();
+  ClientOptions o;
+  o.socket_path = broker_->socket().string();
+  o.target = "exch99";
+  std::error_code ec;
+  std::string msg;
+  EXPECT_EQ(Client::Connect(o, ec, &msg), nullptr);
+  EXPECT_EQ(ec, Errc::kUnknownTarget);
+  EXPECT_NE(msg.find("exch99"), std::string::npos);
+  EXPECT_NE(msg.find("exch01"), std::string::npos) << msg;
+}
+
+TEST_F(ClientTest, NoBrokerIsBrokerUnavailableNamingTheSocket) {
+  ClientOptions o;
+  o.socket_path = (dir_.path() / "absent.sock").string();
+  o.target = "exch01";
+  std::error_code ec;
+  std::string msg;
+  EXPECT_EQ(Client::Connect(o, ec, &msg), nullptr);
+  EXPECT_EQ(ec, Errc::kBrokerUnavailable);
+  EXPECT_NE(msg.find("absent.sock"), std::string::npos) << msg;
+}
+
+TEST_F(ClientTest, SystemSlotWaitsWhenTheTargetIsFull) {
+  StartBroker({BrokerTarget{"exch01", 2}});
+  auto a = Connect();
+  std::error_code ec;
+  Permit p = a->TryAcquire(ec);
+  ASSERT_FALSE(ec);
+  ClientOptions o;
+  o.socket_path = broker_->socket().string();
+  o.target = "exch01";
+  o.connect_timeout = 50ms;
+  std::string msg;
+  EXPECT_EQ(Client::Connect(o, ec, &msg), nullptr);
+  EXPECT_EQ(ec, Errc::kTimeout);
+  EXPECT_NE(msg.find("system connection"), std::string::npos) << msg;
+}
+
+// A child process registers, takes `n` permits, reports through a pipe, then
+// blocks until killed.
+pid_t SpawnHolder(const std::string& socket, int n, int quarantine_pipe_wr = -1) {
+  int fds[2];
+  EXPECT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    ClientOptions o;
+    o.socket_path = socket;
+    o.target = "exch01";
+    o.name = "holder";
+    std::error_code ec;
+    auto c = Client::Connect(o, ec);
+    if (!c) _exit(3);
+    std::vector<Permit> held;
+    for (int i = 0; i < n; ++i) {
+      held.push_back(c->Acquire(5s, ec));
+      if (ec) _exit(4);
+    }
+    char ok = 'k';
+    if (::write(fds[1], &ok, 1) != 1) _exit(5);
+    (void)quarantine_pipe_wr;
+    for (;;) ::pause();
+  }
+  ::close(fds[1]);
+  char c = 0;
+  EXPECT_EQ(::read(fds[0], &c, 1), 1) << "holder child failed";
+  ::close(fds[0]);
+  return pid;
+}
+
+TEST_F(ClientTest, KilledClientsSlotsComeBackAtOnce) {
+  StartBroker({BrokerTarget{"exch01", 6}});
+  auto me = Connect();
+  const pid_t child = SpawnHolder(broker_->socket().string(), 4);  // 1 system + 4 actions
+  EXPECT_EQ(Num(TargetStatus(*broker_), "held"), 6);
+  std::error_code ec;
+  Permit none = me->TryAcquire(ec);
+  ASSERT_EQ(ec, Errc::kCapacityExhausted);
+  std::thread killer([child] { ::kill(child, SIGKILL); });
+  // Blocked until the broker sees the death and frees the child's slots.
+  std::vector<Permit> mine;
+  for (int i = 0; i < 5; ++i) {
+    mine.push_back(me->Acquire(20s, ec));
+    ASSERT_FALSE(ec) << ec.message();
+  }
+  killer.join();
+  ::waitpid(child, nullptr, 0);
+  EXPECT_TRUE(broker_->WaitForLog("5 slot(s) reclaimed")) << broker_->log();
+  EXPECT_EQ(Num(TargetStatus(*broker_), "held"), 6);
+}
+
+TEST_F(ClientTest, ReclaimedSlotsStayQuarantined) {
+  StartBroker({BrokerTarget{"exch01", 4, 0, "1500ms"}});
+  const pid_t child = SpawnHolder(broker_->socket().string(), 2);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ASSERT_TRUE(broker_->WaitForLog("quarantined for 1500 ms")) << broker_->log();
+  const auto start = std::chrono::steady_clock::now();
+  json::object t = TargetStatus(*broker_);
+  auto me = Connect();  // takes the 1 free slot as system slot
+  std::error_code ec;
+  Permit p = me->Acquire(20s, ec);  // only a quarantined slot can serve this
+  ASSERT_FALSE(ec);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 1000ms);
+  // 3 slots were reclaimed; right after, none of them is usable.
+  EXPECT_EQ(Num(t, "held"), 0);
+  EXPECT_GE(Num(t, "quarantined"), 1);
+}
+
+TEST_F(ClientTest, CancelTokenStopsAWaitingAcquire) {
+  StartBroker({BrokerTarget{"exch01", 1}});
+  auto c = Connect();
+  CancelToken token;
+  std::error_code ec;
+  std::thread t([&] {
+    Permit p = c->Acquire(60s, ec, &token);
+  });
+  ASSERT_TRUE(Eventually([&] { return Num(TargetStatus(*broker_), "waiting") == 1; }));
+  token.Cancel();
+  t.join();
+  EXPECT_EQ(ec, Errc::kCancelled);
+}
+
+TEST_F(ClientTest, BrokerRestartAdoptsLiveClientsAndKeepsTheirSlots) {
+  StartBroker({BrokerTarget{"exch01", 5}}, "adopt_grace = \"10s\"\n");
+  auto c = Connect();
+  std::error_code ec;
+  std::vector<Permit> permits;
+  for (int i = 0; i < 3; ++i) permits.push_back(c->TryAcquire(ec));
+  ASSERT_FALSE(ec);
+  broker_->Stop(SIGKILL);
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  ASSERT_TRUE(broker_->WaitForLog("adopted owner")) << broker_->log();
+  json::object t = TargetStatus(*broker_);
+  EXPECT_EQ(Num(t, "held"), 4);  // never two holders: the 4 stay taken
+  auto other = Connect();        // the last free slot becomes its system slot
+  ASSERT_TRUE(other);
+  Permit none = other->TryAcquire(ec);
+  EXPECT_EQ(ec, Errc::kCapacityExhausted);
+  for (auto& p : permits) EXPECT_FALSE(p.ShouldYield());
+  permits.clear();
+  Permit p = other->TryAcquire(ec);
+  EXPECT_FALSE(ec);
+  // The adopted client's death is still detected by the new broker.
+  c.reset();
+  EXPECT_TRUE(Eventually([&] { return Num(TargetStatus(*broker_), "clients") == 1; }));
+}
+
+TEST_F(ClientTest, OwnersThatDoNotReturnWithinGraceAreFreed) {
+  StartBroker({BrokerTarget{"exch01", 4}}, "adopt_grace = \"1s\"\n");
+  const pid_t child = SpawnHolder(broker_->socket().string(), 2);
+  broker_->Stop(SIGKILL);
+  ::kill(child, SIGKILL);  // dies while no broker watches
+  ::waitpid(child, nullptr, 0);
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  json::object during = TargetStatus(*broker_);
+  EXPECT_EQ(Num(during, "held"), 3);  // kept until the grace ends
+  EXPECT_EQ(Num(during, "pending_adoption"), 1);
+  ASSERT_TRUE(broker_->WaitForLog("adoption grace over")) << broker_->log();
+  json::object after = TargetStatus(*broker_);
+  EXPECT_EQ(Num(after, "held"), 0);
+  EXPECT_EQ(Num(after, "free"), 4);
+}
+
+TEST_F(ClientTest, PeerOfAnotherUidIsRefused) {
+  StartBroker();
+  ::chmod(dir_.path().c_str(), 0755);
+  ::chmod(broker_->socket().c_str(), 0666);  // let it reach SO_PEERCRED
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(10);
+    ClientOptions o;
+    o.socket_path = broker_->socket().string();
+    o.target = "exch01";
+    std::error_code ec;
+    std::string msg;
+    auto c = Client::Connect(o, ec, &msg);
+    _exit(!c && ec == Errc::kPermissionDenied && msg.find("uid 65534") != std::string::npos
+              ? 0
+              : 1);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(broker_->WaitForLog("refused local peer")) << broker_->log();
+  EXPECT_EQ(Num(TargetStatus(*broker_), "clients"), 0);
+}
+
+TEST_F(ClientTest, OversizedAndMalformedRequestsChangeNothing) {
+  StartBroker();
+  auto c = Connect();
+  {
+    auto fd = ConnectLocal(broker_->socket().string());
+    ASSERT_TRUE(fd.ok());
+    const std::string big = FrameHeader(10 * 1024 * 1024);
+    ASSERT_EQ(::send(*fd, big.data(), big.size(), MSG_NOSIGNAL), 4);
+    auto reply = ReadFrame(*fd, 10s);
+    ASSERT_TRUE(reply.ok()) << reply.status().message();
+    EXPECT_NE(reply->find("\"protocol\""), std::string::npos);
+    EXPECT_EQ(ReadFrame(*fd, 10s).status().code(), Errc::kBrokerUnavailable);  // closed
+    ::close(*fd);
+  }
+  for (std::string bad : {std::string("{not json"), std::string("[1,2]"),
+                          std::string(R"({"op":42})"), std::string(R"({"op":"register"})"),
+                          std::string(R"({"op":"register","target":"exch01","owner":"x"})"),
+                          std::string(R"({"op":"register","target":"exch01","owner":99,"instance":"1"})"),
+                          std::string("\0\0\0", 3)}) {
+    auto fd = ConnectLocal(broker_->socket().string());
+    ASSERT_TRUE(fd.ok());
+    ASSERT_TRUE(WriteFrame(*fd, bad).ok());
+    auto reply = ReadFrame(*fd, 10s);
+    ASSERT_TRUE(reply.ok()) << bad;
+    EXPECT_NE(reply->find("\"ok\":false"), std::string::npos) << bad << " -> " << *reply;
+    ::close(*fd);
+  }
+  json::object t = TargetStatus(*broker_);
+  EXPECT_EQ(Num(t, "held"), 1);
+  EXPECT_EQ(Num(t, "clients"), 1);
+}
+
+TEST_F(ClientTest, CorruptSegmentStopsTheBrokerWithAClearError) {
+  prefix_ = UniqueName("ct");
+  BrokerProcess b(dir_.path(), prefix_, {BrokerTarget{}});
+  {
+    std::ofstream f("/dev/shm/" + b.segment("exch01"), std::ios::binary);
+    f << std::string(100000, 'Z');
+  }
+  std::string out;
+  EXPECT_EQ(BrokerProcess::RunToExit(b.config_path(), &out), 1);
+  EXPECT_NE(out.find(b.segment("exch01")), std::string::npos) << out;
+  EXPECT_NE(out.find("wrong magic"), std::string::npos) << out;
+}
+
+TEST_F(ClientTest, BadConfigValueNamesFileKeyAndReason) {
+  const auto path = dir_.path() / "bad.toml";
+  std::ofstream(path) << "[broker]\nid = \"x\"\nsocket = \"/tmp/x.sock\"\nshm_prefix = \"x\"\n"
+                         "[[targets]]\nname = \"exch01\"\nlimit = -3\n";
+  std::string out;
+  EXPECT_EQ(BrokerProcess::RunToExit(path, &out), 2);
+  EXPECT_NE(out.find("bad.toml"), std::string::npos) << out;
+  EXPECT_NE(out.find("targets[0].limit"), std::string::npos) << out;
+}
+
+TEST_F(ClientTest, SecondBrokerOnTheSameSocketIsRefused) {
+  StartBroker();
+  std::string out;
+  EXPECT_NE(BrokerProcess::RunToExit(broker_->config_path(), &out), 0);
+  EXPECT_NE(out.find("already"), std::string::npos) << out;
+}
+
+TEST_F(ClientTest, CApiProgramRuns) {
+  StartBroker({BrokerTarget{"exch01", 3}});
+  const std::string cmd = testing::BinPath("c_api_test_prog") + " " + broker_->socket().string();
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+}
+
+}  // namespace
+}  // namespace dsb

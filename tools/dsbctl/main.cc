@@ -1,0 +1,186 @@
+// dsbctl: the admin tool. Talks to a broker's local socket (4-byte length +
+// JSON frames, see common/local_frame.h) and prints tables or --json.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/json.hpp>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "common/local_frame.h"
+#ifdef DSBCTL_HAS_CONFIG
+#include "broker/config/broker_config.h"
+#endif
+
+namespace json = boost::json;
+
+namespace {
+
+struct Options {
+  std::string socket;
+  std::string config;
+  bool json = false;
+  int timeout_ms = 5000;
+};
+
+int Fail(const std::string& message, int code = 1) {
+  std::fprintf(stderr, "dsbctl: %s\n", message.c_str());
+  return code;
+}
+
+std::string ResolveSocket(const Options& o, std::string* error) {
+  if (!o.socket.empty()) return o.socket;
+#ifdef DSBCTL_HAS_CONFIG
+  if (!o.config.empty()) {
+    auto c = dsb::config::LoadBrokerConfig(o.config);
+    if (!c.ok()) {
+      *error = c.status().message();
+      return {};
+    }
+    return c->socket.string();
+  }
+#endif
+  if (const char* env = std::getenv("DSB_SOCKET")) return env;
+  return "/run/dsb/dsb.sock";
+}
+
+// Sends one request; returns the reply object or prints an error.
+std::optional<json::object> Call(const Options& o, const json::object& req) {
+  std::string error;
+  const std::string path = ResolveSocket(o, &error);
+  if (path.empty()) {
+    Fail(error, 2);
+    return std::nullopt;
+  }
+  auto fd = dsb::ConnectLocal(path);
+  if (!fd.ok()) {
+    Fail(fd.status().message());
+    return std::nullopt;
+  }
+  auto status = dsb::WriteFrame(*fd, json::serialize(req));
+  auto frame = status.ok() ? dsb::ReadFrame(*fd, std::chrono::milliseconds(o.timeout_ms))
+                           : dsb::Result<std::string>(status);
+  ::close(*fd);
+  if (!frame.ok()) {
+    Fail(frame.status().message());
+    return std::nullopt;
+  }
+  boost::system::error_code ec;
+  json::value v = json::parse(*frame, ec);
+  if (ec || !v.is_object()) {
+    Fail("broker sent a malformed reply");
+    return std::nullopt;
+  }
+  json::object& r = v.as_object();
+  if (!r.contains("ok") || !r.at("ok").is_bool() || !r.at("ok").as_bool()) {
+    std::string msg = r.contains("message") && r.at("message").is_string()
+                          ? std::string(r.at("message").as_string())
+                          : "request failed";
+    if (o.json) std::cout << json::serialize(r) << "\n";
+    Fail(msg);
+    return std::nullopt;
+  }
+  return std::move(r);
+}
+
+std::string Str(const json::value& v) {
+  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_bool()) return v.as_bool() ? "yes" : "no";
+  if (v.is_null()) return "-";
+  return json::serialize(v);
+}
+
+// Prints rows as an aligned table.
+void PrintTable(const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width(header.size());
+  for (std::size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& r : rows) {
+    for (std::size_t i = 0; i < r.size() && i < width.size(); ++i) {
+      width[i] = std::max(width[i], r[i].size());
+    }
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+      out += cells[i];
+      if (i + 1 < cells.size()) out += std::string(width[i] - cells[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", out.c_str());
+  };
+  line(header);
+  for (const auto& r : rows) line(r);
+}
+
+int CmdStatus(const Options& o) {
+  auto r = Call(o, {{"op", "status"}});
+  if (!r) return 1;
+  if (o.json) {
+    std::cout << json::serialize(*r) << "\n";
+    return 0;
+  }
+  std::printf("broker %s (pid %s, %s mode%s)\n", Str(r->at("broker")).c_str(),
+              Str(r->at("pid")).c_str(), Str(r->at("mode")).c_str(),
+              r->at("adoption_grace").as_bool() ? ", adoption grace running" : "");
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& tv : r->at("targets").as_array()) {
+    const auto& t = tv.as_object();
+    rows.push_back({Str(t.at("name")), Str(t.at("limit")), Str(t.at("reserve")),
+                    Str(t.at("capacity")), Str(t.at("held")), Str(t.at("held_system")),
+                    Str(t.at("waiting")), Str(t.at("quarantined")), Str(t.at("retiring")),
+                    Str(t.at("clients")), Str(t.at("session_limit_reports"))});
+  }
+  PrintTable({"TARGET", "LIMIT", "RESERVE", "CAPACITY", "HELD", "(SYSTEM)", "WAITING",
+              "QUARANTINED", "RETIRING", "CLIENTS", "LIMIT-REPORTS"},
+             rows);
+  return 0;
+}
+
+int CmdClients(const Options& o) {
+  auto r = Call(o, {{"op", "clients"}});
+  if (!r) return 1;
+  if (o.json) {
+    std::cout << json::serialize(*r) << "\n";
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& cv : r->at("clients").as_array()) {
+    const auto& c = cv.as_object();
+    rows.push_back({Str(c.at("owner")), Str(c.at("target")), Str(c.at("pid")), Str(c.at("uid")),
+                    Str(c.at("name")), Str(c.at("held_action")), Str(c.at("held_system")),
+                    std::to_string(c.at("connected_ms").to_number<std::int64_t>() / 1000) + "s",
+                    Str(c.at("adopted"))});
+  }
+  PrintTable({"OWNER", "TARGET", "PID", "UID", "NAME", "ACTION", "SYSTEM", "CONNECTED", "ADOPTED"},
+             rows);
+  const auto& pending = r->at("pending").as_array();
+  if (!pending.empty()) {
+    std::printf("%zu owner(s) from before a broker restart have not reconnected yet\n",
+                pending.size());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"dsbctl: inspect and change a dsb broker"};
+  app.require_subcommand(1);
+  Options o;
+  app.add_option("-s,--socket", o.socket, "broker socket (default: $DSB_SOCKET or /run/dsb/dsb.sock)");
+#ifdef DSBCTL_HAS_CONFIG
+  app.add_option("-c,--config", o.config, "read the socket path from this broker config");
+#endif
+  app.add_flag("--json", o.json, "print JSON instead of a table");
+  app.add_option("--timeout-ms", o.timeout_ms, "how long to wait for the broker")
+      ->check(CLI::Range(1, 600000));
+  auto* status = app.add_subcommand("status", "targets: limit, capacity, held, waiting, quarantined");
+  auto* clients = app.add_subcommand("clients", "registered clients: pid, user, held slots");
+  for (auto* sub : {status, clients}) sub->add_flag("--json", o.json, "print JSON");
+  CLI11_PARSE(app, argc, argv);
+  if (status->parsed()) return CmdStatus(o);
+  if (clients->parsed()) return CmdClients(o);
+  return Fail("unknown command", 2);
+}
