@@ -445,7 +445,16 @@ Status Handshake::OnServerHello(const FrameView& frame) {
 
 Status Handshake::OnClientHello(const FrameView& frame) {
   Result<HandshakeMessage> m = OpenHello(frame, MessageType::kClientHello);
-  if (!m.ok()) return Fail(m.status());
+  if (!m.ok()) {
+    // Name the broker the refused hello claims to be (unauthenticated, but a
+    // valid id): it tells the operator which workstation has the wrong key.
+    Result<HandshakeMessage> claim = DecodeHandshake(frame.header.type, frame.payload);
+    if (claim.ok() && std::holds_alternative<ClientHello>(*claim)) {
+      return Fail(Status(m.status().code(), m.status().message() + " (hello claims broker '" +
+                                                std::get<ClientHello>(*claim).broker_id + "')"));
+    }
+    return Fail(m.status());
+  }
   const auto& hello = std::get<ClientHello>(*m);
   peer_ = {hello.broker_id, hello.cluster_hash};
   DeriveSessionAndProofs(hello.broker_id, hello.cluster_hash, hello.nonce,

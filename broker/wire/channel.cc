@@ -141,7 +141,8 @@ asio::awaitable<Result<Bytes>> ReadFrame(ImplT& impl, std::size_t max_payload,
 }
 
 template <typename ImplT>
-asio::awaitable<Status> WriteFrames(ImplT& impl, std::vector<Bytes> frames, std::string_view what,
+asio::awaitable<Status> WriteFrames(ImplT& impl, const std::vector<Bytes>& frames,
+                                    std::string_view what,
                                     std::chrono::steady_clock::duration timeout) {
   for (const Bytes& frame : frames) {
     auto [ec, n] = co_await asio::async_write(impl.socket, asio::buffer(frame), kUse);
@@ -155,7 +156,8 @@ template <typename ImplT>
 asio::awaitable<Status> RunHandshake(ImplT& impl, Handshake& hs,
                                      std::chrono::steady_clock::duration timeout) {
   for (;;) {
-    Status sent = co_await WriteFrames(impl, hs.TakeOutgoing(), "handshake", timeout);
+    const std::vector<Bytes> out = hs.TakeOutgoing();
+    Status sent = co_await WriteFrames(impl, out, "handshake", timeout);
     if (!sent.ok()) co_return sent;
     if (hs.done()) co_return Status::Ok();
     Result<Bytes> frame = co_await ReadFrame(impl, hs.max_payload(), "handshake", timeout);
@@ -170,7 +172,8 @@ asio::awaitable<Status> RunHandshake(ImplT& impl, Handshake& hs,
     Status step = hs.OnFrame(*frame);
     if (!step.ok()) {
       // Best effort: an ErrorReply saying why (only to a peer that proved the key).
-      co_await WriteFrames(impl, hs.TakeOutgoing(), "handshake", timeout);
+      const std::vector<Bytes> reasons = hs.TakeOutgoing();
+      co_await WriteFrames(impl, reasons, "handshake", timeout);
       co_return step;
     }
   }
@@ -203,7 +206,8 @@ asio::awaitable<Result<Channel>> Channel::Connect(asio::any_io_executor executor
     return s;
   };
   Deadline deadline(impl, timeout);
-  auto [rec, endpoints] = co_await impl->resolver.async_resolve(host, std::to_string(port), kUse);
+  const std::string service = std::to_string(port);
+  auto [rec, endpoints] = co_await impl->resolver.async_resolve(host, service, kUse);
   if (rec) {
     if (impl->timed_out) co_return refuse(IoError(*impl, rec, 0, 0, "resolve", timeout));
     co_return refuse(
