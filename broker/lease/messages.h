@@ -57,6 +57,15 @@ struct Grant {
   bool operator==(const Grant&) const = default;
 };
 
+// Coordinator -> broker after Revoke/Drain: "renew now" (a hint only; losing it
+// only delays the shrink to the broker's next renew, and owed does not fall
+// meanwhile, C2). Ignored unless the epoch is the broker's own.
+struct RevokeNotice {
+  std::string broker_id;
+  std::uint64_t epoch = 0;
+  bool operator==(const RevokeNotice&) const = default;
+};
+
 }  // namespace dsb::lease
 
 #endif  // DSB_BROKER_LEASE_MESSAGES_H_

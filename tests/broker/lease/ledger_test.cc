@@ -1,0 +1,274 @@
+#include "broker/lease/ledger.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace dsb::lease {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+TimePoint At(std::int64_t ms) { return TimePoint{} + milliseconds(ms); }
+
+LedgerConfig Config(std::uint32_t pool = 10) {
+  LedgerConfig c;
+  c.targets = {{"exch", pool, pool + 2}};
+  c.brokers = {{"a", 1}, {"b", 1}};
+  c.term = seconds(15);
+  c.drain = seconds(5);
+  c.eps = 1e-3;
+  c.switches.c3_learning = false;  // most tests start past learning; C3 has its own tests
+  return c;
+}
+
+RenewRequest Req(const std::string& broker, std::uint64_t epoch, std::uint64_t id,
+                 std::uint32_t pool_held, std::uint64_t applied, std::uint32_t wanted) {
+  RenewRequest r;
+  r.broker_id = broker;
+  r.epoch = epoch;
+  r.request_id = id;
+  r.targets.push_back({"exch", pool_held, applied, pool_held, 0, wanted});
+  return r;
+}
+
+// The amount granted for "exch", or -1 if no grant / a learning reply.
+int Amount(const Result<std::optional<Grant>>& r) {
+  if (!r.ok() || !r.value() || r.value()->learning) return -1;
+  return static_cast<int>(r.value()->targets.at(0).amount);
+}
+
+TEST(Ledger, GrantsFairShareOfDemand) {
+  Ledger l(Config(), At(0));
+  EXPECT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 0, 0, 4))), 4);
+  EXPECT_EQ(Amount(l.OnRequest(At(2), Req("b", 1, 1, 0, 0, 20))), 6);
+}
+
+TEST(Ledger, NeverGrantsWhatAnotherBrokerIsOwed) {
+  Ledger l(Config(), At(0));
+  EXPECT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 0, 0, 10))), 10);
+  // b's fair share is 5, but a is owed all 10 until it acknowledges a smaller grant.
+  EXPECT_EQ(Amount(l.OnRequest(At(2), Req("b", 1, 1, 0, 0, 10))), 0);
+  EXPECT_EQ(l.Owed(0, 0, At(2)), 10u);
+}
+
+TEST(Ledger, CapacityMovesOnlyAsOwedFalls) {
+  Ledger l(Config(), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 0, 0, 10))), 10);
+  ASSERT_EQ(Amount(l.OnRequest(At(2), Req("b", 1, 1, 0, 0, 10))), 0);
+  // a (holding 10 under grant 1) is shrunk to its fair share...
+  EXPECT_EQ(Amount(l.OnRequest(At(3), Req("a", 1, 2, 10, 1, 10))), 5);
+  EXPECT_EQ(l.Owed(0, 0, At(3)), 10u);  // ...but still owed 10: grant 1 is unacknowledged
+  EXPECT_EQ(Amount(l.OnRequest(At(4), Req("b", 1, 2, 0, 0, 10))), 0);
+  // a acknowledges grant 2 but still holds 7 (draining).
+  EXPECT_EQ(Amount(l.OnRequest(At(5), Req("a", 1, 3, 7, 2, 10))), 5);
+  EXPECT_EQ(l.Owed(0, 0, At(5)), 7u);
+  EXPECT_EQ(Amount(l.OnRequest(At(6), Req("b", 1, 3, 0, 0, 10))), 3);
+  // a drained to its share.
+  EXPECT_EQ(Amount(l.OnRequest(At(7), Req("a", 1, 4, 5, 3, 10))), 5);
+  // b is owed 3 (its grant 3); fair share 5 fits now.
+  EXPECT_EQ(Amount(l.OnRequest(At(8), Req("b", 1, 4, 3, 3, 10))), 5);
+}
+
+TEST(Ledger, OwedCountsEveryGrantAtOrAboveApplied) {
+  // The shrink-grant-delayed-while-held-0 edge case.
+  Ledger l(Config(), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 0, 0, 10))), 10);
+  ASSERT_EQ(Amount(l.OnRequest(At(2), Req("a", 1, 2, 0, 1, 0))), 0);  // shrink, in flight
+  // a reports held 0 but has not applied grant 2: grant 1 still counts.
+  ASSERT_EQ(Amount(l.OnRequest(At(3), Req("a", 1, 3, 0, 1, 0))), 0);
+  EXPECT_EQ(l.Owed(0, 0, At(3)), 10u);
+  // Once a reports applied = 2, grant 1 no longer counts.
+  ASSERT_EQ(Amount(l.OnRequest(At(4), Req("a", 1, 4, 0, 2, 0))), 0);
+  EXPECT_EQ(l.Owed(0, 0, At(4)), 0u);
+}
+
+TEST(Ledger, StaleRequestChangesOnlyTheSilenceTimer) {
+  Ledger l(Config(), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 5, 10, 0, 10))), 10);
+  const std::int64_t silence_ms =
+      std::chrono::duration_cast<milliseconds>(l.Silence()).count() + 1;
+  // An older report claiming held 0 and applied 5 would lower owed; it must not.
+  auto stale = l.OnRequest(At(2000), Req("a", 1, 4, 0, 5, 0));
+  ASSERT_TRUE(stale.ok());
+  EXPECT_FALSE(stale.value().has_value());
+  EXPECT_EQ(l.Owed(0, 0, At(2000)), 10u);
+  // It did move the silence timer: owed survives past silence counted from t=1.
+  EXPECT_EQ(l.Owed(0, 0, At(1 + silence_ms)), 10u);
+  EXPECT_EQ(l.Owed(0, 0, At(2000 + silence_ms)), 0u);
+}
+
+TEST(Ledger, OlderEpochRequestIsStale) {
+  Ledger l(Config(), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 2, 1, 3, 0, 3))), 3);
+  auto old = l.OnRequest(At(2), Req("a", 1, 9, 0, 0, 10));
+  ASSERT_TRUE(old.ok());
+  EXPECT_FALSE(old.value().has_value());
+  EXPECT_EQ(l.Owed(0, 0, At(2)), 3u);
+}
+
+TEST(Ledger, ExactDuplicateOfNewestGetsTheSameGrantAgain) {
+  Ledger l(Config(), At(0));
+  auto first = l.OnRequest(At(1), Req("a", 1, 1, 0, 0, 6));
+  ASSERT_EQ(Amount(first), 6);
+  // Meanwhile b's demand would change a's fair share; the duplicate still gets 6.
+  ASSERT_EQ(Amount(l.OnRequest(At(2), Req("b", 1, 1, 0, 0, 10))), 4);
+  auto again = l.OnRequest(At(3), Req("a", 1, 1, 0, 0, 6));
+  ASSERT_TRUE(again.ok() && again.value().has_value());
+  EXPECT_EQ(*again.value(), *first.value());
+}
+
+TEST(Ledger, NewEpochDropsGrantsOfOlderEpochs) {
+  Ledger l(Config(), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 7, 0, 0, 10))), 10);
+  // Restarted broker: its first report counts the 2 slots still marked.
+  ASSERT_EQ(Amount(l.OnRequest(At(2), Req("a", 2, 1, 2, 0, 0))), 0);
+  EXPECT_EQ(l.Owed(0, 0, At(2)), 2u);
+}
+
+TEST(Ledger, SilenceOfDPlusHTimesOnePlusEpsForgetsOwed) {
+  Ledger l(Config(), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(0), Req("a", 1, 1, 0, 0, 10))), 10);
+  const auto silence = l.Silence();
+  EXPECT_EQ(silence, std::chrono::nanoseconds(20'020'000'000));
+  EXPECT_EQ(l.Owed(0, 0, TimePoint{} + silence - std::chrono::nanoseconds(1)), 10u);
+  EXPECT_EQ(l.Owed(0, 0, TimePoint{} + silence), 0u);
+  EXPECT_EQ(Amount(l.OnRequest(TimePoint{} + silence, Req("b", 1, 1, 0, 0, 10))), 10);
+}
+
+TEST(Ledger, RevokeZeroesGrantsButDoesNotLowerOwed) {
+  Ledger l(Config(), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 10, 0, 10))), 10);
+  ASSERT_TRUE(l.Revoke("a", At(2)).ok());
+  EXPECT_EQ(l.Owed(0, 0, At(2)), 10u);
+  EXPECT_EQ(Amount(l.OnRequest(At(3), Req("b", 1, 1, 0, 0, 10))), 0);
+  EXPECT_EQ(Amount(l.OnRequest(At(4), Req("a", 1, 2, 10, 1, 10))), 0);  // told lease 0
+  EXPECT_EQ(l.Owed(0, 0, At(4)), 10u);  // still holding 10
+  EXPECT_EQ(Amount(l.OnRequest(At(5), Req("a", 1, 3, 0, 2, 10))), 0);
+  EXPECT_EQ(l.Owed(0, 0, At(5)), 0u);  // acknowledged lease 0 with held 0
+  EXPECT_EQ(Amount(l.OnRequest(At(6), Req("b", 1, 2, 0, 1, 10))), 10);
+  ASSERT_TRUE(l.Resume("a", At(7)).ok());
+  EXPECT_EQ(l.Snapshot(At(7)).targets[0].brokers[0].mode, BrokerMode::kActive);
+}
+
+TEST(Ledger, DrainZeroesGrantsButDoesNotLowerOwed) {
+  Ledger l(Config(), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 4, 0, 4))), 4);
+  ASSERT_TRUE(l.Drain("a", At(2)).ok());
+  EXPECT_EQ(Amount(l.OnRequest(At(3), Req("a", 1, 2, 4, 1, 4))), 0);
+  EXPECT_EQ(l.Owed(0, 0, At(3)), 4u);
+}
+
+TEST(Ledger, ForceRevokeForgetsOwedAtOnce) {
+  Ledger l(Config(), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 10, 0, 10))), 10);
+  ASSERT_TRUE(l.ForceRevoke("a", At(2)).ok());
+  EXPECT_EQ(l.Owed(0, 0, At(2)), 0u);
+  EXPECT_EQ(Amount(l.OnRequest(At(3), Req("b", 1, 1, 0, 0, 10))), 10);
+}
+
+TEST(Ledger, LoweringThePoolShrinksGrantsButFreesOnlyAsOwedFalls) {
+  Ledger l(Config(10), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 0, 0, 6))), 6);
+  ASSERT_TRUE(l.SetPool("exch", 4, At(2)).ok());
+  EXPECT_EQ(Amount(l.OnRequest(At(3), Req("b", 1, 1, 0, 0, 10))), 0);  // a still owed 6 > 4
+  EXPECT_EQ(Amount(l.OnRequest(At(4), Req("a", 1, 2, 6, 1, 6))), 2);   // fair share of 4
+  EXPECT_EQ(l.Snapshot(At(4)).targets[0].limit, 6u);  // L moved with P
+  ASSERT_TRUE(l.SetLimit("exch", 12, At(5)).ok());
+  EXPECT_EQ(l.Snapshot(At(5)).targets[0].pool, 10u);
+  EXPECT_EQ(l.SetLimit("exch", 1, At(5)).code(), Errc::kInvalidArgument);
+  EXPECT_EQ(l.SetPool("nope", 1, At(5)).code(), Errc::kUnknownTarget);
+}
+
+TEST(Ledger, WeightsSplitThePool) {
+  LedgerConfig c = Config(8);
+  c.brokers = {{"a", 1}, {"b", 3}};
+  Ledger l(c, At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 0, 0, 20))), 8);
+  ASSERT_EQ(Amount(l.OnRequest(At(2), Req("b", 1, 1, 0, 0, 20))), 0);
+  ASSERT_EQ(Amount(l.OnRequest(At(3), Req("a", 1, 2, 8, 1, 20))), 2);
+  ASSERT_EQ(Amount(l.OnRequest(At(4), Req("a", 1, 3, 2, 2, 20))), 2);
+  EXPECT_EQ(Amount(l.OnRequest(At(5), Req("b", 1, 2, 0, 1, 20))), 6);
+}
+
+TEST(Ledger, LearningModeAnswersNoGrantButRecordsReports) {
+  LedgerConfig c = Config();
+  c.switches.c3_learning = true;
+  Ledger l(c, At(0));
+  EXPECT_TRUE(l.Learning(At(0)));
+  auto r = l.OnRequest(At(1000), Req("a", 1, 1, 7, 3, 7));
+  ASSERT_TRUE(r.ok() && r.value().has_value());
+  EXPECT_TRUE(r.value()->learning);
+  EXPECT_TRUE(r.value()->targets.empty());
+  EXPECT_EQ(l.Owed(0, 0, At(1000)), 7u);
+  const LedgerSnapshot s = l.Snapshot(At(1000));
+  EXPECT_TRUE(s.learning);
+  EXPECT_EQ(s.learning_left, l.Silence() - milliseconds(1000));
+  const TimePoint end = TimePoint{} + l.Silence();
+  EXPECT_TRUE(l.Learning(end - std::chrono::nanoseconds(1)));
+  EXPECT_FALSE(l.Learning(end));
+  // After learning, b gets at most what a is not owed.
+  EXPECT_EQ(Amount(l.OnRequest(end, Req("b", 1, 1, 0, 0, 10))), 3);
+}
+
+TEST(Ledger, UnknownBrokerIsRefused) {
+  Ledger l(Config(), At(0));
+  auto r = l.OnRequest(At(1), Req("zed", 1, 1, 0, 0, 1));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Errc::kConflict);
+  EXPECT_EQ(l.Revoke("zed", At(1)).code(), Errc::kConflict);
+}
+
+TEST(Ledger, SnapshotShowsDemandOwedAndLastSeen) {
+  Ledger l(Config(), At(0));
+  RenewRequest r = Req("a", 1, 1, 2, 0, 5);
+  r.targets[0].waiting = 3;
+  ASSERT_EQ(Amount(l.OnRequest(At(1000), r)), 5);
+  const LedgerSnapshot s = l.Snapshot(At(4000));
+  ASSERT_EQ(s.targets.size(), 1u);
+  const TargetLeaseView& t = s.targets[0];
+  EXPECT_EQ(t.pool, 10u);
+  EXPECT_EQ(t.owed_total, 5u);
+  EXPECT_EQ(t.free, 5u);
+  const BrokerLeaseView& a = t.brokers[0];
+  EXPECT_TRUE(a.known);
+  EXPECT_EQ(a.owed, 5u);
+  EXPECT_EQ(a.granted, 5u);
+  EXPECT_EQ(a.pool_held, 2u);
+  EXPECT_EQ(a.waiting, 3u);
+  EXPECT_EQ(a.wanted, 5u);
+  EXPECT_EQ(a.last_seen_ago, milliseconds(3000));
+  EXPECT_EQ(a.lease_left, seconds(15) - milliseconds(3000));
+  EXPECT_FALSE(t.brokers[1].known);
+  EXPECT_FALSE(t.brokers[1].last_seen_ago.has_value());
+}
+
+TEST(Ledger, ValidateRefusesBadConfig) {
+  struct {
+    const char* name;
+    void (*mutate)(LedgerConfig&);
+  } cases[] = {
+      {"no targets", [](LedgerConfig& c) { c.targets.clear(); }},
+      {"no brokers", [](LedgerConfig& c) { c.brokers.clear(); }},
+      {"duplicate broker", [](LedgerConfig& c) { c.brokers[1].id = "a"; }},
+      {"empty target", [](LedgerConfig& c) { c.targets[0].name = ""; }},
+      {"zero weight", [](LedgerConfig& c) { c.brokers[0].weight = 0; }},
+      {"zero term", [](LedgerConfig& c) { c.term = Duration::zero(); }},
+      {"zero drain", [](LedgerConfig& c) { c.drain = Duration::zero(); }},
+      {"huge eps", [](LedgerConfig& c) { c.eps = 0.5; }},
+      {"pool above limit", [](LedgerConfig& c) { c.targets[0].limit = 3; }},
+  };
+  EXPECT_TRUE(Ledger::Validate(Config()).ok());
+  for (const auto& c : cases) {
+    LedgerConfig cfg = Config();
+    c.mutate(cfg);
+    const Status s = Ledger::Validate(cfg);
+    EXPECT_EQ(s.code(), Errc::kConfig) << c.name;
+  }
+}
+
+}  // namespace
+}  // namespace dsb::lease
