@@ -55,8 +55,8 @@ Result<std::uint32_t> LookupGroup(const std::string& name) {
                     "cannot look up group " + Quote(name) + ": " + std::strerror(rc));
     }
     if (found == nullptr) {
-      return Status(Errc::kConfig, "group " + Quote(name) +
-                                       " does not exist; create it or remove broker.group");
+      return Status(Errc::kConfig,
+                    "group " + Quote(name) + " does not exist; create it or remove broker.group");
     }
     return static_cast<std::uint32_t>(found->gr_gid);
   }
@@ -103,9 +103,9 @@ void ReadBrokerTable(TableReader& b, const std::filesystem::path& base, BrokerCo
     }
   }
   config.log_file = b.Path("log_file", Need::kOptional, base);
-  config.adopt_grace = b.Duration("adopt_grace", Need::kOptional, nanoseconds(0),
-                                  std::chrono::hours(1))
-                           .value_or(config.adopt_grace);
+  config.adopt_grace =
+      b.Duration("adopt_grace", Need::kOptional, nanoseconds(0), std::chrono::hours(1))
+          .value_or(config.adopt_grace);
   config.max_clients =
       static_cast<int>(b.Int("max_clients", Need::kOptional, 1, 65535).value_or(1024));
   config.metrics = b.Address("metrics", Need::kOptional, 0);
@@ -113,8 +113,9 @@ void ReadBrokerTable(TableReader& b, const std::filesystem::path& base, BrokerCo
   config.cluster_file = b.Path("cluster", Need::kOptional, base);
   config.key_file = b.Path("key_file", Need::kOptional, base);
   if (config.cluster_file && !config.key_file && b.sink().ok()) {
-    b.Fail("key_file", "required when broker.cluster is set (the pre-shared key that "
-                       "authenticates brokers to each other)");
+    b.Fail("key_file",
+           "required when broker.cluster is set (the pre-shared key that "
+           "authenticates brokers to each other)");
   }
   config.state_dir = b.Path("state_dir", Need::kOptional, base);
 }
@@ -134,8 +135,8 @@ void JoinCluster(TableReader& top, BrokerConfig& config) {
   }
   const ClusterBroker* self = cluster->FindBroker(config.id);
   if (self == nullptr) {
-    top.Fail("broker.id", Quote(config.id) + " is not listed in the cluster file " +
-                              cluster_name + " (brokers there: " + cluster->BrokerIds() + ")");
+    top.Fail("broker.id", Quote(config.id) + " is not listed in the cluster file " + cluster_name +
+                              " (brokers there: " + cluster->BrokerIds() + ")");
     return;
   }
   if (!config.listen) config.listen = self->address;
@@ -174,8 +175,8 @@ Result<BrokerConfig> ParseBrokerConfig(std::string_view text, std::string_view f
                                        const std::filesystem::path& base_dir) {
   ErrorSink sink{file_name};
   std::error_code ec;
-  const std::filesystem::path base =
-      base_dir.empty() ? std::filesystem::current_path(ec) : std::filesystem::absolute(base_dir, ec);
+  const std::filesystem::path base = base_dir.empty() ? std::filesystem::current_path(ec)
+                                                      : std::filesystem::absolute(base_dir, ec);
   if (ec) {
     return Status(Errc::kConfig, Printable(file_name) + ": cannot resolve the folder " +
                                      Quote(base_dir.string()) + ": " + ec.message());
@@ -186,18 +187,19 @@ Result<BrokerConfig> ParseBrokerConfig(std::string_view text, std::string_view f
   // Cluster settings put in the broker file by mistake get a pointer to the right place.
   for (std::string_view cluster_key : {"cluster", "brokers"}) {
     if (root->contains(cluster_key)) {
-      sink.Add(cluster_key, "belongs in the cluster file, not the broker file; name the cluster "
-                            "file with broker.cluster = \"cluster.toml\"");
+      sink.Add(cluster_key,
+               "belongs in the cluster file, not the broker file; name the cluster "
+               "file with broker.cluster = \"cluster.toml\"");
     }
   }
   BrokerConfig config;
   TableReader top(*root, "", {"broker", "targets"}, sink);
   if (const toml::table* table = top.Table("broker", Need::kRequired)) {
-    TableReader b(*table, "broker",
-                  {"id", "socket", "shm_prefix", "group", "allowed_uids", "log_level", "log_file",
-                   "adopt_grace", "max_clients", "metrics", "listen", "cluster", "key_file",
-                   "state_dir"},
-                  sink);
+    TableReader b(
+        *table, "broker",
+        {"id", "socket", "shm_prefix", "group", "allowed_uids", "log_level", "log_file",
+         "adopt_grace", "max_clients", "metrics", "listen", "cluster", "key_file", "state_dir"},
+        sink);
     ReadBrokerTable(b, base.lexically_normal(), config);
   }
   if (!sink.ok()) return sink.status();

@@ -42,18 +42,18 @@ struct GroupRef {
 //   2. cluster has a value exactly when cluster_file does; then key_file has a value and
 //      cluster->FindBroker(id) != nullptr.
 struct BrokerConfig {
-  std::string id;                  // [A-Za-z0-9._-]{1,64}
-  std::filesystem::path socket;    // absolute, <= 107 bytes (sun_path)
-  std::string shm_prefix;          // [A-Za-z0-9_-]{1,32}
-  std::optional<GroupRef> group;   // none: no group is given access
+  std::string id;                           // [A-Za-z0-9._-]{1,64}
+  std::filesystem::path socket;             // absolute, <= 107 bytes (sun_path)
+  std::string shm_prefix;                   // [A-Za-z0-9_-]{1,32}
+  std::optional<GroupRef> group;            // none: no group is given access
   std::vector<std::uint32_t> allowed_uids;  // besides the broker's own uid and root
   LogLevel log_level = LogLevel::kInfo;
   std::optional<std::filesystem::path> log_file;  // none: log to stderr
   std::chrono::nanoseconds adopt_grace = std::chrono::seconds(5);
-  int max_clients = 1024;                // 1..65535 connected clients
-  std::optional<HostPort> metrics;       // Prometheus endpoint
-  std::optional<HostPort> listen;        // cluster TCP listener; in cluster mode defaults
-                                         // to this broker's address in the cluster file
+  int max_clients = 1024;           // 1..65535 connected clients
+  std::optional<HostPort> metrics;  // Prometheus endpoint
+  std::optional<HostPort> listen;   // cluster TCP listener; in cluster mode defaults
+                                    // to this broker's address in the cluster file
   std::optional<std::filesystem::path> cluster_file;
   std::optional<std::filesystem::path> key_file;
   std::optional<std::filesystem::path> state_dir;

@@ -35,8 +35,9 @@ std::string LowerCase(std::string text) {
 }
 
 Status BadAddress(std::string_view text, std::string_view why) {
-  return Status(Errc::kConfig, "must be \"host:port\" (e.g. \"127.0.0.1:7401\" or \"[::1]:7401\"): " +
-                                   std::string(why) + ", got " + Quote(text));
+  return Status(Errc::kConfig,
+                "must be \"host:port\" (e.g. \"127.0.0.1:7401\" or \"[::1]:7401\"): " +
+                    std::string(why) + ", got " + Quote(text));
 }
 
 std::vector<ClusterBroker> ReadBrokers(TableReader& root) {
@@ -65,8 +66,7 @@ std::vector<ClusterBroker> ReadBrokers(TableReader& root) {
     const std::string address_key = LowerCase(b.address.ToString());
     if (auto [it, inserted] = index_of_address.emplace(address_key, i); !inserted) {
       r.Fail("address", "address " + Quote(b.address.ToString()) + " is also used by brokers[" +
-                            std::to_string(it->second) + "] " +
-                            Quote(brokers[it->second].id));
+                            std::to_string(it->second) + "] " + Quote(brokers[it->second].id));
     }
     if (!sink.ok()) return {};
     brokers.push_back(std::move(b));
@@ -88,7 +88,8 @@ void ReadClusterTable(TableReader& c, ClusterConfig& config) {
     if (c.Has("coordinator")) {
       c.Fail("coordinator", "not used with ledger = \"etcd\" (etcd holds the ledger); remove it");
     }
-    config.etcd_endpoints = c.StringArray("etcd_endpoints", Need::kRequired).value_or(std::vector<std::string>{});
+    config.etcd_endpoints =
+        c.StringArray("etcd_endpoints", Need::kRequired).value_or(std::vector<std::string>{});
     if (c.sink().ok() && config.etcd_endpoints.empty()) {
       c.Fail("etcd_endpoints", "at least one endpoint is required with ledger = \"etcd\"");
     }
@@ -98,8 +99,7 @@ void ReadClusterTable(TableReader& c, ClusterConfig& config) {
                                  : url.starts_with("https://") ? 8
                                                                : 0;
       if (scheme == 0 || url.size() == scheme ||
-          std::any_of(url.begin(), url.end(),
-                      [](char ch) { return ch <= ' ' || ch == '\x7f'; })) {
+          std::any_of(url.begin(), url.end(), [](char ch) { return ch <= ' ' || ch == '\x7f'; })) {
         c.Fail("etcd_endpoints[" + std::to_string(i) + "]",
                "must be a URL such as \"http://127.0.0.1:2379\", got " + Quote(url));
       }
@@ -107,9 +107,9 @@ void ReadClusterTable(TableReader& c, ClusterConfig& config) {
   } else {
     c.Fail("ledger", "must be \"embedded\" or \"etcd\", got " + Quote(ledger));
   }
-  config.term = c.Duration("term", Need::kOptional, std::chrono::milliseconds(100),
-                           std::chrono::hours(1))
-                    .value_or(config.term);
+  config.term =
+      c.Duration("term", Need::kOptional, std::chrono::milliseconds(100), std::chrono::hours(1))
+          .value_or(config.term);
   config.drain = c.Duration("drain", Need::kOptional, nanoseconds(0), std::chrono::hours(24))
                      .value_or(config.drain);
   config.eps = c.Number("eps", Need::kOptional).value_or(config.eps);
@@ -183,8 +183,7 @@ Result<HostPort> ParseHostPort(std::string_view text, std::uint16_t min_port) {
   }
   const int number = std::stoi(std::string(port));
   if (number < min_port || number > 65535) {
-    return BadAddress(text, "the port must be between " + std::to_string(min_port) +
-                                " and 65535");
+    return BadAddress(text, "the port must be between " + std::to_string(min_port) + " and 65535");
   }
   return HostPort{std::string(host), static_cast<std::uint16_t>(number)};
 }
@@ -244,6 +243,9 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, std::string_view
   std::optional<toml::table> root = internal::ParseToml(text, sink);
   if (!root) return sink.status();
 
+  if (root->contains("broker")) {
+    sink.Add("broker", "belongs in a broker file, not the cluster file");
+  }
   ClusterConfig config;
   config.file_name = std::string(file_name);
   config.hash = Sha256Hex(text);
@@ -258,8 +260,8 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, std::string_view
   if (!sink.ok()) return sink.status();
 
   if (config.ledger == LedgerKind::kEmbedded && config.FindBroker(config.coordinator) == nullptr) {
-    sink.Add("cluster.coordinator", Quote(config.coordinator) + " is not one of the brokers (" +
-                                        config.BrokerIds() + ")");
+    sink.Add("cluster.coordinator",
+             Quote(config.coordinator) + " is not one of the brokers (" + config.BrokerIds() + ")");
   }
   CheckSums(config, sink);
   if (!sink.ok()) return sink.status();

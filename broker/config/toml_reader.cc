@@ -72,8 +72,7 @@ std::optional<toml::table> ParseToml(std::string_view text, ErrorSink& sink) {
   } catch (const toml::parse_error& e) {
     const toml::source_position& where = e.source().begin;
     sink.AddMessage(sink.file() + ":" + std::to_string(where.line) + ":" +
-                    std::to_string(where.column) + ": invalid TOML: " +
-                    Printable(e.description()));
+                    std::to_string(where.column) + ": invalid TOML: " + Printable(e.description()));
     return std::nullopt;
   }
 }
@@ -97,7 +96,8 @@ Result<std::string> ReadConfigFile(const std::filesystem::path& file) {
   std::size_t n = 0;
   while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) {
     text.append(buf, n);
-    if (text.size() > kMaxFileBytes) return fail("larger than 1 MiB; this is not a dsb config file");
+    if (text.size() > kMaxFileBytes)
+      return fail("larger than 1 MiB; this is not a dsb config file");
   }
   if (std::ferror(f.get())) return fail(std::strerror(errno));
   return text;
@@ -146,7 +146,8 @@ TableReader::TableReader(const toml::table& table, std::string path,
     for (std::string_view name : allowed) known = known || key.str() == name;
     if (!known) {
       // The key is untrusted text: quote it unless it is a plain name.
-      const std::string shown = IsName(key.str(), "_-", 64) ? std::string(key.str()) : Quote(key.str());
+      const std::string shown =
+          IsName(key.str(), "_-", 64) ? std::string(key.str()) : Quote(key.str());
       sink_.Add(path_.empty() ? shown : path_ + "." + shown,
                 "unknown key (allowed here: " + JoinKeys(allowed) + ")");
       return;
@@ -183,8 +184,8 @@ std::optional<std::string> TableReader::Name(std::string_view key, Need need,
                                              std::string_view extra, std::size_t max_len) {
   const toml::node* node = Get(key, need);
   if (node == nullptr) return std::nullopt;
-  const std::string rule = "must be 1-" + std::to_string(max_len) + " characters from " +
-                           CharsetText(extra) + ", got ";
+  const std::string rule =
+      "must be 1-" + std::to_string(max_len) + " characters from " + CharsetText(extra) + ", got ";
   if (!node->is_string()) {
     Fail(key, rule + Describe(*node));
     return std::nullopt;
@@ -201,8 +202,8 @@ std::optional<std::int64_t> TableReader::Int(std::string_view key, Need need, st
                                              std::int64_t hi) {
   const toml::node* node = Get(key, need);
   if (node == nullptr) return std::nullopt;
-  const std::string rule = "must be an integer between " + std::to_string(lo) + " and " +
-                           std::to_string(hi) + ", got ";
+  const std::string rule =
+      "must be an integer between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got ";
   if (!node->is_integer()) {
     Fail(key, rule + Describe(*node));
     return std::nullopt;
@@ -306,15 +307,14 @@ const toml::array* TableReader::TableArray(std::string_view key, Need need) {
     return nullptr;
   }
   if (array == nullptr || !array->is_array_of_tables()) {
-    Fail(key, "must be an array of tables ([[" + std::string(key) + "]]), got " +
-                  Describe(*node) + (array != nullptr ? " with non-table elements" : ""));
+    Fail(key, "must be an array of tables ([[" + std::string(key) + "]]), got " + Describe(*node) +
+                  (array != nullptr ? " with non-table elements" : ""));
     return nullptr;
   }
   return array;
 }
 
-std::optional<std::vector<std::string>> TableReader::StringArray(std::string_view key,
-                                                                 Need need) {
+std::optional<std::vector<std::string>> TableReader::StringArray(std::string_view key, Need need) {
   const toml::node* node = Get(key, need);
   if (node == nullptr) return std::nullopt;
   const toml::array* array = node->as_array();
@@ -336,8 +336,7 @@ std::optional<std::vector<std::string>> TableReader::StringArray(std::string_vie
 }
 
 std::optional<std::vector<std::int64_t>> TableReader::IntArray(std::string_view key, Need need,
-                                                               std::int64_t lo,
-                                                               std::int64_t hi) {
+                                                               std::int64_t lo, std::int64_t hi) {
   const toml::node* node = Get(key, need);
   if (node == nullptr) return std::nullopt;
   const toml::array* array = node->as_array();
@@ -384,8 +383,8 @@ std::vector<TargetConfig> ReadTargets(TableReader& root) {
     }
     t.quarantine = r.Duration("quarantine", Need::kOptional, nanoseconds(0), std::chrono::hours(24))
                        .value_or(nanoseconds(0));
-    t.slots = static_cast<int>(
-        r.Int("slots", Need::kOptional, 1, 65535).value_or(std::max(t.limit, 64)));
+    t.slots =
+        static_cast<int>(r.Int("slots", Need::kOptional, 1, 65535).value_or(std::max(t.limit, 64)));
     if (t.slots < t.limit) {
       r.Fail("slots", "must be at least limit (" + std::to_string(t.limit) + "), got " +
                           std::to_string(t.slots));

@@ -3,6 +3,8 @@
 #ifndef DSB_BROKER_CONFIG_TOML_READER_H_
 #define DSB_BROKER_CONFIG_TOML_READER_H_
 
+#include <toml++/toml.h>
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -11,8 +13,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <toml++/toml.h>
 
 #include "broker/config/cluster_config.h"
 #include "common/status.h"

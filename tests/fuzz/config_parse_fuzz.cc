@@ -33,8 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   // Only a broker file naming a cluster file may report errors under another file's name.
   // (A quoted key may spell "cluster" with escapes, hence the backslash.)
-  const bool has_cluster_key = text.find("cluster") != std::string_view::npos ||
-                               text.find('\\') != std::string_view::npos;
+  const bool has_cluster_key =
+      text.find("cluster") != std::string_view::npos || text.find('\\') != std::string_view::npos;
   // Relative to a folder that does not exist, a cluster file named by the input fails to
   // load; an absolute one is read like any file (regular files only, at most 1 MiB).
   auto broker = dsb::config::ParseBrokerConfig(text, "fuzz-broker.toml", "/nonexistent-dsb-fuzz");

@@ -44,8 +44,7 @@ std::string MinimalBroker() {
 // A broker file with extra lines in [broker] and a replaced [[targets]] body.
 std::string Broker(const std::string& broker_extra,
                    const std::string& target_lines = kTargetLines) {
-  return std::string("[broker]\n") + kBrokerLines + broker_extra + "\n[[targets]]\n" +
-         target_lines;
+  return std::string("[broker]\n") + kBrokerLines + broker_extra + "\n[[targets]]\n" + target_lines;
 }
 
 // Three brokers, one target of limit 32; the placeholders let cases change one value.
@@ -205,8 +204,7 @@ TEST(BrokerConfig, RefusesBadValuesNamingFileKeyAndReason) {
       {"shm_prefix with a dot",
        "[broker]\nid = \"ws1\"\nsocket = \"/tmp/x.sock\"\nshm_prefix = \"w.s\"\n",
        "ws1.toml: broker.shm_prefix: must be 1-32 characters from A-Z a-z 0-9 _ -, got \"w.s\""},
-      {"relative socket",
-       "[broker]\nid = \"ws1\"\nsocket = \"dsb.sock\"\nshm_prefix = \"ws1\"\n",
+      {"relative socket", "[broker]\nid = \"ws1\"\nsocket = \"dsb.sock\"\nshm_prefix = \"ws1\"\n",
        "ws1.toml: broker.socket: must be an absolute path, got \"dsb.sock\""},
       {"socket path too long",
        "[broker]\nid = \"ws1\"\nsocket = \"" + long_socket + "\"\nshm_prefix = \"ws1\"\n",
@@ -239,8 +237,7 @@ TEST(BrokerConfig, RefusesBadValuesNamingFileKeyAndReason) {
        "\"32\""},
       {"limit as a float", Broker("", "name = \"exch01\"\nlimit = 32.0\n"),
        "ws1.toml: targets[0].limit: must be an integer between 1 and 65535, got a float 32"},
-      {"id as an integer",
-       "[broker]\nid = 5\nsocket = \"/tmp/x.sock\"\nshm_prefix = \"ws1\"\n",
+      {"id as an integer", "[broker]\nid = 5\nsocket = \"/tmp/x.sock\"\nshm_prefix = \"ws1\"\n",
        "ws1.toml: broker.id: must be 1-64 characters from A-Z a-z 0-9 . _ -, got 5"},
       {"broker as a value", "broker = 3\n", "ws1.toml: broker: must be a table ([broker]), got 3"},
       {"targets as a table", "[broker]\n" + std::string(kBrokerLines) + "[targets]\nname = \"x\"\n",
@@ -261,8 +258,8 @@ TEST(BrokerConfig, RefusesBadValuesNamingFileKeyAndReason) {
       {"listen port out of range", Broker("listen = \"127.0.0.1:70000\"\n"),
        "ws1.toml: broker.listen: must be \"host:port\" (e.g. \"127.0.0.1:7401\" or "
        "\"[::1]:7401\"): the port must be between 0 and 65535, got \"127.0.0.1:70000\""},
-      {"cluster without key_file", "[broker]\n" + std::string(kBrokerLines) +
-                                       "cluster = \"cluster.toml\"\n",
+      {"cluster without key_file",
+       "[broker]\n" + std::string(kBrokerLines) + "cluster = \"cluster.toml\"\n",
        "ws1.toml: broker.key_file: required when broker.cluster is set"},
       {"cluster table in the broker file", MinimalBroker() + "[cluster]\ncoordinator = \"ws1\"\n",
        "ws1.toml: cluster: belongs in the cluster file, not the broker file"},
@@ -370,7 +367,8 @@ TEST(BrokerConfigCluster, TakesTargetsAndListenFromTheClusterFile) {
 TEST(BrokerConfigCluster, ExplicitListenWins) {
   TempDir dir;
   dir.Write("cluster.toml", Cluster());
-  const fs::path file = dir.Write("ws1.toml", ClusterBrokerFile("ws1", "listen = \"0.0.0.0:7401\"\n"));
+  const fs::path file =
+      dir.Write("ws1.toml", ClusterBrokerFile("ws1", "listen = \"0.0.0.0:7401\"\n"));
   Result<BrokerConfig> c = LoadBrokerConfig(file);
   ASSERT_TRUE(c.ok()) << c.status().message();
   EXPECT_EQ(c->listen, (HostPort{"0.0.0.0", 7401}));
@@ -459,9 +457,10 @@ TEST(ClusterConfig, DefaultsForTimingAndLedger) {
 }
 
 TEST(ClusterConfig, PoolIsLimitMinusReserveMinusSystemAndFloor) {
-  Result<ClusterConfig> c = ParseCluster(
-      Cluster("", "0", "name = \"a\"\nlimit = 32\nreserve = 2\n[[targets]]\nname = \"b\"\n"
-                       "limit = 7\n"));
+  Result<ClusterConfig> c =
+      ParseCluster(Cluster("", "0",
+                           "name = \"a\"\nlimit = 32\nreserve = 2\n[[targets]]\nname = \"b\"\n"
+                           "limit = 7\n"));
   ASSERT_TRUE(c.ok()) << c.status().message();
   EXPECT_EQ(c->Pool(*c->FindTarget("a")), 32 - 2 - 7);
   EXPECT_EQ(c->Pool(*c->FindTarget("b")), 0);
@@ -487,8 +486,7 @@ TEST(ClusterConfig, RefusesBadValuesNamingFileKeyAndReason) {
       {"coordinator not listed",
        "[cluster]\ncoordinator = \"ws9\"\n" + Cluster().substr(Cluster().find("\n[[brokers]]")),
        "cluster.toml: cluster.coordinator: \"ws9\" is not one of the brokers (ws1, ws2, ws3)"},
-      {"missing coordinator",
-       "[cluster]\n" + Cluster().substr(Cluster().find("\n[[brokers]]")),
+      {"missing coordinator", "[cluster]\n" + Cluster().substr(Cluster().find("\n[[brokers]]")),
        "cluster.toml: cluster.coordinator: required key is missing"},
       {"missing [cluster]", Cluster().substr(Cluster().find("\n[[brokers]]")),
        "cluster.toml: cluster: required table [cluster] is missing"},
@@ -509,10 +507,11 @@ TEST(ClusterConfig, RefusesBadValuesNamingFileKeyAndReason) {
        "cluster.toml: cluster.eps: must be at least 0 and less than 0.1, got -0.001"},
       {"eps NaN", Cluster("eps = nan\n").replace(Cluster().find("eps = 0.001\n"), 12, ""),
        "cluster.toml: cluster.eps: must be a finite number, got a float nan"},
-      {"term too short", Cluster("term = \"50ms\"\n").replace(Cluster().find("term = \"15s\"\n"),
-                                                                13, ""),
+      {"term too short",
+       Cluster("term = \"50ms\"\n").replace(Cluster().find("term = \"15s\"\n"), 13, ""),
        "cluster.toml: cluster.term: must be between 100ms and 1h, got \"50ms\""},
-      {"term as integer", Cluster("term = 15\n").replace(Cluster().find("term = \"15s\"\n"), 13, ""),
+      {"term as integer",
+       Cluster("term = 15\n").replace(Cluster().find("term = \"15s\"\n"), 13, ""),
        "cluster.toml: cluster.term: must be a duration string with a unit, got the integer 15; "
        "add a unit"},
       {"unknown key in [cluster]", Cluster("coordinater = \"ws1\"\n"),
@@ -529,16 +528,21 @@ TEST(ClusterConfig, RefusesBadValuesNamingFileKeyAndReason) {
        "cluster.toml: brokers[3].weight: must be greater than 0 and at most 1000000, got 0"},
       {"unknown ledger", Cluster("ledger = \"raft\"\n"),
        "cluster.toml: cluster.ledger: must be \"embedded\" or \"etcd\", got \"raft\""},
-      {"etcd with a coordinator", Cluster("ledger = \"etcd\"\netcd_endpoints = [\"http://e:2379\"]\n"),
+      {"etcd with a coordinator",
+       Cluster("ledger = \"etcd\"\netcd_endpoints = [\"http://e:2379\"]\n"),
        "cluster.toml: cluster.coordinator: not used with ledger = \"etcd\""},
       {"etcd endpoints with embedded ledger", Cluster("etcd_endpoints = [\"http://e:2379\"]\n"),
        "cluster.toml: cluster.etcd_endpoints: only used with ledger = \"etcd\""},
-      {"duplicate target", Cluster("", "0", "name = \"t\"\nlimit = 32\n[[targets]]\nname = \"t\"\n"
-                                            "limit = 32\n"),
+      {"duplicate target",
+       Cluster("", "0",
+               "name = \"t\"\nlimit = 32\n[[targets]]\nname = \"t\"\n"
+               "limit = 32\n"),
        "cluster.toml: targets[1].name: duplicate target name \"t\" (also targets[0])"},
       {"no brokers", "[cluster]\ncoordinator = \"a\"\n[[targets]]\nname = \"t\"\nlimit = 2\n",
        "cluster.toml: brokers: at least one [[brokers]] is required"},
       {"syntax error", "[cluster]\ncoordinator = \"ws1\n", "cluster.toml:2:"},
+      {"a broker file given as cluster file", MinimalBroker(),
+       "cluster.toml: broker: belongs in a broker file, not the cluster file"},
   };
   for (const BadCase& c : cases) {
     SCOPED_TRACE(c.what);
@@ -624,9 +628,14 @@ TEST(ClusterConfig, LoadHashesTheFileBytes) {
 
 TEST(Duration, ParsesUnitsAndSums) {
   const std::vector<std::pair<std::string, nanoseconds>> cases = {
-      {"0s", nanoseconds(0)},     {"250ms", milliseconds(250)}, {"15s", seconds(15)},
-      {"2m", minutes(2)},         {"1h", hours(1)},            {"1h30m", minutes(90)},
-      {"1m500ms", milliseconds(60500)}, {"100000h", hours(100000)},
+      {"0s", nanoseconds(0)},
+      {"250ms", milliseconds(250)},
+      {"15s", seconds(15)},
+      {"2m", minutes(2)},
+      {"1h", hours(1)},
+      {"1h30m", minutes(90)},
+      {"1m500ms", milliseconds(60500)},
+      {"100000h", hours(100000)},
   };
   for (const auto& [text, expected] : cases) {
     Result<nanoseconds> d = ParseDuration(text);
