@@ -83,7 +83,7 @@ class TableReader {
   // An integer in [lo, hi].
   std::optional<std::int64_t> Int(std::string_view key, Need need, std::int64_t lo,
                                   std::int64_t hi);
-  // A finite number (integers accepted) in [lo, hi) or (lo, hi) etc.: checked by the caller.
+  // A finite number; integers are accepted. The range is checked by the caller.
   std::optional<double> Number(std::string_view key, Need need);
   // A duration string ("15s") in [lo, hi].
   std::optional<std::chrono::nanoseconds> Duration(std::string_view key, Need need,
