@@ -63,8 +63,10 @@ Status CheckUtf8Text(Errc code, std::string_view field, std::string_view value,
   return Status::Ok();
 }
 
-Status CheckIdWith(Errc code, std::string_view field, std::string_view value) {
-  if (Status s = CheckUtf8Text(code, field, value, kMaxIdBytes, false); !s.ok()) return s;
+// UTF-8 text without control characters (so it can be logged as it is).
+Status CheckPrintable(Errc code, std::string_view field, std::string_view value,
+                      std::size_t max_bytes, bool allow_empty) {
+  if (Status s = CheckUtf8Text(code, field, value, max_bytes, allow_empty); !s.ok()) return s;
   std::size_t i = 0;
   std::uint32_t cp = 0;
   while (i < value.size()) {
@@ -75,6 +77,10 @@ Status CheckIdWith(Errc code, std::string_view field, std::string_view value) {
     }
   }
   return Status::Ok();
+}
+
+Status CheckIdWith(Errc code, std::string_view field, std::string_view value) {
+  return CheckPrintable(code, field, value, kMaxIdBytes, false);
 }
 
 Status CheckHashWith(Errc code, std::string_view field, std::string_view value) {
@@ -131,7 +137,7 @@ Status Validate(Errc code, const AdminReply& m) {
 Status Validate(Errc code, const ErrorReply& m) {
   const int value = static_cast<int>(m.code);
   if (value <= 0) return Refuse(code, "ErrorReply.code", "must be a positive error code");
-  return CheckUtf8Text(code, "ErrorReply.message", m.message, kMaxErrorMessageBytes, true);
+  return CheckPrintable(code, "ErrorReply.message", m.message, kMaxErrorMessageBytes, true);
 }
 Status Validate(Errc code, const ClientHello& m) {
   if (Status s = CheckIdWith(code, "ClientHello.broker_id", m.broker_id); !s.ok()) return s;

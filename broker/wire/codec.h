@@ -80,7 +80,8 @@ struct AdminReply {
 };
 
 // A refusal: an error code (any non-zero value, so newer codes pass through)
-// and a UTF-8 message of at most kMaxErrorMessageBytes.
+// and a UTF-8 message of at most kMaxErrorMessageBytes without control
+// characters (it is logged as it is).
 struct ErrorReply {
   Errc code = Errc::kInternal;
   std::string message;

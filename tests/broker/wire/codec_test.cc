@@ -181,6 +181,8 @@ TEST(WireCodec, RefusesMalformedPayloads) {
        "is not an error code"},
       {"error text too long", MessageType::kErrorReply,
        B().u32(5).str16(std::string(1025, 'x')).bytes, "exceeds the limit of 1024"},
+      {"control character in error text", MessageType::kErrorReply,
+       B().u32(5).str16("line\nbreak").bytes, "ErrorReply.message: has a control character"},
       {"admin JSON not UTF-8", MessageType::kAdminRequest, B().str32("{\"\xfe\"}").bytes,
        "AdminRequest.json: is not valid UTF-8"},
       {"admin JSON empty", MessageType::kAdminReply, B().str32("").bytes, "must not be empty"},
