@@ -1,0 +1,576 @@
+#include "tests/sim/sim.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+
+#include "common/check.h"
+
+namespace dsb::sim {
+namespace {
+
+__extension__ using Int128 = __int128;
+
+constexpr std::int64_t kMillion = 1'000'000;
+constexpr RealTime kYieldMargin = 1000;  // clients yield at most H - 1 us after should_yield
+const char* const kTarget = "t";
+
+// floor(real * (1 + ppm / 1e6)): a node's local clock reading at a real time.
+std::int64_t LocalNs(std::int64_t ppm, RealTime real) {
+  return static_cast<std::int64_t>(static_cast<Int128>(real) * (kMillion + ppm) / kMillion);
+}
+
+}  // namespace
+
+Simulation::Simulation(SimConfig config) : config_(std::move(config)), rng_(config_.seed) {
+  std::uint64_t reserved = config_.reserve;
+  for (const auto& b : config_.brokers) reserved += b.system_slots + b.floor;
+  DSB_CHECK(reserved <= config_.limit, "L = %u below r + sum(system_slots + floor) = %llu",
+            config_.limit, static_cast<unsigned long long>(reserved));
+  pool_ = static_cast<std::uint32_t>(config_.limit - reserved);
+  const double max_ppm = config_.eps * 1e6 + 0.5;
+  DSB_CHECK(std::fabs(static_cast<double>(config_.coordinator_ppm)) <= max_ppm,
+            "coordinator drift beyond eps");
+  brokers_.resize(config_.brokers.size());
+  for (std::size_t i = 0; i < brokers_.size(); ++i) {
+    Broker& b = brokers_[i];
+    b.spec = config_.brokers[i];
+    DSB_CHECK(std::fabs(static_cast<double>(b.spec.clock_ppm)) <= max_ppm,
+              "broker %zu drift beyond eps", i);
+    b.id = "b" + std::to_string(i);
+    b.demand = b.spec.demand;
+    const int bi = static_cast<int>(i);
+    At(b.spec.start_at, [this, bi] {
+      Broker& br = brokers_[static_cast<std::size_t>(bi)];
+      StartBroker(bi);
+      br.registered = std::min(br.spec.instances, br.spec.system_slots);
+      Admit(bi);
+    });
+    if (config_.demand_change_every > 0) Push(Exponential(config_.demand_change_every), Ev::kDemand, bi);
+  }
+  ledger_ = std::make_unique<lease::Ledger>(LedgerCfg(true), CoordinatorClock());
+  const FaultSpec& f = config_.faults;
+  if (f.partition_every > 0 || f.broker_crash_every > 0 || f.coordinator_crash_every > 0 ||
+      f.revoke_every > 0) {
+    Push(Exponential(5), Ev::kChaos, 0);
+  }
+}
+
+lease::LedgerConfig Simulation::LedgerCfg(bool first_start) const {
+  lease::LedgerConfig c;
+  c.targets = {{kTarget, pool_, config_.limit}};
+  for (const auto& b : brokers_) c.brokers.push_back({b.id, b.spec.weight});
+  c.term = config_.term;
+  c.drain = config_.drain;
+  c.eps = config_.eps;
+  c.switches = config_.switches;
+  if (first_start && config_.fresh_cluster) c.switches.c3_learning = false;
+  return c;
+}
+
+// ---- randomness (own distributions: identical on every standard library) ----
+
+double Simulation::Uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+std::uint64_t Simulation::Below(std::uint64_t n) { return n == 0 ? 0 : rng_() % n; }
+RealTime Simulation::Between(RealTime lo, RealTime hi) {
+  if (hi <= lo) return lo;
+  return lo + static_cast<RealTime>(Below(static_cast<std::uint64_t>(hi - lo) + 1));
+}
+RealTime Simulation::Exponential(double mean_seconds) {
+  const double u = 1.0 - Uniform();  // (0, 1]
+  return now_ + static_cast<RealTime>(-std::log(u) * mean_seconds * 1e9);
+}
+
+// ---- clocks ----
+
+lease::TimePoint Simulation::BrokerClock(int b) const {
+  return lease::TimePoint{} +
+         Duration(LocalNs(brokers_[static_cast<std::size_t>(b)].spec.clock_ppm, now_));
+}
+
+lease::TimePoint Simulation::CoordinatorClock() const {
+  return lease::TimePoint{} + Duration(LocalNs(config_.coordinator_ppm, now_));
+}
+
+// The earliest real time at which a clock with `ppm` reads at least `local`.
+RealTime Simulation::RealAt(std::int64_t ppm, lease::TimePoint local) const {
+  const std::int64_t l = local.time_since_epoch().count();
+  RealTime r = static_cast<RealTime>(static_cast<Int128>(l) * kMillion / (kMillion + ppm));
+  while (LocalNs(ppm, r) < l) ++r;
+  while (r > 0 && LocalNs(ppm, r - 1) >= l) --r;
+  return std::max(r, now_);
+}
+
+// ---- event loop ----
+
+void Simulation::Push(RealTime at, Ev kind, int broker, std::uint64_t a, std::uint64_t b) {
+  queue_.push(Event{std::max(at, now_), seq_++, kind, broker, a, b});
+}
+
+void Simulation::At(RealTime t, std::function<void()> fn) {
+  scripts_.push_back(std::move(fn));
+  Push(t, Ev::kScript, 0, scripts_.size() - 1);
+}
+
+void Simulation::RunUntil(RealTime t) {
+  while (!queue_.empty() && queue_.top().at <= t) {
+    const Event e = queue_.top();
+    queue_.pop();
+    Account(e.at);
+    now_ = e.at;
+    Dispatch(e);
+    ++stats_.events;
+    Check();
+  }
+  Account(t);
+  now_ = std::max(now_, t);
+}
+
+void Simulation::Dispatch(const Event& e) {
+  switch (e.kind) {
+    case Ev::kWake: {
+      Broker& b = brokers_[static_cast<std::size_t>(e.broker)];
+      if (!b.up || e.a != b.wake_seq) return;
+      HandleStep(e.broker, b.agent->Tick(BrokerClock(e.broker), Usage(e.broker)));
+      return;
+    }
+    case Ev::kToCoordinator:
+    case Ev::kToBroker: {
+      auto it = in_flight_.find(e.a);
+      DSB_CHECK(it != in_flight_.end(), "message %llu lost by the simulator",
+                static_cast<unsigned long long>(e.a));
+      const Message m = std::move(it->second);
+      in_flight_.erase(it);
+      if (brokers_[static_cast<std::size_t>(m.info.broker)].cut) {
+        ++stats_.dropped;
+        return;
+      }
+      if (e.kind == Ev::kToCoordinator) {
+        OnCoordinatorMessage(m);
+      } else {
+        OnBrokerMessage(e.broker, m);
+      }
+      return;
+    }
+    case Ev::kSessionEnd: {
+      Broker& b = brokers_[static_cast<std::size_t>(e.broker)];
+      auto it = b.sessions.find(e.a);
+      if (it == b.sessions.end() || it->second.version != e.b) return;
+      b.sessions.erase(it);
+      Admit(e.broker);
+      return;
+    }
+    case Ev::kScript:
+      scripts_[e.a]();
+      return;
+    case Ev::kDemand: {
+      const std::uint32_t d =
+          Below(5) == 0 ? 0 : static_cast<std::uint32_t>(Below(config_.max_demand + 1));
+      SetDemand(e.broker, d);
+      Push(Exponential(config_.demand_change_every), Ev::kDemand, e.broker);
+      return;
+    }
+    case Ev::kChaos:
+      Chaos();
+      return;
+  }
+}
+
+void Simulation::Account(RealTime until) {
+  if (until <= accounted_) return;
+  const double dt = static_cast<double>(until - accounted_);
+  std::uint64_t held = 0, demand = 0;
+  for (const auto& b : brokers_) {
+    const std::uint32_t a = static_cast<std::uint32_t>(b.sessions.size());
+    held += a > b.spec.floor ? a - b.spec.floor : 0;
+    demand += b.demand > b.spec.floor ? b.demand - b.spec.floor : 0;
+  }
+  const double p = pool_;
+  util_num_ += dt * std::min<double>(static_cast<double>(held), p);
+  util_den_ += dt * std::min<double>(static_cast<double>(demand), p);
+  if (pool_ > 0 && demand >= pool_) {
+    sat_num_ += dt * std::min<double>(static_cast<double>(held), p) / p;
+    sat_den_ += dt;
+  }
+  accounted_ = until;
+}
+
+void Simulation::Check() {
+  std::uint64_t used = 0;
+  std::uint64_t leases = 0;
+  for (std::size_t i = 0; i < brokers_.size(); ++i) {
+    const Broker& b = brokers_[i];
+    used += b.registered + b.sessions.size();
+    leases += lease(static_cast<int>(i));
+  }
+  stats_.max_slots_used = std::max(stats_.max_slots_used, static_cast<std::uint32_t>(used));
+  if (leases > pool_) {
+    stats_.max_over_grant =
+        std::max(stats_.max_over_grant, static_cast<std::uint32_t>(leases - pool_));
+  }
+  if (used > config_.limit - config_.reserve) {
+    ++stats_.s_violations;
+    if (stats_.first_violation.empty()) {
+      std::string s = "seed " + std::to_string(config_.seed) + ": S violated at t=" +
+                      std::to_string(static_cast<double>(now_) / 1e9) + " s: " +
+                      std::to_string(used) + " slots > L - r = " +
+                      std::to_string(config_.limit - config_.reserve) + " (";
+      for (std::size_t i = 0; i < brokers_.size(); ++i) {
+        const Broker& b = brokers_[i];
+        s += b.id + ": registered " + std::to_string(b.registered) + " actions " +
+             std::to_string(b.sessions.size()) + " lease " +
+             std::to_string(lease(static_cast<int>(i))) + (b.up ? "" : " DOWN") +
+             (i + 1 < brokers_.size() ? "; " : ")");
+      }
+      stats_.first_violation = s;
+      Log("%s", s.c_str());
+    }
+  }
+}
+
+const SimStats& Simulation::stats() const {
+  stats_.utilization = util_den_ > 0 ? util_num_ / util_den_ : 1.0;
+  stats_.saturated_utilization = sat_den_ > 0 ? sat_num_ / sat_den_ : 1.0;
+  stats_.saturated_seconds = sat_den_ / 1e9;
+  return stats_;
+}
+
+void Simulation::Log(const char* fmt, ...) const {
+  if (!config_.verbose) return;
+  std::fprintf(stderr, "[%10.6f] ", static_cast<double>(now_) / 1e9);
+  va_list ap;
+  va_start(ap, fmt);
+  std::vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  std::fputc('\n', stderr);
+}
+
+// ---- brokers and clients ----
+
+std::vector<lease::TargetUsage> Simulation::Usage(int b) const {
+  const Broker& br = brokers_[static_cast<std::size_t>(b)];
+  const auto actions = static_cast<std::uint32_t>(br.sessions.size());
+  return {lease::TargetUsage{actions, br.demand > actions ? br.demand - actions : 0}};
+}
+
+void Simulation::StartBroker(int b) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  br.up = true;
+  ++br.epoch;
+  lease::AgentConfig c;
+  c.broker_id = br.id;
+  c.epoch = br.epoch;
+  c.targets = {{kTarget, br.spec.system_slots, br.spec.floor}};
+  c.term = config_.term;
+  c.renew_interval = br.spec.renew_interval;
+  c.eps = config_.eps;
+  c.switches = config_.switches;
+  br.agent = std::make_unique<lease::LeaseAgent>(std::move(c), BrokerClock(b));
+  Log("%s starts, epoch %llu, still holding %zu", br.id.c_str(),
+      static_cast<unsigned long long>(br.epoch), br.sessions.size());
+  ++br.wake_seq;
+  Push(now_, Ev::kWake, b, br.wake_seq);
+}
+
+void Simulation::HandleStep(int b, const lease::AgentStep& step) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (step.send) {
+    Message m;
+    m.info.kind = MsgInfo::kRequest;
+    m.info.broker = b;
+    m.info.epoch = step.send->epoch;
+    m.info.request_id = step.send->request_id;
+    m.info.resend = step.send->epoch == br.last_sent_epoch && step.send->request_id == br.last_sent_id;
+    br.last_sent_epoch = step.send->epoch;
+    br.last_sent_id = step.send->request_id;
+    m.request = *step.send;
+    const auto& t = step.send->targets[0];
+    Log("%s sends request e%llu#%llu%s pool_held %u applied %llu wanted %u", br.id.c_str(),
+        static_cast<unsigned long long>(m.info.epoch),
+        static_cast<unsigned long long>(m.info.request_id), m.info.resend ? " (resend)" : "",
+        t.pool_held, static_cast<unsigned long long>(t.applied), t.wanted);
+    Send(std::move(m));
+  }
+  Enforce(b);
+  Admit(b);
+  ++br.wake_seq;
+  Push(RealAt(br.spec.clock_ppm, step.deadline), Ev::kWake, b, br.wake_seq);
+}
+
+void Simulation::Enforce(int b) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  // A dead broker's clients see EOF: everything above the floor must go.
+  const std::uint32_t cap =
+      br.up ? br.agent->Capacity(0, BrokerClock(b)).action_capacity : br.spec.floor;
+  std::vector<std::pair<RealTime, std::uint64_t>> keep;  // non-yielding (end, id)
+  for (const auto& [id, s] : br.sessions) {
+    if (!s.yielding) keep.emplace_back(s.end, id);
+  }
+  if (keep.size() <= cap) return;
+  std::sort(keep.begin(), keep.end(), std::greater<>());  // latest end yields first
+  const std::size_t excess = keep.size() - cap;
+  const RealTime h = config_.drain.count() - kYieldMargin;
+  for (std::size_t k = 0; k < excess; ++k) {
+    Session& s = br.sessions[keep[k].second];
+    s.yielding = true;
+    const RealTime delay = config_.adversarial_clients ? h : Between(0, h);
+    const RealTime end = std::min(s.end, now_ + delay);
+    if (end != s.end) {
+      s.end = end;
+      ++s.version;
+      Push(end, Ev::kSessionEnd, b, keep[k].second, s.version);
+    }
+  }
+  Log("%s capacity %u: %zu sessions must yield", br.id.c_str(), cap, excess);
+}
+
+void Simulation::Admit(int b) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!br.up || br.registered == 0) return;
+  const lease::TimePoint local = BrokerClock(b);
+  while (br.demand > br.sessions.size() &&
+         br.agent->MayAdmitAction(0, br.registered, static_cast<std::uint32_t>(br.sessions.size()),
+                                  local)) {
+    const std::uint64_t id = next_session_++;
+    const RealTime end = config_.adversarial_clients
+                             ? kNever
+                             : now_ + Between(config_.session_min, config_.session_max);
+    br.sessions[id] = Session{end, 0, false};
+    if (end != kNever) Push(end, Ev::kSessionEnd, b, id, 0);
+  }
+}
+
+void Simulation::SetDemand(int b, std::uint32_t threads) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  br.demand = threads;
+  while (br.sessions.size() > threads) {
+    // Threads that quit end their action now: yielding ones first, then the
+    // one that would run longest.
+    auto victim = br.sessions.begin();
+    for (auto it = br.sessions.begin(); it != br.sessions.end(); ++it) {
+      if (it->second.yielding != victim->second.yielding) {
+        if (it->second.yielding) victim = it;
+      } else if (it->second.end > victim->second.end) {
+        victim = it;
+      }
+    }
+    br.sessions.erase(victim);
+  }
+  Log("%s demand %u", br.id.c_str(), threads);
+  Admit(b);
+}
+
+bool Simulation::RegisterClient(int b) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!br.up || !br.agent->MayAdmitRegistration(0, br.registered)) return false;
+  ++br.registered;
+  Log("%s registers client %u", br.id.c_str(), br.registered);
+  return true;
+}
+
+std::uint32_t Simulation::actions(int b) const {
+  return static_cast<std::uint32_t>(brokers_[static_cast<std::size_t>(b)].sessions.size());
+}
+std::uint32_t Simulation::registered(int b) const {
+  return brokers_[static_cast<std::size_t>(b)].registered;
+}
+std::uint64_t Simulation::epoch(int b) const { return brokers_[static_cast<std::size_t>(b)].epoch; }
+std::uint32_t Simulation::lease(int b) const {
+  const Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!br.up) return 0;
+  return br.agent->Capacity(0, BrokerClock(b)).lease;
+}
+
+// ---- network ----
+
+void Simulation::Send(Message m) {
+  ++stats_.messages;
+  const int b = m.info.broker;
+  std::optional<Fate> fate;
+  if (hook_) fate = hook_(m.info, now_);
+  std::vector<RealTime> deliveries;
+  if (fate) {
+    if (fate->drop) {
+      ++stats_.dropped;
+      Log("network drops message for %s (scripted)", brokers_[static_cast<std::size_t>(b)].id.c_str());
+      return;
+    }
+    deliveries.push_back(fate->deliver_at ? *fate->deliver_at
+                                          : now_ + config_.net.min_delay);
+  } else {
+    if (brokers_[static_cast<std::size_t>(b)].cut || Uniform() < config_.net.loss) {
+      ++stats_.dropped;
+      return;
+    }
+    const NetworkSpec& n = config_.net;
+    auto delay = [&] {
+      if (Uniform() < n.long_delay) return Between(n.max_delay, std::max(n.max_delay, n.long_delay_max));
+      return Between(n.min_delay, n.max_delay);
+    };
+    deliveries.push_back(now_ + delay());
+    if (Uniform() < n.duplicate) deliveries.push_back(now_ + delay());
+  }
+  const Ev kind = m.info.kind == MsgInfo::kRequest ? Ev::kToCoordinator : Ev::kToBroker;
+  for (RealTime t : deliveries) {
+    const std::uint64_t id = next_msg_++;
+    in_flight_.emplace(id, m);
+    Push(t, kind, b, id);
+  }
+}
+
+void Simulation::OnCoordinatorMessage(const Message& m) {
+  if (!coordinator_up_) {
+    ++stats_.dropped;
+    return;
+  }
+  auto reply = ledger_->OnRequest(CoordinatorClock(), m.request);
+  DSB_CHECK(reply.ok(), "%s", reply.status().message().c_str());
+  if (!reply.value()) {
+    Log("coordinator ignores stale request %s e%llu#%llu", m.request.broker_id.c_str(),
+        static_cast<unsigned long long>(m.request.epoch),
+        static_cast<unsigned long long>(m.request.request_id));
+    return;
+  }
+  Message g;
+  g.info.kind = MsgInfo::kGrant;
+  g.info.broker = m.info.broker;
+  g.info.epoch = reply.value()->epoch;
+  g.info.request_id = reply.value()->request_id;
+  g.info.learning = reply.value()->learning;
+  g.info.amount = reply.value()->targets.empty() ? 0 : reply.value()->targets[0].amount;
+  g.grant = *reply.value();
+  Log("coordinator grants %s e%llu#%llu: %s%u (owed %u)", m.request.broker_id.c_str(),
+      static_cast<unsigned long long>(g.info.epoch),
+      static_cast<unsigned long long>(g.info.request_id), g.info.learning ? "learning " : "",
+      g.info.amount, ledger_->Owed(static_cast<std::size_t>(m.info.broker), 0, CoordinatorClock()));
+  Send(std::move(g));
+}
+
+void Simulation::OnBrokerMessage(int b, const Message& m) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!br.up) {
+    ++stats_.dropped;
+    return;
+  }
+  if (m.info.kind == MsgInfo::kGrant) {
+    const std::uint64_t applied_before = br.agent->Capacity(0, BrokerClock(b)).applied;
+    const lease::AgentStep step = br.agent->OnGrant(BrokerClock(b), m.grant);
+    Log("%s receives grant e%llu#%llu %u: %s, capacity %u", br.id.c_str(),
+        static_cast<unsigned long long>(m.info.epoch),
+        static_cast<unsigned long long>(m.info.request_id), m.info.amount,
+        step.targets[0].applied != applied_before ? "applied" : "ignored",
+        step.targets[0].action_capacity);
+    HandleStep(b, step);
+  } else {
+    HandleStep(b, br.agent->OnRevokeNotice(BrokerClock(b), m.notice));
+  }
+}
+
+// ---- faults and admin ----
+
+void Simulation::Partition(int b, bool cut) {
+  brokers_[static_cast<std::size_t>(b)].cut = cut;
+  Log("%s %s", brokers_[static_cast<std::size_t>(b)].id.c_str(), cut ? "cut off" : "reconnected");
+}
+
+void Simulation::CrashBroker(int b) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!br.up) return;
+  br.up = false;
+  br.agent.reset();
+  ++br.wake_seq;
+  Log("%s crashes holding %zu", br.id.c_str(), br.sessions.size());
+  Enforce(b);
+}
+
+void Simulation::RestartBroker(int b) {
+  if (brokers_[static_cast<std::size_t>(b)].up) return;
+  StartBroker(b);
+}
+
+void Simulation::CrashCoordinator() {
+  if (!coordinator_up_) return;
+  coordinator_up_ = false;
+  ledger_.reset();
+  Log("coordinator crashes");
+}
+
+void Simulation::RestartCoordinator() {
+  if (coordinator_up_) return;
+  ledger_ = std::make_unique<lease::Ledger>(LedgerCfg(false), CoordinatorClock());
+  coordinator_up_ = true;
+  Log("coordinator restarts without state (learning: %s)",
+      ledger_->Learning(CoordinatorClock()) ? "yes" : "no");
+}
+
+void Simulation::Revoke(int b) {
+  if (!coordinator_up_) return;
+  const Broker& br = brokers_[static_cast<std::size_t>(b)];
+  DSB_CHECK(ledger_->Revoke(br.id, CoordinatorClock()).ok(), "revoke %s", br.id.c_str());
+  const lease::LedgerSnapshot snap = ledger_->Snapshot(CoordinatorClock());
+  Message m;
+  m.info.kind = MsgInfo::kNotice;
+  m.info.broker = b;
+  m.info.epoch = snap.targets[0].brokers[static_cast<std::size_t>(b)].epoch;
+  m.notice = {br.id, m.info.epoch};
+  Log("admin revokes %s", br.id.c_str());
+  Send(std::move(m));
+}
+
+void Simulation::Resume(int b) {
+  if (!coordinator_up_) return;
+  DSB_CHECK(ledger_->Resume(brokers_[static_cast<std::size_t>(b)].id, CoordinatorClock()).ok(),
+            "resume");
+}
+
+void Simulation::ForceRenew(int b) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!br.up) return;
+  HandleStep(b, br.agent->OnRevokeNotice(BrokerClock(b), {br.id, br.epoch}));
+}
+
+void Simulation::Chaos() {
+  const FaultSpec& f = config_.faults;
+  const double rates[4] = {f.partition_every > 0 ? 1 / f.partition_every : 0,
+                           f.broker_crash_every > 0 ? 1 / f.broker_crash_every : 0,
+                           f.coordinator_crash_every > 0 ? 1 / f.coordinator_crash_every : 0,
+                           f.revoke_every > 0 ? 1 / f.revoke_every : 0};
+  const double total = rates[0] + rates[1] + rates[2] + rates[3];
+  double pick = Uniform() * total;
+  int kind = 0;
+  while (kind < 3 && pick >= rates[kind]) pick -= rates[kind++];
+  const int b = static_cast<int>(Below(brokers_.size()));
+  const RealTime d = config_.term.count();
+  const RealTime h = config_.drain.count();
+  switch (kind) {
+    case 0:
+      if (!brokers_[static_cast<std::size_t>(b)].cut) {
+        Partition(b, true);
+        At(now_ + Between(Ms(100), 2 * d + h), [this, b] { Partition(b, false); });
+      }
+      break;
+    case 1:
+      if (brokers_[static_cast<std::size_t>(b)].up) {
+        CrashBroker(b);
+        At(now_ + Between(Ms(10), 2 * d), [this, b] {
+          RestartBroker(b);
+          Admit(b);
+        });
+      }
+      break;
+    case 2:
+      if (coordinator_up_) {
+        CrashCoordinator();
+        At(now_ + Between(0, d), [this] { RestartCoordinator(); });
+      }
+      break;
+    default:
+      Revoke(b);
+      At(now_ + Between(Sec(1), d), [this, b] { Resume(b); });
+      break;
+  }
+  Push(Exponential(1 / total), Ev::kChaos, 0);
+}
+
+}  // namespace dsb::sim
