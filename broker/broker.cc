@@ -11,6 +11,7 @@
 #include <map>
 #include <spdlog/spdlog.h>
 
+#include "broker/cluster.h"
 #include "broker/target.h"
 #include "common/local_frame.h"
 
@@ -55,6 +56,8 @@ struct Broker::Impl {
   asio::steady_timer grace_timer{io};
   asio::steady_timer quarantine_timer{io};
   std::map<std::string, std::unique_ptr<Target>> targets;
+  std::vector<Target*> ordered;  // config order (the lease agent's indices)
+  std::unique_ptr<ClusterNode> cluster;
   std::map<Session*, std::weak_ptr<Session>> sessions;
   std::map<std::uint32_t, ClientRecord> clients;  // registered, keyed by owner (per target unique)
   Clock::time_point started = Clock::now();
@@ -72,6 +75,7 @@ struct Broker::Impl {
   json::object Handle(Session& s, const json::object& req);
   json::object HandleRegister(Session& s, const json::object& req);
   json::object StatusReply();
+  awaitable<json::object> Leases();
   json::object Clients();
   void OnSessionClosed(Session& s);
   std::uint32_t RegisteredOn(const std::string& target) const;
@@ -131,7 +135,12 @@ class Session : public std::enable_shared_from_this<Session> {
         reply = ErrorReply(Errc::kProtocol, "request is not a JSON object");
       } else {
         try {
-          reply = broker_.Handle(*this, v.as_object());
+          const json::value* op = v.as_object().if_contains("op");
+          if (op != nullptr && op->is_string() && op->as_string() == "leases") {
+            reply = co_await broker_.Leases();
+          } else {
+            reply = broker_.Handle(*this, v.as_object());
+          }
         } catch (const std::exception& e) {
           spdlog::warn("local peer pid {}: bad request: {}", peer_pid_, e.what());
           reply = ErrorReply(Errc::kProtocol, std::string("bad request: ") + e.what());
@@ -213,9 +222,31 @@ Status Broker::Impl::Open() {
       spdlog::info("target {}: segment {} created, {} slots, capacity {}", t.name,
                    tg.table().name(), tg.table().slot_count(), capacity);
     }
+    ordered.push_back(target->get());
     targets.emplace(t.name, std::move(target).value());
   }
-  return BindSocket();
+  if (config.cluster_mode()) {
+    ClusterNode::Hooks hooks;
+    hooks.usage = [this] {
+      std::vector<lease::TargetUsage> usage;
+      for (Target* t : ordered) {
+        const shm::Counts c = t->table().Count();
+        // Quarantined slots count as held: the server may still have them (B2).
+        usage.push_back(lease::TargetUsage{c.held_action + c.quarantined, c.waiters});
+      }
+      return usage;
+    };
+    hooks.apply = [this](std::size_t i, const lease::TargetCapacity& cap) {
+      if (i >= ordered.size()) return;
+      ordered[i]->SetLeaseCapacity(cap.action_capacity, cap.action_capacity - cap.lease,
+                                   cap.lease_valid_until);
+    };
+    auto node = ClusterNode::Create(io, config, std::move(hooks));
+    if (!node.ok()) return node.status();
+    cluster = std::move(node).value();
+  }
+  if (Status s = BindSocket(); !s.ok()) return s;
+  return cluster ? cluster->Start() : Status::Ok();
 }
 
 Status Broker::Impl::BindSocket() {
@@ -299,7 +330,7 @@ json::object Broker::Impl::Handle(Session& s, const json::object& req) {
   if (name == "ping") return json::object{{"ok", true}};
   return ErrorReply(Errc::kProtocol, "unknown op '" + std::string(name) +
                                          "' (known: register, report_session_limit, status, "
-                                         "clients, ping)");
+                                         "clients, leases, ping)");
 }
 
 json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
@@ -325,7 +356,9 @@ json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
   }
   if (config.cluster_mode()) {
     const auto system_slots = static_cast<std::uint32_t>(config.self().system_slots);
-    if (RegisteredOn(target_name) >= system_slots) {
+    const auto index = static_cast<std::size_t>(
+        std::find(ordered.begin(), ordered.end(), &target) - ordered.begin());
+    if (!cluster->MayRegister(index, RegisteredOn(target_name))) {
       return ErrorReply(Errc::kTooManyClients,
                         "broker " + config.id + " already has " + std::to_string(system_slots) +
                             " DigiScope instance(s) registered for target '" + target_name +
@@ -374,6 +407,7 @@ json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
                       {"segment", target.table().name()},
                       {"instance", instance},
                       {"system_slot", config.cluster_mode() ? "none" : "table"},
+                      {"mode", config.cluster_mode() ? "cluster" : "single"},
                       {"capacity", target.capacity()}};
 }
 
@@ -458,7 +492,8 @@ json::object Broker::Impl::StatusReply() {
                       {"mode", config.cluster_mode() ? "cluster" : "single"},
                       {"uptime_ms", AgoMs(started, now)},
                       {"adoption_grace", in_grace},
-                      {"targets", std::move(ts)}};
+                      {"targets", std::move(ts)},
+                      {"lease", cluster ? json::value(cluster->AgentView()) : json::value(nullptr)}};
 }
 
 json::object Broker::Impl::Clients() {
@@ -487,9 +522,19 @@ json::object Broker::Impl::Clients() {
   return json::object{{"ok", true}, {"clients", std::move(cs)}, {"pending", std::move(pending)}};
 }
 
+awaitable<json::object> Broker::Impl::Leases() {
+  if (!cluster) {
+    co_return ErrorReply(Errc::kInvalidArgument,
+                         "broker " + config.id + " runs in single-machine mode: no leases "
+                         "(set broker.cluster to share a limit between machines)");
+  }
+  co_return co_await cluster->Leases();
+}
+
 void Broker::Impl::Shutdown() {
   if (stopping) return;
   stopping = true;
+  if (cluster) cluster->Stop();
   boost::system::error_code ec;
   acceptor.close(ec);
   std::error_code fec;

@@ -1,17 +1,12 @@
 # dsb::broker_core: everything of the daemon but main().
 add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/broker.cc
+  ${CMAKE_CURRENT_LIST_DIR}/cluster.cc
   ${CMAKE_CURRENT_LIST_DIR}/target.cc)
 add_library(dsb::broker_core ALIAS dsb_broker_core)
 target_link_libraries(dsb_broker_core
-  PUBLIC dsb::common dsb::shm dsb::config spdlog::spdlog
+  PUBLIC dsb::common dsb::shm dsb::config dsb::lease dsb::wire spdlog::spdlog
   PRIVATE dsb::asio Boost::json dsb::warnings)
-if(TARGET dsb::lease)
-  target_link_libraries(dsb_broker_core PUBLIC dsb::lease)
-endif()
-if(TARGET dsb::wire)
-  target_link_libraries(dsb_broker_core PUBLIC dsb::wire)
-endif()
 
 add_executable(dsb-broker ${CMAKE_CURRENT_LIST_DIR}/main.cc)
 target_link_libraries(dsb-broker PRIVATE dsb::broker_core CLI11::CLI11 spdlog::spdlog dsb::warnings)

@@ -103,6 +103,24 @@ Clock::time_point Target::next_quarantine_end() const {
   return quarantine_.empty() ? Clock::time_point::max() : quarantine_.begin()->first;
 }
 
+void Target::SetLeaseCapacity(std::uint32_t capacity, std::uint32_t floor,
+                              std::optional<Clock::time_point> lease_end) {
+  const std::int64_t deadline =
+      lease_end && capacity > floor
+          ? std::chrono::duration_cast<std::chrono::nanoseconds>(lease_end->time_since_epoch())
+                .count()
+          : 0;
+  // Order: a new deadline before a larger capacity, a smaller capacity before
+  // clearing the deadline, so a client never sees lease capacity without one.
+  if (capacity >= capacity_) {
+    table_->SetLeaseFence(floor, deadline);
+    if (capacity != capacity_) SetCapacity(capacity);
+  } else {
+    SetCapacity(capacity);
+    table_->SetLeaseFence(floor, deadline);
+  }
+}
+
 void Target::SetCapacity(std::uint32_t capacity) {
   capacity_ = capacity;
   if (table_->SetCapacity(capacity)) {

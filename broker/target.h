@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -53,6 +54,11 @@ class Target {
   Clock::time_point next_quarantine_end() const;
 
   void SetCapacity(std::uint32_t capacity);
+  // Cluster mode: capacity = floor + lease, the lease valid until `lease_end`
+  // (nullopt: no lease). Recorded in the segment so clients can fence a hung
+  // broker's table to the floor.
+  void SetLeaseCapacity(std::uint32_t capacity, std::uint32_t floor,
+                        std::optional<Clock::time_point> lease_end);
   std::uint32_t capacity() const { return capacity_; }
 
   void CountSessionLimitReport() { ++session_limit_reports_; }

@@ -7,6 +7,7 @@
 
 #include <boost/json.hpp>
 #include <condition_variable>
+#include <cstdio>
 #include <thread>
 
 #include "client/permit_access.h"
@@ -59,6 +60,7 @@ class ClientImpl {
     }
     cv_.notify_all();
     if (reader_.joinable()) reader_.join();
+    if (fence_.joinable()) fence_.join();
     if (system_slot_ && table_) table_->Release(*system_slot_, system_word_);
     if (fd_ >= 0) ::close(fd_);
   }
@@ -104,6 +106,10 @@ class ClientImpl {
       system_slot_ = *slot;
     }
     reader_ = std::thread([this] { ReaderLoop(); });
+    if (const json::value* m = r.if_contains("mode"); m != nullptr && m->is_string() &&
+                                                       m->as_string() == "cluster") {
+      fence_ = std::thread([this] { FenceLoop(); });
+    }
     return Status::Ok();
   }
 
@@ -261,6 +267,28 @@ class ClientImpl {
     }
   }
 
+  // Cluster mode: lease capacity must not outlive the lease even when the
+  // broker is dead or hung (B1 on the machine's monotonic clock). The broker
+  // shrinks the table itself when the lease lapses; this only acts if it did
+  // not, shortly after the deadline recorded in the segment.
+  void FenceLoop() {
+    std::unique_lock lock(mu_);
+    while (!closing_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return closing_; });
+      if (closing_) return;
+      const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now().time_since_epoch())
+                           .count();
+      // Grace of 50 ms so a live broker always acts first.
+      if (table_->EnforceLeaseDeadline(now - 50'000'000)) {
+        std::fprintf(stderr,
+                     "dsb: the broker did not renew the lease of segment %s in time; capacity "
+                     "fenced to its floor\n",
+                     segment_.c_str());
+      }
+    }
+  }
+
   // The broker went away: keep every slot by re-registering with our owner id
   // within the new broker's adoption grace. Returns false if that failed.
   bool Reconnect() {
@@ -324,6 +352,7 @@ class ClientImpl {
   std::optional<std::string> reply_;
   std::atomic<bool> lost_{false};
   std::thread reader_;
+  std::thread fence_;
 };
 
 // ---- Permit -----------------------------------------------------------------

@@ -2,14 +2,27 @@
 #ifndef DSB_COMMON_CHECK_H_
 #define DSB_COMMON_CHECK_H_
 
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+
+namespace dsb::detail {
+// Prints the optional printf-style context of a failed DSB_CHECK.
+[[gnu::format(printf, 1, 2)]] inline void CheckMessage(const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  std::vfprintf(stderr, format, args);
+  va_end(args);
+}
+// No context given.
+inline void CheckMessage() {}
+}  // namespace dsb::detail
 
 #define DSB_CHECK(cond, ...)                                                      \
   do {                                                                            \
     if (!(cond)) [[unlikely]] {                                                   \
       std::fprintf(stderr, "%s:%d: DSB_CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, "" __VA_ARGS__);                                       \
+      ::dsb::detail::CheckMessage(__VA_ARGS__);                                   \
       std::fprintf(stderr, "\n");                                                 \
       std::abort();                                                               \
     }                                                                             \

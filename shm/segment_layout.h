@@ -98,6 +98,13 @@ struct SegmentHeader {
   std::atomic<std::uint32_t> scan_bound;         // no enabled slot at or above this index
   std::atomic<std::uint32_t> next_owner;         // last owner id handed out
   std::atomic<std::uint32_t> broker_pid;
+  // Cluster mode (B1): capacity above `floor` is lease capacity, valid until
+  // lease_deadline_ns on CLOCK_MONOTONIC (the same clock for every process of
+  // the machine). 0 = no lease (single-machine mode, or floor only). Clients
+  // fence the table to `floor` if the deadline passes and the broker did not
+  // (a hung or dead broker must not leave lease capacity in use).
+  std::atomic<std::int64_t> lease_deadline_ns;
+  std::atomic<std::uint32_t> floor;
 
   // --- hot: read by every acquire and release ---
   alignas(kCacheLine) std::atomic<std::uint32_t> waiters;  // entries in kWaitWaiting

@@ -559,6 +559,21 @@ void SlotTable::BumpRevocationGeneration() noexcept {
   header_->revocation_generation.fetch_add(1, kSeqCst);
 }
 
+void SlotTable::SetLeaseFence(std::uint32_t floor, std::int64_t deadline_ns) noexcept {
+  header_->floor.store(floor, kSeqCst);
+  header_->lease_deadline_ns.store(deadline_ns, kSeqCst);
+}
+
+bool SlotTable::EnforceLeaseDeadline(std::int64_t now_ns) noexcept {
+  const std::int64_t deadline = header_->lease_deadline_ns.load(kAcquire);
+  if (deadline == 0 || now_ns <= deadline) return false;
+  const std::uint32_t floor = header_->floor.load(kAcquire);
+  if (header_->capacity.load(kAcquire) <= floor) return false;
+  header_->lease_deadline_ns.store(0, kSeqCst);
+  SetCapacity(floor);
+  return true;
+}
+
 std::uint64_t SlotTable::BumpBrokerGeneration(pid_t pid) noexcept {
   header_->broker_pid.store(static_cast<std::uint32_t>(pid), kSeqCst);
   return header_->broker_generation.fetch_add(1, kSeqCst) + 1;

@@ -139,6 +139,16 @@ class SlotTable {
   // Serves queued waiters from free slots (also done by every release).
   void Pump() noexcept;
   void BumpRevocationGeneration() noexcept;
+  // Cluster mode: records the floor and the lease deadline (CLOCK_MONOTONIC ns,
+  // 0 = none) that EnforceLeaseDeadline checks.
+  void SetLeaseFence(std::uint32_t floor, std::int64_t deadline_ns) noexcept;
+  // Any attached process may call this: if a lease deadline is recorded, has
+  // passed at `now_ns`, and capacity is still above the floor, shrinks the
+  // table to the floor (retiring held slots above it) and returns true.
+  bool EnforceLeaseDeadline(std::int64_t now_ns) noexcept;
+  std::int64_t lease_deadline_ns() const noexcept {
+    return header_->lease_deadline_ns.load(std::memory_order_acquire);
+  }
   // A new broker instance took over the segment.
   std::uint64_t BumpBrokerGeneration(pid_t pid) noexcept;
   Counts Count() const noexcept;

@@ -163,6 +163,67 @@ int CmdClients(const Options& o) {
   return 0;
 }
 
+std::string MsText(const json::value& v) {
+  if (!v.is_number()) return "-";
+  const auto ms = v.to_number<std::int64_t>();
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000.0);
+  return buf;
+}
+
+int CmdLeases(const Options& o) {
+  auto r = Call(o, {{"op", "leases"}});
+  if (!r) return 1;
+  if (o.json) {
+    std::cout << json::serialize(*r) << "\n";
+    return 0;
+  }
+  const json::value& ledger = r->at("ledger");
+  std::printf("coordinator %s\n", Str(r->at("coordinator")).c_str());
+  if (ledger.is_null()) {
+    std::printf("ledger unavailable: %s\n",
+                r->contains("ledger_error") ? Str(r->at("ledger_error")).c_str() : "?");
+  } else {
+    const auto& l = ledger.as_object();
+    if (l.at("learning").as_bool()) {
+      std::printf("LEARNING MODE (C3): no grants for another %s while the ledger relearns\n",
+                  MsText(l.at("learning_left_ms")).c_str());
+    }
+    std::printf("term D %s, drain H %s, silence (D+H)(1+eps) %s\n",
+                MsText(l.at("term_ms")).c_str(), MsText(l.at("drain_ms")).c_str(),
+                MsText(l.at("silence_ms")).c_str());
+    for (const auto& tv : l.at("targets").as_array()) {
+      const auto& t = tv.as_object();
+      std::printf("\ntarget %s: limit %s, pool %s, owed %s, free %s\n", Str(t.at("target")).c_str(),
+                  Str(t.at("limit")).c_str(), Str(t.at("pool")).c_str(),
+                  Str(t.at("owed_total")).c_str(), Str(t.at("free")).c_str());
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& bv : t.at("brokers").as_array()) {
+        const auto& b = bv.as_object();
+        rows.push_back({Str(b.at("broker")), Str(b.at("mode")), Str(b.at("owed")),
+                        Str(b.at("granted")), Str(b.at("held")), Str(b.at("waiting")),
+                        Str(b.at("wanted")), MsText(b.at("lease_left_ms")),
+                        MsText(b.at("last_seen_ms"))});
+      }
+      PrintTable({"BROKER", "MODE", "OWED", "GRANTED", "HELD", "WAITING", "WANTED", "LEASE-LEFT",
+                  "LAST-SEEN"},
+                 rows);
+    }
+  }
+  const auto& a = r->at("agent").as_object();
+  std::printf("\nthis broker (%s, epoch %s, %s):\n", Str(a.at("broker")).c_str(),
+              Str(a.at("epoch")).c_str(),
+              a.at("connected").as_bool() ? "connected to the coordinator" : "NOT connected");
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& tv : a.at("targets").as_array()) {
+    const auto& t = tv.as_object();
+    rows.push_back({Str(t.at("target")), Str(t.at("floor")), Str(t.at("lease")),
+                    Str(t.at("action_capacity")), MsText(t.at("lease_left_ms"))});
+  }
+  PrintTable({"TARGET", "FLOOR", "LEASE", "ACTION-CAPACITY", "LEASE-LEFT"}, rows);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -178,9 +239,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 600000));
   auto* status = app.add_subcommand("status", "targets: limit, capacity, held, waiting, quarantined");
   auto* clients = app.add_subcommand("clients", "registered clients: pid, user, held slots");
-  for (auto* sub : {status, clients}) sub->add_flag("--json", o.json, "print JSON");
+  auto* leases = app.add_subcommand("leases", "cluster ledger: per target and broker owed, granted, held, demand, expiry");
+  for (auto* sub : {status, clients, leases}) sub->add_flag("--json", o.json, "print JSON");
   CLI11_PARSE(app, argc, argv);
   if (status->parsed()) return CmdStatus(o);
   if (clients->parsed()) return CmdClients(o);
+  if (leases->parsed()) return CmdLeases(o);
   return Fail("unknown command", 2);
 }

@@ -1,0 +1,68 @@
+// ClusterNode: the cluster side of one broker (DESIGN section 7).
+//
+//  - the lease agent (every broker): renews with the coordinator every D/3 over
+//    an authenticated wire::Channel, applies grants (B1, B1a, B2) and sets each
+//    target's action capacity to floor + lease through the `apply` hook;
+//  - the coordinator role (the broker named by cluster.coordinator): accepts
+//    brokers' channels, runs the Ledger (C1-C3) and answers renews and admin
+//    queries (`dsbctl leases`).
+//
+// The coordinator's own agent talks to it over loopback TCP like any other
+// broker: one code path, no special case.
+//
+// Thread rule: created and used on the broker's single-threaded io_context.
+#ifndef DSB_BROKER_CLUSTER_H_
+#define DSB_BROKER_CLUSTER_H_
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/json/object.hpp>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "broker/config/broker_config.h"
+#include "broker/lease/agent.h"
+#include "common/status.h"
+
+namespace dsb::broker {
+
+class ClusterNode {
+ public:
+  struct Hooks {
+    // Usage of every target (config order), read at one instant (B2).
+    std::function<std::vector<lease::TargetUsage>()> usage;
+    // Sets a target's action capacity (config order).
+    std::function<void(std::size_t target, const lease::TargetCapacity&)> apply;
+  };
+
+  // Loads the cluster key and validates the agent and ledger configs.
+  // Errors: kConfig naming the key file or the bad value.
+  static Result<std::unique_ptr<ClusterNode>> Create(boost::asio::io_context& io,
+                                                     const config::BrokerConfig& config,
+                                                     Hooks hooks);
+  ~ClusterNode();
+
+  // Binds the coordinator listener (if this broker is the coordinator) and
+  // starts the agent. Errors: kBrokerUnavailable if the listener cannot bind.
+  Status Start();
+  void Stop();
+
+  // `dsbctl leases`: the coordinator's ledger, asked over the wire if it is
+  // another broker. Also carries this broker's own agent view.
+  boost::asio::awaitable<boost::json::object> Leases();
+  // This broker's lease view (no network).
+  boost::json::object AgentView() const;
+  // B1 registration admission for a target.
+  bool MayRegister(std::size_t target, std::uint32_t registered) const;
+
+  struct Impl;
+
+ private:
+  explicit ClusterNode(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dsb::broker
+
+#endif  // DSB_BROKER_CLUSTER_H_
