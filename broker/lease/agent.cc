@@ -25,14 +25,17 @@ Status LeaseAgent::Validate(const AgentConfig& config) {
   }
   if (config.term <= Duration::zero()) return {Errc::kConfig, "lease agent: term D must be > 0"};
   if (!(config.eps >= 0.0 && config.eps < 0.1)) {
-    return {Errc::kConfig, "lease agent: eps " + std::to_string(config.eps) +
-                               " is outside [0, 0.1)"};
+    return {Errc::kConfig,
+            "lease agent: eps " + std::to_string(config.eps) + " is outside [0, 0.1)"};
   }
   if (config.renew_interval < Duration::zero() || config.renew_interval >= config.term) {
     return {Errc::kConfig, "lease agent: renew interval must be in [0, D)"};
   }
   if (config.resend_interval < Duration::zero() || config.resend_interval >= config.term) {
     return {Errc::kConfig, "lease agent: resend interval must be in [0, D)"};
+  }
+  if (config.fast_renew_interval < Duration::zero()) {
+    return {Errc::kConfig, "lease agent: fast renew interval must be >= 0"};
   }
   return Status::Ok();
 }
@@ -44,11 +47,15 @@ LeaseAgent::LeaseAgent(AgentConfig config, TimePoint now) : config_(std::move(co
       config_.renew_interval > Duration::zero() ? config_.renew_interval : config_.term / 3;
   resend_interval_ =
       config_.resend_interval > Duration::zero() ? config_.resend_interval : config_.term / 12;
+  fast_renew_interval_ = config_.fast_renew_interval > Duration::zero()
+                             ? config_.fast_renew_interval
+                             : config_.term / 24;
   lease_span_ =
       config_.switches.b1_eps_margin ? ShrinkByEps(config_.term, config_.eps) : config_.term;
   next_renew_ = now;
   leases_.resize(config_.targets.size());
-  for (std::size_t t = 0; t < leases_.size(); ++t) leases_[t].last_capacity = config_.targets[t].floor;
+  for (std::size_t t = 0; t < leases_.size(); ++t)
+    leases_[t].last_capacity = config_.targets[t].floor;
 }
 
 TargetCapacity LeaseAgent::Capacity(std::size_t target, TimePoint now) const {
@@ -70,8 +77,8 @@ bool LeaseAgent::MayAdmitRegistration(std::size_t target, std::uint32_t register
   return registered < config_.targets[target].system_slots;
 }
 
-bool LeaseAgent::MayAdmitAction(std::size_t target, std::uint32_t registered,
-                                std::uint32_t actions, TimePoint now) const {
+bool LeaseAgent::MayAdmitAction(std::size_t target, std::uint32_t registered, std::uint32_t actions,
+                                TimePoint now) const {
   const TargetCapacity c = Capacity(target, now);
   if (config_.switches.b1_two_counters) return actions < c.action_capacity;
   // Broken on purpose (tests only): one shared capacity, so an action may use
@@ -84,6 +91,7 @@ AgentStep LeaseAgent::Step(TimePoint now) {
   AgentStep step;
   step.deadline = next_renew_;
   if (outstanding_ && !outstanding_answered_) step.deadline = std::min(step.deadline, next_resend_);
+  if (early_renew_at_) step.deadline = std::min(step.deadline, *early_renew_at_);
   for (std::size_t t = 0; t < leases_.size(); ++t) {
     TargetCapacity c = Capacity(t, now);
     c.shrunk = c.action_capacity < leases_[t].last_capacity;
@@ -105,9 +113,8 @@ RenewRequest LeaseAgent::BuildRequest(std::span<const TargetUsage> usage) {
     // B2: pool_held and applied from one instant (this call). The switch reads
     // pool_held as of the previous renew instead (tests only).
     const std::uint32_t actions_for_report =
-        (!config_.switches.b2_one_instant && !previous_usage_.empty())
-            ? previous_usage_[t].actions
-            : u.actions;
+        (!config_.switches.b2_one_instant && !previous_usage_.empty()) ? previous_usage_[t].actions
+                                                                       : u.actions;
     TargetReport tr;
     tr.target = config_.targets[t].name;
     tr.pool_held = actions_for_report > floor ? actions_for_report - floor : 0;
@@ -115,19 +122,45 @@ RenewRequest LeaseAgent::BuildRequest(std::span<const TargetUsage> usage) {
     tr.held = u.actions;
     tr.waiting = u.waiting;
     const std::uint64_t demand = std::uint64_t{u.actions} + u.waiting;
-    tr.wanted = demand > floor ? static_cast<std::uint32_t>(
-                                     std::min<std::uint64_t>(demand - floor, UINT32_MAX))
-                               : 0;
+    tr.wanted =
+        demand > floor
+            ? static_cast<std::uint32_t>(std::min<std::uint64_t>(demand - floor, UINT32_MAX))
+            : 0;
     r.targets.push_back(std::move(tr));
   }
   return r;
+}
+
+bool LeaseAgent::ReportChanged(TimePoint now, std::span<const TargetUsage> usage) const {
+  if (!sent_any_ || fast_renew_interval_ >= renew_interval_) return false;
+  if (shrink_unacked_) return true;
+  for (std::size_t t = 0; t < usage.size(); ++t) {
+    const std::uint32_t floor = config_.targets[t].floor;
+    const TargetUsage& u = usage[t];
+    const TargetReport& last = last_report_[t];
+    const std::uint32_t pool_held = u.actions > floor ? u.actions - floor : 0;
+    const std::uint64_t demand = std::uint64_t{u.actions} + u.waiting;
+    const std::uint64_t wanted = demand > floor ? demand - floor : 0;
+    if (wanted != last.wanted || pool_held < last.pool_held) return true;
+    if (u.waiting > 0 && u.actions >= Capacity(t, now).action_capacity) return true;
+  }
+  return false;
 }
 
 AgentStep LeaseAgent::Tick(TimePoint now, std::span<const TargetUsage> usage) {
   DSB_CHECK(usage.size() == config_.targets.size(), "%zu usages for %zu targets", usage.size(),
             config_.targets.size());
   std::optional<RenewRequest> send;
-  if (now >= next_renew_) {
+  early_renew_at_.reset();
+  bool early = false;
+  if (now < next_renew_ && ReportChanged(now, usage)) {
+    if (now >= last_send_ + fast_renew_interval_) {
+      early = true;
+    } else {
+      early_renew_at_ = last_send_ + fast_renew_interval_;
+    }
+  }
+  if (now >= next_renew_ || early) {
     RenewRequest r = BuildRequest(usage);
     sent_[r.request_id] = SentRequest{now, now};
     while (sent_.size() > kMaxRemembered) sent_.erase(sent_.begin());
@@ -136,6 +169,10 @@ AgentStep LeaseAgent::Tick(TimePoint now, std::span<const TargetUsage> usage) {
     next_resend_ = now + resend_interval_;
     next_renew_ = now + renew_interval_;
     previous_usage_.assign(usage.begin(), usage.end());
+    last_report_ = r.targets;
+    last_send_ = now;
+    sent_any_ = true;
+    shrink_unacked_ = false;
     send = std::move(r);
   } else if (outstanding_ && !outstanding_answered_ && now >= next_resend_) {
     // A resend keeps the request id and (B1) the first send time.
@@ -175,6 +212,7 @@ AgentStep LeaseAgent::OnGrant(TimePoint now, const Grant& grant) {
     if (t == config_.targets.size()) continue;
     Lease& l = leases_[t];
     if (config_.switches.b1a_order && grant.request_id <= l.applied) continue;
+    if (tg.amount < Capacity(t, now).lease) shrink_unacked_ = true;
     l.applied = grant.request_id;
     l.amount = tg.amount;
     l.valid_until = t_sent + span;

@@ -21,8 +21,14 @@
 //        given the lower capacity).
 //   Renew every renew_interval (default D/3); an unanswered request is resent
 //        with the same id every resend_interval (default D/12) until the next
-//        renew replaces it. A restarted broker is a new agent with a new epoch;
-//        its first report is whatever the caller's usage snapshot says, which
+//        renew replaces it. Early renew (liveness only; every request obeys the
+//        same rules): no sooner than fast_renew_interval (default D/24) after
+//        the previous send, Tick renews at once when the report changed in a
+//        way the coordinator acts on: wanted changed, pool_held fell, a smaller
+//        grant was applied and is not yet acknowledged, or threads wait while
+//        every slot of the capacity is held. So call Tick also whenever the
+//        usage changes (it is cheap), not only at the deadline. A restarted broker is a new agent
+//        with a new epoch; its first report is whatever the caller's usage snapshot says, which
 //        must count every slot still marked in the segments, quarantined ones
 //        included.
 //
@@ -60,6 +66,7 @@ struct AgentConfig {
   Duration term = std::chrono::seconds(15);  // D
   Duration renew_interval{};                 // 0 = D/3
   Duration resend_interval{};                // 0 = D/12
+  Duration fast_renew_interval{};            // 0 = D/24; >= renew_interval disables early renew
   double eps = 1e-3;
   ProtocolSwitches switches;  // tests only
 };
@@ -76,7 +83,7 @@ struct TargetCapacity {
   std::uint32_t lease = 0;                  // valid lease amount (0 once lapsed)
   std::optional<TimePoint> lease_valid_until;
   std::uint64_t applied = 0;  // request id of the applied grant (0 if none)
-  bool shrunk = false;        // capacity fell since the previous step: raise the revocation generation
+  bool shrunk = false;  // capacity fell since the previous step: raise the revocation generation
 };
 
 struct AgentStep {
@@ -137,10 +144,13 @@ class LeaseAgent {
 
   AgentStep Step(TimePoint now);
   RenewRequest BuildRequest(std::span<const TargetUsage> usage);
+  // Whether the report changed enough to renew early (ignoring the rate limit).
+  bool ReportChanged(TimePoint now, std::span<const TargetUsage> usage) const;
 
   AgentConfig config_;
   Duration renew_interval_;
   Duration resend_interval_;
+  Duration fast_renew_interval_;
   Duration lease_span_;  // D(1 - eps), or D with the B1 eps switch off
   std::uint64_t next_id_ = 1;
   TimePoint next_renew_;
@@ -150,6 +160,11 @@ class LeaseAgent {
   std::map<std::uint64_t, SentRequest> sent_;  // ids we may still apply a grant for
   std::vector<Lease> leases_;                  // per target
   std::vector<TargetUsage> previous_usage_;    // only for the B2 switch
+  TimePoint last_send_{};
+  bool sent_any_ = false;
+  std::vector<TargetReport> last_report_;    // per target, as last sent
+  bool shrink_unacked_ = false;              // a smaller grant was applied since the last send
+  std::optional<TimePoint> early_renew_at_;  // an early renew waits for the rate limit
   std::uint64_t ignored_grants_ = 0;
 };
 

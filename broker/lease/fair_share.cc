@@ -55,7 +55,8 @@ std::vector<std::uint32_t> FairShares(std::uint32_t capacity,
               static_cast<unsigned long long>(remaining), open.size());
     // Hand out the last units one each, lowest (a + 1) / w first, ties by index.
     std::stable_sort(open.begin(), open.end(), [&](std::size_t x, std::size_t y) {
-      return (std::uint64_t{alloc[x]} + 1) * weights[y] < (std::uint64_t{alloc[y]} + 1) * weights[x];
+      return (std::uint64_t{alloc[x]} + 1) * weights[y] <
+             (std::uint64_t{alloc[y]} + 1) * weights[x];
     });
     for (std::size_t k = 0; k < remaining; ++k) ++alloc[open[k]];
     remaining = 0;

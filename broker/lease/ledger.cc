@@ -51,8 +51,8 @@ Status Ledger::Validate(const LedgerConfig& config) {
   if (config.term <= Duration::zero()) return {Errc::kConfig, "lease ledger: term D must be > 0"};
   if (config.drain <= Duration::zero()) return {Errc::kConfig, "lease ledger: drain H must be > 0"};
   if (!(config.eps >= 0.0 && config.eps < 0.1)) {
-    return {Errc::kConfig, "lease ledger: eps " + std::to_string(config.eps) +
-                               " is outside [0, 0.1)"};
+    return {Errc::kConfig,
+            "lease ledger: eps " + std::to_string(config.eps) + " is outside [0, 0.1)"};
   }
   return Status::Ok();
 }
@@ -279,9 +279,9 @@ Status Ledger::SetLimit(std::string_view target, std::uint32_t limit, TimePoint 
   }
   const std::uint32_t base = t.limit - t.pool;
   if (limit < base) {
-    return {Errc::kInvalidArgument, "limit " + std::to_string(limit) + " for target '" + t.name +
-                                        "' is below r + sum(system_slots + floor) = " +
-                                        std::to_string(base)};
+    return {Errc::kInvalidArgument,
+            "limit " + std::to_string(limit) + " for target '" + t.name +
+                "' is below r + sum(system_slots + floor) = " + std::to_string(base)};
   }
   return SetPool(target, limit - base, now);
 }

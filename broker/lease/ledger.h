@@ -77,11 +77,11 @@ struct BrokerLeaseView {
   std::string broker_id;
   std::uint32_t weight = 1;
   BrokerMode mode = BrokerMode::kActive;
-  bool known = false;        // a request of its current epoch has been processed and not forgotten
+  bool known = false;  // a request of its current epoch has been processed and not forgotten
   std::uint64_t epoch = 0;
   std::uint64_t newest_request = 0;
-  std::uint32_t owed = 0;    // C1
-  std::uint32_t granted = 0; // amount of the newest grant sent (0 if none)
+  std::uint32_t owed = 0;     // C1
+  std::uint32_t granted = 0;  // amount of the newest grant sent (0 if none)
   std::uint32_t pool_held = 0;
   std::uint64_t applied = 0;
   std::uint32_t held = 0, waiting = 0, wanted = 0;  // demand as last reported

@@ -21,6 +21,7 @@ SimConfig Base(const ProtocolSwitches& sw, bool verbose) {
   c.term = seconds(6);
   c.drain = seconds(2);
   c.switches = sw;
+  c.early_renew = false;  // request ids follow the renew timer, as the scripts assume
   c.run_for = Sec(30);
   c.verbose = verbose;
   return c;
@@ -281,13 +282,15 @@ SimConfig RandomConfig(std::uint64_t seed, int brokers, RealTime run_for, bool f
     reserved += b.system_slots + b.floor;
     c.brokers.push_back(b);
   }
-  const std::uint32_t pool = static_cast<std::uint32_t>(k) * (2 + static_cast<std::uint32_t>(below(5)));
+  const std::uint32_t pool =
+      static_cast<std::uint32_t>(k) * (2 + static_cast<std::uint32_t>(below(5)));
   c.reserve = static_cast<std::uint32_t>(below(3));
   c.limit = reserved + pool + c.reserve;
   c.max_demand = 2 * pool / static_cast<std::uint32_t>(k) + 3;
   for (auto& b : c.brokers) b.demand = static_cast<std::uint32_t>(below(c.max_demand + 1));
   c.demand_change_every = 1 + 4 * uniform();
   c.adversarial_clients = below(4) == 0;
+  c.early_renew = below(4) != 0;
   c.session_min = Ms(10);
   c.session_max = Ms(100) + static_cast<RealTime>(below(static_cast<std::uint64_t>(Sec(3))));
   if (faults) {

@@ -47,7 +47,8 @@ Simulation::Simulation(SimConfig config) : config_(std::move(config)), rng_(conf
       br.registered = std::min(br.spec.instances, br.spec.system_slots);
       Admit(bi);
     });
-    if (config_.demand_change_every > 0) Push(Exponential(config_.demand_change_every), Ev::kDemand, bi);
+    if (config_.demand_change_every > 0)
+      Push(Exponential(config_.demand_change_every), Ev::kDemand, bi);
   }
   ledger_ = std::make_unique<lease::Ledger>(LedgerCfg(true), CoordinatorClock());
   const FaultSpec& f = config_.faults;
@@ -159,6 +160,7 @@ void Simulation::Dispatch(const Event& e) {
       if (it == b.sessions.end() || it->second.version != e.b) return;
       b.sessions.erase(it);
       Admit(e.broker);
+      Poke(e.broker);
       return;
     }
     case Ev::kScript:
@@ -212,10 +214,10 @@ void Simulation::Check() {
   if (used > config_.limit - config_.reserve) {
     ++stats_.s_violations;
     if (stats_.first_violation.empty()) {
-      std::string s = "seed " + std::to_string(config_.seed) + ": S violated at t=" +
-                      std::to_string(static_cast<double>(now_) / 1e9) + " s: " +
-                      std::to_string(used) + " slots > L - r = " +
-                      std::to_string(config_.limit - config_.reserve) + " (";
+      std::string s = "seed " + std::to_string(config_.seed) +
+                      ": S violated at t=" + std::to_string(static_cast<double>(now_) / 1e9) +
+                      " s: " + std::to_string(used) +
+                      " slots > L - r = " + std::to_string(config_.limit - config_.reserve) + " (";
       for (std::size_t i = 0; i < brokers_.size(); ++i) {
         const Broker& b = brokers_[i];
         s += b.id + ": registered " + std::to_string(b.registered) + " actions " +
@@ -257,6 +259,7 @@ std::vector<lease::TargetUsage> Simulation::Usage(int b) const {
 void Simulation::StartBroker(int b) {
   Broker& br = brokers_[static_cast<std::size_t>(b)];
   br.up = true;
+  br.lease_amount = 0;
   ++br.epoch;
   lease::AgentConfig c;
   c.broker_id = br.id;
@@ -264,6 +267,7 @@ void Simulation::StartBroker(int b) {
   c.targets = {{kTarget, br.spec.system_slots, br.spec.floor}};
   c.term = config_.term;
   c.renew_interval = br.spec.renew_interval;
+  if (!config_.early_renew) c.fast_renew_interval = config_.term;
   c.eps = config_.eps;
   c.switches = config_.switches;
   br.agent = std::make_unique<lease::LeaseAgent>(std::move(c), BrokerClock(b));
@@ -275,13 +279,17 @@ void Simulation::StartBroker(int b) {
 
 void Simulation::HandleStep(int b, const lease::AgentStep& step) {
   Broker& br = brokers_[static_cast<std::size_t>(b)];
+  const lease::TargetCapacity& cap = step.targets[0];
+  br.lease_amount = cap.lease;
+  br.lease_until = cap.lease_valid_until ? RealAt(br.spec.clock_ppm, *cap.lease_valid_until) : 0;
   if (step.send) {
     Message m;
     m.info.kind = MsgInfo::kRequest;
     m.info.broker = b;
     m.info.epoch = step.send->epoch;
     m.info.request_id = step.send->request_id;
-    m.info.resend = step.send->epoch == br.last_sent_epoch && step.send->request_id == br.last_sent_id;
+    m.info.resend =
+        step.send->epoch == br.last_sent_epoch && step.send->request_id == br.last_sent_id;
     br.last_sent_epoch = step.send->epoch;
     br.last_sent_id = step.send->request_id;
     m.request = *step.send;
@@ -293,9 +301,15 @@ void Simulation::HandleStep(int b, const lease::AgentStep& step) {
     Send(std::move(m));
   }
   Enforce(b);
-  Admit(b);
+  const bool admitted = Admit(b);
   ++br.wake_seq;
-  Push(RealAt(br.spec.clock_ppm, step.deadline), Ev::kWake, b, br.wake_seq);
+  Push(admitted ? now_ : RealAt(br.spec.clock_ppm, step.deadline), Ev::kWake, b, br.wake_seq);
+}
+
+void Simulation::Poke(int b) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!br.up) return;
+  HandleStep(b, br.agent->Tick(BrokerClock(b), Usage(b)));
 }
 
 void Simulation::Enforce(int b) {
@@ -303,11 +317,14 @@ void Simulation::Enforce(int b) {
   // A dead broker's clients see EOF: everything above the floor must go.
   const std::uint32_t cap =
       br.up ? br.agent->Capacity(0, BrokerClock(b)).action_capacity : br.spec.floor;
+  std::size_t not_yielding = 0;
+  for (const auto& entry : br.sessions) not_yielding += entry.second.yielding ? 0 : 1;
+  if (not_yielding <= cap) return;
   std::vector<std::pair<RealTime, std::uint64_t>> keep;  // non-yielding (end, id)
+  keep.reserve(not_yielding);
   for (const auto& [id, s] : br.sessions) {
     if (!s.yielding) keep.emplace_back(s.end, id);
   }
-  if (keep.size() <= cap) return;
   std::sort(keep.begin(), keep.end(), std::greater<>());  // latest end yields first
   const std::size_t excess = keep.size() - cap;
   const RealTime h = config_.drain.count() - kYieldMargin;
@@ -325,9 +342,10 @@ void Simulation::Enforce(int b) {
   Log("%s capacity %u: %zu sessions must yield", br.id.c_str(), cap, excess);
 }
 
-void Simulation::Admit(int b) {
+bool Simulation::Admit(int b) {
   Broker& br = brokers_[static_cast<std::size_t>(b)];
-  if (!br.up || br.registered == 0) return;
+  if (!br.up || br.registered == 0) return false;
+  bool admitted = false;
   const lease::TimePoint local = BrokerClock(b);
   while (br.demand > br.sessions.size() &&
          br.agent->MayAdmitAction(0, br.registered, static_cast<std::uint32_t>(br.sessions.size()),
@@ -338,7 +356,9 @@ void Simulation::Admit(int b) {
                              : now_ + Between(config_.session_min, config_.session_max);
     br.sessions[id] = Session{end, 0, false};
     if (end != kNever) Push(end, Ev::kSessionEnd, b, id, 0);
+    admitted = true;
   }
+  return admitted;
 }
 
 void Simulation::SetDemand(int b, std::uint32_t threads) {
@@ -359,6 +379,7 @@ void Simulation::SetDemand(int b, std::uint32_t threads) {
   }
   Log("%s demand %u", br.id.c_str(), threads);
   Admit(b);
+  Poke(b);
 }
 
 bool Simulation::RegisterClient(int b) {
@@ -379,7 +400,8 @@ std::uint64_t Simulation::epoch(int b) const { return brokers_[static_cast<std::
 std::uint32_t Simulation::lease(int b) const {
   const Broker& br = brokers_[static_cast<std::size_t>(b)];
   if (!br.up) return 0;
-  return br.agent->Capacity(0, BrokerClock(b)).lease;
+  // Cached from the agent's last step; the lease lapses at a real time we know.
+  return now_ < br.lease_until ? br.lease_amount : 0;
 }
 
 // ---- network ----
@@ -393,11 +415,11 @@ void Simulation::Send(Message m) {
   if (fate) {
     if (fate->drop) {
       ++stats_.dropped;
-      Log("network drops message for %s (scripted)", brokers_[static_cast<std::size_t>(b)].id.c_str());
+      Log("network drops message for %s (scripted)",
+          brokers_[static_cast<std::size_t>(b)].id.c_str());
       return;
     }
-    deliveries.push_back(fate->deliver_at ? *fate->deliver_at
-                                          : now_ + config_.net.min_delay);
+    deliveries.push_back(fate->deliver_at ? *fate->deliver_at : now_ + config_.net.min_delay);
   } else {
     if (brokers_[static_cast<std::size_t>(b)].cut || Uniform() < config_.net.loss) {
       ++stats_.dropped;
@@ -405,7 +427,8 @@ void Simulation::Send(Message m) {
     }
     const NetworkSpec& n = config_.net;
     auto delay = [&] {
-      if (Uniform() < n.long_delay) return Between(n.max_delay, std::max(n.max_delay, n.long_delay_max));
+      if (Uniform() < n.long_delay)
+        return Between(n.max_delay, std::max(n.max_delay, n.long_delay_max));
       return Between(n.min_delay, n.max_delay);
     };
     deliveries.push_back(now_ + delay());
@@ -479,6 +502,7 @@ void Simulation::CrashBroker(int b) {
   if (!br.up) return;
   br.up = false;
   br.agent.reset();
+  br.lease_amount = 0;
   ++br.wake_seq;
   Log("%s crashes holding %zu", br.id.c_str(), br.sessions.size());
   Enforce(b);

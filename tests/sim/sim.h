@@ -73,7 +73,7 @@ struct FaultSpec {
 
 struct SimConfig {
   std::uint64_t seed = 1;
-  std::uint32_t limit = 12;  // L of the one simulated target
+  std::uint32_t limit = 12;   // L of the one simulated target
   std::uint32_t reserve = 0;  // r
   std::vector<BrokerSpec> brokers;
   std::int64_t coordinator_ppm = 0;
@@ -84,6 +84,10 @@ struct SimConfig {
   // At t = 0 no lease exists anywhere, so the first coordinator may skip
   // learning mode; every restart learns (unless the C3 switch is off).
   bool fresh_cluster = true;
+  // Brokers renew early when their report changes (LeaseAgent's fast renew);
+  // off = strictly every renew_interval (the targeted scenarios script request
+  // ids by time, so they turn it off).
+  bool early_renew = true;
   NetworkSpec net;
   // Clients: with adversarial_clients a session lasts until it must yield and
   // yields exactly H - 1 us after should_yield turns true (the worst case the
@@ -106,8 +110,8 @@ struct MsgInfo {
   int broker = 0;
   std::uint64_t epoch = 0;
   std::uint64_t request_id = 0;
-  bool resend = false;      // a request resent with the same id
-  bool learning = false;    // a learning reply
+  bool resend = false;       // a request resent with the same id
+  bool learning = false;     // a learning reply
   std::uint32_t amount = 0;  // granted amount (grants)
 };
 
@@ -121,9 +125,9 @@ using NetworkHook = std::function<std::optional<Fate>(const MsgInfo&, RealTime n
 
 struct SimStats {
   std::uint64_t events = 0;
-  std::uint64_t s_violations = 0;      // events after which S did not hold
-  std::uint32_t max_over_grant = 0;    // max of (sum of valid leases - pool), 0 if never above
-  std::uint32_t max_slots_used = 0;    // max of sum(registered + actions)
+  std::uint64_t s_violations = 0;    // events after which S did not hold
+  std::uint32_t max_over_grant = 0;  // max of (sum of valid leases - pool), 0 if never above
+  std::uint32_t max_slots_used = 0;  // max of sum(registered + actions)
   std::uint64_t messages = 0, dropped = 0;
   std::uint64_t grants_applied_check = 0;
   double utilization = 0;            // time-avg min(pool held, P) / min(pool demand, P)
@@ -199,6 +203,9 @@ class Simulation {
     std::map<std::uint64_t, Session> sessions;
     std::uint64_t wake_seq = 0;
     std::uint64_t last_sent_epoch = 0, last_sent_id = 0;
+    // The agent's lease as of its last step (for the per-event over-grant check).
+    std::uint32_t lease_amount = 0;
+    RealTime lease_until = 0;
   };
 
   void Push(RealTime at, Ev kind, int broker, std::uint64_t a = 0, std::uint64_t b = 0);
@@ -215,7 +222,10 @@ class Simulation {
   void StartBroker(int b);
   void HandleStep(int b, const lease::AgentStep& step);
   void Enforce(int b);
-  void Admit(int b);
+  // Admits waiting threads; true if any was admitted.
+  bool Admit(int b);
+  // Usage changed: let the agent look at it now (it may renew early).
+  void Poke(int b);
   void EndSession(int b, std::uint64_t id);
   void Send(Message m);
   void OnCoordinatorMessage(const Message& m);
@@ -223,8 +233,8 @@ class Simulation {
   void Chaos();
   lease::LedgerConfig LedgerCfg(bool first_start) const;
 
-  double Uniform();                       // [0, 1)
-  std::uint64_t Below(std::uint64_t n);   // [0, n)
+  double Uniform();                      // [0, 1)
+  std::uint64_t Below(std::uint64_t n);  // [0, n)
   RealTime Between(RealTime lo, RealTime hi);
   RealTime Exponential(double mean_seconds);
 

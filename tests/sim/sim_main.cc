@@ -3,12 +3,15 @@
 //   dsb-sim --seeds 10000 --first-seed 1 [--brokers K] [--run-for 30] [--no-faults]
 //   dsb-sim --first-seed 4242 --seeds 1 --verbose      # replay one seed with a trace
 //   dsb-sim --scenarios                                # the named edge cases, clauses on/off
+//   dsb-sim --seeds 1000 --break c1                    # random seeds with one clause off
 //
 // Prints seeds, events, S violations (must be 0), max over-grant (must be 0) and
 // mean utilization. Exit status 1 if any seed broke S or over-granted.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "tests/sim/scenarios.h"
@@ -27,7 +30,28 @@ int main(int argc, char** argv) {
   app.add_flag("--no-faults", no_faults, "no loss, partitions, crashes or revokes");
   app.add_flag("--verbose", verbose, "trace every protocol event (use with one seed)");
   app.add_flag("--scenarios", scenarios, "run the named edge cases with clauses on and off");
+  using Switches = dsb::lease::ProtocolSwitches;
+  const std::map<std::string, bool Switches::*> clauses = {
+      {"c1", &Switches::c1_owed_counts_unacked_grants},
+      {"c2", &Switches::c2_revoke_keeps_owed},
+      {"c3", &Switches::c3_learning},
+      {"b1-first-send", &Switches::b1_first_t_sent},
+      {"b1-eps", &Switches::b1_eps_margin},
+      {"b1-two-counters", &Switches::b1_two_counters},
+      {"b1a-order", &Switches::b1a_order},
+      {"b1a-epoch", &Switches::b1a_epoch},
+      {"b2", &Switches::b2_one_instant},
+      {"staleness", &Switches::request_staleness},
+  };
+  std::string broken_clause;
+  app.add_option("--break", broken_clause,
+                 "turn one clause off (c1 c2 c3 b1-first-send b1-eps b1-two-counters b1a-order "
+                 "b1a-epoch b2 staleness) to see random seeds catch it");
   CLI11_PARSE(app, argc, argv);
+  if (!broken_clause.empty() && !clauses.count(broken_clause)) {
+    std::fprintf(stderr, "unknown clause '%s'\n", broken_clause.c_str());
+    return 2;
+  }
 
   using dsb::sim::Simulation;
   if (scenarios) {
@@ -54,6 +78,7 @@ int main(int argc, char** argv) {
   for (std::uint64_t seed = first; seed < first + seeds; ++seed) {
     auto cfg = dsb::sim::RandomConfig(seed, brokers, dsb::sim::Sec(run_for), !no_faults);
     cfg.verbose = verbose;
+    if (!broken_clause.empty()) cfg.switches.*clauses.at(broken_clause) = false;
     Simulation sim(cfg);
     sim.Run();
     const auto& st = sim.stats();
@@ -80,9 +105,9 @@ int main(int argc, char** argv) {
       "%.1f s wall, %.0f seeds/s, %.0f events/s\n",
       static_cast<unsigned long long>(seeds), static_cast<unsigned long long>(first),
       static_cast<unsigned long long>(events), static_cast<unsigned long long>(messages),
-      static_cast<unsigned long long>(violations), max_over,
-      util / static_cast<double>(seeds), sat_seconds > 0 ? sat / sat_seconds : 1.0, sat_seconds,
-      secs, static_cast<double>(seeds) / secs, static_cast<double>(events) / secs);
+      static_cast<unsigned long long>(violations), max_over, util / static_cast<double>(seeds),
+      sat_seconds > 0 ? sat / sat_seconds : 1.0, sat_seconds, secs,
+      static_cast<double>(seeds) / secs, static_cast<double>(events) / secs);
   if (!failing.empty()) {
     std::printf("failing seeds:");
     for (auto s : failing) std::printf(" %llu", static_cast<unsigned long long>(s));

@@ -51,7 +51,7 @@ TEST(Agent, FirstTickSendsARequestReportingPoolHeldAndDemand) {
   EXPECT_EQ(t.applied, 0u);
   EXPECT_EQ(t.held, 5u);
   EXPECT_EQ(t.waiting, 4u);
-  EXPECT_EQ(t.wanted, 7u);  // 5 + 4 - floor
+  EXPECT_EQ(t.wanted, 7u);                      // 5 + 4 - floor
   EXPECT_EQ(s.targets[0].action_capacity, 2u);  // floor only, no lease yet
   EXPECT_EQ(s.targets[0].registration_capacity, 1u);
 }
@@ -85,7 +85,7 @@ TEST(Agent, LeaseCountsFromFirstSendUntilTermMinusEps) {
   ASSERT_TRUE(a.Tick(At(1250), Usage(0)).send);  // resend
   AgentStep s = a.OnGrant(At(1300), GrantFor(r, 4));
   EXPECT_EQ(s.targets[0].action_capacity, 6u);  // floor 2 + lease 4
-  const TimePoint end = At(15000 - 15);          // 0 + 15 s * (1 - 1e-3)
+  const TimePoint end = At(15000 - 15);         // 0 + 15 s * (1 - 1e-3)
   EXPECT_EQ(s.targets[0].lease_valid_until, end);
   EXPECT_EQ(a.Capacity(0, end - std::chrono::nanoseconds(1)).action_capacity, 6u);
   EXPECT_EQ(a.Capacity(0, end).action_capacity, 2u);  // falls back to the floor

@@ -89,8 +89,7 @@ TEST(Ledger, OwedCountsEveryGrantAtOrAboveApplied) {
 TEST(Ledger, StaleRequestChangesOnlyTheSilenceTimer) {
   Ledger l(Config(), At(0));
   ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 5, 10, 0, 10))), 10);
-  const std::int64_t silence_ms =
-      std::chrono::duration_cast<milliseconds>(l.Silence()).count() + 1;
+  const std::int64_t silence_ms = std::chrono::duration_cast<milliseconds>(l.Silence()).count() + 1;
   // An older report claiming held 0 and applied 5 would lower owed; it must not.
   auto stale = l.OnRequest(At(2000), Req("a", 1, 4, 0, 5, 0));
   ASSERT_TRUE(stale.ok());
@@ -146,7 +145,7 @@ TEST(Ledger, RevokeZeroesGrantsButDoesNotLowerOwed) {
   EXPECT_EQ(l.Owed(0, 0, At(2)), 10u);
   EXPECT_EQ(Amount(l.OnRequest(At(3), Req("b", 1, 1, 0, 0, 10))), 0);
   EXPECT_EQ(Amount(l.OnRequest(At(4), Req("a", 1, 2, 10, 1, 10))), 0);  // told lease 0
-  EXPECT_EQ(l.Owed(0, 0, At(4)), 10u);  // still holding 10
+  EXPECT_EQ(l.Owed(0, 0, At(4)), 10u);                                  // still holding 10
   EXPECT_EQ(Amount(l.OnRequest(At(5), Req("a", 1, 3, 0, 2, 10))), 0);
   EXPECT_EQ(l.Owed(0, 0, At(5)), 0u);  // acknowledged lease 0 with held 0
   EXPECT_EQ(Amount(l.OnRequest(At(6), Req("b", 1, 2, 0, 1, 10))), 10);
@@ -176,7 +175,7 @@ TEST(Ledger, LoweringThePoolShrinksGrantsButFreesOnlyAsOwedFalls) {
   ASSERT_TRUE(l.SetPool("exch", 4, At(2)).ok());
   EXPECT_EQ(Amount(l.OnRequest(At(3), Req("b", 1, 1, 0, 0, 10))), 0);  // a still owed 6 > 4
   EXPECT_EQ(Amount(l.OnRequest(At(4), Req("a", 1, 2, 6, 1, 6))), 2);   // fair share of 4
-  EXPECT_EQ(l.Snapshot(At(4)).targets[0].limit, 6u);  // L moved with P
+  EXPECT_EQ(l.Snapshot(At(4)).targets[0].limit, 6u);                   // L moved with P
   ASSERT_TRUE(l.SetLimit("exch", 12, At(5)).ok());
   EXPECT_EQ(l.Snapshot(At(5)).targets[0].pool, 10u);
   EXPECT_EQ(l.SetLimit("exch", 1, At(5)).code(), Errc::kInvalidArgument);
