@@ -26,6 +26,10 @@ BrokerProcess::BrokerProcess(std::filesystem::path dir, std::string prefix,
   }
 }
 
+BrokerProcess::BrokerProcess(std::filesystem::path config, std::filesystem::path socket,
+                             std::vector<std::string> segments)
+    : socket_(std::move(socket)), config_(std::move(config)), segments_(std::move(segments)) {}
+
 BrokerProcess::~BrokerProcess() {
   if (pid_ > 0) Stop(SIGKILL);
   RemoveSegments();
@@ -33,6 +37,7 @@ BrokerProcess::~BrokerProcess() {
 
 void BrokerProcess::RemoveSegments() {
   for (const auto& t : targets_) ::unlink(("/dev/shm/" + segment(t.name)).c_str());
+  for (const auto& s : segments_) ::unlink(("/dev/shm/" + s).c_str());
 }
 
 bool BrokerProcess::Start(std::chrono::milliseconds timeout) {

@@ -28,6 +28,9 @@ class BrokerProcess {
   // `dir` holds the config and the socket; `prefix` names the shm segments.
   BrokerProcess(std::filesystem::path dir, std::string prefix, std::vector<BrokerTarget> targets,
                 std::string extra_broker_toml = "");
+  // A broker whose config file already exists (cluster mode, for example).
+  BrokerProcess(std::filesystem::path config, std::filesystem::path socket,
+                std::vector<std::string> segments);
   ~BrokerProcess();
 
   // Starts the daemon and waits until it logs that it is ready. False (with
@@ -58,6 +61,7 @@ class BrokerProcess {
   std::vector<BrokerTarget> targets_;
   std::filesystem::path socket_;
   std::filesystem::path config_;
+  std::vector<std::string> segments_;
   pid_t pid_ = -1;
   int out_fd_ = -1;
   std::thread reader_;
