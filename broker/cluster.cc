@@ -131,7 +131,12 @@ struct ClusterNode::Impl {
           connect_timer.cancel();  // (re)connect now
         }
       }
-      tick_timer.expires_at(step.deadline);
+      // Look at usage again soon even if nothing is due: the agent renews early
+      // (at most every D/24) when demand or held changed, which moves capacity
+      // between brokers faster. Tick is cheap when nothing changed.
+      const auto poll = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           cfg.cluster->term / 24);
+      tick_timer.expires_at(std::min<Clock::time_point>(step.deadline, poll));
       co_await tick_timer.async_wait(use_nothrow);
     }
   }
