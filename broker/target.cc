@@ -112,9 +112,11 @@ void Target::SetLeaseCapacity(std::uint32_t capacity, std::uint32_t floor,
           : 0;
   // Order: a new deadline before a larger capacity, a smaller capacity before
   // clearing the deadline, so a client never sees lease capacity without one.
-  if (capacity >= capacity_) {
+  // Compare with the table itself: a client may have fenced it to the floor.
+  const std::uint32_t current = table_->capacity();
+  if (capacity >= current) {
     table_->SetLeaseFence(floor, deadline);
-    if (capacity != capacity_) SetCapacity(capacity);
+    if (capacity != current) SetCapacity(capacity);
   } else {
     SetCapacity(capacity);
     table_->SetLeaseFence(floor, deadline);
