@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
@@ -55,6 +56,13 @@ void SetLatencyCounters(benchmark::State& state, std::vector<double> samples,
   state.counters[prefix + "p50_ns"] = Quantile(samples, 0.50);
   state.counters[prefix + "p99_ns"] = Quantile(samples, 0.99);
   state.counters[prefix + "max_ns"] = samples.back();  // Quantile sorted them
+}
+
+// The fraction of `samples` above `limit`.
+double ShareOver(const std::vector<double>& samples, double limit) {
+  if (samples.empty()) return 0;
+  const auto n = std::count_if(samples.begin(), samples.end(), [&](double v) { return v > limit; });
+  return static_cast<double>(n) / static_cast<double>(samples.size());
 }
 
 // =============================================================================
@@ -199,6 +207,8 @@ int ContendedChild(P& p, ContendedControl& c) {
       typename P::Token t{};
       while (c.stop.load(std::memory_order_relaxed) == 0) {
         if (!p.Acquire(1, t)) {
+          std::fprintf(stderr, "dsb-bench helper: acquire failed: %s\n",
+                       LastError().message().c_str());
           c.failed.store(1);
           break;
         }
@@ -284,7 +294,7 @@ void BM_Contended(benchmark::State& state) {
       break;
     }
     if (!p->Acquire(0, t)) [[unlikely]] {
-      Fail(state, "acquire failed");
+      Fail(state, "acquire failed in the parent: " + LastError().message());
       break;
     }
     p->Release(0, t);
@@ -454,6 +464,7 @@ void BM_DsbReclaimAfterKillShm(benchmark::State& state) {
     total.push_back(static_cast<double>(t2 - t0));
     state.SetIterationTime(static_cast<double>(t2 - t0) * 1e-9);
   }
+  state.counters["over_1ms_share"] = ShareOver(total, 1e6);
   SetLatencyCounters(state, std::move(total));
   SetLatencyCounters(state, std::move(reap), "reap_");
 }
@@ -603,6 +614,7 @@ void BM_DsbReclaimAfterKillBroker(benchmark::State& state) {
       }
     }
   }
+  state.counters["over_1ms_share"] = ShareOver(total, 1e6);
   SetLatencyCounters(state, std::move(total));
 }
 

@@ -33,6 +33,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <system_error>
 
 #include "common/status.h"
 #include "dsb/client.h"
@@ -50,6 +51,13 @@ void SetCurrentBroker(BrokerProcess* broker);
 // system slot comes out of the same table, so its limit is capacity+processes.
 std::string ClientTargetName(std::uint32_t capacity, int processes);
 
+// Why this thread's last failed Acquire failed (dsb: the dsb::Errc; the
+// others: errno).
+inline std::error_code& LastError() {
+  thread_local std::error_code ec;
+  return ec;
+}
+
 // ---- dsb: the slot table directly (what dsb::Client does underneath) ------
 class DsbSlotTable {
  public:
@@ -60,7 +68,10 @@ class DsbSlotTable {
   Status EnterProcess(int) { return Status::Ok(); }
   bool Acquire(int proc, Token& t) {
     auto r = table_->Acquire(words_[static_cast<std::size_t>(proc)], kWaitLimit, nullptr);
-    if (!r.ok()) return false;
+    if (!r.ok()) {
+      LastError() = make_error_code(r.status().code());
+      return false;
+    }
     t = *r;
     return true;
   }
@@ -95,6 +106,7 @@ class DsbClient {
   bool Acquire(int proc, Token& t) {
     std::error_code ec;
     t = clients_[static_cast<std::size_t>(proc)]->Acquire(std::chrono::seconds(10), ec);
+    if (ec) LastError() = ec;
     return !ec;
   }
   bool TryAcquire(int proc, Token& t) {
@@ -128,7 +140,10 @@ class PosixSem {
   Status EnterProcess(int) { return Status::Ok(); }
   bool Acquire(int, Token&) {
     while (::sem_wait(&page_->sem) != 0) {
-      if (errno != EINTR) return false;
+      if (errno != EINTR) {
+        LastError() = std::error_code(errno, std::generic_category());
+        return false;
+      }
     }
     return true;
   }
@@ -189,7 +204,10 @@ class SysvSemUndo {
     op.sem_op = delta;
     op.sem_flg = static_cast<short>(flags);
     while (::semop(id_, &op, 1) != 0) {
-      if (errno != EINTR) return false;
+      if (errno != EINTR) {
+        LastError() = std::error_code(errno, std::generic_category());
+        return false;
+      }
     }
     return true;
   }
@@ -211,6 +229,7 @@ class PipeToken {
       const ssize_t n = ::read(fds_[0], &t, 1);
       if (n == 1) return true;
       if (n < 0 && errno == EINTR) continue;
+      LastError() = std::error_code(n < 0 ? errno : EPIPE, std::generic_category());
       return false;
     }
   }

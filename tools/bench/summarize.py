@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Turns one or more dsb-bench JSON outputs into the Markdown tables of
+docs/benchmarks.md: for every benchmark, the median of each metric over the
+runs and its spread (min-max).
+
+    dsb-bench --benchmark_out=run1.json --benchmark_out_format=json   # x N
+    tools/bench/summarize.py run1.json run2.json run3.json
+"""
+import json
+import statistics
+import sys
+
+# Which numbers each family reports (counter names, or cpu_time/real_time in ns).
+FAMILIES = [
+    ("Uncontended acquire+release pair (one thread)",
+     lambda n: not any(k in n for k in ("Contended", "Wake", "Reclaim", "Rss", "Socket")),
+     [("cpu_time", "CPU ns/pair"), ("real_time", "wall ns/pair")]),
+    ("Unix-socket round trip", lambda n: "Socket" in n,
+     [("real_time", "wall ns/round trip"), ("cpu_time", "client CPU ns")]),
+    ("Contended: 2 processes x 4 threads", lambda n: "Contended" in n,
+     [("cpu_ns_per_op", "CPU ns/op (both processes)"), ("ops_per_s", "ops/s"),
+      ("child_share", "child share"), ("waited_share", "waited share")]),
+    ("Wake latency: release in one process -> waiter running in the other",
+     lambda n: "Wake" in n, [("p50_ns", "p50 ns"), ("p99_ns", "p99 ns"), ("max_ns", "max ns")]),
+    ("Slot reclaim after SIGKILL (quarantine 0)", lambda n: "Reclaim" in n,
+     [("p50_ns", "p50 ns"), ("p99_ns", "p99 ns"), ("max_ns", "max ns"),
+      ("over_1ms_share", "share > 1 ms"), ("reap_p50_ns", "of which kill->waitpid p50 ns")]),
+    ("Broker resident memory", lambda n: "Rss" in n,
+     [("rss_kb_before", "VmRSS kB before"), ("rss_kb_64_clients", "VmRSS kB, 64 clients"),
+      ("hwm_kb", "VmHWM kB")]),
+]
+
+
+def fmt(v):
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e4:
+        return f"{v / 1e3:.0f}k"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 1:
+        return f"{v:.1f}"
+    return f"{v:.3f}" if v >= 0.001 else f"{v:.1e}" if v else "0"
+
+
+def main(paths):
+    runs = []
+    for p in paths:
+        with open(p) as f:
+            runs.append({b["name"]: b for b in json.load(f)["benchmarks"]
+                         if b.get("run_type", "iteration") == "iteration"})
+    names = list(runs[0].keys())
+    print(f"Runs: {len(runs)}. Cells: median [min-max] over the runs.\n")
+    for title, match, metrics in FAMILIES:
+        rows = [n for n in names if match(n)]
+        if not rows:
+            continue
+        present = [(k, h) for k, h in metrics if any(k in r.get(n, {}) for r in runs for n in rows)]
+        print(f"### {title}\n")
+        print("| benchmark | " + " | ".join(h for _, h in present) + " |")
+        print("|---|" + "---|" * len(present))
+        for n in rows:
+            cells = []
+            for k, _ in present:
+                vals = [r[n][k] for r in runs if n in r and k in r[n] and not r[n].get("error_occurred")]
+                if not vals:
+                    cells.append("-")
+                elif len(vals) == 1:
+                    cells.append(fmt(vals[0]))
+                else:
+                    cells.append(f"{fmt(statistics.median(vals))} [{fmt(min(vals))}-{fmt(max(vals))}]")
+            print(f"| `{n}` | " + " | ".join(cells) + " |")
+        print()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
