@@ -15,8 +15,8 @@ using std::chrono::microseconds;
 
 TEST(Histogram, BucketsAreMonotoneAndContainTheirLowerBound) {
   std::size_t last = 0;
-  for (std::uint64_t v : {0ull, 1ull, 15ull, 16ull, 17ull, 31ull, 32ull, 1000ull, 123456789ull,
-                          ~0ull}) {
+  for (std::uint64_t v :
+       {0ull, 1ull, 15ull, 16ull, 17ull, 31ull, 32ull, 1000ull, 123456789ull, ~0ull}) {
     const std::size_t b = Histogram::BucketOf(v);
     EXPECT_GE(b, last) << v;
     EXPECT_LE(Histogram::LowerBound(b), v) << v;
@@ -46,8 +46,8 @@ TEST(Histogram, PercentilesAreWithinOneBucketOfTheExactValue) {
   }
   std::sort(values.begin(), values.end());
   for (double q : {0.5, 0.9, 0.99}) {
-    const auto exact = static_cast<double>(values[static_cast<std::size_t>(
-        std::ceil(q * static_cast<double>(values.size()))) - 1]);
+    const auto exact = static_cast<double>(
+        values[static_cast<std::size_t>(std::ceil(q * static_cast<double>(values.size()))) - 1]);
     const auto got = static_cast<double>(h.Percentile(q).count());
     EXPECT_LE(got, exact) << q;
     EXPECT_GE(got, exact * (1.0 - 1.0 / 16) - 1) << q;

@@ -7,14 +7,15 @@
 
 #include "tests/tools/sim_server_process.h"
 
-namespace dsb::testing {
+namespace dsb::tools_test {
 namespace {
 
 // The JSON summary: the last line of dsb-load's stdout.
 boost::json::object Summary(const std::string& stdout_path) {
   std::string out = ReadFile(stdout_path);
   while (!out.empty() && out.back() == '\n') out.pop_back();
-  const std::string last = out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
+  const std::string last =
+      out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
   boost::system::error_code ec;
   boost::json::value v = boost::json::parse(last, ec);
   if (ec || !v.is_object()) {
@@ -38,9 +39,9 @@ TEST(Load, TwoInstancesOf32ThreadsWithoutBrokerHitTheCap) {
   SimServerProcess server(dir, {"--limit", "32"});
   ASSERT_TRUE(server.ok());
   ChildProcess load;
-  ASSERT_TRUE(load.Start(LoadArgs(server, {"--instances", "2", "--threads", "32", "--duration",
-                                           "2", "--seed", "7"}),
-                         dir.File("load.out"), dir.File("load.err")));
+  ASSERT_TRUE(load.Start(
+      LoadArgs(server, {"--instances", "2", "--threads", "32", "--duration", "2", "--seed", "7"}),
+      dir.File("load.out"), dir.File("load.err")));
   const auto status = load.Wait(milliseconds(20000));
   ASSERT_TRUE(status.has_value());
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << ReadFile(dir.File("load.err"));
@@ -94,9 +95,9 @@ TEST(Load, SigtermStopsCleanlyAndClosesEverySession) {
   SimServerProcess server(dir, {"--limit", "32"});
   ASSERT_TRUE(server.ok());
   ChildProcess load;
-  ASSERT_TRUE(load.Start(
-      LoadArgs(server, {"--instances", "2", "--threads", "3", "--duration", "60"}),
-      dir.File("load.out"), dir.File("load.err")));
+  ASSERT_TRUE(
+      load.Start(LoadArgs(server, {"--instances", "2", "--threads", "3", "--duration", "60"}),
+                 dir.File("load.out"), dir.File("load.err")));
   // Running: both system sessions and some actions are open.
   ASSERT_TRUE(WaitUntil([&] { return Num(server.UserStats("digiscope"), "current") >= 3; }));
   const auto signalled = SteadyClock::now();
@@ -116,9 +117,9 @@ TEST(Load, OneInstanceCanBeKilledAlone) {
   SimServerProcess server(dir, {"--limit", "32"});
   ASSERT_TRUE(server.ok());
   ChildProcess load;
-  ASSERT_TRUE(load.Start(
-      LoadArgs(server, {"--instances", "2", "--threads", "2", "--duration", "60"}),
-      dir.File("load.out"), dir.File("load.err")));
+  ASSERT_TRUE(
+      load.Start(LoadArgs(server, {"--instances", "2", "--threads", "2", "--duration", "60"}),
+                 dir.File("load.out"), dir.File("load.err")));
   // The parent names each instance's pid on stderr.
   pid_t victim = -1;
   ASSERT_TRUE(WaitUntil([&] {
@@ -170,8 +171,8 @@ TEST(Load, ConnectErrorsAreCountedAndTheRunStillEnds) {
     ASSERT_TRUE(server.process().Wait(milliseconds(5000)).has_value());
   }
   ChildProcess load;
-  ASSERT_TRUE(load.Start({BinPath("dsb-load"), "--no-broker", "--server", address, "--threads",
-                          "2", "--duration", "0.3"},
+  ASSERT_TRUE(load.Start({BinPath("dsb-load"), "--no-broker", "--server", address, "--threads", "2",
+                          "--duration", "0.3"},
                          dir.File("load.out"), dir.File("load.err")));
   ASSERT_TRUE(load.Wait(milliseconds(10000)).has_value());
   const boost::json::object summary = Summary(dir.File("load.out"));
@@ -180,4 +181,4 @@ TEST(Load, ConnectErrorsAreCountedAndTheRunStillEnds) {
 }
 
 }  // namespace
-}  // namespace dsb::testing
+}  // namespace dsb::tools_test

@@ -23,12 +23,14 @@
 
 extern char** environ;
 
-namespace dsb::testing {
+namespace dsb::tools_test {
 
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
 
-inline std::string BinPath(const std::string& name) { return std::string(DSB_BIN_DIR) + "/" + name; }
+inline std::string BinPath(const std::string& name) {
+  return std::string(DSB_BIN_DIR) + "/" + name;
+}
 
 // A fresh directory for one test's files, removed with the object.
 class ScratchDir {
@@ -89,10 +91,10 @@ class ChildProcess {
     args.push_back(nullptr);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, stdout_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 1, stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+    posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
     const int rc = ::posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) pid_ = -1;
@@ -122,6 +124,6 @@ class ChildProcess {
   std::optional<int> status_;
 };
 
-}  // namespace dsb::testing
+}  // namespace dsb::tools_test
 
 #endif  // DSB_TESTS_TOOLS_PROCESS_H_

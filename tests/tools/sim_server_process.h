@@ -10,7 +10,7 @@
 #include "tests/tools/process.h"
 #include "tools/load/line_client.h"
 
-namespace dsb::testing {
+namespace dsb::tools_test {
 
 class SimServerProcess {
  public:
@@ -20,9 +20,9 @@ class SimServerProcess {
         stats_file_(dir.File("sim.stats.json")),
         stdout_(dir.File("sim.out")),
         stderr_(dir.File("sim.err")) {
-    std::vector<std::string> argv = {BinPath("dsb-simserver"), "--listen",  "127.0.0.1:0",
-                                     "--port-file",            port_file_, "--stats-file",
-                                     stats_file_};
+    std::vector<std::string> argv = {
+        BinPath("dsb-simserver"), "--listen", "127.0.0.1:0", "--port-file", port_file_,
+        "--stats-file",           stats_file_};
     argv.insert(argv.end(), extra.begin(), extra.end());
     if (!process_.Start(argv, stdout_, stderr_)) return;
     ok_ = WaitUntil([this] {
@@ -64,8 +64,8 @@ class SimServerProcess {
   boost::json::object UserStats(const std::string& user) const {
     const boost::json::value v = Stats();
     const auto* users = v.is_object() ? v.as_object().if_contains("users") : nullptr;
-    const auto* u = users != nullptr && users->is_object() ? users->as_object().if_contains(user)
-                                                           : nullptr;
+    const auto* u =
+        users != nullptr && users->is_object() ? users->as_object().if_contains(user) : nullptr;
     return u != nullptr && u->is_object() ? u->as_object() : boost::json::object{};
   }
 
@@ -85,6 +85,6 @@ inline double Num(const boost::json::object& o, const char* key) {
   return ec ? 0 : d;
 }
 
-}  // namespace dsb::testing
+}  // namespace dsb::tools_test
 
 #endif  // DSB_TESTS_TOOLS_SIM_SERVER_PROCESS_H_

@@ -7,7 +7,7 @@
 
 #include "tests/tools/sim_server_process.h"
 
-namespace dsb::testing {
+namespace dsb::tools_test {
 namespace {
 
 using load::LineClient;
@@ -40,7 +40,8 @@ TEST(SimServer, RefusesPastTheCapWithTheExchangeError) {
   // The cap is per user: another account is unaffected.
   EXPECT_TRUE(Call(c, "OPEN bob").starts_with("OK "));
   // The refusal is logged like Exchange's event 9646.
-  EXPECT_TRUE(WaitUntil([&] { return ReadFile(server.stderr_path()).find("9646") != std::string::npos; }));
+  EXPECT_TRUE(
+      WaitUntil([&] { return ReadFile(server.stderr_path()).find("9646") != std::string::npos; }));
 }
 
 TEST(SimServer, CloseFreesASlot) {
@@ -207,8 +208,8 @@ TEST(SimServer, WithoutLingerDroppedSessionsFreeAtOnce) {
   ASSERT_TRUE(Call(a, "OPEN d").starts_with("OK "));
   ASSERT_TRUE(Call(a, "OPEN d").starts_with("OK "));
   a.Close();
-  EXPECT_TRUE(WaitUntil([&] { return Num(server.UserStats("d"), "current") == 0; },
-                        milliseconds(2000)));
+  EXPECT_TRUE(
+      WaitUntil([&] { return Num(server.UserStats("d"), "current") == 0; }, milliseconds(2000)));
 }
 
 TEST(SimServer, BadLinesGetErrorsAndTheServerKeepsServing) {
@@ -216,10 +217,11 @@ TEST(SimServer, BadLinesGetErrorsAndTheServerKeepsServing) {
   SimServerProcess server(dir, {});
   ASSERT_TRUE(server.ok());
   LineClient c = server.Connect();
-  const char* bad[] = {"FOO",          "",           "open u",         "OPEN",
-                       "OPEN a b",     "CLOSE",      "CLOSE abc",      "CLOSE -1",
-                       "CLOSE 99999999999999999999999", "LIMIT u",   "LIMIT u -1",
-                       "LIMIT u 99999999", "STATS NOW", "PING PONG"};
+  const char* bad[] = {"FOO",       "",           "open u",
+                       "OPEN",      "OPEN a b",   "CLOSE",
+                       "CLOSE abc", "CLOSE -1",   "CLOSE 99999999999999999999999",
+                       "LIMIT u",   "LIMIT u -1", "LIMIT u 99999999",
+                       "STATS NOW", "PING PONG"};
   for (const char* line : bad) {
     EXPECT_TRUE(Call(c, line).starts_with("ERR BAD_REQUEST")) << "line: '" << line << "'";
   }
@@ -255,4 +257,4 @@ TEST(SimServer, PipelinedRequestsAreAnsweredInOrder) {
 }
 
 }  // namespace
-}  // namespace dsb::testing
+}  // namespace dsb::tools_test

@@ -2,9 +2,8 @@
 
 #include <algorithm>
 #include <bit>
-#include <cmath>
-
 #include <boost/json.hpp>
+#include <cmath>
 
 namespace dsb::load {
 
@@ -48,8 +47,7 @@ std::chrono::microseconds Histogram::Percentile(double q) const {
     seen += counts_[i];
     if (seen >= rank) {
       // Report the bucket's lower bound, but never more than the true maximum.
-      return std::chrono::microseconds(
-          static_cast<std::int64_t>(std::min(LowerBound(i), max_)));
+      return std::chrono::microseconds(static_cast<std::int64_t>(std::min(LowerBound(i), max_)));
     }
   }
   return std::chrono::microseconds(static_cast<std::int64_t>(max_));

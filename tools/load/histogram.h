@@ -8,12 +8,11 @@
 #ifndef DSB_TOOLS_LOAD_HISTOGRAM_H_
 #define DSB_TOOLS_LOAD_HISTOGRAM_H_
 
+#include <boost/json/fwd.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
-
-#include <boost/json/fwd.hpp>
 
 namespace dsb::load {
 

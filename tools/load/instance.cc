@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/json.hpp>
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
@@ -17,8 +18,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <boost/json.hpp>
 
 #include "tools/load/histogram.h"
 #include "tools/load/line_client.h"
@@ -173,8 +172,8 @@ struct ThreadResult {
 // One Database Action Thread: take a slot, open a session, hold, close, give the slot back.
 void ActionThread(Shared& s, int index, int thread, ThreadResult& r) {
   const LoadOptions& o = s.o;
-  Random random(o, static_cast<std::uint64_t>(index) * 1000 + static_cast<std::uint64_t>(thread) +
-                       1);
+  Random random(o,
+                static_cast<std::uint64_t>(index) * 1000 + static_cast<std::uint64_t>(thread) + 1);
   const std::string open_line = "OPEN " + o.user;
   LineClient conn;  // one TCP connection per thread, reused for all its sessions
   while (!s.stop) {

@@ -11,7 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
+#include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -19,9 +21,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <boost/json.hpp>
-#include <CLI/CLI.hpp>
 
 #include "tools/load/histogram.h"
 #include "tools/load/instance.h"

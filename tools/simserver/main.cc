@@ -2,10 +2,13 @@
 //
 // One io_context thread serves every connection (a coroutine per connection), so the session
 // table needs no lock and every reply reflects a single, ordered view of the counts.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <boost/asio.hpp>
+#include <CLI/CLI.hpp>
 #include <array>
+#include <boost/asio.hpp>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -15,10 +18,6 @@
 #include <unordered_set>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-
 #include "tools/simserver/protocol.h"
 #include "tools/simserver/session_table.h"
 
@@ -26,8 +25,8 @@ namespace dsb::sim {
 namespace {
 
 namespace asio = boost::asio;
-using asio::ip::tcp;
 using asio::as_tuple;
+using asio::ip::tcp;
 using std::chrono::milliseconds;
 
 constexpr std::size_t kMaxConnections = 4096;
@@ -189,9 +188,9 @@ class SimServer {
     std::string reply;
     for (;;) {
       // +2: room for "\r\n" after a line of the maximum length.
-      auto [ec, n] = co_await asio::async_read_until(
-          socket, asio::dynamic_buffer(buffer, kMaxLineBytes + 2), '\n',
-          as_tuple(asio::use_awaitable));
+      auto [ec, n] =
+          co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer, kMaxLineBytes + 2),
+                                          '\n', as_tuple(asio::use_awaitable));
       if (ec == asio::error::not_found) {
         reply = "ERR BAD_REQUEST line too long (max " + std::to_string(kMaxLineBytes) +
                 " bytes); closing\n";
@@ -225,8 +224,8 @@ class SimServer {
     });
     std::array<char, 4096> sink;
     for (std::size_t total = 0; total < 1024 * 1024;) {
-      auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink),
-                                                     as_tuple(asio::use_awaitable));
+      auto [ec, n] =
+          co_await socket.async_read_some(asio::buffer(sink), as_tuple(asio::use_awaitable));
       if (ec) break;
       total += n;
     }

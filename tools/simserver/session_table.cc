@@ -1,7 +1,6 @@
 #include "tools/simserver/session_table.h"
 
 #include <algorithm>
-
 #include <boost/json.hpp>
 
 #include "common/check.h"

@@ -102,7 +102,7 @@ class SessionTable {
   static UserStats StatsOf(const User& u, Clock::time_point now);
 
   std::uint32_t default_limit_;
-  std::map<std::string, User, std::less<>> users_;      // node addresses are stable
+  std::map<std::string, User, std::less<>> users_;     // node addresses are stable
   std::unordered_map<std::uint64_t, User*> sessions_;  // live session id -> its user
   std::uint64_t next_id_ = 1;
 };
