@@ -134,6 +134,12 @@ class ClientImpl {
       ec = Errc::kCancelled;
       return {};
     }
+    // Fast path: no Result, no cancel binding.
+    if (const std::uint32_t idx = table_->TryAcquireIndex(action_word_);
+        idx != shm::SlotTable::kNoSlot) {
+      if (ec) ec.clear();
+      return MakePermit(idx);
+    }
     CancelBinding binding(cancel);
     auto r = table_->Acquire(action_word_, timeout, cancel != nullptr ? &binding : nullptr);
     if (!r.ok()) {
@@ -149,13 +155,13 @@ class ClientImpl {
       ec = Errc::kNotRegistered;
       return {};
     }
-    auto idx = table_->TryAcquire(action_word_);
-    if (!idx) {
+    const std::uint32_t idx = table_->TryAcquireIndex(action_word_);
+    if (idx == shm::SlotTable::kNoSlot) {
       ec = Errc::kCapacityExhausted;
       return {};
     }
-    ec.clear();
-    return MakePermit(*idx);
+    if (ec) ec.clear();
+    return MakePermit(idx);
   }
 
   void Release(std::uint32_t index, std::uint64_t word) { table_->Release(index, word); }
@@ -357,25 +363,11 @@ class ClientImpl {
 
 // ---- Permit -----------------------------------------------------------------
 
-Permit::Permit(Permit&& other) noexcept
-    : impl_(std::exchange(other.impl_, nullptr)), index_(other.index_), word_(other.word_) {}
-
-Permit& Permit::operator=(Permit&& other) noexcept {
-  if (this != &other) {
-    Release();
-    impl_ = std::exchange(other.impl_, nullptr);
-    index_ = other.index_;
-    word_ = other.word_;
-  }
-  return *this;
-}
-
 bool Permit::ShouldYield() const noexcept {
   return impl_ != nullptr && impl_->ShouldYield(index_, word_);
 }
 
-void Permit::Release() noexcept {
-  if (impl_ == nullptr) return;
+void Permit::ReleaseHeld() noexcept {
   impl_->Release(index_, word_);
   impl_ = nullptr;
 }

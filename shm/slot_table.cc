@@ -231,9 +231,9 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
 
 // ---- Client side -----------------------------------------------------------
 
-std::optional<std::uint32_t> SlotTable::TakeFree(std::uint64_t held_word) noexcept {
+std::uint32_t SlotTable::TakeFree(std::uint64_t held_word) noexcept {
   const std::uint32_t bound = std::min(header_->scan_bound.load(kAcquire), slot_count_);
-  if (bound == 0) return std::nullopt;
+  if (bound == 0) return kNoSlot;
   std::uint32_t idx = tl_hint < bound ? tl_hint : 0;
   for (std::uint32_t n = 0; n < bound; ++n) {
     std::atomic<std::uint64_t>& w = slots_[idx].word;
@@ -244,13 +244,13 @@ std::optional<std::uint32_t> SlotTable::TakeFree(std::uint64_t held_word) noexce
     }
     if (++idx == bound) idx = 0;
   }
-  return std::nullopt;
+  return kNoSlot;
 }
 
-std::optional<std::uint32_t> SlotTable::TryAcquire(std::uint64_t held_word) noexcept {
+std::uint32_t SlotTable::TryAcquireIndex(std::uint64_t held_word) noexcept {
   // Do not overtake queued waiters (bounded bypass). The seq_cst pairing with
   // the waiter's increment means a racing newcomer can pass at most one grant.
-  if (header_->waiters.load(kSeqCst) != 0) return std::nullopt;
+  if (header_->waiters.load(kSeqCst) != 0) return kNoSlot;
   return TakeFree(held_word);
 }
 
@@ -281,9 +281,9 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
   if (!LockQueue()) return Status{Errc::kInternal, "segment " + name_ + ": queue unrecoverable"};
   SegmentHeader& h = *header_;
   if (h.waiters.load(kRelaxed) == 0) {
-    if (auto idx = TakeFree(held_word)) {
+    if (const std::uint32_t idx = TakeFree(held_word); idx != kNoSlot) {
       UnlockQueue();
-      return *idx;
+      return idx;
     }
   }
   // Drop finished entries at the head so their places can be reused.
@@ -291,6 +291,13 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
     const std::uint32_t st = entries_[h.queue_head % waiter_capacity_].state.load(kAcquire);
     if (st == kWaitWaiting || st == kWaitGranting) break;
     ++h.queue_head;
+  }
+  // An entry still kWaitGranted belongs to a waiter that was served but has
+  // not run yet to pick up its slot: skip its place (the ticket becomes a
+  // hole that the head loop and PumpLocked pass over) instead of failing.
+  while (h.queue_tail - h.queue_head < waiter_capacity_ &&
+         entries_[h.queue_tail % waiter_capacity_].state.load(kAcquire) == kWaitGranted) {
+    ++h.queue_tail;
   }
   WaitEntry& e = entries_[h.queue_tail % waiter_capacity_];
   const std::uint32_t prev = e.state.load(kAcquire);

@@ -92,7 +92,14 @@ class SlotTable {
   // ---- Client side -------------------------------------------------------
   // Takes a free slot for `held_word` without waiting. Does not overtake a
   // queued waiter (returns nullopt while others wait).
-  std::optional<std::uint32_t> TryAcquire(std::uint64_t held_word) noexcept;
+  std::optional<std::uint32_t> TryAcquire(std::uint64_t held_word) noexcept {
+    const std::uint32_t idx = TryAcquireIndex(held_word);
+    if (idx == kNoSlot) return std::nullopt;
+    return idx;
+  }
+  // As TryAcquire; kNoSlot if none. (Out of line; returns in a register.)
+  std::uint32_t TryAcquireIndex(std::uint64_t held_word) noexcept;
+  static constexpr std::uint32_t kNoSlot = 0xFFFFFFFFu;
   // Takes a slot, waiting up to `timeout` (negative = forever) in FIFO order.
   // Errors: kTimeout, kCancelled (interrupt), kTooManyWaiters, kInternal
   // (queue mutex unrecoverable).
@@ -161,7 +168,7 @@ class SlotTable {
   SlotTable() = default;
   static Result<std::unique_ptr<SlotTable>> Map(const std::string& name, bool create,
                                                 const CreateOptions* options);
-  std::optional<std::uint32_t> TakeFree(std::uint64_t held_word) noexcept;
+  std::uint32_t TakeFree(std::uint64_t held_word) noexcept;  // kNoSlot if none
   bool LockQueue() noexcept;
   void UnlockQueue() noexcept;
   void RepairQueueLocked() noexcept;

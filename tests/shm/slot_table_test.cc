@@ -1,7 +1,9 @@
 #include "shm/slot_table.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <barrier>
 #include <fstream>
@@ -341,6 +343,49 @@ TEST_F(SlotTableTest, CreateRefusesAnExistingSegment) {
   auto again = SlotTable::Create(o);
   EXPECT_EQ(again.status().code(), Errc::kSegmentUnavailable);
   EXPECT_NE(again.status().message().find("already exists"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dsb::shm
+
+namespace dsb::shm {
+namespace {
+
+// Regression: a served waiter that has not run yet keeps its queue entry in
+// kWaitGranted; when the ring wraps onto it, a newcomer must skip that place
+// instead of failing with kTooManyWaiters while the queue is nearly empty.
+TEST(SlotTableQueue, WrapOntoAServedButSleepingWaiterIsNotQueueFull) {
+  const std::string name = dsb::testing::UniqueName("dsb-wrap");
+  CreateOptions o;
+  o.name = name;
+  o.target = "t";
+  o.slot_count = 4;
+  o.waiter_capacity = 2;
+  o.capacity = 1;
+  auto created = SlotTable::Create(o);
+  ASSERT_TRUE(created.ok());
+  SlotTable& t = **created;
+  const auto holder = HeldWord(1, false);
+  const std::uint32_t slot = *t.TryAcquire(holder);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    auto a = SlotTable::Attach(name);
+    auto r = (*a)->Acquire(HeldWord(2, false), std::chrono::seconds(30), nullptr);
+    _exit(r.ok() ? 0 : 1);
+  }
+  while (t.Count().waiters != 1) std::this_thread::yield();
+  ::kill(child, SIGSTOP);            // served below, but cannot run to pick it up
+  t.Release(slot, holder);           // the child's entry becomes kWaitGranted
+  ASSERT_EQ(t.Count().waiters, 0u);
+  auto first = t.Acquire(HeldWord(3, false), std::chrono::milliseconds(5), nullptr);
+  EXPECT_EQ(first.status().code(), Errc::kTimeout);
+  auto second = t.Acquire(HeldWord(4, false), std::chrono::milliseconds(5), nullptr);
+  EXPECT_EQ(second.status().code(), Errc::kTimeout) << second.status().message();
+  ::kill(child, SIGCONT);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  (void)SlotTable::Remove(name);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "dsb/errc.h"
@@ -68,8 +69,17 @@ class CancelToken {
 class Permit {
  public:
   Permit() = default;
-  Permit(Permit&& other) noexcept;
-  Permit& operator=(Permit&& other) noexcept;
+  Permit(Permit&& other) noexcept
+      : impl_(std::exchange(other.impl_, nullptr)), index_(other.index_), word_(other.word_) {}
+  Permit& operator=(Permit&& other) noexcept {
+    if (this != &other) {
+      Release();
+      impl_ = std::exchange(other.impl_, nullptr);
+      index_ = other.index_;
+      word_ = other.word_;
+    }
+    return *this;
+  }
   Permit(const Permit&) = delete;
   Permit& operator=(const Permit&) = delete;
   ~Permit() { Release(); }
@@ -83,13 +93,16 @@ class Permit {
   bool ShouldYield() const noexcept;
 
   // Gives the slot back now. Idempotent. Never blocks on the broker.
-  void Release() noexcept;
+  void Release() noexcept {
+    if (impl_ != nullptr) ReleaseHeld();
+  }
 
   std::uint32_t slot_index() const noexcept { return index_; }
 
  private:
   friend class ClientImpl;
   friend struct PermitAccess;
+  void ReleaseHeld() noexcept;
   ClientImpl* impl_ = nullptr;
   std::uint32_t index_ = 0;
   std::uint64_t word_ = 0;
