@@ -4,6 +4,7 @@
 #include "dsb/client.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -363,6 +364,20 @@ TEST_F(ClientTest, SecondBrokerOnTheSameSocketIsRefused) {
   std::string out;
   EXPECT_NE(BrokerProcess::RunToExit(broker_->config_path(), &out), 0);
   EXPECT_NE(out.find("already"), std::string::npos) << out;
+}
+
+TEST_F(ClientTest, SocketAndSegmentBelongToTheConfiguredGroup) {
+  group* g = ::getgrnam("nogroup");
+  if (g == nullptr) GTEST_SKIP() << "no group 'nogroup' on this machine";
+  const gid_t gid = g->gr_gid;
+  StartBroker({BrokerTarget{}}, "group = \"nogroup\"\n");
+  struct stat sock {}, seg {};
+  ASSERT_EQ(::stat(broker_->socket().c_str(), &sock), 0);
+  ASSERT_EQ(::stat(("/dev/shm/" + broker_->segment("exch01")).c_str(), &seg), 0);
+  EXPECT_EQ(sock.st_gid, gid);
+  EXPECT_EQ(seg.st_gid, gid);
+  EXPECT_EQ(sock.st_mode & 0777, 0660u);
+  EXPECT_EQ(seg.st_mode & 0777, 0660u);
 }
 
 TEST_F(ClientTest, CApiProgramRuns) {
