@@ -201,6 +201,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
 Status Broker::Impl::Open() {
   const auto now = Clock::now();
+  if (config.metrics) {
+    spdlog::warn("broker.metrics ({}) is accepted but this build serves no Prometheus endpoint "
+                 "yet; use `dsbctl status --json`",
+                 config.metrics->ToString());
+  }
+  if (config.state_dir) {
+    spdlog::warn("broker.state_dir is accepted but not used by this build");
+  }
   for (const config::TargetConfig& t : config.targets) {
     std::uint32_t capacity = 0;
     if (config.cluster_mode()) {
