@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by move_time.sh and utilization.sh (sourced, not run): starts a
 # dsb-simserver and three dsb-brokers in cluster mode on loopback in a private
 # temp folder (own ports, sockets, shm_prefix and key), and stops exactly the
@@ -137,4 +138,12 @@ lb_forget() {  # PID: a process we waited for; never signal its (reusable) PID a
   local p keep=()
   for p in "${LB_PIDS[@]:-}"; do [ -n "$p" ] && [ "$p" != "$1" ] && keep+=("$p"); done
   LB_PIDS=("${keep[@]:-}")
+}
+
+lb_sleep() {  # SECONDS: a sleep that a trapped SIGINT/SIGTERM interrupts at once
+  sleep "$1" &
+  local s=$!
+  LB_PIDS+=("$s")
+  wait "$s" || true
+  lb_forget "$s"
 }

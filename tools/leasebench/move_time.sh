@@ -36,6 +36,8 @@ finish() {
   exit "$rc"
 }
 trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 now_ms() { date +%s%3N; }
 # field of one broker in the coordinator's ledger: broker, field
@@ -58,6 +60,9 @@ stop_load() {  # PID
   lb_forget "$1"
 }
 
+for exe in dsb-broker dsb-simserver dsb-load dsbctl dsb-lease-watch; do
+  [ -x "$BIN/$exe" ] || { echo "missing $BIN/$exe (build it; dsb-lease-watch needs DSB_BUILD_BENCH=ON)" >&2; exit 2; }
+done
 mkdir -p "$OUT"
 lb_init "$TERM_D" "$DRAIN_H" "$LIMIT"
 lb_start_sim "$LIMIT"

@@ -45,6 +45,8 @@ finish() {
   exit "$rc"
 }
 trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Progress actions of one load at elapsed time T (last progress line with t <= T).
 progress_at() {  # log T -> "t actions"
@@ -53,6 +55,9 @@ progress_at() {  # log T -> "t actions"
 }
 json_num() { jq -r "$1" <<<"$2"; }
 
+for exe in dsb-broker dsb-simserver dsb-load dsbctl; do
+  [ -x "$BIN/$exe" ] || { echo "missing $BIN/$exe" >&2; exit 2; }
+done
 mkdir -p "$OUT"
 echo "scenario,wanted,threads,mean,peak,utilization,window_refused,window_opened,actions_window_ws1,actions_window_ws2,actions_window_ws3,actions_total_ws1,actions_total_ws2,actions_total_ws3,load_refusals,acquire_p99_ms" \
   >"$OUT/utilization.csv"
@@ -89,9 +94,9 @@ for sc in $SCENARIOS; do
     LB_PIDS+=($!)
     LOADS+=($!)
   done
-  sleep "$WARM"
+  lb_sleep "$WARM"
   lb_stats RESET >/dev/null
-  sleep "$MEASURE"
+  lb_sleep "$MEASURE"
   STATS=$(lb_stats)
   echo "$STATS" >"$LB_DIR/server_stats.json"
   if [ "$mode" = dsb ]; then lb_leases >"$LB_DIR/leases.json" || true; fi
