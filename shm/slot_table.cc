@@ -23,9 +23,6 @@ constexpr auto kAcquire = std::memory_order_acquire;
 constexpr auto kRelease = std::memory_order_release;
 constexpr auto kRelaxed = std::memory_order_relaxed;
 
-// Where a thread starts looking for a free slot: the last slot it used, so an
-// uncontended acquire/release loop touches one cache line.
-thread_local std::uint32_t tl_hint = 0;
 
 std::uint64_t Fnv1a(std::uint64_t h, const void* data, std::size_t n) {
   const auto* p = static_cast<const unsigned char*>(data);
@@ -231,45 +228,8 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
 
 // ---- Client side -----------------------------------------------------------
 
-std::uint32_t SlotTable::TakeFree(std::uint64_t held_word) noexcept {
-  const std::uint32_t bound = std::min(header_->scan_bound.load(kAcquire), slot_count_);
-  if (bound == 0) return kNoSlot;
-  std::uint32_t idx = tl_hint < bound ? tl_hint : 0;
-  for (std::uint32_t n = 0; n < bound; ++n) {
-    std::atomic<std::uint64_t>& w = slots_[idx].word;
-    std::uint64_t expected = kFree;
-    if (w.load(kRelaxed) == kFree && w.compare_exchange_strong(expected, held_word, kSeqCst)) {
-      tl_hint = idx;
-      return idx;
-    }
-    if (++idx == bound) idx = 0;
-  }
-  return kNoSlot;
-}
 
-std::uint32_t SlotTable::TryAcquireIndex(std::uint64_t held_word) noexcept {
-  // Do not overtake queued waiters (bounded bypass). The seq_cst pairing with
-  // the waiter's increment means a racing newcomer can pass at most one grant.
-  if (header_->waiters.load(kSeqCst) != 0) return kNoSlot;
-  return TakeFree(held_word);
-}
 
-void SlotTable::Release(std::uint32_t index, std::uint64_t held_word) noexcept {
-  if (index >= slot_count_) return;
-  std::atomic<std::uint64_t>& w = slots_[index].word;
-  std::uint64_t cur = held_word;
-  for (;;) {
-    if (cur == held_word) {
-      if (w.compare_exchange_weak(cur, kFree, kSeqCst)) break;
-    } else if (cur == (held_word | kRetireBit)) {
-      // The broker shrank capacity: the slot leaves the table (B2).
-      if (w.compare_exchange_weak(cur, kDisabled, kSeqCst)) return;
-    } else {
-      return;  // reclaimed by the broker meanwhile: nothing of ours to give back
-    }
-  }
-  if (header_->waiters.load(kSeqCst) != 0) Pump();
-}
 
 Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::nanoseconds timeout,
                                          WaitInterrupt* interrupt) noexcept {
@@ -353,7 +313,7 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
   if (interrupt != nullptr && armed) interrupt->Disarm(&e.futex);
   const std::uint32_t idx = e.slot;
   e.state.store(kWaitEmpty, kRelease);
-  tl_hint = idx;
+  detail::tl_hint = idx;
   return idx;
 }
 

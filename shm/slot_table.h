@@ -18,6 +18,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -35,6 +36,12 @@ class mapped_region;
 }
 
 namespace dsb::shm {
+
+namespace detail {
+// Where a thread starts looking for a free slot: the last slot it used, so an
+// uncontended acquire/release loop touches one cache line.
+inline thread_local std::uint32_t tl_hint = 0;
+}  // namespace detail
 
 // Lets a waiting Acquire be interrupted from another thread. Arm() registers
 // the futex word the waiter sleeps on (false: already interrupted, do not
@@ -97,8 +104,14 @@ class SlotTable {
     if (idx == kNoSlot) return std::nullopt;
     return idx;
   }
-  // As TryAcquire; kNoSlot if none. (Out of line; returns in a register.)
-  std::uint32_t TryAcquireIndex(std::uint64_t held_word) noexcept;
+  // As TryAcquire; kNoSlot if none. Inline, and the index comes back in a
+  // register (an std::optional return costs a store-forwarding stall).
+  std::uint32_t TryAcquireIndex(std::uint64_t held_word) noexcept {
+    // Do not overtake queued waiters (bounded bypass). The seq_cst pairing with
+    // the waiter's increment means a racing newcomer can pass at most one grant.
+    if (header_->waiters.load(std::memory_order_seq_cst) != 0) return kNoSlot;
+    return TakeFree(held_word);
+  }
   static constexpr std::uint32_t kNoSlot = 0xFFFFFFFFu;
   // Takes a slot, waiting up to `timeout` (negative = forever) in FIFO order.
   // Errors: kTimeout, kCancelled (interrupt), kTooManyWaiters, kInternal
@@ -107,7 +120,22 @@ class SlotTable {
                                 WaitInterrupt* interrupt) noexcept;
   // Gives slot `index` back if it still carries `held_word` (with or without
   // the retire bit); does nothing if the broker reclaimed it meanwhile.
-  void Release(std::uint32_t index, std::uint64_t held_word) noexcept;
+  void Release(std::uint32_t index, std::uint64_t held_word) noexcept {
+    if (index >= slot_count_) return;
+    std::atomic<std::uint64_t>& w = slots_[index].word;
+    std::uint64_t cur = held_word;
+    for (;;) {
+      if (cur == held_word) {
+        if (w.compare_exchange_weak(cur, kFree, std::memory_order_seq_cst)) break;
+      } else if (cur == (held_word | kRetireBit)) {
+        // The broker shrank capacity: the slot leaves the table (B2).
+        if (w.compare_exchange_weak(cur, kDisabled, std::memory_order_seq_cst)) return;
+      } else {
+        return;  // reclaimed by the broker meanwhile: nothing of ours to give back
+      }
+    }
+    if (header_->waiters.load(std::memory_order_seq_cst) != 0) Pump();
+  }
   // True while slot `index` carries exactly `held_word` (no retire request).
   bool StillHeld(std::uint32_t index, std::uint64_t held_word) const noexcept {
     return index < slot_count_ &&
@@ -168,7 +196,23 @@ class SlotTable {
   SlotTable() = default;
   static Result<std::unique_ptr<SlotTable>> Map(const std::string& name, bool create,
                                                 const CreateOptions* options);
-  std::uint32_t TakeFree(std::uint64_t held_word) noexcept;  // kNoSlot if none
+  std::uint32_t TakeFree(std::uint64_t held_word) noexcept {  // kNoSlot if none
+    const std::uint32_t bound =
+        std::min(header_->scan_bound.load(std::memory_order_acquire), slot_count_);
+    if (bound == 0) return kNoSlot;
+    std::uint32_t idx = detail::tl_hint < bound ? detail::tl_hint : 0;
+    for (std::uint32_t n = 0; n < bound; ++n) {
+      std::atomic<std::uint64_t>& w = slots_[idx].word;
+      std::uint64_t expected = kFree;
+      if (w.load(std::memory_order_relaxed) == kFree &&
+          w.compare_exchange_strong(expected, held_word, std::memory_order_seq_cst)) {
+        detail::tl_hint = idx;
+        return idx;
+      }
+      if (++idx == bound) idx = 0;
+    }
+    return kNoSlot;
+  }
   bool LockQueue() noexcept;
   void UnlockQueue() noexcept;
   void RepairQueueLocked() noexcept;
