@@ -19,6 +19,7 @@
 
 #include "common/local_frame.h"
 #include "dsb/client.h"
+#include "tests/support/broker_admin.h"
 #include "tests/support/broker_process.h"
 #include "tests/tools/process.h"
 #include "tests/tools/sim_server_process.h"
@@ -124,13 +125,9 @@ TEST(Chaos, KilledClientsNeverPushTheServerOverTheLimitAndLeakNothing) {
   }
   // Quiesce: every slot comes back once the quarantine of the last kills ends.
   auto held_and_free = [&] {
-    auto fd = ConnectLocal(broker.socket().string());
-    if (!fd.ok()) return std::pair<std::int64_t, std::int64_t>{-1, -1};
-    (void)WriteFrame(*fd, R"({"op":"status"})");
-    auto frame = ReadFrame(*fd, 10s);
-    ::close(*fd);
-    if (!frame.ok()) return std::pair<std::int64_t, std::int64_t>{-1, -1};
-    const auto t = json::parse(*frame).as_object().at("targets").as_array()[0].as_object();
+    json::object r = testing::AskBroker(broker.socket(), {{"op", "status"}});
+    if (r.empty()) return std::pair<std::int64_t, std::int64_t>{-1, -1};
+    const auto& t = r.at("targets").as_array()[0].as_object();
     return std::pair{t.at("held").to_number<std::int64_t>(), t.at("free").to_number<std::int64_t>()};
   };
   EXPECT_TRUE(tools_test::WaitUntil([&] { return held_and_free() == std::pair<std::int64_t, std::int64_t>{0, kLimit}; }, 20s))

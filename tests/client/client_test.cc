@@ -17,7 +17,9 @@
 #include <thread>
 
 #include "common/local_frame.h"
+#include "tests/support/broker_admin.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/wait.h"
 #include "tests/support/unique_name.h"
 
 namespace dsb {
@@ -31,14 +33,9 @@ using testing::UniqueName;
 namespace json = boost::json;
 
 json::object Ask(const std::filesystem::path& socket, const json::object& req) {
-  auto fd = ConnectLocal(socket.string());
-  EXPECT_TRUE(fd.ok()) << fd.status().message();
-  if (!fd.ok()) return {};
-  EXPECT_TRUE(WriteFrame(*fd, json::serialize(req)).ok());
-  auto frame = ReadFrame(*fd, 10s);
-  ::close(*fd);
-  EXPECT_TRUE(frame.ok()) << frame.status().message();
-  return frame.ok() ? json::parse(*frame).as_object() : json::object{};
+  json::object r = testing::AskBroker(socket, req);
+  EXPECT_FALSE(r.empty()) << "no answer from the broker at " << socket;
+  return r;
 }
 
 json::object TargetStatus(const BrokerProcess& b, const std::string& target = "exch01") {
@@ -51,17 +48,6 @@ json::object TargetStatus(const BrokerProcess& b, const std::string& target = "e
 
 std::int64_t Num(const json::object& o, const char* key) {
   return o.contains(key) ? o.at(key).to_number<std::int64_t>() : -1;
-}
-
-// Polls a condition on broker state until it holds or the deadline passes.
-template <typename F>
-bool Eventually(F&& condition, std::chrono::milliseconds deadline = 20s) {
-  const auto end = std::chrono::steady_clock::now() + deadline;
-  while (std::chrono::steady_clock::now() < end) {
-    if (condition()) return true;
-    std::this_thread::yield();
-  }
-  return condition();
 }
 
 class ClientTest : public ::testing::Test {
@@ -232,7 +218,7 @@ TEST_F(ClientTest, CancelTokenStopsAWaitingAcquire) {
   std::thread t([&] {
     Permit p = c->Acquire(60s, ec, &token);
   });
-  ASSERT_TRUE(Eventually([&] { return Num(TargetStatus(*broker_), "waiting") == 1; }));
+  ASSERT_TRUE(testing::WaitUntil([&] { return Num(TargetStatus(*broker_), "waiting") == 1; }));
   token.Cancel();
   t.join();
   EXPECT_EQ(ec, Errc::kCancelled);
@@ -260,7 +246,7 @@ TEST_F(ClientTest, BrokerRestartAdoptsLiveClientsAndKeepsTheirSlots) {
   EXPECT_FALSE(ec);
   // The adopted client's death is still detected by the new broker.
   c.reset();
-  EXPECT_TRUE(Eventually([&] { return Num(TargetStatus(*broker_), "clients") == 1; }));
+  EXPECT_TRUE(testing::WaitUntil([&] { return Num(TargetStatus(*broker_), "clients") == 1; }));
 }
 
 TEST_F(ClientTest, OwnersThatDoNotReturnWithinGraceAreFreed) {

@@ -16,6 +16,7 @@
 #include <random>
 
 #include "common/local_frame.h"
+#include "tests/support/broker_admin.h"
 #include "tests/support/broker_process.h"
 #include "tests/tools/process.h"
 #include "tests/tools/sim_server_process.h"
@@ -46,15 +47,7 @@ std::uint16_t FreePort() {
 }
 
 json::object Ask(const std::filesystem::path& socket, const json::object& req) {
-  auto fd = ConnectLocal(socket.string());
-  if (!fd.ok()) return {};
-  (void)WriteFrame(*fd, json::serialize(req));
-  auto frame = ReadFrame(*fd, 10s);
-  ::close(*fd);
-  if (!frame.ok()) return {};
-  boost::system::error_code ec;
-  json::value v = json::parse(*frame, ec);
-  return !ec && v.is_object() ? v.as_object() : json::object{};
+  return testing::AskBroker(socket, req);
 }
 
 class ClusterTest : public ::testing::Test {

@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/wait.h"
+
 extern char** environ;
 
 namespace dsb::tools_test {
@@ -59,16 +61,7 @@ inline std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-// Polls until `pred` holds or `timeout` passes; returns the last value of `pred`.
-template <typename Pred>
-bool WaitUntil(Pred pred, milliseconds timeout = milliseconds(5000)) {
-  const auto end = SteadyClock::now() + timeout;
-  while (!pred()) {
-    if (SteadyClock::now() >= end) return pred();
-    std::this_thread::sleep_for(milliseconds(5));  // poll interval, not synchronisation
-  }
-  return true;
-}
+using dsb::testing::WaitUntil;
 
 // A child process started with posix_spawn; killed (SIGKILL) if still running at destruction.
 class ChildProcess {
