@@ -59,7 +59,8 @@ struct Broker::Impl {
   std::vector<Target*> ordered;  // config order (the lease agent's indices)
   std::unique_ptr<ClusterNode> cluster;
   std::map<Session*, std::weak_ptr<Session>> sessions;
-  std::map<std::uint32_t, ClientRecord> clients;  // registered, keyed by owner (per target unique)
+  // Registered clients by (target, owner): owner ids are per segment.
+  std::map<std::pair<std::string, std::uint32_t>, ClientRecord> clients;
   Clock::time_point started = Clock::now();
   bool in_grace = false;
   bool stopping = false;
@@ -240,7 +241,10 @@ Status Broker::Impl::Open() {
       for (Target* t : ordered) {
         const shm::Counts c = t->table().Count();
         // Quarantined slots count as held: the server may still have them (B2).
-        usage.push_back(lease::TargetUsage{c.held_action + c.quarantined, c.waiters});
+        // The B2 report uses every slot not disabled (free ones included): a
+        // scan racing clients can undercount held slots, never those.
+        usage.push_back(lease::TargetUsage{c.held_action + c.quarantined, c.waiters,
+                                           c.enabled + c.retiring});
       }
       return usage;
     };
@@ -309,7 +313,7 @@ void Broker::Impl::StartAccept() {
 
 std::uint32_t Broker::Impl::RegisteredOn(const std::string& target) const {
   std::uint32_t n = 0;
-  for (const auto& [owner, rec] : clients) n += rec.target == target ? 1u : 0u;
+  for (const auto& [key, rec] : clients) n += rec.target == target ? 1u : 0u;
   return n;
 }
 
@@ -362,15 +366,26 @@ json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
                                                  std::to_string(config.max_clients) +
                                                  ") registrations; raise broker.max_clients");
   }
-  if (config.cluster_mode()) {
+  const bool adopting = req.if_contains("owner") != nullptr;
+  if (config.cluster_mode() && !adopting) {
+    if (target.in_grace()) {
+      return ErrorReply(Errc::kBrokerUnavailable,
+                        "broker " + config.id + " restarted and is re-adopting its earlier "
+                        "clients (adopt_grace); new registrations are taken after it ends, retry");
+    }
     const auto system_slots = static_cast<std::uint32_t>(config.self().system_slots);
     const auto index = static_cast<std::size_t>(
         std::find(ordered.begin(), ordered.end(), &target) - ordered.begin());
-    if (!cluster->MayRegister(index, RegisteredOn(target_name))) {
+    const std::uint32_t counted = RegisteredOn(target_name) + target.quarantined_registrations();
+    if (!cluster->MayRegister(index, counted)) {
       return ErrorReply(Errc::kTooManyClients,
                         "broker " + config.id + " already has " + std::to_string(system_slots) +
                             " DigiScope instance(s) registered for target '" + target_name +
                             "' (system_slots = " + std::to_string(system_slots) +
+                            (target.quarantined_registrations() > 0
+                                 ? ", " + std::to_string(target.quarantined_registrations()) +
+                                       " of them a dead client's, in quarantine"
+                                 : std::string()) +
                             "); raise brokers[id=\"" + config.id +
                             "\"].system_slots in the cluster file");
     }
@@ -394,7 +409,7 @@ json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
       return ErrorReply(Errc::kNotRegistered, "segment of target '" + target_name +
                                                   "' was re-created; register anew");
     }
-    if (!target.Adopt(owner)) {
+    if (clients.count({target_name, owner}) > 0 || !target.Adopt(owner)) {
       return ErrorReply(Errc::kNotRegistered,
                         "owner " + std::to_string(owner) + " is not waiting for adoption on '" +
                             target_name + "' (grace over, or never held slots); register anew");
@@ -409,7 +424,7 @@ json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
                  rec.pid, rec.uid, name);
   }
   s.record() = rec;
-  clients[rec.owner] = rec;
+  clients[{rec.target, rec.owner}] = rec;
   return json::object{{"ok", true},
                       {"owner", rec.owner},
                       {"segment", target.table().name()},
@@ -424,10 +439,11 @@ void Broker::Impl::OnSessionClosed(Session& s) {
   if (!s.record() || stopping) return;
   const ClientRecord rec = *s.record();
   s.record().reset();
-  clients.erase(rec.owner);
+  clients.erase({rec.target, rec.owner});
   auto it = targets.find(rec.target);
   if (it == targets.end()) return;
   const std::uint32_t freed = it->second->Reclaim(rec.owner, Clock::now());
+  if (config.cluster_mode()) it->second->QuarantineRegistration(Clock::now());
   const auto q = it->second->config().quarantine;
   spdlog::info("target {}: client pid {} ({}, owner {}) gone; {} slot(s) reclaimed{}", rec.target,
                rec.pid, rec.name, rec.owner, freed,
@@ -456,7 +472,11 @@ void Broker::Impl::EndGrace() {
   const auto now = Clock::now();
   for (auto& [n, t] : targets) {
     const std::size_t missing = t->pending_owners().size();
-    const std::uint32_t freed = t->ReleaseUnadopted(now);
+    std::set<std::uint32_t> registered;
+    for (const auto& [key, rec] : clients) {
+      if (key.first == n) registered.insert(key.second);
+    }
+    const std::uint32_t freed = t->ReleaseUnadopted(now, registered);
     if (missing > 0) {
       spdlog::info("target {}: adoption grace over; {} owner(s) did not come back, {} slot(s) "
                    "reclaimed",
@@ -507,7 +527,8 @@ json::object Broker::Impl::StatusReply() {
 json::object Broker::Impl::Clients() {
   json::array cs;
   const auto now = Clock::now();
-  for (auto& [owner, rec] : clients) {
+  for (auto& [key, rec] : clients) {
+    const std::uint32_t owner = rec.owner;
     const auto holdings = targets.at(rec.target)->table().HoldingsByOwner();
     auto h = holdings.find(owner);
     cs.push_back(json::object{
@@ -550,7 +571,7 @@ void Broker::Impl::Shutdown() {
   grace_timer.cancel();
   quarantine_timer.cancel();
   signals.cancel();
-  bool any_held = false;
+  bool any_held = !clients.empty();  // a registered client may take slots any time
   for (auto& [n, t] : targets) {
     const shm::Counts c = t->table().Count();
     if (c.held_action + c.held_system + c.quarantined > 0 || !t->pending_owners().empty()) {

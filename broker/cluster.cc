@@ -179,6 +179,7 @@ struct ClusterNode::Impl {
       }
       if (auto* grant = std::get_if<lease::Grant>(&*m)) {
         Apply(agent->OnGrant(Clock::now(), *grant));
+        tick_timer.cancel();  // the new lease may end before the next planned tick
       } else if (auto* err = std::get_if<wire::ErrorReply>(&*m)) {
         spdlog::warn("coordinator refused our renew: {} ({})", err->message, ErrcName(err->code));
       }

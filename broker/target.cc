@@ -48,6 +48,9 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
       for (const auto& [owner, holdings] : t->table_->HoldingsByOwner()) {
         t->pending_.insert(owner);
       }
+      t->in_grace_ = true;
+      // Learn how many ids earlier brokers handed out (this one is wasted).
+      t->last_owner_at_open_ = t->table_->AllocateOwner() - 1;
       // Whatever was quarantined stays so for a full period again: we do not
       // know how long it already waited.
       t->Quarantine(t->table_->QuarantinedSlots(), now);
@@ -69,13 +72,26 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
   return t;
 }
 
-bool Target::Adopt(std::uint32_t owner) { return pending_.erase(owner) > 0; }
+bool Target::Adopt(std::uint32_t owner) {
+  if (pending_.erase(owner) > 0) return true;
+  return in_grace_ && owner != 0 && owner <= last_owner_at_open_;
+}
 
-std::uint32_t Target::ReleaseUnadopted(Clock::time_point now) {
+std::uint32_t Target::ReleaseUnadopted(Clock::time_point now,
+                                       const std::set<std::uint32_t>& registered) {
   std::uint32_t total = 0;
-  for (std::uint32_t owner : pending_) total += Reclaim(owner, now);
+  for (const auto& [owner, holdings] : table_->HoldingsByOwner()) {
+    if (registered.count(owner) == 0) total += Reclaim(owner, now);
+  }
   pending_.clear();
+  in_grace_ = false;
   return total;
+}
+
+void Target::QuarantineRegistration(Clock::time_point now) {
+  if (config_.quarantine.count() <= 0) return;
+  registration_quarantine_.insert(now +
+                                  std::chrono::duration_cast<Clock::duration>(config_.quarantine));
 }
 
 std::uint32_t Target::Reclaim(std::uint32_t owner, Clock::time_point now) {
@@ -92,6 +108,9 @@ void Target::Quarantine(const std::vector<std::uint32_t>& slots, Clock::time_poi
 }
 
 Clock::time_point Target::ExpireQuarantine(Clock::time_point now) {
+  while (!registration_quarantine_.empty() && *registration_quarantine_.begin() <= now) {
+    registration_quarantine_.erase(registration_quarantine_.begin());
+  }
   while (!quarantine_.empty() && quarantine_.begin()->first <= now) {
     table_->EndQuarantine(quarantine_.begin()->second);
     quarantine_.erase(quarantine_.begin());
@@ -100,7 +119,9 @@ Clock::time_point Target::ExpireQuarantine(Clock::time_point now) {
 }
 
 Clock::time_point Target::next_quarantine_end() const {
-  return quarantine_.empty() ? Clock::time_point::max() : quarantine_.begin()->first;
+  Clock::time_point next = quarantine_.empty() ? Clock::time_point::max() : quarantine_.begin()->first;
+  if (!registration_quarantine_.empty()) next = std::min(next, *registration_quarantine_.begin());
+  return next;
 }
 
 void Target::SetLeaseCapacity(std::uint32_t capacity, std::uint32_t floor,

@@ -41,10 +41,22 @@ class Target {
 
   // Owners found holding slots in an adopted segment, still waiting to reconnect.
   const std::set<std::uint32_t>& pending_owners() const { return pending_; }
-  // A reconnecting client claims `owner`. False if it is not pending.
+  // A reconnecting client claims `owner`. True if it held slots in the adopted
+  // segment, or (during the grace) if the id was handed out by an earlier
+  // broker: an idle cluster-mode client holds nothing in the table.
+  // REQUIRES: the caller checked `owner` is not registered now.
   bool Adopt(std::uint32_t owner);
-  // Grace over: frees (and quarantines) every slot of owners that did not come back.
-  std::uint32_t ReleaseUnadopted(Clock::time_point now);
+  bool in_grace() const { return in_grace_; }
+  // Grace over: frees (and quarantines) every slot held by an owner that is not
+  // in `registered` (a fresh scan: also owners that took slots after the open).
+  std::uint32_t ReleaseUnadopted(Clock::time_point now, const std::set<std::uint32_t>& registered);
+
+  // Cluster mode: a dead client's registration stays counted for the
+  // target's quarantine (its system session may linger on the server).
+  void QuarantineRegistration(Clock::time_point now);
+  std::uint32_t quarantined_registrations() const {
+    return static_cast<std::uint32_t>(registration_quarantine_.size());
+  }
 
   // A client died or left: frees its slots (quarantined per config). Returns
   // the number of slots freed.
@@ -73,6 +85,9 @@ class Target {
   std::unique_ptr<shm::SlotTable> table_;
   bool adopted_ = false;
   std::set<std::uint32_t> pending_;
+  bool in_grace_ = false;
+  std::uint32_t last_owner_at_open_ = 0;  // ids up to this one came from an earlier broker
+  std::multiset<Clock::time_point> registration_quarantine_;
   std::multimap<Clock::time_point, std::uint32_t> quarantine_;  // end -> slot
   std::uint32_t capacity_ = 0;
   std::uint64_t session_limit_reports_ = 0;

@@ -66,16 +66,35 @@ class ClientImpl {
   }
 
   Status Connect() {
-    auto fd = ConnectLocal(options_.socket_path);
-    if (!fd.ok()) return fd.status();
-    fd_ = *fd;
-    json::object req{{"op", "register"},
-                     {"version", kLocalProtocolVersion},
-                     {"target", options_.target},
-                     {"name", options_.name},
-                     {"pid", static_cast<std::int64_t>(::getpid())}};
-    auto reply = RoundTrip(fd_, req, options_.connect_timeout);
-    if (!reply.ok()) return reply.status();
+    // A broker that is starting (no socket yet) or re-adopting its earlier
+    // clients after a restart answers kBrokerUnavailable: retry until the
+    // connect timeout, so a DigiScope start does not race a broker restart.
+    const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
+    Result<json::object> reply = Status{Errc::kBrokerUnavailable, ""};
+    for (;;) {
+      auto fd = ConnectLocal(options_.socket_path);
+      if (fd.ok()) {
+        json::object req{{"op", "register"},
+                         {"version", kLocalProtocolVersion},
+                         {"target", options_.target},
+                         {"name", options_.name},
+                         {"pid", static_cast<std::int64_t>(::getpid())}};
+        reply = RoundTrip(*fd, req, options_.connect_timeout);
+        if (reply.ok()) {
+          fd_ = *fd;
+          break;
+        }
+        ::close(*fd);
+      } else {
+        reply = fd.status();
+      }
+      if (reply.status().code() != Errc::kBrokerUnavailable ||
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(100) >= deadline) {
+        return reply.status();
+      }
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
     const json::object& r = *reply;
     owner_ = static_cast<std::uint32_t>(r.at("owner").to_number<std::uint64_t>());
     segment_ = json::value_to<std::string>(r.at("segment"));

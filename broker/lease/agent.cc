@@ -112,9 +112,10 @@ RenewRequest LeaseAgent::BuildRequest(std::span<const TargetUsage> usage) {
     const TargetUsage& u = usage[t];
     // B2: pool_held and applied from one instant (this call). The switch reads
     // pool_held as of the previous renew instead (tests only).
+    const std::uint32_t actions_now = std::max(u.actions, u.actions_upper_bound);
     const std::uint32_t actions_for_report =
         (!config_.switches.b2_one_instant && !previous_usage_.empty()) ? previous_usage_[t].actions
-                                                                       : u.actions;
+                                                                       : actions_now;
     TargetReport tr;
     tr.target = config_.targets[t].name;
     tr.pool_held = actions_for_report > floor ? actions_for_report - floor : 0;

@@ -75,6 +75,11 @@ struct AgentConfig {
 struct TargetUsage {
   std::uint32_t actions = 0;  // action slots marked held (quarantined included)
   std::uint32_t waiting = 0;  // threads waiting for an action slot
+  // An upper bound of `actions` at the instant of the call, for the B2 report
+  // (pool_held). A slot-by-slot scan of a table that clients change meanwhile
+  // can miss one held slot per free slot it saw; the number of slots not
+  // disabled cannot be undercounted that way. 0 = use `actions`.
+  std::uint32_t actions_upper_bound = 0;
 };
 
 struct TargetCapacity {

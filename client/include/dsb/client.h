@@ -42,9 +42,11 @@ struct ClientOptions {
   std::string name = "digiscope";                 // shown by `dsbctl clients`
   // Bounds Connect(): reaching the broker and waiting for the system slot.
   std::chrono::milliseconds connect_timeout{10000};
-  // After the broker restarts, how long to keep trying to re-register (and so
-  // keep every held slot). Should exceed the broker's adopt_grace.
-  std::chrono::milliseconds reconnect_window{30000};
+  // After the broker goes away, how long to keep trying to re-register (and so
+  // keep every held slot). The default keeps trying for the life of the
+  // process: a client that gave up would still hold sessions the next broker
+  // no longer knows about. A broker that refuses the adoption ends it at once.
+  std::chrono::milliseconds reconnect_window{std::chrono::hours(24 * 365)};
 };
 
 // Cancels a waiting Acquire() from another thread. One token may serve many
@@ -117,7 +119,8 @@ struct ClientInfo {
 
 class Client {
  public:
-  // Registers with the broker and takes the system slot.
+  // Registers with the broker and takes the system slot. While the broker is
+  // unreachable or re-adopting after a restart, retries until connect_timeout.
   // Errors: kBrokerUnavailable (no socket / broker down), kUnknownTarget,
   // kPermissionDenied (peer credentials refused), kTooManyClients (cluster
   // system_slots reached), kSegmentInvalid / kSegmentUnavailable, kTimeout
