@@ -1,0 +1,128 @@
+// One broker in cluster mode (its own coordinator): how registrations are
+// admitted, kept across a restart, and quarantined. Regression tests for
+// review findings: owner ids are per target; a clean stop must not remove a
+// segment a registered client still uses; an idle client is re-adopted after
+// a restart and no newcomer takes its system slot meanwhile; a dead client's
+// registration stays counted for the quarantine.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "dsb/client.h"
+#include "tests/support/broker_process.h"
+#include "tests/support/unique_name.h"
+#include "tests/support/wait.h"
+
+namespace dsb {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::BrokerProcess;
+
+class ClusterBrokerTest : public ::testing::Test {
+ protected:
+  void Write(const std::string& quarantine) {
+    const auto dir = scratch_.path();
+    std::ofstream(dir / "key") << std::string(64, 'b');
+    ::chmod((dir / "key").c_str(), 0600);
+    std::ofstream(dir / "cluster.toml")
+        << "[cluster]\ncoordinator = \"solo\"\nterm = \"1s\"\ndrain = \"1s\"\n"
+        << "[[brokers]]\nid = \"solo\"\naddress = \"127.0.0.1:" << 20000 + ::getpid() % 20000
+        << "\"\nsystem_slots = 1\nfloor = 2\n"
+        << "[[targets]]\nname = \"exA\"\nlimit = 8\nquarantine = \"" << quarantine << "\"\n"
+        << "[[targets]]\nname = \"exB\"\nlimit = 8\nquarantine = \"" << quarantine << "\"\n";
+    prefix_ = testing::UniqueName("cb");
+    std::ofstream(dir / "solo.toml") << "[broker]\nid = \"solo\"\nsocket = \""
+                                     << (dir / "solo.sock").string() << "\"\nshm_prefix = \""
+                                     << prefix_ << "\"\ncluster = \"cluster.toml\"\n"
+                                     << "key_file = \"key\"\nadopt_grace = \"2s\"\n";
+    broker_ = std::make_unique<BrokerProcess>(
+        dir / "solo.toml", dir / "solo.sock",
+        std::vector<std::string>{"dsb-" + prefix_ + "-exA", "dsb-" + prefix_ + "-exB"});
+  }
+  std::unique_ptr<Client> Connect(const std::string& target, std::error_code& ec,
+                                  std::string* msg = nullptr,
+                                  std::chrono::milliseconds timeout = 5s) {
+    ClientOptions o;
+    o.socket_path = (scratch_.path() / "solo.sock").string();
+    o.target = target;
+    o.connect_timeout = timeout;
+    return Client::Connect(o, ec, msg);
+  }
+  testing::ScratchDir scratch_;
+  std::string prefix_;
+  std::unique_ptr<BrokerProcess> broker_;
+};
+
+TEST_F(ClusterBrokerTest, SystemSlotsAreCountedPerTarget) {
+  Write("0s");
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  std::error_code ec;
+  auto a = Connect("exA", ec);
+  ASSERT_TRUE(a) << ec.message();
+  auto b = Connect("exB", ec);  // same owner id 1 in its own segment
+  ASSERT_TRUE(b) << ec.message();
+  std::string msg;
+  auto a2 = Connect("exA", ec, &msg, 200ms);
+  EXPECT_FALSE(a2);
+  EXPECT_EQ(ec, Errc::kTooManyClients) << msg;
+  b.reset();  // exB's client leaving must not free exA's registration
+  auto a3 = Connect("exA", ec, &msg, 200ms);
+  EXPECT_FALSE(a3);
+  EXPECT_EQ(ec, Errc::kTooManyClients) << msg;
+}
+
+TEST_F(ClusterBrokerTest, IdleClientSurvivesARestartAndKeepsItsSystemSlot) {
+  Write("0s");
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  std::error_code ec;
+  auto idle = Connect("exA", ec);
+  ASSERT_TRUE(idle) << ec.message();
+  broker_->Stop(SIGTERM);  // clean stop with a registered (idle) client
+  struct stat st {};
+  EXPECT_EQ(::stat(("/dev/shm/dsb-" + prefix_ + "-exA").c_str(), &st), 0)
+      << "segment removed while a client was registered";
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  ASSERT_TRUE(broker_->WaitForLog("adopted owner")) << broker_->log();
+  // A newcomer waits out the grace, then finds the system slot taken.
+  std::string msg;
+  auto newcomer = Connect("exA", ec, &msg, 8s);
+  EXPECT_FALSE(newcomer);
+  EXPECT_EQ(ec, Errc::kTooManyClients) << msg;
+  // The idle client still works: it can take its floor.
+  Permit p = idle->Acquire(5s, ec);
+  EXPECT_FALSE(ec) << ec.message();
+}
+
+TEST_F(ClusterBrokerTest, DeadClientsRegistrationStaysCountedDuringQuarantine) {
+  Write("3s");
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::error_code e;
+    auto c = Connect("exA", e);
+    if (!c) _exit(3);
+    ::kill(::getpid(), SIGKILL);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "child could not register";
+  ASSERT_TRUE(broker_->WaitForLog("gone")) << broker_->log();
+  std::error_code ec;
+  std::string msg;
+  auto again = Connect("exA", ec, &msg, 200ms);
+  EXPECT_FALSE(again);
+  EXPECT_EQ(ec, Errc::kTooManyClients);
+  EXPECT_NE(msg.find("quarantine"), std::string::npos) << msg;
+  std::unique_ptr<Client> later;  // admitted once the quarantine (3 s) ends
+  EXPECT_TRUE(testing::WaitUntil([&] { return (later = Connect("exA", ec, &msg, 200ms)) != nullptr; },
+                                 20s))
+      << "quarantine never ended: " << msg;
+}
+
+}  // namespace
+}  // namespace dsb
