@@ -12,13 +12,28 @@
 //   kQuarantined (2)   reclaimed from a dead owner; the broker re-enables it
 //                      after the target's quarantine (the server may still
 //                      hold the dead client's session)
-//   held word          kHeldBit | [kRetireBit] | [kSystemBit] | owner id (32 bits)
+//   held word          kHeldBit | [kRetireBit] | [kSystemBit] | [kGrantBit] |
+//                      owner id (32 bits)
+//
+// kGrantBit marks a slot handed to a queued waiter by the granter (PumpLocked)
+// that the waiter has not picked up yet. Only a grant writes it, so after a
+// granter dies mid-grant the queue repair can tell "this entry's grant went
+// through" (word == held|kGrantBit, ignoring kRetireBit) from "a sibling thread
+// of the same owner took the slot on the fast path" (plain held word). The
+// waiter clears the bit with a CAS once it sees kWaitGranted. A word with the
+// bit is held by its owner for every purpose (IsHeld, OwnerOf, Release,
+// StillHeld, Reclaim, Count, capacity changes).
 //
 // Invariants (checked by tests/shm/slot_table_test.cc):
 //  1. Only the broker moves a word between kDisabled, kFree and kQuarantined,
 //     and sets or clears kRetireBit. Clients move kFree -> held (acquire),
 //     held -> kFree and held|kRetireBit -> kDisabled (release), and the
-//     waiter queue hands kFree -> held(waiter) under the queue mutex.
+//     waiter queue hands kFree -> held(waiter)|kGrantBit under the queue
+//     mutex; the waiter then clears kGrantBit (keeping kRetireBit).
+//  1a. `waiters` equals the number of kWaitWaiting entries with a ticket in
+//     [queue_head, queue_tail), and 0 <= queue_tail - queue_head <=
+//     waiter_capacity. Whoever finds it otherwise under the queue mutex (a
+//     dead holder, hostile writes) repairs the indices and recounts.
 //  2. Every transition is a single CAS, so a process killed at any instruction
 //     leaves a slot either untaken or marked with its owner id (crash-atomic
 //     attribution); the broker frees every word carrying a dead owner's id.
@@ -35,7 +50,7 @@
 namespace dsb::shm {
 
 inline constexpr std::uint64_t kMagic = 0x314C42545344534AULL;  // "JSDSTBL1"
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: kGrantBit in slot words
 inline constexpr std::size_t kTargetNameCapacity = 64;
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kMaxSlots = 65535;
@@ -47,6 +62,7 @@ inline constexpr std::uint64_t kQuarantined = 2;
 inline constexpr std::uint64_t kHeldBit = 1ULL << 63;
 inline constexpr std::uint64_t kRetireBit = 1ULL << 62;
 inline constexpr std::uint64_t kSystemBit = 1ULL << 61;
+inline constexpr std::uint64_t kGrantBit = 1ULL << 60;  // granted, not picked up yet
 inline constexpr std::uint64_t kOwnerMask = 0xFFFFFFFFULL;
 
 constexpr std::uint64_t HeldWord(std::uint32_t owner, bool system) {

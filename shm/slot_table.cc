@@ -246,8 +246,10 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
       return idx;
     }
   }
-  // Drop finished entries at the head so their places can be reused.
-  while (h.queue_head < h.queue_tail) {
+  // Drop finished entries at the head so their places can be reused. Bounded
+  // by waiter_capacity: LockQueue put the indices in range, and a hostile
+  // writer must not make us spin under the mutex.
+  for (std::uint32_t n = 0; n < waiter_capacity_ && h.queue_head < h.queue_tail; ++n) {
     const std::uint32_t st = entries_[h.queue_head % waiter_capacity_].state.load(kAcquire);
     if (st == kWaitWaiting || st == kWaitGranting) break;
     ++h.queue_head;
@@ -255,8 +257,10 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
   // An entry still kWaitGranted belongs to a waiter that was served but has
   // not run yet to pick up its slot: skip its place (the ticket becomes a
   // hole that the head loop and PumpLocked pass over) instead of failing.
-  while (h.queue_tail - h.queue_head < waiter_capacity_ &&
-         entries_[h.queue_tail % waiter_capacity_].state.load(kAcquire) == kWaitGranted) {
+  for (std::uint32_t n = 0;
+       n < waiter_capacity_ && h.queue_tail - h.queue_head < waiter_capacity_ &&
+       entries_[h.queue_tail % waiter_capacity_].state.load(kAcquire) == kWaitGranted;
+       ++n) {
     ++h.queue_tail;
   }
   WaitEntry& e = entries_[h.queue_tail % waiter_capacity_];
@@ -268,12 +272,16 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
                                              std::to_string(waiter_capacity_) +
                                              " threads already wait"};
   }
+  const std::uint64_t ticket = h.queue_tail;
   e.held_word = held_word;
-  e.ticket = h.queue_tail;
+  e.ticket = ticket;
   e.slot = 0;
   e.futex.store(0, kRelaxed);
-  e.state.store(kWaitWaiting, kRelease);
-  ++h.queue_tail;
+  // Tail first, then the state, then the count: a process killed before the
+  // state store leaves a place that is not kWaitWaiting (passed over), one
+  // killed after it leaves the mutex to the repair, which recounts `waiters`.
+  h.queue_tail = ticket + 1;
+  e.state.store(kWaitWaiting, kSeqCst);
   h.waiters.fetch_add(1, kSeqCst);
   PumpLocked();  // a slot freed before we queued is ours now
   UnlockQueue();
@@ -282,23 +290,40 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
   Status failure;
   for (;;) {
     e.futex.store(0, kSeqCst);
-    if (e.state.load(kAcquire) == kWaitGranted) break;
+    // seq_cst: pairs with the granter's state store then futex store, so
+    // either we see kWaitGranted here or FutexWait sees futex == 1.
+    const std::uint32_t st = e.state.load(kSeqCst);
+    // e.ticket: written before the state by whoever last queued in this
+    // place, so it is stable once we see the state; a different ticket means
+    // our entry was dropped (broker reclaim, queue repair) and the place
+    // reused.
+    if (st == kWaitGranted && e.ticket == ticket) break;
     const auto now = std::chrono::steady_clock::now();
     if (!armed || (interrupt != nullptr && interrupt->interrupted())) {
       failure = Status{Errc::kCancelled, ""};
+    } else if (st == kWaitCancelled || (st == kWaitGranted && e.ticket != ticket)) {
+      failure = Status{Errc::kCancelled,
+                       "segment " + name_ + ": the wait was dropped (owner reclaimed or queue repaired)"};
     } else if (now >= deadline) {
       failure = Status{Errc::kTimeout, ""};
     }
     if (!failure.ok()) {
       if (!LockQueue()) return Status{Errc::kInternal, "segment " + name_ + ": queue unrecoverable"};
-      if (e.state.load(kAcquire) == kWaitGranted) {
+      const std::uint32_t locked_st = e.state.load(kAcquire);
+      const bool ours = e.ticket == ticket;
+      if (ours && locked_st == kWaitGranted) {
         UnlockQueue();
         failure = Status::Ok();
         break;  // granted just before we gave up: take it
       }
-      if (e.state.load(kAcquire) == kWaitWaiting) {
+      if (ours && locked_st == kWaitWaiting) {
         e.state.store(kWaitCancelled, kRelease);
-        h.waiters.fetch_sub(1, kSeqCst);
+        // Only entries in [head, tail) are counted (LockQueue may have
+        // repaired torn indices and left ours outside).
+        if (ticket >= h.queue_head && ticket < h.queue_tail &&
+            h.waiters.load(kAcquire) != 0) {
+          h.waiters.fetch_sub(1, kSeqCst);
+        }
       }
       PumpLocked();
       UnlockQueue();
@@ -312,16 +337,28 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
   }
   if (interrupt != nullptr && armed) interrupt->Disarm(&e.futex);
   const std::uint32_t idx = e.slot;
+  PickUpGrant(idx, held_word);
   e.state.store(kWaitEmpty, kRelease);
   detail::tl_hint = idx;
   return idx;
+}
+
+void SlotTable::PickUpGrant(std::uint32_t index, std::uint64_t held_word) noexcept {
+  if (index >= slot_count_) return;
+  std::atomic<std::uint64_t>& w = slots_[index].word;
+  const std::uint64_t granted = held_word | kGrantBit;
+  std::uint64_t cur = w.load(kAcquire);
+  // Keep kRetireBit (the broker may have asked the slot back meanwhile); stop
+  // if the word is no longer our grant (reclaimed: StillHeld will say so).
+  while ((cur & ~kRetireBit) == granted) {
+    if (w.compare_exchange_weak(cur, cur & ~kGrantBit, kSeqCst)) return;
+  }
 }
 
 // ---- Waiter queue ----------------------------------------------------------
 
 bool SlotTable::LockQueue() noexcept {
   const int rc = pthread_mutex_lock(&header_->queue_mutex);
-  if (rc == 0) return true;
   if (rc == EOWNERDEAD) {
     // A process died holding the queue: make the queue consistent again.
     RepairQueueLocked();
@@ -329,7 +366,12 @@ bool SlotTable::LockQueue() noexcept {
     ++header_->repairs;
     return true;
   }
-  return false;
+  if (rc != 0) return false;
+  const SegmentHeader& h = *header_;
+  if (h.queue_tail < h.queue_head || h.queue_tail - h.queue_head > waiter_capacity_) {
+    RepairQueueLocked();  // torn or hostile indices: never loop over them
+  }
+  return true;
 }
 
 void SlotTable::UnlockQueue() noexcept { pthread_mutex_unlock(&header_->queue_mutex); }
@@ -339,30 +381,56 @@ void SlotTable::RepairQueueLocked() noexcept {
   if (h.queue_tail < h.queue_head || h.queue_tail - h.queue_head > waiter_capacity_) {
     h.queue_head = h.queue_tail;  // indices torn: start an empty queue
   }
-  std::uint32_t waiting = 0;
-  for (std::uint64_t t = h.queue_head; t < h.queue_tail; ++t) {
-    WaitEntry& e = entries_[t % waiter_capacity_];
+  const std::uint64_t in_range = h.queue_tail - h.queue_head;
+  const std::uint32_t head_pos = static_cast<std::uint32_t>(h.queue_head % waiter_capacity_);
+  for (std::uint32_t i = 0; i < waiter_capacity_; ++i) {
+    WaitEntry& e = entries_[i];
+    const bool queued = (i + waiter_capacity_ - head_pos) % waiter_capacity_ < in_range;
     std::uint32_t st = e.state.load(kAcquire);
     if (st == kWaitGranting) {
-      // The granter died between marking the entry and finishing the grant:
-      // the CAS on the slot word tells whether the slot was handed over.
-      if (e.slot < slot_count_ && slots_[e.slot].word.load(kAcquire) == e.held_word) {
-        e.state.store(kWaitGranted, kRelease);
-        e.futex.store(1, kRelease);
-        FutexWake(&e.futex, 1);
-        continue;
-      }
-      e.state.store(kWaitWaiting, kRelease);
-      st = kWaitWaiting;
+      // The granter died between marking the entry and finishing the grant.
+      // Only a grant writes held|kGrantBit, so that word (the broker may have
+      // added kRetireBit) says the slot was handed over; the plain held word
+      // is a sibling thread of the same owner that took the slot itself.
+      const bool handed =
+          e.slot < slot_count_ &&
+          (slots_[e.slot].word.load(kAcquire) & ~kRetireBit) == (e.held_word | kGrantBit);
+      st = handed ? kWaitGranted : queued ? kWaitWaiting : kWaitCancelled;
+      e.state.store(st, kSeqCst);
+    } else if (st == kWaitWaiting && !queued) {
+      // Outside [head, tail) nobody would ever serve it (tail is bumped before
+      // an entry becomes kWaitWaiting): let its waiter go.
+      st = kWaitCancelled;
+      e.state.store(st, kSeqCst);
     }
-    if (st == kWaitWaiting) ++waiting;
+    // Wake every served or dropped waiter: a granter may have died between
+    // its state store and its futex wake.
+    if (st == kWaitGranted || (st == kWaitCancelled && !queued)) {
+      e.futex.store(1, kSeqCst);
+      FutexWake(&e.futex, 1);
+    }
+  }
+  RecountWaitersLocked();
+}
+
+void SlotTable::RecountWaitersLocked() noexcept {
+  SegmentHeader& h = *header_;
+  if (h.queue_tail < h.queue_head || h.queue_tail - h.queue_head > waiter_capacity_) {
+    h.queue_head = h.queue_tail;
+  }
+  std::uint32_t waiting = 0;
+  for (std::uint64_t t = h.queue_head; t != h.queue_tail; ++t) {
+    if (entries_[t % waiter_capacity_].state.load(kAcquire) == kWaitWaiting) ++waiting;
   }
   h.waiters.store(waiting, kSeqCst);
 }
 
 void SlotTable::PumpLocked() noexcept {
   SegmentHeader& h = *header_;
-  while (h.queue_head < h.queue_tail) {
+  // Each round serves or passes the head entry, so waiter_capacity rounds
+  // cover the queue (LockQueue keeps tail - head <= waiter_capacity).
+  for (std::uint32_t round = 0; round < waiter_capacity_ && h.queue_head < h.queue_tail;
+       ++round) {
     WaitEntry& e = entries_[h.queue_head % waiter_capacity_];
     if (e.state.load(kAcquire) != kWaitWaiting) {
       ++h.queue_head;
@@ -372,11 +440,12 @@ void SlotTable::PumpLocked() noexcept {
     bool granted = false;
     for (std::uint32_t i = 0; i < bound; ++i) {
       std::atomic<std::uint64_t>& w = slots_[i].word;
-      if (w.load(kRelaxed) != kFree) continue;
+      if (w.load(kSeqCst) != kFree) continue;
       e.slot = i;
       e.state.store(kWaitGranting, kSeqCst);
       std::uint64_t expected = kFree;
-      if (w.compare_exchange_strong(expected, e.held_word, kSeqCst)) {
+      // held|kGrantBit, not the plain word: see RepairQueueLocked.
+      if (w.compare_exchange_strong(expected, e.held_word | kGrantBit, kSeqCst)) {
         e.state.store(kWaitGranted, kSeqCst);
         h.waiters.fetch_sub(1, kSeqCst);
         ++h.grants;
@@ -404,12 +473,16 @@ void SlotTable::CancelWaitersLocked(std::uint32_t owner) noexcept {
     const std::uint32_t st = e.state.load(kAcquire);
     if (st == kWaitEmpty || st == kWaitCancelled || OwnerOf(e.held_word) != owner) continue;
     if (st == kWaitWaiting || st == kWaitGranting) {
-      header_->waiters.fetch_sub(1, kSeqCst);
-      e.state.store(kWaitCancelled, kRelease);
+      e.state.store(kWaitCancelled, kSeqCst);
+      e.futex.store(1, kSeqCst);  // a live thread of the owner stops waiting
+      FutexWake(&e.futex, 1);
     } else if (st == kWaitGranted) {
       e.state.store(kWaitEmpty, kRelease);  // its slot is reclaimed by the caller
     }
   }
+  // Recount instead of decrementing: an entry may be kWaitWaiting without
+  // having been counted (enqueuer killed before its increment).
+  RecountWaitersLocked();
 }
 
 // ---- Broker side -----------------------------------------------------------
@@ -429,7 +502,20 @@ std::uint32_t SlotTable::CountEnabled() const noexcept {
   return n;
 }
 
+// Capacity changes (SetCapacity, EndQuarantine, the client-side lease fence)
+// run under the queue mutex: each counts enabled slots and then acts on the
+// count, so two at once would over-shrink or over-grow. The fast path does
+// not take the mutex; it only moves kFree <-> held, which leaves the count of
+// enabled slots unchanged.
 bool SlotTable::SetCapacity(std::uint32_t n) noexcept {
+  if (!LockQueue()) return SetCapacityLocked(n);  // unrecoverable: best effort
+  const bool revoked = SetCapacityLocked(n);
+  PumpLocked();
+  UnlockQueue();
+  return revoked;
+}
+
+bool SlotTable::SetCapacityLocked(std::uint32_t n) noexcept {
   n = std::min(n, slot_count_);
   header_->capacity.store(n, kSeqCst);
   std::uint32_t enabled = CountEnabled();
@@ -475,7 +561,6 @@ bool SlotTable::SetCapacity(std::uint32_t n) noexcept {
     }
     if (revoked) BumpRevocationGeneration();
   }
-  Pump();
   return revoked;
 }
 
@@ -483,15 +568,15 @@ std::vector<std::uint32_t> SlotTable::Reclaim(std::uint32_t owner, bool quaranti
                                               std::uint32_t* freed) noexcept {
   std::vector<std::uint32_t> quarantined;
   std::uint32_t count = 0;
-  if (LockQueue()) {
-    CancelWaitersLocked(owner);
-    UnlockQueue();
-  }
+  const bool locked = LockQueue();
+  if (locked) CancelWaitersLocked(owner);
   for (std::uint32_t i = 0; i < slot_count_; ++i) {
     std::uint64_t w = slots_[i].word.load(kAcquire);
     while (IsHeld(w) && OwnerOf(w) == owner) {
+      // A retiring slot is quarantined too: the server may still hold its
+      // session. EndQuarantine disables it if the table is over capacity.
       const std::uint64_t next =
-          (w & kRetireBit) != 0 ? kDisabled : (quarantine ? kQuarantined : kFree);
+          quarantine ? kQuarantined : ((w & kRetireBit) != 0 ? kDisabled : kFree);
       if (slots_[i].word.compare_exchange_weak(w, next, kSeqCst)) {
         ++count;
         if (next == kQuarantined) quarantined.push_back(i);
@@ -500,17 +585,24 @@ std::vector<std::uint32_t> SlotTable::Reclaim(std::uint32_t owner, bool quaranti
     }
   }
   if (freed != nullptr) *freed = count;
-  Pump();
+  if (locked) {
+    PumpLocked();
+    UnlockQueue();
+  }
   return quarantined;
 }
 
 void SlotTable::EndQuarantine(std::uint32_t index) noexcept {
   if (index >= slot_count_) return;
+  const bool locked = LockQueue();
   const bool over = CountEnabled() > header_->capacity.load(kAcquire);
   std::uint64_t expected = kQuarantined;
-  if (slots_[index].word.compare_exchange_strong(expected, over ? kDisabled : kFree, kSeqCst) &&
-      !over) {
-    Pump();
+  const bool freed =
+      slots_[index].word.compare_exchange_strong(expected, over ? kDisabled : kFree, kSeqCst) &&
+      !over;
+  if (locked) {
+    if (freed) PumpLocked();
+    UnlockQueue();
   }
 }
 
@@ -527,18 +619,34 @@ void SlotTable::BumpRevocationGeneration() noexcept {
 }
 
 void SlotTable::SetLeaseFence(std::uint32_t floor, std::int64_t deadline_ns) noexcept {
+  // Under the queue mutex so a fence sees the floor and deadline as a pair.
+  const bool locked = LockQueue();
   header_->floor.store(floor, kSeqCst);
   header_->lease_deadline_ns.store(deadline_ns, kSeqCst);
+  if (locked) UnlockQueue();
 }
 
 bool SlotTable::EnforceLeaseDeadline(std::int64_t now_ns) noexcept {
-  const std::int64_t deadline = header_->lease_deadline_ns.load(kAcquire);
-  if (deadline == 0 || now_ns <= deadline) return false;
-  const std::uint32_t floor = header_->floor.load(kAcquire);
-  if (header_->capacity.load(kAcquire) <= floor) return false;
-  header_->lease_deadline_ns.store(0, kSeqCst);
-  SetCapacity(floor);
-  return true;
+  SegmentHeader& h = *header_;
+  const std::int64_t seen = h.lease_deadline_ns.load(kAcquire);
+  if (seen == 0 || now_ns <= seen) return false;  // common case: no mutex
+  if (!LockQueue()) return false;
+  bool fenced = false;
+  const std::int64_t deadline = h.lease_deadline_ns.load(kAcquire);
+  if (deadline != 0 && now_ns > deadline) {
+    const std::uint32_t floor = h.floor.load(kAcquire);
+    // Shrink first, clear the deadline after: a fencer killed in between
+    // leaves the deadline set, so the next fence finishes the shrink.
+    if (h.capacity.load(kAcquire) > floor || CountEnabled() > floor) {
+      SetCapacityLocked(floor);
+      fenced = true;
+    }
+    // From the value read: never wipe a deadline the broker wrote meanwhile.
+    std::int64_t expected = deadline;
+    h.lease_deadline_ns.compare_exchange_strong(expected, 0, kSeqCst);
+  }
+  UnlockQueue();
+  return fenced;
 }
 
 std::uint64_t SlotTable::BumpBrokerGeneration(pid_t pid) noexcept {

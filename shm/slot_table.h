@@ -125,9 +125,11 @@ class SlotTable {
     std::atomic<std::uint64_t>& w = slots_[index].word;
     std::uint64_t cur = held_word;
     for (;;) {
-      if (cur == held_word) {
+      // A grant not picked up yet still carries kGrantBit: ours all the same.
+      const std::uint64_t mine = cur & ~kGrantBit;
+      if (mine == held_word) {
         if (w.compare_exchange_weak(cur, kFree, std::memory_order_seq_cst)) break;
-      } else if (cur == (held_word | kRetireBit)) {
+      } else if (mine == (held_word | kRetireBit)) {
         // The broker shrank capacity: the slot leaves the table (B2).
         if (w.compare_exchange_weak(cur, kDisabled, std::memory_order_seq_cst)) return;
       } else {
@@ -136,10 +138,11 @@ class SlotTable {
     }
     if (header_->waiters.load(std::memory_order_seq_cst) != 0) Pump();
   }
-  // True while slot `index` carries exactly `held_word` (no retire request).
+  // True while slot `index` carries `held_word` (no retire request; a grant
+  // bit not cleared yet does not matter).
   bool StillHeld(std::uint32_t index, std::uint64_t held_word) const noexcept {
     return index < slot_count_ &&
-           slots_[index].word.load(std::memory_order_acquire) == held_word;
+           (slots_[index].word.load(std::memory_order_acquire) & ~kGrantBit) == held_word;
   }
 
   std::uint64_t revocation_generation() const noexcept {
@@ -162,8 +165,10 @@ class SlotTable {
   // generation. Quarantined slots are left to EndQuarantine.
   // Returns true if any held slot was asked to retire.
   bool SetCapacity(std::uint32_t n) noexcept;
-  // Frees every slot marked with `owner` (quarantined if `quarantine`), and
-  // drops the owner's queued waiters. Returns the indices put in quarantine.
+  // Frees every slot marked with `owner` and drops the owner's queued
+  // waiters. With `quarantine`, every such slot (retiring ones included: the
+  // server may still hold their sessions) goes to kQuarantined, else free
+  // (retiring ones disabled). Returns the indices put in quarantine.
   // `freed` (optional) receives how many slots were taken from the owner.
   std::vector<std::uint32_t> Reclaim(std::uint32_t owner, bool quarantine,
                                      std::uint32_t* freed = nullptr) noexcept;
@@ -213,11 +218,20 @@ class SlotTable {
     }
     return kNoSlot;
   }
+  // Takes the queue mutex; recovers it from a dead holder (RepairQueueLocked)
+  // and repairs torn or hostile indices. False: the mutex is unrecoverable.
   bool LockQueue() noexcept;
   void UnlockQueue() noexcept;
   void RepairQueueLocked() noexcept;
+  // REQUIRES the queue mutex. Puts queue_head/queue_tail back in range if
+  // they are not, and sets `waiters` to the kWaitWaiting entries in range.
+  void RecountWaitersLocked() noexcept;
   void PumpLocked() noexcept;
   void CancelWaitersLocked(std::uint32_t owner) noexcept;
+  bool SetCapacityLocked(std::uint32_t n) noexcept;
+  // Clears kGrantBit from slot `index` if it still carries held_word|kGrantBit
+  // (kRetireBit kept); gives up if the broker reclaimed the slot meanwhile.
+  void PickUpGrant(std::uint32_t index, std::uint64_t held_word) noexcept;
   std::uint32_t CountEnabled() const noexcept;
 
   std::string name_;
