@@ -1,0 +1,412 @@
+// Regression tests for the review findings on the slot table's crash repair,
+// queue bookkeeping and capacity changes (#5, #7, #9, #11, #12, #13).
+//
+// Most build the exact shared state a process killed at a given instruction
+// leaves behind, by writing the segment through a second raw mapping, and
+// make the queue mutex's owner die (a forked child locks it and exits) so the
+// next locker runs the repair.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "shm/slot_table.h"
+#include "tests/support/unique_name.h"
+
+namespace dsb::shm {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A second, raw view of a segment: what a (possibly dying) process sees.
+struct RawView {
+  SegmentHeader* h = nullptr;
+  WaitEntry* entries = nullptr;
+  SlotCell* slots = nullptr;
+  void* base = nullptr;
+  std::size_t size = 0;
+
+  RawView(const std::string& name, std::uint32_t slot_count, std::uint32_t wcap) {
+    const int fd = ::shm_open(("/" + name).c_str(), O_RDWR, 0);
+    EXPECT_GE(fd, 0);
+    size = SegmentBytes(slot_count, wcap);
+    base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    EXPECT_NE(base, MAP_FAILED);
+    auto* p = static_cast<char*>(base);
+    h = reinterpret_cast<SegmentHeader*>(p);
+    entries = reinterpret_cast<WaitEntry*>(p + HeaderBytes());
+    slots = reinterpret_cast<SlotCell*>(p + HeaderBytes() + std::size_t{wcap} * sizeof(WaitEntry));
+  }
+  ~RawView() { ::munmap(base, size); }
+
+  // Queues an entry the way Acquire does, then leaves `waiters` as given.
+  WaitEntry& Queue(std::uint64_t word, std::uint32_t state, std::uint32_t wcap) {
+    WaitEntry& e = entries[h->queue_tail % wcap];
+    e.held_word = word;
+    e.ticket = h->queue_tail;
+    e.slot = 0;
+    e.futex.store(0);
+    ++h->queue_tail;
+    e.state.store(state);
+    return e;
+  }
+
+  // A process that locks the queue mutex and dies: the next locker gets
+  // EOWNERDEAD and repairs.
+  void KillMutexHolder() {
+    const pid_t child = ::fork();
+    if (child == 0) {
+      pthread_mutex_lock(&h->queue_mutex);
+      _exit(0);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+  }
+};
+
+class QueueRepairTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<SlotTable> Make(std::uint32_t slots, std::uint32_t capacity,
+                                  std::uint32_t wcap = 8) {
+    name_ = dsb::testing::UniqueName("dsb-repair");
+    wcap_ = wcap;
+    slots_ = slots;
+    CreateOptions o;
+    o.name = name_;
+    o.target = "t";
+    o.slot_count = slots;
+    o.capacity = capacity;
+    o.waiter_capacity = wcap;
+    auto t = SlotTable::Create(o);
+    EXPECT_TRUE(t.ok()) << t.status().message();
+    raw_ = std::make_unique<RawView>(name_, slots, wcap);
+    return t.ok() ? std::move(t).value() : nullptr;
+  }
+  void TearDown() override {
+    raw_.reset();
+    if (!name_.empty()) (void)SlotTable::Remove(name_);
+  }
+  std::string name_;
+  std::uint32_t wcap_ = 0;
+  std::uint32_t slots_ = 0;
+  std::unique_ptr<RawView> raw_;
+};
+
+// ---- #7: one slot, two holders ---------------------------------------------
+
+// The granter died after a failed CAS (a sibling thread of the same owner took
+// slot 0 on the fast path, writing the plain held word) and before putting
+// the entry back to kWaitWaiting. The repair must not call that a grant.
+TEST_F(QueueRepairTest, RepairDoesNotGrantASlotASiblingTookOnTheFastPath) {
+  auto t = Make(1, 1);
+  const std::uint32_t owner = t->AllocateOwner();
+  const std::uint64_t w = HeldWord(owner, false);
+  ASSERT_EQ(t->TryAcquireIndex(w), 0u);  // the sibling thread
+  WaitEntry& e = raw_->Queue(w, kWaitGranting, wcap_);
+  e.slot = 0;
+  raw_->h->waiters.store(1);
+  raw_->KillMutexHolder();
+  t->Pump();  // locks: EOWNERDEAD -> repair
+  EXPECT_EQ(t->queue_repairs(), 1u);
+  EXPECT_EQ(e.state.load(), kWaitWaiting) << "one slot would have two holders";
+  EXPECT_EQ(t->Count().waiters, 1u);
+  EXPECT_EQ(raw_->slots[0].word.load(), w);
+}
+
+// The granter died after a successful CAS: the slot carries the grant word
+// (here also retired by the broker meanwhile). The repair completes the grant
+// and wakes the waiter.
+TEST_F(QueueRepairTest, RepairCompletesAGrantThatWentThroughEvenIfRetired) {
+  auto t = Make(1, 1);
+  const std::uint64_t w = HeldWord(t->AllocateOwner(), false);
+  WaitEntry& e = raw_->Queue(w, kWaitGranting, wcap_);
+  e.slot = 0;
+  raw_->h->waiters.store(1);
+  raw_->slots[0].word.store(w | kGrantBit | kRetireBit);
+  raw_->KillMutexHolder();
+  t->Pump();
+  EXPECT_EQ(e.state.load(), kWaitGranted);
+  EXPECT_EQ(e.futex.load(), 1u);
+  EXPECT_EQ(t->Count().waiters, 0u);
+}
+
+// Every reader treats a grant word as held by its owner.
+TEST_F(QueueRepairTest, AGrantWordIsHeldForEveryPurpose) {
+  auto t = Make(2, 2);
+  const std::uint32_t owner = t->AllocateOwner();
+  const std::uint64_t w = HeldWord(owner, false);
+  raw_->slots[0].word.store(w | kGrantBit);
+  raw_->slots[1].word.store(w | kGrantBit);
+  EXPECT_TRUE(t->StillHeld(0, w));
+  Counts c = t->Count();
+  EXPECT_EQ(c.held_action, 2u);
+  EXPECT_EQ(c.enabled, 2u);
+  EXPECT_EQ(t->HoldingsByOwner()[owner].action, 2u);
+  // Shrinking retires it; the retire bit keeps the grant bit.
+  EXPECT_TRUE(t->SetCapacity(1));
+  const std::uint64_t retired = raw_->slots[1].word.load();
+  EXPECT_EQ(retired, w | kGrantBit | kRetireBit);
+  EXPECT_FALSE(t->StillHeld(1, w));
+  t->Release(1, w);
+  EXPECT_EQ(raw_->slots[1].word.load(), kDisabled);
+  t->Release(0, w);
+  EXPECT_EQ(raw_->slots[0].word.load(), kFree);
+  raw_->slots[0].word.store(w | kGrantBit);
+  EXPECT_EQ(t->Reclaim(owner, true).size(), 1u);
+  EXPECT_EQ(raw_->slots[0].word.load(), kQuarantined);
+}
+
+// A real waiter is granted while it cannot run (SIGSTOP), so the slot keeps
+// the grant word; the broker retires it; once the waiter runs it clears the
+// grant bit and keeps the retire bit.
+TEST_F(QueueRepairTest, WaiterClearsTheGrantBitAndKeepsTheRetireBit) {
+  auto t = Make(1, 1);
+  const std::uint64_t holder = HeldWord(t->AllocateOwner(), false);
+  const std::uint64_t w = HeldWord(t->AllocateOwner(), false);
+  ASSERT_EQ(t->TryAcquireIndex(holder), 0u);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    auto a = SlotTable::Attach(name_);
+    if (!a.ok()) _exit(10);
+    auto r = (*a)->Acquire(w, 30s, nullptr);
+    if (!r.ok()) _exit(11);
+    // Retired while granted: word must be exactly w|kRetireBit now.
+    if (raw_->slots[*r].word.load() != (w | kRetireBit)) _exit(12);
+    if ((*a)->StillHeld(*r, w)) _exit(13);
+    (*a)->Release(*r, w);
+    _exit(0);
+  }
+  while (t->Count().waiters != 1) std::this_thread::yield();
+  // Stop the child outside the queue mutex (it may still be unlocking).
+  for (;;) {
+    ASSERT_EQ(::kill(child, SIGSTOP), 0);
+    int st = 0;
+    ASSERT_EQ(::waitpid(child, &st, WUNTRACED), child);
+    if (pthread_mutex_trylock(&raw_->h->queue_mutex) == 0) {
+      pthread_mutex_unlock(&raw_->h->queue_mutex);
+      break;
+    }
+    ::kill(child, SIGCONT);
+    std::this_thread::yield();
+  }
+  t->Release(0, holder);  // grants slot 0 to the stopped child
+  EXPECT_EQ(raw_->slots[0].word.load(), w | kGrantBit);
+  EXPECT_TRUE(t->StillHeld(0, w));
+  EXPECT_TRUE(t->SetCapacity(0));
+  EXPECT_EQ(raw_->slots[0].word.load(), w | kGrantBit | kRetireBit);
+  ::kill(child, SIGCONT);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(raw_->slots[0].word.load(), kDisabled);
+}
+
+// ---- #11: enqueuer killed mid-enqueue --------------------------------------
+
+// The reviewer's state (old enqueue order): an entry of a dead owner is
+// kWaitWaiting at the tail place but neither queue_tail nor waiters counted
+// it. Reclaiming that owner must not drive `waiters` below zero.
+TEST_F(QueueRepairTest, ReclaimOfAnUncountedWaiterKeepsTheCountAndTheFastPath) {
+  auto t = Make(4, 4);
+  const std::uint32_t dead = t->AllocateOwner();
+  const std::uint64_t live = HeldWord(t->AllocateOwner(), false);
+  WaitEntry& e = raw_->entries[raw_->h->queue_tail % wcap_];
+  e.held_word = HeldWord(dead, false);
+  e.ticket = raw_->h->queue_tail;
+  e.state.store(kWaitWaiting);
+  raw_->KillMutexHolder();
+  std::uint32_t held[4];
+  for (auto& i : held) i = t->TryAcquireIndex(live);
+  EXPECT_EQ(t->Acquire(live, 5ms, nullptr).status().code(), Errc::kTimeout);
+  t->Reclaim(dead, false);
+  EXPECT_EQ(t->Count().waiters, 0u);
+  t->Release(held[0], live);
+  EXPECT_EQ(t->Count().free, 1u);
+  EXPECT_NE(t->TryAcquireIndex(live), SlotTable::kNoSlot);
+}
+
+// The current order: tail bumped and the entry kWaitWaiting, killed before
+// waiters++. The repair recounts it, and reclaiming the owner drops it.
+TEST_F(QueueRepairTest, EnqueuerKilledBeforeItsIncrementIsRecounted) {
+  auto t = Make(2, 1);
+  const std::uint32_t dead = t->AllocateOwner();
+  const std::uint64_t live = HeldWord(t->AllocateOwner(), false);
+  const std::uint32_t slot = t->TryAcquireIndex(live);
+  raw_->Queue(HeldWord(dead, false), kWaitWaiting, wcap_);
+  raw_->KillMutexHolder();
+  t->Pump();
+  EXPECT_EQ(t->Count().waiters, 1u);
+  t->Reclaim(dead, false);
+  EXPECT_EQ(t->Count().waiters, 0u);
+  t->Release(slot, live);
+  EXPECT_EQ(t->TryAcquireIndex(live), slot);
+}
+
+// ---- #12: granter killed before its futex wake -----------------------------
+
+namespace {
+char TaskState(pid_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto p = s.rfind(')');
+  return p != std::string::npos && p + 2 < s.size() ? s[p + 2] : '?';
+}
+}  // namespace
+
+TEST_F(QueueRepairTest, RepairWakesAWaiterWhoseGranterDiedBeforeTheWake) {
+  auto t = Make(1, 1);
+  const std::uint64_t holder = HeldWord(t->AllocateOwner(), false);
+  const std::uint64_t w = HeldWord(t->AllocateOwner(), false);
+  ASSERT_EQ(t->TryAcquireIndex(holder), 0u);
+  std::atomic<pid_t> tid{0};
+  Result<std::uint32_t> got = Status{Errc::kInternal, "not run"};
+  std::chrono::steady_clock::duration took{};
+  std::thread waiter([&] {
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    const auto start = std::chrono::steady_clock::now();
+    got = t->Acquire(w, 60s, nullptr);
+    took = std::chrono::steady_clock::now() - start;
+  });
+  while (t->Count().waiters != 1 || tid.load() == 0) std::this_thread::yield();
+  while (TaskState(tid.load()) != 'S') std::this_thread::yield();  // asleep on its futex
+  // Another process grants slot 0 to the waiter and dies before the wake.
+  const pid_t child = ::fork();
+  if (child == 0) {
+    SegmentHeader* h = raw_->h;
+    pthread_mutex_lock(&h->queue_mutex);
+    WaitEntry& e = raw_->entries[h->queue_head % wcap_];
+    raw_->slots[0].word.store(e.held_word | kGrantBit);  // holder's release + grant
+    e.slot = 0;
+    e.state.store(kWaitGranted);
+    h->waiters.fetch_sub(1);
+    ++h->queue_head;
+    _exit(0);
+  }
+  ::waitpid(child, nullptr, 0);
+  t->Pump();  // the next locker repairs and must wake the waiter
+  waiter.join();
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  EXPECT_EQ(*got, 0u);
+  EXPECT_LT(took, 30s) << "the waiter slept until its timeout";
+  EXPECT_EQ(raw_->slots[0].word.load(), w);  // grant bit cleared
+}
+
+// ---- #13: corrupt indices --------------------------------------------------
+
+TEST_F(QueueRepairTest, HostileQueueIndicesAreRepairedNotLoopedOver) {
+  auto t = Make(2, 1);
+  const std::uint64_t w = HeldWord(t->AllocateOwner(), false);
+  const std::uint32_t slot = t->TryAcquireIndex(w);
+  raw_->h->queue_head = 5;
+  raw_->h->queue_tail = 1ULL << 62;
+  t->Pump();
+  EXPECT_LE(raw_->h->queue_tail - raw_->h->queue_head, wcap_);
+  EXPECT_EQ(t->Acquire(HeldWord(9, false), 2ms, nullptr).status().code(), Errc::kTimeout);
+  raw_->h->queue_head = 1ULL << 62;  // tail < head
+  raw_->h->queue_tail = 5;
+  raw_->h->waiters.store(3);  // a count to match
+  t->Pump();
+  EXPECT_LE(raw_->h->queue_tail - raw_->h->queue_head, wcap_);
+  EXPECT_EQ(t->Count().waiters, 0u);
+  t->Release(slot, w);
+  EXPECT_TRUE(t->Acquire(w, 1s, nullptr).ok());
+}
+
+// ---- #5: reclaim of a retiring slot ----------------------------------------
+
+TEST_F(QueueRepairTest, ReclaimQuarantinesRetiringSlotsToo) {
+  auto t = Make(4, 2);
+  const std::uint32_t owner = t->AllocateOwner();
+  const std::uint64_t w = HeldWord(owner, false);
+  ASSERT_NE(t->TryAcquireIndex(w), SlotTable::kNoSlot);
+  ASSERT_NE(t->TryAcquireIndex(w), SlotTable::kNoSlot);
+  ASSERT_TRUE(t->SetCapacity(1));  // one of them retiring
+  ASSERT_EQ(t->Count().retiring, 1u);
+  const auto q = t->Reclaim(owner, true);
+  EXPECT_EQ(q.size(), 2u) << "the retiring slot skipped quarantine";
+  EXPECT_EQ(t->Count().quarantined, 2u);
+  for (auto i : q) t->EndQuarantine(i);
+  const Counts c = t->Count();
+  EXPECT_EQ(c.enabled, 1u);
+  EXPECT_EQ(c.free, 1u);
+}
+
+// ---- #9: capacity races ----------------------------------------------------
+
+TEST_F(QueueRepairTest, ConcurrentFencesNeverShrinkBelowTheFloor) {
+  auto broker = Make(16, 0);
+  auto c1 = SlotTable::Attach(name_);
+  auto c2 = SlotTable::Attach(name_);
+  ASSERT_TRUE(c1.ok() && c2.ok());
+  constexpr int kTrials = 300;
+  int below = 0;
+  int fenced = 0;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    broker->SetLeaseFence(4, 1);
+    broker->SetCapacity(12);
+    std::atomic<int> go{0};
+    std::atomic<int> acted{0};
+    auto fence = [&](SlotTable* c) {
+      go.fetch_add(1);
+      while (go.load() < 2) {
+      }
+      if (c->EnforceLeaseDeadline(100)) acted.fetch_add(1);
+    };
+    std::thread x(fence, c1->get());
+    std::thread y(fence, c2->get());
+    x.join();
+    y.join();
+    const Counts c = broker->Count();
+    if (c.enabled < 4) ++below;
+    EXPECT_EQ(c.capacity, 4u);
+    EXPECT_EQ(acted.load(), 1) << "exactly one fence acts";
+    fenced += acted.load();
+  }
+  EXPECT_EQ(below, 0) << below << "/" << kTrials << " trials left fewer than the floor enabled";
+  EXPECT_EQ(fenced, kTrials);
+}
+
+// The broker renews (new deadline, then grows) while a client fences the
+// expired lease: capacity above the floor must always come with a deadline,
+// and the enabled slots must match the capacity.
+TEST_F(QueueRepairTest, FenceRacingARenewalNeverLeavesLeaseCapacityWithoutADeadline) {
+  auto broker = Make(16, 0);
+  auto client = SlotTable::Attach(name_);
+  ASSERT_TRUE(client.ok());
+  constexpr int kTrials = 300;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    broker->SetLeaseFence(4, 1);  // expired at now = 100
+    broker->SetCapacity(12);
+    std::atomic<int> go{0};
+    std::thread fencer([&] {
+      go.fetch_add(1);
+      while (go.load() < 2) {
+      }
+      (*client)->EnforceLeaseDeadline(100);
+    });
+    go.fetch_add(1);
+    while (go.load() < 2) {
+    }
+    broker->SetLeaseFence(4, 1000);  // renewed: new deadline first, then capacity
+    broker->SetCapacity(12);
+    fencer.join();
+    const Counts c = broker->Count();
+    ASSERT_TRUE(c.capacity <= 4 || broker->lease_deadline_ns() != 0)
+        << "trial " << trial << ": capacity " << c.capacity << " with no deadline";
+    ASSERT_EQ(c.enabled, c.capacity) << "trial " << trial;
+  }
+}
+
+}  // namespace
+}  // namespace dsb::shm
