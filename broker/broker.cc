@@ -220,6 +220,9 @@ Status Broker::Impl::Open() {
     auto target = Target::Open(config, t, capacity, now);
     if (!target.ok()) return target.status();
     Target& tg = **target;
+    // A segment left by a cluster-mode broker carries a lease fence; a
+    // single-machine broker has no lease: clear it, or clients would fence.
+    if (!config.cluster_mode()) tg.table().SetLeaseFence(0, 0);
     if (tg.adopted_segment()) {
       in_grace = true;
       spdlog::info("target {}: adopted existing segment {}: {} owners hold slots; they have {} "
