@@ -4,8 +4,11 @@
 // segment a registered client still uses; an idle client is re-adopted after
 // a restart and no newcomer takes its system slot meanwhile; a dead client's
 // registration stays counted for the quarantine.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +26,20 @@ namespace {
 using namespace std::chrono_literals;
 using testing::BrokerProcess;
 
+// A loopback port the kernel just had free (picked from the ephemeral range, so
+// no other process is using it at this moment).
+std::uint16_t FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
 class ClusterBrokerTest : public ::testing::Test {
  protected:
   void Write(const std::string& quarantine) {
@@ -31,7 +48,7 @@ class ClusterBrokerTest : public ::testing::Test {
     ::chmod((dir / "key").c_str(), 0600);
     std::ofstream(dir / "cluster.toml")
         << "[cluster]\ncoordinator = \"solo\"\nterm = \"1s\"\ndrain = \"1s\"\n"
-        << "[[brokers]]\nid = \"solo\"\naddress = \"127.0.0.1:" << 20000 + ::getpid() % 20000
+        << "[[brokers]]\nid = \"solo\"\naddress = \"127.0.0.1:" << FreePort()
         << "\"\nsystem_slots = 1\nfloor = 2\n"
         << "[[targets]]\nname = \"exA\"\nlimit = 8\nquarantine = \"" << quarantine << "\"\n"
         << "[[targets]]\nname = \"exB\"\nlimit = 8\nquarantine = \"" << quarantine << "\"\n";
