@@ -9,9 +9,11 @@
 #include <boost/json.hpp>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <spdlog/spdlog.h>
 
 #include "broker/cluster.h"
+#include "broker/instance_lock.h"
 #include "broker/target.h"
 #include "common/local_frame.h"
 
@@ -58,6 +60,9 @@ struct Broker::Impl {
   std::map<std::string, std::unique_ptr<Target>> targets;
   std::vector<Target*> ordered;  // config order (the lease agent's indices)
   std::unique_ptr<ClusterNode> cluster;
+  // Held for the broker's life: its socket and every segment it manages.
+  std::optional<InstanceLock> socket_lock;
+  std::vector<InstanceLock> segment_locks;
   std::map<Session*, std::weak_ptr<Session>> sessions;
   // Registered clients by (target, owner): owner ids are per segment.
   std::map<std::pair<std::string, std::uint32_t>, ClientRecord> clients;
@@ -209,6 +214,19 @@ Status Broker::Impl::Open() {
   }
   if (config.state_dir) {
     spdlog::warn("broker.state_dir is accepted but not used by this build");
+  }
+  // Lock before touching anything: a second broker with an overlapping config
+  // must not attach to, bump, re-shape or free a running broker's segments.
+  auto sock_lock = InstanceLock::Acquire(InstanceLock::ForSocket(config.socket),
+                                         "socket " + config.socket.string());
+  if (!sock_lock.ok()) return sock_lock.status();
+  socket_lock.emplace(std::move(sock_lock).value());
+  for (const config::TargetConfig& t : config.targets) {
+    const std::string segment = shm::SegmentName(config.shm_prefix, t.name);
+    auto seg_lock = InstanceLock::Acquire(InstanceLock::ForSegment(segment),
+                                          "segment " + segment + " (target " + t.name + ")");
+    if (!seg_lock.ok()) return seg_lock.status();
+    segment_locks.push_back(std::move(seg_lock).value());
   }
   for (const config::TargetConfig& t : config.targets) {
     std::uint32_t capacity = 0;
@@ -571,6 +589,7 @@ void Broker::Impl::Shutdown() {
   acceptor.close(ec);
   std::error_code fec;
   std::filesystem::remove(config.socket, fec);
+  if (socket_lock) socket_lock->RemoveFile();
   grace_timer.cancel();
   quarantine_timer.cancel();
   signals.cancel();
@@ -587,6 +606,7 @@ void Broker::Impl::Shutdown() {
                  clients.size());
   } else {
     for (auto& [n, t] : targets) (void)shm::SlotTable::Remove(t->table().name());
+    for (InstanceLock& l : segment_locks) l.RemoveFile();
     spdlog::info("shutting down; nothing held, segments removed");
   }
   // Sessions end without reclaiming (stopping is set): running clients keep

@@ -350,7 +350,53 @@ TEST_F(ClientTest, SecondBrokerOnTheSameSocketIsRefused) {
   StartBroker();
   std::string out;
   EXPECT_NE(BrokerProcess::RunToExit(broker_->config_path(), &out), 0);
-  EXPECT_NE(out.find("already"), std::string::npos) << out;
+  EXPECT_NE(out.find("socket " + broker_->socket().string() + " is managed by another running "
+                     "broker (pid " + std::to_string(broker_->pid())),
+            std::string::npos)
+      << out;
+}
+
+// Same shm_prefix, another socket: without a lock the second broker would
+// adopt the running broker's segment and, after its grace, free the slots of
+// clients it never saw (two holders per slot). It must be refused before it
+// touches the segment.
+TEST_F(ClientTest, SecondBrokerSharingASegmentIsRefusedAndChangesNothing) {
+  StartBroker({BrokerTarget{"exch01", 5}});
+  auto c = Connect();
+  ASSERT_TRUE(c);
+  std::error_code ec;
+  Permit p = c->TryAcquire(ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ScratchDir other;
+  BrokerProcess second(other.path(), prefix_, {BrokerTarget{"exch01", 5}},
+                       "adopt_grace = \"100ms\"\n");
+  EXPECT_FALSE(second.Start(10s)) << "a second broker ran on segment " << broker_->segment("exch01");
+  const std::string log = second.log();
+  EXPECT_NE(log.find("segment " + broker_->segment("exch01")), std::string::npos) << log;
+  EXPECT_NE(log.find("pid " + std::to_string(broker_->pid())), std::string::npos) << log;
+  EXPECT_EQ(log.find("adopted existing segment"), std::string::npos) << log;
+  // The running broker and its client are untouched.
+  json::object t = TargetStatus(*broker_);
+  EXPECT_EQ(Num(t, "held"), 2);
+  EXPECT_EQ(Num(t, "capacity"), 5);
+  EXPECT_TRUE(p.valid());
+  EXPECT_FALSE(p.ShouldYield());
+  std::vector<Permit> more;
+  for (int i = 0; i < 3; ++i) {
+    more.push_back(c->TryAcquire(ec));
+    EXPECT_FALSE(ec) << ec.message();
+  }
+  EXPECT_EQ(Num(TargetStatus(*broker_), "held"), 5);
+  more.clear();
+}
+
+TEST_F(ClientTest, BrokerLockIsReleasedWhenTheBrokerIsKilled) {
+  StartBroker();
+  EXPECT_EQ(broker_->Stop(SIGKILL) & 0x7f, SIGKILL);
+  // The kernel dropped the flock with the process: a new broker starts and
+  // adopts the segment at once.
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  EXPECT_TRUE(broker_->WaitForLog("adopted existing segment", 5s)) << broker_->log();
 }
 
 TEST_F(ClientTest, SocketAndSegmentBelongToTheConfiguredGroup) {

@@ -36,8 +36,14 @@ BrokerProcess::~BrokerProcess() {
 }
 
 void BrokerProcess::RemoveSegments() {
-  for (const auto& t : targets_) ::unlink(("/dev/shm/" + segment(t.name)).c_str());
-  for (const auto& s : segments_) ::unlink(("/dev/shm/" + s).c_str());
+  for (const auto& t : targets_) {
+    ::unlink(("/dev/shm/" + segment(t.name)).c_str());
+    ::unlink(("/dev/shm/.dsb-lock-" + segment(t.name)).c_str());
+  }
+  for (const auto& s : segments_) {
+    ::unlink(("/dev/shm/" + s).c_str());
+    ::unlink(("/dev/shm/.dsb-lock-" + s).c_str());
+  }
 }
 
 bool BrokerProcess::Start(std::chrono::milliseconds timeout) {

@@ -1,0 +1,97 @@
+#include "broker/instance_lock.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace dsb::broker {
+
+namespace {
+
+std::string ReadPid(int fd) {
+  char buf[32] = {};
+  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return "unknown";
+  std::string s(buf, static_cast<std::size_t>(n));
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s.empty() ? "unknown" : s;
+}
+
+}  // namespace
+
+std::filesystem::path InstanceLock::ForSegment(const std::string& segment) {
+  return std::filesystem::path("/dev/shm") / (".dsb-lock-" + segment);
+}
+
+std::filesystem::path InstanceLock::ForSocket(const std::filesystem::path& socket) {
+  std::filesystem::path p = socket;
+  p += ".lock";
+  return p;
+}
+
+Result<InstanceLock> InstanceLock::Acquire(const std::filesystem::path& path,
+                                           const std::string& what) {
+  // A few rounds cover a concurrent RemoveFile(); more means something is
+  // replacing the file in a loop.
+  for (int round = 0; round < 8; ++round) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0660);
+    if (fd < 0) {
+      return Status{Errc::kBrokerUnavailable,
+                    "cannot open lock file " + path.string() + " for " + what + ": " +
+                        std::strerror(errno)};
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      const std::string holder = err == EWOULDBLOCK ? ReadPid(fd) : "";
+      ::close(fd);
+      if (err == EWOULDBLOCK) {
+        return Status{Errc::kBrokerUnavailable,
+                      what + " is managed by another running broker (pid " + holder +
+                          ", lock " + path.string() + "); stop it or give this broker its own "
+                          "socket and shm_prefix"};
+      }
+      return Status{Errc::kBrokerUnavailable,
+                    "cannot lock " + path.string() + " for " + what + ": " + std::strerror(err)};
+    }
+    struct stat locked {}, named {};
+    if (::fstat(fd, &locked) != 0 || ::stat(path.c_str(), &named) != 0 ||
+        locked.st_ino != named.st_ino || locked.st_dev != named.st_dev) {
+      ::close(fd);  // unlinked or replaced under us: lock the file that is there now
+      continue;
+    }
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd, 0) == 0) {
+      (void)!::pwrite(fd, pid.data(), pid.size(), 0);
+    }
+    return InstanceLock(fd, path);
+  }
+  return Status{Errc::kBrokerUnavailable,
+                "cannot lock " + path.string() + " for " + what + ": the file keeps changing"};
+}
+
+InstanceLock::InstanceLock(InstanceLock&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
+
+InstanceLock& InstanceLock::operator=(InstanceLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+InstanceLock::~InstanceLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void InstanceLock::RemoveFile() noexcept {
+  if (fd_ >= 0) ::unlink(path_.c_str());
+}
+
+}  // namespace dsb::broker
