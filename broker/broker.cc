@@ -14,6 +14,7 @@
 
 #include "broker/cluster.h"
 #include "broker/instance_lock.h"
+#include "broker/state_file.h"
 #include "broker/target.h"
 #include "common/local_frame.h"
 
@@ -63,6 +64,15 @@ struct Broker::Impl {
   // Held for the broker's life: its socket and every segment it manages.
   std::optional<InstanceLock> socket_lock;
   std::vector<InstanceLock> segment_locks;
+  // broker.state_dir: what survives a machine restart (see state_file.h).
+  std::optional<std::filesystem::path> state_path;
+  BrokerState state;
+
+  Status OpenState(std::optional<BrokerState>* previous, bool* previous_unreadable);
+  void HoldBackAfterUncleanEnd(Target& tg, const std::optional<BrokerState>& previous,
+                               bool previous_unreadable, Clock::time_point now);
+  // Records `capacity` as the target's high water if it is one (see state_file.h).
+  void NoteCapacity(const Target& tg, std::uint32_t capacity);
   std::map<Session*, std::weak_ptr<Session>> sessions;
   // Registered clients by (target, owner): owner ids are per segment.
   std::map<std::pair<std::string, std::uint32_t>, ClientRecord> clients;
@@ -212,9 +222,6 @@ Status Broker::Impl::Open() {
                  "yet; use `dsbctl status --json`",
                  config.metrics->ToString());
   }
-  if (config.state_dir) {
-    spdlog::warn("broker.state_dir is accepted but not used by this build");
-  }
   // Lock before touching anything: a second broker with an overlapping config
   // must not attach to, bump, re-shape or free a running broker's segments.
   auto sock_lock = InstanceLock::Acquire(InstanceLock::ForSocket(config.socket),
@@ -228,6 +235,9 @@ Status Broker::Impl::Open() {
     if (!seg_lock.ok()) return seg_lock.status();
     segment_locks.push_back(std::move(seg_lock).value());
   }
+  std::optional<BrokerState> previous;
+  bool previous_unreadable = false;
+  if (Status st = OpenState(&previous, &previous_unreadable); !st.ok()) return st;
   for (const config::TargetConfig& t : config.targets) {
     std::uint32_t capacity = 0;
     if (config.cluster_mode()) {
@@ -251,6 +261,15 @@ Status Broker::Impl::Open() {
     } else {
       spdlog::info("target {}: segment {} created, {} slots, capacity {}", t.name,
                    tg.table().name(), tg.table().slot_count(), capacity);
+      HoldBackAfterUncleanEnd(tg, previous, previous_unreadable, now);
+    }
+    if (state_path) {
+      std::uint32_t& hw = state.capacity_high_water[t.name];
+      if (tg.adopted_segment() && previous) {
+        auto it = previous->capacity_high_water.find(t.name);
+        if (it != previous->capacity_high_water.end()) hw = std::max(hw, it->second);
+      }
+      hw = std::max({hw, capacity, tg.table().Count().quarantined});
     }
     ordered.push_back(target->get());
     targets.emplace(t.name, std::move(target).value());
@@ -271,6 +290,8 @@ Status Broker::Impl::Open() {
     };
     hooks.apply = [this](std::size_t i, const lease::TargetCapacity& cap) {
       if (i >= ordered.size()) return;
+      // Write-ahead: the high water is on disk before a client can use it.
+      NoteCapacity(*ordered[i], cap.action_capacity);
       ordered[i]->SetLeaseCapacity(cap.action_capacity, cap.action_capacity - cap.lease,
                                    cap.lease_valid_until);
     };
@@ -278,8 +299,88 @@ Status Broker::Impl::Open() {
     if (!node.ok()) return node.status();
     cluster = std::move(node).value();
   }
+  if (state_path) {
+    state.pid = ::getpid();
+    state.clean = false;
+    if (Status st = WriteState(*state_path, state); !st.ok()) {
+      return {Errc::kConfig, "broker.state_dir: " + st.message()};
+    }
+  }
   if (Status s = BindSocket(); !s.ok()) return s;
   return cluster ? cluster->Start() : Status::Ok();
+}
+
+Status Broker::Impl::OpenState(std::optional<BrokerState>* previous, bool* previous_unreadable) {
+  if (!config.state_dir) {
+    bool quarantines = false;
+    for (const config::TargetConfig& t : config.targets) quarantines |= t.quarantine.count() > 0;
+    if (quarantines) {
+      spdlog::warn("broker.state_dir is not set: after a machine restart this broker cannot know "
+                   "that sessions of its earlier clients may still be open on the server, and "
+                   "will not quarantine them");
+    }
+    return Status::Ok();
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(*config.state_dir, ec);
+  if (ec) {
+    return {Errc::kConfig,
+            "broker.state_dir: cannot create " + config.state_dir->string() + ": " + ec.message()};
+  }
+  state_path = StateFilePath(*config.state_dir, config.id);
+  auto read = ReadState(*state_path);
+  if (!read.ok()) {
+    // Our own file, damaged: assume the worst (an unclean end at full capacity).
+    spdlog::warn("{}; assuming the previous broker ended uncleanly", read.status().message());
+    *previous_unreadable = true;
+    return Status::Ok();
+  }
+  *previous = std::move(read).value();
+  return Status::Ok();
+}
+
+void Broker::Impl::HoldBackAfterUncleanEnd(Target& tg, const std::optional<BrokerState>& previous,
+                                           bool previous_unreadable, Clock::time_point now) {
+  if (!previous_unreadable && (!previous || previous->clean)) return;
+  const config::TargetConfig& t = tg.config();
+  std::uint32_t slots = static_cast<std::uint32_t>(t.limit - t.reserve);
+  if (previous) {
+    auto it = previous->capacity_high_water.find(t.name);
+    slots = it == previous->capacity_high_water.end() ? 0 : it->second;
+  }
+  const std::uint32_t registrations =
+      config.cluster_mode() ? static_cast<std::uint32_t>(config.self().system_slots) : 0;
+  const std::string who =
+      previous ? "the previous broker (pid " + std::to_string(previous->pid) + ")"
+               : "the previous broker";
+  if (slots + registrations == 0) return;
+  if (t.quarantine.count() <= 0) {
+    spdlog::warn("target {}: {} ended without a clean stop and segment {} is gone (machine "
+                 "restart?); its clients' sessions may still be open on the server, but "
+                 "quarantine is 0 for this target: nothing held back",
+                 t.name, who, tg.table().name());
+    return;
+  }
+  const std::uint32_t held_back = tg.HoldBackAfterUncleanEnd(slots, registrations, now);
+  spdlog::warn("target {}: {} ended without a clean stop and segment {} is gone (machine "
+               "restart?): up to {} session(s) of its clients may still be open on the server; "
+               "{} slot(s){} held in quarantine for {} ms",
+               t.name, who, tg.table().name(), slots + registrations, held_back,
+               registrations > 0 ? " and " + std::to_string(registrations) + " registration(s)"
+                                 : std::string(),
+               std::chrono::duration_cast<std::chrono::milliseconds>(t.quarantine).count());
+}
+
+void Broker::Impl::NoteCapacity(const Target& tg, std::uint32_t capacity) {
+  if (!state_path || stopping) return;
+  std::uint32_t& hw = state.capacity_high_water[tg.name()];
+  if (capacity <= hw) return;
+  hw = capacity;
+  if (Status st = WriteState(*state_path, state); !st.ok()) {
+    spdlog::error("{}: after a machine restart the broker may under-count sessions still open "
+                  "on the server",
+                  st.message());
+  }
 }
 
 Status Broker::Impl::BindSocket() {
@@ -594,19 +695,25 @@ void Broker::Impl::Shutdown() {
   quarantine_timer.cancel();
   signals.cancel();
   bool any_held = !clients.empty();  // a registered client may take slots any time
+  std::uint64_t slots_kept = 0;
   for (auto& [n, t] : targets) {
     const shm::Counts c = t->table().Count();
+    slots_kept += c.held_action + c.held_system + c.quarantined;
     if (c.held_action + c.held_system + c.quarantined > 0 || !t->pending_owners().empty()) {
       any_held = true;
     }
   }
   if (any_held) {
-    spdlog::info("shutting down; {} client(s) still hold slots: segments kept for the next "
-                 "broker to adopt (within its adopt_grace)",
-                 clients.size());
+    spdlog::info("shutting down; {} client(s) registered, {} slot(s) held or quarantined: "
+                 "segments kept for the next broker to adopt (within its adopt_grace)",
+                 clients.size(), slots_kept);
   } else {
     for (auto& [n, t] : targets) (void)shm::SlotTable::Remove(t->table().name());
     for (InstanceLock& l : segment_locks) l.RemoveFile();
+    if (state_path) {
+      state.clean = true;
+      if (Status st = WriteState(*state_path, state); !st.ok()) spdlog::error("{}", st.message());
+    }
     spdlog::info("shutting down; nothing held, segments removed");
   }
   // Sessions end without reclaiming (stopping is set): running clients keep

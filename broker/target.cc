@@ -94,6 +94,14 @@ void Target::QuarantineRegistration(Clock::time_point now) {
                                   std::chrono::duration_cast<Clock::duration>(config_.quarantine));
 }
 
+std::uint32_t Target::HoldBackAfterUncleanEnd(std::uint32_t slots, std::uint32_t registrations,
+                                              Clock::time_point now) {
+  const std::vector<std::uint32_t> held = table_->QuarantineUnheld(slots);
+  Quarantine(held, now);
+  for (std::uint32_t i = 0; i < registrations; ++i) QuarantineRegistration(now);
+  return static_cast<std::uint32_t>(held.size());
+}
+
 std::uint32_t Target::Reclaim(std::uint32_t owner, Clock::time_point now) {
   std::uint32_t freed = 0;
   const bool quarantine = config_.quarantine.count() > 0;

@@ -58,6 +58,15 @@ class Target {
     return static_cast<std::uint32_t>(registration_quarantine_.size());
   }
 
+  // A fresh segment after an unclean end of the previous broker (a machine
+  // restart): up to `slots` sessions, and in cluster mode `registrations`
+  // system sessions, of earlier clients may still be open on the server.
+  // Puts that many unheld slots in quarantine and counts that many
+  // registrations, for the target's quarantine period. Returns the number of
+  // slots put in quarantine (at most the table's size).
+  std::uint32_t HoldBackAfterUncleanEnd(std::uint32_t slots, std::uint32_t registrations,
+                                        Clock::time_point now);
+
   // A client died or left: frees its slots (quarantined per config). Returns
   // the number of slots freed.
   std::uint32_t Reclaim(std::uint32_t owner, Clock::time_point now);

@@ -606,6 +606,24 @@ void SlotTable::EndQuarantine(std::uint32_t index) noexcept {
   }
 }
 
+std::vector<std::uint32_t> SlotTable::QuarantineUnheld(std::uint32_t n) noexcept {
+  std::vector<std::uint32_t> out;
+  const bool locked = LockQueue();
+  std::uint32_t bound = header_->scan_bound.load(kAcquire);
+  for (const std::uint64_t from : {kFree, kDisabled}) {
+    for (std::uint32_t i = 0; i < slot_count_ && out.size() < n; ++i) {
+      std::uint64_t expected = from;
+      if (slots_[i].word.compare_exchange_strong(expected, kQuarantined, kSeqCst)) {
+        out.push_back(i);
+        bound = std::max(bound, i + 1);
+      }
+    }
+  }
+  header_->scan_bound.store(bound, kSeqCst);
+  if (locked) UnlockQueue();
+  return out;
+}
+
 std::vector<std::uint32_t> SlotTable::QuarantinedSlots() const {
   std::vector<std::uint32_t> out;
   for (std::uint32_t i = 0; i < slot_count_; ++i) {

@@ -174,6 +174,13 @@ class SlotTable {
                                      std::uint32_t* freed = nullptr) noexcept;
   // Ends the quarantine of slot `index`: free if capacity allows, else disabled.
   void EndQuarantine(std::uint32_t index) noexcept;
+  // Puts up to `n` slots nobody holds (free ones first, then disabled ones)
+  // in quarantine and returns their indices. For a broker that starts on a
+  // fresh segment after an unclean end (a machine restart): the server may
+  // still hold sessions of the earlier clients. Quarantined slots count
+  // against capacity, so quarantining disabled slots puts the table over its
+  // capacity until EndQuarantine disables them again.
+  std::vector<std::uint32_t> QuarantineUnheld(std::uint32_t n) noexcept;
   // Quarantined slot indices (for a restarted broker to re-quarantine).
   std::vector<std::uint32_t> QuarantinedSlots() const;
   // Serves queued waiters from free slots (also done by every release).

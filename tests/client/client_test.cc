@@ -399,6 +399,67 @@ TEST_F(ClientTest, BrokerLockIsReleasedWhenTheBrokerIsKilled) {
   EXPECT_TRUE(broker_->WaitForLog("adopted existing segment", 5s)) << broker_->log();
 }
 
+// A machine restart wipes /dev/shm but not the server's sessions. With
+// state_dir, a broker that finds no segment after an unclean end holds its
+// earlier capacity back for the target's quarantine.
+TEST_F(ClientTest, UncleanEndThenLostSegmentHoldsCapacityBackForTheQuarantine) {
+  const std::string extra = "state_dir = \"" + (dir_.path() / "state").string() + "\"\n";
+  StartBroker({BrokerTarget{"exch01", 4, 0, "3s"}}, extra);
+  {
+    auto c = Connect();
+    ASSERT_TRUE(c);
+    std::error_code ec;
+    Permit p = c->TryAcquire(ec);
+    ASSERT_FALSE(ec) << ec.message();
+    EXPECT_EQ(broker_->Stop(SIGKILL) & 0x7f, SIGKILL);
+  }
+  broker_->RemoveSegments();  // what a reboot does to /dev/shm
+  const auto before_start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  EXPECT_NE(broker_->log().find("ended without a clean stop"), std::string::npos)
+      << broker_->log();
+  json::object t = TargetStatus(*broker_);
+  EXPECT_EQ(Num(t, "quarantined"), 4);
+  EXPECT_EQ(Num(t, "free"), 0);
+  // Registration needs the system slot: it waits for the quarantine to end.
+  auto c = Connect();
+  ASSERT_TRUE(c);
+  EXPECT_GE(std::chrono::steady_clock::now() - before_start, 3s);
+  EXPECT_EQ(Num(TargetStatus(*broker_), "quarantined"), 0);
+}
+
+TEST_F(ClientTest, CleanStopThenLostSegmentHoldsNothingBack) {
+  const std::string extra = "state_dir = \"" + (dir_.path() / "state").string() + "\"\n";
+  StartBroker({BrokerTarget{"exch01", 4, 0, "1h"}}, extra);
+  EXPECT_EQ(broker_->Stop(SIGTERM), 0);
+  EXPECT_NE(broker_->log().find("nothing held, segments removed"), std::string::npos)
+      << broker_->log();
+  broker_->RemoveSegments();
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  EXPECT_EQ(broker_->log().find("ended without a clean stop"), std::string::npos)
+      << broker_->log();
+  EXPECT_EQ(Num(TargetStatus(*broker_), "quarantined"), 0);
+  std::error_code ec;
+  auto c = Connect();
+  ASSERT_TRUE(c);
+  Permit p = c->TryAcquire(ec);
+  EXPECT_FALSE(ec) << ec.message();
+}
+
+TEST_F(ClientTest, DamagedStateFileAssumesTheWorst) {
+  const auto state = dir_.path() / "state";
+  std::filesystem::create_directories(state);
+  prefix_ = UniqueName("ct");
+  std::ofstream(state / (prefix_ + ".state")) << "{not json";
+  broker_ = std::make_unique<BrokerProcess>(dir_.path(), prefix_,
+                                            std::vector<BrokerTarget>{{"exch01", 4, 1, "1h"}},
+                                            "state_dir = \"" + state.string() + "\"\n");
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  EXPECT_NE(broker_->log().find(prefix_ + ".state: not JSON"), std::string::npos)
+      << broker_->log();
+  EXPECT_EQ(Num(TargetStatus(*broker_), "quarantined"), 3);  // limit - reserve
+}
+
 TEST_F(ClientTest, SocketAndSegmentBelongToTheConfiguredGroup) {
   group* g = ::getgrnam("nogroup");
   if (g == nullptr) GTEST_SKIP() << "no group 'nogroup' on this machine";

@@ -16,6 +16,7 @@
 #include <fstream>
 
 #include "dsb/client.h"
+#include "tests/support/broker_admin.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/unique_name.h"
 #include "tests/support/wait.h"
@@ -42,7 +43,7 @@ std::uint16_t FreePort() {
 
 class ClusterBrokerTest : public ::testing::Test {
  protected:
-  void Write(const std::string& quarantine) {
+  void Write(const std::string& quarantine, const std::string& extra = "") {
     const auto dir = scratch_.path();
     std::ofstream(dir / "key") << std::string(64, 'b');
     ::chmod((dir / "key").c_str(), 0600);
@@ -56,7 +57,7 @@ class ClusterBrokerTest : public ::testing::Test {
     std::ofstream(dir / "solo.toml") << "[broker]\nid = \"solo\"\nsocket = \""
                                      << (dir / "solo.sock").string() << "\"\nshm_prefix = \""
                                      << prefix_ << "\"\ncluster = \"cluster.toml\"\n"
-                                     << "key_file = \"key\"\nadopt_grace = \"2s\"\n";
+                                     << "key_file = \"key\"\nadopt_grace = \"2s\"\n" << extra;
     broker_ = std::make_unique<BrokerProcess>(
         dir / "solo.toml", dir / "solo.sock",
         std::vector<std::string>{"dsb-" + prefix_ + "-exA", "dsb-" + prefix_ + "-exB"});
@@ -139,6 +140,73 @@ TEST_F(ClusterBrokerTest, DeadClientsRegistrationStaysCountedDuringQuarantine) {
   EXPECT_TRUE(testing::WaitUntil([&] { return (later = Connect("exA", ec, &msg, 200ms)) != nullptr; },
                                  20s))
       << "quarantine never ended: " << msg;
+}
+
+std::int64_t Field(const boost::json::object& o, const char* key) {
+  return o.contains(key) ? o.at(key).to_number<std::int64_t>() : -1;
+}
+
+// Status of target `name` and this broker's row of the ledger for it.
+boost::json::object TargetRow(const std::filesystem::path& socket, const std::string& name) {
+  boost::json::object s = testing::AskBroker(socket, {{"op", "status"}});
+  if (!s.contains("targets")) return {};
+  for (auto& t : s["targets"].as_array()) {
+    if (t.as_object().at("name").as_string() == name) return t.as_object();
+  }
+  return {};
+}
+
+// What this broker last reported as held (B2) for `name`, as the ledger has it.
+std::int64_t ReportedHeld(const std::filesystem::path& socket, const std::string& name) {
+  boost::json::object l = testing::AskBroker(socket, {{"op", "leases"}});
+  const boost::json::value* ledger = l.if_contains("ledger");
+  if (ledger == nullptr || !ledger->is_object()) return -1;
+  const boost::json::value* targets = ledger->as_object().if_contains("targets");
+  if (targets == nullptr || !targets->is_array()) return -1;
+  for (const auto& t : targets->as_array()) {
+    if (t.as_object().at("target").as_string() != name) continue;
+    for (const auto& b : t.as_object().at("brokers").as_array()) {
+      if (b.as_object().at("broker").as_string() == "solo") return Field(b.as_object(), "held");
+    }
+  }
+  return -1;
+}
+
+// After a machine restart (segments gone) that followed an unclean end, the
+// sessions of the earlier clients may still be open on the server: the slots
+// are held back in quarantine, reported to the coordinator as held (B2), and
+// the registration is counted.
+TEST_F(ClusterBrokerTest, UncleanEndThenLostSegmentsReportsTheHeldBackSlots) {
+  Write("1h", "state_dir = \"" + (scratch_.path() / "state").string() + "\"\n");
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  std::error_code ec;
+  {
+    auto a = Connect("exA", ec);
+    ASSERT_TRUE(a) << ec.message();
+    std::vector<Permit> permits;  // floor 2 + a lease of at least 2
+    for (int i = 0; i < 4; ++i) {
+      permits.push_back(a->Acquire(20s, ec));
+      ASSERT_FALSE(ec) << ec.message();
+    }
+    broker_->Stop(SIGKILL);
+  }
+  broker_->RemoveSegments();  // what a reboot does to /dev/shm
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  EXPECT_NE(broker_->log().find("ended without a clean stop"), std::string::npos)
+      << broker_->log();
+  const std::int64_t held_back = Field(TargetRow(broker_->socket(), "exA"), "quarantined");
+  EXPECT_GE(held_back, 4) << "4 slots were in use before; state file: " << [&] {
+    std::ifstream in(scratch_.path() / "state" / "solo.state");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }() << broker_->log();
+  std::string msg;
+  auto c = Connect("exA", ec, &msg, 200ms);
+  EXPECT_FALSE(c);
+  EXPECT_EQ(ec, Errc::kTooManyClients) << msg;
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] { return ReportedHeld(broker_->socket(), "exA") >= held_back; }, 10s))
+      << "the coordinator never saw the held-back slots: "
+      << boost::json::serialize(testing::AskBroker(broker_->socket(), {{"op", "leases"}}));
 }
 
 }  // namespace
