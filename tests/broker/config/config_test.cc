@@ -321,6 +321,15 @@ TEST(BrokerConfig, LoadReadsTheFileAndNamesItInErrors) {
             bad.string() + ": targets[0].limit: must be an integer between 1 and 65535, got -3");
 }
 
+TEST(BrokerConfig, ShippedSingleMachineExampleLoads) {
+  Result<BrokerConfig> c =
+      LoadBrokerConfig(fs::path(DSB_SOURCE_DIR) / "examples" / "single" / "ws1.toml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->id, "ws1");
+  ASSERT_EQ(c->targets.size(), 1u);
+  EXPECT_EQ(c->targets[0].limit, 32);
+}
+
 TEST(BrokerConfig, LoadRefusesMissingAndNonRegularFiles) {
   TempDir dir;
   Result<BrokerConfig> missing = LoadBrokerConfig(dir.path() / "nope.toml");
