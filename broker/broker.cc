@@ -224,6 +224,13 @@ Status Broker::Impl::Open() {
   }
   // Lock before touching anything: a second broker with an overlapping config
   // must not attach to, bump, re-shape or free a running broker's segments.
+  std::error_code dir_ec;
+  std::filesystem::create_directories(config.socket.parent_path(), dir_ec);
+  if (dir_ec) {
+    return {Errc::kBrokerUnavailable, "cannot create the socket's folder " +
+                                          config.socket.parent_path().string() + ": " +
+                                          dir_ec.message()};
+  }
   auto sock_lock = InstanceLock::Acquire(InstanceLock::ForSocket(config.socket),
                                          "socket " + config.socket.string());
   if (!sock_lock.ok()) return sock_lock.status();

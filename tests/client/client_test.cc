@@ -390,6 +390,18 @@ TEST_F(ClientTest, SecondBrokerSharingASegmentIsRefusedAndChangesNothing) {
   more.clear();
 }
 
+TEST_F(ClientTest, SocketFolderIsCreated) {
+  prefix_ = UniqueName("ct");
+  const auto socket = dir_.path() / "not" / "yet" / "dsb.sock";
+  const auto config = dir_.path() / "b.toml";
+  std::ofstream(config) << "[broker]\nid = \"b\"\nsocket = \"" << socket.string()
+                        << "\"\nshm_prefix = \"" << prefix_
+                        << "\"\n[[targets]]\nname = \"exch01\"\nlimit = 2\n";
+  BrokerProcess b(config, socket, {"dsb-" + prefix_ + "-exch01"});
+  ASSERT_TRUE(b.Start()) << b.log();
+  EXPECT_TRUE(std::filesystem::exists(socket));
+}
+
 TEST_F(ClientTest, BrokerLockIsReleasedWhenTheBrokerIsKilled) {
   StartBroker();
   EXPECT_EQ(broker_->Stop(SIGKILL) & 0x7f, SIGKILL);
