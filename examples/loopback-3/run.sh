@@ -65,4 +65,14 @@ for i in 1 2 3; do
     "$(printf '%s' "$line" | grep -o '"actions":[0-9]*' | cut -d: -f2)" \
     "$(printf '%s' "$line" | grep -o '"refusals":[0-9]*' | cut -d: -f2)"
 done
-echo "server: $stats"
+num() {  # json, key -> the first such number, non-integers to 0.01
+  local v
+  v=$(printf '%s' "$1" | grep -o "\"$2\":[-0-9.eE+]*" | head -n1 | cut -d: -f2)
+  case "$v" in
+    *[.eE]*) LC_ALL=C printf '%.2f' "$v" ;;
+    *) printf '%s' "$v" ;;
+  esac
+}
+printf 'server: peak %s, mean %s of 32, sessions opened %s, refused %s\n' \
+  "$(num "$stats" peak)" "$(num "$stats" mean)" "$(num "$stats" opened)" "$(num "$stats" refused)"
+echo "server statistics (JSON): $stats"
