@@ -66,13 +66,16 @@ struct Broker::Impl {
   std::vector<InstanceLock> segment_locks;
   // broker.state_dir: what survives a machine restart (see state_file.h).
   std::optional<std::filesystem::path> state_path;
+  std::optional<InstanceLock> state_lock;  // <state_dir>/<id>.state.lock
   BrokerState state;
 
   Status OpenState(std::optional<BrokerState>* previous, bool* previous_unreadable);
   void HoldBackAfterUncleanEnd(Target& tg, const std::optional<BrokerState>& previous,
                                bool previous_unreadable, Clock::time_point now);
-  // Records `capacity` as the target's high water if it is one (see state_file.h).
-  void NoteCapacity(const Target& tg, std::uint32_t capacity);
+  // Before capacity is raised to `capacity`: records it as the target's high
+  // water in the state file (see state_file.h). Returns the capacity that may
+  // be applied: `capacity`, or the recorded high water if the write failed.
+  std::uint32_t RecordCapacity(const Target& tg, std::uint32_t capacity);
   std::map<Session*, std::weak_ptr<Session>> sessions;
   // Registered clients by (target, owner): owner ids are per segment.
   std::map<std::pair<std::string, std::uint32_t>, ClientRecord> clients;
@@ -223,7 +226,10 @@ Status Broker::Impl::Open() {
                  config.metrics->ToString());
   }
   // Lock before touching anything: a second broker with an overlapping config
-  // must not attach to, bump, re-shape or free a running broker's segments.
+  // must not attach to, bump, re-shape or free a running broker's segments,
+  // nor write this broker's state file.
+  const std::optional<gid_t> group =
+      config.group ? std::optional<gid_t>(static_cast<gid_t>(config.group->gid)) : std::nullopt;
   std::error_code dir_ec;
   std::filesystem::create_directories(config.socket.parent_path(), dir_ec);
   if (dir_ec) {
@@ -232,26 +238,55 @@ Status Broker::Impl::Open() {
                                           dir_ec.message()};
   }
   auto sock_lock = InstanceLock::Acquire(InstanceLock::ForSocket(config.socket),
-                                         "socket " + config.socket.string());
+                                         "socket " + config.socket.string(), group);
   if (!sock_lock.ok()) return sock_lock.status();
   socket_lock.emplace(std::move(sock_lock).value());
-  for (const config::TargetConfig& t : config.targets) {
-    const std::string segment = shm::SegmentName(config.shm_prefix, t.name);
-    auto seg_lock = InstanceLock::Acquire(InstanceLock::ForSegment(segment),
-                                          "segment " + segment + " (target " + t.name + ")");
-    if (!seg_lock.ok()) return seg_lock.status();
-    segment_locks.push_back(std::move(seg_lock).value());
-  }
   std::optional<BrokerState> previous;
   bool previous_unreadable = false;
   if (Status st = OpenState(&previous, &previous_unreadable); !st.ok()) return st;
   for (const config::TargetConfig& t : config.targets) {
-    std::uint32_t capacity = 0;
-    if (config.cluster_mode()) {
-      capacity = static_cast<std::uint32_t>(config.self().floor);  // no lease yet (B1)
-    } else {
-      capacity = static_cast<std::uint32_t>(t.limit - t.reserve);
+    const std::string segment = shm::SegmentName(config.shm_prefix, t.name);
+    auto seg_lock = InstanceLock::Acquire(InstanceLock::ForSegment(segment),
+                                          "segment " + segment + " (target " + t.name + ")", group);
+    if (!seg_lock.ok()) return seg_lock.status();
+    segment_locks.push_back(std::move(seg_lock).value());
+  }
+  auto initial_capacity = [&](const config::TargetConfig& t) {
+    return config.cluster_mode() ? static_cast<std::uint32_t>(config.self().floor)  // B1
+                                 : static_cast<std::uint32_t>(t.limit - t.reserve);
+  };
+  if (state_path) {
+    // Written before any segment is touched: what this life may hand out is
+    // on disk before a client can use it. After an unclean end the earlier
+    // high water is carried on (sessions of that life may still be open).
+    const bool carry = previous_unreadable || (previous && !previous->clean);
+    state.pid = ::getpid();
+    state.clean = false;
+    for (const config::TargetConfig& t : config.targets) {
+      std::uint32_t hw = initial_capacity(t);
+      if (previous_unreadable) hw = std::max(hw, static_cast<std::uint32_t>(t.limit - t.reserve));
+      if (carry && previous) {
+        auto it = previous->capacity_high_water.find(t.name);
+        if (it != previous->capacity_high_water.end()) hw = std::max(hw, it->second);
+      }
+      state.capacity_high_water[t.name] = hw;
     }
+    if (carry && previous) {
+      for (const auto& [name, hw] : previous->capacity_high_water) {
+        if (hw > 0 && state.capacity_high_water.count(name) == 0) {
+          spdlog::warn("state file lists target '{}' (up to {} session(s) after an unclean end) "
+                       "but the config has no such target any more: if it was renamed, those "
+                       "sessions may still be open on the server and are not held back",
+                       name, hw);
+        }
+      }
+    }
+    if (Status st = WriteState(*state_path, state); !st.ok()) {
+      return {Errc::kConfig, "broker.state_dir: " + st.message()};
+    }
+  }
+  for (const config::TargetConfig& t : config.targets) {
+    const std::uint32_t capacity = initial_capacity(t);
     auto target = Target::Open(config, t, capacity, now);
     if (!target.ok()) return target.status();
     Target& tg = **target;
@@ -268,15 +303,8 @@ Status Broker::Impl::Open() {
     } else {
       spdlog::info("target {}: segment {} created, {} slots, capacity {}", t.name,
                    tg.table().name(), tg.table().slot_count(), capacity);
-      HoldBackAfterUncleanEnd(tg, previous, previous_unreadable, now);
-    }
-    if (state_path) {
-      std::uint32_t& hw = state.capacity_high_water[t.name];
-      if (tg.adopted_segment() && previous) {
-        auto it = previous->capacity_high_water.find(t.name);
-        if (it != previous->capacity_high_water.end()) hw = std::max(hw, it->second);
-      }
-      hw = std::max({hw, capacity, tg.table().Count().quarantined});
+      // Only when no segment existed: a re-shaped one showed nothing held.
+      if (!tg.segment_existed()) HoldBackAfterUncleanEnd(tg, previous, previous_unreadable, now);
     }
     ordered.push_back(target->get());
     targets.emplace(t.name, std::move(target).value());
@@ -297,21 +325,16 @@ Status Broker::Impl::Open() {
     };
     hooks.apply = [this](std::size_t i, const lease::TargetCapacity& cap) {
       if (i >= ordered.size()) return;
-      // Write-ahead: the high water is on disk before a client can use it.
-      NoteCapacity(*ordered[i], cap.action_capacity);
-      ordered[i]->SetLeaseCapacity(cap.action_capacity, cap.action_capacity - cap.lease,
-                                   cap.lease_valid_until);
+      // Write-ahead: the high water is on disk before a client can use it;
+      // if it cannot be written, capacity stays at what is on disk.
+      const std::uint32_t floor = cap.action_capacity - cap.lease;
+      const std::uint32_t capacity =
+          std::max(floor, RecordCapacity(*ordered[i], cap.action_capacity));
+      ordered[i]->SetLeaseCapacity(capacity, floor, cap.lease_valid_until);
     };
     auto node = ClusterNode::Create(io, config, std::move(hooks));
     if (!node.ok()) return node.status();
     cluster = std::move(node).value();
-  }
-  if (state_path) {
-    state.pid = ::getpid();
-    state.clean = false;
-    if (Status st = WriteState(*state_path, state); !st.ok()) {
-      return {Errc::kConfig, "broker.state_dir: " + st.message()};
-    }
   }
   if (Status s = BindSocket(); !s.ok()) return s;
   return cluster ? cluster->Start() : Status::Ok();
@@ -335,10 +358,18 @@ Status Broker::Impl::OpenState(std::optional<BrokerState>* previous, bool* previ
             "broker.state_dir: cannot create " + config.state_dir->string() + ": " + ec.message()};
   }
   state_path = StateFilePath(*config.state_dir, config.id);
+  std::filesystem::path lock_path = *state_path;
+  lock_path += ".lock";
+  auto lock = InstanceLock::Acquire(lock_path, "state file " + state_path->string() +
+                                                   " (broker id " + config.id + ")");
+  if (!lock.ok()) return lock.status();
+  state_lock.emplace(std::move(lock).value());
   auto read = ReadState(*state_path);
   if (!read.ok()) {
     // Our own file, damaged: assume the worst (an unclean end at full capacity).
-    spdlog::warn("{}; assuming the previous broker ended uncleanly", read.status().message());
+    spdlog::warn("{}; assuming the previous broker ended uncleanly at full capacity (the file "
+                 "is rewritten now)",
+                 read.status().message());
     *previous_unreadable = true;
     return Status::Ok();
   }
@@ -378,16 +409,20 @@ void Broker::Impl::HoldBackAfterUncleanEnd(Target& tg, const std::optional<Broke
                std::chrono::duration_cast<std::chrono::milliseconds>(t.quarantine).count());
 }
 
-void Broker::Impl::NoteCapacity(const Target& tg, std::uint32_t capacity) {
-  if (!state_path || stopping) return;
-  std::uint32_t& hw = state.capacity_high_water[tg.name()];
-  if (capacity <= hw) return;
-  hw = capacity;
-  if (Status st = WriteState(*state_path, state); !st.ok()) {
-    spdlog::error("{}: after a machine restart the broker may under-count sessions still open "
-                  "on the server",
-                  st.message());
+std::uint32_t Broker::Impl::RecordCapacity(const Target& tg, std::uint32_t capacity) {
+  if (!state_path) return capacity;
+  const std::uint32_t hw = state.capacity_high_water[tg.name()];
+  if (capacity <= hw || stopping) return std::min(capacity, hw);
+  BrokerState next = state;
+  next.capacity_high_water[tg.name()] = capacity;
+  if (Status st = WriteState(*state_path, next); !st.ok()) {
+    spdlog::error("target {}: {}; capacity stays at {} (what the state file records) instead of "
+                  "{}",
+                  tg.name(), st.message(), hw, capacity);
+    return hw;
   }
+  state = std::move(next);
+  return capacity;
 }
 
 Status Broker::Impl::BindSocket() {
@@ -697,7 +732,6 @@ void Broker::Impl::Shutdown() {
   acceptor.close(ec);
   std::error_code fec;
   std::filesystem::remove(config.socket, fec);
-  if (socket_lock) socket_lock->RemoveFile();
   grace_timer.cancel();
   quarantine_timer.cancel();
   signals.cancel();
@@ -706,21 +740,25 @@ void Broker::Impl::Shutdown() {
   for (auto& [n, t] : targets) {
     const shm::Counts c = t->table().Count();
     slots_kept += c.held_action + c.held_system + c.quarantined;
-    if (c.held_action + c.held_system + c.quarantined > 0 || !t->pending_owners().empty()) {
+    if (c.held_action + c.held_system + c.quarantined > 0 || !t->pending_owners().empty() ||
+        t->quarantined_registrations() > 0) {
       any_held = true;
     }
   }
+  // Order matters for a broker that starts while this one stops: the state
+  // file says clean before any lock file goes, and the locks themselves are
+  // held until this process exits.
   if (any_held) {
     spdlog::info("shutting down; {} client(s) registered, {} slot(s) held or quarantined: "
                  "segments kept for the next broker to adopt (within its adopt_grace)",
                  clients.size(), slots_kept);
   } else {
     for (auto& [n, t] : targets) (void)shm::SlotTable::Remove(t->table().name());
-    for (InstanceLock& l : segment_locks) l.RemoveFile();
     if (state_path) {
       state.clean = true;
       if (Status st = WriteState(*state_path, state); !st.ok()) spdlog::error("{}", st.message());
     }
+    for (InstanceLock& l : segment_locks) l.RemoveFile();
     spdlog::info("shutting down; nothing held, segments removed");
   }
   // Sessions end without reclaiming (stopping is set): running clients keep
@@ -728,6 +766,7 @@ void Broker::Impl::Shutdown() {
   for (auto& [ptr, weak] : sessions) {
     if (auto s = weak.lock()) s->Close();
   }
+  if (socket_lock) socket_lock->RemoveFile();
 }
 
 Broker::Broker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

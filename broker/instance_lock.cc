@@ -35,11 +35,27 @@ std::filesystem::path InstanceLock::ForSocket(const std::filesystem::path& socke
 }
 
 Result<InstanceLock> InstanceLock::Acquire(const std::filesystem::path& path,
-                                           const std::string& what) {
+                                           const std::string& what, std::optional<gid_t> group) {
   // A few rounds cover a concurrent RemoveFile(); more means something is
   // replacing the file in a loop.
   for (int round = 0; round < 8; ++round) {
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0660);
+    // Open an existing file without O_CREAT: with fs.protected_regular, O_CREAT
+    // on another user's file in a sticky folder (/dev/shm) fails.
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOENT) {
+      fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0660);
+      if (fd < 0 && errno == EEXIST) continue;  // another broker created it just now
+      if (fd >= 0) {
+        (void)::fchmod(fd, 0660);  // umask may have narrowed the create mode
+        if (group && ::fchown(fd, static_cast<uid_t>(-1), *group) != 0) {
+          const int err = errno;
+          ::close(fd);
+          ::unlink(path.c_str());
+          return Status{Errc::kBrokerUnavailable, "cannot give lock file " + path.string() +
+                                                      " to its group: " + std::strerror(err)};
+        }
+      }
+    }
     if (fd < 0) {
       return Status{Errc::kBrokerUnavailable,
                     "cannot open lock file " + path.string() + " for " + what + ": " +
@@ -51,9 +67,10 @@ Result<InstanceLock> InstanceLock::Acquire(const std::filesystem::path& path,
       ::close(fd);
       if (err == EWOULDBLOCK) {
         return Status{Errc::kBrokerUnavailable,
-                      what + " is managed by another running broker (pid " + holder +
-                          ", lock " + path.string() + "); stop it or give this broker its own "
-                          "socket and shm_prefix"};
+                      what + " is in use by another broker (pid " + holder + ", lock " +
+                          path.string() + "); if it is stopping, start again once it has "
+                          "exited, else stop it or give this broker its own id, socket and "
+                          "shm_prefix"};
       }
       return Status{Errc::kBrokerUnavailable,
                     "cannot lock " + path.string() + " for " + what + ": " + std::strerror(err)};

@@ -10,7 +10,8 @@
 //
 // Contract
 //  - Acquire() never blocks: it fails with kBrokerUnavailable naming the
-//    resource and the holding pid when another process holds the lock.
+//    resource and the holding pid when another process holds the lock (a
+//    broker that is still stopping holds it until it exits).
 //  - The lock file holds the holder's pid (text) for that message only;
 //    correctness rests on the flock alone.
 //  - RemoveFile() unlinks the file while the lock is still held. Acquire()
@@ -20,7 +21,10 @@
 #ifndef DSB_BROKER_INSTANCE_LOCK_H_
 #define DSB_BROKER_INSTANCE_LOCK_H_
 
+#include <sys/types.h>
+
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -29,8 +33,11 @@ namespace dsb::broker {
 
 class InstanceLock {
  public:
-  // `what` names the resource in errors, e.g. "segment dsb-ws1-exch01".
-  static Result<InstanceLock> Acquire(const std::filesystem::path& path, const std::string& what);
+  // `what` names the resource in errors, e.g. "segment dsb-ws1-exch01". A
+  // file this call creates is made mode 0660 and, with `group`, given to that
+  // group (like the segments), so brokers of the group can lock it later.
+  static Result<InstanceLock> Acquire(const std::filesystem::path& path, const std::string& what,
+                                      std::optional<gid_t> group = std::nullopt);
 
   // Where a broker locks segment `segment` (a hidden file next to the
   // segments; segment names start with "dsb-", so it never collides).

@@ -18,8 +18,7 @@ namespace {
 constexpr std::int64_t kStateVersion = 1;
 
 Status Bad(const std::filesystem::path& path, const std::string& why) {
-  return {Errc::kConfig, "state file " + path.string() + ": " + why +
-                             " (remove it to start without the earlier state)"};
+  return {Errc::kConfig, "state file " + path.string() + ": " + why};
 }
 
 Status Failed(const std::filesystem::path& path, const std::string& step) {
@@ -82,7 +81,7 @@ Status WriteState(const std::filesystem::path& path, const BrokerState& state) {
                                                         {"targets", std::move(targets)}}) +
                            "\n";
   std::filesystem::path tmp = path;
-  tmp += ".tmp";
+  tmp += ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) return Failed(tmp, "open");
   std::size_t done = 0;
@@ -90,17 +89,25 @@ Status WriteState(const std::filesystem::path& path, const BrokerState& state) {
     const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
+      Status st = Failed(tmp, "write");
       ::close(fd);
-      return Failed(tmp, "write");
+      ::unlink(tmp.c_str());
+      return st;
     }
     done += static_cast<std::size_t>(n);
   }
   if (::fsync(fd) != 0) {
+    Status st = Failed(tmp, "fsync");
     ::close(fd);
-    return Failed(tmp, "fsync");
+    ::unlink(tmp.c_str());
+    return st;
   }
   ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Failed(path, "rename");
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    Status st = Failed(path, "rename");
+    ::unlink(tmp.c_str());
+    return st;
+  }
   const int dir = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir >= 0) {
     (void)::fsync(dir);

@@ -19,7 +19,8 @@
 // `quarantine` period), and in cluster mode with its registrations counted
 // too; the quarantined slots count as held in the lease report (B2).
 //
-// Writes are atomic (temporary file, fsync, rename, fsync of the folder).
+// Writes are atomic (temporary file, fsync, rename, fsync of the folder). One
+// writer: the broker holds an InstanceLock on `<id>.state.lock` for its life.
 #ifndef DSB_BROKER_STATE_FILE_H_
 #define DSB_BROKER_STATE_FILE_H_
 

@@ -15,6 +15,7 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
   const std::string segment = shm::SegmentName(broker.shm_prefix, target.name);
   const auto slots = static_cast<std::uint32_t>(target.slots);
   if (shm::SlotTable::Exists(segment)) {
+    t->existed_ = true;
     auto attached = shm::SlotTable::Attach(segment);
     if (!attached.ok()) {
       return Status{attached.status().code(),

@@ -38,6 +38,9 @@ class Target {
   shm::SlotTable& table() { return *table_; }
   const shm::SlotTable& table() const { return *table_; }
   bool adopted_segment() const { return adopted_; }
+  // A segment of this name existed at Open (adopted, or re-created because its
+  // shape changed while nothing was held or quarantined in it).
+  bool segment_existed() const { return existed_; }
 
   // Owners found holding slots in an adopted segment, still waiting to reconnect.
   const std::set<std::uint32_t>& pending_owners() const { return pending_; }
@@ -93,6 +96,7 @@ class Target {
   config::TargetConfig config_;
   std::unique_ptr<shm::SlotTable> table_;
   bool adopted_ = false;
+  bool existed_ = false;
   std::set<std::uint32_t> pending_;
   bool in_grace_ = false;
   std::uint32_t last_owner_at_open_ = 0;  // ids up to this one came from an earlier broker

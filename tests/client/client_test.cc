@@ -350,8 +350,8 @@ TEST_F(ClientTest, SecondBrokerOnTheSameSocketIsRefused) {
   StartBroker();
   std::string out;
   EXPECT_NE(BrokerProcess::RunToExit(broker_->config_path(), &out), 0);
-  EXPECT_NE(out.find("socket " + broker_->socket().string() + " is managed by another running "
-                     "broker (pid " + std::to_string(broker_->pid())),
+  EXPECT_NE(out.find("socket " + broker_->socket().string() + " is in use by another broker "
+                     "(pid " + std::to_string(broker_->pid())),
             std::string::npos)
       << out;
 }
@@ -368,8 +368,13 @@ TEST_F(ClientTest, SecondBrokerSharingASegmentIsRefusedAndChangesNothing) {
   Permit p = c->TryAcquire(ec);
   ASSERT_FALSE(ec) << ec.message();
   ScratchDir other;
-  BrokerProcess second(other.path(), prefix_, {BrokerTarget{"exch01", 5}},
-                       "adopt_grace = \"100ms\"\n");
+  const auto config = other.path() / "second.toml";
+  std::ofstream(config) << "[broker]\nid = \"second\"\nsocket = \""
+                        << (other.path() / "dsb.sock").string() << "\"\nshm_prefix = \""
+                        << prefix_ << "\"\nadopt_grace = \"100ms\"\n"
+                        << "[[targets]]\nname = \"exch01\"\nlimit = 5\n";
+  // No segments listed: its clean-up must not remove the running broker's.
+  BrokerProcess second(config, other.path() / "dsb.sock", {});
   EXPECT_FALSE(second.Start(10s)) << "a second broker ran on segment " << broker_->segment("exch01");
   const std::string log = second.log();
   EXPECT_NE(log.find("segment " + broker_->segment("exch01")), std::string::npos) << log;
@@ -456,6 +461,77 @@ TEST_F(ClientTest, CleanStopThenLostSegmentHoldsNothingBack) {
   ASSERT_TRUE(c);
   Permit p = c->TryAcquire(ec);
   EXPECT_FALSE(ec) << ec.message();
+}
+
+TEST_F(ClientTest, TwoBrokersWithTheSameIdAndStateDirAreRefused) {
+  const auto state = dir_.path() / "state";
+  StartBroker({BrokerTarget{}}, "state_dir = \"" + state.string() + "\"\n");
+  ScratchDir other;
+  const auto config = other.path() / "b.toml";
+  const std::string other_prefix = UniqueName("ct");
+  std::ofstream(config) << "[broker]\nid = \"" << prefix_ << "\"\nsocket = \""
+                        << (other.path() / "dsb.sock").string() << "\"\nshm_prefix = \""
+                        << other_prefix << "\"\nstate_dir = \"" << state.string() << "\"\n"
+                        << "[[targets]]\nname = \"exch01\"\nlimit = 5\n";
+  BrokerProcess second(config, other.path() / "dsb.sock", {"dsb-" + other_prefix + "-exch01"});
+  EXPECT_FALSE(second.Start(10s)) << "two brokers share one state file";
+  EXPECT_NE(second.log().find("state file " + (state / (prefix_ + ".state")).string()),
+            std::string::npos)
+      << second.log();
+  EXPECT_NE(second.log().find("pid " + std::to_string(broker_->pid())), std::string::npos)
+      << second.log();
+}
+
+TEST_F(ClientTest, UnwritableStateDirRefusesTheStart) {
+  std::ofstream(dir_.path() / "plain-file") << "x";
+  prefix_ = UniqueName("ct");
+  broker_ = std::make_unique<BrokerProcess>(
+      dir_.path(), prefix_, std::vector<BrokerTarget>{{"exch01", 4, 0, "1h"}},
+      "state_dir = \"" + (dir_.path() / "plain-file" / "state").string() + "\"\n");
+  std::string out;
+  EXPECT_EQ(BrokerProcess::RunToExit(broker_->config_path(), &out), 1);
+  EXPECT_NE(out.find("broker.state_dir: cannot create"), std::string::npos) << out;
+  struct stat st {};
+  EXPECT_NE(::stat(("/dev/shm/" + broker_->segment("exch01")).c_str(), &st), 0)
+      << "a segment was made before the state could be written";
+}
+
+// A crash, then a config change of the segment's shape: the old segment is
+// re-created because it showed nothing held; that is not a lost segment.
+TEST_F(ClientTest, ReshapedSegmentAfterACrashHoldsNothingBack) {
+  const std::string extra = "state_dir = \"" + (dir_.path() / "state").string() + "\"\n";
+  StartBroker({BrokerTarget{"exch01", 4, 0, "1h"}}, extra);
+  EXPECT_EQ(broker_->Stop(SIGKILL) & 0x7f, SIGKILL);
+  std::string text;
+  {
+    std::ifstream in(broker_->config_path());
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::ofstream(broker_->config_path()) << text << "slots = 80\n";
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  EXPECT_NE(broker_->log().find("re-creating it with 80 slots"), std::string::npos)
+      << broker_->log();
+  EXPECT_EQ(broker_->log().find("ended without a clean stop"), std::string::npos)
+      << broker_->log();
+  EXPECT_EQ(Num(TargetStatus(*broker_), "quarantined"), 0);
+}
+
+// A clean stop that keeps segments (quarantined slots) is not a clean end:
+// if the machine then restarts, those sessions may still be open.
+TEST_F(ClientTest, StopWithQuarantinedSlotsThenRebootHoldsBack) {
+  const std::string extra = "state_dir = \"" + (dir_.path() / "state").string() + "\"\n";
+  StartBroker({BrokerTarget{"exch01", 4, 0, "1h"}}, extra);
+  const pid_t child = SpawnHolder(broker_->socket().string(), 2);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ASSERT_TRUE(broker_->WaitForLog("quarantined for")) << broker_->log();
+  EXPECT_EQ(broker_->Stop(SIGTERM), 0);
+  EXPECT_NE(broker_->log().find("segments kept"), std::string::npos) << broker_->log();
+  broker_->RemoveSegments();  // the reboot
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  EXPECT_NE(broker_->log().find("ended without a clean stop"), std::string::npos)
+      << broker_->log();
+  EXPECT_EQ(Num(TargetStatus(*broker_), "quarantined"), 4);
 }
 
 TEST_F(ClientTest, DamagedStateFileAssumesTheWorst) {
