@@ -676,6 +676,14 @@ json::object Broker::Impl::StatusReply() {
                    {"quarantine_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                          t->config().quarantine)
                                          .count()}};
+    // When the last quarantined slot comes back (ms from now, rounded up).
+    const Clock::time_point last = t->last_quarantine_end();
+    o["quarantine_left_ms"] =
+        last == Clock::time_point::min()
+            ? json::value(nullptr)
+            : json::value(std::chrono::ceil<std::chrono::milliseconds>(
+                              std::max(Clock::duration::zero(), last - now))
+                              .count());
     ts.push_back(std::move(o));
   }
   return json::object{{"ok", true},

@@ -6,6 +6,16 @@
 
 namespace dsb::broker {
 
+namespace {
+
+// Clock is steady_clock, CLOCK_MONOTONIC on Linux: the same for every process
+// of the machine, so other brokers can read what this one records.
+std::int64_t NsOf(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
                                              const config::TargetConfig& target,
                                              std::uint32_t initial_capacity,
@@ -52,9 +62,16 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
       t->in_grace_ = true;
       // Learn how many ids earlier brokers handed out (this one is wasted).
       t->last_owner_at_open_ = t->table_->AllocateOwner() - 1;
-      // Whatever was quarantined stays so for a full period again: we do not
-      // know how long it already waited.
-      t->Quarantine(t->table_->QuarantinedSlots(), now);
+      // Whatever was quarantined stays so until the latest end an earlier
+      // broker recorded (no later than a full period from now); a segment
+      // without a record gets a full period again.
+      Clock::time_point end = now + std::chrono::duration_cast<Clock::duration>(target.quarantine);
+      if (const std::int64_t rec = t->table_->quarantine_record_ns(); rec > 0) {
+        end = std::min(end, Clock::time_point(std::chrono::nanoseconds(rec)));
+      } else {
+        t->table_->RaiseQuarantineRecord(NsOf(end));
+      }
+      t->QuarantineUntil(t->table_->QuarantinedSlots(), end);
     }
   }
   if (!t->table_) {
@@ -97,6 +114,7 @@ void Target::QuarantineRegistration(Clock::time_point now) {
 
 std::uint32_t Target::HoldBackAfterUncleanEnd(std::uint32_t slots, std::uint32_t registrations,
                                               Clock::time_point now) {
+  table_->RaiseQuarantineRecord(NsOf(QuarantineEnd(now)));
   const std::vector<std::uint32_t> held = table_->QuarantineUnheld(slots);
   Quarantine(held, now);
   for (std::uint32_t i = 0; i < registrations; ++i) QuarantineRegistration(now);
@@ -106,13 +124,21 @@ std::uint32_t Target::HoldBackAfterUncleanEnd(std::uint32_t slots, std::uint32_t
 std::uint32_t Target::Reclaim(std::uint32_t owner, Clock::time_point now) {
   std::uint32_t freed = 0;
   const bool quarantine = config_.quarantine.count() > 0;
+  if (quarantine) table_->RaiseQuarantineRecord(NsOf(QuarantineEnd(now)));  // before any slot
   Quarantine(table_->Reclaim(owner, quarantine, &freed), now);
   slots_reclaimed_ += freed;
   return freed;
 }
 
+Clock::time_point Target::QuarantineEnd(Clock::time_point now) const {
+  return now + std::chrono::duration_cast<Clock::duration>(config_.quarantine);
+}
+
 void Target::Quarantine(const std::vector<std::uint32_t>& slots, Clock::time_point now) {
-  const auto end = now + std::chrono::duration_cast<Clock::duration>(config_.quarantine);
+  QuarantineUntil(slots, QuarantineEnd(now));
+}
+
+void Target::QuarantineUntil(const std::vector<std::uint32_t>& slots, Clock::time_point end) {
   for (std::uint32_t s : slots) quarantine_.emplace(end, s);
 }
 

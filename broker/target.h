@@ -76,6 +76,10 @@ class Target {
   // Ends quarantines that are due; returns the next due time (max() if none).
   Clock::time_point ExpireQuarantine(Clock::time_point now);
   Clock::time_point next_quarantine_end() const;
+  // The end of the latest slot quarantine (min() if no slot is quarantined).
+  Clock::time_point last_quarantine_end() const {
+    return quarantine_.empty() ? Clock::time_point::min() : quarantine_.rbegin()->first;
+  }
 
   void SetCapacity(std::uint32_t capacity);
   // Cluster mode: capacity = floor + lease, the lease valid until `lease_end`
@@ -91,7 +95,9 @@ class Target {
 
  private:
   Target() = default;
+  Clock::time_point QuarantineEnd(Clock::time_point now) const;
   void Quarantine(const std::vector<std::uint32_t>& slots, Clock::time_point now);
+  void QuarantineUntil(const std::vector<std::uint32_t>& slots, Clock::time_point end);
 
   config::TargetConfig config_;
   std::unique_ptr<shm::SlotTable> table_;

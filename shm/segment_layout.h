@@ -121,6 +121,11 @@ struct SegmentHeader {
   // (a hung or dead broker must not leave lease capacity in use).
   std::atomic<std::int64_t> lease_deadline_ns;
   std::atomic<std::uint32_t> floor;
+  // Latest end (CLOCK_MONOTONIC ns) of any quarantine a broker started in
+  // this segment; 0 = unknown (a segment made before this field existed: it
+  // sits in what was padding, so the layout is unchanged). Raised before a
+  // slot is quarantined, so no quarantined slot's end is later than this.
+  std::atomic<std::int64_t> quarantine_until_ns;
 
   // --- hot: read by every acquire and release ---
   alignas(kCacheLine) std::atomic<std::uint32_t> waiters;  // entries in kWaitWaiting

@@ -606,6 +606,13 @@ void SlotTable::EndQuarantine(std::uint32_t index) noexcept {
   }
 }
 
+void SlotTable::RaiseQuarantineRecord(std::int64_t end_ns) noexcept {
+  std::int64_t cur = header_->quarantine_until_ns.load(kAcquire);
+  while (cur < end_ns &&
+         !header_->quarantine_until_ns.compare_exchange_weak(cur, end_ns, kSeqCst)) {
+  }
+}
+
 std::vector<std::uint32_t> SlotTable::QuarantineUnheld(std::uint32_t n) noexcept {
   std::vector<std::uint32_t> out;
   const bool locked = LockQueue();

@@ -181,6 +181,14 @@ class SlotTable {
   // against capacity, so quarantining disabled slots puts the table over its
   // capacity until EndQuarantine disables them again.
   std::vector<std::uint32_t> QuarantineUnheld(std::uint32_t n) noexcept;
+  // The latest quarantine end recorded in the segment (CLOCK_MONOTONIC ns, 0 =
+  // unknown). A broker raises it to the end of a quarantine *before* it puts
+  // slots in quarantine, so a restarted broker can end the quarantines it finds
+  // by then instead of a full period after its own start.
+  void RaiseQuarantineRecord(std::int64_t end_ns) noexcept;
+  std::int64_t quarantine_record_ns() const noexcept {
+    return header_->quarantine_until_ns.load(std::memory_order_acquire);
+  }
   // Quarantined slot indices (for a restarted broker to re-quarantine).
   std::vector<std::uint32_t> QuarantinedSlots() const;
   // Serves queued waiters from free slots (also done by every release).

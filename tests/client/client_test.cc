@@ -534,6 +534,29 @@ TEST_F(ClientTest, StopWithQuarantinedSlotsThenRebootHoldsBack) {
   EXPECT_EQ(Num(TargetStatus(*broker_), "quarantined"), 4);
 }
 
+// Restarting a broker must not restart the quarantines it finds: the segment
+// records when they end.
+TEST_F(ClientTest, BrokerRestartDoesNotExtendAQuarantine) {
+  StartBroker({BrokerTarget{"exch01", 4, 0, "1h"}});
+  const pid_t child = SpawnHolder(broker_->socket().string(), 2);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ASSERT_TRUE(broker_->WaitForLog("quarantined for")) << broker_->log();
+  const auto reclaimed_by = std::chrono::steady_clock::now();  // the quarantine began before
+  EXPECT_EQ(broker_->Stop(SIGTERM), 0);
+  // Let time pass between the quarantine's start and the next broker's start,
+  // so that a quarantine restarted by the new broker would end measurably later.
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  json::object t = TargetStatus(*broker_);
+  const auto asked = std::chrono::steady_clock::now();
+  EXPECT_EQ(Num(t, "quarantined"), 3);  // the system slot and 2 actions
+  const auto bound = std::chrono::ceil<std::chrono::milliseconds>(reclaimed_by + 1h - asked);
+  EXPECT_LE(Num(t, "quarantine_left_ms"), bound.count() + 1)
+      << "quarantine restarted at the broker restart";
+  EXPECT_GT(Num(t, "quarantine_left_ms"), (1h - 1min) / 1ms);
+}
+
 TEST_F(ClientTest, DamagedStateFileAssumesTheWorst) {
   const auto state = dir_.path() / "state";
   std::filesystem::create_directories(state);

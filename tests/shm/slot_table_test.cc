@@ -136,6 +136,33 @@ TEST_F(SlotTableTest, QuarantineEndingAboveCapacityDisablesTheSlot) {
   EXPECT_EQ(t->Count().free, 2u);
 }
 
+TEST_F(SlotTableTest, QuarantineUnheldTakesFreeSlotsFirstAndCanGoOverCapacity) {
+  auto t = Make(16, 4);
+  ASSERT_TRUE(t->TryAcquire(HeldWord(5, false)));
+  auto q = t->QuarantineUnheld(6);  // 3 free, then 3 disabled
+  EXPECT_EQ(q.size(), 6u);
+  Counts c = t->Count();
+  EXPECT_EQ(c.quarantined, 6u);
+  EXPECT_EQ(c.free, 0u);
+  EXPECT_EQ(c.held_action, 1u);
+  EXPECT_FALSE(t->TryAcquire(HeldWord(6, false)));
+  for (auto i : q) t->EndQuarantine(i);
+  EXPECT_EQ(t->Count().enabled, 4u);  // back to capacity: the extra ones are disabled
+  EXPECT_EQ(t->Count().free, 3u);
+}
+
+TEST_F(SlotTableTest, QuarantineRecordOnlyGrowsAndIsSeenByAttachers) {
+  auto t = Make(16, 4);
+  EXPECT_EQ(t->quarantine_record_ns(), 0);
+  t->RaiseQuarantineRecord(1000);
+  t->RaiseQuarantineRecord(500);
+  EXPECT_EQ(t->quarantine_record_ns(), 1000);
+  auto other = SlotTable::Attach(name_);
+  ASSERT_TRUE(other.ok()) << other.status().message();
+  (*other)->RaiseQuarantineRecord(2000);
+  EXPECT_EQ(t->quarantine_record_ns(), 2000);
+}
+
 TEST_F(SlotTableTest, WaitTimesOutWithTimeoutError) {
   auto t = Make(4, 1);
   ASSERT_TRUE(t->TryAcquire(HeldWord(1, false)));
