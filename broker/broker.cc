@@ -69,9 +69,23 @@ struct Broker::Impl {
   std::optional<InstanceLock> state_lock;  // <state_dir>/<id>.state.lock
   BrokerState state;
 
-  Status OpenState(std::optional<BrokerState>* previous, bool* previous_unreadable);
-  void HoldBackAfterUncleanEnd(Target& tg, const std::optional<BrokerState>& previous,
-                               bool previous_unreadable, Clock::time_point now);
+  // What an earlier life that did not end clean may have left open on the
+  // server, per target.
+  struct UncleanEnd {
+    std::string who;  // "the previous broker (pid N)"
+    // Capacity high water per target; nullopt: the state file was unreadable,
+    // so assume `limit - reserve`.
+    std::optional<std::map<std::string, std::uint32_t>> high_water;
+    std::uint32_t For(const config::TargetConfig& t) const {
+      if (!high_water) return static_cast<std::uint32_t>(t.limit - t.reserve);
+      auto it = high_water->find(t.name);
+      return it == high_water->end() ? 0 : it->second;
+    }
+  };
+  // Takes the state file's lock and reads it (nothing without state_dir).
+  // Sets `unclean` if the previous life did not end clean.
+  Status OpenState(std::optional<UncleanEnd>* unclean);
+  void HoldBackAfterUncleanEnd(Target& tg, const UncleanEnd& unclean, Clock::time_point now);
   // Before capacity is raised to `capacity`: records it as the target's high
   // water in the state file (see state_file.h). Returns the capacity that may
   // be applied: `capacity`, or the recorded high water if the write failed.
@@ -237,13 +251,12 @@ Status Broker::Impl::Open() {
                                           config.socket.parent_path().string() + ": " +
                                           dir_ec.message()};
   }
-  auto sock_lock = InstanceLock::Acquire(InstanceLock::ForSocket(config.socket),
+  auto sock_lock = InstanceLock::Acquire(InstanceLock::Beside(config.socket),
                                          "socket " + config.socket.string(), group);
   if (!sock_lock.ok()) return sock_lock.status();
   socket_lock.emplace(std::move(sock_lock).value());
-  std::optional<BrokerState> previous;
-  bool previous_unreadable = false;
-  if (Status st = OpenState(&previous, &previous_unreadable); !st.ok()) return st;
+  std::optional<UncleanEnd> unclean;
+  if (Status st = OpenState(&unclean); !st.ok()) return st;
   for (const config::TargetConfig& t : config.targets) {
     const std::string segment = shm::SegmentName(config.shm_prefix, t.name);
     auto seg_lock = InstanceLock::Acquire(InstanceLock::ForSegment(segment),
@@ -259,20 +272,14 @@ Status Broker::Impl::Open() {
     // Written before any segment is touched: what this life may hand out is
     // on disk before a client can use it. After an unclean end the earlier
     // high water is carried on (sessions of that life may still be open).
-    const bool carry = previous_unreadable || (previous && !previous->clean);
     state.pid = ::getpid();
     state.clean = false;
     for (const config::TargetConfig& t : config.targets) {
-      std::uint32_t hw = initial_capacity(t);
-      if (previous_unreadable) hw = std::max(hw, static_cast<std::uint32_t>(t.limit - t.reserve));
-      if (carry && previous) {
-        auto it = previous->capacity_high_water.find(t.name);
-        if (it != previous->capacity_high_water.end()) hw = std::max(hw, it->second);
-      }
-      state.capacity_high_water[t.name] = hw;
+      state.capacity_high_water[t.name] =
+          std::max(initial_capacity(t), unclean ? unclean->For(t) : 0);
     }
-    if (carry && previous) {
-      for (const auto& [name, hw] : previous->capacity_high_water) {
+    if (unclean && unclean->high_water) {
+      for (const auto& [name, hw] : *unclean->high_water) {
         if (hw > 0 && state.capacity_high_water.count(name) == 0) {
           spdlog::warn("state file lists target '{}' (up to {} session(s) after an unclean end) "
                        "but the config has no such target any more: if it was renamed, those "
@@ -304,7 +311,7 @@ Status Broker::Impl::Open() {
       spdlog::info("target {}: segment {} created, {} slots, capacity {}", t.name,
                    tg.table().name(), tg.table().slot_count(), capacity);
       // Only when no segment existed: a re-shaped one showed nothing held.
-      if (!tg.segment_existed()) HoldBackAfterUncleanEnd(tg, previous, previous_unreadable, now);
+      if (unclean && !tg.segment_existed()) HoldBackAfterUncleanEnd(tg, *unclean, now);
     }
     ordered.push_back(target->get());
     targets.emplace(t.name, std::move(target).value());
@@ -340,7 +347,7 @@ Status Broker::Impl::Open() {
   return cluster ? cluster->Start() : Status::Ok();
 }
 
-Status Broker::Impl::OpenState(std::optional<BrokerState>* previous, bool* previous_unreadable) {
+Status Broker::Impl::OpenState(std::optional<UncleanEnd>* unclean) {
   if (!config.state_dir) {
     bool quarantines = false;
     for (const config::TargetConfig& t : config.targets) quarantines |= t.quarantine.count() > 0;
@@ -358,9 +365,8 @@ Status Broker::Impl::OpenState(std::optional<BrokerState>* previous, bool* previ
             "broker.state_dir: cannot create " + config.state_dir->string() + ": " + ec.message()};
   }
   state_path = StateFilePath(*config.state_dir, config.id);
-  std::filesystem::path lock_path = *state_path;
-  lock_path += ".lock";
-  auto lock = InstanceLock::Acquire(lock_path, "state file " + state_path->string() +
+  auto lock = InstanceLock::Acquire(InstanceLock::Beside(*state_path),
+                                    "state file " + state_path->string() +
                                                    " (broker id " + config.id + ")");
   if (!lock.ok()) return lock.status();
   state_lock.emplace(std::move(lock).value());
@@ -370,40 +376,36 @@ Status Broker::Impl::OpenState(std::optional<BrokerState>* previous, bool* previ
     spdlog::warn("{}; assuming the previous broker ended uncleanly at full capacity (the file "
                  "is rewritten now)",
                  read.status().message());
-    *previous_unreadable = true;
+    *unclean = UncleanEnd{"the previous broker", std::nullopt};
     return Status::Ok();
   }
-  *previous = std::move(read).value();
+  const std::optional<BrokerState>& previous = *read;
+  if (previous && !previous->clean) {
+    *unclean = UncleanEnd{"the previous broker (pid " + std::to_string(previous->pid) + ")",
+                          previous->capacity_high_water};
+  }
   return Status::Ok();
 }
 
-void Broker::Impl::HoldBackAfterUncleanEnd(Target& tg, const std::optional<BrokerState>& previous,
-                                           bool previous_unreadable, Clock::time_point now) {
-  if (!previous_unreadable && (!previous || previous->clean)) return;
+void Broker::Impl::HoldBackAfterUncleanEnd(Target& tg, const UncleanEnd& unclean,
+                                           Clock::time_point now) {
   const config::TargetConfig& t = tg.config();
-  std::uint32_t slots = static_cast<std::uint32_t>(t.limit - t.reserve);
-  if (previous) {
-    auto it = previous->capacity_high_water.find(t.name);
-    slots = it == previous->capacity_high_water.end() ? 0 : it->second;
-  }
+  const std::uint32_t slots = unclean.For(t);
   const std::uint32_t registrations =
       config.cluster_mode() ? static_cast<std::uint32_t>(config.self().system_slots) : 0;
-  const std::string who =
-      previous ? "the previous broker (pid " + std::to_string(previous->pid) + ")"
-               : "the previous broker";
   if (slots + registrations == 0) return;
   if (t.quarantine.count() <= 0) {
     spdlog::warn("target {}: {} ended without a clean stop and segment {} is gone (machine "
                  "restart?); its clients' sessions may still be open on the server, but "
                  "quarantine is 0 for this target: nothing held back",
-                 t.name, who, tg.table().name());
+                 t.name, unclean.who, tg.table().name());
     return;
   }
   const std::uint32_t held_back = tg.HoldBackAfterUncleanEnd(slots, registrations, now);
   spdlog::warn("target {}: {} ended without a clean stop and segment {} is gone (machine "
                "restart?): up to {} session(s) of its clients may still be open on the server; "
                "{} slot(s){} held in quarantine for {} ms",
-               t.name, who, tg.table().name(), slots + registrations, held_back,
+               t.name, unclean.who, tg.table().name(), slots + registrations, held_back,
                registrations > 0 ? " and " + std::to_string(registrations) + " registration(s)"
                                  : std::string(),
                std::chrono::duration_cast<std::chrono::milliseconds>(t.quarantine).count());

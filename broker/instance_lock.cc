@@ -28,8 +28,8 @@ std::filesystem::path InstanceLock::ForSegment(const std::string& segment) {
   return std::filesystem::path("/dev/shm") / (".dsb-lock-" + segment);
 }
 
-std::filesystem::path InstanceLock::ForSocket(const std::filesystem::path& socket) {
-  std::filesystem::path p = socket;
+std::filesystem::path InstanceLock::Beside(const std::filesystem::path& file) {
+  std::filesystem::path p = file;
   p += ".lock";
   return p;
 }

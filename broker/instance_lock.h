@@ -42,8 +42,9 @@ class InstanceLock {
   // Where a broker locks segment `segment` (a hidden file next to the
   // segments; segment names start with "dsb-", so it never collides).
   static std::filesystem::path ForSegment(const std::string& segment);
-  // Where a broker locks its socket: the socket path with ".lock" appended.
-  static std::filesystem::path ForSocket(const std::filesystem::path& socket);
+  // Where a broker locks a file of its own (its socket, its state file): the
+  // path with ".lock" appended.
+  static std::filesystem::path Beside(const std::filesystem::path& file);
 
   InstanceLock() = default;  // holds nothing
   InstanceLock(InstanceLock&& other) noexcept;

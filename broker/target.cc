@@ -65,7 +65,7 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
       // Whatever was quarantined stays so until the latest end an earlier
       // broker recorded (no later than a full period from now); a segment
       // without a record gets a full period again.
-      Clock::time_point end = now + std::chrono::duration_cast<Clock::duration>(target.quarantine);
+      Clock::time_point end = t->QuarantineEnd(now);
       if (const std::int64_t rec = t->table_->quarantine_record_ns(); rec > 0) {
         end = std::min(end, Clock::time_point(std::chrono::nanoseconds(rec)));
       } else {
@@ -108,8 +108,7 @@ std::uint32_t Target::ReleaseUnadopted(Clock::time_point now,
 
 void Target::QuarantineRegistration(Clock::time_point now) {
   if (config_.quarantine.count() <= 0) return;
-  registration_quarantine_.insert(now +
-                                  std::chrono::duration_cast<Clock::duration>(config_.quarantine));
+  registration_quarantine_.insert(QuarantineEnd(now));
 }
 
 std::uint32_t Target::HoldBackAfterUncleanEnd(std::uint32_t slots, std::uint32_t registrations,
@@ -162,10 +161,7 @@ Clock::time_point Target::next_quarantine_end() const {
 void Target::SetLeaseCapacity(std::uint32_t capacity, std::uint32_t floor,
                               std::optional<Clock::time_point> lease_end) {
   const std::int64_t deadline =
-      lease_end && capacity > floor
-          ? std::chrono::duration_cast<std::chrono::nanoseconds>(lease_end->time_since_epoch())
-                .count()
-          : 0;
+      lease_end && capacity > floor ? NsOf(*lease_end) : 0;
   // Order: a new deadline before a larger capacity, a smaller capacity before
   // clearing the deadline, so a client never sees lease capacity without one.
   // Compare with the table itself: a client may have fenced it to the floor.
