@@ -40,6 +40,20 @@ struct TargetConfig {
   // the session). 0 re-enables at once.
   std::chrono::nanoseconds quarantine{0};
   int slots = 0;  // slot-table size of the local segment; >= limit (default max(limit, 64))
+  // A released slot stays unusable this long unless the client confirmed the
+  // session's end (Permit::ReleaseConfirmed): the server may still count it. 0..1h.
+  std::chrono::nanoseconds release_cooldown{0};
+  // Limit discovery by feedback (DESIGN section 8): repeated session-limit
+  // refusals lower the effective limit toward the server's real cap.
+  bool discover = true;
+  // After this long without a refusal, raise the effective limit by one (again
+  // every period) back toward `limit`. 0 = never (the default).
+  std::chrono::nanoseconds limit_increase_after{0};
+  // A shell command that prints the server's cap (one integer); run at start
+  // and every limit_poll, killed after limit_command_timeout. Empty: none.
+  std::string limit_command;
+  std::chrono::nanoseconds limit_poll = std::chrono::minutes(5);
+  std::chrono::nanoseconds limit_command_timeout = std::chrono::seconds(10);
 };
 
 // One broker as listed in the cluster file.

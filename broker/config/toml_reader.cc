@@ -235,6 +235,16 @@ std::optional<double> TableReader::Number(std::string_view key, Need need) {
   return value;
 }
 
+std::optional<bool> TableReader::Bool(std::string_view key, Need need) {
+  const toml::node* node = Get(key, need);
+  if (node == nullptr) return std::nullopt;
+  if (!node->is_boolean()) {
+    Fail(key, "must be true or false, got " + Describe(*node));
+    return std::nullopt;
+  }
+  return node->as_boolean()->get();
+}
+
 std::optional<nanoseconds> TableReader::Duration(std::string_view key, Need need, nanoseconds lo,
                                                  nanoseconds hi) {
   const toml::node* node = Get(key, need);
@@ -372,7 +382,9 @@ std::vector<TargetConfig> ReadTargets(TableReader& root) {
   std::map<std::string, std::size_t, std::less<>> index_of_name;
   for (std::size_t i = 0; i < array->size(); ++i) {
     TableReader r(*array->get(i)->as_table(), "targets[" + std::to_string(i) + "]",
-                  {"name", "limit", "reserve", "quarantine", "slots"}, sink);
+                  {"name", "limit", "reserve", "quarantine", "slots", "release_cooldown", "discover",
+                   "limit_increase_after", "limit_command", "limit_poll", "limit_command_timeout"},
+                  sink);
     TargetConfig t;
     t.name = r.Name("name", Need::kRequired, "._-", 48).value_or("");
     t.limit = static_cast<int>(r.Int("limit", Need::kRequired, 1, 65535).value_or(1));
@@ -383,6 +395,34 @@ std::vector<TargetConfig> ReadTargets(TableReader& root) {
     }
     t.quarantine = r.Duration("quarantine", Need::kOptional, nanoseconds(0), std::chrono::hours(24))
                        .value_or(nanoseconds(0));
+    t.release_cooldown =
+        r.Duration("release_cooldown", Need::kOptional, nanoseconds(0), std::chrono::hours(1))
+            .value_or(nanoseconds(0));
+    t.discover = r.Bool("discover", Need::kOptional).value_or(true);
+    t.limit_increase_after = r.Duration("limit_increase_after", Need::kOptional, nanoseconds(0),
+                                        std::chrono::hours(24 * 7))
+                                 .value_or(nanoseconds(0));
+    if (t.limit_increase_after.count() > 0 && t.limit_increase_after < std::chrono::seconds(1)) {
+      r.Fail("limit_increase_after", "must be \"0s\" (off) or at least \"1s\"");
+    }
+    if (r.Has("limit_command")) {
+      t.limit_command = r.String("limit_command", Need::kOptional).value_or("");
+      if (t.limit_command.empty() ||
+          t.limit_command.find_first_not_of(" \t") == std::string::npos) {
+        r.Fail("limit_command", "must be a non-empty shell command (or leave the key out)");
+      }
+    }
+    t.limit_poll = r.Duration("limit_poll", Need::kOptional, std::chrono::seconds(1),
+                              std::chrono::hours(24))
+                       .value_or(t.limit_poll);
+    t.limit_command_timeout =
+        r.Duration("limit_command_timeout", Need::kOptional, std::chrono::milliseconds(100),
+                   std::chrono::minutes(10))
+            .value_or(t.limit_command_timeout);
+    if (t.limit_command.empty() && (r.Has("limit_poll") || r.Has("limit_command_timeout"))) {
+      r.Fail(r.Has("limit_poll") ? "limit_poll" : "limit_command_timeout",
+             "has no effect without limit_command");
+    }
     t.slots =
         static_cast<int>(r.Int("slots", Need::kOptional, 1, 65535).value_or(std::max(t.limit, 64)));
     if (t.slots < t.limit) {

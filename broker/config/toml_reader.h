@@ -85,6 +85,8 @@ class TableReader {
                                   std::int64_t hi);
   // A finite number; integers are accepted. The range is checked by the caller.
   std::optional<double> Number(std::string_view key, Need need);
+  // true or false.
+  std::optional<bool> Bool(std::string_view key, Need need);
   // A duration string ("15s") in [lo, hi].
   std::optional<std::chrono::nanoseconds> Duration(std::string_view key, Need need,
                                                    std::chrono::nanoseconds lo,
