@@ -57,6 +57,21 @@ struct Grant {
   bool operator==(const Grant&) const = default;
 };
 
+// Broker -> coordinator: a client reported that the server refused a session
+// for exceeding its limit (DESIGN section 8). `held` is what this broker held
+// for the target at the refusal (its system slots + action slots held, cooling
+// and quarantined ones included, the refused attempt not counted). The
+// coordinator adds an upper bound of what the other brokers held and feeds its
+// LimitPolicy. No reply. `refusals` counts reports folded into this one (>= 1).
+struct RefusalReport {
+  std::string broker_id;
+  std::uint64_t epoch = 0;
+  std::string target;
+  std::uint32_t held = 0;
+  std::uint32_t refusals = 1;
+  bool operator==(const RefusalReport&) const = default;
+};
+
 // Coordinator -> broker after Revoke/Drain: "renew now" (a hint only; losing it
 // only delays the shrink to the broker's next renew, and owed does not fall
 // meanwhile, C2). Ignored unless the epoch is the broker's own.

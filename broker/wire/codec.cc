@@ -128,6 +128,12 @@ Status Validate(Errc code, const lease::Grant& m) {
   if (m.term.count() < 0) return Refuse(code, "Grant.term", "is negative");
   return CheckTargets(code, "Grant.targets", m.targets);
 }
+Status Validate(Errc code, const lease::RefusalReport& m) {
+  if (Status s = CheckIdWith(code, "RefusalReport.broker_id", m.broker_id); !s.ok()) return s;
+  if (Status s = CheckIdWith(code, "RefusalReport.target", m.target); !s.ok()) return s;
+  if (m.refusals == 0) return Refuse(code, "RefusalReport.refusals", "must be at least 1");
+  return Status::Ok();
+}
 Status Validate(Errc code, const AdminRequest& m) {
   return CheckUtf8Text(code, "AdminRequest.json", m.json, kMaxAdminJsonBytes, false);
 }
@@ -208,6 +214,13 @@ void Put(Writer& w, const lease::Grant& m) {
     w.Str16(t.target);
     w.U32(t.amount);
   }
+}
+void Put(Writer& w, const lease::RefusalReport& m) {
+  w.Str16(m.broker_id);
+  w.U64(m.epoch);
+  w.Str16(m.target);
+  w.U32(m.held);
+  w.U32(m.refusals);
 }
 void Put(Writer& w, const AdminRequest& m) { w.Str32(m.json); }
 void Put(Writer& w, const AdminReply& m) { w.Str32(m.json); }
@@ -382,6 +395,13 @@ void Get(Reader& r, lease::Grant* m) {
     if (!r.ok()) return;
   }
 }
+void Get(Reader& r, lease::RefusalReport* m) {
+  r.Str("broker_id", false, kMaxIdBytes, &m->broker_id);
+  r.U64("epoch", &m->epoch);
+  r.Str("target", false, kMaxIdBytes, &m->target);
+  r.U32("held", &m->held);
+  r.U32("refusals", &m->refusals);
+}
 void Get(Reader& r, AdminRequest* m) { r.Str("json", true, kMaxAdminJsonBytes, &m->json); }
 void Get(Reader& r, AdminReply* m) { r.Str("json", true, kMaxAdminJsonBytes, &m->json); }
 void Get(Reader& r, ErrorReply* m) {
@@ -413,6 +433,7 @@ template <typename T>
 constexpr MessageType kTypeOf = MessageType::kErrorReply;
 template <> constexpr MessageType kTypeOf<lease::RenewRequest> = MessageType::kRenewRequest;
 template <> constexpr MessageType kTypeOf<lease::Grant> = MessageType::kGrant;
+template <> constexpr MessageType kTypeOf<lease::RefusalReport> = MessageType::kRefusalReport;
 template <> constexpr MessageType kTypeOf<AdminRequest> = MessageType::kAdminRequest;
 template <> constexpr MessageType kTypeOf<AdminReply> = MessageType::kAdminReply;
 template <> constexpr MessageType kTypeOf<ErrorReply> = MessageType::kErrorReply;
@@ -502,6 +523,7 @@ const char* TypeName(MessageType type) {
     case MessageType::kHandshakeDone: return "HandshakeDone";
     case MessageType::kRenewRequest: return "RenewRequest";
     case MessageType::kGrant: return "Grant";
+    case MessageType::kRefusalReport: return "RefusalReport";
     case MessageType::kAdminRequest: return "AdminRequest";
     case MessageType::kAdminReply: return "AdminReply";
     case MessageType::kErrorReply: return "ErrorReply";
@@ -516,6 +538,7 @@ Result<Message> DecodeMessage(MessageType type, ByteView payload) {
   switch (type) {
     case MessageType::kRenewRequest: return DecodeAs<lease::RenewRequest, Message>(payload);
     case MessageType::kGrant: return DecodeAs<lease::Grant, Message>(payload);
+    case MessageType::kRefusalReport: return DecodeAs<lease::RefusalReport, Message>(payload);
     case MessageType::kAdminRequest: return DecodeAs<AdminRequest, Message>(payload);
     case MessageType::kAdminReply: return DecodeAs<AdminReply, Message>(payload);
     case MessageType::kErrorReply: return DecodeAs<ErrorReply, Message>(payload);

@@ -88,8 +88,8 @@ struct ErrorReply {
   bool operator==(const ErrorReply&) const = default;
 };
 
-using Message =
-    std::variant<lease::RenewRequest, lease::Grant, AdminRequest, AdminReply, ErrorReply>;
+using Message = std::variant<lease::RenewRequest, lease::Grant, AdminRequest, AdminReply,
+                             ErrorReply, lease::RefusalReport>;
 
 MessageType TypeOf(const Message& message);
 MessageType TypeOf(const HandshakeMessage& message);

@@ -49,6 +49,7 @@ enum class MessageType : std::uint16_t {
   // Lease protocol (DESIGN section 7), see broker/lease/messages.h.
   kRenewRequest = 16,
   kGrant = 17,
+  kRefusalReport = 18,  // limit discovery (DESIGN section 8); no reply
   // Administration (dsbctl through a broker): UTF-8 JSON text.
   kAdminRequest = 32,
   kAdminReply = 33,

@@ -16,6 +16,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing::SampleGrant;
+using testing::SampleRefusal;
 using testing::SampleRenew;
 
 // Builds payloads byte by byte for the rejection table.
@@ -92,6 +93,7 @@ TEST(WireCodec, RoundTripsLeaseMessages) {
   learning.targets.clear();
   learning.term = lease::Duration(0);
   ExpectRoundTrip(learning);
+  ExpectRoundTrip(SampleRefusal());
 }
 
 TEST(WireCodec, RoundTripsExtremeValues) {
@@ -222,7 +224,7 @@ TEST(WireCodec, RefusesMalformedHandshakePayloads) {
 }
 
 TEST(WireCodec, RefusesEveryTruncationOfAValidPayload) {
-  for (const Message& m : std::vector<Message>{SampleRenew(), SampleGrant(),
+  for (const Message& m : std::vector<Message>{SampleRenew(), SampleGrant(), SampleRefusal(),
                                                ErrorReply{Errc::kTimeout, "late"}}) {
     const Bytes full = Encode(m);
     for (std::size_t n = 0; n < full.size(); ++n) {
@@ -242,7 +244,13 @@ TEST(WireCodec, EncodeRefusesWhatDecodeWould) {
   dup.targets.push_back(dup.targets.front());
   lease::Grant negative = SampleGrant();
   negative.term = lease::Duration(-1);
+  lease::RefusalReport no_refusal = SampleRefusal();
+  no_refusal.refusals = 0;
+  lease::RefusalReport bad_target = SampleRefusal();
+  bad_target.target.clear();
   const std::vector<std::pair<Message, const char*>> cases = {
+      {no_refusal, "RefusalReport.refusals: must be at least 1"},
+      {bad_target, "RefusalReport.target"},
       {bad_id, "RenewRequest.broker_id: is not valid UTF-8"},
       {too_many, "513 targets exceeds the limit of 512"},
       {dup, "appears twice"},
@@ -325,7 +333,8 @@ TEST(WireCodec, RandomMutationsDecodeCanonicallyOrFail) {
   const std::uint32_t seed = std::random_device{}();
   std::printf("WireCodec.RandomMutations seed=%u\n", seed);
   std::mt19937 rng(seed);
-  const std::vector<Message> samples = {SampleRenew(), SampleGrant(), AdminRequest{"{\"a\":1}"},
+  const std::vector<Message> samples = {SampleRenew(), SampleGrant(), SampleRefusal(),
+                                        AdminRequest{"{\"a\":1}"},
                                         ErrorReply{Errc::kConflict, "differs"}};
   int decoded = 0;
   int refused = 0;

@@ -33,6 +33,16 @@ inline lease::Grant SampleGrant() {
   return g;
 }
 
+inline lease::RefusalReport SampleRefusal() {
+  lease::RefusalReport r;
+  r.broker_id = "ws-a";
+  r.epoch = 7;
+  r.target = "pg/digiscope";
+  r.held = 11;
+  r.refusals = 3;
+  return r;
+}
+
 // A key of 32 bytes all equal to `fill`.
 inline ClusterKey KeyOf(std::uint8_t fill) {
   Bytes raw(32, fill);
