@@ -4,10 +4,12 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <set>
 #include <spdlog/spdlog.h>
 
 #include "broker/lease/ledger.h"
+#include "broker/limit_keeper.h"
 #include "broker/wire/channel.h"
 
 namespace dsb::broker {
@@ -76,6 +78,12 @@ struct ClusterNode::Impl {
   wire::Credentials creds;
   std::unique_ptr<lease::LeaseAgent> agent;
   std::unique_ptr<lease::Ledger> ledger;  // coordinator only
+  std::unique_ptr<LimitKeeper> limits;    // coordinator only: the effective limits
+  // Messages to the coordinator, written by one writer at a time (a Channel
+  // allows one Send in flight).
+  std::deque<wire::Message> outbox;
+  bool writing = false;
+  std::uint64_t reports_lost = 0;
   std::optional<tcp::acceptor> acceptor;
   asio::steady_timer tick_timer;
   asio::steady_timer connect_timer;
@@ -121,12 +129,7 @@ struct ClusterNode::Impl {
           // Name the message first: GCC 12 double-destroys temporaries made
           // inside a co_await expression.
           wire::Message renew = *step.send;
-          Status s = co_await channel->Send(std::move(renew));
-          if (!s.ok()) {
-            spdlog::warn("lease renew to coordinator {} failed: {}", cfg.cluster->coordinator,
-                         s.message());
-            channel->Close();
-          }
+          Enqueue(std::move(renew));
         } else {
           connect_timer.cancel();  // (re)connect now
         }
@@ -154,6 +157,10 @@ struct ClusterNode::Impl {
           connect_failed_logged = false;
           to_coordinator = std::make_shared<wire::Channel>(std::move(r).value());
           asio::co_spawn(io, Reader(to_coordinator), asio::detached);
+          if (!outbox.empty() && !writing) {
+            writing = true;
+            asio::co_spawn(io, Flush(to_coordinator), asio::detached);
+          }
           tick_timer.cancel();  // renew now on the new channel
         } else if (!connect_failed_logged) {
           spdlog::warn("cannot reach coordinator {} at {}: {} (retrying; the lease lapses on "
@@ -184,6 +191,112 @@ struct ClusterNode::Impl {
         spdlog::warn("coordinator refused our renew: {} ({})", err->message, ErrcName(err->code));
       }
     }
+  }
+
+  void Enqueue(wire::Message m) {
+    constexpr std::size_t kMaxOutbox = 256;
+    if (outbox.size() >= kMaxOutbox) {
+      // Only refusal reports pile up (a renew is sent every D/3 at most a few
+      // times): drop the oldest; discovery needs repeats, not every report.
+      outbox.pop_front();
+      ++reports_lost;
+    }
+    outbox.push_back(std::move(m));
+    if (!writing && to_coordinator && to_coordinator->is_open()) {
+      writing = true;
+      asio::co_spawn(io, Flush(to_coordinator), asio::detached);
+    }
+  }
+
+  awaitable<void> Flush(std::shared_ptr<wire::Channel> channel) {
+    while (!outbox.empty() && !stopping && channel->is_open()) {
+      wire::Message m = std::move(outbox.front());
+      outbox.pop_front();
+      const bool renew = std::holds_alternative<lease::RenewRequest>(m);
+      Status s = co_await channel->Send(std::move(m));
+      if (!s.ok()) {
+        spdlog::warn("{} to coordinator {} failed: {}", renew ? "lease renew" : "refusal report",
+                     cfg.cluster->coordinator, s.message());
+        channel->Close();
+        break;
+      }
+    }
+    writing = false;
+    if (!channel->is_open()) {
+      // Renews are remade by the agent; reports of a dead channel are lost.
+      for (const auto& m : outbox) reports_lost += std::holds_alternative<lease::RefusalReport>(m);
+      outbox.clear();
+    }
+  }
+
+  // Coordinator: what dsb held for target `t` at a refusal reported by broker
+  // `reporter` with its own exact count `held`: that count plus, for every
+  // other broker, system_slots + floor + what it is owed (C1: an upper bound of
+  // the pool slots it can hold). An upper bound, so discovery never takes the
+  // server's cap for lower than what dsb really held.
+  std::uint32_t AccountHeld(std::size_t t, const std::string& reporter, std::uint32_t held) {
+    std::uint64_t sum = held;
+    for (const auto& b : cfg.cluster->brokers) {
+      if (b.id != reporter) sum += static_cast<std::uint64_t>(b.system_slots + b.floor);
+    }
+    sum += ledger->OwedByOthers(t, ledger->FindBroker(reporter), Clock::now());
+    return static_cast<std::uint32_t>(std::min<std::uint64_t>(sum, 0xFFFFFFFFu));
+  }
+
+  json::object LimitsJson() const {
+    json::array ts;
+    for (std::size_t i = 0; i < cfg.targets.size(); ++i) {
+      json::object o = limits->Json(i);
+      o["target"] = cfg.targets[i].name;
+      ts.push_back(std::move(o));
+    }
+    return json::object{{"ok", true}, {"coordinator", cfg.id}, {"targets", std::move(ts)}};
+  }
+
+  json::object SetLimitHere(std::size_t index, std::uint32_t value, const std::string& who) {
+    if (index >= cfg.targets.size()) {
+      return json::object{{"ok", false}, {"error", "unknown_target"}, {"message", "no such target"}};
+    }
+    if (Status st = limits->SetOperatorLimit(index, value, who); !st.ok()) {
+      return json::object{{"ok", false},
+                          {"error", ErrcName(st.code())},
+                          {"message", "target " + cfg.targets[index].name + ": " + st.message()}};
+    }
+    json::object o = limits->Json(index);
+    o["ok"] = true;
+    o["target"] = cfg.targets[index].name;
+    o["coordinator"] = cfg.id;
+    return o;
+  }
+
+  // Asks the coordinator (another broker) an admin question over the wire.
+  awaitable<json::object> AskCoordinator(std::string request) {
+    const config::ClusterBroker& c = coordinator();
+    auto ch = co_await wire::Channel::Connect(io.get_executor(), c.address.host, c.address.port,
+                                              creds, std::chrono::seconds(5));
+    if (!ch.ok()) {
+      co_return json::object{{"ok", false},
+                             {"error", ErrcName(ch.status().code())},
+                             {"message", "cannot reach coordinator " + c.id + ": " +
+                                             ch.status().message()}};
+    }
+    wire::Message m = wire::AdminRequest{std::move(request)};
+    Status s = co_await ch->Send(std::move(m));
+    Result<wire::Message> reply(s);
+    if (s.ok()) reply = co_await ch->Receive(std::chrono::seconds(5));
+    ch->Close();
+    if (reply.ok()) {
+      if (auto* a = std::get_if<wire::AdminReply>(&*reply)) {
+        boost::system::error_code ec;
+        json::value v = json::parse(a->json, ec);
+        if (!ec && v.is_object()) co_return v.as_object();
+      }
+    }
+    co_return json::object{{"ok", false},
+                           {"error", "protocol"},
+                           {"message", "coordinator " + c.id + " gave no answer: " +
+                                           (reply.ok() ? std::string("unexpected reply")
+                                                       : reply.status().message())}};
   }
 
   // ---- coordinator side ----
@@ -220,8 +333,24 @@ struct ClusterNode::Impl {
             reply = **grant;
           }
         }
+      } else if (auto* report = std::get_if<lease::RefusalReport>(&*m)) {
+        // No reply: a report is a hint that is safe to lose.
+        std::optional<std::size_t> t;
+        for (std::size_t i = 0; i < cfg.targets.size(); ++i) {
+          if (cfg.targets[i].name == report->target) t = i;
+        }
+        if (report->broker_id != peer) {
+          spdlog::warn("refusal report names broker '{}' on the channel of '{}': ignored",
+                       report->broker_id, peer);
+        } else if (!t) {
+          spdlog::warn("broker {} reports a refusal for unknown target '{}': ignored", peer,
+                       report->target);
+        } else {
+          limits->OnRefusal(*t, AccountHeld(*t, peer, report->held), report->refusals,
+                            "broker " + peer + " (it held " + std::to_string(report->held) + ")");
+        }
       } else if (auto* admin = std::get_if<wire::AdminRequest>(&*m)) {
-        reply = wire::AdminReply{json::serialize(HandleAdmin(admin->json))};
+        reply = wire::AdminReply{json::serialize(HandleAdmin(admin->json, peer))};
       } else {
         reply = wire::ErrorReply{Errc::kProtocol, "unexpected message for the coordinator"};
       }
@@ -235,7 +364,7 @@ struct ClusterNode::Impl {
     served.erase(channel);
   }
 
-  json::object HandleAdmin(const std::string& text) {
+  json::object HandleAdmin(const std::string& text, const std::string& peer) {
     boost::system::error_code ec;
     json::value v = json::parse(text, ec);
     if (ec || !v.is_object() || !v.as_object().contains("op")) {
@@ -246,6 +375,31 @@ struct ClusterNode::Impl {
       return json::object{{"ok", true},
                           {"coordinator", cfg.id},
                           {"ledger", SnapshotJson(ledger->Snapshot(Clock::now()))}};
+    }
+    if (op.is_string() && op.as_string() == "limits") return LimitsJson();
+    if (op.is_string() && op.as_string() == "set_limit") {
+      const json::object& o = v.as_object();
+      const json::value* tv = o.if_contains("target");
+      const json::value* lv = o.if_contains("limit");
+      const json::value* wv = o.if_contains("who");
+      if (tv == nullptr || !tv->is_string() || lv == nullptr || !lv->is_int64() ||
+          lv->as_int64() < 1 || lv->as_int64() > 65535) {
+        return json::object{{"ok", false}, {"error", "invalid_argument"},
+                            {"message", "set_limit needs a target and a limit 1..65535"}};
+      }
+      std::optional<std::size_t> t;
+      for (std::size_t i = 0; i < cfg.targets.size(); ++i) {
+        if (cfg.targets[i].name == tv->as_string()) t = i;
+      }
+      if (!t) {
+        return json::object{{"ok", false}, {"error", "unknown_target"},
+                            {"message", "the cluster has no such target"}};
+      }
+      std::string who = "via broker " + peer;
+      if (wv != nullptr && wv->is_string()) {
+        who = std::string(wv->as_string().subview(0, std::min<std::size_t>(wv->as_string().size(), 64))) + ", " + who;
+      }
+      return SetLimitHere(*t, static_cast<std::uint32_t>(lv->as_int64()), who);
     }
     return json::object{{"ok", false}, {"error", "protocol"}, {"message", "unknown admin op"}};
   }
@@ -304,6 +458,26 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
     }
     if (Status s = lease::Ledger::Validate(lc); !s.ok()) return s;
     impl->ledger = std::make_unique<lease::Ledger>(lc, Clock::now());
+    std::vector<std::uint32_t> minimum;
+    for (const auto& t : cluster.targets) {
+      // Every broker's system slots and floor, the reserve, and one pool slot.
+      minimum.push_back(static_cast<std::uint32_t>(
+          std::min(t.limit, t.reserve + cluster.SumSystemAndFloor() + 1)));
+    }
+    Impl* raw = impl.get();
+    auto keeper = LimitKeeper::Create(
+        io, cluster.targets, minimum,
+        {[raw](std::size_t i, const lease::LimitChange& c) {
+          // C2: grants shrink at once; capacity counts as free only as owed falls.
+          if (Status s = raw->ledger->SetLimit(raw->cfg.cluster->targets[i].name, c.to,
+                                               Clock::now());
+              !s.ok()) {
+            spdlog::error("target {}: ledger refused limit {}: {}",
+                          raw->cfg.cluster->targets[i].name, c.to, s.message());
+          }
+        }});
+    if (!keeper.ok()) return keeper.status();
+    impl->limits = std::move(keeper).value();
   }
   return std::unique_ptr<ClusterNode>(new ClusterNode(std::move(impl)));
 }
@@ -330,6 +504,7 @@ Status ClusterNode::Start() {
     spdlog::info("coordinator role: ledger on {} in learning mode for {} ms (C3)",
                  listen.ToString(), Ms(n.ledger->Silence()));
     asio::co_spawn(n.io, n.AcceptLoop(), asio::detached);
+    n.limits->Start(nullptr);
   }
   asio::co_spawn(n.io, n.ConnectLoop(), asio::detached);
   asio::co_spawn(n.io, n.AgentLoop(), asio::detached);
@@ -341,6 +516,7 @@ void ClusterNode::Stop() {
   n.stopping = true;
   boost::system::error_code ec;
   if (n.acceptor) n.acceptor->close(ec);
+  if (n.limits) n.limits->Stop();
   n.tick_timer.cancel();
   n.connect_timer.cancel();
   if (n.to_coordinator) n.to_coordinator->Close();
@@ -372,6 +548,42 @@ json::object ClusterNode::AgentView() const {
                       {"epoch", std::to_string(n.agent->epoch())},
                       {"connected", n.to_coordinator && n.to_coordinator->is_open()},
                       {"targets", std::move(targets)}};
+}
+
+void ClusterNode::ReportRefusal(std::size_t target, std::uint32_t held, const std::string& who) {
+  Impl& n = *impl_;
+  if (target >= n.cfg.targets.size() || n.stopping) return;
+  if (!n.to_coordinator || !n.to_coordinator->is_open()) {
+    ++n.reports_lost;
+    spdlog::warn("target {}: {} reports a session-limit refusal, but coordinator {} is not "
+                 "connected: the report is lost ({} lost so far)",
+                 n.cfg.targets[target].name, who, n.cfg.cluster->coordinator, n.reports_lost);
+    return;
+  }
+  lease::RefusalReport r;
+  r.broker_id = n.cfg.id;
+  r.epoch = n.agent->epoch();
+  r.target = n.cfg.targets[target].name;
+  r.held = held;
+  r.refusals = 1;
+  n.Enqueue(std::move(r));
+}
+
+awaitable<json::object> ClusterNode::Limits() {
+  Impl& n = *impl_;
+  if (n.limits) co_return n.LimitsJson();
+  co_return co_await n.AskCoordinator(R"({"op":"limits"})");
+}
+
+awaitable<json::object> ClusterNode::SetLimit(std::size_t target, std::uint32_t limit,
+                                              std::string who) {
+  Impl& n = *impl_;
+  if (n.limits) co_return n.SetLimitHere(target, limit, who + " on broker " + n.cfg.id);
+  json::object req{{"op", "set_limit"},
+                   {"target", n.cfg.targets.at(target).name},
+                   {"limit", limit},
+                   {"who", who}};
+  co_return co_await n.AskCoordinator(json::serialize(req));
 }
 
 awaitable<json::object> ClusterNode::Leases() {

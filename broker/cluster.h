@@ -56,6 +56,20 @@ class ClusterNode {
   // B1 registration admission for a target.
   bool MayRegister(std::size_t target, std::uint32_t registered) const;
 
+  // Limit discovery (DESIGN section 8): a client of this broker was refused
+  // for the server's limit while this broker held `held` sessions of target
+  // `target` (system_slots + action slots held, cooling and quarantined
+  // included, the refused attempt not counted). Sent to the coordinator as a
+  // RefusalReport; lost like any message if the channel is down (logged).
+  void ReportRefusal(std::size_t target, std::uint32_t held, const std::string& who);
+  // The effective limits ({"ok", "targets": [{"target", "limit",
+  // "limit_source", ...}]}), from the coordinator (asked over the wire when it
+  // is another broker); {"ok": false, "message"} when it cannot be reached.
+  boost::asio::awaitable<boost::json::object> Limits();
+  // An operator's limit for target `target`, applied by the coordinator.
+  boost::asio::awaitable<boost::json::object> SetLimit(std::size_t target, std::uint32_t limit,
+                                                       std::string who);
+
   struct Impl;
 
  private:

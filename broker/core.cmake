@@ -3,6 +3,8 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/broker.cc
   ${CMAKE_CURRENT_LIST_DIR}/cluster.cc
   ${CMAKE_CURRENT_LIST_DIR}/instance_lock.cc
+  ${CMAKE_CURRENT_LIST_DIR}/limit_command.cc
+  ${CMAKE_CURRENT_LIST_DIR}/limit_keeper.cc
   ${CMAKE_CURRENT_LIST_DIR}/state_file.cc
   ${CMAKE_CURRENT_LIST_DIR}/target.cc)
 add_library(dsb::broker_core ALIAS dsb_broker_core)

@@ -65,7 +65,7 @@ struct LimitPolicyConfig {
   std::uint32_t ceiling = 0;  // the configured limit; >= minimum
   std::uint32_t minimum = 1;  // >= 1
   bool discover = true;       // false: refusals are counted, never lower the limit
-  Duration window = std::chrono::seconds(60);
+  Duration window = std::chrono::seconds(10);
   std::uint32_t confirmations = 2;  // >= 1
   Duration increase_after{0};       // 0 = no increase (F4 off)
   bool ratchet = false;             // TEST ONLY (see above)

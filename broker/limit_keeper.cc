@@ -1,0 +1,246 @@
+#include "broker/limit_keeper.h"
+
+#include <boost/asio.hpp>
+#include <boost/json.hpp>
+#include <ctime>
+#include <spdlog/spdlog.h>
+
+#include "broker/limit_command.h"
+
+namespace dsb::broker {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using Clock = LimitKeeper::Clock;
+
+namespace {
+
+std::int64_t MsBetween(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
+}
+
+// A steady_clock point as ISO 8601 UTC wall time (for people reading status).
+std::string WallTime(Clock::time_point t) {
+  const auto wall = std::chrono::system_clock::now() -
+                    std::chrono::duration_cast<std::chrono::system_clock::duration>(Clock::now() - t);
+  const std::time_t tt = std::chrono::system_clock::to_time_t(wall);
+  std::tm tm{};
+  ::gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+struct LimitKeeper::Impl {
+  struct PerTarget {
+    config::TargetConfig config;
+    std::unique_ptr<lease::LimitPolicy> policy;
+    std::unique_ptr<asio::steady_timer> poll_timer;
+    std::unique_ptr<asio::steady_timer> tick_timer;
+    // limit_command bookkeeping
+    std::optional<std::uint32_t> last_value;
+    std::string last_error;
+    std::optional<Clock::time_point> last_run;
+    bool running = false;
+    // refusal log rate limit
+    Clock::time_point last_log{};
+    std::uint64_t unlogged = 0;
+  };
+
+  explicit Impl(asio::io_context& context) : io(context) {}
+
+  asio::io_context& io;
+  Hooks hooks;
+  std::vector<PerTarget> targets;
+  bool stopping = false;
+  std::size_t pending_initial = 0;
+  std::function<void()> ready;
+
+  void Apply(std::size_t i, const std::optional<lease::LimitChange>& change) {
+    if (!change) return;
+    PerTarget& t = targets[i];
+    spdlog::warn("target {}: limit {} -> {} (source {}): {}", t.config.name, change->from,
+                 change->to, lease::LimitSourceName(change->source), change->cause);
+    hooks.apply(i, *change);
+    ArmTick(i);
+  }
+
+  void ArmTick(std::size_t i) {
+    PerTarget& t = targets[i];
+    const Clock::time_point next = t.policy->NextTick();
+    if (next == Clock::time_point::max() || stopping) return;
+    t.tick_timer->expires_at(next);
+    t.tick_timer->async_wait([this, i](boost::system::error_code ec) {
+      if (ec || stopping) return;
+      Apply(i, targets[i].policy->Tick(Clock::now()));
+      ArmTick(i);
+    });
+  }
+
+  void RunCommand(std::size_t i) {
+    PerTarget& t = targets[i];
+    if (t.running || stopping) return;
+    t.running = true;
+    RunLimitCommand(io.get_executor(), t.config.limit_command, t.config.limit_command_timeout,
+                    [this, i](Result<std::uint32_t> r) { OnAnswer(i, std::move(r)); });
+  }
+
+  void OnAnswer(std::size_t i, Result<std::uint32_t> r) {
+    PerTarget& t = targets[i];
+    t.running = false;
+    t.last_run = Clock::now();
+    if (stopping) return;
+    if (r.ok()) {
+      if (!t.last_error.empty()) {
+        spdlog::info("target {}: limit_command answers again ({})", t.config.name, *r);
+      }
+      t.last_error.clear();
+      t.last_value = *r;
+      Apply(i, t.policy->OnQuery(Clock::now(), *r));
+    } else {
+      const std::string why = r.status().message();
+      if (why != t.last_error) {
+        spdlog::error("target {}: limit_command {}; the limit stays {} (source {})",
+                      t.config.name, why, t.policy->limit(),
+                      lease::LimitSourceName(t.policy->source()));
+      }
+      t.last_error = why;
+    }
+    if (pending_initial > 0 && --pending_initial == 0 && ready) {
+      auto cb = std::move(ready);
+      ready = nullptr;
+      cb();
+    }
+    t.poll_timer->expires_after(std::chrono::duration_cast<Clock::duration>(t.config.limit_poll));
+    t.poll_timer->async_wait([this, i](boost::system::error_code ec) {
+      if (!ec) RunCommand(i);
+    });
+  }
+};
+
+LimitKeeper::LimitKeeper(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+LimitKeeper::~LimitKeeper() { Stop(); }
+
+Result<std::unique_ptr<LimitKeeper>> LimitKeeper::Create(
+    asio::io_context& io, const std::vector<config::TargetConfig>& targets,
+    const std::vector<std::uint32_t>& minimum, Hooks hooks) {
+  auto impl = std::make_unique<Impl>(io);
+  impl->hooks = std::move(hooks);
+  const auto now = Clock::now();
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    const config::TargetConfig& tc = targets[i];
+    lease::LimitPolicyConfig pc;
+    pc.ceiling = static_cast<std::uint32_t>(tc.limit);
+    pc.minimum = i < minimum.size() ? minimum[i] : 1;
+    pc.discover = tc.discover;
+    pc.increase_after = tc.limit_increase_after;
+    if (Status s = lease::LimitPolicy::Validate(pc); !s.ok()) {
+      return Status{Errc::kConfig, "target " + tc.name + ": " + s.message()};
+    }
+    Impl::PerTarget t;
+    t.config = tc;
+    t.policy = std::make_unique<lease::LimitPolicy>(pc, now);
+    t.poll_timer = std::make_unique<asio::steady_timer>(io);
+    t.tick_timer = std::make_unique<asio::steady_timer>(io);
+    impl->targets.push_back(std::move(t));
+  }
+  return std::unique_ptr<LimitKeeper>(new LimitKeeper(std::move(impl)));
+}
+
+void LimitKeeper::Start(std::function<void()> ready) {
+  Impl& k = *impl_;
+  std::vector<std::size_t> with_command;
+  for (std::size_t i = 0; i < k.targets.size(); ++i) {
+    if (!k.targets[i].config.limit_command.empty()) with_command.push_back(i);
+  }
+  k.pending_initial = with_command.size();
+  if (with_command.empty()) {
+    if (ready) ready();
+  } else {
+    k.ready = std::move(ready);
+    for (std::size_t i : with_command) k.RunCommand(i);
+  }
+}
+
+void LimitKeeper::Stop() {
+  if (!impl_) return;
+  impl_->stopping = true;
+  for (auto& t : impl_->targets) {
+    t.poll_timer->cancel();
+    t.tick_timer->cancel();
+  }
+}
+
+std::size_t LimitKeeper::size() const { return impl_->targets.size(); }
+
+std::uint32_t LimitKeeper::limit(std::size_t index) const {
+  return impl_->targets.at(index).policy->limit();
+}
+
+void LimitKeeper::OnRefusal(std::size_t index, std::uint32_t held, std::uint32_t refusals,
+                            const std::string& who) {
+  Impl& k = *impl_;
+  if (index >= k.targets.size() || refusals == 0) return;
+  Impl::PerTarget& t = k.targets[index];
+  const auto now = Clock::now();
+  std::optional<lease::LimitChange> change;
+  for (std::uint32_t n = 0; n < refusals; ++n) {
+    auto c = t.policy->OnRefusal(now, held);
+    if (c) change = c;
+  }
+  // Every refusal is counted (status); the log gets one line a second.
+  if (now - t.last_log >= std::chrono::seconds(1)) {
+    spdlog::warn("target {}: {} reports the server refused a session for its limit with {} "
+                 "session(s) held by dsb (limit {}){}",
+                 t.config.name, who, held, t.policy->limit(),
+                 t.unlogged > 0 ? fmt::format("; {} more refusal(s) since the last line",
+                                              t.unlogged)
+                                : std::string());
+    t.last_log = now;
+    t.unlogged = refusals - 1;
+  } else {
+    t.unlogged += refusals;
+  }
+  k.Apply(index, change);
+}
+
+Status LimitKeeper::SetOperatorLimit(std::size_t index, std::uint32_t value,
+                                     const std::string& who) {
+  Impl& k = *impl_;
+  if (index >= k.targets.size()) return {Errc::kUnknownTarget, "no such target"};
+  auto r = k.targets[index].policy->OnOperator(Clock::now(), value);
+  if (!r.ok()) return r.status();
+  if (*r) (*r)->cause += " (" + who + ")";
+  k.Apply(index, *r);
+  return Status::Ok();
+}
+
+json::object LimitKeeper::Json(std::size_t index) const {
+  const Impl::PerTarget& t = impl_->targets.at(index);
+  const lease::LimitPolicy& p = *t.policy;
+  const auto now = Clock::now();
+  json::value command = nullptr;
+  if (!t.config.limit_command.empty()) {
+    command = json::object{
+        {"last_value", t.last_value ? json::value(*t.last_value) : json::value(nullptr)},
+        {"last_error", t.last_error.empty() ? json::value(nullptr) : json::value(t.last_error)},
+        {"last_run_ms_ago", t.last_run ? json::value(MsBetween(*t.last_run, now))
+                                       : json::value(nullptr)},
+        {"poll_ms",
+         std::chrono::duration_cast<std::chrono::milliseconds>(t.config.limit_poll).count()}};
+  }
+  return json::object{{"limit", p.limit()},
+                      {"limit_source", lease::LimitSourceName(p.source())},
+                      {"limit_changed_at", WallTime(p.changed_at())},
+                      {"limit_changed_ms_ago", MsBetween(p.changed_at(), now)},
+                      {"limit_ceiling", p.config().ceiling},
+                      {"limit_minimum", p.config().minimum},
+                      {"refusals_reported", p.refusals_reported()},
+                      {"limit_changes", p.changes()},
+                      {"discover", p.config().discover},
+                      {"limit_command", std::move(command)}};
+}
+
+}  // namespace dsb::broker

@@ -1,0 +1,79 @@
+// LimitKeeper: the effective limit of each target that this process decides
+// (DESIGN section 8): a single-machine broker decides its own targets'; in a
+// cluster, the coordinator decides for everyone and brokers forward refusals.
+//
+// Per target it owns a lease::LimitPolicy (sources, feedback rule, bounds,
+// additive increase) and, when the target has a `limit_command`, runs it at
+// Start() and every `limit_poll` (a failing or garbage answer keeps the last
+// good value and is logged with the reason). Every change is logged once with
+// its cause and handed to the `apply` hook; refusals are counted exactly and
+// logged at most once a second per target (with the count of the rest).
+//
+// Thread rule: all calls on the io_context's thread.
+#ifndef DSB_BROKER_LIMIT_KEEPER_H_
+#define DSB_BROKER_LIMIT_KEEPER_H_
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/object.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "broker/config/cluster_config.h"
+#include "broker/lease/limit_policy.h"
+#include "common/status.h"
+
+namespace dsb::broker {
+
+class LimitKeeper {
+ public:
+  using Clock = std::chrono::steady_clock;
+  struct Hooks {
+    // The limit of target `index` (config order) changed: apply it.
+    std::function<void(std::size_t index, const lease::LimitChange& change)> apply;
+  };
+
+  // `minimum[i]` is target i's lowest allowed limit (single machine:
+  // reserve + 2; cluster: reserve + sum(system_slots + floor) + 1).
+  // Failure: kConfig if a target's limit is below its minimum.
+  static Result<std::unique_ptr<LimitKeeper>> Create(boost::asio::io_context& io,
+                                                     const std::vector<config::TargetConfig>& targets,
+                                                     const std::vector<std::uint32_t>& minimum,
+                                                     Hooks hooks);
+  ~LimitKeeper();
+
+  // Runs every limit_command once; `ready` is called when each has answered,
+  // failed or timed out (at once if there is none). Then polls every limit_poll.
+  void Start(std::function<void()> ready);
+  void Stop();
+
+  std::size_t size() const;
+  std::uint32_t limit(std::size_t index) const;
+  // A session-limit refusal reported for target `index` while dsb held `held`
+  // sessions of the account; `refusals` reports folded into one; `who` names
+  // the reporter for the log ("client pid 42 (dsb-load#0)", "broker ws2").
+  void OnRefusal(std::size_t index, std::uint32_t held, std::uint32_t refusals,
+                 const std::string& who);
+  // An operator's limit (`dsbctl set-limit`, `dsbctl probe --apply`).
+  // Failure: kInvalidArgument naming the bounds; nothing changes.
+  Status SetOperatorLimit(std::size_t index, std::uint32_t value, const std::string& who);
+  // Status fields of target `index`: limit, limit_source, limit_changed_at
+  // (ISO 8601 UTC), limit_changed_ms_ago, limit_ceiling, limit_minimum,
+  // refusals_reported, limit_changes, discover, limit_command (null or
+  // {last_value, last_error, last_run_ms_ago}).
+  boost::json::object Json(std::size_t index) const;
+
+  struct Impl;
+
+ private:
+  explicit LimitKeeper(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dsb::broker
+
+#endif  // DSB_BROKER_LIMIT_KEEPER_H_
