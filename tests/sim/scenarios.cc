@@ -1,6 +1,9 @@
 #include "tests/sim/scenarios.h"
 
+#include <cstdio>
+#include <memory>
 #include <random>
+#include <string>
 
 namespace dsb::sim {
 namespace {
@@ -213,7 +216,271 @@ SimStats HeldAndAppliedReadApart(const ProtocolSwitches& sw, bool verbose) {
   return Finish(sim);
 }
 
+// ---- server model (DESIGN section 8, issue 7) ----
+
+// Three brokers (one system slot each, floor 0), 8 action threads each, short
+// actions (10-100 ms) back to back; D = 6 s, H = 2 s; network 1 ms, no loss.
+// The server refuses at C; a refused thread backs off 50 ms.
+SimConfig ServerBase(std::uint32_t limit, std::uint32_t cap, const ServerOptions& o) {
+  SimConfig c;
+  c.limit = limit;
+  c.brokers.resize(3);
+  for (std::size_t i = 0; i < c.brokers.size(); ++i) {
+    c.brokers[i].demand = 8;
+    c.brokers[i].start_at = Ms(100 * static_cast<std::int64_t>(i));
+  }
+  c.term = seconds(6);
+  c.drain = seconds(2);
+  c.adversarial_clients = false;
+  c.session_min = Ms(10);
+  c.session_max = Ms(100);
+  c.run_for = Sec(60);
+  c.verbose = o.verbose;
+  c.server.enabled = true;
+  c.server.cap = cap;
+  c.server.ratchet = o.ratchet;
+  c.server.hold_after_refusal = o.hold_after_refusal;
+  c.server.report_horizon = o.report_horizon;
+  return c;
+}
+
 }  // namespace
+
+std::string Figures(const SimStats& st) {
+  char buf[400];
+  std::snprintf(buf, sizeof buf,
+                "limit %u (min %u, %llu changes), C %u, refusals %llu (evidence %llu, until "
+                "convergence %llu, after %llu, by lag %llu), converged at %.2f s, server "
+                "utilization %.3f, mean limit %.2f, S violations %llu",
+                st.limit, st.min_limit, static_cast<unsigned long long>(st.limit_changes), st.cap,
+                static_cast<unsigned long long>(st.refusals),
+                static_cast<unsigned long long>(st.evidence),
+                static_cast<unsigned long long>(st.refusals_until_convergence),
+                static_cast<unsigned long long>(st.refusals_after_convergence),
+                static_cast<unsigned long long>(st.refusals_by_lag), st.converged_at,
+                st.server_utilization, st.mean_limit,
+                static_cast<unsigned long long>(st.s_violations));
+  return buf;
+}
+
+namespace {
+
+std::string Fail(const char* check, const SimStats& st) {
+  return std::string(check) + " failed: " + Figures(st);
+}
+
+std::string CommonChecks(const SimStats& st) {
+  if (st.s_violations != 0) return Fail("SAgainstLMinusR", st) + "; " + st.first_violation;
+  if (st.max_over_grant != 0) return Fail("NoOverGrant", st);
+  if (st.real_cap_violations != 0) {
+    return Fail("SAgainstRealCapAfterConvergence", st) + "; " + st.first_real_violation;
+  }
+  if (st.limit_below_cap_violations != 0) {
+    return Fail("LimitNeverBelowCapMinusOtherTools", st) + "; " + st.first_real_violation;
+  }
+  return "";
+}
+
+// L = 20 configured, the server's cap C = 12, three brokers busy: the limit
+// converges from above to exactly 12 and the refusals stop.
+SimStats DiscoveryConvergesFromAbove(const ServerOptions& o) {
+  Simulation sim(ServerBase(20, 12, o));
+  return Finish(sim);
+}
+
+// Converged as defined in SimStats; rule F2's bound on the refusals that were
+// evidence (estimate below the limit). The total is NOT bounded by 2 x (20 -
+// 12): while the limit is 13 and the others' owed still carries grants in
+// flight, each busy thread's retry is refused again (see docs/notes.md).
+std::string CheckConverges(const SimStats& st) {
+  if (auto e = CommonChecks(st); !e.empty()) return e;
+  if (st.limit != 12 || st.min_limit != 12) return Fail("ConvergesToTheCapNeverBelow", st);
+  if (st.converged_at < 0 || st.converged_at > 30) return Fail("ConvergesWithin30s", st);
+  if (st.evidence > 2 * (20 - 12)) return Fail("AtMostTwiceTheGapInEvidence", st);
+  if (st.refusals_after_convergence != 0) return Fail("NoRefusalAfterConvergence", st);
+  return "";
+}
+
+// The same with the broker-side back-pressure (hold_after_refusal): the
+// refused broker stops at what it holds until its next grant.
+SimStats DiscoveryWithHoldAfterRefusal(const ServerOptions& o) {
+  ServerOptions with = o;
+  with.hold_after_refusal = true;
+  Simulation sim(ServerBase(20, 12, with));
+  return Finish(sim);
+}
+
+std::string CheckConvergesInFewRefusals(const SimStats& st) {
+  if (auto e = CheckConverges(st); !e.empty()) return e;
+  if (st.refusals > 2 * (20 - 12)) return Fail("AtMostTwiceTheGapInAll", st);
+  return "";
+}
+
+// As above, but the first three refusal reports are lost on the network.
+SimStats LostRefusalReport(const ServerOptions& o) {
+  Simulation sim(ServerBase(20, 12, o));
+  auto lost = std::make_shared<int>(0);
+  sim.SetNetworkHook([lost](const MsgInfo& m, RealTime) -> std::optional<Fate> {
+    if (m.kind == MsgInfo::kRefusal && *lost < 3) {
+      ++*lost;
+      return Fate{true, {}};
+    }
+    return std::nullopt;
+  });
+  return Finish(sim);
+}
+
+std::string CheckLostReport(const SimStats& st) {
+  if (st.reports_lost != 3) return Fail("ThreeReportsLost", st);
+  return CheckConverges(st);
+}
+
+// C = L = 12, three brokers with 3 action threads each (the pool of 9,
+// exactly). Every 15 s (wider than the 10 s window) another tool briefly
+// holds 6 sessions while dsb's demand is low (one thread per broker), and one
+// DigiScope thread asks for a slot meanwhile: one refusal per episode, at a
+// held level well below the cap. Rule F2 never lowers on these isolated
+// refusals: the limit stays at C. The ratchet switch lowers it on every one.
+SimStats TransientOtherToolDoesNotRatchet(const ServerOptions& o) {
+  SimConfig c = ServerBase(12, 12, o);
+  for (auto& b : c.brokers) b.demand = 3;
+  c.session_min = Ms(200);
+  c.session_max = Ms(1000);
+  c.server.window = seconds(10);
+  c.server.refusal_backoff = Ms(1000);  // longer than the tool's hold: one refusal per episode
+  c.run_for = Sec(130);
+  Simulation sim(c);
+  for (int k = 0; k < 8; ++k) {
+    const RealTime t = Sec(5) + k * Sec(15);
+    sim.At(t, [&sim] {
+      for (int b = 0; b < 3; ++b) sim.SetDemand(b, 1);
+    });
+    sim.At(t + Ms(1), [&sim] { sim.OtherToolSession(6, Ms(300)); });
+    sim.At(t + Ms(2), [&sim] { sim.SetDemand(0, 2); });
+    sim.At(t + Ms(500), [&sim] {
+      for (int b = 0; b < 3; ++b) sim.SetDemand(b, 3);
+    });
+  }
+  return Finish(sim);
+}
+
+std::string CheckNoRatchet(const SimStats& st) {
+  if (st.s_violations != 0) return Fail("SAgainstLMinusR", st);
+  if (st.min_limit != st.cap) return Fail("LimitStaysAtTheCapUnderIsolatedRefusals", st);
+  if (st.refusals < 8) return Fail("OneRefusalPerEpisode", st);
+  return "";
+}
+
+// C = L = 12, three brokers busy with short actions; the server counts a closed
+// session 5 ms longer. The slot is handed out again at once.
+SimConfig CloseLag(const ServerOptions& o, ServerSpec::Close close, RealTime cooldown) {
+  SimConfig c = ServerBase(12, 12, o);
+  c.server.close = close;
+  c.server.close_lag = Ms(5);
+  c.server.cooldown = cooldown;
+  return c;
+}
+
+SimStats CloseLagWithoutCooldownRefuses(const ServerOptions& o) {
+  Simulation sim(CloseLag(o, ServerSpec::Close::kImmediate, 0));
+  return Finish(sim);
+}
+
+// The refusals come while dsb's slot tables hold < C, and feedback reads them
+// as a lower limit (DESIGN section 8): the limit falls below C.
+std::string CheckLagRefuses(const SimStats& st) {
+  if (st.s_violations != 0) return Fail("SAgainstLMinusR", st);
+  if (st.refusals_by_lag == 0) return Fail("RefusalsAtHeldBelowTheCap", st);
+  if (st.min_limit >= st.cap) return Fail("FeedbackReadsLagAsALowerLimit", st);
+  return "";
+}
+
+SimStats CloseLagWithCooldownDoesNot(const ServerOptions& o) {
+  Simulation sim(CloseLag(o, ServerSpec::Close::kCooldown, Ms(5)));
+  return Finish(sim);
+}
+
+SimStats CloseLagWithConfirmedCloseDoesNot(const ServerOptions& o) {
+  Simulation sim(CloseLag(o, ServerSpec::Close::kConfirmed, 0));
+  return Finish(sim);
+}
+
+std::string CheckNoRefusal(const SimStats& st) {
+  if (auto e = CommonChecks(st); !e.empty()) return e;
+  if (st.refusals != 0) return Fail("NoRefusal", st);
+  if (st.min_limit != st.cap) return Fail("LimitStaysAtTheCap", st);
+  return "";
+}
+
+}  // namespace
+
+std::string CheckServerRun(const SimStats& st) { return CommonChecks(st); }
+
+const std::vector<ServerScenario>& ServerScenarios() {
+  static const std::vector<ServerScenario> all = {
+      {"DiscoveryConvergesFromAbove",
+       "L = 20, C = 12, 3 brokers busy: the limit converges to 12, then no refusal",
+       &DiscoveryConvergesFromAbove, &CheckConverges, false},
+      {"DiscoveryWithHoldAfterRefusal",
+       "as above with hold_after_refusal: at most 2 x (20 - 12) refusals in all",
+       &DiscoveryWithHoldAfterRefusal, &CheckConvergesInFewRefusals, false},
+      {"LostRefusalReport", "as above with the first 3 refusal reports lost: still converges",
+       &LostRefusalReport, &CheckLostReport, false},
+      {"TransientOtherToolDoesNotRatchet",
+       "C = L = 12, another tool briefly holds 6 sessions every 15 s (window 10 s): one "
+       "refusal each time, the limit stays 12; the ratchet switch lowers it",
+       &TransientOtherToolDoesNotRatchet, &CheckNoRatchet, true},
+      {"CloseLagWithoutCooldownRefuses",
+       "C = L = 12, close lag 5 ms, slot reused at once: refusals while dsb held < C, "
+       "and discovery lowers the limit below C",
+       &CloseLagWithoutCooldownRefuses, &CheckLagRefuses, false},
+      {"CloseLagWithCooldownDoesNot", "the same with release_cooldown = 5 ms: no refusal",
+       &CloseLagWithCooldownDoesNot, &CheckNoRefusal, false},
+      {"CloseLagWithConfirmedCloseDoesNot",
+       "the same with the close confirmed before the release: no refusal",
+       &CloseLagWithConfirmedCloseDoesNot, &CheckNoRefusal, false},
+  };
+  return all;
+}
+
+SimConfig RandomServerConfig(std::uint64_t seed, int brokers, RealTime run_for, bool faults) {
+  SimConfig c = RandomConfig(seed, brokers, run_for, faults);
+  std::mt19937_64 rng(seed * 0xD1B54A32D192ED03ull + 0x8CB92BA72F3D8DD7ull);
+  auto below = [&](std::uint64_t n) { return n == 0 ? 0 : rng() % n; };
+  ServerSpec& sv = c.server;
+  sv.enabled = true;
+  std::uint32_t reserved = c.reserve;
+  for (const auto& b : c.brokers) reserved += b.system_slots + b.floor;
+  // C in [minimum, L]: a cap below the minimum is a misconfiguration that no
+  // limit can serve (DESIGN section 8: never below sum(system_slots + floor) + 1).
+  sv.cap = reserved + 1 + static_cast<std::uint32_t>(below(c.limit - reserved));
+  switch (below(3)) {
+    case 0:
+      sv.close = ServerSpec::Close::kImmediate;
+      sv.close_lag = 0;
+      break;
+    case 1:
+      sv.close = ServerSpec::Close::kConfirmed;
+      sv.close_lag = Ms(1) + static_cast<RealTime>(below(static_cast<std::uint64_t>(Ms(20))));
+      break;
+    default:
+      sv.close = ServerSpec::Close::kCooldown;
+      sv.close_lag = Ms(1) + static_cast<RealTime>(below(static_cast<std::uint64_t>(Ms(20))));
+      sv.cooldown = sv.close_lag + static_cast<RealTime>(below(static_cast<std::uint64_t>(Ms(10))));
+      break;
+  }
+  sv.refusal_backoff = Ms(10) + static_cast<RealTime>(below(static_cast<std::uint64_t>(Ms(200))));
+  sv.think = below(2) == 0 ? 0 : static_cast<RealTime>(below(static_cast<std::uint64_t>(Ms(100))));
+  if (below(2) == 0) {
+    sv.other_every = 2 + static_cast<double>(below(10));
+    sv.other_max_sessions = 1 + static_cast<std::uint32_t>(below(3));
+    sv.other_hold_min = Ms(5);
+    sv.other_hold_max = Ms(10) + static_cast<RealTime>(below(static_cast<std::uint64_t>(Ms(500))));
+  }
+  sv.window = seconds(1 + static_cast<std::int64_t>(below(60)));
+  sv.confirmations = 2;
+  return c;
+}
 
 const std::vector<Scenario>& Scenarios() {
   static const std::vector<Scenario> all = {

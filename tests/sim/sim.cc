@@ -23,6 +23,45 @@ std::int64_t LocalNs(std::int64_t ppm, RealTime real) {
 
 }  // namespace
 
+std::vector<std::uint32_t> RecentOwed::Owed(const lease::Ledger& ledger, std::size_t target,
+                                            lease::TimePoint now) const {
+  std::vector<std::uint32_t> owed(falls_.size());
+  for (std::size_t b = 0; b < falls_.size(); ++b) owed[b] = ledger.Owed(b, target, now);
+  return owed;
+}
+
+void RecentOwed::Sample(const lease::Ledger& ledger, std::size_t target,
+                        const std::vector<std::uint32_t>& before, lease::TimePoint now) {
+  for (std::size_t b = 0; b < falls_.size(); ++b) {
+    auto& f = falls_[b];
+    std::erase_if(f, [&](const auto& e) { return now - e.first > horizon_; });
+    if (ledger.Owed(b, target, now) < before[b]) f.emplace_back(now, before[b]);
+  }
+}
+
+std::uint32_t RecentOwed::Peak(const lease::Ledger& ledger, std::size_t broker,
+                               std::size_t target, lease::TimePoint now) const {
+  std::uint32_t peak = ledger.Owed(broker, target, now);
+  for (const auto& [at, owed] : falls_[broker]) {
+    if (now - at <= horizon_) peak = std::max(peak, owed);
+  }
+  return peak;
+}
+
+std::uint32_t HeldAtRefusal(const lease::Ledger& ledger, const RecentOwed& recent,
+                            std::size_t target, std::size_t reporter,
+                            std::uint32_t reporter_count, std::uint64_t others_reserved,
+                            lease::TimePoint now) {
+  // While learning (C3) owed counts only what was reported since the restart,
+  // not the grants of the coordinator before: no upper bound, no evidence.
+  if (ledger.Learning(now)) return UINT32_MAX;
+  std::uint64_t held = std::uint64_t{reporter_count} + others_reserved;
+  for (std::size_t b = 0; b < ledger.config().brokers.size(); ++b) {
+    if (b != reporter) held += recent.Peak(ledger, b, target, now);
+  }
+  return held > UINT32_MAX ? UINT32_MAX : static_cast<std::uint32_t>(held);
+}
+
 Simulation::Simulation(SimConfig config) : config_(std::move(config)), rng_(config_.seed) {
   std::uint64_t reserved = config_.reserve;
   for (const auto& b : config_.brokers) reserved += b.system_slots + b.floor;
@@ -51,6 +90,21 @@ Simulation::Simulation(SimConfig config) : config_(std::move(config)), rng_(conf
       Push(Exponential(config_.demand_change_every), Ev::kDemand, bi);
   }
   ledger_ = std::make_unique<lease::Ledger>(LedgerCfg(true), CoordinatorClock());
+  if (config_.server.enabled) {
+    const ServerSpec& sv = config_.server;
+    cap_ = sv.cap != 0 ? sv.cap : config_.limit;
+    others_reserved_total_ = reserved - config_.reserve;
+    const RealTime extra = sv.close == ServerSpec::Close::kConfirmed  ? sv.close_lag
+                           : sv.close == ServerSpec::Close::kCooldown ? sv.cooldown
+                                                                      : 0;
+    DSB_CHECK(extra + kYieldMargin < config_.drain.count(),
+              "a yielding client's release (confirmation or cooldown) must fit in H");
+    DSB_CHECK(sv.refusal_backoff > 0, "a refused thread must back off");
+    stats_.cap = cap_;
+    stats_.limit = stats_.min_limit = config_.limit;
+    StartPolicy();
+    if (sv.other_every > 0) Push(Exponential(sv.other_every), Ev::kOtherTool, 0);
+  }
   const FaultSpec& f = config_.faults;
   if (f.partition_every > 0 || f.broker_crash_every > 0 || f.coordinator_crash_every > 0 ||
       f.revoke_every > 0) {
@@ -145,6 +199,7 @@ void Simulation::Dispatch(const Event& e) {
       in_flight_.erase(it);
       if (brokers_[static_cast<std::size_t>(m.info.broker)].cut) {
         ++stats_.dropped;
+        if (m.info.kind == MsgInfo::kRefusal) ++stats_.reports_lost;
         return;
       }
       if (e.kind == Ev::kToCoordinator) {
@@ -158,9 +213,37 @@ void Simulation::Dispatch(const Event& e) {
       Broker& b = brokers_[static_cast<std::size_t>(e.broker)];
       auto it = b.sessions.find(e.a);
       if (it == b.sessions.end() || it->second.version != e.b) return;
-      b.sessions.erase(it);
+      if (!config_.server.enabled) {
+        b.sessions.erase(it);
+      } else if (!it->second.closing) {
+        CloseSession(e.broker, e.a, /*thinks=*/true);
+      } else {
+        // The confirmation came, or the cooldown is over: the slot is free.
+        const Session s = it->second;
+        b.sessions.erase(it);
+        const ServerSpec& sv = config_.server;
+        if (sv.close == ServerSpec::Close::kCooldown) --b.cooling;
+        if (s.server_end > now_) lingering_.push_back(s.server_end);
+        if (sv.close == ServerSpec::Close::kConfirmed && sv.think > 0) {
+          ThreadWaits(e.broker, now_ + sv.think);
+        }
+      }
       Admit(e.broker);
       Poke(e.broker);
+      return;
+    }
+    case Ev::kWaitEnd: {
+      Broker& b = brokers_[static_cast<std::size_t>(e.broker)];
+      if (b.waiting_threads.erase(e.a) == 0) return;
+      Admit(e.broker);
+      Poke(e.broker);
+      return;
+    }
+    case Ev::kOtherTool: {
+      const ServerSpec& sv = config_.server;
+      const auto k = 1 + static_cast<std::uint32_t>(Below(sv.other_max_sessions));
+      OtherToolSession(k, Between(sv.other_hold_min, sv.other_hold_max));
+      Push(Exponential(sv.other_every), Ev::kOtherTool, 0);
       return;
     }
     case Ev::kScript:
@@ -194,6 +277,11 @@ void Simulation::Account(RealTime until) {
   if (pool_ > 0 && demand >= pool_) {
     sat_num_ += dt * std::min<double>(static_cast<double>(held), p) / p;
     sat_den_ += dt;
+  }
+  if (config_.server.enabled) {
+    server_num_ += dt * static_cast<double>(DsbServerCount()) / static_cast<double>(cap_);
+    server_den_ += dt;
+    limit_num_ += dt * static_cast<double>(effective_limit());
   }
   accounted_ = until;
 }
@@ -235,6 +323,37 @@ const SimStats& Simulation::stats() const {
   stats_.utilization = util_den_ > 0 ? util_num_ / util_den_ : 1.0;
   stats_.saturated_utilization = sat_den_ > 0 ? sat_num_ / sat_den_ : 1.0;
   stats_.saturated_seconds = sat_den_ / 1e9;
+  if (config_.server.enabled) {
+    stats_.server_utilization = server_den_ > 0 ? server_num_ / server_den_ : 0;
+    stats_.mean_limit = server_den_ > 0 ? limit_num_ / server_den_ : config_.limit;
+    const double silence =
+        static_cast<double>((config_.term + config_.drain).count()) * (1 + config_.eps);
+    const RealTime converged =
+        last_change_ + static_cast<RealTime>(std::ceil(silence)) + config_.server.close_lag;
+    stats_.refusals_until_convergence = stats_.refusals_after_convergence = 0;
+    stats_.real_cap_violations = 0;
+    // Converged only once the limit is at or below the real cap: above it, dsb
+    // may meet a full server whenever it is busy (the owed bound's slack).
+    const bool done = converged <= now_ && stats_.limit <= cap_;
+    stats_.converged_at = done ? static_cast<double>(converged) / 1e9 : -1;
+    for (const RefusalRecord& r : refusal_log_) {
+      if (!done || r.at < converged) {
+        ++stats_.refusals_until_convergence;
+        continue;
+      }
+      ++stats_.refusals_after_convergence;
+      if (r.others == 0) {
+        if (stats_.real_cap_violations++ == 0) {
+          stats_.first_real_violation =
+              "seed " + std::to_string(config_.seed) + ": refused at t=" +
+              std::to_string(static_cast<double>(r.at) / 1e9) +
+              " s with no other tool on the account, after convergence at " +
+              std::to_string(stats_.converged_at) + " s (limit " + std::to_string(stats_.limit) +
+              ", C = " + std::to_string(cap_) + ")";
+        }
+      }
+    }
+  }
   return stats_;
 }
 
@@ -260,6 +379,7 @@ void Simulation::StartBroker(int b) {
   Broker& br = brokers_[static_cast<std::size_t>(b)];
   br.up = true;
   br.lease_amount = 0;
+  br.refusal_clamp.reset();
   ++br.epoch;
   lease::AgentConfig c;
   c.broker_id = br.id;
@@ -327,7 +447,13 @@ void Simulation::Enforce(int b) {
   }
   std::sort(keep.begin(), keep.end(), std::greater<>());  // latest end yields first
   const std::size_t excess = keep.size() - cap;
-  const RealTime h = config_.drain.count() - kYieldMargin;
+  RealTime h = config_.drain.count() - kYieldMargin;
+  if (config_.server.enabled) {
+    // The client's release (confirmation or cooldown) is part of its yield.
+    const ServerSpec& sv = config_.server;
+    if (sv.close == ServerSpec::Close::kConfirmed) h -= sv.close_lag;
+    if (sv.close == ServerSpec::Close::kCooldown) h -= sv.cooldown;
+  }
   for (std::size_t k = 0; k < excess; ++k) {
     Session& s = br.sessions[keep[k].second];
     s.yielding = true;
@@ -347,9 +473,15 @@ bool Simulation::Admit(int b) {
   if (!br.up || br.registered == 0) return false;
   bool admitted = false;
   const lease::TimePoint local = BrokerClock(b);
-  while (br.demand > br.sessions.size() &&
+  while (br.demand > Busy(br) &&
          br.agent->MayAdmitAction(0, br.registered, static_cast<std::uint32_t>(br.sessions.size()),
                                   local)) {
+    if (br.refusal_clamp && br.sessions.size() >= *br.refusal_clamp) break;
+    if (config_.server.enabled && ServerCount() >= cap_) {
+      Refuse(b);
+      admitted = true;  // usage changed: the agent looks again
+      continue;
+    }
     const std::uint64_t id = next_session_++;
     const RealTime end = config_.adversarial_clients
                              ? kNever
@@ -364,6 +496,31 @@ bool Simulation::Admit(int b) {
 void Simulation::SetDemand(int b, std::uint32_t threads) {
   Broker& br = brokers_[static_cast<std::size_t>(b)];
   br.demand = threads;
+  if (config_.server.enabled) {
+    // Threads that quit: waiting ones first, then open actions (closed as
+    // the mode says), the one that would run longest first.
+    while (Busy(br) > threads && !br.waiting_threads.empty()) {
+      br.waiting_threads.erase(br.waiting_threads.begin());
+    }
+    while (Busy(br) > threads) {
+      std::optional<std::uint64_t> victim;
+      for (const auto& [id, s] : br.sessions) {
+        if (s.closing) continue;
+        if (!victim) {
+          victim = id;
+          continue;
+        }
+        const Session& v = br.sessions[*victim];
+        if (s.yielding != v.yielding ? s.yielding : s.end > v.end) victim = id;
+      }
+      if (!victim) break;  // the rest wait for a confirmation
+      CloseSession(b, *victim, /*thinks=*/false);
+    }
+    Log("%s demand %u", br.id.c_str(), threads);
+    Admit(b);
+    Poke(b);
+    return;
+  }
   while (br.sessions.size() > threads) {
     // Threads that quit end their action now: yielding ones first, then the
     // one that would run longest.
@@ -415,6 +572,7 @@ void Simulation::Send(Message m) {
   if (fate) {
     if (fate->drop) {
       ++stats_.dropped;
+      if (m.info.kind == MsgInfo::kRefusal) ++stats_.reports_lost;
       Log("network drops message for %s (scripted)",
           brokers_[static_cast<std::size_t>(b)].id.c_str());
       return;
@@ -423,6 +581,7 @@ void Simulation::Send(Message m) {
   } else {
     if (brokers_[static_cast<std::size_t>(b)].cut || Uniform() < config_.net.loss) {
       ++stats_.dropped;
+      if (m.info.kind == MsgInfo::kRefusal) ++stats_.reports_lost;
       return;
     }
     const NetworkSpec& n = config_.net;
@@ -434,7 +593,9 @@ void Simulation::Send(Message m) {
     deliveries.push_back(now_ + delay());
     if (Uniform() < n.duplicate) deliveries.push_back(now_ + delay());
   }
-  const Ev kind = m.info.kind == MsgInfo::kRequest ? Ev::kToCoordinator : Ev::kToBroker;
+  const Ev kind = m.info.kind == MsgInfo::kRequest || m.info.kind == MsgInfo::kRefusal
+                     ? Ev::kToCoordinator
+                     : Ev::kToBroker;
   for (RealTime t : deliveries) {
     const std::uint64_t id = next_msg_++;
     in_flight_.emplace(id, m);
@@ -445,9 +606,17 @@ void Simulation::Send(Message m) {
 void Simulation::OnCoordinatorMessage(const Message& m) {
   if (!coordinator_up_) {
     ++stats_.dropped;
+    if (m.info.kind == MsgInfo::kRefusal) ++stats_.reports_lost;
     return;
   }
+  if (m.info.kind == MsgInfo::kRefusal) {
+    OnRefusalReport(m);
+    return;
+  }
+  std::vector<std::uint32_t> owed_before;
+  if (recent_owed_) owed_before = recent_owed_->Owed(*ledger_, 0, CoordinatorClock());
   auto reply = ledger_->OnRequest(CoordinatorClock(), m.request);
+  if (recent_owed_) recent_owed_->Sample(*ledger_, 0, owed_before, CoordinatorClock());
   DSB_CHECK(reply.ok(), "%s", reply.status().message().c_str());
   if (!reply.value()) {
     Log("coordinator ignores stale request %s e%llu#%llu", m.request.broker_id.c_str(),
@@ -479,6 +648,7 @@ void Simulation::OnBrokerMessage(int b, const Message& m) {
   if (m.info.kind == MsgInfo::kGrant) {
     const std::uint64_t applied_before = br.agent->Capacity(0, BrokerClock(b)).applied;
     const lease::AgentStep step = br.agent->OnGrant(BrokerClock(b), m.grant);
+    if (step.targets[0].applied != applied_before) br.refusal_clamp.reset();
     Log("%s receives grant e%llu#%llu %u: %s, capacity %u", br.id.c_str(),
         static_cast<unsigned long long>(m.info.epoch),
         static_cast<unsigned long long>(m.info.request_id), m.info.amount,
@@ -517,6 +687,8 @@ void Simulation::CrashCoordinator() {
   if (!coordinator_up_) return;
   coordinator_up_ = false;
   ledger_.reset();
+  policy_.reset();
+  recent_owed_.reset();
   Log("coordinator crashes");
 }
 
@@ -524,6 +696,12 @@ void Simulation::RestartCoordinator() {
   if (coordinator_up_) return;
   ledger_ = std::make_unique<lease::Ledger>(LedgerCfg(false), CoordinatorClock());
   coordinator_up_ = true;
+  if (config_.server.enabled) {
+    // A coordinator without state starts from the configured limit again: what
+    // was discovered must be discovered again (its refusals count).
+    StartPolicy();
+    NoteLimit(config_.limit);
+  }
   Log("coordinator restarts without state (learning: %s)",
       ledger_->Learning(CoordinatorClock()) ? "yes" : "no");
 }
@@ -595,6 +773,180 @@ void Simulation::Chaos() {
       break;
   }
   Push(Exponential(1 / total), Ev::kChaos, 0);
+}
+
+}  // namespace dsb::sim
+
+namespace dsb::sim {
+
+// ---- server model ----
+
+std::uint32_t Simulation::Busy(const Broker& br) const {
+  return static_cast<std::uint32_t>(br.sessions.size() - br.cooling + br.waiting_threads.size());
+}
+
+void Simulation::ThreadWaits(int b, RealTime until) {
+  const std::uint64_t id = next_wait_++;
+  brokers_[static_cast<std::size_t>(b)].waiting_threads[id] = until;
+  Push(until, Ev::kWaitEnd, b, id);
+}
+
+void Simulation::CloseSession(int b, std::uint64_t id, bool thinks) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  auto it = br.sessions.find(id);
+  DSB_CHECK(it != br.sessions.end() && !it->second.closing, "closing an unknown session");
+  const ServerSpec& sv = config_.server;
+  const RealTime server_end = now_ + sv.close_lag;
+  RealTime held_for = 0;  // how long the slot stays taken
+  if (sv.close == ServerSpec::Close::kConfirmed) held_for = sv.close_lag;
+  if (sv.close == ServerSpec::Close::kCooldown) held_for = sv.cooldown;
+  if (held_for == 0) {
+    br.sessions.erase(it);
+    if (server_end > now_) lingering_.push_back(server_end);
+  } else {
+    Session& s = it->second;
+    s.closing = true;
+    s.yielding = true;
+    s.server_end = server_end;
+    s.end = now_ + held_for;
+    ++s.version;
+    if (sv.close == ServerSpec::Close::kCooldown) ++br.cooling;
+    Push(s.end, Ev::kSessionEnd, b, id, s.version);
+  }
+  // In kConfirmed the thread thinks once the confirmation came (kSessionEnd).
+  if (thinks && sv.think > 0 && (sv.close != ServerSpec::Close::kConfirmed || held_for == 0)) {
+    ThreadWaits(b, now_ + sv.think);
+  }
+}
+
+std::uint32_t Simulation::DsbServerCount() const {
+  std::uint64_t n = 0;
+  for (const Broker& br : brokers_) {
+    n += br.registered;
+    for (const auto& entry : br.sessions) n += entry.second.server_end > now_ ? 1 : 0;
+  }
+  for (RealTime end : lingering_) n += end > now_ ? 1 : 0;
+  return static_cast<std::uint32_t>(n);
+}
+
+std::uint32_t Simulation::OthersNow() const {
+  std::uint32_t n = 0;
+  for (RealTime end : others_) n += end > now_ ? 1 : 0;
+  return n;
+}
+
+std::uint32_t Simulation::ServerCount() {
+  std::erase_if(lingering_, [this](RealTime end) { return end <= now_; });
+  std::erase_if(others_, [this](RealTime end) { return end <= now_; });
+  return DsbServerCount() + OthersNow();
+}
+
+std::uint32_t Simulation::effective_limit() const {
+  return policy_ ? policy_->limit() : stats_.limit;
+}
+
+std::uint32_t Simulation::OtherToolSession(std::uint32_t sessions, RealTime hold) {
+  DSB_CHECK(config_.server.enabled, "other tools need the server model");
+  std::uint32_t opened = 0;
+  for (std::uint32_t i = 0; i < sessions && ServerCount() < cap_; ++i) {
+    others_.push_back(now_ + hold);
+    ++opened;
+  }
+  stats_.other_sessions += opened;
+  stats_.max_other = std::max(stats_.max_other, OthersNow());
+  Log("another tool opens %u of %u session(s) for %.3f s (server counts %u of %u)", opened,
+      sessions, static_cast<double>(hold) / 1e9, ServerCount(), cap_);
+  return opened;
+}
+
+void Simulation::Refuse(int b) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  const ServerSpec& sv = config_.server;
+  // The reporter's exact count: registered system slots + action slots held
+  // (cooling ones included: they are taken in its slot table).
+  const auto exact = static_cast<std::uint32_t>(br.registered + br.sessions.size());
+  std::uint64_t dsb_slots = 0;
+  for (const Broker& o : brokers_) dsb_slots += o.registered + o.sessions.size();
+  const std::uint32_t others = OthersNow();
+  ++stats_.refusals;
+  if (others == 0 && dsb_slots < cap_) ++stats_.refusals_by_lag;
+  refusal_log_.push_back({now_, others});
+  Log("%s refused by the server (counts %u of %u; %s holds %u, dsb %llu, other tools %u)",
+      br.id.c_str(), ServerCount(), cap_, br.id.c_str(), exact,
+      static_cast<unsigned long long>(dsb_slots), others);
+  if (sv.close == ServerSpec::Close::kCooldown && sv.cooldown > 0) {
+    // The thread releases the slot it was given; the broker cannot tell that
+    // no session was opened, so the slot cools like any other.
+    const std::uint64_t id = next_session_++;
+    br.sessions[id] = Session{now_ + sv.cooldown, 0, true, true, now_};
+    ++br.cooling;
+    Push(now_ + sv.cooldown, Ev::kSessionEnd, b, id, 0);
+  }
+  ThreadWaits(b, now_ + sv.refusal_backoff);
+  if (sv.hold_after_refusal) br.refusal_clamp = static_cast<std::uint32_t>(br.sessions.size());
+  Message m;
+  m.info.kind = MsgInfo::kRefusal;
+  m.info.broker = b;
+  m.info.epoch = br.epoch;
+  m.info.held = exact;
+  m.info.refused_at = now_;
+  Send(std::move(m));
+}
+
+void Simulation::StartPolicy() {
+  const ServerSpec& sv = config_.server;
+  lease::LimitPolicyConfig c;
+  c.ceiling = config_.limit;
+  c.minimum = static_cast<std::uint32_t>(others_reserved_total_) + config_.reserve + 1;
+  c.discover = sv.discover;
+  c.window = sv.window;
+  c.confirmations = sv.confirmations;
+  c.ratchet = sv.ratchet;
+  const Status ok = lease::LimitPolicy::Validate(c);
+  DSB_CHECK(ok.ok(), "%s", ok.message().c_str());
+  policy_ = std::make_unique<lease::LimitPolicy>(c, CoordinatorClock());
+  report_horizon_ = sv.report_horizon > Duration::zero() ? sv.report_horizon : config_.term;
+  recent_owed_ = std::make_unique<RecentOwed>(brokers_.size(), report_horizon_);
+}
+
+void Simulation::NoteLimit(std::uint32_t limit) {
+  if (limit != stats_.limit) {
+    ++stats_.limit_changes;
+    last_change_ = now_;
+  }
+  stats_.limit = limit;
+  stats_.min_limit = std::min(stats_.min_limit, limit);
+  if (cap_ > stats_.max_other && limit < cap_ - stats_.max_other) {
+    ++stats_.limit_below_cap_violations;
+    if (stats_.first_real_violation.empty()) {
+      stats_.first_real_violation =
+          "seed " + std::to_string(config_.seed) + ": limit lowered to " + std::to_string(limit) +
+          " at t=" + std::to_string(static_cast<double>(now_) / 1e9) + " s, below C - " +
+          std::to_string(stats_.max_other) + " other-tool session(s) = " +
+          std::to_string(cap_ - stats_.max_other);
+    }
+  }
+}
+
+void Simulation::OnRefusalReport(const Message& m) {
+  const auto b = static_cast<std::size_t>(m.info.broker);
+  const BrokerSpec& spec = brokers_[b].spec;
+  const lease::TimePoint now = CoordinatorClock();
+  if (now_ - m.info.refused_at > report_horizon_.count()) ++stats_.reports_late;
+  const std::uint32_t held =
+      HeldAtRefusal(*ledger_, *recent_owed_, 0, b, m.info.held,
+                    others_reserved_total_ - spec.system_slots - spec.floor, now);
+  if (held < policy_->limit()) ++stats_.evidence;
+  const auto change = policy_->OnRefusal(now, held);
+  Log("coordinator: refusal reported by %s at %u held (estimate %u); limit %u%s",
+      brokers_[b].id.c_str(), m.info.held, held, policy_->limit(),
+      change ? (" <- " + change->cause).c_str() : "");
+  if (!change) return;
+  const std::vector<std::uint32_t> before = recent_owed_->Owed(*ledger_, 0, now);
+  const Status ok = ledger_->SetLimit(kTarget, change->to, now);
+  DSB_CHECK(ok.ok(), "%s", ok.message().c_str());
+  recent_owed_->Sample(*ledger_, 0, before, now);
+  NoteLimit(change->to);
 }
 
 }  // namespace dsb::sim

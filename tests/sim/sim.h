@@ -16,6 +16,20 @@
 // L - r, and measures over-grant (sum of valid leases above the pool).
 // Everything derives from SimConfig::seed: the same config replays exactly.
 //
+// Server model (SimConfig::server, off by default; DESIGN section 8, issue 7):
+// the account's server counts every session it has not yet let go of: each
+// broker's registered DigiScope instances (one long-lived session each), open
+// action sessions, closed ones still within `close_lag`, and other tools'
+// sessions (not through dsb). It refuses an open when it already counts >= C
+// (its real cap, which may be below the configured L). A refused thread gives
+// its slot back, backs off and reports the refusal; the report crosses the
+// simulated network to the coordinator, which runs one LimitPolicy for the
+// target and applies each change with Ledger::SetLimit (C2). Checks added:
+// refusals until convergence, S against the REAL cap after convergence (see
+// SimStats), and the limit never below C minus other tools' sessions.
+// With the model off the simulation is exactly the lease-only one (same events,
+// same random draws).
+//
 // Thread rule: single-threaded; a Simulation is used by one thread.
 #ifndef DSB_TESTS_SIM_SIM_H_
 #define DSB_TESTS_SIM_SIM_H_
@@ -33,6 +47,7 @@
 
 #include "broker/lease/agent.h"
 #include "broker/lease/ledger.h"
+#include "broker/lease/limit_policy.h"
 
 namespace dsb::sim {
 
@@ -71,6 +86,48 @@ struct FaultSpec {
   double revoke_every = 0;
 };
 
+// The account's server and the discovery loop (off by default).
+struct ServerSpec {
+  bool enabled = false;
+  std::uint32_t cap = 0;  // C: an open is refused when the server counts >= C; 0 = L
+  // How a session's end reaches the server and the slot table:
+  //   kImmediate  the slot is free at once; the server counts the session for
+  //               close_lag more (PostgreSQL's backend exit, issue 7)
+  //   kConfirmed  the client waits for the server (close_lag) before it releases
+  //   kCooldown   the slot is free for the thread at once, but the broker keeps it
+  //               unusable for `cooldown` (release_cooldown); the server counts
+  //               the session for close_lag
+  enum class Close { kImmediate, kConfirmed, kCooldown };
+  Close close = Close::kImmediate;
+  RealTime close_lag = 0;
+  RealTime cooldown = 0;
+  // A refused thread releases its slot (a cooling slot in kCooldown: the broker
+  // cannot tell) and asks again after this long.
+  RealTime refusal_backoff = Ms(50);
+  // Broker-side back-pressure (a proposal, off by default): after a refusal the
+  // broker admits no action above what it then holds until it applies its next
+  // grant. Lowering one broker's own capacity never endangers S.
+  bool hold_after_refusal = false;
+  // RecentOwed's horizon: the longest a refusal report may take to arrive
+  // (0 = D). 1 ns = owed now only (the lead's first wording; late reports may
+  // then lower the limit below C).
+  Duration report_horizon{0};
+  // A thread waits this long after an action before it asks for the next one
+  // (0 = at once, the lease-only model's behaviour).
+  RealTime think = 0;
+  // Other tools' sessions on the account, random arrivals (scripts may add
+  // more with OtherToolSession): mean seconds between arrivals, 0 = none.
+  double other_every = 0;
+  std::uint32_t other_max_sessions = 1;  // 1..this many sessions per arrival
+  RealTime other_hold_min = Ms(10);
+  RealTime other_hold_max = Ms(200);
+  // The coordinator's LimitPolicy (broker/lease/limit_policy.h).
+  bool discover = true;
+  Duration window = std::chrono::seconds(60);
+  std::uint32_t confirmations = 2;
+  bool ratchet = false;  // the test switch: every refusal below the limit lowers it
+};
+
 struct SimConfig {
   std::uint64_t seed = 1;
   std::uint32_t limit = 12;   // L of the one simulated target
@@ -100,19 +157,22 @@ struct SimConfig {
   double demand_change_every = 0;
   std::uint32_t max_demand = 0;
   FaultSpec faults;
+  ServerSpec server;
   RealTime run_for = Sec(60);
   bool verbose = false;
 };
 
 // What a network hook sees of a message.
 struct MsgInfo {
-  enum Kind { kRequest, kGrant, kNotice } kind = kRequest;
+  enum Kind { kRequest, kGrant, kNotice, kRefusal } kind = kRequest;
   int broker = 0;
   std::uint64_t epoch = 0;
   std::uint64_t request_id = 0;
   bool resend = false;       // a request resent with the same id
   bool learning = false;     // a learning reply
   std::uint32_t amount = 0;  // granted amount (grants)
+  std::uint32_t held = 0;    // refusals: the reporter's exact count at the refusal
+  std::int64_t refused_at = 0;  // refusals: real time of the refusal (for the checks only)
 };
 
 // A hook's decision for one message: drop it, or deliver it at a given time.
@@ -134,7 +194,77 @@ struct SimStats {
   double saturated_utilization = 0;  // time-avg pool held / P while pool demand >= P
   double saturated_seconds = 0;
   std::string first_violation;  // empty if none
+
+  // Server model only (all 0 when it is off).
+  std::uint64_t refusals = 0;            // opens the server refused to dsb
+  std::uint64_t reports_lost = 0;        // refusal reports that never reached a coordinator
+  std::uint64_t reports_late = 0;        // reports that arrived after the report horizon
+  std::uint64_t evidence = 0;            // reports whose estimate was below the limit (F1)
+  std::uint64_t refusals_by_lag = 0;     // refused while dsb's slot tables held < C and no
+                                         // other tool had a session: closed sessions lingering
+  std::uint64_t other_sessions = 0;      // other tools' sessions opened
+  std::uint32_t max_other = 0;           // most other-tool sessions at one time
+  std::uint32_t cap = 0;                 // C
+  std::uint32_t limit = 0;               // the coordinator's effective limit at the end
+  std::uint32_t min_limit = 0;           // lowest effective limit seen
+  std::uint64_t limit_changes = 0;
+  // Converged: from the last limit change (or the start) plus (D + H)(1 + eps) +
+  // close_lag: by then every grant made before the change has lapsed, its slots
+  // are back, and the server has let go of their sessions. -1 = the run ended
+  // before that.
+  double converged_at = -1;              // seconds of simulated time
+  std::uint64_t refusals_until_convergence = 0;
+  std::uint64_t refusals_after_convergence = 0;
+  // S against the REAL cap: after convergence dsb never meets a full server
+  // unless another tool holds a session at that moment (so a refusal after
+  // convergence with no other tool present is a violation).
+  std::uint64_t real_cap_violations = 0;
+  // The limit fell below C - max_other (what other tools could take) at a change.
+  std::uint64_t limit_below_cap_violations = 0;
+  double server_utilization = 0;  // time-avg of dsb's sessions on the server / C
+  double mean_limit = 0;          // time-avg of the effective limit
+  std::string first_real_violation;
 };
+
+// Each broker's owed over the recent past, kept by the coordinator beside its
+// ledger: owed falls when a report arrives (C1) or by silence (C2), but a
+// refusal report that was in flight meanwhile describes the moment before the
+// fall. Call Sample() before and after every ledger call that may lower owed
+// (OnRequest, SetLimit); Peak() is the most a broker was owed within
+// `horizon` before `now`. The horizon is the longest a refusal report may take
+// to arrive (an assumption: a later report may underestimate).
+class RecentOwed {
+ public:
+  RecentOwed(std::size_t brokers, Duration horizon) : horizon_(horizon), falls_(brokers) {}
+  // Records, for every broker whose owed fell since `before` was taken, the
+  // value before the fall. `before` comes from Owed() just before the call.
+  void Sample(const lease::Ledger& ledger, std::size_t target,
+              const std::vector<std::uint32_t>& before, lease::TimePoint now);
+  std::vector<std::uint32_t> Owed(const lease::Ledger& ledger, std::size_t target,
+                                  lease::TimePoint now) const;
+  std::uint32_t Peak(const lease::Ledger& ledger, std::size_t broker, std::size_t target,
+                     lease::TimePoint now) const;
+
+ private:
+  Duration horizon_;
+  std::vector<std::vector<std::pair<lease::TimePoint, std::uint32_t>>> falls_;
+};
+
+// The coordinator's estimate of what dsb held on the account when broker
+// `reporter` was refused (DESIGN section 8, F1): the reporter's exact count at
+// the refusal (its registered system slots + action slots held, the refused
+// attempt not counted) plus, for every other broker, system_slots + floor
+// (`others_reserved`, summed) and the most it was owed within the report
+// horizon (RecentOwed::Peak: C1 owed bounds the pool slots a broker can hold,
+// "Why S holds"; the peak covers reports that were in flight while owed fell).
+// An upper bound of what dsb held, so a refusal at this level says cap <= held
+// unless another tool held a session. Saturates at UINT32_MAX. UINT32_MAX
+// (never evidence: LimitPolicy counts the refusal and drops it) while the
+// ledger is learning (C3): owed then misses the previous coordinator's grants.
+std::uint32_t HeldAtRefusal(const lease::Ledger& ledger, const RecentOwed& recent,
+                            std::size_t target, std::size_t reporter,
+                            std::uint32_t reporter_count, std::uint64_t others_reserved,
+                            lease::TimePoint now);
 
 class Simulation {
  public:
@@ -160,6 +290,13 @@ class Simulation {
   void ForceRenew(int b);
   // Registers one more DigiScope instance at broker b if B1 admits it.
   bool RegisterClient(int b);
+  // Server model: another tool opens `sessions` sessions for `hold`; each is
+  // refused (and not opened) if the server already counts >= C. Returns how
+  // many opened.
+  std::uint32_t OtherToolSession(std::uint32_t sessions, RealTime hold);
+  // Server model: what the server counts now (dsb + lingering + other tools).
+  std::uint32_t ServerCount();
+  std::uint32_t effective_limit() const;  // the coordinator's (config limit if down)
 
   RealTime now() const { return now_; }
   std::uint32_t actions(int b) const;
@@ -171,7 +308,17 @@ class Simulation {
   const SimConfig& config() const { return config_; }
 
  private:
-  enum class Ev { kWake, kToCoordinator, kToBroker, kSessionEnd, kScript, kDemand, kChaos };
+  enum class Ev {
+    kWake,
+    kToCoordinator,
+    kToBroker,
+    kSessionEnd,
+    kScript,
+    kDemand,
+    kChaos,
+    kWaitEnd,
+    kOtherTool
+  };
   struct Event {
     RealTime at;
     std::uint64_t seq;
@@ -190,6 +337,10 @@ class Simulation {
     RealTime end = kNever;
     std::uint64_t version = 0;
     bool yielding = false;
+    // Server model: closed by its client; the slot is held until `end`
+    // (confirmation or cooldown) and the server counts it until server_end.
+    bool closing = false;
+    RealTime server_end = kNever;
   };
   struct Broker {
     BrokerSpec spec;
@@ -201,6 +352,10 @@ class Simulation {
     std::uint32_t registered = 0;
     std::uint32_t demand = 0;
     std::map<std::uint64_t, Session> sessions;
+    std::uint32_t cooling = 0;  // closing sessions whose thread is free (kCooldown)
+    std::optional<std::uint32_t> refusal_clamp;  // hold_after_refusal: admit below this only
+    // Threads backing off after a refusal or thinking: id -> when they ask again.
+    std::map<std::uint64_t, RealTime> waiting_threads;
     std::uint64_t wake_seq = 0;
     std::uint64_t last_sent_epoch = 0, last_sent_id = 0;
     // The agent's lease as of its last step (for the per-event over-grant check).
@@ -232,6 +387,17 @@ class Simulation {
   void OnBrokerMessage(int b, const Message& m);
   void Chaos();
   lease::LedgerConfig LedgerCfg(bool first_start) const;
+  // Server model.
+  std::uint32_t Busy(const Broker& br) const;  // threads that hold or await something
+  // The client ends its action now (thinks: the thread then thinks before it asks again).
+  void CloseSession(int b, std::uint64_t id, bool thinks);
+  void Refuse(int b);                          // the server refused an open at b
+  void OnRefusalReport(const Message& m);
+  void StartPolicy();
+  void NoteLimit(std::uint32_t limit);
+  std::uint32_t DsbServerCount() const;  // dsb's sessions the server counts now
+  std::uint32_t OthersNow() const;
+  void ThreadWaits(int b, RealTime until);
 
   double Uniform();                      // [0, 1)
   std::uint64_t Below(std::uint64_t n);  // [0, n)
@@ -253,6 +419,22 @@ class Simulation {
   std::uint64_t next_session_ = 1;
   std::vector<std::function<void()>> scripts_;
   NetworkHook hook_;
+  // Server model.
+  std::uint32_t cap_ = 0;
+  std::unique_ptr<lease::LimitPolicy> policy_;
+  std::unique_ptr<RecentOwed> recent_owed_;
+  Duration report_horizon_{};
+  std::uint64_t others_reserved_total_ = 0;  // sum(system_slots + floor)
+  std::vector<RealTime> lingering_;        // server ends of sessions dsb has let go
+  std::vector<RealTime> others_;           // ends of other tools' sessions
+  std::uint64_t next_wait_ = 1;
+  RealTime last_change_ = 0;
+  struct RefusalRecord {
+    RealTime at;
+    std::uint32_t others;
+  };
+  std::vector<RefusalRecord> refusal_log_;
+  double limit_num_ = 0, server_num_ = 0, server_den_ = 0;
   mutable SimStats stats_;
   double util_num_ = 0, util_den_ = 0, sat_num_ = 0, sat_den_ = 0;
 };

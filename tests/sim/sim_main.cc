@@ -4,6 +4,10 @@
 //   dsb-sim --first-seed 4242 --seeds 1 --verbose      # replay one seed with a trace
 //   dsb-sim --scenarios                                # the named edge cases, clauses on/off
 //   dsb-sim --seeds 1000 --break c1                    # random seeds with one clause off
+//   dsb-sim --server-scenarios [--scenario NAME] [--ratchet] [--verbose]
+//                                                      # the server model's named scenarios
+//   dsb-sim --server --seeds 1000                      # random seeds with a server model: a
+//                                                      # real cap below L, close lag, other tools
 //
 // Prints seeds, events, S violations (must be 0), max over-grant (must be 0) and
 // mean utilization. Exit status 1 if any seed broke S or over-granted.
@@ -30,6 +34,25 @@ int main(int argc, char** argv) {
   app.add_flag("--no-faults", no_faults, "no loss, partitions, crashes or revokes");
   app.add_flag("--verbose", verbose, "trace every protocol event (use with one seed)");
   app.add_flag("--scenarios", scenarios, "run the named edge cases with clauses on and off");
+  bool server_scenarios = false, server = false, ratchet = false;
+  std::string only_scenario;
+  app.add_flag("--server-scenarios", server_scenarios,
+               "run the server model's named scenarios (limit discovery, close lag, other tools)");
+  app.add_option("--scenario", only_scenario, "with --server-scenarios: only this one");
+  app.add_flag("--ratchet", ratchet,
+               "with --server-scenarios: the LimitPolicy ratchet test switch on (scenarios that "
+               "show rule F2 is needed must then fail)");
+  bool hold_after_refusal = false;
+  double report_horizon = 0;
+  app.add_flag("--hold-after-refusal", hold_after_refusal,
+               "server model: a refused broker admits nothing above what it holds until its next "
+               "grant (a proposal, off by default)");
+  app.add_option("--report-horizon", report_horizon,
+                 "server model: seconds a refusal report may take to arrive (0 = D; 1e-9 = owed "
+                 "now only)");
+  app.add_flag("--server", server,
+               "random seeds with the server model: real cap C <= L, close lag, other tools, "
+               "refusals fed back to the coordinator's LimitPolicy");
   using Switches = dsb::lease::ProtocolSwitches;
   const std::map<std::string, bool Switches::*> clauses = {
       {"c1", &Switches::c1_owed_counts_unacked_grants},
@@ -54,6 +77,31 @@ int main(int argc, char** argv) {
   }
 
   using dsb::sim::Simulation;
+  if (server_scenarios) {
+    int bad = 0, ran = 0;
+    for (const auto& s : dsb::sim::ServerScenarios()) {
+      if (!only_scenario.empty() && only_scenario != s.name) continue;
+      ++ran;
+      dsb::sim::ServerOptions o;
+      o.ratchet = ratchet;
+      o.verbose = verbose;
+      o.hold_after_refusal = hold_after_refusal;
+      o.report_horizon = std::chrono::nanoseconds(static_cast<std::int64_t>(report_horizon * 1e9));
+      const auto st = s.run(o);
+      const std::string failed = s.check(st);
+      // With --ratchet only the scenarios that show rule F2 is needed are judged.
+      const bool expected = !ratchet ? failed.empty() : !s.ratchet_must_fail || !failed.empty();
+      bad += expected ? 0 : 1;
+      std::printf("%-36s %s%s\n  %s\n  %s\n", s.name, failed.empty() ? "PASS" : "FAIL",
+                  expected ? "" : " (UNEXPECTED)", s.claim,
+                  failed.empty() ? dsb::sim::Figures(st).c_str() : failed.c_str());
+    }
+    if (ran == 0) {
+      std::fprintf(stderr, "unknown scenario '%s'\n", only_scenario.c_str());
+      return 2;
+    }
+    return bad == 0 ? 0 : 1;
+  }
   if (scenarios) {
     int bad = 0;
     for (const auto& s : dsb::sim::Scenarios()) {
@@ -74,10 +122,20 @@ int main(int argc, char** argv) {
   std::uint64_t events = 0, violations = 0, messages = 0;
   std::uint32_t max_over = 0;
   double util = 0, sat = 0, sat_seconds = 0;
+  std::uint64_t refusals = 0, until_conv = 0, after_conv = 0, real_violations = 0, converged = 0;
+  std::uint64_t limit_below = 0, lowered = 0, reached_cap = 0, by_lag = 0;
+  double server_util = 0;
   std::vector<std::uint64_t> failing;
   for (std::uint64_t seed = first; seed < first + seeds; ++seed) {
-    auto cfg = dsb::sim::RandomConfig(seed, brokers, dsb::sim::Sec(run_for), !no_faults);
+    auto cfg = server ? dsb::sim::RandomServerConfig(seed, brokers, dsb::sim::Sec(run_for),
+                                                     !no_faults)
+                      : dsb::sim::RandomConfig(seed, brokers, dsb::sim::Sec(run_for), !no_faults);
     cfg.verbose = verbose;
+    if (server) {
+      cfg.server.hold_after_refusal = hold_after_refusal;
+      cfg.server.report_horizon =
+          std::chrono::nanoseconds(static_cast<std::int64_t>(report_horizon * 1e9));
+    }
     if (!broken_clause.empty()) cfg.switches.*clauses.at(broken_clause) = false;
     Simulation sim(cfg);
     sim.Run();
@@ -89,9 +147,24 @@ int main(int argc, char** argv) {
     util += st.utilization;
     sat += st.saturated_utilization * st.saturated_seconds;
     sat_seconds += st.saturated_seconds;
-    if (st.s_violations > 0 || st.max_over_grant > 0) {
+    std::string server_failure;
+    if (server) {
+      refusals += st.refusals;
+      until_conv += st.refusals_until_convergence;
+      after_conv += st.refusals_after_convergence;
+      real_violations += st.real_cap_violations;
+      limit_below += st.limit_below_cap_violations;
+      converged += st.converged_at >= 0 ? 1 : 0;
+      lowered += st.min_limit < cfg.limit ? 1 : 0;
+      reached_cap += st.cap < cfg.limit && st.limit == st.cap ? 1 : 0;
+      by_lag += st.refusals_by_lag;
+      server_util += st.server_utilization;
+      server_failure = dsb::sim::CheckServerRun(st);
+    }
+    if (st.s_violations > 0 || st.max_over_grant > 0 || !server_failure.empty()) {
       if (failing.size() < 10) {
-        std::printf("FAIL %s (over-grant %u)\n", st.first_violation.c_str(), st.max_over_grant);
+        std::printf("FAIL %s (over-grant %u) %s\n", st.first_violation.c_str(),
+                    st.max_over_grant, server_failure.c_str());
       }
       failing.push_back(seed);
     }
@@ -108,6 +181,20 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(violations), max_over, util / static_cast<double>(seeds),
       sat_seconds > 0 ? sat / sat_seconds : 1.0, sat_seconds, secs,
       static_cast<double>(seeds) / secs, static_cast<double>(events) / secs);
+  if (server) {
+    std::printf(
+        "server model: refusals %llu (until convergence %llu, after %llu; by lag %llu), "
+        "converged %llu of %llu seeds, limit lowered in %llu, ended at C in %llu (of those with "
+        "C < L)\n"
+        "S against the real cap after convergence: %llu violations (must be 0); limit below C - "
+        "other tools: %llu (must be 0); mean server utilization %.4f\n",
+        static_cast<unsigned long long>(refusals), static_cast<unsigned long long>(until_conv),
+        static_cast<unsigned long long>(after_conv), static_cast<unsigned long long>(by_lag),
+        static_cast<unsigned long long>(converged), static_cast<unsigned long long>(seeds),
+        static_cast<unsigned long long>(lowered), static_cast<unsigned long long>(reached_cap),
+        static_cast<unsigned long long>(real_violations),
+        static_cast<unsigned long long>(limit_below), server_util / static_cast<double>(seeds));
+  }
   if (!failing.empty()) {
     std::printf("failing seeds:");
     for (auto s : failing) std::printf(" %llu", static_cast<unsigned long long>(s));

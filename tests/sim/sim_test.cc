@@ -105,5 +105,135 @@ TEST(SimRandom, FaultFreeSaturatedUtilizationIsHigh) {
   EXPECT_GT(sat / weight, 0.80);
 }
 
+// ---- server model (issue 7: limit discovery, close lag, other tools) ----
+
+class ServerCase : public ::testing::TestWithParam<std::size_t> {};
+
+// Every server scenario shows what it claims with rule F2 (figures printed).
+TEST_P(ServerCase, ShowsItsClaim) {
+  const ServerScenario& s = ServerScenarios()[GetParam()];
+  const SimStats st = s.run(ServerOptions{});
+  EXPECT_EQ(s.check(st), "") << s.name << ": " << s.claim;
+  EXPECT_GT(st.events, 100u);
+  std::printf("%s: %s\n", s.name, Figures(st).c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Server, ServerCase,
+                         ::testing::Range<std::size_t>(0, ServerScenarios().size()),
+                         [](const ::testing::TestParamInfo<std::size_t>& info) {
+                           return std::string(ServerScenarios()[info.param].name);
+                         });
+
+const ServerScenario& Named(const std::string& name) {
+  for (const auto& s : ServerScenarios()) {
+    if (name == s.name) return s;
+  }
+  ADD_FAILURE() << "no server scenario " << name;
+  return ServerScenarios()[0];
+}
+
+// The test switch that lowers the limit on every refusal must fail the named
+// scenario: rule F2 is what keeps the limit at C under isolated refusals.
+TEST(ServerDiscovery, RatchetSwitchFailsTransientOtherToolDoesNotRatchet) {
+  const ServerScenario& s = Named("TransientOtherToolDoesNotRatchet");
+  ASSERT_TRUE(s.ratchet_must_fail);
+  ServerOptions o;
+  o.ratchet = true;
+  const SimStats st = s.run(o);
+  const std::string failed = s.check(st);
+  EXPECT_NE(failed.find("LimitStaysAtTheCapUnderIsolatedRefusals"), std::string::npos) << failed;
+  // ...and the damage is real: the limit falls well below C and dsb's use of
+  // the server collapses, while the correct rule keeps both.
+  const SimStats good = s.run(ServerOptions{});
+  EXPECT_LE(st.limit + 4, st.cap);
+  EXPECT_LT(st.server_utilization, good.server_utilization - 0.2);
+  std::printf("ratchet: %s\n", failed.c_str());
+}
+
+TEST(ServerDiscovery, ConvergesToTwelveFromTwentyAndThenNoRefusal) {
+  const SimStats st = Named("DiscoveryConvergesFromAbove").run(ServerOptions{});
+  EXPECT_EQ(st.limit, 12u);
+  EXPECT_EQ(st.min_limit, 12u);  // the estimate is an upper bound: never below C
+  EXPECT_LE(st.evidence, 2u * (20 - 12));
+  EXPECT_GE(st.converged_at, 0);
+  EXPECT_EQ(st.refusals_after_convergence, 0u);
+  EXPECT_EQ(st.s_violations, 0u) << st.first_violation;
+  std::printf("refusals until convergence %llu (evidence %llu), converged at %.2f s\n",
+              static_cast<unsigned long long>(st.refusals_until_convergence),
+              static_cast<unsigned long long>(st.evidence), st.converged_at);
+}
+
+TEST(ServerDiscovery, HoldAfterRefusalKeepsAllRefusalsWithinTwiceTheGap) {
+  const SimStats st = Named("DiscoveryWithHoldAfterRefusal").run(ServerOptions{});
+  EXPECT_EQ(st.limit, 12u);
+  EXPECT_LE(st.refusals, 2u * (20 - 12));
+  EXPECT_EQ(st.refusals_after_convergence, 0u);
+}
+
+TEST(ServerCloseLag, WithoutCooldownRefusesWhileDsbHoldsLessThanTheCap) {
+  const SimStats st = Named("CloseLagWithoutCooldownRefuses").run(ServerOptions{});
+  EXPECT_GT(st.refusals_by_lag, 0u);
+  EXPECT_EQ(st.refusals_by_lag, st.refusals);  // no other tool: every refusal is the lag
+  EXPECT_LT(st.min_limit, st.cap);             // and feedback reads it as a lower limit
+  for (const char* name : {"CloseLagWithCooldownDoesNot", "CloseLagWithConfirmedCloseDoesNot"}) {
+    const SimStats ok = Named(name).run(ServerOptions{});
+    EXPECT_EQ(ok.refusals, 0u) << name;
+    EXPECT_EQ(ok.limit, ok.cap) << name;
+  }
+}
+
+TEST(ServerDiscovery, LostRefusalReportsStillConverge) {
+  const SimStats st = Named("LostRefusalReport").run(ServerOptions{});
+  EXPECT_EQ(st.reports_lost, 3u);
+  EXPECT_EQ(st.limit, 12u);
+  EXPECT_EQ(st.refusals_after_convergence, 0u);
+}
+
+// With the server model on but C = L, no lag and no other tools, nothing can
+// be refused, and the run is the lease-only run event for event.
+TEST(ServerModel, AtCapLWithoutLagChangesNothing) {
+  for (std::uint64_t seed = 1; seed <= 50; ++seed) {
+    SimConfig off = RandomConfig(seed, 0, Sec(20));
+    SimConfig on = off;
+    on.server.enabled = true;
+    Simulation a(off);
+    Simulation b(on);
+    a.Run();
+    b.Run();
+    ASSERT_EQ(b.stats().refusals, 0u) << "seed " << seed;
+    EXPECT_EQ(a.stats().events, b.stats().events) << "seed " << seed;
+    EXPECT_EQ(a.stats().messages, b.stats().messages) << "seed " << seed;
+    EXPECT_DOUBLE_EQ(a.stats().utilization, b.stats().utilization) << "seed " << seed;
+  }
+}
+
+// Random seeds with the server model: a real cap C in [minimum, L], safe
+// release modes, other tools on half the seeds, faults. Every seed keeps S
+// against L - r, never over-grants, never lowers the limit below C minus the
+// other tools' sessions, and after convergence (SimStats) is refused only
+// while another tool holds a session. DSB_SIM_SERVER_SEEDS overrides the count.
+TEST(SimRandom, ServerModelSeedsKeepSAgainstTheRealCap) {
+  const std::uint64_t seeds = EnvOr("DSB_SIM_SERVER_SEEDS", 300);
+  const std::uint64_t first = EnvOr("DSB_SIM_FIRST_SEED", 1);
+  std::uint64_t refusals = 0, converged = 0, evidence = 0;
+  for (std::uint64_t seed = first; seed < first + seeds; ++seed) {
+    Simulation sim(RandomServerConfig(seed, 0, Sec(20)));
+    sim.Run();
+    const SimStats& st = sim.stats();
+    refusals += st.refusals;
+    evidence += st.evidence;
+    converged += st.converged_at >= 0 ? 1 : 0;
+    const std::string failed = CheckServerRun(st);
+    ASSERT_EQ(failed, "") << "seed " << seed << "; replay: dsb-sim --server --first-seed " << seed
+                          << " --seeds 1 --run-for 20 --verbose";
+  }
+  std::printf("%llu server-model seeds (first %llu): %llu refusals (%llu evidence), %llu "
+              "converged to <= C\n",
+              static_cast<unsigned long long>(seeds), static_cast<unsigned long long>(first),
+              static_cast<unsigned long long>(refusals), static_cast<unsigned long long>(evidence),
+              static_cast<unsigned long long>(converged));
+  EXPECT_GT(converged, 0u);
+}
+
 }  // namespace
 }  // namespace dsb::sim
