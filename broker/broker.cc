@@ -322,11 +322,12 @@ Status Broker::Impl::Open() {
       std::vector<lease::TargetUsage> usage;
       for (Target* t : ordered) {
         const shm::Counts c = t->table().Count();
-        // Quarantined slots count as held: the server may still have them (B2).
-        // The B2 report uses every slot not disabled (free ones included): a
-        // scan racing clients can undercount held slots, never those.
-        usage.push_back(lease::TargetUsage{c.held_action + c.quarantined, c.waiters,
-                                           c.enabled + c.retiring});
+        // Quarantined and cooling slots count as held: the server may still
+        // have them (B2). The B2 report uses every slot not disabled (free
+        // ones included): a scan racing clients can undercount held slots,
+        // never those.
+        usage.push_back(lease::TargetUsage{c.held_action + c.quarantined + c.cooling, c.waiters,
+                                           c.enabled + c.retiring + c.cooling_retiring});
       }
       return usage;
     };
@@ -667,6 +668,10 @@ json::object Broker::Impl::StatusReply() {
                    {"free", c.free},
                    {"waiting", c.waiters},
                    {"quarantined", c.quarantined},
+                   {"cooling", c.cooling},
+                   {"release_cooldown_ms",
+                    std::chrono::ceil<std::chrono::milliseconds>(t->config().release_cooldown)
+                        .count()},
                    {"retiring", c.retiring},
                    {"clients", RegisteredOn(n)},
                    {"pending_adoption", t->pending_owners().size()},
@@ -749,8 +754,10 @@ void Broker::Impl::Shutdown() {
   std::uint64_t slots_kept = 0;
   for (auto& [n, t] : targets) {
     const shm::Counts c = t->table().Count();
-    slots_kept += c.held_action + c.held_system + c.quarantined;
-    if (c.held_action + c.held_system + c.quarantined > 0 || !t->pending_owners().empty() ||
+    // Cooling slots too: the server may still count their sessions.
+    slots_kept += c.held_action + c.held_system + c.quarantined + c.cooling;
+    if (c.held_action + c.held_system + c.quarantined + c.cooling > 0 ||
+        !t->pending_owners().empty() ||
         t->quarantined_registrations() > 0) {
       any_held = true;
     }

@@ -36,7 +36,8 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
     auto& table = *attached;
     if (table->target() != target.name || table->slot_count() != slots) {
       const shm::Counts c = table->Count();
-      if (c.held_action + c.held_system + c.quarantined == 0) {
+      // Cooling slots count: the server may still count their sessions.
+      if (c.held_action + c.held_system + c.quarantined + c.cooling == 0) {
         // Nothing to keep: make a segment of the configured shape.
         spdlog::info("target {}: segment {} has another shape (target '{}', {} slots); "
                      "nothing held, re-creating it with {} slots",
@@ -56,6 +57,9 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
       t->table_ = std::move(table);
       t->adopted_ = true;
       t->table_->BumpBrokerGeneration(::getpid());
+      // The config's cooldown, not the earlier broker's; slots already
+      // cooling keep their deadlines.
+      t->table_->SetReleaseCooldown(target.release_cooldown);
       for (const auto& [owner, holdings] : t->table_->HoldingsByOwner()) {
         t->pending_.insert(owner);
       }
@@ -80,6 +84,7 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
     o.target = target.name;
     o.slot_count = slots;
     o.capacity = 0;
+    o.release_cooldown = target.release_cooldown;
     if (broker.group) o.group = static_cast<gid_t>(broker.group->gid);
     auto created = shm::SlotTable::Create(o);
     if (!created.ok()) return created.status();

@@ -97,6 +97,12 @@ void dsb_release(dsb_client* client, dsb_permit* permit) {
   *permit = dsb_permit{0, 0, 0};
 }
 
+void dsb_release_confirmed(dsb_client* client, dsb_permit* permit) {
+  if (client == nullptr || permit == nullptr || permit->word == 0) return;
+  dsb::PermitAccess::ReleaseConfirmedRaw(*client->client, permit->index, permit->word);
+  *permit = dsb_permit{0, 0, 0};
+}
+
 int32_t dsb_should_yield(const dsb_client* client, const dsb_permit* permit) {
   if (client == nullptr || permit == nullptr || permit->word == 0) return 0;
   return dsb::PermitAccess::ShouldYieldRaw(*client->client, permit->index, permit->word) ? 1 : 0;
@@ -106,6 +112,21 @@ dsb_status dsb_report_session_limit(dsb_client* client, const char* detail) {
   if (client == nullptr) return Fail(dsb::Errc::kInvalidArgument, "dsb_report_session_limit: null client");
   std::error_code ec = client->client->ReportSessionLimit(detail != nullptr ? detail : "");
   return ec ? Fail(ec) : DSB_OK;
+}
+
+dsb_status dsb_report_refusal(dsb_client* client, const dsb_permit* refused,
+                              const char* detail) {
+  if (client == nullptr) return Fail(dsb::Errc::kInvalidArgument, "dsb_report_refusal: null client");
+  try {
+    const std::string_view d = detail != nullptr ? detail : "";
+    const std::error_code ec =
+        refused != nullptr && refused->word != 0
+            ? dsb::PermitAccess::ReportRefusalRaw(*client->client, d, refused->index, refused->word)
+            : client->client->ReportSessionLimit(d);
+    return ec ? Fail(ec) : DSB_OK;
+  } catch (...) {
+    return Fail(dsb::Errc::kInternal, "dsb_report_refusal: out of memory");
+  }
 }
 
 dsb_cancel* dsb_cancel_create(void) {

@@ -184,13 +184,22 @@ class ClientImpl {
   }
 
   void Release(std::uint32_t index, std::uint64_t word) { table_->Release(index, word); }
+  void ReleaseConfirmed(std::uint32_t index, std::uint64_t word) {
+    table_->ReleaseConfirmed(index, word);
+  }
   bool ShouldYield(std::uint32_t index, std::uint64_t word) const {
     return !table_->StillHeld(index, word);
   }
 
-  std::error_code ReportSessionLimit(std::string_view detail) {
+  // `refused` (nullptr: none) is the permit the refused attempt holds.
+  std::error_code ReportSessionLimit(std::string_view detail,
+                                     const std::pair<std::uint32_t, std::uint64_t>* refused) {
     json::object req{{"op", "report_session_limit"},
                      {"detail", std::string(detail.substr(0, 512))}};
+    if (refused != nullptr) {
+      req["slot"] = refused->first;
+      req["word"] = refused->second;  // a JSON integer up to 2^64-1, not a double
+    }
     auto r = Request(req);
     return r.ok() ? std::error_code{} : make_error_code(r.status().code());
   }
@@ -386,8 +395,12 @@ bool Permit::ShouldYield() const noexcept {
   return impl_ != nullptr && impl_->ShouldYield(index_, word_);
 }
 
-void Permit::ReleaseHeld() noexcept {
-  impl_->Release(index_, word_);
+void Permit::ReleaseHeld(bool confirmed) noexcept {
+  if (confirmed) {
+    impl_->ReleaseConfirmed(index_, word_);
+  } else {
+    impl_->Release(index_, word_);
+  }
   impl_ = nullptr;
 }
 
@@ -429,7 +442,19 @@ Permit Client::TryAcquire(std::error_code& ec) noexcept { return impl_->TryAcqui
 
 std::error_code Client::ReportSessionLimit(std::string_view detail) noexcept {
   try {
-    return impl_->ReportSessionLimit(detail);
+    return impl_->ReportSessionLimit(detail, nullptr);
+  } catch (...) {
+    return make_error_code(Errc::kInternal);
+  }
+}
+
+std::error_code Client::ReportSessionLimit(const Permit& refused,
+                                           std::string_view detail) noexcept {
+  try {
+    if (!refused.valid()) return impl_->ReportSessionLimit(detail, nullptr);
+    const std::pair<std::uint32_t, std::uint64_t> slot{refused.slot_index(),
+                                                       PermitAccess::Word(refused)};
+    return impl_->ReportSessionLimit(detail, &slot);
   } catch (...) {
     return make_error_code(Errc::kInternal);
   }
@@ -448,6 +473,14 @@ ClientInfo Client::Info() const noexcept {
 namespace dsb {
 void PermitAccess::ReleaseRaw(Client& c, std::uint32_t index, std::uint64_t word) {
   c.impl_->Release(index, word);
+}
+void PermitAccess::ReleaseConfirmedRaw(Client& c, std::uint32_t index, std::uint64_t word) {
+  c.impl_->ReleaseConfirmed(index, word);
+}
+std::error_code PermitAccess::ReportRefusalRaw(Client& c, std::string_view detail,
+                                               std::uint32_t index, std::uint64_t word) {
+  const std::pair<std::uint32_t, std::uint64_t> slot{index, word};
+  return c.impl_->ReportSessionLimit(detail, &slot);
 }
 bool PermitAccess::ShouldYieldRaw(const Client& c, std::uint32_t index, std::uint64_t word) {
   return c.impl_->ShouldYield(index, word);

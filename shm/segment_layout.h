@@ -14,6 +14,19 @@
 //                      hold the dead client's session)
 //   held word          kHeldBit | [kRetireBit] | [kSystemBit] | [kGrantBit] |
 //                      owner id (32 bits)
+//   cooling word       kCoolingBit | [kRetireBit] | deadline (CLOCK_MONOTONIC
+//                      ns, kCoolDeadlineMask), kHeldBit clear: released, but
+//                      the server may still count the session until the
+//                      deadline (the target's release_cooldown). Usable again
+//                      once the deadline has passed: whoever takes it CASes
+//                      the cooling word itself, so no one has to turn it back
+//                      into kFree. With kRetireBit the slot leaves the table
+//                      at the deadline (it was held, or cooling, when the
+//                      broker shrank capacity): it becomes kDisabled then.
+//                      Every bit pattern with kHeldBit clear and kCoolingBit
+//                      set is a valid cooling word (hostile writes included);
+//                      a deadline more than kMaxReleaseCooldownNs after the
+//                      reader's clock is taken as expired (garbage).
 //
 // kGrantBit marks a slot handed to a queued waiter by the granter (PumpLocked)
 // that the waiter has not picked up yet. Only a grant writes it, so after a
@@ -30,6 +43,14 @@
 //     held -> kFree and held|kRetireBit -> kDisabled (release), and the
 //     waiter queue hands kFree -> held(waiter)|kGrantBit under the queue
 //     mutex; the waiter then clears kGrantBit (keeping kRetireBit).
+//     With a release cooldown, release moves held -> cooling and
+//     held|kRetireBit -> cooling|kRetireBit; an expired cooling word moves
+//     like kFree (to held, or held|kGrantBit by a grant), an expired
+//     cooling|kRetireBit to kDisabled (by anyone who sees it).
+//  1b. Counting: a cooling word counts as enabled (like kFree: it becomes
+//     usable without the broker), a cooling|kRetireBit word does not (like a
+//     retiring held word). The broker's lease report counts both as held:
+//     the server may still count their sessions.
 //  1a. `waiters` equals the number of kWaitWaiting entries with a ticket in
 //     [queue_head, queue_tail), and 0 <= queue_tail - queue_head <=
 //     waiter_capacity. Whoever finds it otherwise under the queue mutex (a
@@ -50,7 +71,9 @@
 namespace dsb::shm {
 
 inline constexpr std::uint64_t kMagic = 0x314C42545344534AULL;  // "JSDSTBL1"
-inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: kGrantBit in slot words
+// 2: kGrantBit in slot words. 3: cooling words and release_cooldown_ns (an
+// older client would misread a cooling word as garbage and never reuse it).
+inline constexpr std::uint32_t kLayoutVersion = 3;
 inline constexpr std::size_t kTargetNameCapacity = 64;
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kMaxSlots = 65535;
@@ -64,6 +87,12 @@ inline constexpr std::uint64_t kRetireBit = 1ULL << 62;
 inline constexpr std::uint64_t kSystemBit = 1ULL << 61;
 inline constexpr std::uint64_t kGrantBit = 1ULL << 60;  // granted, not picked up yet
 inline constexpr std::uint64_t kOwnerMask = 0xFFFFFFFFULL;
+// Only with kHeldBit clear (same bit as kSystemBit in a held word).
+inline constexpr std::uint64_t kCoolingBit = 1ULL << 61;
+inline constexpr std::uint64_t kCoolDeadlineMask = (1ULL << 60) - 1;  // ~36 years of uptime
+// The longest release cooldown (the config allows 0..1h). Also the bound on
+// how far ahead a cooling deadline may lie before it is taken as garbage.
+inline constexpr std::int64_t kMaxReleaseCooldownNs = 3600LL * 1000 * 1000 * 1000;
 
 constexpr std::uint64_t HeldWord(std::uint32_t owner, bool system) {
   return kHeldBit | (system ? kSystemBit : 0) | owner;
@@ -71,6 +100,25 @@ constexpr std::uint64_t HeldWord(std::uint32_t owner, bool system) {
 constexpr bool IsHeld(std::uint64_t w) { return (w & kHeldBit) != 0; }
 constexpr std::uint32_t OwnerOf(std::uint64_t w) {
   return static_cast<std::uint32_t>(w & kOwnerMask);
+}
+constexpr bool IsCooling(std::uint64_t w) {
+  return (w & (kHeldBit | kCoolingBit)) == kCoolingBit;
+}
+// REQUIRES: deadline_ns >= 0 (clamped to the mask, which no real clock reaches).
+constexpr std::uint64_t CoolingWord(std::int64_t deadline_ns, bool retire) {
+  const std::uint64_t d = static_cast<std::uint64_t>(deadline_ns);
+  return kCoolingBit | (retire ? kRetireBit : 0) |
+         (d > kCoolDeadlineMask ? kCoolDeadlineMask : d);
+}
+constexpr std::int64_t CoolingDeadline(std::uint64_t w) {
+  return static_cast<std::int64_t>(w & kCoolDeadlineMask);
+}
+// True once cooling word `w` may be reused (or, with kRetireBit, disabled)
+// at `now_ns`. A deadline further ahead than any cooldown can make is garbage
+// (a hostile or torn write): treated as expired so it cannot pin the slot.
+constexpr bool CoolingExpired(std::uint64_t w, std::int64_t now_ns) {
+  const std::int64_t d = CoolingDeadline(w);
+  return d <= now_ns || d - now_ns > kMaxReleaseCooldownNs;
 }
 
 // Waiter queue entry states.
@@ -129,6 +177,11 @@ struct SegmentHeader {
 
   // --- hot: read by every acquire and release ---
   alignas(kCacheLine) std::atomic<std::uint32_t> waiters;  // entries in kWaitWaiting
+  std::uint32_t pad_hot;
+  // How long a released slot stays cooling (ns, 0 = none); written by the
+  // broker only (SetReleaseCooldown), read by every Release. Clamped to
+  // 0..kMaxReleaseCooldownNs by the readers.
+  std::atomic<std::int64_t> release_cooldown_ns;
 
   // --- the waiter queue, guarded by queue_mutex (robust, process-shared) ---
   alignas(kCacheLine) pthread_mutex_t queue_mutex;

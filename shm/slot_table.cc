@@ -23,6 +23,11 @@ constexpr auto kAcquire = std::memory_order_acquire;
 constexpr auto kRelease = std::memory_order_release;
 constexpr auto kRelaxed = std::memory_order_relaxed;
 
+// The shortest timed wait for a cooling slot: bounds how often a waiter can
+// wake when a deadline it sees is already past but unusable (a word another
+// process keeps rewriting), so hostile words cannot make it spin.
+constexpr std::int64_t kMinCoolingWaitNs = 50'000;
+
 
 std::uint64_t Fnv1a(std::uint64_t h, const void* data, std::size_t n) {
   const auto* p = static_cast<const unsigned char*>(data);
@@ -222,14 +227,62 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
   table->entries_ = reinterpret_cast<WaitEntry*>(base + HeaderBytes());
   table->slots_ = reinterpret_cast<SlotCell*>(base + HeaderBytes() +
                                               std::size_t{h.waiter_capacity} * sizeof(WaitEntry));
-  if (create) table->SetCapacity(options->capacity);
+  if (create) {
+    table->SetReleaseCooldown(options->release_cooldown);
+    table->SetCapacity(options->capacity);
+  }
   return table;
 }
 
 // ---- Client side -----------------------------------------------------------
 
+void SlotTable::ReleaseCooling(std::uint32_t index, std::uint64_t held_word,
+                               std::int64_t cooldown) noexcept {
+  const std::int64_t deadline = MonotonicNs() + std::min(cooldown, kMaxReleaseCooldownNs);
+  ReleaseTo(index, held_word, CoolingWord(deadline, false), CoolingWord(deadline, true));
+}
 
+std::uint32_t SlotTable::TakeCooled(std::uint64_t held_word, std::uint32_t bound) noexcept {
+  const std::int64_t now = MonotonicNs();
+  std::uint32_t idx = detail::tl_hint < bound ? detail::tl_hint : 0;
+  for (std::uint32_t n = 0; n < bound; ++n) {
+    std::atomic<std::uint64_t>& w = slots_[idx].word;
+    std::uint64_t v = w.load(kRelaxed);
+    if (IsCooling(v) && CoolingExpired(v, now)) {
+      if ((v & kRetireBit) != 0) {
+        w.compare_exchange_strong(v, kDisabled, kSeqCst);  // leaves the table
+      } else if (w.compare_exchange_strong(v, held_word, kSeqCst)) {
+        detail::tl_hint = idx;
+        return idx;
+      }
+    } else if (v == kFree) {
+      // Freed since the first pass.
+      if (w.compare_exchange_strong(v, held_word, kSeqCst)) {
+        detail::tl_hint = idx;
+        return idx;
+      }
+    }
+    if (++idx == bound) idx = 0;
+  }
+  return kNoSlot;
+}
 
+std::int64_t SlotTable::EarliestCoolingDeadline(std::int64_t now_ns,
+                                                bool* expired) const noexcept {
+  const std::uint32_t bound = std::min(header_->scan_bound.load(kAcquire), slot_count_);
+  std::int64_t earliest = 0;
+  *expired = false;
+  for (std::uint32_t i = 0; i < bound; ++i) {
+    const std::uint64_t v = slots_[i].word.load(kAcquire);
+    if (!IsCooling(v) || (v & kRetireBit) != 0) continue;
+    if (CoolingExpired(v, now_ns)) {
+      *expired = true;
+    } else if (earliest == 0 || CoolingDeadline(v) < earliest) {
+      earliest = CoolingDeadline(v);
+    }
+  }
+  return earliest;
+}
 
 Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::nanoseconds timeout,
                                          WaitInterrupt* interrupt) noexcept {
@@ -288,6 +341,7 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
 
   const bool armed = interrupt == nullptr || interrupt->Arm(&e.futex);
   Status failure;
+  bool pumped = false;
   for (;;) {
     e.futex.store(0, kSeqCst);
     // seq_cst: pairs with the granter's state store then futex store, so
@@ -330,9 +384,35 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
       if (interrupt != nullptr && armed) interrupt->Disarm(&e.futex);
       return failure;
     }
-    const auto left = deadline == std::chrono::steady_clock::time_point::max()
-                          ? std::chrono::nanoseconds(-1)
-                          : std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
+    auto left = deadline == std::chrono::steady_clock::time_point::max()
+                    ? std::chrono::nanoseconds(-1)
+                    : std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
+    // Cooling slots become usable when their cooldown ends, with no release
+    // to pump the queue then: the waiters time their own wake-up. Each
+    // sleeps at most until the earliest cooling deadline it sees, and at
+    // most one cooldown when none cools (a slot released later cannot end
+    // its cooldown sooner than that), then pumps. No thread per slot, and no
+    // change at all while the target has no cooldown and nothing cools.
+    const std::int64_t cooldown = release_cooldown_ns();
+    bool expired = false;
+    const std::int64_t mono = MonotonicNs();
+    const std::int64_t earliest = EarliestCoolingDeadline(mono, &expired);
+    if (expired && !pumped) {
+      pumped = true;  // once per wake: a hostile word must not make us spin
+      Pump();
+      continue;
+    }
+    pumped = false;
+    std::int64_t cool_wait = -1;
+    if (earliest != 0) {
+      cool_wait = earliest - mono;
+    } else if (cooldown > 0 || expired) {
+      cool_wait = cooldown > 0 ? cooldown : kMinCoolingWaitNs;
+    }
+    if (cool_wait >= 0) {
+      cool_wait = std::max(cool_wait, kMinCoolingWaitNs);
+      if (left.count() < 0 || cool_wait < left.count()) left = std::chrono::nanoseconds(cool_wait);
+    }
     FutexWait(&e.futex, 0, left);
   }
   if (interrupt != nullptr && armed) interrupt->Disarm(&e.futex);
@@ -391,7 +471,9 @@ void SlotTable::RepairQueueLocked() noexcept {
       // The granter died between marking the entry and finishing the grant.
       // Only a grant writes held|kGrantBit, so that word (the broker may have
       // added kRetireBit) says the slot was handed over; the plain held word
-      // is a sibling thread of the same owner that took the slot itself.
+      // is a sibling thread of the same owner that took the slot itself. A
+      // slot that was cooling when the grant began still carries its cooling
+      // word (or another taker's word) if the CAS did not happen: not handed.
       const bool handed =
           e.slot < slot_count_ &&
           (slots_[e.slot].word.load(kAcquire) & ~kRetireBit) == (e.held_word | kGrantBit);
@@ -427,6 +509,7 @@ void SlotTable::RecountWaitersLocked() noexcept {
 
 void SlotTable::PumpLocked() noexcept {
   SegmentHeader& h = *header_;
+  std::int64_t now = 0;
   // Each round serves or passes the head entry, so waiter_capacity rounds
   // cover the queue (LockQueue keeps tail - head <= waiter_capacity).
   for (std::uint32_t round = 0; round < waiter_capacity_ && h.queue_head < h.queue_tail;
@@ -440,10 +523,19 @@ void SlotTable::PumpLocked() noexcept {
     bool granted = false;
     for (std::uint32_t i = 0; i < bound; ++i) {
       std::atomic<std::uint64_t>& w = slots_[i].word;
-      if (w.load(kSeqCst) != kFree) continue;
+      std::uint64_t expected = w.load(kSeqCst);
+      if (IsCooling(expected)) {
+        if (now == 0) now = MonotonicNs();  // once per pump, only if something cools
+        if (!CoolingExpired(expected, now)) continue;
+        if ((expected & kRetireBit) != 0) {
+          w.compare_exchange_strong(expected, kDisabled, kSeqCst);  // leaves the table
+          continue;
+        }
+      } else if (expected != kFree) {
+        continue;
+      }
       e.slot = i;
       e.state.store(kWaitGranting, kSeqCst);
-      std::uint64_t expected = kFree;
       // held|kGrantBit, not the plain word: see RepairQueueLocked.
       if (w.compare_exchange_strong(expected, e.held_word | kGrantBit, kSeqCst)) {
         e.state.store(kWaitGranted, kSeqCst);
@@ -497,7 +589,11 @@ std::uint32_t SlotTable::CountEnabled() const noexcept {
   std::uint32_t n = 0;
   for (std::uint32_t i = 0; i < slot_count_; ++i) {
     const std::uint64_t w = slots_[i].word.load(kAcquire);
-    if (w == kFree || w == kQuarantined || (IsHeld(w) && (w & kRetireBit) == 0)) ++n;
+    // A cooling slot is enabled (it comes back without the broker) unless
+    // it is retiring; past its deadline it is the same.
+    if (w == kFree || w == kQuarantined || ((IsHeld(w) || IsCooling(w)) && (w & kRetireBit) == 0)) {
+      ++n;
+    }
   }
   return n;
 }
@@ -523,7 +619,7 @@ bool SlotTable::SetCapacityLocked(std::uint32_t n) noexcept {
   if (enabled < n) {
     for (std::uint32_t i = 0; i < slot_count_ && enabled < n; ++i) {
       std::uint64_t w = slots_[i].word.load(kAcquire);
-      while (IsHeld(w) && (w & kRetireBit) != 0) {
+      while ((IsHeld(w) || IsCooling(w)) && (w & kRetireBit) != 0) {
         if (slots_[i].word.compare_exchange_weak(w, w & ~kRetireBit, kSeqCst)) {
           ++enabled;
           break;
@@ -543,6 +639,18 @@ bool SlotTable::SetCapacityLocked(std::uint32_t n) noexcept {
     for (std::uint32_t i = slot_count_; i-- > 0 && enabled > n;) {
       std::uint64_t expected = kFree;
       if (slots_[i].word.compare_exchange_strong(expected, kDisabled, kSeqCst)) --enabled;
+    }
+    // Then cooling slots: nobody holds them, so retiring them costs no one a
+    // session. They stay counted by the lease report until their cooldown
+    // ends (the server may still count them), then leave the table.
+    for (std::uint32_t i = slot_count_; i-- > 0 && enabled > n;) {
+      std::uint64_t w = slots_[i].word.load(kAcquire);
+      while (IsCooling(w) && (w & kRetireBit) == 0) {
+        if (slots_[i].word.compare_exchange_weak(w, w | kRetireBit, kSeqCst)) {
+          --enabled;
+          break;
+        }
+      }
     }
     // Ask held slots back, action slots before system slots, highest first.
     for (int pass = 0; pass < 2 && enabled > n; ++pass) {
@@ -604,6 +712,11 @@ void SlotTable::EndQuarantine(std::uint32_t index) noexcept {
     if (freed) PumpLocked();
     UnlockQueue();
   }
+}
+
+void SlotTable::SetReleaseCooldown(std::chrono::nanoseconds cooldown) noexcept {
+  header_->release_cooldown_ns.store(
+      std::clamp<std::int64_t>(cooldown.count(), 0, kMaxReleaseCooldownNs), kSeqCst);
 }
 
 void SlotTable::RaiseQuarantineRecord(std::int64_t end_ns) noexcept {
@@ -681,9 +794,20 @@ std::uint64_t SlotTable::BumpBrokerGeneration(pid_t pid) noexcept {
 
 Counts SlotTable::Count() const noexcept {
   Counts c;
+  std::int64_t now = 0;
   for (std::uint32_t i = 0; i < slot_count_; ++i) {
     const std::uint64_t w = slots_[i].word.load(kAcquire);
-    if (w == kFree) {
+    if (IsCooling(w)) {
+      if (now == 0) now = MonotonicNs();
+      const bool retiring = (w & kRetireBit) != 0;
+      if (!CoolingExpired(w, now)) {
+        ++c.cooling;
+        if (retiring) ++c.cooling_retiring;
+      } else if (!retiring) {
+        ++c.free;  // usable: the next taker CASes the cooling word
+      }
+      if (!retiring) ++c.enabled;
+    } else if (w == kFree) {
       ++c.free;
       ++c.enabled;
     } else if (w == kQuarantined) {

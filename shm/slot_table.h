@@ -17,6 +17,7 @@
 #define DSB_SHM_SLOT_TABLE_H_
 
 #include <sys/types.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -60,6 +61,8 @@ struct CreateOptions {
   std::uint32_t slot_count = 64;
   std::uint32_t waiter_capacity = kDefaultWaiterCapacity;
   std::uint32_t capacity = 0;  // slots enabled at once
+  // How long a released slot stays unusable (0..1h; see SetReleaseCooldown).
+  std::chrono::nanoseconds release_cooldown{0};
   std::optional<gid_t> group;  // chown the segment to this group (mode 0660)
 };
 
@@ -70,6 +73,10 @@ struct Counts {
   std::uint32_t held_system = 0;
   std::uint32_t retiring = 0;     // held, will be disabled on release
   std::uint32_t quarantined = 0;
+  // Released, cooldown not over yet (counted in `enabled` unless retiring);
+  // the server may still count their sessions.
+  std::uint32_t cooling = 0;
+  std::uint32_t cooling_retiring = 0;  // of `cooling`: disabled when it ends
   std::uint32_t waiters = 0;
   std::uint32_t capacity = 0;     // the broker's target
 };
@@ -119,24 +126,25 @@ class SlotTable {
   Result<std::uint32_t> Acquire(std::uint64_t held_word, std::chrono::nanoseconds timeout,
                                 WaitInterrupt* interrupt) noexcept;
   // Gives slot `index` back if it still carries `held_word` (with or without
-  // the retire bit); does nothing if the broker reclaimed it meanwhile.
+  // the retire bit); does nothing if the broker reclaimed it meanwhile. With
+  // a release cooldown (SetReleaseCooldown) the slot is cooling: unusable
+  // until the cooldown has passed, because the server may still count the
+  // session it ended (a retiring slot cools too, then leaves the table).
+  // No system call: the deadline comes from clock_gettime (vDSO on Linux).
   void Release(std::uint32_t index, std::uint64_t held_word) noexcept {
-    if (index >= slot_count_) return;
-    std::atomic<std::uint64_t>& w = slots_[index].word;
-    std::uint64_t cur = held_word;
-    for (;;) {
-      // A grant not picked up yet still carries kGrantBit: ours all the same.
-      const std::uint64_t mine = cur & ~kGrantBit;
-      if (mine == held_word) {
-        if (w.compare_exchange_weak(cur, kFree, std::memory_order_seq_cst)) break;
-      } else if (mine == (held_word | kRetireBit)) {
-        // The broker shrank capacity: the slot leaves the table (B2).
-        if (w.compare_exchange_weak(cur, kDisabled, std::memory_order_seq_cst)) return;
-      } else {
-        return;  // reclaimed by the broker meanwhile: nothing of ours to give back
-      }
+    const std::int64_t cooldown =
+        header_->release_cooldown_ns.load(std::memory_order_relaxed);
+    if (cooldown > 0) {
+      ReleaseCooling(index, held_word, cooldown);
+    } else {
+      ReleaseTo(index, held_word, kFree, kDisabled);
     }
-    if (header_->waiters.load(std::memory_order_seq_cst) != 0) Pump();
+  }
+  // As Release, but the slot is free at once, whatever the cooldown: the
+  // caller knows the server no longer counts the session (it confirmed the
+  // end, or no session was opened).
+  void ReleaseConfirmed(std::uint32_t index, std::uint64_t held_word) noexcept {
+    ReleaseTo(index, held_word, kFree, kDisabled);
   }
   // True while slot `index` carries `held_word` (no retire request; a grant
   // bit not cleared yet does not matter).
@@ -151,21 +159,32 @@ class SlotTable {
   std::uint32_t capacity() const noexcept {
     return header_->capacity.load(std::memory_order_acquire);
   }
+  std::int64_t release_cooldown_ns() const noexcept {
+    return std::clamp<std::int64_t>(
+        header_->release_cooldown_ns.load(std::memory_order_relaxed), 0, kMaxReleaseCooldownNs);
+  }
   std::uint64_t instance_id() const noexcept { return header_->instance_id; }
   std::uint32_t slot_count() const noexcept { return slot_count_; }
   const std::string& name() const noexcept { return name_; }
   std::string target() const;
 
   // ---- Broker side --------------------------------------------------------
+  // Sets the target's release cooldown (clamped to 0..1h). Applies to
+  // releases from now on; slots already cooling keep their deadlines.
+  void SetReleaseCooldown(std::chrono::nanoseconds cooldown) noexcept;
   // Hands out a new owner id (never 0, never reused in this segment).
   std::uint32_t AllocateOwner() noexcept;
-  // Makes `n` slots enabled (clamped to slot_count). Growing enables disabled
-  // slots and un-retires retiring ones; shrinking disables free slots, then
-  // marks held slots retiring (action slots first) and raises the revocation
-  // generation. Quarantined slots are left to EndQuarantine.
+  // Makes `n` slots enabled (clamped to slot_count). Growing un-retires
+  // retiring held and cooling slots and enables disabled ones; shrinking
+  // disables free slots, then marks cooling slots retiring (nobody uses them;
+  // they are disabled when their cooldown ends, and count until then as the
+  // server may still count them), then held slots (action slots first) and
+  // raises the revocation generation. Quarantined slots are left to
+  // EndQuarantine.
   // Returns true if any held slot was asked to retire.
   bool SetCapacity(std::uint32_t n) noexcept;
   // Frees every slot marked with `owner` and drops the owner's queued
+  // waiters (cooling slots carry no owner and are left alone)
   // waiters. With `quarantine`, every such slot (retiring ones included: the
   // server may still hold their sessions) goes to kQuarantined, else free
   // (retiring ones disabled). Returns the indices put in quarantine.
@@ -191,7 +210,10 @@ class SlotTable {
   }
   // Quarantined slot indices (for a restarted broker to re-quarantine).
   std::vector<std::uint32_t> QuarantinedSlots() const;
-  // Serves queued waiters from free slots (also done by every release).
+  // Serves queued waiters from free slots and cooling slots whose cooldown
+  // has ended, in FIFO order, and disables ended retiring cooling slots (also
+  // done by every release, and by a waiter whose timed wait ended at a
+  // cooling deadline).
   void Pump() noexcept;
   void BumpRevocationGeneration() noexcept;
   // Cluster mode: records the floor and the lease deadline (CLOCK_MONOTONIC ns,
@@ -206,6 +228,8 @@ class SlotTable {
   }
   // A new broker instance took over the segment.
   std::uint64_t BumpBrokerGeneration(pid_t pid) noexcept;
+  // Reads CLOCK_MONOTONIC once if it sees a cooling word: a cooling slot
+  // whose cooldown has ended counts as free (or, retiring, as disabled).
   Counts Count() const noexcept;
   std::map<std::uint32_t, OwnerHoldings> HoldingsByOwner() const;
 
@@ -221,18 +245,57 @@ class SlotTable {
         std::min(header_->scan_bound.load(std::memory_order_acquire), slot_count_);
     if (bound == 0) return kNoSlot;
     std::uint32_t idx = detail::tl_hint < bound ? detail::tl_hint : 0;
+    bool cooling = false;
     for (std::uint32_t n = 0; n < bound; ++n) {
       std::atomic<std::uint64_t>& w = slots_[idx].word;
       std::uint64_t expected = kFree;
-      if (w.load(std::memory_order_relaxed) == kFree &&
+      const std::uint64_t v = w.load(std::memory_order_relaxed);
+      if (v == kFree &&
           w.compare_exchange_strong(expected, held_word, std::memory_order_seq_cst)) {
         detail::tl_hint = idx;
         return idx;
       }
+      cooling |= IsCooling(v);
       if (++idx == bound) idx = 0;
     }
-    return kNoSlot;
+    // No free slot: one whose cooldown has ended will do. Out of line, and
+    // only reached when a cooling word was seen, so with no cooldown the
+    // fast path costs what it did.
+    return cooling ? TakeCooled(held_word, bound) : kNoSlot;
   }
+  // Takes a cooling slot whose cooldown has ended (reads the clock once).
+  std::uint32_t TakeCooled(std::uint64_t held_word, std::uint32_t bound) noexcept;
+  void ReleaseTo(std::uint32_t index, std::uint64_t held_word, std::uint64_t to,
+                 std::uint64_t retired_to) noexcept {
+    if (index >= slot_count_) return;
+    std::atomic<std::uint64_t>& w = slots_[index].word;
+    std::uint64_t cur = held_word;
+    for (;;) {
+      // A grant not picked up yet still carries kGrantBit: ours all the same.
+      const std::uint64_t mine = cur & ~kGrantBit;
+      if (mine == held_word) {
+        if (w.compare_exchange_weak(cur, to, std::memory_order_seq_cst)) break;
+      } else if (mine == (held_word | kRetireBit)) {
+        // The broker shrank capacity: the slot leaves the table (B2), after
+        // its cooldown if it has one.
+        if (w.compare_exchange_weak(cur, retired_to, std::memory_order_seq_cst)) {
+          if (retired_to == kDisabled) return;
+          break;
+        }
+      } else {
+        return;  // reclaimed by the broker meanwhile: nothing of ours to give back
+      }
+    }
+    // A cooling slot serves nobody yet; the waiters time their own wake-up
+    // for the cooldown's end (Acquire), so only a free slot is pumped.
+    if (to == kFree && header_->waiters.load(std::memory_order_seq_cst) != 0) Pump();
+  }
+  void ReleaseCooling(std::uint32_t index, std::uint64_t held_word,
+                      std::int64_t cooldown) noexcept;
+  // The earliest deadline of a cooling (not retiring) slot still in its
+  // cooldown at `now_ns` (0 if none); `*expired` is set if some cooling
+  // slot's cooldown has ended (it can serve a waiter now).
+  std::int64_t EarliestCoolingDeadline(std::int64_t now_ns, bool* expired) const noexcept;
   // Takes the queue mutex; recovers it from a dead holder (RepairQueueLocked)
   // and repairs torn or hostile indices. False: the mutex is unrecoverable.
   bool LockQueue() noexcept;
@@ -259,6 +322,14 @@ class SlotTable {
   std::uint32_t slot_count_ = 0;       // copied at attach: never trust shm for bounds
   std::uint32_t waiter_capacity_ = 0;  // ditto
 };
+
+// CLOCK_MONOTONIC in ns: the clock of cooling deadlines, shared by every
+// process of the machine. A vDSO call on Linux x86-64, not a system call.
+inline std::int64_t MonotonicNs() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
 
 // The segment name for a broker's shm prefix and a target: "dsb-<prefix>-<target>".
 std::string SegmentName(const std::string& prefix, const std::string& target);

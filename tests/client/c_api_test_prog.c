@@ -1,5 +1,6 @@
 /* A C program using only dsb.h: what a .NET P/Invoke caller does.
- * argv[1] = broker socket; the broker serves "exch01" with limit 3. */
+ * argv[1] = broker socket; the broker serves "exch01" with limit 3.
+ * With argv[2] = "cooldown" the target has release_cooldown = "300ms". */
 #include <dsb/dsb.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,11 +14,41 @@
     }                                                                    \
   } while (0)
 
+/* Released slots cool for 300 ms; confirmed ones are free at once. */
+static int Cooldown(const char* socket) {
+  dsb_client* c = NULL;
+  dsb_permit a, b, none;
+  CHECK(dsb_connect(socket, "exch01", "c-test", 5000, &c) == DSB_OK);
+  CHECK(dsb_try_acquire(c, &a) == DSB_OK);
+  CHECK(dsb_try_acquire(c, &b) == DSB_OK);
+  /* A refused connect: report it naming the permit, then release confirmed. */
+  CHECK(dsb_report_refusal(c, &b, "53300 too many connections") == DSB_OK);
+  CHECK(dsb_report_refusal(c, NULL, NULL) == DSB_OK);
+  CHECK(dsb_report_refusal(NULL, &b, NULL) == DSB_E_INVALID_ARGUMENT);
+  dsb_release_confirmed(c, &b);
+  CHECK(b.word == 0);
+  dsb_release_confirmed(c, &b); /* a cleared permit: no-op */
+  CHECK(dsb_try_acquire(c, &b) == DSB_OK); /* free at once */
+  dsb_release(c, &b);                      /* cools */
+  CHECK(dsb_try_acquire(c, &none) == DSB_E_CAPACITY_EXHAUSTED);
+  CHECK(dsb_acquire(c, 10000, NULL, &b) == DSB_OK); /* served when the cooldown ends */
+  dsb_release_confirmed(c, &a);
+  dsb_release_confirmed(c, &b);
+  dsb_release_confirmed(NULL, &a);
+  dsb_close(c);
+  printf("c api cooldown: ok\n");
+  return 0;
+}
+
 int main(int argc, char** argv) {
   dsb_client* c = NULL;
   dsb_permit a, b, none;
   dsb_cancel* cancel;
-  CHECK(argc == 2);
+  CHECK(argc == 2 || argc == 3);
+  if (argc == 3) {
+    CHECK(strcmp(argv[2], "cooldown") == 0);
+    return Cooldown(argv[1]);
+  }
   CHECK(dsb_connect(argv[1], "nope", "c-test", 1000, &c) == DSB_E_UNKNOWN_TARGET);
   CHECK(c == NULL);
   CHECK(strstr(dsb_last_error(), "nope") != NULL);

@@ -600,5 +600,92 @@ TEST_F(ClientTest, CApiProgramRuns) {
   EXPECT_EQ(std::system(cmd.c_str()), 0);
 }
 
+// A broker whose one target ("exch01") has a release cooldown.
+class CoolingClientTest : public ClientTest {
+ protected:
+  void StartCoolingBroker(int limit, const std::string& cooldown) {
+    prefix_ = UniqueName("ctc");
+    const auto socket = dir_.path() / (prefix_ + ".sock");
+    const auto config = dir_.path() / (prefix_ + ".toml");
+    std::ofstream f(config);
+    f << "[broker]\nid = \"" << prefix_ << "\"\nsocket = \"" << socket.string()
+      << "\"\nshm_prefix = \"" << prefix_ << "\"\n\n[[targets]]\nname = \"exch01\"\nlimit = "
+      << limit << "\nreserve = 0\nquarantine = \"0s\"\nrelease_cooldown = \"" << cooldown
+      << "\"\n"
+      // The refusal reports below must not lower the limit.
+      << "discover = false\n";
+    f.close();
+    broker_ = std::make_unique<BrokerProcess>(config, socket,
+                                              std::vector<std::string>{"dsb-" + prefix_ + "-exch01"});
+    ASSERT_TRUE(broker_->Start()) << broker_->log();
+  }
+};
+
+TEST_F(CoolingClientTest, ReleasedSlotCoolsBeforeItCanBeTakenAgain) {
+  StartCoolingBroker(2, "300ms");  // the system slot + 1 action slot
+  auto c = Connect();
+  ASSERT_TRUE(c);
+  json::object st = TargetStatus(*broker_);
+  EXPECT_EQ(Num(st, "release_cooldown_ms"), 300);
+  EXPECT_EQ(Num(st, "cooling"), 0);
+  std::error_code ec;
+  Permit p = c->TryAcquire(ec);
+  ASSERT_FALSE(ec) << ec.message();
+  const auto released = std::chrono::steady_clock::now();
+  p.Release();
+  Permit again = c->TryAcquire(ec);
+  EXPECT_EQ(ec, Errc::kCapacityExhausted);  // not reusable at once
+  EXPECT_FALSE(again.valid());
+  st = TargetStatus(*broker_);
+  EXPECT_EQ(Num(st, "cooling"), 1);
+  EXPECT_EQ(Num(st, "held_action"), 0);
+  // The event: a waiting Acquire returns when the cooldown ends.
+  Permit after = c->Acquire(10s, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_GE(std::chrono::steady_clock::now() - released, 300ms);
+  EXPECT_EQ(Num(TargetStatus(*broker_), "cooling"), 0);
+  // The destructor keeps the cooldown too.
+  { Permit moved = std::move(after); }
+  EXPECT_EQ(Num(TargetStatus(*broker_), "cooling"), 1);
+}
+
+TEST_F(CoolingClientTest, ReleaseConfirmedFreesTheSlotAtOnce) {
+  StartCoolingBroker(2, "1h");
+  auto c = Connect();
+  ASSERT_TRUE(c);
+  std::error_code ec;
+  Permit p = c->TryAcquire(ec);
+  ASSERT_FALSE(ec) << ec.message();
+  p.ReleaseConfirmed();
+  EXPECT_FALSE(p.valid());
+  p.ReleaseConfirmed();  // idempotent
+  Permit again = c->TryAcquire(ec);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(again.valid());
+  EXPECT_EQ(Num(TargetStatus(*broker_), "cooling"), 0);
+}
+
+TEST_F(CoolingClientTest, RefusalReportNamingThePermitIsAcceptedThenReleasedConfirmed) {
+  StartCoolingBroker(2, "1h");
+  auto c = Connect();
+  ASSERT_TRUE(c);
+  std::error_code ec;
+  Permit p = c->TryAcquire(ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_FALSE(c->ReportSessionLimit(p, "53300 too many connections for role"));
+  EXPECT_FALSE(c->ReportSessionLimit(Permit{}, "no permit: the plain report"));
+  EXPECT_FALSE(c->ReportSessionLimit("the old overload"));
+  EXPECT_EQ(Num(TargetStatus(*broker_), "session_limit_reports"), 3);
+  p.ReleaseConfirmed();
+  EXPECT_TRUE(c->TryAcquire(ec).valid());
+}
+
+TEST_F(CoolingClientTest, CApiProgramRunsWithACooldown) {
+  StartCoolingBroker(3, "300ms");
+  const std::string cmd = testing::BinPath("c_api_test_prog") + " " +
+                          broker_->socket().string() + " cooldown";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+}
+
 }  // namespace
 }  // namespace dsb

@@ -200,6 +200,36 @@ TEST(SimServer, DroppedConnectionSessionsLingerThenFree) {
   EXPECT_TRUE(Call(b, "OPEN l").starts_with("OK "));
 }
 
+TEST(SimServer, ClosedSessionsStillCountDuringTheCloseLag) {
+  ScratchDir dir;
+  SimServerProcess server(dir, {"--limit", "1", "--close-lag-ms", "300"});
+  ASSERT_TRUE(server.ok());
+  LineClient a = server.Connect();
+  const std::string open = Call(a, "OPEN g");
+  ASSERT_TRUE(open.starts_with("OK "));
+  const auto closed = SteadyClock::now();
+  EXPECT_EQ(Call(a, "CLOSE " + open.substr(3)), "OK");
+  // The client has its OK, the server still counts the session: refused.
+  EXPECT_TRUE(Call(a, "OPEN g").starts_with("ERR MAPI_E_SESSION_LIMIT"));
+  EXPECT_EQ(Num(server.UserStats("g"), "current"), 1);
+  // Closing it again is an error at once (it is no longer open for the client).
+  EXPECT_TRUE(Call(a, "CLOSE " + open.substr(3)).starts_with("ERR UNKNOWN_SESSION"));
+  ASSERT_TRUE(WaitUntil([&] { return Num(server.UserStats("g"), "current") == 0; }));
+  EXPECT_GE(SteadyClock::now() - closed, milliseconds(300));
+  EXPECT_TRUE(Call(a, "OPEN g").starts_with("OK "));
+}
+
+TEST(SimServer, WithoutCloseLagCloseFreesAtOnce) {
+  ScratchDir dir;
+  SimServerProcess server(dir, {"--limit", "1"});
+  ASSERT_TRUE(server.ok());
+  LineClient a = server.Connect();
+  const std::string open = Call(a, "OPEN h");
+  ASSERT_TRUE(open.starts_with("OK "));
+  EXPECT_EQ(Call(a, "CLOSE " + open.substr(3)), "OK");
+  EXPECT_TRUE(Call(a, "OPEN h").starts_with("OK "));
+}
+
 TEST(SimServer, WithoutLingerDroppedSessionsFreeAtOnce) {
   ScratchDir dir;
   SimServerProcess server(dir, {"--limit", "2"});

@@ -127,13 +127,17 @@ int CmdStatus(const Options& o) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& tv : r->at("targets").as_array()) {
     const auto& t = tv.as_object();
+    // Released slots the server may still count (release_cooldown); "-" from
+    // a broker that does not report them.
+    const json::value* cooling = t.if_contains("cooling");
     rows.push_back({Str(t.at("name")), Str(t.at("limit")), Str(t.at("reserve")),
                     Str(t.at("capacity")), Str(t.at("held")), Str(t.at("held_system")),
-                    Str(t.at("waiting")), Str(t.at("quarantined")), Str(t.at("retiring")),
+                    Str(t.at("waiting")), Str(t.at("quarantined")),
+                    cooling != nullptr ? Str(*cooling) : "-", Str(t.at("retiring")),
                     Str(t.at("clients")), Str(t.at("session_limit_reports"))});
   }
   PrintTable({"TARGET", "LIMIT", "RESERVE", "CAPACITY", "HELD", "(SYSTEM)", "WAITING",
-              "QUARANTINED", "RETIRING", "CLIENTS", "LIMIT-REPORTS"},
+              "QUARANTINED", "COOLING", "RETIRING", "CLIENTS", "LIMIT-REPORTS"},
              rows);
   return 0;
 }
@@ -237,7 +241,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", o.json, "print JSON instead of a table");
   app.add_option("--timeout-ms", o.timeout_ms, "how long to wait for the broker")
       ->check(CLI::Range(1, 600000));
-  auto* status = app.add_subcommand("status", "targets: limit, capacity, held, waiting, quarantined");
+  auto* status = app.add_subcommand("status", "targets: limit, capacity, held, waiting, quarantined, cooling");
   auto* clients = app.add_subcommand("clients", "registered clients: pid, user, held slots");
   auto* leases = app.add_subcommand("leases", "cluster ledger: per target and broker owed, granted, held, demand, expiry");
   for (auto* sub : {status, clients, leases}) sub->add_flag("--json", o.json, "print JSON");

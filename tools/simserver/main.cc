@@ -37,6 +37,7 @@ struct Options {
   std::string stats_file;
   std::uint32_t limit = 32;
   std::int64_t linger_ms = 0;
+  std::int64_t close_lag_ms = 0;  // a CLOSEd session stays counted this long
   std::vector<std::string> user_limits;  // USER=N
 };
 
@@ -253,7 +254,16 @@ class SimServer {
       }
       case Verb::kClose:
         // Only the connection that opened a session may close it (as with a real MAPI session).
-        if (conn.sessions.erase(r.session_id) == 0 || !table_.Close(r.session_id, now)) {
+        if (conn.sessions.erase(r.session_id) == 0) {
+          return "ERR UNKNOWN_SESSION " + std::to_string(r.session_id);
+        }
+        if (options_.close_lag_ms > 0) {
+          // Exchange ends a session asynchronously: the client has its OK,
+          // the server still counts the session for a while.
+          co_spawn(io_, CloseLater(r.session_id), LogException("close lag"));
+          return "OK";
+        }
+        if (!table_.Close(r.session_id, now)) {
           return "ERR UNKNOWN_SESSION " + std::to_string(r.session_id);
         }
         return "OK";
@@ -287,6 +297,12 @@ class SimServer {
     spdlog::info("connection dropped holding {} session(s); they linger for {} ms",
                  conn.sessions.size(), options_.linger_ms);
     co_spawn(io_, Linger(std::move(conn.sessions)), LogException("linger"));
+  }
+
+  asio::awaitable<void> CloseLater(std::uint64_t id) {
+    asio::steady_timer timer(io_, milliseconds(options_.close_lag_ms));
+    co_await timer.async_wait(as_tuple(asio::use_awaitable));
+    table_.Close(id, Clock::now());
   }
 
   asio::awaitable<void> Linger(std::unordered_set<std::uint64_t> sessions) {
@@ -335,6 +351,10 @@ int Run(int argc, char** argv) {
                  "how long sessions of a dropped connection stay counted")
       ->capture_default_str()
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}));
+  app.add_option("--close-lag-ms", o.close_lag_ms,
+                 "how long a session stays counted after CLOSE replied OK")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}));
   app.add_option("--user-limit", o.user_limits, "USER=N: per-user cap override (repeatable)");
   try {
     app.parse(argc, argv);
@@ -360,7 +380,8 @@ int Run(int argc, char** argv) {
     spdlog::error("cannot write port file {}", o.port_file);
     return 2;
   }
-  spdlog::info("listening on {} (limit {}, linger {} ms)", where, o.limit, o.linger_ms);
+  spdlog::info("listening on {} (limit {}, linger {} ms, close lag {} ms)", where, o.limit,
+               o.linger_ms, o.close_lag_ms);
   io.run();
   return 0;
 }

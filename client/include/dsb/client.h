@@ -13,6 +13,24 @@
 // Errors are values: every call reports failure through std::error_code
 // (category dsb_category(), enum dsb::Errc) and never throws.
 //
+// Ending a session: a real server stops counting a session some time after
+// the client closed it (PostgreSQL a few milliseconds, Exchange over MAPI/HTTP
+// longer). A slot handed to the next thread before that gets the session
+// refused at `held <= limit`. So give a slot back only once the server no
+// longer counts its session:
+//  - Exchange (the end cannot be confirmed): close the session, then
+//    Permit::Release() (or destroy the Permit). With the target's
+//    `release_cooldown` the slot stays unusable that long ("cooling"), which
+//    covers the server's asynchronous end.
+//  - PostgreSQL (the end can be confirmed): send the Terminate message ('X'),
+//    read until the server closes its end of the connection (EOF; PostgreSQL
+//    leaves its process array before that), then PQfinish and
+//    Permit::ReleaseConfirmed(): the slot is free at once, no cooldown.
+//  - A refused connect (the server's session limit): no session was opened.
+//    Client::ReportSessionLimit(permit, detail) while still holding the
+//    permit (the broker leaves the refused attempt out of what it held), then
+//    Permit::ReleaseConfirmed().
+//
 // Thread rule: a Client is thread-safe; share one across all action threads.
 // A Permit belongs to one thread at a time (move it to hand it over). Every
 // Permit must be destroyed before its Client.
@@ -94,9 +112,20 @@ class Permit {
   // the Permit. One atomic load; cheap enough to poll per work item.
   bool ShouldYield() const noexcept;
 
-  // Gives the slot back now. Idempotent. Never blocks on the broker.
+  // Gives the slot back now. Idempotent. Never blocks on the broker. With
+  // the target's `release_cooldown` the slot cools for that long before
+  // anyone can take it again (the server may still count the session). Call
+  // it after the session is closed. The destructor does the same.
   void Release() noexcept {
-    if (impl_ != nullptr) ReleaseHeld();
+    if (impl_ != nullptr) ReleaseHeld(/*confirmed=*/false);
+  }
+
+  // Gives the slot back free at once, with no cooldown. Only when the server
+  // has confirmed this slot's session ended (PostgreSQL: it closed its end
+  // after the Terminate message), or no session was opened (the connect was
+  // refused or failed). Idempotent; never blocks.
+  void ReleaseConfirmed() noexcept {
+    if (impl_ != nullptr) ReleaseHeld(/*confirmed=*/true);
   }
 
   std::uint32_t slot_index() const noexcept { return index_; }
@@ -104,7 +133,7 @@ class Permit {
  private:
   friend class ClientImpl;
   friend struct PermitAccess;
-  void ReleaseHeld() noexcept;
+  void ReleaseHeld(bool confirmed) noexcept;
   ClientImpl* impl_ = nullptr;
   std::uint32_t index_ = 0;
   std::uint64_t word_ = 0;
@@ -148,6 +177,14 @@ class Client {
   // (Exchange MAPI_E_SESSION_LIMIT / ec=1246). Feeds limit discovery.
   // `detail` is logged by the broker (bounded to 512 bytes).
   std::error_code ReportSessionLimit(std::string_view detail = {}) noexcept;
+  // As above, naming the permit the refused attempt was made with, while it
+  // is still held: the report carries its slot, so the broker leaves the
+  // refused attempt out of what it held when the server refused (limit
+  // discovery reads "refused while dsb held h" as "the cap is at most h").
+  // Then give the permit back with ReleaseConfirmed() (no session was
+  // opened). An invalid (empty) permit sends the plain report.
+  std::error_code ReportSessionLimit(const Permit& refused,
+                                     std::string_view detail = {}) noexcept;
 
   ClientInfo Info() const noexcept;
 

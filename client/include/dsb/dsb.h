@@ -69,12 +69,32 @@ DSB_API void dsb_close(dsb_client* client);
 DSB_API dsb_status dsb_acquire(dsb_client* client, int32_t timeout_ms, dsb_cancel* cancel,
                                dsb_permit* out);
 DSB_API dsb_status dsb_try_acquire(dsb_client* client, dsb_permit* out);
-/* Gives the slot back and clears *permit. Safe on a cleared permit. */
+/* Gives the slot back and clears *permit. Safe on a cleared permit. With the
+ * target's release_cooldown the slot stays unusable that long (the server may
+ * still count the session it ended). Call it after the session is closed. */
 DSB_API void dsb_release(dsb_client* client, dsb_permit* permit);
+/* As dsb_release, but the slot is free at once, no cooldown. Only when the
+ * server confirmed the session ended, or no session was opened (the connect
+ * was refused or failed).
+ *
+ * The order for callers:
+ *  - Exchange (cannot confirm the end): close the session, then dsb_release.
+ *  - PostgreSQL (can confirm): send Terminate ('X', length 4) on PQsocket(),
+ *    read until the server closes its end (EOF), PQfinish, then
+ *    dsb_release_confirmed.
+ *  - A connect refused for the session limit: dsb_report_refusal(client,
+ *    &permit, detail) while holding the permit, then dsb_release_confirmed. */
+DSB_API void dsb_release_confirmed(dsb_client* client, dsb_permit* permit);
 /* 1 if the broker asks this slot back (close the session at a safe point), else 0. */
 DSB_API int32_t dsb_should_yield(const dsb_client* client, const dsb_permit* permit);
 /* Reports that the server refused a session for exceeding its limit. detail may be NULL. */
 DSB_API dsb_status dsb_report_session_limit(dsb_client* client, const char* detail);
+/* As dsb_report_session_limit, naming the permit (still held) the refused
+ * attempt was made with, so the broker leaves that attempt out of what it
+ * held. refused and detail may be NULL (then as dsb_report_session_limit).
+ * Release the permit with dsb_release_confirmed afterwards. */
+DSB_API dsb_status dsb_report_refusal(dsb_client* client, const dsb_permit* refused,
+                                      const char* detail);
 
 DSB_API dsb_cancel* dsb_cancel_create(void);
 DSB_API void dsb_cancel_fire(dsb_cancel* cancel);

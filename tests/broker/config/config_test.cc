@@ -164,6 +164,28 @@ limit = 200
   EXPECT_EQ(c->targets[1].slots, 200);  // max(limit, 64) with limit > 64
 }
 
+TEST(BrokerConfig, ReleaseCooldownIsReadWithItsRangeAndDefault) {
+  Result<BrokerConfig> none = ParseBroker(MinimalBroker());
+  ASSERT_TRUE(none.ok()) << none.status().message();
+  EXPECT_EQ(none->targets[0].release_cooldown, nanoseconds(0));  // default: no cooldown
+  Result<BrokerConfig> c =
+      ParseBroker(Broker("", "name = \"exch01\"\nlimit = 32\nrelease_cooldown = \"300ms\"\n"));
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->targets[0].release_cooldown, milliseconds(300));
+  Result<BrokerConfig> top =
+      ParseBroker(Broker("", "name = \"exch01\"\nlimit = 32\nrelease_cooldown = \"1h\"\n"));
+  ASSERT_TRUE(top.ok()) << top.status().message();
+  EXPECT_EQ(top->targets[0].release_cooldown, minutes(60));
+  Result<BrokerConfig> over =
+      ParseBroker(Broker("", "name = \"exch01\"\nlimit = 32\nrelease_cooldown = \"61m\"\n"));
+  ASSERT_FALSE(over.ok());
+  EXPECT_THAT(over.status().message(), HasSubstr("targets[0].release_cooldown"));
+  Result<BrokerConfig> bare =
+      ParseBroker(Broker("", "name = \"exch01\"\nlimit = 32\nrelease_cooldown = 30\n"));
+  ASSERT_FALSE(bare.ok());
+  EXPECT_THAT(bare.status().message(), HasSubstr("targets[0].release_cooldown"));
+}
+
 TEST(BrokerConfig, LogLevelNamesRoundTrip) {
   for (const char* name : {"trace", "debug", "info", "warn", "error"}) {
     Result<BrokerConfig> c = ParseBroker(Broker(std::string("log_level = \"") + name + "\"\n"));
@@ -224,7 +246,8 @@ TEST(BrokerConfig, RefusesBadValuesNamingFileKeyAndReason) {
        "ws1.toml: broker.adopt_grace: must be between 0s and 1h, got \"2h\""},
       {"unknown key in a target", Broker("", "name = \"exch01\"\nlimt = 32\n"),
        "ws1.toml: targets[0].limt: unknown key (allowed here: name, limit, reserve, "
-       "quarantine, slots)"},
+       "quarantine, slots, release_cooldown, discover, limit_increase_after, limit_command, "
+       "limit_poll, limit_command_timeout)"},
       {"unknown key in [broker]", Broker("sokcet = \"/tmp/y.sock\"\n"),
        "ws1.toml: broker.sokcet: unknown key"},
       {"unknown table", MinimalBroker() + "\n[brokr]\nid = \"x\"\n",
