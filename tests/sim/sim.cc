@@ -23,25 +23,18 @@ std::int64_t LocalNs(std::int64_t ppm, RealTime real) {
 
 }  // namespace
 
-std::vector<std::uint32_t> RecentOwed::Owed(const lease::Ledger& ledger, std::size_t target,
-                                            lease::TimePoint now) const {
-  std::vector<std::uint32_t> owed(falls_.size());
-  for (std::size_t b = 0; b < falls_.size(); ++b) owed[b] = ledger.Owed(b, target, now);
-  return owed;
-}
-
-void RecentOwed::Sample(const lease::Ledger& ledger, std::size_t target,
-                        const std::vector<std::uint32_t>& before, lease::TimePoint now) {
-  for (std::size_t b = 0; b < falls_.size(); ++b) {
+void RecentOwed::Observe(const lease::Ledger& ledger, lease::TimePoint now) {
+  for (std::size_t b = 0; b < last_.size(); ++b) {
     auto& f = falls_[b];
     std::erase_if(f, [&](const auto& e) { return now - e.first > horizon_; });
-    if (ledger.Owed(b, target, now) < before[b]) f.emplace_back(now, before[b]);
+    const std::uint32_t owed = ledger.Owed(b, target_, now);
+    if (owed < last_[b]) f.emplace_back(now, last_[b]);
+    last_[b] = owed;
   }
 }
 
-std::uint32_t RecentOwed::Peak(const lease::Ledger& ledger, std::size_t broker,
-                               std::size_t target, lease::TimePoint now) const {
-  std::uint32_t peak = ledger.Owed(broker, target, now);
+std::uint32_t RecentOwed::Peak(std::size_t broker, lease::TimePoint now) const {
+  std::uint32_t peak = last_[broker];
   for (const auto& [at, owed] : falls_[broker]) {
     if (now - at <= horizon_) peak = std::max(peak, owed);
   }
@@ -49,15 +42,14 @@ std::uint32_t RecentOwed::Peak(const lease::Ledger& ledger, std::size_t broker,
 }
 
 std::uint32_t HeldAtRefusal(const lease::Ledger& ledger, const RecentOwed& recent,
-                            std::size_t target, std::size_t reporter,
-                            std::uint32_t reporter_count, std::uint64_t others_reserved,
-                            lease::TimePoint now) {
+                            std::size_t reporter, std::uint32_t reporter_count,
+                            std::uint64_t others_reserved, lease::TimePoint now) {
   // While learning (C3) owed counts only what was reported since the restart,
   // not the grants of the coordinator before: no upper bound, no evidence.
   if (ledger.Learning(now)) return UINT32_MAX;
   std::uint64_t held = std::uint64_t{reporter_count} + others_reserved;
   for (std::size_t b = 0; b < ledger.config().brokers.size(); ++b) {
-    if (b != reporter) held += recent.Peak(ledger, b, target, now);
+    if (b != reporter) held += recent.Peak(b, now);
   }
   return held > UINT32_MAX ? UINT32_MAX : static_cast<std::uint32_t>(held);
 }
@@ -613,10 +605,9 @@ void Simulation::OnCoordinatorMessage(const Message& m) {
     OnRefusalReport(m);
     return;
   }
-  std::vector<std::uint32_t> owed_before;
-  if (recent_owed_) owed_before = recent_owed_->Owed(*ledger_, 0, CoordinatorClock());
+  if (recent_owed_) recent_owed_->Observe(*ledger_, CoordinatorClock());
   auto reply = ledger_->OnRequest(CoordinatorClock(), m.request);
-  if (recent_owed_) recent_owed_->Sample(*ledger_, 0, owed_before, CoordinatorClock());
+  if (recent_owed_) recent_owed_->Observe(*ledger_, CoordinatorClock());
   DSB_CHECK(reply.ok(), "%s", reply.status().message().c_str());
   if (!reply.value()) {
     Log("coordinator ignores stale request %s e%llu#%llu", m.request.broker_id.c_str(),
@@ -906,7 +897,7 @@ void Simulation::StartPolicy() {
   DSB_CHECK(ok.ok(), "%s", ok.message().c_str());
   policy_ = std::make_unique<lease::LimitPolicy>(c, CoordinatorClock());
   report_horizon_ = sv.report_horizon > Duration::zero() ? sv.report_horizon : config_.term;
-  recent_owed_ = std::make_unique<RecentOwed>(brokers_.size(), report_horizon_);
+  recent_owed_ = std::make_unique<RecentOwed>(brokers_.size(), 0, report_horizon_);
 }
 
 void Simulation::NoteLimit(std::uint32_t limit) {
@@ -933,19 +924,29 @@ void Simulation::OnRefusalReport(const Message& m) {
   const BrokerSpec& spec = brokers_[b].spec;
   const lease::TimePoint now = CoordinatorClock();
   if (now_ - m.info.refused_at > report_horizon_.count()) ++stats_.reports_late;
-  const std::uint32_t held =
-      HeldAtRefusal(*ledger_, *recent_owed_, 0, b, m.info.held,
+  recent_owed_->Observe(*ledger_, now);
+  std::uint32_t held =
+      HeldAtRefusal(*ledger_, *recent_owed_, b, m.info.held,
                     others_reserved_total_ - spec.system_slots - spec.floor, now);
+  if (config_.server.estimate_from_reports && held != UINT32_MAX) {
+    const lease::LedgerSnapshot snap = ledger_->Snapshot(now);
+    std::uint64_t h = m.info.held;
+    for (std::size_t i = 0; i < brokers_.size(); ++i) {
+      if (i == b) continue;
+      h += brokers_[i].spec.system_slots;
+      if (snap.targets[0].brokers[i].known) h += snap.targets[0].brokers[i].held;
+    }
+    held = static_cast<std::uint32_t>(std::min<std::uint64_t>(h, UINT32_MAX));
+  }
   if (held < policy_->limit()) ++stats_.evidence;
   const auto change = policy_->OnRefusal(now, held);
   Log("coordinator: refusal reported by %s at %u held (estimate %u); limit %u%s",
       brokers_[b].id.c_str(), m.info.held, held, policy_->limit(),
       change ? (" <- " + change->cause).c_str() : "");
   if (!change) return;
-  const std::vector<std::uint32_t> before = recent_owed_->Owed(*ledger_, 0, now);
   const Status ok = ledger_->SetLimit(kTarget, change->to, now);
   DSB_CHECK(ok.ok(), "%s", ok.message().c_str());
-  recent_owed_->Sample(*ledger_, 0, before, now);
+  recent_owed_->Observe(*ledger_, now);
   NoteLimit(change->to);
 }
 

@@ -108,6 +108,10 @@ struct ServerSpec {
   // broker admits no action above what it then holds until it applies its next
   // grant. Lowering one broker's own capacity never endangers S.
   bool hold_after_refusal = false;
+  // EXPERIMENT (not the estimate the coordinator uses): others counted with
+  // system_slots + their last reported action slots held instead of floor +
+  // recent owed. Not an upper bound; shows what the bound's slack costs.
+  bool estimate_from_reports = false;
   // RecentOwed's horizon: the longest a refusal report may take to arrive
   // (0 = D). 1 ns = owed now only (the lead's first wording; late reports may
   // then lower the limit below C).
@@ -227,26 +231,25 @@ struct SimStats {
 };
 
 // Each broker's owed over the recent past, kept by the coordinator beside its
-// ledger: owed falls when a report arrives (C1) or by silence (C2), but a
-// refusal report that was in flight meanwhile describes the moment before the
-// fall. Call Sample() before and after every ledger call that may lower owed
-// (OnRequest, SetLimit); Peak() is the most a broker was owed within
-// `horizon` before `now`. The horizon is the longest a refusal report may take
-// to arrive (an assumption: a later report may underestimate).
+// ledger (one target): owed falls when a report arrives (C1) or by silence
+// (C2), but a refusal report that was in flight meanwhile describes the moment
+// before the fall. Call Observe() before and after every ledger call that may
+// change owed (OnRequest, SetLimit) and right before every estimate: a fall by
+// silence is then seen at the next call, later than it happened, which only
+// keeps the old value longer. Peak() is the most a broker was owed within
+// `horizon` before the last Observe(). The horizon is the longest a refusal
+// report may take to arrive (an assumption: a later report may underestimate).
 class RecentOwed {
  public:
-  RecentOwed(std::size_t brokers, Duration horizon) : horizon_(horizon), falls_(brokers) {}
-  // Records, for every broker whose owed fell since `before` was taken, the
-  // value before the fall. `before` comes from Owed() just before the call.
-  void Sample(const lease::Ledger& ledger, std::size_t target,
-              const std::vector<std::uint32_t>& before, lease::TimePoint now);
-  std::vector<std::uint32_t> Owed(const lease::Ledger& ledger, std::size_t target,
-                                  lease::TimePoint now) const;
-  std::uint32_t Peak(const lease::Ledger& ledger, std::size_t broker, std::size_t target,
-                     lease::TimePoint now) const;
+  RecentOwed(std::size_t brokers, std::size_t target, Duration horizon)
+      : target_(target), horizon_(horizon), last_(brokers, 0), falls_(brokers) {}
+  void Observe(const lease::Ledger& ledger, lease::TimePoint now);
+  std::uint32_t Peak(std::size_t broker, lease::TimePoint now) const;
 
  private:
+  std::size_t target_;
   Duration horizon_;
+  std::vector<std::uint32_t> last_;  // owed at the last Observe()
   std::vector<std::vector<std::pair<lease::TimePoint, std::uint32_t>>> falls_;
 };
 
@@ -261,10 +264,10 @@ class RecentOwed {
 // unless another tool held a session. Saturates at UINT32_MAX. UINT32_MAX
 // (never evidence: LimitPolicy counts the refusal and drops it) while the
 // ledger is learning (C3): owed then misses the previous coordinator's grants.
+// REQUIRES: recent.Observe(ledger, now) just before.
 std::uint32_t HeldAtRefusal(const lease::Ledger& ledger, const RecentOwed& recent,
-                            std::size_t target, std::size_t reporter,
-                            std::uint32_t reporter_count, std::uint64_t others_reserved,
-                            lease::TimePoint now);
+                            std::size_t reporter, std::uint32_t reporter_count,
+                            std::uint64_t others_reserved, lease::TimePoint now);
 
 class Simulation {
  public:
