@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -51,6 +52,14 @@ int FreePort() {
   return port;
 }
 
+// runuser(1) from util-linux; "" when missing.
+std::string RunuserPath() {
+  for (const char* p : {"/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"}) {
+    if (::access(p, X_OK) == 0) return p;
+  }
+  return "";
+}
+
 std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
@@ -71,7 +80,7 @@ std::string PostgresUnavailableReason() {
       return "running as root and there is no `postgres` user to run the server as "
              "(the Debian package `postgresql` creates it)";
     }
-    if (::access("/usr/sbin/runuser", X_OK) != 0 && ::access("/sbin/runuser", X_OK) != 0) {
+    if (RunuserPath().empty()) {
       return "running as root and runuser(1) is missing (util-linux)";
     }
   }
@@ -83,7 +92,7 @@ PgServer::~PgServer() { Stop(); }
 bool PgServer::RunTool(const std::vector<std::string>& argv, const fs::path& out,
                        std::string& error) const {
   std::vector<std::string> full;
-  if (as_root_) full = {"runuser", "-u", "postgres", "--"};
+  if (as_root_) full = {RunuserPath(), "-u", "postgres", "--"};
   full.insert(full.end(), argv.begin(), argv.end());
   std::vector<char*> args;
   for (std::string& a : full) args.push_back(a.data());
@@ -146,10 +155,10 @@ bool PgServer::Start(const Options& options, std::string& error) {
   for (int attempt = 0; attempt < 3 && !started_; ++attempt) {
     port_ = FreePort();
     if (port_ == 0) continue;
-    const std::string opts = "-p " + std::to_string(port_) + " -k " + dir_.string() +
-                             " -h 127.0.0.1" + settings;
-    started_ = RunTool({(bin / "pg_ctl").string(), "-D", data_.string(), "-l", log_.string(),
-                        "-w", "-t", "60", "-o", opts, "start"},
+    const std::string opts =
+        "-p " + std::to_string(port_) + " -k " + dir_.string() + " -h 127.0.0.1" + settings;
+    started_ = RunTool({(bin / "pg_ctl").string(), "-D", data_.string(), "-l", log_.string(), "-w",
+                        "-t", "60", "-o", opts, "start"},
                        dir_ / "pg_ctl.log", error);
   }
   if (!started_) {
@@ -157,9 +166,9 @@ bool PgServer::Start(const Options& options, std::string& error) {
     Stop();
     return false;
   }
+  StartWatchdog();
   std::string ignored;
-  if (!Query("CREATE ROLE digiscope LOGIN CONNECTION LIMIT " +
-                 std::to_string(options.role_limit),
+  if (!Query("CREATE ROLE digiscope LOGIN CONNECTION LIMIT " + std::to_string(options.role_limit),
              ignored, error)) {
     error = "CREATE ROLE digiscope: " + error;
     Stop();
@@ -168,11 +177,53 @@ bool PgServer::Start(const Options& options, std::string& error) {
   return true;
 }
 
+void PgServer::StartWatchdog() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return;
+  const std::string stop = (as_root_ ? RunuserPath() + " -u postgres -- " : std::string()) +
+                           (BinDir() / "pg_ctl").string() + " -D '" + data_.string() +
+                           "' -m immediate -w stop";
+  // Runs only when the pipe reaches EOF without Stop() having killed it first: the test
+  // process is gone.
+  const std::string script = "read -r _; " + stop + "; rm -rf '" + dir_.string() + "'";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setsid();  // outlive a kill of the test's process group
+    ::dup2(fds[0], 0);
+    const int null_fd = ::open("/dev/null", O_WRONLY);
+    if (null_fd >= 0) {
+      ::dup2(null_fd, 1);
+      ::dup2(null_fd, 2);
+    }
+    ::execl("/bin/sh", "sh", "-c", script.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(fds[0]);
+  if (pid < 0) {
+    ::close(fds[1]);
+    return;
+  }
+  watchdog_ = pid;
+  watchdog_fd_ = fds[1];
+}
+
+void PgServer::StopWatchdog() {
+  if (watchdog_ > 0) {
+    ::kill(watchdog_, SIGKILL);
+    while (::waitpid(watchdog_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    watchdog_ = -1;
+  }
+  if (watchdog_fd_ >= 0) ::close(watchdog_fd_);
+  watchdog_fd_ = -1;
+}
+
 void PgServer::Stop() {
+  StopWatchdog();
   if (started_) {
     std::string error;
-    RunTool({(BinDir() / "pg_ctl").string(), "-D", data_.string(), "-m", "fast", "-w", "-t",
-             "60", "stop"},
+    RunTool({(BinDir() / "pg_ctl").string(), "-D", data_.string(), "-m", "fast", "-w", "-t", "60",
+             "stop"},
             dir_ / "pg_ctl.log", error);
     started_ = false;
   }
@@ -242,8 +293,7 @@ std::string PgServer::SuperuserConninfo() const {
 }
 
 std::string PgServer::RoleLimitCommand() const {
-  return (BinDir() / "psql").string() + " -h " + dir_.string() + " -p " +
-         std::to_string(port_) +
+  return (BinDir() / "psql").string() + " -h " + dir_.string() + " -p " + std::to_string(port_) +
          " -U postgres -d postgres -Atc \"select rolconnlimit from pg_roles where rolname = "
          "'digiscope'\"";
 }

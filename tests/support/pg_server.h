@@ -5,7 +5,9 @@
 // initdb/pg_ctl run through `runuser -u postgres` (they refuse to run as root); as another user
 // they run as that user. Trust authentication for local and loopback connections; a port the
 // kernel reported free; the Unix socket inside the folder; fsync off. The destructor stops the
-// server (pg_ctl stop -m fast) and removes the folder (DSB_KEEP_SCRATCH=1 keeps it).
+// server (pg_ctl stop -m fast) and removes the folder (DSB_KEEP_SCRATCH=1 keeps it). If the
+// test process dies first (a crash, a CTest timeout's SIGKILL), a watchdog child of its own
+// session, waiting on a pipe, stops the server (immediate) and removes the folder.
 //
 // Role `digiscope` (LOGIN, CONNECTION LIMIT n) is what dsb-load connects as; the superuser
 // `postgres` (exempt from role limits) is used for administration and sampling.
@@ -13,6 +15,8 @@
 // Thread rule: one thread at a time per PgServer; PgSampler runs its own thread.
 #ifndef DSB_TESTS_SUPPORT_PG_SERVER_H_
 #define DSB_TESTS_SUPPORT_PG_SERVER_H_
+
+#include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
@@ -31,8 +35,8 @@ std::string PostgresUnavailableReason();
 class PgServer {
  public:
   struct Options {
-    int role_limit = 12;         // CONNECTION LIMIT of role `digiscope`
-    int max_connections = 200;   // well above the role limit: 53300 then means the role cap
+    int role_limit = 12;                // CONNECTION LIMIT of role `digiscope`
+    int max_connections = 200;          // well above the role limit: 53300 then means the role cap
     std::vector<std::string> settings;  // extra "-c name=value" settings, e.g.
                                         // "client_connection_check_interval=250ms"
   };
@@ -78,6 +82,8 @@ class PgServer {
  private:
   bool RunTool(const std::vector<std::string>& argv, const std::filesystem::path& out,
                std::string& error) const;
+  void StartWatchdog();
+  void StopWatchdog();
 
   std::filesystem::path dir_;
   std::filesystem::path data_;
@@ -85,6 +91,8 @@ class PgServer {
   int port_ = 0;
   bool started_ = false;
   bool as_root_ = false;
+  pid_t watchdog_ = -1;   // our child; killed by PID in Stop
+  int watchdog_fd_ = -1;  // write end of its pipe (close-on-exec)
 };
 
 // Samples how many sessions role `digiscope` holds, every `interval`, over one persistent

@@ -21,6 +21,7 @@
 
 #include "tools/load/histogram.h"
 #include "tools/load/line_client.h"
+#include "tools/load/pg_client.h"
 
 #ifndef DSB_LOAD_NO_CLIENT
 #include "dsb/client.h"
@@ -72,6 +73,8 @@ struct Shared {
   std::atomic<std::uint64_t> refusals{0};
   std::atomic<std::uint64_t> yields{0};
   std::atomic<std::uint64_t> opens{0};
+  std::atomic<std::uint64_t> reports{0};  // refusals told to the broker
+  PgUrl pg;                               // PostgreSQL mode: where to connect
 #ifndef DSB_LOAD_NO_CLIENT
   dsb::Client* client = nullptr;  // null in --no-broker mode
   dsb::CancelToken cancel;
@@ -95,9 +98,16 @@ struct Slot {
     return false;
 #endif
   }
+  // After a close the server has not confirmed: the target's release_cooldown applies.
   void Release() {
 #ifndef DSB_LOAD_NO_CLIENT
     permit.Release();
+#endif
+  }
+  // After the server confirmed the session's end, or when no session was opened (refused).
+  void ReleaseConfirmed() {
+#ifndef DSB_LOAD_NO_CLIENT
+    permit.ReleaseConfirmed();
 #endif
   }
 #ifndef DSB_LOAD_NO_CLIENT
@@ -105,15 +115,24 @@ struct Slot {
 #endif
 };
 
-void ReportRefusal(Shared& s, const std::string& reply, ErrorCounts& errors) {
+// Counts a refusal and, with --report-refusals in broker mode, tells the broker. The caller
+// still holds the refused attempt's permit (if any), so the broker sees what was held at the
+// refusal, the refused attempt included.
+void ReportRefusal(Shared& s, const Slot* slot, const std::string& reply, ErrorCounts& errors) {
   s.refusals.fetch_add(1, std::memory_order_relaxed);
 #ifndef DSB_LOAD_NO_CLIENT
-  if (s.client != nullptr) {
-    if (const std::error_code ec = s.client->ReportSessionLimit(reply)) {
+  if (s.client != nullptr && s.o.report_refusals) {
+    // With the refused attempt's permit the broker leaves that attempt out of what it held.
+    const std::error_code ec = slot != nullptr ? s.client->ReportSessionLimit(slot->permit, reply)
+                                               : s.client->ReportSessionLimit(reply);
+    if (ec) {
       ++errors["report_session_limit"];
+    } else {
+      s.reports.fetch_add(1, std::memory_order_relaxed);
     }
   }
 #else
+  (void)slot;
   (void)reply;
   (void)errors;
 #endif
@@ -169,6 +188,95 @@ struct ThreadResult {
   ErrorCounts errors;
 };
 
+enum class Took { kSlot, kRetry, kStop };
+
+// Takes a slot in broker mode (records the wait); nothing to take in --no-broker mode.
+Took TakeSlot(Shared& s, Random& random, ThreadResult& r, Slot& slot) {
+#ifndef DSB_LOAD_NO_CLIENT
+  if (s.client != nullptr) {
+    const LoadOptions& o = s.o;
+    const Clock::time_point t0 = Clock::now();
+    std::error_code ec;
+    slot.permit = s.client->Acquire(milliseconds(o.acquire_timeout_ms), ec, &s.cancel);
+    if (ec) {
+      if (s.stop) return Took::kStop;
+      const bool ours = ec.category() == dsb::dsb_category();
+      ++r.errors[std::string("acquire_") +
+                 (ours ? dsb::ErrcName(static_cast<dsb::Errc>(ec.value())) : "system")];
+      if (ec == dsb::Errc::kNotRegistered) return Took::kStop;
+      if (ec != dsb::Errc::kTimeout) s.Sleep(random.Backoff());
+      return Took::kRetry;
+    }
+    r.acquire_wait.Add(duration_cast<microseconds>(Clock::now() - t0));
+  }
+#else
+  (void)random;
+  (void)r;
+  (void)slot;
+#endif
+  return s.stop ? Took::kStop : Took::kSlot;
+}
+
+std::string PgErrorKind(const std::string& sqlstate) {
+  return sqlstate.empty() ? "pg_connect" : "pg_connect_" + sqlstate;
+}
+
+// PostgreSQL mode: one action is a new connection (the server's session), one statement that
+// lasts the sampled hold time, and a close. The slot is given back only after the close: with
+// --close confirmed, after the server closed its end (it no longer counts the session).
+void ActionThreadPg(Shared& s, int index, int thread, ThreadResult& r) {
+  const LoadOptions& o = s.o;
+  Random random(o,
+                static_cast<std::uint64_t>(index) * 1000 + static_cast<std::uint64_t>(thread) + 1);
+  const bool confirmed = o.close_mode == "confirmed";
+  const milliseconds io_timeout(o.io_timeout_ms);
+  while (!s.stop) {
+    Slot slot;
+    const Took took = TakeSlot(s, random, r, slot);
+    if (took == Took::kStop) break;
+    if (took == Took::kRetry) continue;
+    PgSession session;
+    std::string message, sqlstate;
+    const PgOutcome outcome = session.Connect(s.pg, io_timeout, message, sqlstate);
+    if (outcome != PgOutcome::kOk) {
+      if (outcome == PgOutcome::kRefused) {
+        ReportRefusal(s, &slot, message, r.errors);
+        slot.ReleaseConfirmed();  // refused: the server opened no session
+      } else {
+        // A connect that failed late (a timeout) may have left a backend behind.
+        ++r.errors[PgErrorKind(sqlstate)];
+        slot.Release();
+      }
+      s.Sleep(random.Backoff());  // never a tight retry loop against a refusing server
+      continue;
+    }
+    s.opens.fetch_add(1, std::memory_order_relaxed);
+    const Clock::duration hold = random.Hold();
+    char sql[64];
+    std::snprintf(sql, sizeof(sql), "SELECT pg_sleep(%.6f)",
+                  std::chrono::duration<double>(hold).count());
+    const bool ran = session.Exec(sql, duration_cast<milliseconds>(hold) + io_timeout, message);
+    if (!ran) ++r.errors["pg_query"];
+    if (confirmed && session.connected()) {
+      if (session.CloseConfirmed(io_timeout)) {
+        slot.ReleaseConfirmed();  // the server closed its end: it no longer counts the session
+      } else {
+        ++r.errors["pg_close_unconfirmed"];
+        slot.Release();
+      }
+    } else {
+      session.ClosePlain();  // --close plain, or a failed statement already dropped it
+      slot.Release();
+    }
+    if (!ran) {
+      s.Sleep(random.Backoff());
+      continue;
+    }
+    s.actions.fetch_add(1, std::memory_order_relaxed);
+    if (o.think_ms > 0) s.Sleep(Ms(o.think_ms));
+  }
+}
+
 // One Database Action Thread: take a slot, open a session, hold, close, give the slot back.
 void ActionThread(Shared& s, int index, int thread, ThreadResult& r) {
   const LoadOptions& o = s.o;
@@ -185,24 +293,9 @@ void ActionThread(Shared& s, int index, int thread, ThreadResult& r) {
       }
     }
     Slot slot;
-#ifndef DSB_LOAD_NO_CLIENT
-    if (s.client != nullptr) {
-      const Clock::time_point t0 = Clock::now();
-      std::error_code ec;
-      slot.permit = s.client->Acquire(milliseconds(o.acquire_timeout_ms), ec, &s.cancel);
-      if (ec) {
-        if (s.stop) break;
-        const bool ours = ec.category() == dsb::dsb_category();
-        ++r.errors[std::string("acquire_") +
-                   (ours ? dsb::ErrcName(static_cast<dsb::Errc>(ec.value())) : "system")];
-        if (ec == dsb::Errc::kNotRegistered) break;
-        if (ec != dsb::Errc::kTimeout) s.Sleep(random.Backoff());
-        continue;
-      }
-      r.acquire_wait.Add(duration_cast<microseconds>(Clock::now() - t0));
-    }
-#endif
-    if (s.stop) break;
+    const Took took = TakeSlot(s, random, r, slot);
+    if (took == Took::kStop) break;
+    if (took == Took::kRetry) continue;
     std::error_code ec;
     const std::string reply = conn.Call(open_line, ec);
     if (ec) {
@@ -212,11 +305,12 @@ void ActionThread(Shared& s, int index, int thread, ThreadResult& r) {
     std::uint64_t id = 0;
     if (!ParseSessionId(reply, id)) {
       if (reply.starts_with(kSessionLimitPrefix)) {
-        ReportRefusal(s, reply, r.errors);
+        ReportRefusal(s, &slot, reply, r.errors);
+        slot.ReleaseConfirmed();  // refused: the server opened no session
       } else {
         ++r.errors["unexpected_reply"];
+        slot.Release();
       }
-      slot.Release();
       s.Sleep(random.Backoff());  // never a tight retry loop against a refusing server
       continue;
     }
@@ -299,6 +393,7 @@ int RunInstance(const LoadOptions& o, int index, int report_fd) {
     r["refusals"] = s.refusals.load();
     r["system_refusals"] = system_refusals;
     r["yields"] = s.yields.load();
+    r["reports"] = s.reports.load();
     r["system_session"] = system_session;
     r["signalled"] = signalled;
     r["acquire_wait"] = waits.ToJson();
@@ -333,9 +428,36 @@ int RunInstance(const LoadOptions& o, int index, int report_fd) {
   // The system session: opened first and held for the instance's whole life.
   const std::string open_line = "OPEN " + o.user;
   LineClient system;
+  PgSession pg_system;
   std::uint64_t system_id = 0;
   bool have_system = false;
-  while (!have_system && !signalled && Clock::now() < deadline) {
+  if (o.postgres) {
+    std::string why;
+    if (!ParsePgUrl(o.server, s.pg, why)) {  // main checked it; a child never gets here
+      std::fprintf(stderr, "dsb-load[%d]: %s\n", index, why.c_str());
+      result(false, Histogram());
+      return 2;
+    }
+  }
+  while (o.postgres && !have_system && !signalled && Clock::now() < deadline) {
+    std::string message, sqlstate;
+    const PgOutcome outcome =
+        pg_system.Connect(s.pg, milliseconds(o.io_timeout_ms), message, sqlstate);
+    if (outcome == PgOutcome::kOk) {
+      have_system = true;
+      s.opens.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+    if (outcome == PgOutcome::kRefused) {
+      ++system_refusals;
+      ReportRefusal(s, nullptr, message, errors);
+    } else {
+      ++errors[PgErrorKind(sqlstate)];
+      std::fprintf(stderr, "dsb-load[%d]: system session: %s\n", index, message.c_str());
+    }
+    signalled = WaitForSignal(random.Backoff());
+  }
+  while (!o.postgres && !have_system && !signalled && Clock::now() < deadline) {
     if (!system.connected() && system.Connect(o.server, milliseconds(o.io_timeout_ms))) {
       ++errors["connect"];
       signalled = WaitForSignal(random.Backoff());
@@ -354,7 +476,7 @@ int RunInstance(const LoadOptions& o, int index, int report_fd) {
     }
     if (reply.starts_with(kSessionLimitPrefix)) {
       ++system_refusals;
-      ReportRefusal(s, reply, errors);
+      ReportRefusal(s, nullptr, reply, errors);
     } else {
       ++errors["unexpected_reply"];
     }
@@ -366,7 +488,7 @@ int RunInstance(const LoadOptions& o, int index, int report_fd) {
   std::vector<std::thread> threads;
   if (have_system) {
     for (int t = 0; t < o.threads; ++t) {
-      threads.emplace_back(ActionThread, std::ref(s), index, t,
+      threads.emplace_back(o.postgres ? ActionThreadPg : ActionThread, std::ref(s), index, t,
                            std::ref(results[static_cast<std::size_t>(t)]));
     }
   }
@@ -387,7 +509,13 @@ int RunInstance(const LoadOptions& o, int index, int report_fd) {
   s.Stop();
   for (std::thread& t : threads) t.join();
 
-  if (have_system) {
+  if (have_system && o.postgres) {
+    if (o.close_mode == "confirmed") {
+      if (!pg_system.CloseConfirmed(milliseconds(o.io_timeout_ms))) ++errors["system_close"];
+    } else {
+      pg_system.ClosePlain();
+    }
+  } else if (have_system) {
     std::error_code ec;
     const std::string reply = system.Call("CLOSE " + std::to_string(system_id), ec);
     if (ec || reply != "OK") ++errors["system_close"];

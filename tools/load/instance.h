@@ -17,8 +17,16 @@ struct LoadOptions {
   int instances = 1;
   int threads = 1;
   double duration_s = 1.0;
-  std::string server;  // HOST:PORT of dsb-simserver
-  std::string user = "digiscope";
+  std::string server;  // HOST:PORT of dsb-simserver, or postgresql://USER@HOST:PORT/DB
+  std::string user = "digiscope";  // simserver account (PostgreSQL: the URL's user)
+  // PostgreSQL mode (server is a postgresql:// URL): how a session is closed before its slot
+  // is given back. "confirmed": Terminate, wait for the server's EOF, then release;
+  // "plain": PQfinish then release (the server may still count the session for a while).
+  bool postgres = false;
+  std::string close_mode = "confirmed";
+  // Broker mode: tell the broker about every refusal (ReportSessionLimit, while the permit of
+  // the refused attempt is still held). Feeds limit discovery; off unless asked for.
+  bool report_refusals = false;
   bool no_broker = false;
   std::string socket_path;  // broker socket
   std::string target;       // broker target

@@ -24,6 +24,7 @@
 
 #include "tools/load/histogram.h"
 #include "tools/load/instance.h"
+#include "tools/load/pg_client.h"
 
 namespace dsb::load {
 namespace {
@@ -95,7 +96,14 @@ int Run(int argc, char** argv) {
   app.add_option("--duration", o.duration_s, "seconds to run")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 86400.0));
-  app.add_option("--server", o.server, "dsb-simserver HOST:PORT")->required();
+  app.add_option("--server", o.server, "dsb-simserver HOST:PORT, or postgresql://USER@HOST:PORT/DB")
+      ->required();
+  app.add_option("--close", o.close_mode,
+                 "PostgreSQL: confirmed (wait for the server's EOF before the release) or plain")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"confirmed", "plain"}));
+  app.add_flag("--report-refusals", o.report_refusals,
+               "broker mode: report every refusal to the broker (limit discovery)");
   app.add_option("--user", o.user, "account the sessions count against")->capture_default_str();
   app.add_flag("--no-broker", o.no_broker, "open sessions directly (DigiScope without dsb)");
   app.add_option("--socket", o.socket_path, "broker socket (broker mode)");
@@ -133,6 +141,16 @@ int Run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (LooksLikePgUrl(o.server)) {
+    PgUrl url;
+    std::string why;
+    if (!ParsePgUrl(o.server, url, why)) {
+      std::fprintf(stderr, "dsb-load: --server %s\n", why.c_str());
+      return 2;
+    }
+    o.postgres = true;
+    o.user = url.user;
+  }
   if (o.hold_ms_max < o.hold_ms_min) {
     std::fprintf(stderr, "dsb-load: --hold-ms-max must be >= --hold-ms-min\n");
     return 2;
@@ -154,9 +172,11 @@ int Run(int argc, char** argv) {
 #endif
   }
   if (seed_opt->count() == 0) o.seed = std::random_device{}();
-  std::fprintf(stderr, "dsb-load: seed %llu, %d instance(s) x %d thread(s), %.3g s, mode %s\n",
-               static_cast<unsigned long long>(o.seed), o.instances, o.threads, o.duration_s,
-               o.no_broker ? "no-broker" : "broker");
+  std::fprintf(
+      stderr, "dsb-load: seed %llu, %d instance(s) x %d thread(s), %.3g s, mode %s, server %s%s\n",
+      static_cast<unsigned long long>(o.seed), o.instances, o.threads, o.duration_s,
+      o.no_broker ? "no-broker" : "broker", o.postgres ? "postgresql" : "simserver",
+      o.postgres ? (o.close_mode == "confirmed" ? " (confirmed close)" : " (plain close)") : "");
   std::fflush(stderr);
   std::fflush(stdout);
 
@@ -264,7 +284,7 @@ int Run(int argc, char** argv) {
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
 
   // Aggregate.
-  std::uint64_t actions = 0, refusals = 0, opens = 0, yields = 0, system_refusals = 0;
+  std::uint64_t actions = 0, refusals = 0, opens = 0, yields = 0, system_refusals = 0, reports = 0;
   Histogram waits;
   boost::json::array per_instance;
   boost::json::array pids;
@@ -285,6 +305,7 @@ int Run(int argc, char** argv) {
     refusals += U64(r, "refusals");
     opens += U64(r, "opens");
     yields += U64(r, "yields");
+    reports += U64(r, "reports");
     system_refusals += U64(r, "system_refusals");
     per_instance.push_back(U64(r, "actions"));
     Histogram h;
@@ -307,6 +328,7 @@ int Run(int argc, char** argv) {
   for (const auto& [kind, n] : errors) error_json[kind] = n;
   boost::json::object summary{
       {"mode", o.no_broker ? "no-broker" : "broker"},
+      {"server_kind", o.postgres ? "postgresql" : "simserver"},
       {"instances", o.instances},
       {"threads", o.threads},
       {"duration_s", o.duration_s},
@@ -318,6 +340,7 @@ int Run(int argc, char** argv) {
       {"refusals", refusals},
       {"system_refusals", system_refusals},
       {"yields", yields},
+      {"reports", reports},
       {"acquire_wait_ms",
        {{"count", waits.count()},
         {"p50", Ms(waits.Percentile(0.5))},
@@ -327,6 +350,7 @@ int Run(int argc, char** argv) {
       {"pids", std::move(pids)},
       {"errors", std::move(error_json)},
   };
+  if (o.postgres) summary["close"] = o.close_mode;
   std::printf("%s\n", boost::json::serialize(summary).c_str());
   std::fflush(stdout);
   return all_reported ? 0 : 1;

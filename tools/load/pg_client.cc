@@ -84,8 +84,7 @@ bool ParsePgUrl(std::string_view text, PgUrl& out, std::string& why) {
     const std::string_view p = host_port.substr(colon + 1);
     int port = 0;
     auto [ptr, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
-    if (p.empty() || ec != std::errc() || ptr != p.data() + p.size() || port < 1 ||
-        port > 65535) {
+    if (p.empty() || ec != std::errc() || ptr != p.data() + p.size() || port < 1 || port > 65535) {
       why = "'" + std::string(text) + "': bad port '" + std::string(p) + "'";
       return false;
     }
@@ -127,17 +126,17 @@ PgOutcome PgSession::Connect(const PgUrl& url, std::chrono::milliseconds timeout
   const Clock::time_point deadline = Clock::now() + timeout;
   const std::string port = std::to_string(url.port);
   // No SSL or GSS negotiation: each would cost a round trip per connect on loopback.
-  const char* keys[] = {"host",    "port",       "user",   "dbname", "application_name",
+  const char* keys[] = {"host",    "port",       "user", "dbname", "application_name",
                         "sslmode", "gssencmode", nullptr};
   const char* values[] = {url.host.c_str(), port.c_str(), url.user.c_str(), url.dbname.c_str(),
-                          "dsb-load",       "disable",    "disable",         nullptr};
+                          "dsb-load",       "disable",    "disable",        nullptr};
   PGconn* conn = PQconnectStartParams(keys, values, 0);
   auto fail = [&](PGconn* c, const std::string& why) {
     message = c != nullptr && why.empty() ? Trimmed(PQerrorMessage(c)) : why;
     sqlstate = SqlStateOf(message);
     if (c != nullptr) PQfinish(c);
-    const bool role_cap = sqlstate == "53300" &&
-                          message.find("too many connections for role") != std::string::npos;
+    const bool role_cap =
+        sqlstate == "53300" && message.find("too many connections for role") != std::string::npos;
     return role_cap ? PgOutcome::kRefused : PgOutcome::kError;
   };
   if (conn == nullptr) return fail(nullptr, "libpq: out of memory");
