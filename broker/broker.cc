@@ -13,7 +13,9 @@
 #include <spdlog/spdlog.h>
 
 #include "broker/cluster.h"
+#include "broker/config/quote.h"
 #include "broker/instance_lock.h"
+#include "broker/limit_keeper.h"
 #include "broker/state_file.h"
 #include "broker/target.h"
 #include "common/local_frame.h"
@@ -61,6 +63,21 @@ struct Broker::Impl {
   std::map<std::string, std::unique_ptr<Target>> targets;
   std::vector<Target*> ordered;  // config order (the lease agent's indices)
   std::unique_ptr<ClusterNode> cluster;
+  // Single-machine mode: the effective limit of each target (section 8). In a
+  // cluster the coordinator keeps them (ClusterNode).
+  std::unique_ptr<LimitKeeper> limits;
+  // Cluster mode: the agent's latest capacity per target, and a clamp set when
+  // a client was refused for the server's limit: until the next grant is
+  // applied, no action above what was held then (the coordinator lowers the
+  // limit meanwhile; without the clamp the lease would keep admitting into a
+  // full server until the shrunk grant arrives).
+  std::vector<lease::TargetCapacity> lease_caps;
+  struct RefusalClamp {
+    std::uint32_t capacity = 0;
+    std::uint64_t applied = 0;  // the grant in force when it was set
+  };
+  std::vector<std::optional<RefusalClamp>> clamps;
+  void ApplyLease(std::size_t index);
   // Held for the broker's life: its socket and every segment it manages.
   std::optional<InstanceLock> socket_lock;
   std::vector<InstanceLock> segment_locks;
@@ -107,6 +124,12 @@ struct Broker::Impl {
 
   json::object Handle(Session& s, const json::object& req);
   json::object HandleRegister(Session& s, const json::object& req);
+  json::object HandleRefusal(Session& s, const json::object& req);
+  awaitable<json::object> SetLimit(const json::object& req);
+  awaitable<json::object> StatusAsync();
+  std::size_t IndexOf(const Target& t) const;
+  // Single mode: capacity follows the effective limit (write-ahead on a raise).
+  void ApplyLimit(std::size_t index, const lease::LimitChange& change);
   json::object StatusReply();
   awaitable<json::object> Leases();
   json::object Clients();
@@ -171,6 +194,10 @@ class Session : public std::enable_shared_from_this<Session> {
           const json::value* op = v.as_object().if_contains("op");
           if (op != nullptr && op->is_string() && op->as_string() == "leases") {
             reply = co_await broker_.Leases();
+          } else if (op != nullptr && op->is_string() && op->as_string() == "set_limit") {
+            reply = co_await broker_.SetLimit(v.as_object());
+          } else if (op != nullptr && op->is_string() && op->as_string() == "status") {
+            reply = co_await broker_.StatusAsync();
           } else {
             reply = broker_.Handle(*this, v.as_object());
           }
@@ -333,16 +360,25 @@ Status Broker::Impl::Open() {
     };
     hooks.apply = [this](std::size_t i, const lease::TargetCapacity& cap) {
       if (i >= ordered.size()) return;
-      // Write-ahead: the high water is on disk before a client can use it;
-      // if it cannot be written, capacity stays at what is on disk.
-      const std::uint32_t floor = cap.action_capacity - cap.lease;
-      const std::uint32_t capacity =
-          std::max(floor, RecordCapacity(*ordered[i], cap.action_capacity));
-      ordered[i]->SetLeaseCapacity(capacity, floor, cap.lease_valid_until);
+      lease_caps.resize(ordered.size());
+      lease_caps[i] = cap;
+      ApplyLease(i);
     };
     auto node = ClusterNode::Create(io, config, std::move(hooks));
     if (!node.ok()) return node.status();
     cluster = std::move(node).value();
+  }
+  if (!config.cluster_mode()) {
+    std::vector<std::uint32_t> minimum;
+    for (const config::TargetConfig& t : config.targets) {
+      // One instance's system connection and one action slot above the reserve.
+      minimum.push_back(static_cast<std::uint32_t>(std::min(t.limit, t.reserve + 2)));
+    }
+    auto keeper = LimitKeeper::Create(
+        io, config.targets, minimum,
+        {[this](std::size_t i, const lease::LimitChange& c) { ApplyLimit(i, c); }});
+    if (!keeper.ok()) return keeper.status();
+    limits = std::move(keeper).value();
   }
   if (Status s = BindSocket(); !s.ok()) return s;
   return cluster ? cluster->Start() : Status::Ok();
@@ -386,6 +422,39 @@ Status Broker::Impl::OpenState(std::optional<UncleanEnd>* unclean) {
                           previous->capacity_high_water};
   }
   return Status::Ok();
+}
+
+void Broker::Impl::ApplyLease(std::size_t i) {
+  if (i >= lease_caps.size()) return;
+  const lease::TargetCapacity& cap = lease_caps[i];
+  const std::uint32_t floor = cap.action_capacity - cap.lease;
+  std::uint32_t wanted = cap.action_capacity;
+  clamps.resize(ordered.size());
+  if (clamps[i] && clamps[i]->applied == cap.applied) {
+    wanted = std::max(floor, std::min(wanted, clamps[i]->capacity));
+  } else {
+    clamps[i].reset();  // a newer grant: the coordinator has decided
+  }
+  // Write-ahead: the high water is on disk before a client can use it;
+  // if it cannot be written, capacity stays at what is on disk.
+  const std::uint32_t capacity = std::max(floor, RecordCapacity(*ordered[i], wanted));
+  ordered[i]->SetLeaseCapacity(capacity, floor, cap.lease_valid_until);
+}
+
+std::size_t Broker::Impl::IndexOf(const Target& t) const {
+  return static_cast<std::size_t>(std::find(ordered.begin(), ordered.end(), &t) - ordered.begin());
+}
+
+void Broker::Impl::ApplyLimit(std::size_t index, const lease::LimitChange& change) {
+  if (index >= ordered.size()) return;
+  Target& tg = *ordered[index];
+  const auto reserve = static_cast<std::uint32_t>(tg.config().reserve);
+  const std::uint32_t wanted = change.to > reserve ? change.to - reserve : 0;
+  // A raise is written ahead to the state file (see RecordCapacity); a shrink
+  // retires held slots above it (they come back as their holders release).
+  const std::uint32_t capacity =
+      wanted > tg.capacity() ? RecordCapacity(tg, wanted) : wanted;
+  tg.SetCapacity(capacity);
 }
 
 void Broker::Impl::HoldBackAfterUncleanEnd(Target& tg, const UncleanEnd& unclean,
@@ -490,26 +559,65 @@ json::object Broker::Impl::Handle(Session& s, const json::object& req) {
   const json::string& name = op->as_string();
   if (stopping) return ErrorReply(Errc::kShuttingDown, "broker is shutting down");
   if (name == "register") return HandleRegister(s, req);
-  if (name == "report_session_limit") {
-    if (!s.record()) return ErrorReply(Errc::kNotRegistered, "register first");
-    std::string detail;
-    if (const json::value* d = req.if_contains("detail"); d != nullptr && d->is_string()) {
-      detail = std::string(d->as_string()).substr(0, 512);
-    }
-    Target& t = *targets.at(s.record()->target);
-    t.CountSessionLimitReport();
-    const shm::Counts c = t.table().Count();
-    spdlog::warn("target {}: client pid {} ({}) reports the server refused a session for its "
-                 "limit (MAPI_E_SESSION_LIMIT) with {} slots held here: {}",
-                 t.name(), s.peer_pid(), s.record()->name, c.held_action + c.held_system, detail);
-    return json::object{{"ok", true}};
-  }
-  if (name == "status") return StatusReply();
+  if (name == "report_session_limit") return HandleRefusal(s, req);
   if (name == "clients") return Clients();
   if (name == "ping") return json::object{{"ok", true}};
-  return ErrorReply(Errc::kProtocol, "unknown op '" + std::string(name) +
+  return ErrorReply(Errc::kProtocol, "unknown op '" + std::string(name).substr(0, 64) +
                                          "' (known: register, report_session_limit, status, "
-                                         "clients, leases, ping)");
+                                         "clients, leases, set_limit, ping)");
+}
+
+json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
+  if (!s.record()) return ErrorReply(Errc::kNotRegistered, "register first");
+  Target& t = *targets.at(s.record()->target);
+  t.CountSessionLimitReport();
+  // What dsb held for the account at this instant: every slot the server may
+  // count (held, cooling, quarantined), less the refused attempt if the client
+  // still holds its permit (it names the slot; checked against the table).
+  const shm::Counts c = t.table().Count();
+  std::uint32_t held = c.held_action + c.held_system + c.quarantined + c.cooling;
+  const json::value* slot = req.if_contains("slot");
+  const json::value* word = req.if_contains("word");
+  if (slot != nullptr && word != nullptr && slot->is_number() && word->is_number()) {
+    boost::system::error_code ec1, ec2;
+    const auto index = slot->to_number<std::uint32_t>(ec1);
+    const auto w = word->to_number<std::uint64_t>(ec2);
+    if (!ec1 && !ec2 && shm::OwnerOf(w) == s.record()->owner && t.table().StillHeld(index, w) &&
+        held > 0) {
+      --held;
+    }
+  } else if (held > 0) {
+    // An older client names no slot. It is told to report while it still
+    // holds the refused attempt's permit: if it holds an action slot, leave
+    // one out (at worst discovery settles one below the cap: safe).
+    const auto holdings = t.table().HoldingsByOwner();
+    if (auto h = holdings.find(s.record()->owner); h != holdings.end() && h->second.action > 0) {
+      --held;
+    }
+  }
+  std::string who = "client pid " + std::to_string(s.peer_pid()) + " (" + s.record()->name + ")";
+  if (const json::value* d = req.if_contains("detail"); d != nullptr && d->is_string()) {
+    const std::string detail(d->as_string().subview(0, std::min<std::size_t>(d->as_string().size(), 200)));
+    if (!detail.empty()) who += " [" + config::Printable(detail, 200) + "]";
+  }
+  const std::size_t index = IndexOf(t);
+  if (limits) {
+    limits->OnRefusal(index, held, 1, who);
+  } else if (cluster) {
+    // The coordinator decides; what this broker held is its part of the count
+    // (in cluster mode registrations are not in the table: count system_slots).
+    const auto system_slots = static_cast<std::uint32_t>(config.self().system_slots);
+    cluster->ReportRefusal(index, held + system_slots, who);
+    // Admit no more actions here until the coordinator's next grant: the
+    // server is full now (actions held, less the refused attempt).
+    if (index < lease_caps.size()) {
+      const std::uint32_t actions = held - std::min(held, c.held_system);
+      clamps.resize(ordered.size());
+      clamps[index] = RefusalClamp{actions, lease_caps[index].applied};
+      ApplyLease(index);
+    }
+  }
+  return json::object{{"ok", true}, {"held", held}};
 }
 
 json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
@@ -683,6 +791,9 @@ json::object Broker::Impl::StatusReply() {
                    {"quarantine_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                          t->config().quarantine)
                                          .count()}};
+    if (limits) {
+      for (const auto& kv : limits->Json(IndexOf(*t))) o[kv.key()] = kv.value();
+    }
     // When the last quarantined slot comes back (ms from now, rounded up).
     const Clock::time_point last = t->last_quarantine_end();
     o["quarantine_left_ms"] =
@@ -730,6 +841,70 @@ json::object Broker::Impl::Clients() {
   return json::object{{"ok", true}, {"clients", std::move(cs)}, {"pending", std::move(pending)}};
 }
 
+awaitable<json::object> Broker::Impl::StatusAsync() {
+  json::object reply = StatusReply();
+  if (cluster) {
+    // The coordinator keeps the effective limits: ask it (or our own ledger).
+    json::object limits_reply = co_await cluster->Limits();
+    const json::value* list = limits_reply.if_contains("targets");
+    json::array& ts = reply["targets"].as_array();
+    if (list != nullptr && list->is_array()) {
+      for (json::value& tv : ts) {
+        json::object& o = tv.as_object();
+        for (const json::value& lv : list->as_array()) {
+          if (!lv.is_object()) continue;
+          const json::object& lo = lv.as_object();
+          const json::value* name = lo.if_contains("target");
+          if (name == nullptr || *name != o["name"]) continue;
+          for (const auto& kv : lo) {
+            if (kv.key() != "target") o[kv.key()] = kv.value();
+          }
+        }
+      }
+    } else {
+      reply["limit_error"] = limits_reply.contains("message") ? limits_reply["message"]
+                                                              : json::value("no answer");
+    }
+  }
+  co_return reply;
+}
+
+awaitable<json::object> Broker::Impl::SetLimit(const json::object& req) {
+  const json::value* tv = req.if_contains("target");
+  const json::value* lv = req.if_contains("limit");
+  if (tv == nullptr || !tv->is_string() || lv == nullptr || !lv->is_int64()) {
+    co_return ErrorReply(Errc::kInvalidArgument,
+                         "set_limit needs a string 'target' and an integer 'limit'");
+  }
+  const std::string name(tv->as_string());
+  auto it = targets.find(name);
+  if (it == targets.end()) {
+    co_return ErrorReply(Errc::kUnknownTarget,
+                         "this broker serves no target '" + config::Printable(name, 64) + "'");
+  }
+  const std::int64_t value = lv->as_int64();
+  if (value < 1 || value > 65535) {
+    co_return ErrorReply(Errc::kInvalidArgument,
+                         "limit must be between 1 and 65535, got " + std::to_string(value));
+  }
+  std::string who = "dsbctl";
+  if (const json::value* w = req.if_contains("who"); w != nullptr && w->is_string()) {
+    who = config::Printable(std::string(w->as_string()), 64);
+  }
+  const std::size_t index = IndexOf(*it->second);
+  if (limits) {
+    if (dsb::Status st = limits->SetOperatorLimit(index, static_cast<std::uint32_t>(value), who);
+        !st.ok()) {
+      co_return ErrorReply(st.code(), "target " + name + ": " + st.message());
+    }
+    json::object o = limits->Json(index);
+    o["ok"] = true;
+    o["target"] = name;
+    co_return o;
+  }
+  co_return co_await cluster->SetLimit(index, static_cast<std::uint32_t>(value), who);
+}
+
 awaitable<json::object> Broker::Impl::Leases() {
   if (!cluster) {
     co_return ErrorReply(Errc::kInvalidArgument,
@@ -743,6 +918,7 @@ void Broker::Impl::Shutdown() {
   if (stopping) return;
   stopping = true;
   if (cluster) cluster->Stop();
+  if (limits) limits->Stop();
   boost::system::error_code ec;
   acceptor.close(ec);
   std::error_code fec;
@@ -811,7 +987,13 @@ int Broker::Run() {
     });
   }
   b.ArmQuarantineTimer();
-  b.StartAccept();
+  // A limit_command answers before the first client is served, so no client
+  // sees the configured ceiling when the server's cap is lower.
+  if (b.limits) {
+    b.limits->Start([&b] { if (!b.stopping) b.StartAccept(); });
+  } else {
+    b.StartAccept();
+  }
   spdlog::info("broker {} ready on {} ({} mode, {} target(s))", b.config.id,
                b.config.socket.string(), b.config.cluster_mode() ? "cluster" : "single",
                b.targets.size());

@@ -8,6 +8,7 @@
 #include <set>
 #include <spdlog/spdlog.h>
 
+#include "broker/lease/account_held.h"
 #include "broker/lease/ledger.h"
 #include "broker/limit_keeper.h"
 #include "broker/wire/channel.h"
@@ -79,6 +80,7 @@ struct ClusterNode::Impl {
   std::unique_ptr<lease::LeaseAgent> agent;
   std::unique_ptr<lease::Ledger> ledger;  // coordinator only
   std::unique_ptr<LimitKeeper> limits;    // coordinator only: the effective limits
+  std::vector<lease::RecentOwed> recent_owed;  // coordinator only: per target
   // Messages to the coordinator, written by one writer at a time (a Channel
   // allows one Send in flight).
   std::deque<wire::Message> outbox;
@@ -231,16 +233,24 @@ struct ClusterNode::Impl {
 
   // Coordinator: what dsb held for target `t` at a refusal reported by broker
   // `reporter` with its own exact count `held`: that count plus, for every
-  // other broker, system_slots + floor + what it is owed (C1: an upper bound of
-  // the pool slots it can hold). An upper bound, so discovery never takes the
-  // server's cap for lower than what dsb really held.
+  // other broker, system_slots + floor + the most it was owed within D (C1:
+  // owed bounds the pool slots it can hold; the peak covers a report that was
+  // in flight while owed fell). An upper bound, so discovery never takes the
+  // server's cap for lower than what dsb held; "unknown" (never evidence)
+  // while the ledger is learning. See broker/lease/account_held.h.
   std::uint32_t AccountHeld(std::size_t t, const std::string& reporter, std::uint32_t held) {
-    std::uint64_t sum = held;
+    const auto now = Clock::now();
+    ObserveOwed(now);
+    std::uint64_t others = 0;
     for (const auto& b : cfg.cluster->brokers) {
-      if (b.id != reporter) sum += static_cast<std::uint64_t>(b.system_slots + b.floor);
+      if (b.id != reporter) others += static_cast<std::uint64_t>(b.system_slots + b.floor);
     }
-    sum += ledger->OwedByOthers(t, ledger->FindBroker(reporter), Clock::now());
-    return static_cast<std::uint32_t>(std::min<std::uint64_t>(sum, 0xFFFFFFFFu));
+    const auto index = ledger->FindBroker(reporter);
+    if (!index) return 0xFFFFFFFFu;
+    return lease::HeldAtRefusal(*ledger, recent_owed[t], *index, held, others, now);
+  }
+  void ObserveOwed(Clock::time_point now) {
+    for (auto& r : recent_owed) r.Observe(*ledger, now);
   }
 
   json::object LimitsJson() const {
@@ -326,7 +336,9 @@ struct ClusterNode::Impl {
                                                         "' but the channel belongs to '" + peer +
                                                         "'"};
         } else {
+          ObserveOwed(Clock::now());
           auto grant = ledger->OnRequest(Clock::now(), *req);
+          ObserveOwed(Clock::now());
           if (!grant.ok()) {
             reply = wire::ErrorReply{grant.status().code(), grant.status().message()};
           } else if (grant->has_value()) {
@@ -464,14 +476,21 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
       minimum.push_back(static_cast<std::uint32_t>(
           std::min(t.limit, t.reserve + cluster.SumSystemAndFloor() + 1)));
     }
+    for (std::size_t t = 0; t < cluster.targets.size(); ++t) {
+      // Horizon D: a refusal report arrives within a term (else it may count
+      // a broker by what it is owed after a fall, which can only lower the
+      // estimate toward the cap: a wasted slot, never a broken S).
+      impl->recent_owed.emplace_back(cluster.brokers.size(), t, cluster.term);
+    }
     Impl* raw = impl.get();
     auto keeper = LimitKeeper::Create(
         io, cluster.targets, minimum,
         {[raw](std::size_t i, const lease::LimitChange& c) {
           // C2: grants shrink at once; capacity counts as free only as owed falls.
-          if (Status s = raw->ledger->SetLimit(raw->cfg.cluster->targets[i].name, c.to,
-                                               Clock::now());
-              !s.ok()) {
+          raw->ObserveOwed(Clock::now());
+          Status s = raw->ledger->SetLimit(raw->cfg.cluster->targets[i].name, c.to, Clock::now());
+          raw->ObserveOwed(Clock::now());
+          if (!s.ok()) {
             spdlog::error("target {}: ledger refused limit {}: {}",
                           raw->cfg.cluster->targets[i].name, c.to, s.message());
           }

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "broker/lease/agent.h"
+#include "broker/lease/account_held.h"
 #include "broker/lease/ledger.h"
 #include "broker/lease/limit_policy.h"
 
@@ -230,44 +231,10 @@ struct SimStats {
   std::string first_real_violation;
 };
 
-// Each broker's owed over the recent past, kept by the coordinator beside its
-// ledger (one target): owed falls when a report arrives (C1) or by silence
-// (C2), but a refusal report that was in flight meanwhile describes the moment
-// before the fall. Call Observe() before and after every ledger call that may
-// change owed (OnRequest, SetLimit) and right before every estimate: a fall by
-// silence is then seen at the next call, later than it happened, which only
-// keeps the old value longer. Peak() is the most a broker was owed within
-// `horizon` before the last Observe(). The horizon is the longest a refusal
-// report may take to arrive (an assumption: a later report may underestimate).
-class RecentOwed {
- public:
-  RecentOwed(std::size_t brokers, std::size_t target, Duration horizon)
-      : target_(target), horizon_(horizon), last_(brokers, 0), falls_(brokers) {}
-  void Observe(const lease::Ledger& ledger, lease::TimePoint now);
-  std::uint32_t Peak(std::size_t broker, lease::TimePoint now) const;
-
- private:
-  std::size_t target_;
-  Duration horizon_;
-  std::vector<std::uint32_t> last_;  // owed at the last Observe()
-  std::vector<std::vector<std::pair<lease::TimePoint, std::uint32_t>>> falls_;
-};
-
-// The coordinator's estimate of what dsb held on the account when broker
-// `reporter` was refused (DESIGN section 8, F1): the reporter's exact count at
-// the refusal (its registered system slots + action slots held, the refused
-// attempt not counted) plus, for every other broker, system_slots + floor
-// (`others_reserved`, summed) and the most it was owed within the report
-// horizon (RecentOwed::Peak: C1 owed bounds the pool slots a broker can hold,
-// "Why S holds"; the peak covers reports that were in flight while owed fell).
-// An upper bound of what dsb held, so a refusal at this level says cap <= held
-// unless another tool held a session. Saturates at UINT32_MAX. UINT32_MAX
-// (never evidence: LimitPolicy counts the refusal and drops it) while the
-// ledger is learning (C3): owed then misses the previous coordinator's grants.
-// REQUIRES: recent.Observe(ledger, now) just before.
-std::uint32_t HeldAtRefusal(const lease::Ledger& ledger, const RecentOwed& recent,
-                            std::size_t reporter, std::uint32_t reporter_count,
-                            std::uint64_t others_reserved, lease::TimePoint now);
+// RecentOwed and HeldAtRefusal live in broker/lease/account_held.h: the real
+// coordinator uses the same estimate.
+using lease::HeldAtRefusal;
+using lease::RecentOwed;
 
 class Simulation {
  public:

@@ -6,10 +6,12 @@
 #include <boost/json.hpp>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/local_frame.h"
+#include "tools/dsbctl/probe.h"
 #ifdef DSBCTL_HAS_CONFIG
 #include "broker/config/broker_config.h"
 #endif
@@ -130,16 +132,99 @@ int CmdStatus(const Options& o) {
     // Released slots the server may still count (release_cooldown); "-" from
     // a broker that does not report them.
     const json::value* cooling = t.if_contains("cooling");
-    rows.push_back({Str(t.at("name")), Str(t.at("limit")), Str(t.at("reserve")),
+    const json::value* source = t.if_contains("limit_source");
+    rows.push_back({Str(t.at("name")), Str(t.at("limit")),
+                    source != nullptr ? Str(*source) : "-", Str(t.at("reserve")),
                     Str(t.at("capacity")), Str(t.at("held")), Str(t.at("held_system")),
                     Str(t.at("waiting")), Str(t.at("quarantined")),
                     cooling != nullptr ? Str(*cooling) : "-", Str(t.at("retiring")),
                     Str(t.at("clients")), Str(t.at("session_limit_reports"))});
   }
-  PrintTable({"TARGET", "LIMIT", "RESERVE", "CAPACITY", "HELD", "(SYSTEM)", "WAITING",
+  PrintTable({"TARGET", "LIMIT", "SOURCE", "RESERVE", "CAPACITY", "HELD", "(SYSTEM)", "WAITING",
               "QUARANTINED", "COOLING", "RETIRING", "CLIENTS", "LIMIT-REPORTS"},
              rows);
   return 0;
+}
+
+int CmdSetLimit(const Options& o, const std::string& target, int limit) {
+  char who[64];
+  std::snprintf(who, sizeof who, "dsbctl uid %u", static_cast<unsigned>(::getuid()));
+  auto r = Call(o, {{"op", "set_limit"}, {"target", target}, {"limit", limit}, {"who", who}});
+  if (!r) return 1;
+  if (o.json) {
+    std::cout << json::serialize(*r) << "\n";
+    return 0;
+  }
+  std::printf("target %s: limit %s (source %s)\n", target.c_str(), Str(r->at("limit")).c_str(),
+              Str(r->at("limit_source")).c_str());
+  return 0;
+}
+
+// The target's line of `status`, or nullopt (error printed).
+std::optional<json::object> TargetStatus(const Options& o, const std::string& target) {
+  auto r = Call(o, {{"op", "status"}});
+  if (!r) return std::nullopt;
+  for (const auto& tv : r->at("targets").as_array()) {
+    if (tv.as_object().at("name") == json::value(target)) return tv.as_object();
+  }
+  Fail("the broker serves no target '" + target + "'");
+  return std::nullopt;
+}
+
+std::uint32_t Num(const json::object& o, const char* key) {
+  const json::value* v = o.if_contains(key);
+  return v != nullptr && v->is_number() ? v->to_number<std::uint32_t>() : 0;
+}
+
+int CmdProbe(const Options& o, const std::string& target, dsb::ctl::ProbeOptions p, bool apply,
+             bool force) {
+  auto t = TargetStatus(o, target);
+  if (!t) return 1;
+  // Sessions dsb holds (or that the server may still count) are on the server too.
+  const std::uint32_t busy = Num(*t, "held") + Num(*t, "quarantined") + Num(*t, "cooling");
+  if (busy > 0 && !force) {
+    return Fail("target " + target + " is not quiet: " + std::to_string(busy) +
+                " session(s) held, cooling or quarantined through this broker; stop the "
+                "DigiScope instances (or pass --force: the result then adds them). Other "
+                "machines and tools must be quiet too");
+  }
+  if (p.max_sessions == 0) p.max_sessions = Num(*t, "limit_ceiling") + 1;
+  if (p.max_sessions == 0) p.max_sessions = Num(*t, "limit") + 1;
+  const dsb::ctl::ProbeResult r = dsb::ctl::Probe(p);
+  const std::uint32_t cap = r.opened + (force ? busy : 0);
+  if (o.json) {
+    json::object out{{"ok", r.ok}, {"target", target}, {"server", p.server},
+                     {"opened", r.opened}, {"dsb_held", busy}, {"refused", r.refused},
+                     {"cap", r.refused ? json::value(cap) : json::value(nullptr)},
+                     {"refusal", r.refusal}, {"message", r.message}};
+    std::cout << json::serialize(out) << "\n";
+  }
+  if (!r.ok) return Fail("probe of " + p.server + ": " + r.message);
+  if (!r.refused) {
+    if (!o.json) {
+      std::printf("no refusal after %u session(s) (--max %u): the server's cap is above that\n",
+                  r.opened, p.max_sessions);
+    }
+    return apply ? Fail("nothing to apply: the server never refused") : 0;
+  }
+  if (!o.json) {
+    std::printf("server refused session %u: cap for this account is %u%s\n  (%s)\n",
+                r.opened + 1, cap,
+                force && busy > 0 ? (" (" + std::to_string(r.opened) + " opened + " +
+                                     std::to_string(busy) + " held through dsb)")
+                                        .c_str()
+                                  : "",
+                r.refusal.c_str());
+  }
+  if (!apply) return 0;
+  const std::uint32_t ceiling = Num(*t, "limit_ceiling");
+  std::uint32_t value = cap;
+  if (ceiling > 0 && value > ceiling) {
+    std::printf("the configured limit %u is the ceiling: applying %u\n", ceiling, ceiling);
+    value = ceiling;
+  }
+  Options quiet = o;
+  return CmdSetLimit(quiet, target, static_cast<int>(value));
 }
 
 int CmdClients(const Options& o) {
@@ -244,8 +329,41 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "targets: limit, capacity, held, waiting, quarantined, cooling");
   auto* clients = app.add_subcommand("clients", "registered clients: pid, user, held slots");
   auto* leases = app.add_subcommand("leases", "cluster ledger: per target and broker owed, granted, held, demand, expiry");
-  for (auto* sub : {status, clients, leases}) sub->add_flag("--json", o.json, "print JSON");
+  std::string target;
+  int limit = 0;
+  auto* set_limit = app.add_subcommand(
+      "set-limit", "set a target's limit (source 'operator'; between its minimum and the "
+                   "configured limit; in a cluster the coordinator applies it)");
+  set_limit->add_option("TARGET", target, "target name")->required();
+  set_limit->add_option("LIMIT", limit, "the new limit")->required()->check(CLI::Range(1, 65535));
+  dsb::ctl::ProbeOptions probe_options;
+  probe_options.max_sessions = 0;
+  bool apply = false, force = false;
+  int io_timeout_ms = 5000;
+  auto* probe = app.add_subcommand(
+      "probe", "open sessions on a quiet target until the server refuses; report the count");
+  probe->add_option("TARGET", target, "target name (as the broker knows it)")->required();
+  probe->add_option("--server", probe_options.server,
+                    "HOST:PORT of a dsb-simserver, or postgresql://USER@HOST:PORT/DB")
+      ->required();
+  probe->add_option("--user", probe_options.user, "account (dsb-simserver only)");
+  probe->add_option("--max", probe_options.max_sessions,
+                    "stop after this many sessions (default: the configured limit + 1)")
+      ->check(CLI::Range(1u, 65536u));
+  probe->add_option("--io-timeout-ms", io_timeout_ms, "bound on each connect and round trip")
+      ->check(CLI::Range(1, 600000));
+  probe->add_flag("--apply", apply, "make the count the target's limit (source 'operator')");
+  probe->add_flag("--force", force,
+                  "probe although this broker holds sessions of the target (they are added)");
+  for (auto* sub : {status, clients, leases, set_limit, probe}) {
+    sub->add_flag("--json", o.json, "print JSON");
+  }
   CLI11_PARSE(app, argc, argv);
+  if (set_limit->parsed()) return CmdSetLimit(o, target, limit);
+  if (probe->parsed()) {
+    probe_options.io_timeout = std::chrono::milliseconds(io_timeout_ms);
+    return CmdProbe(o, target, probe_options, apply, force);
+  }
   if (status->parsed()) return CmdStatus(o);
   if (clients->parsed()) return CmdClients(o);
   if (leases->parsed()) return CmdLeases(o);
