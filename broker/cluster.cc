@@ -476,11 +476,14 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
       minimum.push_back(static_cast<std::uint32_t>(
           std::min(t.limit, t.reserve + cluster.SumSystemAndFloor() + 1)));
     }
+    // The horizon is the longest a refusal report is assumed to take to
+    // arrive: min(D, 1 s). A report that takes longer may count a broker by
+    // what it is owed after a fall, which can only set the limit too low (a
+    // wasted slot, never a broken S); a longer horizon slows convergence,
+    // because a lowered broker keeps counting at its old owed for that long.
+    const auto horizon = std::min<lease::Duration>(cluster.term, std::chrono::seconds(1));
     for (std::size_t t = 0; t < cluster.targets.size(); ++t) {
-      // Horizon D: a refusal report arrives within a term (else it may count
-      // a broker by what it is owed after a fall, which can only lower the
-      // estimate toward the cap: a wasted slot, never a broken S).
-      impl->recent_owed.emplace_back(cluster.brokers.size(), t, cluster.term);
+      impl->recent_owed.emplace_back(cluster.brokers.size(), t, horizon);
     }
     Impl* raw = impl.get();
     auto keeper = LimitKeeper::Create(
