@@ -1,5 +1,6 @@
 # dsb::broker_core: everything of the daemon but main().
 add_library(dsb_broker_core STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/admin.cc
   ${CMAKE_CURRENT_LIST_DIR}/broker.cc
   ${CMAKE_CURRENT_LIST_DIR}/cluster.cc
   ${CMAKE_CURRENT_LIST_DIR}/instance_lock.cc

@@ -1,0 +1,216 @@
+#include <spdlog/spdlog.h>
+
+#include "broker/broker_impl.h"
+#include "broker/config/quote.h"
+
+// The admin requests of the local socket: status, clients, leases, set_limit,
+// and clients' session-limit refusal reports (limit discovery).
+namespace dsb::broker {
+
+json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
+  if (!s.record()) return ErrorReply(Errc::kNotRegistered, "register first");
+  Target& t = *targets.at(s.record()->target);
+  t.CountSessionLimitReport();
+  // What dsb held for the account at this instant: every slot the server may
+  // count (held, cooling, quarantined), less the refused attempt if the client
+  // still holds its permit (it names the slot; checked against the table).
+  const shm::Counts c = t.table().Count();
+  std::uint32_t held = c.held_action + c.held_system + c.quarantined + c.cooling;
+  const json::value* slot = req.if_contains("slot");
+  const json::value* word = req.if_contains("word");
+  if (slot != nullptr && word != nullptr && slot->is_number() && word->is_number()) {
+    boost::system::error_code ec1, ec2;
+    const auto index = slot->to_number<std::uint32_t>(ec1);
+    const auto w = word->to_number<std::uint64_t>(ec2);
+    if (!ec1 && !ec2 && shm::OwnerOf(w) == s.record()->owner && t.table().StillHeld(index, w) &&
+        held > 0) {
+      --held;
+    }
+  } else if (held > 0) {
+    // An older client names no slot. It is told to report while it still
+    // holds the refused attempt's permit: if it holds an action slot, leave
+    // one out (at worst discovery settles one below the cap: safe).
+    const auto holdings = t.table().HoldingsByOwner();
+    if (auto h = holdings.find(s.record()->owner); h != holdings.end() && h->second.action > 0) {
+      --held;
+    }
+  }
+  std::string who = "client pid " + std::to_string(s.peer_pid()) + " (" + s.record()->name + ")";
+  if (const json::value* d = req.if_contains("detail"); d != nullptr && d->is_string()) {
+    const std::string detail(d->as_string().subview(0, std::min<std::size_t>(d->as_string().size(), 200)));
+    if (!detail.empty()) who += " [" + config::Printable(detail, 200) + "]";
+  }
+  const std::size_t index = IndexOf(t);
+  if (limits) {
+    limits->OnRefusal(index, held, 1, who);
+  } else if (cluster) {
+    // The coordinator decides; what this broker held is its part of the count
+    // (in cluster mode registrations are not in the table: count system_slots).
+    const auto system_slots = static_cast<std::uint32_t>(config.self().system_slots);
+    cluster->ReportRefusal(index, held + system_slots, who);
+    // Admit no more actions here until the coordinator's next grant: the
+    // server is full now (actions held, less the refused attempt).
+    if (index < lease_caps.size()) {
+      const std::uint32_t actions = held - std::min(held, c.held_system);
+      clamps.resize(ordered.size());
+      clamps[index] = RefusalClamp{actions, lease_caps[index].applied};
+      ApplyLease(index);
+    }
+  }
+  return json::object{{"ok", true}, {"held", held}};
+}
+
+json::object Broker::Impl::StatusReply() {
+  json::array ts;
+  const auto now = Clock::now();
+  for (auto& [n, t] : targets) {
+    const shm::Counts c = t->table().Count();
+    json::object o{{"name", n},
+                   {"limit", t->config().limit},
+                   {"reserve", t->config().reserve},
+                   {"capacity", t->capacity()},
+                   {"held", c.held_action + c.held_system},
+                   {"held_action", c.held_action},
+                   {"held_system", c.held_system},
+                   {"free", c.free},
+                   {"waiting", c.waiters},
+                   {"quarantined", c.quarantined},
+                   {"cooling", c.cooling},
+                   {"release_cooldown_ms",
+                    std::chrono::ceil<std::chrono::milliseconds>(t->config().release_cooldown)
+                        .count()},
+                   {"retiring", c.retiring},
+                   {"clients", RegisteredOn(n)},
+                   {"pending_adoption", t->pending_owners().size()},
+                   {"slots", t->table().slot_count()},
+                   {"segment", t->table().name()},
+                   {"revocation_generation", t->table().revocation_generation()},
+                   {"session_limit_reports", t->session_limit_reports()},
+                   {"slots_reclaimed", t->slots_reclaimed()},
+                   {"quarantine_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         t->config().quarantine)
+                                         .count()}};
+    if (limits) {
+      for (const auto& kv : limits->Json(IndexOf(*t))) o[kv.key()] = kv.value();
+    }
+    // When the last quarantined slot comes back (ms from now, rounded up).
+    const Clock::time_point last = t->last_quarantine_end();
+    o["quarantine_left_ms"] =
+        last == Clock::time_point::min()
+            ? json::value(nullptr)
+            : json::value(std::chrono::ceil<std::chrono::milliseconds>(
+                              std::max(Clock::duration::zero(), last - now))
+                              .count());
+    ts.push_back(std::move(o));
+  }
+  return json::object{{"ok", true},
+                      {"broker", config.id},
+                      {"pid", ::getpid()},
+                      {"mode", config.cluster_mode() ? "cluster" : "single"},
+                      {"uptime_ms", AgoMs(started, now)},
+                      {"adoption_grace", in_grace},
+                      {"targets", std::move(ts)},
+                      {"lease", cluster ? json::value(cluster->AgentView()) : json::value(nullptr)}};
+}
+
+json::object Broker::Impl::Clients() {
+  json::array cs;
+  const auto now = Clock::now();
+  for (auto& [key, rec] : clients) {
+    const std::uint32_t owner = rec.owner;
+    const auto holdings = targets.at(rec.target)->table().HoldingsByOwner();
+    auto h = holdings.find(owner);
+    cs.push_back(json::object{
+        {"owner", owner},
+        {"target", rec.target},
+        {"pid", rec.pid},
+        {"uid", rec.uid},
+        {"name", rec.name},
+        {"held_action", h != holdings.end() ? h->second.action : 0},
+        {"held_system", h != holdings.end() ? h->second.system : 0},
+        {"connected_ms", AgoMs(rec.since, now)},
+        {"adopted", rec.adopted}});
+  }
+  json::array pending;
+  for (auto& [n, t] : targets) {
+    for (std::uint32_t o : t->pending_owners()) {
+      pending.push_back(json::object{{"owner", o}, {"target", n}});
+    }
+  }
+  return json::object{{"ok", true}, {"clients", std::move(cs)}, {"pending", std::move(pending)}};
+}
+
+awaitable<json::object> Broker::Impl::StatusAsync() {
+  json::object reply = StatusReply();
+  if (cluster) {
+    // The coordinator keeps the effective limits: ask it (or our own ledger).
+    json::object limits_reply = co_await cluster->Limits();
+    const json::value* list = limits_reply.if_contains("targets");
+    json::array& ts = reply["targets"].as_array();
+    if (list != nullptr && list->is_array()) {
+      for (json::value& tv : ts) {
+        json::object& o = tv.as_object();
+        for (const json::value& lv : list->as_array()) {
+          if (!lv.is_object()) continue;
+          const json::object& lo = lv.as_object();
+          const json::value* name = lo.if_contains("target");
+          if (name == nullptr || *name != o["name"]) continue;
+          for (const auto& kv : lo) {
+            if (kv.key() != "target") o[kv.key()] = kv.value();
+          }
+        }
+      }
+    } else {
+      reply["limit_error"] = limits_reply.contains("message") ? limits_reply["message"]
+                                                              : json::value("no answer");
+    }
+  }
+  co_return reply;
+}
+
+awaitable<json::object> Broker::Impl::SetLimit(const json::object& req) {
+  const json::value* tv = req.if_contains("target");
+  const json::value* lv = req.if_contains("limit");
+  if (tv == nullptr || !tv->is_string() || lv == nullptr || !lv->is_int64()) {
+    co_return ErrorReply(Errc::kInvalidArgument,
+                         "set_limit needs a string 'target' and an integer 'limit'");
+  }
+  const std::string name(tv->as_string());
+  auto it = targets.find(name);
+  if (it == targets.end()) {
+    co_return ErrorReply(Errc::kUnknownTarget,
+                         "this broker serves no target '" + config::Printable(name, 64) + "'");
+  }
+  const std::int64_t value = lv->as_int64();
+  if (value < 1 || value > 65535) {
+    co_return ErrorReply(Errc::kInvalidArgument,
+                         "limit must be between 1 and 65535, got " + std::to_string(value));
+  }
+  std::string who = "dsbctl";
+  if (const json::value* w = req.if_contains("who"); w != nullptr && w->is_string()) {
+    who = config::Printable(std::string(w->as_string()), 64);
+  }
+  const std::size_t index = IndexOf(*it->second);
+  if (limits) {
+    if (dsb::Status st = limits->SetOperatorLimit(index, static_cast<std::uint32_t>(value), who);
+        !st.ok()) {
+      co_return ErrorReply(st.code(), "target " + name + ": " + st.message());
+    }
+    json::object o = limits->Json(index);
+    o["ok"] = true;
+    o["target"] = name;
+    co_return o;
+  }
+  co_return co_await cluster->SetLimit(index, static_cast<std::uint32_t>(value), who);
+}
+
+awaitable<json::object> Broker::Impl::Leases() {
+  if (!cluster) {
+    co_return ErrorReply(Errc::kInvalidArgument,
+                         "broker " + config.id + " runs in single-machine mode: no leases "
+                         "(set broker.cluster to share a limit between machines)");
+  }
+  co_return co_await cluster->Leases();
+}
+
+}  // namespace dsb::broker

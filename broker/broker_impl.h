@@ -1,0 +1,267 @@
+// Internals of the broker daemon shared by its translation units: broker.cc
+// (start, registration, death detection, shutdown) and admin.cc (the admin
+// requests: status, clients, leases, set_limit, refusal reports). Not public.
+//
+// Thread rule: as Broker (everything on the single-threaded io_context).
+#ifndef DSB_BROKER_BROKER_IMPL_H_
+#define DSB_BROKER_BROKER_IMPL_H_
+
+#include "broker/broker.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/json.hpp>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <spdlog/spdlog.h>
+
+#include "broker/cluster.h"
+#include "broker/config/quote.h"
+#include "broker/instance_lock.h"
+#include "broker/limit_keeper.h"
+#include "broker/state_file.h"
+#include "broker/target.h"
+#include "common/local_frame.h"
+
+namespace dsb::broker {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using asio::awaitable;
+using asio::use_awaitable;
+using local_stream = asio::local::stream_protocol;
+inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+
+// Helpers shared by broker.cc and admin.cc.
+inline json::object ErrorReply(Errc code, const std::string& message) {
+  return json::object{{"ok", false}, {"error", ErrcName(code)}, {"message", message}};
+}
+
+inline std::int64_t AgoMs(Clock::time_point then, Clock::time_point now) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(now - then).count();
+}
+
+struct ClientRecord {
+  std::uint32_t owner = 0;
+  std::string target;
+  std::string name;
+  pid_t pid = 0;
+  uid_t uid = 0;
+  Clock::time_point since;
+  bool adopted = false;
+};
+
+class Session;
+
+struct Broker::Impl {
+  config::BrokerConfig config;
+  asio::io_context io{1};
+  local_stream::acceptor acceptor{io};
+  asio::signal_set signals{io, SIGTERM, SIGINT};
+  asio::steady_timer grace_timer{io};
+  asio::steady_timer quarantine_timer{io};
+  std::map<std::string, std::unique_ptr<Target>> targets;
+  std::vector<Target*> ordered;  // config order (the lease agent's indices)
+  std::unique_ptr<ClusterNode> cluster;
+  // Single-machine mode: the effective limit of each target (section 8). In a
+  // cluster the coordinator keeps them (ClusterNode).
+  std::unique_ptr<LimitKeeper> limits;
+  // Cluster mode: the agent's latest capacity per target, and a clamp set when
+  // a client was refused for the server's limit: until the next grant is
+  // applied, no action above what was held then (the coordinator lowers the
+  // limit meanwhile; without the clamp the lease would keep admitting into a
+  // full server until the shrunk grant arrives).
+  std::vector<lease::TargetCapacity> lease_caps;
+  struct RefusalClamp {
+    std::uint32_t capacity = 0;
+    std::uint64_t applied = 0;  // the grant in force when it was set
+  };
+  std::vector<std::optional<RefusalClamp>> clamps;
+  void ApplyLease(std::size_t index);
+  // Held for the broker's life: its socket and every segment it manages.
+  std::optional<InstanceLock> socket_lock;
+  std::vector<InstanceLock> segment_locks;
+  // broker.state_dir: what survives a machine restart (see state_file.h).
+  std::optional<std::filesystem::path> state_path;
+  std::optional<InstanceLock> state_lock;  // <state_dir>/<id>.state.lock
+  BrokerState state;
+
+  // What an earlier life that did not end clean may have left open on the
+  // server, per target.
+  struct UncleanEnd {
+    std::string who;  // "the previous broker (pid N)"
+    // Capacity high water per target; nullopt: the state file was unreadable,
+    // so assume `limit - reserve`.
+    std::optional<std::map<std::string, std::uint32_t>> high_water;
+    std::uint32_t For(const config::TargetConfig& t) const {
+      if (!high_water) return static_cast<std::uint32_t>(t.limit - t.reserve);
+      auto it = high_water->find(t.name);
+      return it == high_water->end() ? 0 : it->second;
+    }
+  };
+  // Takes the state file's lock and reads it (nothing without state_dir).
+  // Sets `unclean` if the previous life did not end clean.
+  Status OpenState(std::optional<UncleanEnd>* unclean);
+  void HoldBackAfterUncleanEnd(Target& tg, const UncleanEnd& unclean, Clock::time_point now);
+  // Before capacity is raised to `capacity`: records it as the target's high
+  // water in the state file (see state_file.h). Returns the capacity that may
+  // be applied: `capacity`, or the recorded high water if the write failed.
+  std::uint32_t RecordCapacity(const Target& tg, std::uint32_t capacity);
+  std::map<Session*, std::weak_ptr<Session>> sessions;
+  // Registered clients by (target, owner): owner ids are per segment.
+  std::map<std::pair<std::string, std::uint32_t>, ClientRecord> clients;
+  Clock::time_point started = Clock::now();
+  bool in_grace = false;
+  bool stopping = false;
+  int exit_code = 0;
+
+  Status Open();
+  Status BindSocket();
+  void StartAccept();
+  void ArmQuarantineTimer();
+  void EndGrace();
+  void Shutdown();
+
+  json::object Handle(Session& s, const json::object& req);
+  json::object HandleRegister(Session& s, const json::object& req);
+  json::object HandleRefusal(Session& s, const json::object& req);
+  awaitable<json::object> SetLimit(const json::object& req);
+  awaitable<json::object> StatusAsync();
+  std::size_t IndexOf(const Target& t) const;
+  // Single mode: capacity follows the effective limit (write-ahead on a raise).
+  void ApplyLimit(std::size_t index, const lease::LimitChange& change);
+  json::object StatusReply();
+  awaitable<json::object> Leases();
+  json::object Clients();
+  void OnSessionClosed(Session& s);
+  std::uint32_t RegisteredOn(const std::string& target) const;
+};
+
+// One connection on the local socket: a registered client, or dsbctl.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Broker::Impl& broker, local_stream::socket socket)
+      : broker_(broker), socket_(std::move(socket)) {}
+
+  void Start() {
+    asio::co_spawn(socket_.get_executor(), [self = shared_from_this()] { return self->Run(); },
+                   asio::detached);
+  }
+  void Close() {
+    boost::system::error_code ec;
+    socket_.shutdown(local_stream::socket::shutdown_both, ec);
+    socket_.close(ec);
+  }
+
+  std::optional<ClientRecord>& record() { return record_; }
+  pid_t peer_pid() const { return peer_pid_; }
+  uid_t peer_uid() const { return peer_uid_; }
+
+ private:
+  awaitable<void> Run() {
+    if (!CheckPeer()) {
+      co_await Send(ErrorReply(Errc::kPermissionDenied, refusal_));
+      Finish();
+      co_return;
+    }
+    for (;;) {
+      unsigned char header[4];
+      auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(header), use_nothrow);
+      if (ec) break;
+      const std::size_t len = (std::size_t{header[0]} << 24) | (std::size_t{header[1]} << 16) |
+                              (std::size_t{header[2]} << 8) | std::size_t{header[3]};
+      if (len > kMaxLocalFrame) {
+        spdlog::warn("local peer pid {} uid {}: announced a {}-byte request (limit {}); closing",
+                     peer_pid_, peer_uid_, len, kMaxLocalFrame);
+        co_await Send(ErrorReply(Errc::kProtocol, "request of " + std::to_string(len) +
+                                                      " bytes exceeds the " +
+                                                      std::to_string(kMaxLocalFrame) +
+                                                      "-byte limit"));
+        break;
+      }
+      std::string body(len, '\0');
+      auto [ec2, n2] = co_await asio::async_read(socket_, asio::buffer(body), use_nothrow);
+      if (ec2) break;
+      boost::system::error_code jec;
+      json::value v = json::parse(body, jec);
+      json::object reply;
+      if (jec || !v.is_object()) {
+        spdlog::warn("local peer pid {}: malformed request ({} bytes): not a JSON object",
+                     peer_pid_, len);
+        reply = ErrorReply(Errc::kProtocol, "request is not a JSON object");
+      } else {
+        try {
+          const json::value* op = v.as_object().if_contains("op");
+          if (op != nullptr && op->is_string() && op->as_string() == "leases") {
+            reply = co_await broker_.Leases();
+          } else if (op != nullptr && op->is_string() && op->as_string() == "set_limit") {
+            reply = co_await broker_.SetLimit(v.as_object());
+          } else if (op != nullptr && op->is_string() && op->as_string() == "status") {
+            reply = co_await broker_.StatusAsync();
+          } else {
+            reply = broker_.Handle(*this, v.as_object());
+          }
+        } catch (const std::exception& e) {
+          spdlog::warn("local peer pid {}: bad request: {}", peer_pid_, e.what());
+          reply = ErrorReply(Errc::kProtocol, std::string("bad request: ") + e.what());
+        }
+      }
+      if (!co_await Send(reply)) break;
+    }
+    Finish();
+  }
+
+  awaitable<bool> Send(const json::object& reply) {
+    std::string body = json::serialize(reply);
+    if (body.size() > kMaxLocalFrame) {
+      body = json::serialize(ErrorReply(Errc::kInternal, "reply too large"));
+    }
+    std::string frame = FrameHeader(body.size()) + body;
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), use_nothrow);
+    co_return !ec;
+  }
+
+  bool CheckPeer() {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      refusal_ = "cannot read peer credentials";
+      return false;
+    }
+    peer_pid_ = cred.pid;
+    peer_uid_ = cred.uid;
+    const config::BrokerConfig& c = broker_.config;
+    const bool ok = cred.uid == 0 || cred.uid == ::geteuid() ||
+                    std::find(c.allowed_uids.begin(), c.allowed_uids.end(), cred.uid) !=
+                        c.allowed_uids.end() ||
+                    (c.group && cred.gid == c.group->gid);
+    if (!ok) {
+      refusal_ = "uid " + std::to_string(cred.uid) + " (pid " + std::to_string(cred.pid) +
+                 ") may not use this broker; add it to broker.allowed_uids or use the group " +
+                 (c.group ? "'" + c.group->name + "'" : std::string("(none configured)"));
+      spdlog::warn("refused local peer: {}", refusal_);
+    }
+    return ok;
+  }
+
+  void Finish() {
+    Close();
+    broker_.OnSessionClosed(*this);
+  }
+
+  Broker::Impl& broker_;
+  local_stream::socket socket_;
+  std::optional<ClientRecord> record_;
+  pid_t peer_pid_ = 0;
+  uid_t peer_uid_ = 0;
+  std::string refusal_;
+};
+
+}  // namespace dsb::broker
+
+#endif  // DSB_BROKER_BROKER_IMPL_H_
