@@ -21,11 +21,12 @@ constexpr double kWarmupS = 2.0;  // broker + 3 instances registered and connect
 void Print(const char* what, const Judgement& j, const boost::json::object& load) {
   std::printf(
       "%s: PostgreSQL refused %llu; sessions sampled %llu times: peak %d, mean %.2f of 12 "
-      "(utilization %.3f); dsb-load: actions %.0f (%.0f/s), refusals seen %.0f\n",
+      "(utilization %.3f); dsb-load: actions %.0f (%.0f/s), refusals seen %.0f, errors %s\n",
       what, static_cast<unsigned long long>(j.refusals),
       static_cast<unsigned long long>(j.sessions.samples), j.sessions.peak, j.sessions.mean,
       j.utilization, Num(load, "actions"),
-      Num(load, "actions") / std::max(Num(load, "elapsed_s"), 1e-9), Num(load, "refusals"));
+      Num(load, "actions") / std::max(Num(load, "elapsed_s"), 1e-9), Num(load, "refusals"),
+      load.contains("errors") ? boost::json::serialize(load.at("errors")).c_str() : "?");
   std::fflush(stdout);
 }
 

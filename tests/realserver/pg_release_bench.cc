@@ -52,8 +52,13 @@ double Num(const boost::json::object& o, const char* key) {
   return v == nullptr ? -1 : v->to_number<double>(ec);
 }
 
-bool Run(const Scenario& sc, PgServer& server, const std::string& dir, double seconds, int n,
-         Figures& f) {
+struct Hold {
+  std::string min_ms = "5";
+  std::string max_ms = "20";
+};
+
+bool Run(const Scenario& sc, PgServer& server, const std::string& dir, double seconds,
+         const Hold& hold, int n, Figures& f) {
   std::unique_ptr<BrokerProcess> broker;
   const std::string id = "pgb" + std::to_string(::getpid()) + "s" + std::to_string(n);
   if (sc.broker) {
@@ -81,7 +86,11 @@ bool Run(const Scenario& sc, PgServer& server, const std::string& dir, double se
                                    "--duration",
                                    std::to_string(seconds),
                                    "--close",
-                                   sc.close};
+                                   sc.close,
+                                   "--hold-ms-min",
+                                   hold.min_ms,
+                                   "--hold-ms-max",
+                                   hold.max_ms};
   if (broker) {
     argv.insert(argv.end(), {"--socket", broker->socket().string(), "--target", "pg"});
   } else {
@@ -130,14 +139,20 @@ bool Run(const Scenario& sc, PgServer& server, const std::string& dir, double se
 int main(int argc, char** argv) {
   double seconds = 20;
   bool with_cooldown = true;
+  Hold hold;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--seconds" && i + 1 < argc) {
       seconds = std::atof(argv[++i]);
+    } else if (a == "--hold-ms" && i + 2 < argc) {
+      hold.min_ms = argv[++i];
+      hold.max_ms = argv[++i];
     } else if (a == "--no-cooldown") {
       with_cooldown = false;
     } else {
-      std::fprintf(stderr, "usage: dsb-pg-release-bench [--seconds S] [--no-cooldown]\n");
+      std::fprintf(
+          stderr,
+          "usage: dsb-pg-release-bench [--seconds S] [--hold-ms MIN MAX] [--no-cooldown]\n");
       return 2;
     }
   }
@@ -171,9 +186,9 @@ int main(int argc, char** argv) {
   scenarios.push_back({"dsb, plain close + reserve 2 (work-around)", true, "plain", 2, ""});
 
   std::printf(
-      "PostgreSQL 15, role CONNECTION LIMIT %d, 3 instances x 8 threads, holds 5-20 ms, "
+      "PostgreSQL 15, role CONNECTION LIMIT %d, 3 instances x 8 threads, holds %s-%s ms, "
       "%.0f s per scenario, %u cores\n\n",
-      kCap, seconds, std::thread::hardware_concurrency());
+      kCap, hold.min_ms.c_str(), hold.max_ms.c_str(), seconds, std::thread::hardware_concurrency());
   std::printf("| scenario | PostgreSQL refusals | utilization (mean / %d) | peak | actions/s |\n",
               kCap);
   std::printf("| --- | ---: | ---: | ---: | ---: |\n");
@@ -183,7 +198,7 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < scenarios.size(); ++i) {
     Figures f;
     const bool ok = Run(scenarios[i], server, std::filesystem::path(dir.File("")).parent_path(),
-                        seconds, static_cast<int>(i), f);
+                        seconds, hold, static_cast<int>(i), f);
     if (!ok) status = 1;
     std::printf("| %s | %llu | %.3f | %d | %.0f |%s\n", scenarios[i].name.c_str(),
                 static_cast<unsigned long long>(f.refusals), f.sessions.mean / kCap,

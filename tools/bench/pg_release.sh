@@ -5,7 +5,7 @@
 # sampled every 2 ms) for no dsb, confirmed release, plain close, plain close +
 # release_cooldown 5ms, plain close + reserve 2.
 #
-#   tools/bench/pg_release.sh [--seconds 20] [--build-dir DIR]
+#   tools/bench/pg_release.sh [--seconds 20] [--hold-ms 5 20] [--build-dir DIR]
 #
 # Needs the Debian package `postgresql` (tools/run setup installs it). As root the server runs
 # as the `postgres` user (runuser).
@@ -13,9 +13,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD="$ROOT/build/release"
 SECONDS_PER=20
+HOLD=(5 20)
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECONDS_PER=$2; shift 2 ;;
+    --hold-ms) HOLD=("$2" "$3"); shift 3 ;;
     --build-dir) BUILD=$2; shift 2 ;;
     *) echo "pg_release.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
@@ -24,4 +26,4 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake --preset release -B "$BUILD" -S "$ROOT" >/dev/null
 fi
 cmake --build "$BUILD" -j "${DSB_JOBS:-2}" --target dsb-pg-release-bench dsb-load dsb-broker >&2
-exec "$BUILD/bin/dsb-pg-release-bench" --seconds "$SECONDS_PER"
+exec "$BUILD/bin/dsb-pg-release-bench" --seconds "$SECONDS_PER" --hold-ms "${HOLD[@]}"

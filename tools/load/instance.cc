@@ -237,14 +237,19 @@ void ActionThreadPg(Shared& s, int index, int thread, ThreadResult& r) {
     if (took == Took::kRetry) continue;
     PgSession session;
     std::string message, sqlstate;
-    const PgOutcome outcome = session.Connect(s.pg, io_timeout, message, sqlstate);
+    bool server_closed = false;
+    const PgOutcome outcome = session.Connect(s.pg, io_timeout, message, sqlstate, server_closed);
     if (outcome != PgOutcome::kOk) {
       if (outcome == PgOutcome::kRefused) {
         ReportRefusal(s, &slot, message, r.errors);
-        slot.ReleaseConfirmed();  // refused: the server opened no session
       } else {
-        // A connect that failed late (a timeout) may have left a backend behind.
         ++r.errors[PgErrorKind(sqlstate)];
+      }
+      // The refused (or failed) backend counted against the role until it exited.
+      if (server_closed) {
+        slot.ReleaseConfirmed();
+      } else {
+        ++r.errors["pg_connect_unconfirmed"];
         slot.Release();
       }
       s.Sleep(random.Backoff());  // never a tight retry loop against a refusing server
@@ -441,8 +446,9 @@ int RunInstance(const LoadOptions& o, int index, int report_fd) {
   }
   while (o.postgres && !have_system && !signalled && Clock::now() < deadline) {
     std::string message, sqlstate;
+    bool server_closed = false;
     const PgOutcome outcome =
-        pg_system.Connect(s.pg, milliseconds(o.io_timeout_ms), message, sqlstate);
+        pg_system.Connect(s.pg, milliseconds(o.io_timeout_ms), message, sqlstate, server_closed);
     if (outcome == PgOutcome::kOk) {
       have_system = true;
       s.opens.fetch_add(1, std::memory_order_relaxed);

@@ -38,6 +38,18 @@ std::string Trimmed(const char* text) {
   return s;
 }
 
+// Reads (and discards) until the peer closes `fd`, at most until `deadline`. EOF, or a reset
+// (the server closed with unread data), means the backend has left the process array.
+bool AwaitEof(int fd, Clock::time_point deadline) {
+  char sink[256];
+  for (;;) {
+    if (!WaitFd(fd, false, deadline)) return false;
+    const ssize_t n = ::recv(fd, sink, sizeof(sink), 0);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+    if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) return false;
+  }
+}
+
 }  // namespace
 
 bool LooksLikePgUrl(std::string_view text) {
@@ -121,7 +133,7 @@ std::string SqlStateOf(std::string_view message) {
 }
 
 PgOutcome PgSession::Connect(const PgUrl& url, std::chrono::milliseconds timeout,
-                             std::string& message, std::string& sqlstate) {
+                             std::string& message, std::string& sqlstate, bool& server_closed) {
   ClosePlain();
   const Clock::time_point deadline = Clock::now() + timeout;
   const std::string port = std::to_string(url.port);
@@ -131,9 +143,13 @@ PgOutcome PgSession::Connect(const PgUrl& url, std::chrono::milliseconds timeout
   const char* values[] = {url.host.c_str(), port.c_str(), url.user.c_str(), url.dbname.c_str(),
                           "dsb-load",       "disable",    "disable",        nullptr};
   PGconn* conn = PQconnectStartParams(keys, values, 0);
+  server_closed = false;
   auto fail = [&](PGconn* c, const std::string& why) {
     message = c != nullptr && why.empty() ? Trimmed(PQerrorMessage(c)) : why;
     sqlstate = SqlStateOf(message);
+    // A refused backend still counts against the role until it exits, after it sent the
+    // refusal: wait for its EOF too, when libpq still has the socket.
+    if (c != nullptr && PQsocket(c) >= 0) server_closed = AwaitEof(PQsocket(c), deadline);
     if (c != nullptr) PQfinish(c);
     const bool role_cap =
         sqlstate == "53300" && message.find("too many connections for role") != std::string::npos;
@@ -195,18 +211,7 @@ bool PgSession::CloseConfirmed(std::chrono::milliseconds timeout) {
   bool confirmed = false;
   if (fd >= 0 && ::send(fd, kTerminate, sizeof(kTerminate), MSG_NOSIGNAL) ==
                      static_cast<ssize_t>(sizeof(kTerminate))) {
-    // The server sends nothing after Terminate; anything read is discarded. EOF (or a reset:
-    // the server closed with unread data) means the backend has left the process array.
-    char sink[256];
-    for (;;) {
-      if (!WaitFd(fd, false, deadline)) break;
-      const ssize_t n = ::recv(fd, sink, sizeof(sink), 0);
-      if (n == 0 || (n < 0 && errno == ECONNRESET)) {
-        confirmed = true;
-        break;
-      }
-      if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) break;
-    }
+    confirmed = AwaitEof(fd, deadline);
   }
   ClosePlain();  // frees libpq's state; its own Terminate goes nowhere (MSG_NOSIGNAL in libpq)
   return confirmed;

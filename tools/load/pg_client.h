@@ -57,9 +57,12 @@ class PgSession {
   // would drop the text, and 53300 alone does not tell the role cap from max_connections).
   // kOk: connected. kRefused: the role's connection limit (53300 + "too many connections for
   // role"). kError: anything else. On failure `message` holds libpq's message and `sqlstate`
-  // its SQLSTATE ("" if none), and nothing stays open.
+  // its SQLSTATE ("" if none), and nothing stays open. A refused backend, too, counts against
+  // the role until it exits (after it sent the refusal): on failure Connect waits (within
+  // `timeout`) for the server to close the connection and sets `server_closed` when it did —
+  // only then may the slot be handed on at once.
   PgOutcome Connect(const PgUrl& url, std::chrono::milliseconds timeout, std::string& message,
-                    std::string& sqlstate);
+                    std::string& sqlstate, bool& server_closed);
 
   // Runs `sql` and waits for its end, at most `timeout`. False (with `message`) when it failed
   // or timed out; the connection is then dropped (closed plainly).
