@@ -3,7 +3,8 @@
 // open a connection per action, run `SELECT pg_sleep(hold)` and close it. The judge is
 // PostgreSQL's own log ("too many connections for role", SQLSTATE 53300) and pg_stat_activity.
 //
-// DSB_PG_SECONDS sets the length of the long runs (default 30 s; e.g. 300 for a long mode).
+// DSB_PG_SECONDS sets the length of the long runs (default 30 s). For a long mode run the
+// binary itself (DSB_PG_SECONDS=600 bin/pg_limit_test): CTest stops each test after 300 s.
 #include <signal.h>
 
 #include <cstdio>
