@@ -43,6 +43,7 @@ json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
   const std::size_t index = IndexOf(t);
   if (limits) {
     limits->OnRefusal(index, held, 1, who);
+    ClampAfterRefusal(index, held);
   } else if (cluster) {
     // The coordinator decides; what this broker held is its part of the count
     // (in cluster mode registrations are not in the table: count system_slots).

@@ -190,16 +190,43 @@ std::size_t Broker::Impl::IndexOf(const Target& t) const {
   return static_cast<std::size_t>(std::find(ordered.begin(), ordered.end(), &t) - ordered.begin());
 }
 
-void Broker::Impl::ApplyLimit(std::size_t index, const lease::LimitChange& change) {
-  if (index >= ordered.size()) return;
+void Broker::Impl::ApplyLimit(std::size_t index, const lease::LimitChange&) {
+  ApplySingleCapacity(index);
+}
+
+void Broker::Impl::ApplySingleCapacity(std::size_t index) {
+  if (index >= ordered.size() || !limits) return;
   Target& tg = *ordered[index];
   const auto reserve = static_cast<std::uint32_t>(tg.config().reserve);
-  const std::uint32_t wanted = change.to > reserve ? change.to - reserve : 0;
+  const std::uint32_t limit = limits->limit(index);
+  std::uint32_t wanted = limit > reserve ? limit - reserve : 0;
+  single_clamps.resize(ordered.size());
+  if (auto& c = single_clamps[index]; c) {
+    if (Clock::now() < c->until) {
+      wanted = std::min(wanted, c->capacity);
+    } else {
+      c.reset();
+    }
+  }
   // A raise is written ahead to the state file (see RecordCapacity); a shrink
   // retires held slots above it (they come back as their holders release).
-  const std::uint32_t capacity =
-      wanted > tg.capacity() ? RecordCapacity(tg, wanted) : wanted;
-  tg.SetCapacity(capacity);
+  const std::uint32_t capacity = wanted > tg.capacity() ? RecordCapacity(tg, wanted) : wanted;
+  if (capacity != tg.capacity()) tg.SetCapacity(capacity);
+}
+
+void Broker::Impl::ClampAfterRefusal(std::size_t index, std::uint32_t in_use) {
+  if (index >= ordered.size()) return;
+  single_clamps.resize(ordered.size());
+  auto& c = single_clamps[index];
+  const auto now = Clock::now();
+  const std::uint32_t cap = c && now < c->until ? std::min(c->capacity, in_use) : in_use;
+  c = SingleClamp{cap, now + kRefusalHold};
+  ApplySingleCapacity(index);
+  clamp_timer.expires_at(now + kRefusalHold);
+  clamp_timer.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping) return;
+    for (std::size_t i = 0; i < ordered.size(); ++i) ApplySingleCapacity(i);
+  });
 }
 
 void Broker::Impl::HoldBackAfterUncleanEnd(Target& tg, const UncleanEnd& unclean,
@@ -464,6 +491,7 @@ void Broker::Impl::Shutdown() {
   std::filesystem::remove(config.socket, fec);
   grace_timer.cancel();
   quarantine_timer.cancel();
+  clamp_timer.cancel();
   signals.cancel();
   bool any_held = !clients.empty();  // a registered client may take slots any time
   std::uint64_t slots_kept = 0;

@@ -82,6 +82,19 @@ struct Broker::Impl {
     std::uint64_t applied = 0;  // the grant in force when it was set
   };
   std::vector<std::optional<RefusalClamp>> clamps;
+  // Single mode: after a refusal, no slot above what was in use then (the
+  // refused attempt left out) for kRefusalHold after the latest refusal, while
+  // discovery gathers its evidence; a refused thread that retries at once
+  // would otherwise be refused again at the same level.
+  static constexpr std::chrono::milliseconds kRefusalHold{300};
+  struct SingleClamp {
+    std::uint32_t capacity = 0;
+    Clock::time_point until;
+  };
+  std::vector<std::optional<SingleClamp>> single_clamps;
+  asio::steady_timer clamp_timer{io};
+  void ApplySingleCapacity(std::size_t index);
+  void ClampAfterRefusal(std::size_t index, std::uint32_t in_use);
   void ApplyLease(std::size_t index);
   // Held for the broker's life: its socket and every segment it manages.
   std::optional<InstanceLock> socket_lock;

@@ -68,7 +68,8 @@ ProbeResult ProbePostgres(const ProbeOptions& o) {
   for (std::uint32_t i = 0; i < o.max_sessions; ++i) {
     auto s = std::make_unique<load::PgSession>();
     std::string message, sqlstate;
-    const load::PgOutcome out = s->Connect(url, o.io_timeout, message, sqlstate);
+    bool server_closed = false;
+    const load::PgOutcome out = s->Connect(url, o.io_timeout, message, sqlstate, server_closed);
     if (out == load::PgOutcome::kOk) {
       open.push_back(std::move(s));
       continue;
