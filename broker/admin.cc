@@ -43,7 +43,7 @@ json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
   const std::size_t index = IndexOf(t);
   if (limits) {
     limits->OnRefusal(index, held, 1, who);
-    ClampAfterRefusal(index, held);
+    if (t.config().discover) ClampAfterRefusal(index, held);
   } else if (cluster) {
     // The coordinator decides; what this broker held is its part of the count
     // (in cluster mode registrations are not in the table: count system_slots).
@@ -51,7 +51,7 @@ json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
     cluster->ReportRefusal(index, held + system_slots, who);
     // Admit no more actions here until the coordinator's next grant: the
     // server is full now (actions held, less the refused attempt).
-    if (index < lease_caps.size()) {
+    if (index < lease_caps.size() && t.config().discover) {
       const std::uint32_t actions = held - std::min(held, c.held_system);
       clamps.resize(ordered.size());
       clamps[index] = RefusalClamp{actions, lease_caps[index].applied};

@@ -331,12 +331,20 @@ json::object Broker::Impl::Handle(Session& s, const json::object& req) {
   const json::string& name = op->as_string();
   if (stopping) return ErrorReply(Errc::kShuttingDown, "broker is shutting down");
   if (name == "register") return HandleRegister(s, req);
+  if (name == "goodbye") {
+    // A clean close: the client gave its system slot back first and closes
+    // the socket next. Its end is then logged as a departure, not a death,
+    // and (cluster mode) its registration is not quarantined.
+    if (!s.record()) return ErrorReply(Errc::kNotRegistered, "register first");
+    s.record()->leaving = true;
+    return json::object{{"ok", true}};
+  }
   if (name == "report_session_limit") return HandleRefusal(s, req);
   if (name == "clients") return Clients();
   if (name == "ping") return json::object{{"ok", true}};
   return ErrorReply(Errc::kProtocol, "unknown op '" + std::string(name).substr(0, 64) +
                                          "' (known: register, report_session_limit, status, "
-                                         "clients, leases, set_limit, ping)");
+                                         "clients, leases, set_limit, goodbye, ping)");
 }
 
 json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
@@ -436,15 +444,34 @@ void Broker::Impl::OnSessionClosed(Session& s) {
   clients.erase({rec.target, rec.owner});
   auto it = targets.find(rec.target);
   if (it == targets.end()) return;
+  // Whatever is still marked with the owner may hold a session: quarantined
+  // as for a death, even after a goodbye (a caller that closed with permits
+  // outstanding).
   const std::uint32_t freed = it->second->Reclaim(rec.owner, Clock::now());
-  if (config.cluster_mode()) it->second->QuarantineRegistration(Clock::now());
   const auto q = it->second->config().quarantine;
-  spdlog::info("target {}: client pid {} ({}, owner {}) gone; {} slot(s) reclaimed{}", rec.target,
-               rec.pid, rec.name, rec.owner, freed,
-               freed > 0 && q.count() > 0
-                   ? fmt::format(", quarantined for {} ms",
-                                 std::chrono::duration_cast<std::chrono::milliseconds>(q).count())
-                   : std::string());
+  const std::string quarantined =
+      freed > 0 && q.count() > 0
+          ? fmt::format(", quarantined for {} ms",
+                        std::chrono::duration_cast<std::chrono::milliseconds>(q).count())
+          : std::string();
+  if (rec.leaving) {
+    if (freed == 0) {
+      spdlog::info("target {}: client pid {} ({}, owner {}) left cleanly", rec.target, rec.pid,
+                   rec.name, rec.owner);
+    } else {
+      spdlog::warn("target {}: client pid {} ({}, owner {}) left with {} slot(s) still held (its "
+                   "permits must be released before closing); reclaimed{}",
+                   rec.target, rec.pid, rec.name, rec.owner, freed, quarantined);
+    }
+  } else {
+    spdlog::info("target {}: client pid {} ({}, owner {}) gone; {} slot(s) reclaimed{}",
+                 rec.target, rec.pid, rec.name, rec.owner, freed, quarantined);
+  }
+  // A dead client's system session may linger on the server; a clean one
+  // closed it before saying goodbye.
+  if (config.cluster_mode() && !(rec.leaving && freed == 0)) {
+    it->second->QuarantineRegistration(Clock::now());
+  }
   ArmQuarantineTimer();
 }
 

@@ -54,6 +54,8 @@ struct ClientRecord {
   uid_t uid = 0;
   Clock::time_point since;
   bool adopted = false;
+  // The client said goodbye (a clean close): its end is not a death.
+  bool leaving = false;
 };
 
 class Session;

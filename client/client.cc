@@ -53,6 +53,16 @@ class ClientImpl {
   explicit ClientImpl(ClientOptions options) : options_(std::move(options)) {}
 
   ~ClientImpl() {
+    // A clean close, in the order that makes it one: give the system slot
+    // back, tell the broker goodbye (so the socket's end is not taken for a
+    // death: no quarantine, no unclean stop), then close the socket.
+    if (system_slot_ && table_) {
+      table_->Release(*system_slot_, system_word_);
+      system_slot_.reset();
+    }
+    if (reader_.joinable()) {
+      (void)Request(json::object{{"op", "goodbye"}}, std::chrono::milliseconds(1000));
+    }
     {
       std::lock_guard lock(mu_);
       closing_ = true;
@@ -61,7 +71,6 @@ class ClientImpl {
     cv_.notify_all();
     if (reader_.joinable()) reader_.join();
     if (fence_.joinable()) fence_.join();
-    if (system_slot_ && table_) table_->Release(*system_slot_, system_word_);
     if (fd_ >= 0) ::close(fd_);
   }
 
@@ -250,9 +259,12 @@ class ClientImpl {
 
   // A request over the live connection; the reader thread delivers the reply.
   Result<json::object> Request(const json::object& req) {
+    return Request(req, options_.connect_timeout);
+  }
+  Result<json::object> Request(const json::object& req, std::chrono::milliseconds timeout) {
     std::lock_guard one_at_a_time(request_mu_);
     std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, options_.connect_timeout,
+    if (!cv_.wait_for(lock, timeout,
                       [&] { return connected_ || lost_ || closing_; }) ||
         !connected_) {
       return Status{lost_ ? Errc::kNotRegistered : Errc::kBrokerUnavailable,
@@ -261,7 +273,7 @@ class ClientImpl {
     reply_.reset();
     const std::uint64_t generation = connection_generation_;
     if (Status s = WriteFrame(fd_, json::serialize(req)); !s.ok()) return s;
-    if (!cv_.wait_for(lock, options_.connect_timeout, [&] {
+    if (!cv_.wait_for(lock, timeout, [&] {
           return reply_.has_value() || connection_generation_ != generation || closing_;
         })) {
       return Status{Errc::kTimeout, "broker did not answer in time"};

@@ -245,9 +245,9 @@ TEST_F(ClientTest, BrokerRestartAdoptsLiveClientsAndKeepsTheirSlots) {
   permits.clear();
   Permit p = other->TryAcquire(ec);
   EXPECT_FALSE(ec);
-  // The adopted client's death is still detected by the new broker.
+  // The adopted client's end is still seen by the new broker (a clean close here).
   c.reset();
-  EXPECT_TRUE(broker_->WaitForLog(" gone; ")) << broker_->log();
+  EXPECT_TRUE(broker_->WaitForLog("left cleanly")) << broker_->log();
   EXPECT_EQ(Num(TargetStatus(*broker_), "clients"), 1);
 }
 
@@ -444,6 +444,40 @@ TEST_F(ClientTest, UncleanEndThenLostSegmentHoldsCapacityBackForTheQuarantine) {
   ASSERT_TRUE(c);
   EXPECT_GE(std::chrono::steady_clock::now() - before_start, 3s);
   EXPECT_EQ(Num(TargetStatus(*broker_), "quarantined"), 0);
+}
+
+// A clean close (dsb_close / ~Client) gives the system slot back, says goodbye, then closes
+// the socket: the broker logs a departure, quarantines nothing, and its own next stop is
+// clean. Before the goodbye the socket closed first and the broker took it for a death.
+TEST_F(ClientTest, CleanCloseIsNotADeath) {
+  const std::string extra = "state_dir = \"" + (dir_.path() / "state").string() + "\"\n";
+  StartBroker({BrokerTarget{"exch01", 4, 0, "1h"}}, extra);
+  {
+    auto c = Connect();
+    ASSERT_TRUE(c);
+    std::error_code ec;
+    Permit p = c->TryAcquire(ec);
+    ASSERT_FALSE(ec) << ec.message();
+  }  // permit released, then the client closed
+  ASSERT_TRUE(broker_->WaitForLog("left cleanly")) << broker_->log();
+  EXPECT_EQ(broker_->log().find(" gone; "), std::string::npos) << broker_->log();
+  const json::object t = TargetStatus(*broker_);
+  EXPECT_EQ(Num(t, "quarantined"), 0);
+  EXPECT_EQ(Num(t, "held"), 0);
+  EXPECT_EQ(broker_->Stop(SIGTERM), 0);
+  EXPECT_NE(broker_->log().find("nothing held, segments removed"), std::string::npos)
+      << broker_->log();
+}
+
+// A client killed with its system slot held is still a death: quarantined.
+TEST_F(ClientTest, KilledClientIsStillADeathAfterGoodbyeExists) {
+  StartBroker({BrokerTarget{"exch01", 4, 0, "1h"}});
+  const pid_t child = SpawnHolder(broker_->socket().string(), 1);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ASSERT_TRUE(broker_->WaitForLog(" gone; ")) << broker_->log();
+  EXPECT_EQ(broker_->log().find("left cleanly"), std::string::npos) << broker_->log();
+  EXPECT_GE(Num(TargetStatus(*broker_), "quarantined"), 1);
 }
 
 TEST_F(ClientTest, CleanStopThenLostSegmentHoldsNothingBack) {
