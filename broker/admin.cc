@@ -22,9 +22,14 @@ json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
     boost::system::error_code ec1, ec2;
     const auto index = slot->to_number<std::uint32_t>(ec1);
     const auto w = word->to_number<std::uint64_t>(ec2);
-    if (!ec1 && !ec2 && shm::OwnerOf(w) == s.record()->owner && t.table().StillHeld(index, w) &&
+    // Retiring or not: a slot an earlier shrink asked back is still held.
+    if (!ec1 && !ec2 && shm::OwnerOf(w) == s.record()->owner && t.table().HeldBy(index, w) &&
         held > 0) {
       --held;
+      // If capacity shrinks now, this slot is the one to leave the table:
+      // its session was refused, so nobody loses one, and it will not be
+      // handed to the next waiter only to be refused again.
+      if (t.config().discover) t.RetireFirst(index, w);
     }
   } else if (held > 0) {
     // An older client names no slot. It is told to report while it still
@@ -52,12 +57,19 @@ json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
     // Admit no more actions here until the coordinator's next grant: the
     // server is full now (actions held, less the refused attempt).
     if (index < lease_caps.size() && t.config().discover) {
-      const std::uint32_t actions = held - std::min(held, c.held_system);
+      std::uint32_t actions = held - std::min(held, c.held_system);
       clamps.resize(ordered.size());
-      clamps[index] = RefusalClamp{actions, lease_caps[index].applied};
+      const auto now = Clock::now();
+      if (clamps[index] && (clamps[index]->applied == lease_caps[index].applied ||
+                            now < clamps[index]->until)) {
+        actions = std::min(actions, clamps[index]->capacity);
+      }
+      clamps[index] = RefusalClamp{actions, lease_caps[index].applied, now + kRefusalHold};
       ApplyLease(index);
+      ArmClampTimer(now + kRefusalHold);
     }
   }
+  t.ClearRetireFirst();
   return json::object{{"ok", true}, {"held", held}};
 }
 

@@ -175,10 +175,10 @@ void Broker::Impl::ApplyLease(std::size_t i) {
   const std::uint32_t floor = cap.action_capacity - cap.lease;
   std::uint32_t wanted = cap.action_capacity;
   clamps.resize(ordered.size());
-  if (clamps[i] && clamps[i]->applied == cap.applied) {
+  if (clamps[i] && (clamps[i]->applied == cap.applied || Clock::now() < clamps[i]->until)) {
     wanted = std::max(floor, std::min(wanted, clamps[i]->capacity));
   } else {
-    clamps[i].reset();  // a newer grant: the coordinator has decided
+    clamps[i].reset();  // a newer grant and the hold is over: the coordinator has decided
   }
   // Write-ahead: the high water is on disk before a client can use it;
   // if it cannot be written, capacity stays at what is on disk.
@@ -214,6 +214,20 @@ void Broker::Impl::ApplySingleCapacity(std::size_t index) {
   if (capacity != tg.capacity()) tg.SetCapacity(capacity);
 }
 
+void Broker::Impl::ArmClampTimer(Clock::time_point at) {
+  clamp_timer.expires_at(at);
+  clamp_timer.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping) return;
+    for (std::size_t i = 0; i < ordered.size(); ++i) {
+      if (cluster) {
+        ApplyLease(i);
+      } else {
+        ApplySingleCapacity(i);
+      }
+    }
+  });
+}
+
 void Broker::Impl::ClampAfterRefusal(std::size_t index, std::uint32_t in_use) {
   if (index >= ordered.size()) return;
   single_clamps.resize(ordered.size());
@@ -222,11 +236,7 @@ void Broker::Impl::ClampAfterRefusal(std::size_t index, std::uint32_t in_use) {
   const std::uint32_t cap = c && now < c->until ? std::min(c->capacity, in_use) : in_use;
   c = SingleClamp{cap, now + kRefusalHold};
   ApplySingleCapacity(index);
-  clamp_timer.expires_at(now + kRefusalHold);
-  clamp_timer.async_wait([this](boost::system::error_code ec) {
-    if (ec || stopping) return;
-    for (std::size_t i = 0; i < ordered.size(); ++i) ApplySingleCapacity(i);
-  });
+  ArmClampTimer(now + kRefusalHold);
 }
 
 void Broker::Impl::HoldBackAfterUncleanEnd(Target& tg, const UncleanEnd& unclean,

@@ -82,6 +82,7 @@ struct Broker::Impl {
   struct RefusalClamp {
     std::uint32_t capacity = 0;
     std::uint64_t applied = 0;  // the grant in force when it was set
+    Clock::time_point until;    // and at least until kRefusalHold after it
   };
   std::vector<std::optional<RefusalClamp>> clamps;
   // Single mode: after a refusal, no slot above what was in use then (the
@@ -97,6 +98,8 @@ struct Broker::Impl {
   asio::steady_timer clamp_timer{io};
   void ApplySingleCapacity(std::size_t index);
   void ClampAfterRefusal(std::size_t index, std::uint32_t in_use);
+  // Re-applies every target's capacity at `at` (when refusal holds end).
+  void ArmClampTimer(Clock::time_point at);
   void ApplyLease(std::size_t index);
   // Held for the broker's life: its socket and every segment it manages.
   std::optional<InstanceLock> socket_lock;

@@ -477,11 +477,14 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
           std::min(t.limit, t.reserve + cluster.SumSystemAndFloor() + 1)));
     }
     // The horizon is the longest a refusal report is assumed to take to
-    // arrive: min(D, 1 s). A report that takes longer may count a broker by
-    // what it is owed after a fall, which can only set the limit too low (a
-    // wasted slot, never a broken S); a longer horizon slows convergence,
-    // because a lowered broker keeps counting at its old owed for that long.
-    const auto horizon = std::min<lease::Duration>(cluster.term, std::chrono::seconds(1));
+    // arrive: min(D/4, 250 ms) (reports travel only on a live channel and are
+    // dropped, not queued, while it is down). A report that takes longer may
+    // count a broker by what it is owed after a fall, which can only set the
+    // limit too low (a wasted slot, never a broken S); a longer horizon slows
+    // convergence, because after each lowering the other brokers keep
+    // counting at their old owed for that long and refusals meanwhile are not
+    // evidence (PostgreSQL, 3 brokers, D = 1 s: 110 refusals with 1 s).
+    const auto horizon = std::min<lease::Duration>(cluster.term / 4, std::chrono::milliseconds(250));
     for (std::size_t t = 0; t < cluster.targets.size(); ++t) {
       impl->recent_owed.emplace_back(cluster.brokers.size(), t, horizon);
     }

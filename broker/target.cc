@@ -182,7 +182,12 @@ void Target::SetLeaseCapacity(std::uint32_t capacity, std::uint32_t floor,
 
 void Target::SetCapacity(std::uint32_t capacity) {
   capacity_ = capacity;
-  if (table_->SetCapacity(capacity)) {
+  const bool revoked =
+      retire_first_ ? table_->SetCapacityRetiringFirst(capacity, retire_first_->first,
+                                                       retire_first_->second)
+                    : table_->SetCapacity(capacity);
+  retire_first_.reset();
+  if (revoked) {
     spdlog::info("target {}: capacity lowered to {}: held slots asked back (revocation)",
                  config_.name, capacity);
   }

@@ -82,6 +82,11 @@ class Target {
   }
 
   void SetCapacity(std::uint32_t capacity);
+  // The next capacity change that shrinks asks slot `index` (held with
+  // `word`: a session the server just refused) back first; cleared by it or
+  // by ClearRetireFirst().
+  void RetireFirst(std::uint32_t index, std::uint64_t word) { retire_first_ = {index, word}; }
+  void ClearRetireFirst() { retire_first_.reset(); }
   // Cluster mode: capacity = floor + lease, the lease valid until `lease_end`
   // (nullopt: no lease). Recorded in the segment so clients can fence a hung
   // broker's table to the floor.
@@ -109,6 +114,7 @@ class Target {
   std::multiset<Clock::time_point> registration_quarantine_;
   std::multimap<Clock::time_point, std::uint32_t> quarantine_;  // end -> slot
   std::uint32_t capacity_ = 0;
+  std::optional<std::pair<std::uint32_t, std::uint64_t>> retire_first_;
   std::uint64_t session_limit_reports_ = 0;
   std::uint64_t slots_reclaimed_ = 0;
 };

@@ -611,6 +611,27 @@ bool SlotTable::SetCapacity(std::uint32_t n) noexcept {
   return revoked;
 }
 
+bool SlotTable::SetCapacityRetiringFirst(std::uint32_t n, std::uint32_t index,
+                                         std::uint64_t held_word) noexcept {
+  const bool locked = LockQueue();
+  bool revoked = false;
+  if (index < slot_count_ && IsHeld(held_word) && CountEnabled() > std::min(n, slot_count_)) {
+    std::uint64_t w = slots_[index].word.load(kAcquire);
+    while ((w & ~kGrantBit) == held_word) {
+      if (slots_[index].word.compare_exchange_weak(w, w | kRetireBit, kSeqCst)) {
+        revoked = true;
+        break;
+      }
+    }
+  }
+  revoked = SetCapacityLocked(n) || revoked;
+  if (locked) {
+    PumpLocked();
+    UnlockQueue();
+  }
+  return revoked;
+}
+
 bool SlotTable::SetCapacityLocked(std::uint32_t n) noexcept {
   n = std::min(n, slot_count_);
   header_->capacity.store(n, kSeqCst);

@@ -183,6 +183,18 @@ class SlotTable {
   // EndQuarantine.
   // Returns true if any held slot was asked to retire.
   bool SetCapacity(std::uint32_t n) noexcept;
+  // As SetCapacity, but a shrink first asks slot `index` back if it holds
+  // `held_word` (the slot of a session the server just refused: its holder
+  // gives it back at once, so no live session has to yield for it, and it
+  // leaves the table instead of serving the next waiter at the same level).
+  bool SetCapacityRetiringFirst(std::uint32_t n, std::uint32_t index,
+                                std::uint64_t held_word) noexcept;
+  // True while slot `index` is held with `held_word`, retiring or not.
+  bool HeldBy(std::uint32_t index, std::uint64_t held_word) const noexcept {
+    return index < slot_count_ &&
+           (slots_[index].word.load(std::memory_order_acquire) & ~(kGrantBit | kRetireBit)) ==
+               held_word;
+  }
   // Frees every slot marked with `owner` and drops the owner's queued
   // waiters (cooling slots carry no owner and are left alone)
   // waiters. With `quarantine`, every such slot (retiring ones included: the
