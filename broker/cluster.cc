@@ -484,7 +484,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
     // convergence, because after each lowering the other brokers keep
     // counting at their old owed for that long and refusals meanwhile are not
     // evidence (PostgreSQL, 3 brokers, D = 1 s: 110 refusals with 1 s).
-    const auto horizon = std::min<lease::Duration>(cluster.term / 4, std::chrono::milliseconds(250));
+    const auto horizon = lease::RefusalReportHorizon(cluster.term);
     for (std::size_t t = 0; t < cluster.targets.size(); ++t) {
       impl->recent_owed.emplace_back(cluster.brokers.size(), t, horizon);
     }

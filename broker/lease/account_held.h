@@ -6,6 +6,8 @@
 #ifndef DSB_BROKER_LEASE_ACCOUNT_HELD_H_
 #define DSB_BROKER_LEASE_ACCOUNT_HELD_H_
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -23,6 +25,14 @@ namespace dsb::lease {
 // keeps the old value longer. Peak() is the most a broker was owed within
 // `horizon` before the last Observe(). The horizon is the longest a refusal
 // report may take to arrive (an assumption: a later report may underestimate).
+// The horizon the coordinator gives RecentOwed: the longest a refusal report
+// is assumed to take to arrive, min(D/4, 250 ms). Longer slows convergence
+// (after a lowering the other brokers count at their old owed that long);
+// a report later than this may set the limit too low, never break S.
+inline Duration RefusalReportHorizon(Duration term) {
+  return std::min<Duration>(term / 4, std::chrono::milliseconds(250));
+}
+
 class RecentOwed {
  public:
   RecentOwed(std::size_t brokers, std::size_t target, Duration horizon)

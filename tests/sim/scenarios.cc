@@ -567,6 +567,11 @@ SimConfig RandomConfig(std::uint64_t seed, int brokers, RealTime run_for, bool f
     c.net.max_delay = c.net.min_delay + static_cast<RealTime>(below(20'000'000));
     c.net.long_delay = 0.05 * uniform();
     c.net.long_delay_max = static_cast<RealTime>(below(static_cast<std::uint64_t>(c.term.count())));
+    // Messages may be delayed up to D here: the sweep checks the estimate
+    // under its assumption that a report arrives within the horizon, so the
+    // horizon is D (the product uses min(D/4, 250 ms): a report later than
+    // that may set the limit below C; docs/notes.md has the figures).
+    c.server.report_horizon = c.term;
     c.faults.partition_every = 5 + 15 * uniform();
     c.faults.broker_crash_every = 10 + 30 * uniform();
     c.faults.coordinator_crash_every = 20 + 60 * uniform();

@@ -865,7 +865,9 @@ void Simulation::StartPolicy() {
   const Status ok = lease::LimitPolicy::Validate(c);
   DSB_CHECK(ok.ok(), "%s", ok.message().c_str());
   policy_ = std::make_unique<lease::LimitPolicy>(c, CoordinatorClock());
-  report_horizon_ = sv.report_horizon > Duration::zero() ? sv.report_horizon : config_.term;
+  // The product's horizon unless a run sets one (broker/lease/account_held.h).
+  report_horizon_ = sv.report_horizon > Duration::zero() ? sv.report_horizon
+                                                         : lease::RefusalReportHorizon(config_.term);
   recent_owed_ = std::make_unique<RecentOwed>(brokers_.size(), 0, report_horizon_);
 }
 

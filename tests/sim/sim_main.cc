@@ -139,8 +139,10 @@ int main(int argc, char** argv) {
     if (server) {
       cfg.server.hold_after_refusal = hold_after_refusal;
       cfg.server.estimate_from_reports = estimate_from_reports;
-      cfg.server.report_horizon =
-          std::chrono::nanoseconds(static_cast<std::int64_t>(report_horizon * 1e9));
+      if (report_horizon > 0) {
+        cfg.server.report_horizon =
+            std::chrono::nanoseconds(static_cast<std::int64_t>(report_horizon * 1e9));
+      }
     }
     if (!broken_clause.empty()) cfg.switches.*clauses.at(broken_clause) = false;
     Simulation sim(cfg);
