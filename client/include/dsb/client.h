@@ -29,7 +29,11 @@
 //  - A refused connect (the server's session limit): no session was opened.
 //    Client::ReportSessionLimit(permit, detail) while still holding the
 //    permit (the broker leaves the refused attempt out of what it held), then
-//    Permit::ReleaseConfirmed().
+//    Permit::ReleaseConfirmed() once the server is done with the attempt.
+//    PostgreSQL: a refused backend still counts against the role until it
+//    exits, after it sent the refusal; keep the connection until the server
+//    closes it (libpq keeps the socket until PQfinish: read PQsocket() to
+//    EOF), then release. Exchange: Permit::Release() (the cooldown covers it).
 //
 // Thread rule: a Client is thread-safe; share one across all action threads.
 // A Permit belongs to one thread at a time (move it to hand it over). Every
