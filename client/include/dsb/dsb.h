@@ -83,7 +83,9 @@ DSB_API void dsb_release(dsb_client* client, dsb_permit* permit);
  *    read until the server closes its end (EOF), PQfinish, then
  *    dsb_release_confirmed.
  *  - A connect refused for the session limit: dsb_report_refusal(client,
- *    &permit, detail) while holding the permit, then dsb_release_confirmed. */
+ *    &permit, detail) while holding the permit, then dsb_release_confirmed
+ *    (PostgreSQL: after the server closed the refused connection, since its
+ *    backend counts until it exits; Exchange: dsb_release). */
 DSB_API void dsb_release_confirmed(dsb_client* client, dsb_permit* permit);
 /* 1 if the broker asks this slot back (close the session at a safe point), else 0. */
 DSB_API int32_t dsb_should_yield(const dsb_client* client, const dsb_permit* permit);
