@@ -70,6 +70,10 @@ std::optional<LimitChange> LimitPolicy::OnRefusal(TimePoint now, std::uint32_t h
     return Set(now, limit_ - 1, LimitSource::kDiscovered,
                "a refusal at " + std::to_string(held) + " session(s) (ratchet test switch)");
   }
+  // Bounded: a flood of reports (a hostile or broken client) must not make
+  // each report cost more; the newest kMaxReports carry the evidence.
+  constexpr std::size_t kMaxReports = 256;
+  if (reports_.size() >= kMaxReports) reports_.pop_front();
   reports_.emplace_back(now, held);
   if (reports_.size() < config_.confirmations) return std::nullopt;
   // F2: the confirmations-th smallest level among the reports in the window.
