@@ -174,6 +174,9 @@ awaitable<json::object> Broker::Impl::StatusAsync() {
         }
       }
     } else {
+      // The configured limit is shown, but it is only the ceiling: say the
+      // effective one is unknown here.
+      for (json::value& tv : ts) tv.as_object()["limit_source"] = "unknown";
       reply["limit_error"] = limits_reply.contains("message") ? limits_reply["message"]
                                                               : json::value("no answer");
     }

@@ -280,10 +280,13 @@ struct ClusterNode::Impl {
   }
 
   // Asks the coordinator (another broker) an admin question over the wire.
-  awaitable<json::object> AskCoordinator(std::string request) {
+  // `timeout` bounds the connect and the answer each (status asks with a
+  // short one, so `dsbctl status` answers while the coordinator is down).
+  awaitable<json::object> AskCoordinator(std::string request,
+                                         std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
     const config::ClusterBroker& c = coordinator();
     auto ch = co_await wire::Channel::Connect(io.get_executor(), c.address.host, c.address.port,
-                                              creds, std::chrono::seconds(5));
+                                              creds, timeout);
     if (!ch.ok()) {
       co_return json::object{{"ok", false},
                              {"error", ErrcName(ch.status().code())},
@@ -293,7 +296,7 @@ struct ClusterNode::Impl {
     wire::Message m = wire::AdminRequest{std::move(request)};
     Status s = co_await ch->Send(std::move(m));
     Result<wire::Message> reply(s);
-    if (s.ok()) reply = co_await ch->Receive(std::chrono::seconds(5));
+    if (s.ok()) reply = co_await ch->Receive(timeout);
     ch->Close();
     if (reply.ok()) {
       if (auto* a = std::get_if<wire::AdminReply>(&*reply)) {
@@ -597,7 +600,7 @@ void ClusterNode::ReportRefusal(std::size_t target, std::uint32_t held, const st
 awaitable<json::object> ClusterNode::Limits() {
   Impl& n = *impl_;
   if (n.limits) co_return n.LimitsJson();
-  co_return co_await n.AskCoordinator(R"({"op":"limits"})");
+  co_return co_await n.AskCoordinator(R"({"op":"limits"})", std::chrono::milliseconds(1000));
 }
 
 awaitable<json::object> ClusterNode::SetLimit(std::size_t target, std::uint32_t limit,

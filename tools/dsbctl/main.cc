@@ -143,6 +143,10 @@ int CmdStatus(const Options& o) {
   PrintTable({"TARGET", "LIMIT", "SOURCE", "RESERVE", "CAPACITY", "HELD", "(SYSTEM)", "WAITING",
               "QUARANTINED", "COOLING", "RETIRING", "CLIENTS", "LIMIT-REPORTS"},
              rows);
+  if (const json::value* e = r->if_contains("limit_error"); e != nullptr) {
+    std::printf("effective limit unknown (LIMIT shows the configured ceiling): %s\n",
+                Str(*e).c_str());
+  }
   return 0;
 }
 
