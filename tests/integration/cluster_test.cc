@@ -17,6 +17,7 @@
 
 #include "common/local_frame.h"
 #include "tests/support/broker_admin.h"
+#include "tests/support/test_cluster.h"
 #include "tests/support/broker_process.h"
 #include "tests/tools/process.h"
 #include "tests/tools/sim_server_process.h"
@@ -34,17 +35,6 @@ namespace json = boost::json;
 constexpr int kLimit = 32;  // the account's limit, in the cluster file
 constexpr const char* kUser = "svc-digiscope";
 
-std::uint16_t FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 json::object Ask(const std::filesystem::path& socket, const json::object& req) {
   return testing::AskBroker(socket, req);
@@ -53,32 +43,15 @@ json::object Ask(const std::filesystem::path& socket, const json::object& req) {
 class ClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string stem = "cl" + std::to_string(::getpid());
-    {
-      std::ofstream key(dir_.File("cluster.key"));
-      std::mt19937_64 rng(std::random_device{}());
-      for (int i = 0; i < 4; ++i) key << std::hex << std::setw(16) << std::setfill('0') << rng();
-    }
-    ::chmod(dir_.File("cluster.key").c_str(), 0600);
-    std::ofstream cluster(dir_.File("cluster.toml"));
-    cluster << "[cluster]\ncoordinator = \"ws1\"\nterm = \"1s\"\ndrain = \"1s\"\n\n";
-    for (int i = 1; i <= 3; ++i) {
-      cluster << "[[brokers]]\nid = \"ws" << i << "\"\naddress = \"127.0.0.1:" << FreePort()
-              << "\"\n\n";
-    }
-    cluster << "[[targets]]\nname = \"exch01\"\nlimit = " << kLimit << "\n";
-    cluster.close();
-    for (int i = 1; i <= 3; ++i) {
-      const std::string id = "ws" + std::to_string(i);
-      const std::string socket = dir_.File(id + ".sock");
-      std::ofstream b(dir_.File(id + ".toml"));
-      b << "[broker]\nid = \"" << id << "\"\nsocket = \"" << socket << "\"\nshm_prefix = \""
-        << stem << id << "\"\ncluster = \"cluster.toml\"\nkey_file = \"cluster.key\"\n"
-        << "adopt_grace = \"3s\"\n";
-      b.close();
+    testing::TestClusterSpec spec;
+    spec.stem = "cl" + std::to_string(::getpid());
+    spec.targets_toml = "[[targets]]\nname = \"exch01\"\nlimit = " + std::to_string(kLimit) + "\n";
+    spec.broker_extra = "adopt_grace = \"3s\"\n";
+    const testing::TestClusterFiles files = testing::WriteTestCluster(dir_.File(""), spec);
+    for (std::size_t i = 0; i < files.configs.size(); ++i) {
       brokers_.push_back(std::make_unique<BrokerProcess>(
-          dir_.File(id + ".toml"), socket,
-          std::vector<std::string>{"dsb-" + stem + id + "-exch01"}));
+          files.configs[i], files.sockets[i],
+          std::vector<std::string>{files.Segment(spec, i, "exch01")}));
     }
     server_ = std::make_unique<SimServerProcess>(dir_, std::vector<std::string>{"--limit", "1000"});
     ASSERT_TRUE(server_->ok());

@@ -1,4 +1,5 @@
 #include "tests/realserver/pg_fixture.h"
+#include "tests/support/test_cluster.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -126,48 +127,17 @@ pid_t PgFixture::InstancePid(const LoadRun& run, int index) {
 }
 
 namespace {
-int FreeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  int port = 0;
-  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  if (fd >= 0) ::close(fd);
-  return port;
-}
 }  // namespace
 
 void PgFixture::StartCluster(const std::string& targets_toml) {
-  const std::string stem = "pgc" + std::to_string(::getpid());
-  {
-    std::ofstream key(dir_.File("cluster.key"));
-    std::mt19937_64 rng(std::random_device{}());
-    for (int i = 0; i < 4; ++i) key << std::hex << std::setw(16) << std::setfill('0') << rng();
-  }
-  ::chmod(dir_.File("cluster.key").c_str(), 0600);
-  {
-    std::ofstream cluster(dir_.File("cluster.toml"));
-    cluster << "[cluster]\ncoordinator = \"ws1\"\nterm = \"1s\"\ndrain = \"1s\"\n\n";
-    for (int i = 1; i <= 3; ++i) {
-      cluster << "[[brokers]]\nid = \"ws" << i << "\"\naddress = \"127.0.0.1:" << FreeLoopbackPort()
-              << "\"\nsystem_slots = 1\nfloor = 0\n\n";
-    }
-    cluster << targets_toml;
-  }
-  for (int i = 1; i <= 3; ++i) {
-    const std::string id = "ws" + std::to_string(i);
-    const std::string socket = dir_.File(id + ".sock");
-    std::ofstream(dir_.File(id + ".toml"))
-        << "[broker]\nid = \"" << id << "\"\nsocket = \"" << socket << "\"\nshm_prefix = \"" << stem
-        << id << "\"\ncluster = \"cluster.toml\"\nkey_file = \"cluster.key\"\n"
-        << "adopt_grace = \"2s\"\n";
+  testing::TestClusterSpec spec;
+  spec.stem = "pgc" + std::to_string(::getpid());
+  spec.broker_keys = "system_slots = 1\nfloor = 0\n";
+  spec.targets_toml = targets_toml;
+  const testing::TestClusterFiles files = testing::WriteTestCluster(dir_.File(""), spec);
+  for (std::size_t i = 0; i < files.configs.size(); ++i) {
     brokers_.push_back(std::make_unique<testing::BrokerProcess>(
-        dir_.File(id + ".toml"), socket, std::vector<std::string>{"dsb-" + stem + id + "-pg"}));
+        files.configs[i], files.sockets[i], std::vector<std::string>{files.Segment(spec, i, "pg")}));
   }
   for (auto& b : brokers_) ASSERT_TRUE(b->Start()) << b->log();
   ASSERT_TRUE(tools_test::WaitUntil(

@@ -1,0 +1,61 @@
+#include "tests/support/test_cluster.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iomanip>
+#include <random>
+
+namespace dsb::testing {
+
+std::uint16_t FreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+TestClusterFiles WriteTestCluster(const std::filesystem::path& dir, const TestClusterSpec& spec) {
+  {
+    std::ofstream key(dir / "cluster.key");
+    std::mt19937_64 rng(std::random_device{}());
+    for (int i = 0; i < 4; ++i) key << std::hex << std::setw(16) << std::setfill('0') << rng();
+  }
+  ::chmod((dir / "cluster.key").c_str(), 0600);
+  TestClusterFiles files;
+  {
+    std::ofstream cluster(dir / "cluster.toml");
+    cluster << "[cluster]\ncoordinator = \"ws1\"\n" << spec.cluster_keys << "\n";
+    for (int i = 1; i <= spec.brokers; ++i) {
+      cluster << "[[brokers]]\nid = \"ws" << i << "\"\naddress = \"127.0.0.1:"
+              << FreeLoopbackPort() << "\"\n"
+              << spec.broker_keys << "\n";
+    }
+    cluster << spec.targets_toml;
+  }
+  for (int i = 1; i <= spec.brokers; ++i) {
+    const std::string id = "ws" + std::to_string(i);
+    const std::filesystem::path socket = dir / (id + ".sock");
+    std::ofstream(dir / (id + ".toml"))
+        << "[broker]\nid = \"" << id << "\"\nsocket = \"" << socket.string()
+        << "\"\nshm_prefix = \"" << spec.stem << id
+        << "\"\ncluster = \"cluster.toml\"\nkey_file = \"cluster.key\"\n"
+        << spec.broker_extra;
+    files.configs.push_back(dir / (id + ".toml"));
+    files.sockets.push_back(socket);
+    files.ids.push_back(id);
+  }
+  return files;
+}
+
+}  // namespace dsb::testing
