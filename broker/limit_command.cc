@@ -44,32 +44,17 @@ struct Run : std::enable_shared_from_this<Run> {
   bool finished = false;
   Clock::time_point deadline;
 
-  void ReadOut() {
-    out.async_read_some(asio::buffer(out_buf), [self = shared_from_this()](
-                                                   boost::system::error_code ec, std::size_t n) {
-      if (!ec) {
-        if (self->stdout_text.size() < kMaxKept) {
-          self->stdout_text.append(self->out_buf.data(),
-                                   std::min(n, kMaxKept - self->stdout_text.size()));
-        }
-        self->ReadOut();
+  // Reads `pipe` to EOF into `text` (keeping at most kMaxKept bytes).
+  void ReadAll(asio::posix::stream_descriptor& pipe, std::array<char, 512>& buf,
+               std::string& text) {
+    pipe.async_read_some(asio::buffer(buf), [self = shared_from_this(), &pipe, &buf, &text](
+                                                boost::system::error_code ec, std::size_t n) {
+      if (ec) {
+        self->PipeClosed();
         return;
       }
-      self->PipeClosed();
-    });
-  }
-  void ReadErr() {
-    err.async_read_some(asio::buffer(err_buf), [self = shared_from_this()](
-                                                   boost::system::error_code ec, std::size_t n) {
-      if (!ec) {
-        if (self->stderr_text.size() < kMaxKept) {
-          self->stderr_text.append(self->err_buf.data(),
-                                   std::min(n, kMaxKept - self->stderr_text.size()));
-        }
-        self->ReadErr();
-        return;
-      }
-      self->PipeClosed();
+      if (text.size() < kMaxKept) text.append(buf.data(), std::min(n, kMaxKept - text.size()));
+      self->ReadAll(pipe, buf, text);
     });
   }
   void PipeClosed() {
@@ -202,8 +187,8 @@ void RunLimitCommand(const asio::any_io_executor& executor, std::string command,
   run->err.assign(err_pipe[0]);
   run->deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
   run->ArmDeadline();
-  run->ReadOut();
-  run->ReadErr();
+  run->ReadAll(run->out, run->out_buf, run->stdout_text);
+  run->ReadAll(run->err, run->err_buf, run->stderr_text);
 }
 
 }  // namespace dsb::broker
