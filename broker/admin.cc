@@ -184,7 +184,8 @@ awaitable<json::object> Broker::Impl::StatusAsync() {
   co_return reply;
 }
 
-awaitable<json::object> Broker::Impl::SetLimit(const json::object& req) {
+awaitable<json::object> Broker::Impl::SetLimit(const json::object& req, uid_t peer_uid,
+                                               pid_t peer_pid) {
   const json::value* tv = req.if_contains("target");
   const json::value* lv = req.if_contains("limit");
   if (tv == nullptr || !tv->is_string() || lv == nullptr || !lv->is_int64()) {
@@ -202,10 +203,9 @@ awaitable<json::object> Broker::Impl::SetLimit(const json::object& req) {
     co_return ErrorReply(Errc::kInvalidArgument,
                          "limit must be between 1 and 65535, got " + std::to_string(value));
   }
-  std::string who = "dsbctl";
-  if (const json::value* w = req.if_contains("who"); w != nullptr && w->is_string()) {
-    who = config::Printable(std::string(w->as_string()), 64);
-  }
+  // Who did it comes from the socket's peer credentials, never from the
+  // request (any allowed local user could claim any name).
+  const std::string who = "uid " + std::to_string(peer_uid) + ", pid " + std::to_string(peer_pid);
   const std::size_t index = IndexOf(*it->second);
   if (limits) {
     if (dsb::Status st = limits->SetOperatorLimit(index, static_cast<std::uint32_t>(value), who);

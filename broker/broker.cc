@@ -233,7 +233,14 @@ void Broker::Impl::ClampAfterRefusal(std::size_t index, std::uint32_t in_use) {
   single_clamps.resize(ordered.size());
   auto& c = single_clamps[index];
   const auto now = Clock::now();
-  const std::uint32_t cap = c && now < c->until ? std::min(c->capacity, in_use) : in_use;
+  std::uint32_t cap = c && now < c->until ? std::min(c->capacity, in_use) : in_use;
+  // Never below what the limit's minimum allows (a hostile client reporting
+  // fake refusals must not be able to close the target for everyone).
+  const auto reserve = static_cast<std::uint32_t>(ordered[index]->config().reserve);
+  // One system and one action slot (the single-machine minimum, less the reserve).
+  const std::uint32_t floor_cap =
+      std::min<std::uint32_t>(static_cast<std::uint32_t>(ordered[index]->config().limit) - reserve, 2);
+  cap = std::max(cap, floor_cap);
   c = SingleClamp{cap, now + kRefusalHold};
   ApplySingleCapacity(index);
   ArmClampTimer(now + kRefusalHold);

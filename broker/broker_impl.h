@@ -148,7 +148,8 @@ struct Broker::Impl {
   json::object Handle(Session& s, const json::object& req);
   json::object HandleRegister(Session& s, const json::object& req);
   json::object HandleRefusal(Session& s, const json::object& req);
-  awaitable<json::object> SetLimit(const json::object& req);
+  // `peer_uid`/`peer_pid`: the requester (SO_PEERCRED), named in the log.
+  awaitable<json::object> SetLimit(const json::object& req, uid_t peer_uid, pid_t peer_pid);
   awaitable<json::object> StatusAsync();
   std::size_t IndexOf(const Target& t) const;
   // Single mode: capacity follows the effective limit (write-ahead on a raise).
@@ -218,7 +219,7 @@ class Session : public std::enable_shared_from_this<Session> {
           if (op != nullptr && op->is_string() && op->as_string() == "leases") {
             reply = co_await broker_.Leases();
           } else if (op != nullptr && op->is_string() && op->as_string() == "set_limit") {
-            reply = co_await broker_.SetLimit(v.as_object());
+            reply = co_await broker_.SetLimit(v.as_object(), peer_uid_, peer_pid_);
           } else if (op != nullptr && op->is_string() && op->as_string() == "status") {
             reply = co_await broker_.StatusAsync();
           } else {

@@ -611,7 +611,7 @@ awaitable<json::object> ClusterNode::SetLimit(std::size_t target, std::uint32_t 
                    {"target", n.cfg.targets.at(target).name},
                    {"limit", limit},
                    {"who", who}};
-  co_return co_await n.AskCoordinator(json::serialize(req));
+  co_return co_await n.AskCoordinator(json::serialize(req), std::chrono::milliseconds(2000));
 }
 
 awaitable<json::object> ClusterNode::Leases() {

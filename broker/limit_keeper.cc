@@ -44,6 +44,7 @@ struct LimitKeeper::Impl {
     std::string last_error;
     std::optional<Clock::time_point> last_run;
     bool running = false;
+    std::uint64_t counted_only = 0;  // refusals of folded reports beyond the evidence
     // refusal log rate limit
     Clock::time_point last_log{};
     std::uint64_t unlogged = 0;
@@ -186,10 +187,15 @@ void LimitKeeper::OnRefusal(std::size_t index, std::uint32_t held, std::uint32_t
   Impl::PerTarget& t = k.targets[index];
   const auto now = Clock::now();
   std::optional<lease::LimitChange> change;
-  for (std::uint32_t n = 0; n < refusals; ++n) {
+  // A report may fold many refusals (a peer says how many): a few are
+  // evidence enough; the rest are only counted (a hostile count must not
+  // stall the loop).
+  const std::uint32_t as_evidence = std::min<std::uint32_t>(refusals, 4);
+  for (std::uint32_t n = 0; n < as_evidence; ++n) {
     auto c = t.policy->OnRefusal(now, held);
     if (c) change = c;
   }
+  t.counted_only += refusals - as_evidence;
   // Every refusal is counted (status); the log gets one line a second.
   if (now - t.last_log >= std::chrono::seconds(1)) {
     spdlog::warn("target {}: {} reports the server refused a session for its limit with {} "
@@ -237,7 +243,7 @@ json::object LimitKeeper::Json(std::size_t index) const {
                       {"limit_changed_ms_ago", MsBetween(p.changed_at(), now)},
                       {"limit_ceiling", p.config().ceiling},
                       {"limit_minimum", p.config().minimum},
-                      {"refusals_reported", p.refusals_reported()},
+                      {"refusals_reported", p.refusals_reported() + t.counted_only},
                       {"limit_changes", p.changes()},
                       {"discover", p.config().discover},
                       {"limit_command", std::move(command)}};

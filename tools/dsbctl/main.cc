@@ -182,6 +182,14 @@ std::uint32_t Num(const json::object& o, const char* key) {
 
 int CmdProbe(const Options& o, const std::string& target, dsb::ctl::ProbeOptions p, bool apply,
              bool force) {
+  if (apply && force) {
+    // A slot held through dsb is not a session open on the server (a thread
+    // holds it while it connects and after it closed), so opened + held is
+    // only an estimate of the cap: never make it the limit.
+    return Fail("--apply cannot be combined with --force: on a busy target the count is only an "
+                "estimate; stop the DigiScope instances and probe a quiet target",
+                2);
+  }
   auto t = TargetStatus(o, target);
   if (!t) return 1;
   // Sessions dsb holds (or that the server may still count) are on the server too.
@@ -212,8 +220,8 @@ int CmdProbe(const Options& o, const std::string& target, dsb::ctl::ProbeOptions
     return apply ? Fail("nothing to apply: the server never refused") : 0;
   }
   if (!o.json) {
-    std::printf("server refused session %u: cap for this account is %u%s\n  (%s)\n",
-                r.opened + 1, cap,
+    std::printf("server refused session %u: cap for this account is %s%u%s\n  (%s)\n",
+                r.opened + 1, force && busy > 0 ? "about " : "", cap,
                 force && busy > 0 ? (" (" + std::to_string(r.opened) + " opened + " +
                                      std::to_string(busy) + " held through dsb)")
                                         .c_str()
