@@ -36,9 +36,30 @@ Status Broker::Impl::Open() {
     if (!seg_lock.ok()) return seg_lock.status();
     segment_locks.push_back(std::move(seg_lock).value());
   }
+  if (!config.cluster_mode()) {
+    // Before any segment is opened: the effective limits (restored from the
+    // state_dir if an earlier life recorded them) decide the first capacity.
+    std::vector<std::uint32_t> minimum;
+    for (const config::TargetConfig& t : config.targets) {
+      // One instance's system connection and one action slot above the reserve.
+      minimum.push_back(static_cast<std::uint32_t>(std::min(t.limit, t.reserve + 2)));
+    }
+    std::optional<std::filesystem::path> limits_file;
+    if (config.state_dir) limits_file = *config.state_dir / (config.id + ".limits");
+    auto keeper = LimitKeeper::Create(
+        io, config.targets, minimum,
+        {[this](std::size_t i, const lease::LimitChange& c) { ApplyLimit(i, c); }}, limits_file);
+    if (!keeper.ok()) return keeper.status();
+    limits = std::move(keeper).value();
+  }
+  auto target_index = [&](const config::TargetConfig& t) {
+    return static_cast<std::size_t>(&t - config.targets.data());
+  };
   auto initial_capacity = [&](const config::TargetConfig& t) {
-    return config.cluster_mode() ? static_cast<std::uint32_t>(config.self().floor)  // B1
-                                 : static_cast<std::uint32_t>(t.limit - t.reserve);
+    if (config.cluster_mode()) return static_cast<std::uint32_t>(config.self().floor);  // B1
+    const std::uint32_t limit = limits->limit(target_index(t));
+    const auto reserve = static_cast<std::uint32_t>(t.reserve);
+    return limit > reserve ? limit - reserve : 0;
   };
   if (state_path) {
     // Written before any segment is touched: what this life may hand out is
@@ -66,12 +87,23 @@ Status Broker::Impl::Open() {
   }
   for (const config::TargetConfig& t : config.targets) {
     const std::uint32_t capacity = initial_capacity(t);
-    auto target = Target::Open(config, t, capacity, now);
+    // Single mode without a recorded limit: an adopted segment is not raised
+    // above the capacity the previous broker left (its effective limit may
+    // have been discovered or set by an operator: raising it to the config
+    // would send clients into refusals until rediscovered).
+    const bool keep_lower = !config.cluster_mode() && !limits->restored(target_index(t));
+    auto target = Target::Open(config, t, capacity, now, keep_lower);
     if (!target.ok()) return target.status();
     Target& tg = **target;
     // A segment left by a cluster-mode broker carries a lease fence; a
     // single-machine broker has no lease: clear it, or clients would fence.
     if (!config.cluster_mode()) tg.table().SetLeaseFence(0, 0);
+    if (keep_lower && tg.adopted_segment() && tg.capacity() < capacity) {
+      limits->Seed(target_index(t), tg.capacity() + static_cast<std::uint32_t>(t.reserve),
+                   "kept from segment " + tg.table().name() +
+                       " adopted from the previous broker (set broker.state_dir to keep the "
+                       "limit and its source across restarts; dsbctl set-limit raises it)");
+    }
     if (tg.adopted_segment()) {
       in_grace = true;
       spdlog::info("target {}: adopted existing segment {}: {} owners hold slots; they have {} "
@@ -112,18 +144,6 @@ Status Broker::Impl::Open() {
     auto node = ClusterNode::Create(io, config, std::move(hooks));
     if (!node.ok()) return node.status();
     cluster = std::move(node).value();
-  }
-  if (!config.cluster_mode()) {
-    std::vector<std::uint32_t> minimum;
-    for (const config::TargetConfig& t : config.targets) {
-      // One instance's system connection and one action slot above the reserve.
-      minimum.push_back(static_cast<std::uint32_t>(std::min(t.limit, t.reserve + 2)));
-    }
-    auto keeper = LimitKeeper::Create(
-        io, config.targets, minimum,
-        {[this](std::size_t i, const lease::LimitChange& c) { ApplyLimit(i, c); }});
-    if (!keeper.ok()) return keeper.status();
-    limits = std::move(keeper).value();
   }
   if (Status s = BindSocket(); !s.ok()) return s;
   return cluster ? cluster->Start() : Status::Ok();

@@ -492,6 +492,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
       impl->recent_owed.emplace_back(cluster.brokers.size(), t, horizon);
     }
     Impl* raw = impl.get();
+    std::optional<std::filesystem::path> limits_file;
+    if (config.state_dir) limits_file = *config.state_dir / (config.id + ".limits");
     auto keeper = LimitKeeper::Create(
         io, cluster.targets, minimum,
         {[raw](std::size_t i, const lease::LimitChange& c) {
@@ -503,9 +505,20 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
             spdlog::error("target {}: ledger refused limit {}: {}",
                           raw->cfg.cluster->targets[i].name, c.to, s.message());
           }
-        }});
+        }},
+        limits_file);
     if (!keeper.ok()) return keeper.status();
     impl->limits = std::move(keeper).value();
+    // Limits restored from the state_dir apply to the ledger from the start.
+    for (std::size_t t = 0; t < cluster.targets.size(); ++t) {
+      if (!impl->limits->restored(t)) continue;
+      if (Status s = impl->ledger->SetLimit(cluster.targets[t].name, impl->limits->limit(t),
+                                            Clock::now());
+          !s.ok()) {
+        spdlog::error("target {}: ledger refused the restored limit {}: {}",
+                      cluster.targets[t].name, impl->limits->limit(t), s.message());
+      }
+    }
   }
   return std::unique_ptr<ClusterNode>(new ClusterNode(std::move(impl)));
 }

@@ -2,7 +2,14 @@
 
 #include <boost/asio.hpp>
 #include <boost/json.hpp>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <ctime>
+#include <fstream>
+#include <sstream>
 #include <spdlog/spdlog.h>
 
 #include "broker/limit_command.h"
@@ -54,6 +61,80 @@ struct LimitKeeper::Impl {
 
   asio::io_context& io;
   Hooks hooks;
+  std::optional<std::filesystem::path> state_file;
+  std::vector<bool> restored;
+
+  // Writes every target's limit, source and base (write, fsync, rename).
+  void Persist() {
+    if (!state_file) return;
+    json::object ts;
+    for (const PerTarget& t : targets) {
+      const lease::LimitPolicy& p = *t.policy;
+      ts[t.config.name] = json::object{{"limit", p.limit()},
+                                       {"source", lease::LimitSourceName(p.source())},
+                                       {"base", p.base()},
+                                       {"base_source", lease::LimitSourceName(p.base_source())}};
+    }
+    const std::string text = json::serialize(json::object{{"version", 1}, {"targets", ts}}) + "\n";
+    const std::filesystem::path tmp = state_file->string() + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+              ::fsync(fd) == 0;
+    if (fd >= 0) ok = ::close(fd) == 0 && ok;
+    if (ok) ok = ::rename(tmp.c_str(), state_file->c_str()) == 0;
+    if (!ok) {
+      spdlog::error("cannot write {}: {}; a restart will start from the configured limits",
+                    state_file->string(), std::strerror(errno));
+    }
+  }
+
+  // Restores what Persist() wrote, target by target (unknown names ignored).
+  void Load(Clock::time_point now) {
+    restored.assign(targets.size(), false);
+    if (!state_file) return;
+    std::ifstream in(*state_file);
+    if (!in) return;  // first start
+    std::stringstream buf;
+    buf << in.rdbuf();
+    boost::system::error_code ec;
+    json::value v = json::parse(buf.str(), ec);
+    const json::object* root = !ec && v.is_object() ? &v.as_object() : nullptr;
+    const json::value* tv = root != nullptr ? root->if_contains("targets") : nullptr;
+    if (tv == nullptr || !tv->is_object()) {
+      spdlog::warn("{} is damaged; starting from the configured limits", state_file->string());
+      return;
+    }
+    auto source_of = [](const json::value* s) -> std::optional<lease::LimitSource> {
+      if (s == nullptr || !s->is_string()) return std::nullopt;
+      for (auto src : {lease::LimitSource::kConfig, lease::LimitSource::kDiscovered,
+                       lease::LimitSource::kOperator, lease::LimitSource::kQuery}) {
+        if (s->as_string() == lease::LimitSourceName(src)) return src;
+      }
+      return std::nullopt;
+    };
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+      const json::value* e = tv->as_object().if_contains(targets[i].config.name);
+      if (e == nullptr || !e->is_object()) continue;
+      const json::object& o = e->as_object();
+      const json::value* l = o.if_contains("limit");
+      const json::value* b = o.if_contains("base");
+      const auto src = source_of(o.if_contains("source"));
+      const auto bsrc = source_of(o.if_contains("base_source"));
+      if (l == nullptr || b == nullptr || !l->is_int64() || !b->is_int64() || !src || !bsrc ||
+          l->as_int64() < 1 || l->as_int64() > 65535 || b->as_int64() < 1 ||
+          b->as_int64() > 65535) {
+        spdlog::warn("{}: target {}: damaged record ignored", state_file->string(),
+                     targets[i].config.name);
+        continue;
+      }
+      lease::LimitPolicy& p = *targets[i].policy;
+      p.Restore(now, static_cast<std::uint32_t>(l->as_int64()), *src,
+                static_cast<std::uint32_t>(b->as_int64()), *bsrc);
+      restored[i] = true;
+      spdlog::info("target {}: limit {} (source {}) restored from {}", targets[i].config.name,
+                   p.limit(), lease::LimitSourceName(p.source()), state_file->string());
+    }
+  }
   std::vector<PerTarget> targets;
   bool stopping = false;
   std::size_t pending_initial = 0;
@@ -64,6 +145,7 @@ struct LimitKeeper::Impl {
     PerTarget& t = targets[i];
     spdlog::warn("target {}: limit {} -> {} (source {}): {}", t.config.name, change->from,
                  change->to, lease::LimitSourceName(change->source), change->cause);
+    Persist();
     hooks.apply(i, *change);
     ArmTick(i);
   }
@@ -126,9 +208,11 @@ LimitKeeper::~LimitKeeper() { Stop(); }
 
 Result<std::unique_ptr<LimitKeeper>> LimitKeeper::Create(
     asio::io_context& io, const std::vector<config::TargetConfig>& targets,
-    const std::vector<std::uint32_t>& minimum, Hooks hooks) {
+    const std::vector<std::uint32_t>& minimum, Hooks hooks,
+    std::optional<std::filesystem::path> state_file) {
   auto impl = std::make_unique<Impl>(io);
   impl->hooks = std::move(hooks);
+  impl->state_file = std::move(state_file);
   const auto now = Clock::now();
   for (std::size_t i = 0; i < targets.size(); ++i) {
     const config::TargetConfig& tc = targets[i];
@@ -147,7 +231,23 @@ Result<std::unique_ptr<LimitKeeper>> LimitKeeper::Create(
     t.tick_timer = std::make_unique<asio::steady_timer>(io);
     impl->targets.push_back(std::move(t));
   }
+  impl->Load(now);
   return std::unique_ptr<LimitKeeper>(new LimitKeeper(std::move(impl)));
+}
+
+bool LimitKeeper::restored(std::size_t index) const {
+  return index < impl_->restored.size() && impl_->restored[index];
+}
+
+void LimitKeeper::Seed(std::size_t index, std::uint32_t limit, const std::string& cause) {
+  Impl& k = *impl_;
+  if (index >= k.targets.size()) return;
+  lease::LimitPolicy& p = *k.targets[index].policy;
+  if (limit >= p.limit()) return;
+  p.Restore(Clock::now(), limit, lease::LimitSource::kDiscovered, p.base(), p.base_source());
+  spdlog::warn("target {}: limit {} (source {}): {}", k.targets[index].config.name, p.limit(),
+               lease::LimitSourceName(p.source()), cause);
+  k.Persist();
 }
 
 void LimitKeeper::Start(std::function<void()> ready) {

@@ -17,6 +17,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/object.hpp>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -40,10 +41,14 @@ class LimitKeeper {
   // `minimum[i]` is target i's lowest allowed limit (single machine:
   // reserve + 2; cluster: reserve + sum(system_slots + floor) + 1).
   // Failure: kConfig if a target's limit is below its minimum.
-  static Result<std::unique_ptr<LimitKeeper>> Create(boost::asio::io_context& io,
-                                                     const std::vector<config::TargetConfig>& targets,
-                                                     const std::vector<std::uint32_t>& minimum,
-                                                     Hooks hooks);
+  // With `state_file` (<state_dir>/<id>.limits) every change is written there
+  // (atomically, synced) and Create() restores what it finds, so a restart
+  // neither forgets an operator's limit nor rediscovers one through refusals;
+  // an unreadable file is logged and ignored.
+  static Result<std::unique_ptr<LimitKeeper>> Create(
+      boost::asio::io_context& io, const std::vector<config::TargetConfig>& targets,
+      const std::vector<std::uint32_t>& minimum, Hooks hooks,
+      std::optional<std::filesystem::path> state_file = std::nullopt);
   ~LimitKeeper();
 
   // Runs every limit_command once; `ready` is called when each has answered,
@@ -52,6 +57,12 @@ class LimitKeeper {
   void Stop();
 
   std::size_t size() const;
+  // True if target `index`'s limit came from the state file.
+  bool restored(std::size_t index) const;
+  // A lower limit learned elsewhere (the capacity of a segment adopted from
+  // an earlier broker without a state file): taken as discovered, logged
+  // with `cause`. Does nothing if not below the current limit.
+  void Seed(std::size_t index, std::uint32_t limit, const std::string& cause);
   std::uint32_t limit(std::size_t index) const;
   // A session-limit refusal reported for target `index` while dsb held `held`
   // sessions of the account; `refusals` reports folded into one; `who` names

@@ -19,7 +19,7 @@ std::int64_t NsOf(Clock::time_point t) {
 Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
                                              const config::TargetConfig& target,
                                              std::uint32_t initial_capacity,
-                                             Clock::time_point now) {
+                                             Clock::time_point now, bool keep_lower_adopted) {
   auto t = std::unique_ptr<Target>(new Target());
   t->config_ = target;
   const std::string segment = shm::SegmentName(broker.shm_prefix, target.name);
@@ -90,6 +90,9 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
     if (!created.ok()) return created.status();
     t->table_ = std::move(created).value();
     t->table_->BumpBrokerGeneration(::getpid());
+  }
+  if (keep_lower_adopted && t->adopted_) {
+    initial_capacity = std::min(initial_capacity, t->table_->capacity());
   }
   t->SetCapacity(initial_capacity);
   return t;

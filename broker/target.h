@@ -29,9 +29,12 @@ class Target {
   // ends (ReleaseUnadopted). Errors: kSegmentInvalid (an existing segment
   // failed validation or has another size or target: the message says how
   // to remove it), kSegmentUnavailable.
+  // `keep_lower_adopted`: an adopted segment whose capacity is below
+  // `initial_capacity` keeps its capacity (see capacity()).
   static Result<std::unique_ptr<Target>> Open(const config::BrokerConfig& broker,
                                               const config::TargetConfig& target,
-                                              std::uint32_t initial_capacity, Clock::time_point now);
+                                              std::uint32_t initial_capacity, Clock::time_point now,
+                                              bool keep_lower_adopted = false);
 
   const std::string& name() const { return config_.name; }
   const config::TargetConfig& config() const { return config_; }

@@ -128,6 +128,23 @@ Result<std::optional<LimitChange>> LimitPolicy::OnOperator(TimePoint now, std::u
   return Set(now, value, LimitSource::kOperator, "set by the operator");
 }
 
+void LimitPolicy::Restore(TimePoint now, std::uint32_t limit, LimitSource source,
+                          std::uint32_t base, LimitSource base_source) {
+  const auto clamp = [&](std::uint32_t v) { return std::clamp(v, config_.minimum, config_.ceiling); };
+  if (base_source == LimitSource::kConfig && base != config_.ceiling) {
+    base = config_.ceiling;  // the configured limit changed: it is the base now
+    if (source == LimitSource::kConfig) limit = config_.ceiling;
+  }
+  base_ = clamp(base);
+  base_source_ = base_source == LimitSource::kDiscovered ? LimitSource::kConfig : base_source;
+  limit_ = std::min(clamp(limit), base_);
+  source_ = limit_ == base_ ? base_source_ : source;
+  if (source_ == LimitSource::kConfig && limit_ < base_) source_ = LimitSource::kDiscovered;
+  if (base_source_ == LimitSource::kQuery) last_query_ = base_;  // the same answer changes nothing
+  changed_at_ = now;
+  reports_.clear();
+}
+
 TimePoint LimitPolicy::NextTick() const {
   if (config_.increase_after <= Duration::zero() || limit_ >= base_) return TimePoint::max();
   TimePoint quiet_since = changed_at_;

@@ -102,6 +102,14 @@ class LimitPolicy {
   // An operator's value (Q1). Failure: kInvalidArgument if outside
   // [minimum, ceiling], naming both bounds; nothing changes.
   Result<std::optional<LimitChange>> OnOperator(TimePoint now, std::uint32_t value);
+  // Restores what an earlier life decided (a broker restart): the limit, its
+  // source, and the base with its source. Values are clamped to
+  // [minimum, ceiling]; nothing is counted as a change. A restored base from
+  // the config that differs from today's ceiling means the file was edited:
+  // then only a limit below the new ceiling is kept, as discovered.
+  void Restore(TimePoint now, std::uint32_t limit, LimitSource source, std::uint32_t base,
+               LimitSource base_source);
+  LimitSource base_source() const { return base_source_; }
   // F4: call at NextTick() (or any time). Returns the change if it rose.
   std::optional<LimitChange> Tick(TimePoint now);
   // When Tick() may next change something; TimePoint::max() if never.

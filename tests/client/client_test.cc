@@ -469,6 +469,31 @@ TEST_F(ClientTest, CleanCloseIsNotADeath) {
       << broker_->log();
 }
 
+// An operator's limit survives a broker restart: with state_dir it is restored with its
+// source; without, an adopted segment keeps the capacity the previous broker left (never
+// raised back to the configured limit, which would send clients into refusals).
+TEST_F(ClientTest, EffectiveLimitSurvivesABrokerRestart) {
+  for (const bool with_state : {true, false}) {
+    SCOPED_TRACE(with_state ? "with state_dir" : "without state_dir");
+    const std::string extra =
+        with_state ? "state_dir = \"" + (dir_.path() / "state").string() + "\"\n" : "";
+    StartBroker({BrokerTarget{"exch01", 8}}, extra);
+    json::object r = Ask(broker_->socket(), {{"op", "set_limit"}, {"target", "exch01"}, {"limit", 4}});
+    ASSERT_TRUE(r.contains("ok") && r.at("ok").as_bool()) << json::serialize(r);
+    auto c = Connect();  // holds the system slot: the segment is kept across the restart
+    ASSERT_TRUE(c);
+    ASSERT_EQ(broker_->Stop(SIGTERM), 0);
+    ASSERT_TRUE(broker_->Start()) << broker_->log();
+    const json::object t = TargetStatus(*broker_);
+    EXPECT_EQ(Num(t, "limit"), 4) << json::serialize(t);
+    EXPECT_EQ(Num(t, "capacity"), 4) << json::serialize(t);
+    EXPECT_EQ(json::value_to<std::string>(t.at("limit_source")),
+              with_state ? "operator" : "discovered");
+    c.reset();
+    broker_->Stop(SIGTERM);
+  }
+}
+
 // A client killed with its system slot held is still a death: quarantined.
 TEST_F(ClientTest, KilledClientIsStillADeathAfterGoodbyeExists) {
   StartBroker({BrokerTarget{"exch01", 4, 0, "1h"}});
