@@ -28,7 +28,7 @@ constexpr std::size_t kMaxKept = 4096;
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 // One running command: two pipes read to EOF, a deadline, a child to reap.
-struct Run : std::enable_shared_from_this<Run> {
+struct Run : LimitCommandRun, std::enable_shared_from_this<Run> {
   Run(const asio::any_io_executor& ex, std::function<void(Result<std::uint32_t>)> cb)
       : out(ex), err(ex), timer(ex), done(std::move(cb)) {}
 
@@ -42,6 +42,9 @@ struct Run : std::enable_shared_from_this<Run> {
   int open_pipes = 2;
   bool timed_out = false;
   bool finished = false;
+  bool exited = false;  // the shell was reaped
+  int status = -1;
+  Clock::time_point exited_at;
   Clock::time_point deadline;
 
   // Reads `pipe` to EOF into `text` (keeping at most kMaxKept bytes).
@@ -57,41 +60,57 @@ struct Run : std::enable_shared_from_this<Run> {
       self->ReadAll(pipe, buf, text);
     });
   }
-  void PipeClosed() {
-    if (--open_pipes == 0) Reap();
-  }
+  void PipeClosed() { --open_pipes; }
   void ArmDeadline() {
     timer.expires_at(deadline);
     timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
       if (ec || self->finished) return;
       self->timed_out = true;
-      // Its own process group: the shell and whatever it started, nothing else.
-      ::kill(-self->pid, SIGKILL);
-      boost::system::error_code ignored;
-      self->out.close(ignored);
-      self->err.close(ignored);
+      self->KillGroup();
     });
   }
-  // Both pipes are closed; the child may still be running (it closed its
-  // output, or was killed): poll for its exit without blocking the loop.
-  void Reap() {
-    int status = 0;
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == 0) {
-      if (!timed_out && Clock::now() >= deadline) {
-        timed_out = true;
-        ::kill(-pid, SIGKILL);
+  // Its own process group: the shell and whatever it started, nothing else.
+  // Only while a member may remain (the shell not reaped yet, or a pipe still
+  // held by one of its children), so the group id cannot be someone else's.
+  void Kill() override {
+    if (finished) return;
+    timed_out = true;
+    KillGroup();
+  }
+  void KillGroup() {
+    if (!exited || open_pipes > 0) ::kill(-pid, SIGKILL);
+    boost::system::error_code ignored;
+    out.close(ignored);
+    err.close(ignored);
+  }
+  // Polls the shell's exit every 5 ms without blocking the loop. The answer
+  // is the shell's exit status and what it printed: once it has exited, a
+  // child it left in the background holding the pipes gets 100 ms, then the
+  // group is killed (its output would never end otherwise).
+  void Poll() {
+    if (finished) return;
+    const auto now = Clock::now();
+    if (!exited) {
+      int st = 0;
+      const pid_t r = ::waitpid(pid, &st, WNOHANG);
+      if (r == pid || r < 0) {
+        exited = true;
+        status = r == pid ? st : -1;
+        exited_at = now;
       }
-      auto poll = std::make_shared<asio::steady_timer>(timer.get_executor());
-      poll->expires_after(std::chrono::milliseconds(5));
-      poll->async_wait([self = shared_from_this(), poll](boost::system::error_code) {
-        self->Reap();
-      });
+    }
+    if (exited && open_pipes > 0 && now - exited_at >= std::chrono::milliseconds(100)) {
+      KillGroup();
+    }
+    if (exited && open_pipes == 0) {
+      finished = true;
+      timer.cancel();
+      Finish(status);
       return;
     }
-    finished = true;
-    timer.cancel();
-    Finish(r == pid ? status : -1);
+    auto poll = std::make_shared<asio::steady_timer>(timer.get_executor());
+    poll->expires_after(std::chrono::milliseconds(5));
+    poll->async_wait([self = shared_from_this(), poll](boost::system::error_code) { self->Poll(); });
   }
   std::string StderrLine() const {
     std::string_view e = stderr_text;
@@ -138,9 +157,10 @@ Result<std::uint32_t> ParseLimitOutput(std::string_view out) {
   return v;
 }
 
-void RunLimitCommand(const asio::any_io_executor& executor, std::string command,
-                     std::chrono::nanoseconds timeout,
-                     std::function<void(Result<std::uint32_t>)> done) {
+std::shared_ptr<LimitCommandRun> RunLimitCommand(const asio::any_io_executor& executor,
+                                                std::string command,
+                                                std::chrono::nanoseconds timeout,
+                                                std::function<void(Result<std::uint32_t>)> done) {
   auto run = std::make_shared<Run>(executor, std::move(done));
   int out_pipe[2] = {-1, -1};
   int err_pipe[2] = {-1, -1};
@@ -152,7 +172,8 @@ void RunLimitCommand(const asio::any_io_executor& executor, std::string command,
     asio::post(executor, [cb = std::move(cb), what] { cb(Status{Errc::kInternal, what}); });
   };
   if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
-    return fail(std::string("cannot make a pipe: ") + std::strerror(errno));
+    fail(std::string("cannot make a pipe: ") + std::strerror(errno));
+    return nullptr;
   }
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
@@ -179,7 +200,10 @@ void RunLimitCommand(const asio::any_io_executor& executor, std::string command,
   const int rc = ::posix_spawn(&pid, "/bin/sh", &actions, &attr, const_cast<char**>(argv), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0) return fail(std::string("cannot start /bin/sh: ") + std::strerror(rc));
+  if (rc != 0) {
+    fail(std::string("cannot start /bin/sh: ") + std::strerror(rc));
+    return nullptr;
+  }
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
   run->pid = pid;
@@ -189,6 +213,8 @@ void RunLimitCommand(const asio::any_io_executor& executor, std::string command,
   run->ArmDeadline();
   run->ReadAll(run->out, run->out_buf, run->stdout_text);
   run->ReadAll(run->err, run->err_buf, run->stderr_text);
+  run->Poll();
+  return run;
 }
 
 }  // namespace dsb::broker

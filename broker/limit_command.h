@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -26,13 +27,25 @@ namespace dsb::broker {
 // was expected.
 Result<std::uint32_t> ParseLimitOutput(std::string_view out);
 
+// A running command. Kill() ends its whole process group now (the broker
+// stops); `done` is then called with kTimeout.
+class LimitCommandRun {
+ public:
+  virtual ~LimitCommandRun() = default;
+  virtual void Kill() = 0;
+};
+
 // Runs `command`; calls `done` exactly once with the parsed cap, or with
-// kInvalidArgument (garbage output), kTimeout (killed after `timeout`),
-// kInternal (cannot start, exit status != 0, killed by a signal): each message
-// says which, with the first line of stderr when there is one.
-void RunLimitCommand(const boost::asio::any_io_executor& executor, std::string command,
-                     std::chrono::nanoseconds timeout,
-                     std::function<void(Result<std::uint32_t>)> done);
+// kInvalidArgument (garbage output), kTimeout (killed after `timeout`, or by
+// Kill()), kInternal (cannot start, exit status != 0, killed by a signal):
+// each message says which, with the first line of stderr when there is one.
+// The answer is the shell's: once it exited, a child it left holding its
+// output gets 100 ms, then the group is killed. Returns the run (nullptr if it
+// could not start; `done` is then posted with the reason).
+std::shared_ptr<LimitCommandRun> RunLimitCommand(const boost::asio::any_io_executor& executor,
+                                                std::string command,
+                                                std::chrono::nanoseconds timeout,
+                                                std::function<void(Result<std::uint32_t>)> done);
 
 }  // namespace dsb::broker
 

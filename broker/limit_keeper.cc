@@ -51,6 +51,7 @@ struct LimitKeeper::Impl {
     std::string last_error;
     std::optional<Clock::time_point> last_run;
     bool running = false;
+    std::shared_ptr<LimitCommandRun> run;  // while running
     std::uint64_t counted_only = 0;  // refusals of folded reports beyond the evidence
     // refusal log rate limit
     Clock::time_point last_log{};
@@ -166,13 +167,15 @@ struct LimitKeeper::Impl {
     PerTarget& t = targets[i];
     if (t.running || stopping) return;
     t.running = true;
-    RunLimitCommand(io.get_executor(), t.config.limit_command, t.config.limit_command_timeout,
-                    [this, i](Result<std::uint32_t> r) { OnAnswer(i, std::move(r)); });
+    t.run = RunLimitCommand(io.get_executor(), t.config.limit_command,
+                            t.config.limit_command_timeout,
+                            [this, i](Result<std::uint32_t> r) { OnAnswer(i, std::move(r)); });
   }
 
   void OnAnswer(std::size_t i, Result<std::uint32_t> r) {
     PerTarget& t = targets[i];
     t.running = false;
+    t.run.reset();
     t.last_run = Clock::now();
     if (stopping) return;
     if (r.ok()) {
@@ -271,6 +274,8 @@ void LimitKeeper::Stop() {
   for (auto& t : impl_->targets) {
     t.poll_timer->cancel();
     t.tick_timer->cancel();
+    // A command still running would keep the broker from exiting.
+    if (t.run) t.run->Kill();
   }
 }
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -224,6 +225,41 @@ TEST(RunLimitCommand, ChildThatClosesItsOutputButKeepsRunningIsStillBoundedByThe
   ASSERT_FALSE(o.result->ok());
   EXPECT_EQ(o.result->status().code(), Errc::kTimeout) << o.result->status().message();
   EXPECT_LT(o.took, 5s);
+}
+
+// The shell printed its answer and exited; a child it left in the background
+// holds the output open. The answer is the shell's, within ~100 ms, and the
+// child is ended with the group.
+TEST(RunLimitCommand, ABackgroundChildHoldingTheOutputDoesNotHideTheAnswer) {
+  ScratchFolder dir;
+  const std::string pid_file = dir.File("bg");
+  const RunOutcome o = RunCommand("echo 12; sleep 30 & echo $! > " + pid_file, 5s);
+  ASSERT_TRUE(o.result.has_value());
+  ASSERT_TRUE(o.result->ok()) << o.result->status().message();
+  EXPECT_EQ(o.result->value(), 12u);
+  EXPECT_LT(o.took, 3s) << "waited for the background child instead of the shell";
+  pid_t bg = 0;
+  std::ifstream(pid_file) >> bg;
+  ASSERT_GT(bg, 1);
+  EXPECT_TRUE(dsb::testing::WaitUntil([&] { return ProcessGone(bg); }, 3000ms))
+      << "background child " << bg << " survived";
+}
+
+// Kill() (the broker stops) ends a running command at once, whatever its timeout.
+TEST(RunLimitCommand, KillEndsARunningCommandAtOnce) {
+  boost::asio::io_context io;
+  std::optional<Result<std::uint32_t>> result;
+  const auto start = Clock::now();
+  auto run = RunLimitCommand(io.get_executor(), "sleep 60; echo 12", 10min,
+                             [&](Result<std::uint32_t> r) { result = std::move(r); });
+  ASSERT_NE(run, nullptr);
+  boost::asio::steady_timer t(io);
+  t.expires_after(100ms);
+  t.async_wait([&](boost::system::error_code) { run->Kill(); });
+  io.run_for(20s);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_FALSE(result->ok());
+  EXPECT_LT(Clock::now() - start, 5s);
 }
 
 TEST(RunLimitCommand, OutputOverFourKibIsCutAndRefusedWithoutACrash) {
