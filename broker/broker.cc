@@ -506,8 +506,12 @@ void Broker::Impl::OnSessionClosed(Session& s) {
   }
   // A dead client's system session may linger on the server; a clean one
   // closed it before saying goodbye.
-  if (config.cluster_mode() && !(rec.leaving && freed == 0)) {
-    it->second->QuarantineRegistration(Clock::now());
+  if (config.cluster_mode()) {
+    if (rec.leaving && freed == 0) {
+      it->second->CoolRegistration(Clock::now());
+    } else {
+      it->second->QuarantineRegistration(Clock::now());
+    }
   }
   ArmQuarantineTimer();
 }

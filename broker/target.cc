@@ -119,6 +119,12 @@ void Target::QuarantineRegistration(Clock::time_point now) {
   registration_quarantine_.insert(QuarantineEnd(now));
 }
 
+void Target::CoolRegistration(Clock::time_point now) {
+  if (config_.release_cooldown.count() <= 0) return;
+  registration_quarantine_.insert(
+      now + std::chrono::duration_cast<Clock::duration>(config_.release_cooldown));
+}
+
 std::uint32_t Target::HoldBackAfterUncleanEnd(std::uint32_t slots, std::uint32_t registrations,
                                               Clock::time_point now) {
   table_->RaiseQuarantineRecord(NsOf(QuarantineEnd(now)));

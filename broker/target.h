@@ -60,6 +60,10 @@ class Target {
   // Cluster mode: a dead client's registration stays counted for the
   // target's quarantine (its system session may linger on the server).
   void QuarantineRegistration(Clock::time_point now);
+  // Cluster mode: a registration that said goodbye stays counted for the
+  // target's release_cooldown (its system session was closed just before; the
+  // server may still count it). Nothing if the cooldown is 0.
+  void CoolRegistration(Clock::time_point now);
   std::uint32_t quarantined_registrations() const {
     return static_cast<std::uint32_t>(registration_quarantine_.size());
   }
