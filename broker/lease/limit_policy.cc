@@ -38,6 +38,9 @@ Status LimitPolicy::Validate(const LimitPolicyConfig& c) {
   }
   if (c.confirmations < 1) return {Errc::kConfig, "discovery needs at least 1 confirmation"};
   if (c.window <= Duration::zero()) return {Errc::kConfig, "discovery window must be positive"};
+  if (c.event_gap < Duration::zero() || c.probation < Duration::zero()) {
+    return {Errc::kConfig, "discovery event gap and probation must not be negative"};
+  }
   if (c.increase_after < Duration::zero()) {
     return {Errc::kConfig, "limit_increase_after must not be negative"};
   }
@@ -83,6 +86,19 @@ std::optional<LimitChange> LimitPolicy::OnRefusal(TimePoint now, std::uint32_t h
   std::nth_element(levels.begin(), levels.begin() + (config_.confirmations - 1), levels.end());
   const std::uint32_t x = std::max(levels[config_.confirmations - 1], config_.minimum);
   if (x >= limit_) return std::nullopt;
+  // F2a: did the reports at or below x come from one burst?
+  TimePoint first = TimePoint::max(), last = TimePoint::min();
+  for (const auto& [at, h] : reports_) {
+    if (h > x) continue;
+    first = std::min(first, at);
+    last = std::max(last, at);
+  }
+  if (probing_ || config_.probation <= Duration::zero() || last - first > config_.event_gap) {
+    provisional_from_ = 0;  // confirmed: the cap is real at this level
+  } else if (provisional_from_ == 0) {
+    provisional_from_ = limit_;
+  }
+  probing_ = false;
   std::string cause = std::to_string(config_.confirmations) + " refusal(s) at <= " +
                       std::to_string(x) + " session(s) held within " + Seconds(config_.window);
   if (x == config_.minimum && levels[config_.confirmations - 1] < x) {
@@ -111,6 +127,8 @@ std::optional<LimitChange> LimitPolicy::OnQuery(TimePoint now, std::uint32_t val
   base_ = clamped;
   base_source_ = LimitSource::kQuery;
   reports_.clear();
+  provisional_from_ = 0;
+  probing_ = false;
   return Set(now, clamped, LimitSource::kQuery, std::move(cause));
 }
 
@@ -125,6 +143,8 @@ Result<std::optional<LimitChange>> LimitPolicy::OnOperator(TimePoint now, std::u
   base_ = value;
   base_source_ = LimitSource::kOperator;
   reports_.clear();
+  provisional_from_ = 0;
+  probing_ = false;
   return Set(now, value, LimitSource::kOperator, "set by the operator");
 }
 
@@ -146,15 +166,29 @@ void LimitPolicy::Restore(TimePoint now, std::uint32_t limit, LimitSource source
 }
 
 TimePoint LimitPolicy::NextTick() const {
-  if (config_.increase_after <= Duration::zero() || limit_ >= base_) return TimePoint::max();
   TimePoint quiet_since = changed_at_;
   if (any_refusal_) quiet_since = std::max(quiet_since, last_refusal_);
-  return quiet_since + config_.increase_after;
+  TimePoint next = TimePoint::max();
+  if (provisional_from_ > limit_) next = quiet_since + config_.probation;  // F2a
+  if (config_.increase_after > Duration::zero() && limit_ < base_) {
+    next = std::min(next, quiet_since + config_.increase_after);  // F4
+  }
+  return next;
 }
 
 std::optional<LimitChange> LimitPolicy::Tick(TimePoint now) {
   const TimePoint next = NextTick();
   if (next == TimePoint::max() || now < next) return std::nullopt;
+  if (provisional_from_ > limit_) {
+    // F2a: a probe one level up; a refusal there confirms the level below.
+    const std::uint32_t to = limit_ + 1;
+    probing_ = true;
+    if (to >= provisional_from_) provisional_from_ = 0;
+    reports_.clear();
+    return Set(now, to, to >= base_ ? base_source_ : LimitSource::kDiscovered,
+               "no refusal for " + Seconds(config_.probation) +
+                   " after a single burst of refusals lowered it (probation)");
+  }
   const std::uint32_t to = limit_ + 1;
   const LimitSource source = to >= base_ ? base_source_ : LimitSource::kDiscovered;
   reports_.clear();

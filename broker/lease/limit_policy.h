@@ -28,6 +28,15 @@
 //                  Each lowering takes at least one level off, so from a
 //                  configured limit L0 above a real cap C the limit reaches C
 //                  after at most confirmations * (L0 - C) refusals.
+//   F2a (probation) A lowering whose two deciding reports came within
+//                  `event_gap` of each other (one burst: a real cap, or another
+//                  tool briefly using the account) is provisional. After
+//                  `probation` without a refusal the limit rises by one, again
+//                  every probation, back to where the burst found it. A
+//                  lowering while such a probe is in force is confirmed: the
+//                  cap is real there, and probing stops. So a transient burst
+//                  costs capacity for a while, not for good, and a real cap
+//                  costs one probe (a refusal or two, once).
 //   F3 (bounds)    Never below `minimum` (sum(system_slots + floor) + 1 + reserve
 //                  in a cluster), never above the base.
 //   F4 (increase)  With increase_after > 0: after that long with no refusal and
@@ -68,6 +77,10 @@ struct LimitPolicyConfig {
   Duration window = std::chrono::seconds(10);
   std::uint32_t confirmations = 2;  // >= 1
   Duration increase_after{0};       // 0 = no increase (F4 off)
+  // F2a: reports this close decide as one burst; a burst's lowering is
+  // provisional for `probation` (0 = every lowering is final).
+  Duration event_gap = std::chrono::milliseconds(300);
+  Duration probation = std::chrono::seconds(60);
   bool ratchet = false;             // TEST ONLY (see above)
 };
 
@@ -128,6 +141,9 @@ class LimitPolicy {
   TimePoint changed_at_;
   TimePoint last_refusal_;
   bool any_refusal_ = false;
+  // F2a: while provisional, the level the burst found (probes rise to it).
+  std::uint32_t provisional_from_ = 0;  // 0 = nothing provisional
+  bool probing_ = false;               // the limit was raised by a probe
   std::deque<std::pair<TimePoint, std::uint32_t>> reports_;  // evidence within window
   std::uint64_t refusals_ = 0;
   std::uint64_t changes_ = 0;

@@ -262,11 +262,62 @@ TEST(LimitPolicyQuery, ClearsTheRefusalHistory) {
 
 TEST(LimitPolicyIncrease, OffByDefault) {
   LimitPolicy p(Cfg(), kT0);
+  // Two bursts a second apart: a confirmed lowering (no probation probe).
   p.OnRefusal(kT0, 12);
-  ASSERT_TRUE(p.OnRefusal(kT0 + milliseconds(1), 12));
+  ASSERT_TRUE(p.OnRefusal(kT0 + seconds(1), 12));
   EXPECT_EQ(p.NextTick(), TimePoint::max());
   EXPECT_FALSE(p.Tick(kT0 + std::chrono::hours(100)));
   EXPECT_EQ(p.limit(), 12u);
+}
+
+// F2a: one burst (another tool briefly on the account) lowers the limit only
+// for a while: after each probation without a refusal it rises by one, back to
+// where the burst found it, and stays there.
+TEST(LimitPolicyProbation, ASingleBurstsLoweringIsUndoneAfterQuietProbations) {
+  LimitPolicy p(Cfg(), kT0);
+  ASSERT_TRUE(p.OnOperator(kT0, 12).ok());
+  p.OnRefusal(kT0 + milliseconds(1), 10);
+  const auto change = p.OnRefusal(kT0 + milliseconds(20), 10);
+  ASSERT_TRUE(change);
+  EXPECT_EQ(p.limit(), 10u);
+  TimePoint now = kT0 + milliseconds(20);
+  EXPECT_EQ(p.NextTick(), now + seconds(60));
+  EXPECT_FALSE(p.Tick(now + seconds(59)));
+  now += seconds(60);
+  ASSERT_TRUE(p.Tick(now));
+  EXPECT_EQ(p.limit(), 11u);
+  now += seconds(60);
+  ASSERT_TRUE(p.Tick(now));
+  EXPECT_EQ(p.limit(), 12u);
+  EXPECT_EQ(p.source(), LimitSource::kOperator);  // back at the operator's value
+  EXPECT_EQ(p.NextTick(), TimePoint::max());
+}
+
+// F2a with a real cap: the probe above it is refused twice and the level below
+// is confirmed: no more probes (one probe, a couple of refusals, once).
+TEST(LimitPolicyProbation, ARealCapRefusesTheProbeAndIsConfirmed) {
+  LimitPolicy p(Cfg(), kT0);
+  TimePoint now = kT0;
+  for (std::uint32_t h = 19; p.limit() > 12; h = std::max<std::uint32_t>(12, h - 1)) {
+    p.OnRefusal(now += milliseconds(5), h);
+  }
+  ASSERT_EQ(p.limit(), 12u);
+  now = p.NextTick();
+  ASSERT_TRUE(p.Tick(now));
+  ASSERT_EQ(p.limit(), 13u);
+  p.OnRefusal(now + milliseconds(30), 12);
+  const auto back = p.OnRefusal(now + milliseconds(60), 12);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(p.limit(), 12u);
+  EXPECT_EQ(p.NextTick(), TimePoint::max()) << "a confirmed level is not probed again";
+}
+
+// Reports from two bursts further apart than the event gap confirm at once.
+TEST(LimitPolicyProbation, TwoBurstsConfirmWithoutProbation) {
+  LimitPolicy p(Cfg(), kT0);
+  p.OnRefusal(kT0, 12);
+  ASSERT_TRUE(p.OnRefusal(kT0 + milliseconds(500), 12));
+  EXPECT_EQ(p.NextTick(), TimePoint::max());
 }
 
 TEST(LimitPolicyIncrease, RisesByOnePerQuietPeriodBackToTheBaseAndRestoresItsSource) {
