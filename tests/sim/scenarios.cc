@@ -364,6 +364,35 @@ SimStats TransientOtherToolDoesNotRatchet(const ServerOptions& o) {
   return Finish(sim);
 }
 
+// C = L = 12, three brokers busy with short actions; once, another tool holds
+// 2 sessions for 400 ms. Its burst of refusals lowers the limit, provisionally
+// (F2a): after the probation (60 s) without a refusal the limit comes back to
+// 12. With probation 0 (the switch) the lowering is final.
+SimStats OneBurstLowersOnlyForAProbation(const ServerOptions& o) {
+  SimConfig c = ServerBase(12, 12, o);
+  c.server.window = seconds(10);
+  if (o.no_probation) c.server.probation = Duration::zero();
+  c.run_for = Sec(160);
+  Simulation sim(c);
+  // Demand dips (room on the server), the tool takes 2 sessions for 50 ms,
+  // demand comes back at once: dsb's threads are refused while it holds them.
+  sim.At(Sec(10), [&sim] {
+    for (int b = 0; b < 3; ++b) sim.SetDemand(b, 2);
+  });
+  sim.At(Sec(10.3), [&sim] { sim.OtherToolSession(2, Ms(400)); });
+  sim.At(Sec(10.301), [&sim] {
+    for (int b = 0; b < 3; ++b) sim.SetDemand(b, 8);
+  });
+  return Finish(sim);
+}
+
+std::string CheckProbation(const SimStats& st) {
+  if (st.s_violations != 0) return Fail("SAgainstLMinusR", st);
+  if (st.min_limit >= st.cap) return Fail("TheBurstLoweredTheLimit", st);
+  if (st.limit != st.cap) return Fail("ProvisionalLoweringComesBack", st);
+  return "";
+}
+
 std::string CheckNoRatchet(const SimStats& st) {
   if (st.s_violations != 0) return Fail("SAgainstLMinusR", st);
   if (st.min_limit != st.cap) return Fail("LimitStaysAtTheCapUnderIsolatedRefusals", st);
@@ -430,6 +459,10 @@ const std::vector<ServerScenario>& ServerScenarios() {
        "C = L = 12, another tool briefly holds 6 sessions every 15 s (window 10 s): one "
        "refusal each time, the limit stays 12; the ratchet switch lowers it",
        &TransientOtherToolDoesNotRatchet, &CheckNoRatchet, true},
+      {"OneBurstLowersOnlyForAProbation",
+       "C = L = 12, busy; another tool holds 2 sessions for 400 ms once: the limit falls, then "
+       "comes back to 12 after the 60 s probation (rule F2a)",
+       &OneBurstLowersOnlyForAProbation, &CheckProbation, false},
       {"CloseLagWithoutCooldownRefuses",
        "C = L = 12, close lag 5 ms, slot reused at once: refusals while dsb held < C, "
        "and discovery lowers the limit below C",

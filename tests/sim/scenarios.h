@@ -33,6 +33,7 @@ struct ServerOptions {
   bool verbose = false;
   bool hold_after_refusal = false;  // ServerSpec::hold_after_refusal
   Duration report_horizon{0};       // ServerSpec::report_horizon
+  bool no_probation = false;        // ServerSpec::probation = 0 (the F2a switch)
 };
 struct ServerScenario {
   const char* name;

@@ -862,6 +862,7 @@ void Simulation::StartPolicy() {
   c.window = sv.window;
   c.confirmations = sv.confirmations;
   c.ratchet = sv.ratchet;
+  c.probation = sv.probation;
   const Status ok = lease::LimitPolicy::Validate(c);
   DSB_CHECK(ok.ok(), "%s", ok.message().c_str());
   policy_ = std::make_unique<lease::LimitPolicy>(c, CoordinatorClock());
@@ -869,6 +870,32 @@ void Simulation::StartPolicy() {
   report_horizon_ = sv.report_horizon > Duration::zero() ? sv.report_horizon
                                                          : lease::RefusalReportHorizon(config_.term);
   recent_owed_ = std::make_unique<RecentOwed>(brokers_.size(), 0, report_horizon_);
+}
+
+void Simulation::ArmPolicyTick() {
+  if (!policy_ || !coordinator_up_) return;
+  const lease::TimePoint next = policy_->NextTick();
+  if (next == lease::TimePoint::max()) return;
+  const RealTime at = std::max(now_, RealAt(config_.coordinator_ppm, next));
+  if (at >= config_.run_for) return;
+  const std::uint64_t seq = ++policy_tick_seq_;
+  At(at, [this, seq] {
+    if (seq == policy_tick_seq_) TickPolicy();
+  });
+}
+
+void Simulation::TickPolicy() {
+  if (!policy_ || !coordinator_up_) return;
+  const lease::TimePoint now = CoordinatorClock();
+  const auto change = policy_->Tick(now);
+  if (change) {
+    Log("coordinator: limit %u -> %u (%s)", change->from, change->to, change->cause.c_str());
+    const Status ok = ledger_->SetLimit(kTarget, change->to, now);
+    DSB_CHECK(ok.ok(), "%s", ok.message().c_str());
+    recent_owed_->Observe(*ledger_, now);
+    NoteLimit(change->to);
+  }
+  ArmPolicyTick();
 }
 
 void Simulation::NoteLimit(std::uint32_t limit) {
@@ -911,6 +938,7 @@ void Simulation::OnRefusalReport(const Message& m) {
   }
   if (held < policy_->limit()) ++stats_.evidence;
   const auto change = policy_->OnRefusal(now, held);
+  ArmPolicyTick();  // a refusal moves the probation's quiet period
   Log("coordinator: refusal reported by %s at %u held (estimate %u); limit %u%s",
       brokers_[b].id.c_str(), m.info.held, held, policy_->limit(),
       change ? (" <- " + change->cause).c_str() : "");

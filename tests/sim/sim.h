@@ -131,6 +131,9 @@ struct ServerSpec {
   Duration window = std::chrono::seconds(60);
   std::uint32_t confirmations = 2;
   bool ratchet = false;  // the test switch: every refusal below the limit lowers it
+  // Rule F2a: a one-burst lowering is provisional this long (0 = final at
+  // once, the switch that shows F2a is needed).
+  Duration probation = std::chrono::seconds(60);
 };
 
 struct SimConfig {
@@ -364,6 +367,10 @@ class Simulation {
   void Refuse(int b);                          // the server refused an open at b
   void OnRefusalReport(const Message& m);
   void StartPolicy();
+  // Schedules the policy's next Tick (F2a probation, F4) on the coordinator's
+  // clock; a later call supersedes an earlier one.
+  void ArmPolicyTick();
+  void TickPolicy();
   void NoteLimit(std::uint32_t limit);
   std::uint32_t DsbServerCount() const;  // dsb's sessions the server counts now
   std::uint32_t OthersNow() const;
@@ -392,6 +399,7 @@ class Simulation {
   // Server model.
   std::uint32_t cap_ = 0;
   std::unique_ptr<lease::LimitPolicy> policy_;
+  std::uint64_t policy_tick_seq_ = 0;
   std::unique_ptr<RecentOwed> recent_owed_;
   Duration report_horizon_{};
   std::uint64_t others_reserved_total_ = 0;  // sum(system_slots + floor)

@@ -150,6 +150,19 @@ TEST(ServerDiscovery, RatchetSwitchFailsTransientOtherToolDoesNotRatchet) {
   std::printf("ratchet: %s\n", failed.c_str());
 }
 
+// Without probation (rule F2a off) one burst from another tool lowers the limit
+// for good: the named scenario must fail its "comes back" check.
+TEST(ServerDiscovery, NoProbationFailsOneBurstLowersOnlyForAProbation) {
+  const ServerScenario& s = Named("OneBurstLowersOnlyForAProbation");
+  ServerOptions o;
+  o.no_probation = true;
+  const SimStats st = s.run(o);
+  const std::string failed = s.check(st);
+  EXPECT_NE(failed.find("ProvisionalLoweringComesBack"), std::string::npos) << failed;
+  EXPECT_LT(st.limit, st.cap);
+  std::printf("no probation: %s\n", failed.c_str());
+}
+
 TEST(ServerDiscovery, ConvergesToTwelveFromTwentyAndThenNoRefusal) {
   const SimStats st = Named("DiscoveryConvergesFromAbove").run(ServerOptions{});
   EXPECT_EQ(st.limit, 12u);
