@@ -94,6 +94,15 @@ TEST_F(PgLimit, PlainCloseShowsWhyTheConfirmIsNeeded) {
 // PostgreSQL refuses nobody.
 class PgKill : public PgFixture {
  protected:
+  // Transactions the server committed in database postgres so far (0 if the query failed).
+  std::uint64_t Commits() const {
+    std::string value, error;
+    if (!server_.Query("select xact_commit from pg_stat_database where datname = 'postgres'",
+                       value, error)) {
+      return 0;
+    }
+    return value.empty() ? 0 : std::stoull(value);
+  }
   // Kills instance 0 once the load is warm; returns PostgreSQL's refusals from the kill to the
   // end of the run.
   std::uint64_t RefusalsAfterKill(const std::string& quarantine, boost::json::object& load,
@@ -109,8 +118,12 @@ class PgKill : public PgFixture {
     EXPECT_GT(victim, 0);
     EXPECT_TRUE(WaitForSessions(kCap - 1)) << server_.Log();
     // The threads start together; after a few holds their statements are out of step, so
-    // the victim's backends are at random points of their statements when it dies.
-    std::this_thread::sleep_for(3s);
+    // the victim's backends are at random points of their statements when it dies. Wait
+    // until PostgreSQL has committed about 3 s worth of statements per thread (at least 3).
+    const std::uint64_t per_thread = static_cast<std::uint64_t>(std::max(3, 3000 / std::stoi(hold_max)));
+    const std::uint64_t start = Commits();
+    EXPECT_TRUE(tools_test::WaitUntil([&] { return Commits() >= start + per_thread * 24; }, 60s))
+        << server_.Log();
     const std::uint64_t before = server_.RoleRefusals();
     if (victim > 0) ::kill(victim, SIGKILL);
     EXPECT_TRUE(broker.WaitForLog("reclaimed")) << broker.log();

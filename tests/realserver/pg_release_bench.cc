@@ -103,15 +103,19 @@ bool Run(const Scenario& sc, PgServer& server, const std::string& dir, double se
     f.note = "dsb-load did not start";
     return false;
   }
-  // Steady window: from 2 s after the start to 1 s before the end.
-  std::this_thread::sleep_for(2s);
+  // Steady window: from when the load fills the role (at most 10 s after the start) to
+  // 1 s before the end.
+  const auto started = std::chrono::steady_clock::now();
+  (void)dsb::tools_test::WaitUntil([&] { return server.RoleSessions() >= 10; }, 10s);
+  const double warm = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   PgSampler sampler(server);
   std::string error;
   if (!sampler.Start(error)) {
     f.note = "sampler: " + error;
     return false;
   }
-  std::this_thread::sleep_for(std::chrono::duration<double>(std::max(1.0, seconds - 3.0)));
+  // The measurement window itself (a duration, not a synchronisation).
+  std::this_thread::sleep_for(std::chrono::duration<double>(std::max(1.0, seconds - warm - 1.0)));
   f.sessions = sampler.Stop();
   load.Wait(std::chrono::milliseconds(static_cast<long>(seconds * 1000)) + 60s);
   f.refusals = server.RoleRefusals() - before;
