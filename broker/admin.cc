@@ -48,7 +48,7 @@ json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
   const std::size_t index = IndexOf(t);
   if (limits) {
     limits->OnRefusal(index, held, 1, who);
-    if (t.config().discover) ClampAfterRefusal(index, held);
+    if (t.config().discover) HoldAfterRefusal(index, held);
   } else if (cluster) {
     // The coordinator decides; what this broker held is its part of the count
     // (in cluster mode registrations are not in the table: count system_slots).
@@ -56,18 +56,7 @@ json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
     cluster->ReportRefusal(index, held + system_slots, who);
     // Admit no more actions here until the coordinator's next grant: the
     // server is full now (actions held, less the refused attempt).
-    if (index < lease_caps.size() && t.config().discover) {
-      std::uint32_t actions = held - std::min(held, c.held_system);
-      clamps.resize(ordered.size());
-      const auto now = Clock::now();
-      if (clamps[index] && (clamps[index]->applied == lease_caps[index].applied ||
-                            now < clamps[index]->until)) {
-        actions = std::min(actions, clamps[index]->capacity);
-      }
-      clamps[index] = RefusalClamp{actions, lease_caps[index].applied, now + kRefusalHold};
-      ApplyLease(index);
-      ArmClampTimer(now + kRefusalHold);
-    }
+    if (t.config().discover) HoldAfterRefusal(index, held - std::min(held, c.held_system));
   }
   t.ClearRetireFirst();
   return json::object{{"ok", true}, {"held", held}};

@@ -194,16 +194,25 @@ void Broker::Impl::ApplyLease(std::size_t i) {
   const lease::TargetCapacity& cap = lease_caps[i];
   const std::uint32_t floor = cap.action_capacity - cap.lease;
   std::uint32_t wanted = cap.action_capacity;
-  clamps.resize(ordered.size());
-  if (clamps[i] && (clamps[i]->applied == cap.applied || Clock::now() < clamps[i]->until)) {
-    wanted = std::max(floor, std::min(wanted, clamps[i]->capacity));
-  } else {
-    clamps[i].reset();  // a newer grant and the hold is over: the coordinator has decided
+  if (const RefusalHold* h = ActiveHold(i, Clock::now())) {
+    wanted = std::max(floor, std::min(wanted, h->capacity));
   }
   // Write-ahead: the high water is on disk before a client can use it;
   // if it cannot be written, capacity stays at what is on disk.
   const std::uint32_t capacity = std::max(floor, RecordCapacity(*ordered[i], wanted));
   ordered[i]->SetLeaseCapacity(capacity, floor, cap.lease_valid_until);
+}
+
+const Broker::Impl::RefusalHold* Broker::Impl::ActiveHold(std::size_t index,
+                                                          Clock::time_point now) {
+  holds.resize(ordered.size());
+  std::optional<RefusalHold>& h = holds[index];
+  if (!h) return nullptr;
+  const bool same_grant = cluster && index < lease_caps.size() &&
+                          h->applied == lease_caps[index].applied;
+  if (now < h->until || same_grant) return &*h;
+  h.reset();  // the hold is over (cluster: and a newer grant decided)
+  return nullptr;
 }
 
 std::size_t Broker::Impl::IndexOf(const Target& t) const {
@@ -220,13 +229,8 @@ void Broker::Impl::ApplySingleCapacity(std::size_t index) {
   const auto reserve = static_cast<std::uint32_t>(tg.config().reserve);
   const std::uint32_t limit = limits->limit(index);
   std::uint32_t wanted = limit > reserve ? limit - reserve : 0;
-  single_clamps.resize(ordered.size());
-  if (auto& c = single_clamps[index]; c) {
-    if (Clock::now() < c->until) {
-      wanted = std::min(wanted, c->capacity);
-    } else {
-      c.reset();
-    }
+  if (const RefusalHold* h = ActiveHold(index, Clock::now())) {
+    wanted = std::min(wanted, h->capacity);
   }
   // A raise is written ahead to the state file (see RecordCapacity); a shrink
   // retires held slots above it (they come back as their holders release).
@@ -234,9 +238,9 @@ void Broker::Impl::ApplySingleCapacity(std::size_t index) {
   if (capacity != tg.capacity()) tg.SetCapacity(capacity);
 }
 
-void Broker::Impl::ArmClampTimer(Clock::time_point at) {
-  clamp_timer.expires_at(at);
-  clamp_timer.async_wait([this](boost::system::error_code ec) {
+void Broker::Impl::ArmHoldTimer(Clock::time_point at) {
+  hold_timer.expires_at(at);
+  hold_timer.async_wait([this](boost::system::error_code ec) {
     if (ec || stopping) return;
     for (std::size_t i = 0; i < ordered.size(); ++i) {
       if (cluster) {
@@ -248,22 +252,28 @@ void Broker::Impl::ArmClampTimer(Clock::time_point at) {
   });
 }
 
-void Broker::Impl::ClampAfterRefusal(std::size_t index, std::uint32_t in_use) {
+void Broker::Impl::HoldAfterRefusal(std::size_t index, std::uint32_t in_use) {
   if (index >= ordered.size()) return;
-  single_clamps.resize(ordered.size());
-  auto& c = single_clamps[index];
   const auto now = Clock::now();
-  std::uint32_t cap = c && now < c->until ? std::min(c->capacity, in_use) : in_use;
-  // Never below what the limit's minimum allows (a hostile client reporting
-  // fake refusals must not be able to close the target for everyone).
-  const auto reserve = static_cast<std::uint32_t>(ordered[index]->config().reserve);
-  // One system and one action slot (the single-machine minimum, less the reserve).
-  const std::uint32_t floor_cap =
-      std::min<std::uint32_t>(static_cast<std::uint32_t>(ordered[index]->config().limit) - reserve, 2);
-  cap = std::max(cap, floor_cap);
-  c = SingleClamp{cap, now + kRefusalHold};
-  ApplySingleCapacity(index);
-  ArmClampTimer(now + kRefusalHold);
+  std::uint32_t cap = in_use;
+  if (const RefusalHold* h = ActiveHold(index, now)) cap = std::min(cap, h->capacity);
+  RefusalHold next{cap, now + kRefusalHold, 0};
+  if (cluster) {
+    if (index >= lease_caps.size()) return;
+    next.applied = lease_caps[index].applied;  // ApplyLease keeps the floor
+    holds[index] = next;
+    ApplyLease(index);
+  } else {
+    // Never below one system and one action slot (the single-machine minimum,
+    // less the reserve): a client reporting fake refusals must not close the
+    // target for everyone.
+    const config::TargetConfig& t = ordered[index]->config();
+    next.capacity = std::max(next.capacity, std::min<std::uint32_t>(
+                                                static_cast<std::uint32_t>(t.limit - t.reserve), 2));
+    holds[index] = next;
+    ApplySingleCapacity(index);
+  }
+  ArmHoldTimer(now + kRefusalHold);
 }
 
 void Broker::Impl::HoldBackAfterUncleanEnd(Target& tg, const UncleanEnd& unclean,
@@ -559,7 +569,7 @@ void Broker::Impl::Shutdown() {
   std::filesystem::remove(config.socket, fec);
   grace_timer.cancel();
   quarantine_timer.cancel();
-  clamp_timer.cancel();
+  hold_timer.cancel();
   signals.cancel();
   bool any_held = !clients.empty();  // a registered client may take slots any time
   std::uint64_t slots_kept = 0;

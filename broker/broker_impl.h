@@ -73,33 +73,30 @@ struct Broker::Impl {
   // Single-machine mode: the effective limit of each target (section 8). In a
   // cluster the coordinator keeps them (ClusterNode).
   std::unique_ptr<LimitKeeper> limits;
-  // Cluster mode: the agent's latest capacity per target, and a clamp set when
-  // a client was refused for the server's limit: until the next grant is
-  // applied, no action above what was held then (the coordinator lowers the
-  // limit meanwhile; without the clamp the lease would keep admitting into a
-  // full server until the shrunk grant arrives).
+  // Cluster mode: the agent's latest capacity per target.
   std::vector<lease::TargetCapacity> lease_caps;
-  struct RefusalClamp {
-    std::uint32_t capacity = 0;
-    std::uint64_t applied = 0;  // the grant in force when it was set
-    Clock::time_point until;    // and at least until kRefusalHold after it
-  };
-  std::vector<std::optional<RefusalClamp>> clamps;
-  // Single mode: after a refusal, no slot above what was in use then (the
-  // refused attempt left out) for kRefusalHold after the latest refusal, while
-  // discovery gathers its evidence; a refused thread that retries at once
-  // would otherwise be refused again at the same level.
+  // After a client was refused for the server's limit, no slot above what was
+  // in use then (the refused attempt left out), while discovery gathers its
+  // evidence: a refused thread that retries at once would be refused again at
+  // the same level. It lasts kRefusalHold after the latest refusal, and in
+  // cluster mode also until a newer grant is applied (the coordinator lowers
+  // the limit meanwhile; without the hold the lease would keep admitting into
+  // a full server until the shrunk grant arrives).
   static constexpr std::chrono::milliseconds kRefusalHold{300};
-  struct SingleClamp {
-    std::uint32_t capacity = 0;
+  struct RefusalHold {
+    std::uint32_t capacity = 0;  // single mode: table slots; cluster: action slots
     Clock::time_point until;
+    std::uint64_t applied = 0;  // cluster: the grant in force when it was set
   };
-  std::vector<std::optional<SingleClamp>> single_clamps;
-  asio::steady_timer clamp_timer{io};
+  std::vector<std::optional<RefusalHold>> holds;
+  asio::steady_timer hold_timer{io};
+  // The hold of target `index` if it is still in force (else it is dropped).
+  const RefusalHold* ActiveHold(std::size_t index, Clock::time_point now);
   void ApplySingleCapacity(std::size_t index);
-  void ClampAfterRefusal(std::size_t index, std::uint32_t in_use);
+  // A refusal with `in_use` slots in use (the refused attempt left out).
+  void HoldAfterRefusal(std::size_t index, std::uint32_t in_use);
   // Re-applies every target's capacity at `at` (when refusal holds end).
-  void ArmClampTimer(Clock::time_point at);
+  void ArmHoldTimer(Clock::time_point at);
   void ApplyLease(std::size_t index);
   // Held for the broker's life: its socket and every segment it manages.
   std::optional<InstanceLock> socket_lock;
