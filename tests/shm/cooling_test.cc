@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "shm/slot_table.h"
+#include "tests/shm/segment_fixture.h"
 #include "tests/support/unique_name.h"
 #include "tests/support/wait.h"
 
@@ -15,30 +16,10 @@ namespace dsb::shm {
 namespace {
 
 using namespace std::chrono_literals;
-using dsb::testing::UniqueName;
 
 constexpr std::int64_t kMs = 1'000'000;
 
-class CoolingTest : public ::testing::Test {
- protected:
-  std::unique_ptr<SlotTable> Make(std::uint32_t slots, std::uint32_t capacity,
-                                  std::chrono::nanoseconds cooldown) {
-    name_ = UniqueName("dsb-cool");
-    CreateOptions o;
-    o.name = name_;
-    o.target = "pg";
-    o.slot_count = slots;
-    o.capacity = capacity;
-    o.release_cooldown = cooldown;
-    auto t = SlotTable::Create(o);
-    EXPECT_TRUE(t.ok()) << t.status().message();
-    return t.ok() ? std::move(t).value() : nullptr;
-  }
-  void TearDown() override {
-    if (!name_.empty()) (void)SlotTable::Remove(name_);
-  }
-  std::string name_;
-};
+using CoolingTest = SegmentFixture;
 
 const std::uint64_t kW = HeldWord(5, false);
 

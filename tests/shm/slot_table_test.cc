@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "shm/futex.h"
+#include "tests/shm/segment_fixture.h"
 #include "tests/support/unique_name.h"
 
 namespace dsb::shm {
@@ -19,25 +20,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using dsb::testing::UniqueName;
-
-class SegmentFixture : public ::testing::Test {
- protected:
-  std::unique_ptr<SlotTable> Make(std::uint32_t slots, std::uint32_t capacity) {
-    name_ = UniqueName("dsb-test");
-    CreateOptions o;
-    o.name = name_;
-    o.target = "exch01";
-    o.slot_count = slots;
-    o.capacity = capacity;
-    auto t = SlotTable::Create(o);
-    EXPECT_TRUE(t.ok()) << t.status().message();
-    return t.ok() ? std::move(t).value() : nullptr;
-  }
-  void TearDown() override {
-    if (!name_.empty()) (void)SlotTable::Remove(name_);
-  }
-  std::string name_;
-};
 
 using SlotTableTest = SegmentFixture;
 
