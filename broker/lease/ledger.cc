@@ -114,16 +114,6 @@ std::uint32_t Ledger::Owed(std::size_t broker_index, std::size_t target_index,
   return owed;
 }
 
-std::uint64_t Ledger::OwedByOthers(std::size_t target_index, std::optional<std::size_t> except,
-                                   TimePoint now) const {
-  std::uint64_t sum = 0;
-  for (std::size_t b = 0; b < brokers_.size(); ++b) {
-    if (except && *except == b) continue;
-    sum += Owed(b, target_index, now);
-  }
-  return sum;
-}
-
 void Ledger::RecordGrant(std::size_t broker, const Grant& grant) {
   BrokerState& b = brokers_[broker];
   std::vector<std::uint32_t> amounts(config_.targets.size(), 0);

@@ -151,12 +151,6 @@ class Ledger {
   // C1 owed of one broker for one target as of `now` (0 once silent).
   // REQUIRES: broker_index < brokers, target_index < targets.
   std::uint32_t Owed(std::size_t broker_index, std::size_t target_index, TimePoint now) const;
-  // Sum of Owed() over every broker but `except` (an index, or none) for one
-  // target: the most pool slots those brokers can hold now (see "Why S holds").
-  // Limit discovery adds it to a reporter's exact count to bound what dsb held
-  // at a refusal from above. REQUIRES: target_index < targets.
-  std::uint64_t OwedByOthers(std::size_t target_index, std::optional<std::size_t> except,
-                             TimePoint now) const;
   // The index of a broker id in the config, or nullopt.
   std::optional<std::size_t> FindBroker(std::string_view id) const { return BrokerIndex(id); }
 
