@@ -60,7 +60,11 @@ Status Ledger::Validate(const LedgerConfig& config) {
 Ledger::Ledger(LedgerConfig config, TimePoint now) : config_(std::move(config)) {
   const Status valid = Validate(config_);
   DSB_CHECK(valid.ok(), "%s", valid.message().c_str());
-  silence_ = StretchByEps(config_.term + config_.drain, config_.eps);
+  // The (1 + eps) factor: a fast coordinator clock must still wait D + H of real
+  // time. The switch drops it (tests only).
+  silence_ = config_.switches.c2_silence_eps
+                 ? StretchByEps(config_.term + config_.drain, config_.eps)
+                 : config_.term + config_.drain;
   learning_until_ = config_.switches.c3_learning ? now + silence_ : now;
   brokers_.resize(config_.brokers.size());
   for (auto& b : brokers_) b.reports.resize(config_.targets.size());

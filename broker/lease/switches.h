@@ -37,6 +37,9 @@ struct ProtocolSwitches {
   // Requests: a request not newer than the newest processed changes nothing but
   // the silence timer. Off: every request is processed as the newest.
   bool request_staleness = true;
+  // C2/C3: the coordinator's silence (and learning) period is (D + H)(1 + eps)
+  // on its own clock. Off: D + H, without the drift factor (issue 8).
+  bool c2_silence_eps = true;
 
   bool operator==(const ProtocolSwitches&) const = default;
 };
