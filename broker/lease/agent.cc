@@ -54,8 +54,11 @@ LeaseAgent::LeaseAgent(AgentConfig config, TimePoint now) : config_(std::move(co
       config_.switches.b1_eps_margin ? ShrinkByEps(config_.term, config_.eps) : config_.term;
   next_renew_ = now;
   leases_.resize(config_.targets.size());
-  for (std::size_t t = 0; t < leases_.size(); ++t)
-    leases_[t].last_capacity = config_.targets[t].floor;
+  frozen_.assign(config_.targets.size(), kUnset);
+}
+
+std::uint32_t LeaseAgent::Floor(std::size_t target) const {
+  return accepted_ ? config_.targets[target].floor : 0;
 }
 
 TargetCapacity LeaseAgent::Capacity(std::size_t target, TimePoint now) const {
@@ -63,18 +66,27 @@ TargetCapacity LeaseAgent::Capacity(std::size_t target, TimePoint now) const {
   const Lease& l = leases_[target];
   TargetCapacity c;
   c.applied = l.applied;
-  c.registration_capacity = config_.targets[target].system_slots;
+  c.registration_capacity = accepted_ ? config_.targets[target].system_slots : 0;
   if (l.amount > 0 && now < l.valid_until) {
     c.lease = l.amount;
     c.lease_valid_until = l.valid_until;
   }
-  c.action_capacity = config_.targets[target].floor + c.lease;
+  // R1: until accepted, adopted action slots are kept (never more than were
+  // held, ratcheting down as they are released) until the previous instance's
+  // lease deadline; nothing new is admitted.
+  const auto& inherited = config_.targets[target].inherited_until;
+  const std::uint32_t frozen = frozen_[target] == kUnset ? 0 : frozen_[target];
+  if (!accepted_ && inherited && now < *inherited && frozen > c.lease) {
+    c.lease = frozen;
+    c.lease_valid_until = *inherited;
+  }
+  c.action_capacity = Floor(target) + c.lease;
   return c;
 }
 
 bool LeaseAgent::MayAdmitRegistration(std::size_t target, std::uint32_t registered) const {
   DSB_CHECK(target < leases_.size(), "target %zu of %zu", target, leases_.size());
-  return registered < config_.targets[target].system_slots;
+  return accepted_ && registered < config_.targets[target].system_slots;
 }
 
 bool LeaseAgent::MayAdmitAction(std::size_t target, std::uint32_t registered, std::uint32_t actions,
@@ -106,9 +118,13 @@ RenewRequest LeaseAgent::BuildRequest(std::span<const TargetUsage> usage) {
   RenewRequest r;
   r.broker_id = config_.broker_id;
   r.epoch = config_.epoch;
+  r.instance = config_.instance;
+  r.generation = config_.generation;
+  r.file_hash = config_.file_hash;
+  r.erased = erased_;
   r.request_id = next_id_++;
   for (std::size_t t = 0; t < usage.size(); ++t) {
-    const std::uint32_t floor = config_.targets[t].floor;
+    const std::uint32_t floor = Floor(t);
     const TargetUsage& u = usage[t];
     // B2: pool_held and applied from one instant (this call). The switch reads
     // pool_held as of the previous renew instead (tests only).
@@ -122,6 +138,7 @@ RenewRequest LeaseAgent::BuildRequest(std::span<const TargetUsage> usage) {
     tr.applied = leases_[t].applied;
     tr.held = u.actions;
     tr.waiting = u.waiting;
+    tr.registered = u.registered;
     const std::uint64_t demand = std::uint64_t{u.actions} + u.waiting;
     tr.wanted =
         demand > floor
@@ -136,7 +153,7 @@ bool LeaseAgent::ReportChanged(TimePoint now, std::span<const TargetUsage> usage
   if (!sent_any_ || fast_renew_interval_ >= renew_interval_) return false;
   if (shrink_unacked_) return true;
   for (std::size_t t = 0; t < usage.size(); ++t) {
-    const std::uint32_t floor = config_.targets[t].floor;
+    const std::uint32_t floor = Floor(t);
     const TargetUsage& u = usage[t];
     const TargetReport& last = last_report_[t];
     const std::uint32_t pool_held = u.actions > floor ? u.actions - floor : 0;
@@ -152,6 +169,9 @@ AgentStep LeaseAgent::Tick(TimePoint now, std::span<const TargetUsage> usage) {
   DSB_CHECK(usage.size() == config_.targets.size(), "%zu usages for %zu targets", usage.size(),
             config_.targets.size());
   std::optional<RenewRequest> send;
+  if (!accepted_) {
+    for (std::size_t t = 0; t < usage.size(); ++t) frozen_[t] = std::min(frozen_[t], usage[t].actions);
+  }
   early_renew_at_.reset();
   bool early = false;
   if (now < next_renew_ && ReportChanged(now, usage)) {
@@ -192,14 +212,25 @@ AgentStep LeaseAgent::Tick(TimePoint now, std::span<const TargetUsage> usage) {
 
 AgentStep LeaseAgent::OnGrant(TimePoint now, const Grant& grant) {
   const bool ours = grant.broker_id == config_.broker_id &&
-                    (grant.epoch == config_.epoch || !config_.switches.b1a_epoch);
+                    ((grant.epoch == config_.epoch && grant.instance == config_.instance) ||
+                     !config_.switches.b1a_epoch);
   const auto it = ours ? sent_.find(grant.request_id) : sent_.end();
   if (it == sent_.end()) {
-    ++ignored_grants_;  // other broker or epoch, or a request we never sent
+    ++ignored_grants_;  // other broker, epoch or instance, or a request we never sent
     return Step(now);
   }
   if (outstanding_ && outstanding_->request_id == grant.request_id) outstanding_answered_ = true;
-  if (grant.learning) return Step(now);  // C3: nothing to apply
+  // R1: the verdict applies even to a learning reply (it only ever names a
+  // refusal, or an acceptance this ledger recorded earlier).
+  verdict_ = grant.verdict;
+  reason_ = grant.reason;
+  successor_ = grant.successor;
+  if (grant.verdict == Verdict::kAccepted) {
+    accepted_ = true;
+  } else if (grant.verdict != Verdict::kPending) {
+    accepted_ = false;  // floor 0, no new registration; the lease lapses on its own
+  }
+  if (grant.learning || grant.verdict != Verdict::kAccepted) return Step(now);  // C3
 
   const TimePoint t_sent = it->second.first_sent;
   Duration span = lease_span_;

@@ -8,7 +8,10 @@
 //        Registrations are a second counter: MayAdmitRegistration() allows
 //        registered < system_slots; MayAdmitAction() allows actions <
 //        floor + lease; an action never uses an idle system slot.
-//   B1a  OnGrant applies a grant only if grant.epoch == our epoch, the request id
+//   R1   Nothing is used until the coordinator accepts this instance: floor 0,
+//        no new registration, adopted action slots kept until the previous
+//        instance's lease deadline. See accepted().
+//   B1a  OnGrant applies a grant only if grant.epoch and instance are ours, the request id
 //        is one we sent and it is greater than the applied one (per target);
 //        anything else is ignored. A learning reply (C3) is never applied; it
 //        only stops resends of that request.
@@ -57,11 +60,18 @@ struct AgentTarget {
   std::string name;
   std::uint32_t system_slots = 1;  // DigiScope instances this broker may register
   std::uint32_t floor = 0;         // action slots it may always use
+  // R1: the lease deadline the previous instance left in the segment (this
+  // broker's monotonic clock), if any: adopted action slots are kept until then
+  // while this instance is not yet accepted.
+  std::optional<TimePoint> inherited_until{};
 };
 
 struct AgentConfig {
   std::string broker_id;
-  std::uint64_t epoch = 0;  // REQUIRES: greater than every earlier epoch of this broker id
+  std::uint64_t epoch = 0;  // REQUIRES: greater than every earlier epoch of this broker id (R0)
+  std::uint64_t instance = 0;    // R0: random per start
+  std::uint64_t generation = 0;  // R1: the cluster file's generation
+  std::string file_hash;         // R1: its hash
   std::vector<AgentTarget> targets;
   Duration term = std::chrono::seconds(15);  // D
   Duration renew_interval{};                 // 0 = D/3
@@ -80,6 +90,7 @@ struct TargetUsage {
   // can miss one held slot per free slot it saw; the number of slots not
   // disabled cannot be undercounted that way. 0 = use `actions`.
   std::uint32_t actions_upper_bound = 0;
+  std::uint32_t registered = 0;  // registrations held (R2)
 };
 
 struct TargetCapacity {
@@ -128,7 +139,19 @@ class LeaseAgent {
   // Capacity of one target at `now` (no side effects).
   TargetCapacity Capacity(std::size_t target, TimePoint now) const;
 
+  // R1: the coordinator's word on this instance. Until kAccepted the instance
+  // has floor 0 and registration capacity 0 (adopted slots are kept, see
+  // AgentTarget::inherited_until); a later kRefused/kRemoved/kSuperseded takes
+  // the allowance away again.
+  bool accepted() const { return accepted_; }
+  Verdict verdict() const { return verdict_; }
+  const std::string& verdict_reason() const { return reason_; }
+  const std::string& successor() const { return successor_; }
+  // R2: a removed broker erased its accepted configuration; later requests say so.
+  void MarkErased() { erased_ = true; }
+
   std::uint64_t epoch() const { return config_.epoch; }
+  std::uint64_t instance() const { return config_.instance; }
   const AgentConfig& config() const { return config_; }
   Duration renew_interval() const { return renew_interval_; }
   Duration resend_interval() const { return resend_interval_; }
@@ -147,7 +170,9 @@ class LeaseAgent {
     std::uint32_t last_capacity = 0;
   };
 
+  static constexpr std::uint32_t kUnset = UINT32_MAX;
   AgentStep Step(TimePoint now);
+  std::uint32_t Floor(std::size_t target) const;  // the accepted floor, else 0
   RenewRequest BuildRequest(std::span<const TargetUsage> usage);
   // Whether the report changed enough to renew early (ignoring the rate limit).
   bool ReportChanged(TimePoint now, std::span<const TargetUsage> usage) const;
@@ -171,6 +196,12 @@ class LeaseAgent {
   bool shrink_unacked_ = false;              // a smaller grant was applied since the last send
   std::optional<TimePoint> early_renew_at_;  // an early renew waits for the rate limit
   std::uint64_t ignored_grants_ = 0;
+  bool accepted_ = false;
+  Verdict verdict_ = Verdict::kPending;
+  std::string reason_;
+  std::string successor_;
+  bool erased_ = false;
+  std::vector<std::uint32_t> frozen_;  // per target: adopted actions, ratcheting down
 };
 
 }  // namespace dsb::lease

@@ -9,6 +9,26 @@
 
 namespace dsb::lease {
 
+const char* VerdictName(Verdict v) {
+  switch (v) {
+    case Verdict::kAccepted: return "accepted";
+    case Verdict::kPending: return "pending";
+    case Verdict::kRefused: return "refused";
+    case Verdict::kRemoved: return "removed";
+    case Verdict::kSuperseded: return "superseded";
+  }
+  return "?";
+}
+
+const char* GateName(Gate g) {
+  switch (g) {
+    case Gate::kOpen: return "open";
+    case Gate::kWaiting: return "waiting for the previous coordinator";
+    case Gate::kSuperseded: return "superseded";
+  }
+  return "?";
+}
+
 const char* BrokerModeName(BrokerMode m) {
   switch (m) {
     case BrokerMode::kActive:
@@ -42,6 +62,11 @@ Status Ledger::Validate(const LedgerConfig& config) {
     if (!names.insert(b.id).second) {
       return {Errc::kConfig, "lease ledger: broker '" + b.id + "' is listed twice"};
     }
+    if ((!b.system_slots.empty() && b.system_slots.size() != config.targets.size()) ||
+        (!b.floors.empty() && b.floors.size() != config.targets.size())) {
+      return {Errc::kConfig, "lease ledger: broker '" + b.id +
+                                 "' has allowances for a different number of targets"};
+    }
     if (b.weight < 1 || b.weight > kMaxWeight) {
       return {Errc::kConfig, "lease ledger: broker '" + b.id + "' has weight " +
                                  std::to_string(b.weight) + "; use 1.." +
@@ -57,6 +82,15 @@ Status Ledger::Validate(const LedgerConfig& config) {
   return Status::Ok();
 }
 
+namespace {
+std::uint32_t At(const std::vector<std::uint32_t>& v, std::size_t i) {
+  return i < v.size() ? v[i] : 0;
+}
+std::uint32_t Clamp32(std::uint64_t v) {
+  return v > UINT32_MAX ? UINT32_MAX : static_cast<std::uint32_t>(v);
+}
+}  // namespace
+
 Ledger::Ledger(LedgerConfig config, TimePoint now) : config_(std::move(config)) {
   const Status valid = Validate(config_);
   DSB_CHECK(valid.ok(), "%s", valid.message().c_str());
@@ -66,8 +100,21 @@ Ledger::Ledger(LedgerConfig config, TimePoint now) : config_(std::move(config)) 
                  ? StretchByEps(config_.term + config_.drain, config_.eps)
                  : config_.term + config_.drain;
   learning_until_ = config_.switches.c3_learning ? now + silence_ : now;
-  brokers_.resize(config_.brokers.size());
-  for (auto& b : brokers_) b.reports.resize(config_.targets.size());
+  const std::size_t nt = config_.targets.size();
+  file_allowance_.assign(nt, 0);
+  for (const auto& b : config_.brokers) {
+    for (std::size_t t = 0; t < nt; ++t) {
+      file_allowance_[t] += At(b.system_slots, t) + At(b.floors, t);
+    }
+  }
+  room_.resize(nt);
+  for (std::size_t t = 0; t < nt; ++t) room_[t] = config_.targets[t].pool + file_allowance_[t];
+  for (std::size_t i = 0; i < config_.brokers.size(); ++i) {
+    BrokerState b;
+    b.id = config_.brokers[i].id;
+    b.config_index = i;
+    brokers_.push_back(std::move(b));
+  }
 }
 
 std::optional<std::size_t> Ledger::BrokerIndex(std::string_view id) const {
@@ -84,73 +131,299 @@ std::optional<std::size_t> Ledger::TargetIndex(std::string_view name) const {
   return std::nullopt;
 }
 
-bool Ledger::Silent(const BrokerState& b, TimePoint now) const {
-  return b.last_heard.has_value() && now - *b.last_heard >= silence_;
+Ledger::BrokerState& Ledger::BrokerFor(std::string_view id) {
+  for (auto& b : brokers_) {
+    if (b.id == id) return b;
+  }
+  BrokerState b;
+  b.id = std::string(id);
+  brokers_.push_back(std::move(b));
+  return brokers_.back();
+}
+
+bool Ledger::Silent(const Instance& in, TimePoint now) const {
+  return now - in.last_heard >= silence_;
 }
 
 void Ledger::ForgetSilent(TimePoint now) {
+  // C2: silence of (D + H)(1 + eps) means every lease of that instance has
+  // lapsed and its slots are back: it is forgotten with its grants.
   for (auto& b : brokers_) {
-    if (!b.known || !Silent(b, now)) continue;
-    // C2: silence of (D + H)(1 + eps) means every lease of this broker has lapsed
-    // and its slots are back: owed falls to 0 and its grants are forgotten.
-    b.known = false;
-    b.grants.clear();
-    for (auto& r : b.reports) r = TargetReportState{};
-    b.last_grant_at.reset();
+    std::erase_if(b.instances, [&](const Instance& in) { return Silent(in, now); });
   }
+  std::erase_if(brokers_, [](const BrokerState& b) {
+    return !b.config_index.has_value() && b.instances.empty();
+  });
 }
 
-std::uint32_t Ledger::Owed(std::size_t broker_index, std::size_t target_index,
-                           TimePoint now) const {
-  DSB_CHECK(broker_index < brokers_.size() && target_index < config_.targets.size(),
-            "broker %zu, target %zu", broker_index, target_index);
-  const BrokerState& b = brokers_[broker_index];
-  if (!b.known || Silent(b, now)) return 0;
-  const TargetReportState& r = b.reports[target_index];
+std::uint32_t Ledger::InstanceOwed(const Instance& in, std::size_t t) const {
+  const TargetReportState& r = in.reports[t];
   std::uint32_t owed = r.pool_held;
   if (config_.switches.c1_owed_counts_unacked_grants) {
-    for (auto it = b.grants.lower_bound(r.applied); it != b.grants.end(); ++it) {
-      owed = std::max(owed, it->second[target_index]);
+    for (auto it = in.grants.lower_bound(r.applied); it != in.grants.end(); ++it) {
+      owed = std::max(owed, it->second[t]);
     }
-  } else if (!b.grants.empty()) {
-    owed = std::max(owed, b.grants.rbegin()->second[target_index]);
+  } else if (!in.grants.empty()) {
+    owed = std::max(owed, in.grants.rbegin()->second[t]);
   }
   return owed;
 }
 
-void Ledger::RecordGrant(std::size_t broker, const Grant& grant) {
-  BrokerState& b = brokers_[broker];
+std::uint32_t Ledger::Counted(const BrokerState& b, const Instance& in, std::size_t t) const {
+  const std::uint32_t registered = in.reports[t].registered;
+  if (in.goodbye) return At(in.handed, t);
+  switch (in.verdict) {
+    case Verdict::kAccepted:
+      return std::max(At(in.system_slots, t), registered) + At(in.floors, t);
+    case Verdict::kPending:
+      if (b.config_index) {
+        const LedgerBroker& c = config_.brokers[*b.config_index];
+        return std::max(At(c.system_slots, t), registered) + At(c.floors, t);
+      }
+      return registered;
+    default:
+      return registered;
+  }
+}
+
+std::uint64_t Ledger::SumCounted(std::size_t t, TimePoint now) const {
+  std::uint64_t sum = 0;
+  for (const auto& b : brokers_) {
+    for (const auto& in : b.instances) {
+      if (!Silent(in, now)) sum += Counted(b, in, t);
+    }
+  }
+  return sum;
+}
+
+std::uint64_t Ledger::SumOwed(std::size_t t, const Instance* except, TimePoint now) const {
+  std::uint64_t sum = 0;
+  for (const auto& b : brokers_) {
+    for (const auto& in : b.instances) {
+      if (&in != except && !Silent(in, now)) sum += InstanceOwed(in, t);
+    }
+  }
+  return sum;
+}
+
+std::uint32_t Ledger::PoolNow(std::size_t t, TimePoint now) const {
+  const std::uint64_t counted = SumCounted(t, now);
+  return counted >= room_[t] ? 0 : static_cast<std::uint32_t>(room_[t] - counted);
+}
+
+bool Ledger::Fits(TimePoint now) const {
+  for (std::size_t t = 0; t < config_.targets.size(); ++t) {
+    if (SumCounted(t, now) + SumOwed(t, nullptr, now) > room_[t]) return false;
+  }
+  return true;
+}
+
+std::uint32_t Ledger::Owed(std::size_t broker_index, std::size_t target_index,
+                           TimePoint now) const {
+  DSB_CHECK(broker_index < config_.brokers.size() && target_index < config_.targets.size(),
+            "broker %zu, target %zu", broker_index, target_index);
+  std::uint64_t owed = 0;
+  for (const auto& in : brokers_[broker_index].instances) {
+    if (!Silent(in, now)) owed += InstanceOwed(in, target_index);
+  }
+  return Clamp32(owed);
+}
+
+AcceptanceRecord Ledger::RecordOf(const BrokerState& b, const Instance& in) const {
+  AcceptanceRecord r;
+  r.broker_id = b.id;
+  r.epoch = in.epoch;
+  r.instance = in.instance;
+  r.generation = config_.generation;
+  for (std::size_t t = 0; t < config_.targets.size(); ++t) {
+    r.targets.push_back(config_.targets[t].name);
+    r.system_slots.push_back(At(in.system_slots, t));
+    r.floors.push_back(At(in.floors, t));
+  }
+  return r;
+}
+
+std::vector<AcceptanceRecord> Ledger::Records() const {
+  std::vector<AcceptanceRecord> out;
+  for (const auto& b : brokers_) {
+    for (const auto& in : b.instances) {
+      if (in.verdict == Verdict::kAccepted && !in.goodbye) out.push_back(RecordOf(b, in));
+    }
+  }
+  return out;
+}
+
+void Ledger::AdoptRecords(const std::vector<AcceptanceRecord>& records, TimePoint now) {
+  for (const auto& r : records) {
+    BrokerState& b = BrokerFor(r.broker_id);
+    b.max_epoch = std::max(b.max_epoch, r.epoch);
+    const bool known = std::any_of(b.instances.begin(), b.instances.end(), [&](const Instance& in) {
+      return in.epoch == r.epoch && in.instance == r.instance;
+    });
+    if (known) continue;
+    Instance in;
+    in.epoch = r.epoch;
+    in.instance = r.instance;
+    in.verdict = Verdict::kAccepted;
+    in.last_heard = now;
+    in.reports.resize(config_.targets.size());
+    in.system_slots.assign(config_.targets.size(), 0);
+    in.floors.assign(config_.targets.size(), 0);
+    for (std::size_t k = 0; k < r.targets.size(); ++k) {
+      const auto t = TargetIndex(r.targets[k]);
+      if (!t) continue;
+      in.system_slots[*t] = At(r.system_slots, k);
+      in.floors[*t] = At(r.floors, k);
+    }
+    b.instances.push_back(std::move(in));
+  }
+}
+
+void Ledger::WaitForPrevious() {
+  if (gate_ == Gate::kOpen) gate_ = Gate::kWaiting;
+}
+
+void Ledger::OpenGate(TimePoint now) {
+  if (gate_ != Gate::kWaiting) return;
+  gate_ = Gate::kOpen;
+  // C3 again: grants the previous coordinator sent before it stopped lapse
+  // within D + H of its stop, which came before this call.
+  learning_until_ = config_.switches.c3_learning ? now + silence_ : now;
+}
+
+void Ledger::Supersede(std::uint64_t by_generation, std::string successor) {
+  gate_ = Gate::kSuperseded;
+  if (!successor.empty()) successor_ = std::move(successor);
+  newer_generation_ = std::max(newer_generation_, by_generation);
+}
+
+std::vector<std::string> Ledger::TakeWarnings() {
+  std::vector<std::string> out;
+  out.swap(warnings_);
+  return out;
+}
+
+Ledger::Instance Ledger::NewInstance(BrokerState& b, const RenewRequest& request) {
+  Instance in;
+  in.epoch = request.epoch;
+  in.instance = request.instance;
+  in.reports.resize(config_.targets.size());
+  const std::string who = "broker '" + b.id + "' (epoch " + std::to_string(request.epoch) + ")";
+  if (!b.config_index) {
+    in.verdict = Verdict::kRemoved;
+    in.reason = "broker '" + b.id + "' is not in the coordinator's cluster file (generation " +
+                std::to_string(config_.generation) + ")";
+  } else if (request.generation < config_.generation) {
+    in.verdict = Verdict::kRefused;
+    in.reason = "cluster file generation " + std::to_string(request.generation) +
+                " is older than the coordinator's " + std::to_string(config_.generation);
+  } else if (request.generation == config_.generation && !config_.file_hash.empty() &&
+             request.file_hash != config_.file_hash) {
+    in.verdict = Verdict::kRefused;
+    in.reason = "cluster file differs from the coordinator's at generation " +
+                std::to_string(config_.generation) + " (hash " + request.file_hash.substr(0, 12) +
+                " vs " + config_.file_hash.substr(0, 12) +
+                "); install the coordinator's file, or raise `generation` in the new one";
+  } else if (request.epoch < b.max_epoch) {
+    in.verdict = Verdict::kRefused;
+    in.reason = "epoch " + std::to_string(request.epoch) + " is older than epoch " +
+                std::to_string(b.max_epoch) + " of the same broker id (a delayed message, or a "
+                "copy of an old state_dir); restart it";
+  }
+  if (in.verdict != Verdict::kPending) {
+    warnings_.push_back(who + " " + VerdictName(in.verdict) + ": " + in.reason);
+  }
+  b.max_epoch = std::max(b.max_epoch, request.epoch);
+  return in;
+}
+
+void Ledger::TryAccept(BrokerState& b, Instance& in, TimePoint now) {
+  if (in.verdict != Verdict::kPending || !b.config_index) return;
+  if (!Fits(now)) {
+    in.reason = "waiting until the allowance fits: sum of counted allowances and owed exceeds "
+                "L - r (an older instance of this or another broker is still counted)";
+    return;
+  }
+  const LedgerBroker& c = config_.brokers[*b.config_index];
+  Instance accepted = in;
+  accepted.verdict = Verdict::kAccepted;
+  accepted.system_slots.assign(config_.targets.size(), 0);
+  accepted.floors.assign(config_.targets.size(), 0);
+  for (std::size_t t = 0; t < config_.targets.size(); ++t) {
+    accepted.system_slots[t] = At(c.system_slots, t);
+    accepted.floors[t] = At(c.floors, t);
+  }
+  if (config_.persist) {
+    std::vector<AcceptanceRecord> records = Records();
+    records.push_back(RecordOf(b, accepted));
+    if (!config_.persist(records)) {
+      in.reason = "the acceptance could not be recorded in the coordinator's state_dir";
+      warnings_.push_back("broker '" + b.id + "' stays pending: " + in.reason);
+      return;
+    }
+  }
+  in.verdict = Verdict::kAccepted;
+  in.reason.clear();
+  in.system_slots = std::move(accepted.system_slots);
+  in.floors = std::move(accepted.floors);
+}
+
+void Ledger::RecordGrant(Instance& in, const Grant& grant) {
   std::vector<std::uint32_t> amounts(config_.targets.size(), 0);
   for (const auto& tg : grant.targets) {
     if (auto ti = TargetIndex(tg.target)) amounts[*ti] = tg.amount;
   }
-  b.grants[grant.request_id] = std::move(amounts);
-  b.known = true;
+  in.grants[grant.request_id] = std::move(amounts);
 }
 
-Grant Ledger::ComputeGrant(std::size_t broker, const RenewRequest& request, TimePoint now) {
+Grant Ledger::ReplyBase(const RenewRequest& request, const Instance& in) const {
   Grant g;
   g.broker_id = request.broker_id;
   g.epoch = request.epoch;
+  g.instance = request.instance;
   g.request_id = request.request_id;
   g.term = config_.term;
-  const std::size_t n = brokers_.size();
-  std::vector<std::uint32_t> demands(n, 0);
-  std::vector<std::uint32_t> weights(n, 1);
+  g.generation = config_.generation;
+  g.verdict = gate_ == Gate::kSuperseded ? Verdict::kSuperseded : in.verdict;
+  g.reason = gate_ == Gate::kSuperseded
+                 ? "this coordinator was superseded by generation " +
+                       std::to_string(newer_generation_)
+                 : in.reason;
+  if (gate_ == Gate::kSuperseded) g.successor = successor_;
+  if (g.reason.empty() && in.clone_logged) {
+    g.reason = "another live instance of broker id '" + request.broker_id +
+               "' is counted too (a cloned workstation?); give each machine its own id";
+  }
+  return g;
+}
+
+Grant Ledger::ComputeGrant(const BrokerState& b, const Instance& in, const RenewRequest& request,
+                           TimePoint now) {
+  Grant g = ReplyBase(request, in);
+  std::vector<const Instance*> members;
+  std::vector<std::uint32_t> weights;
+  std::size_t self = 0;
+  for (const auto& o : brokers_) {
+    for (const auto& oi : o.instances) {
+      // A pending instance takes part in the shares (it gets nothing until
+      // accepted), so the others' grants shrink and owed falls until it fits.
+      const bool member = (oi.verdict == Verdict::kAccepted || oi.verdict == Verdict::kPending) &&
+                          !oi.goodbye && !Silent(oi, now) && o.mode == BrokerMode::kActive &&
+                          o.config_index.has_value();
+      if (!member && &oi != &in) continue;
+      if (&oi == &in) self = members.size();
+      members.push_back(&oi);
+      weights.push_back(o.config_index ? config_.brokers[*o.config_index].weight : 1);
+    }
+  }
   for (std::size_t t = 0; t < config_.targets.size(); ++t) {
-    const std::uint32_t pool = config_.targets[t].pool;
     std::uint32_t amount = 0;
-    if (brokers_[broker].mode == BrokerMode::kActive) {
-      std::uint64_t owed_by_others = 0;
-      for (std::size_t j = 0; j < n; ++j) {
-        const BrokerState& o = brokers_[j];
-        weights[j] = config_.brokers[j].weight;
-        const bool live = o.known && !Silent(o, now) && o.mode == BrokerMode::kActive;
-        demands[j] = live ? o.reports[t].wanted : 0;
-        if (j != broker) owed_by_others += Owed(j, t, now);
-      }
-      const std::uint32_t fair = FairShares(pool, demands, weights)[broker];
-      amount = std::min(fair, MaxGrant(pool, owed_by_others));
+    if (b.mode == BrokerMode::kActive && in.verdict == Verdict::kAccepted) {
+      const std::uint32_t pool = PoolNow(t, now);
+      std::vector<std::uint32_t> demands;
+      for (const Instance* m : members) demands.push_back(m->reports[t].wanted);
+      const std::uint32_t fair = FairShares(pool, demands, weights)[self];
+      amount = std::min(fair, MaxGrant(pool, SumOwed(t, &in, now)));
     }
     g.targets.push_back({config_.targets[t].name, amount});
   }
@@ -158,62 +431,133 @@ Grant Ledger::ComputeGrant(std::size_t broker, const RenewRequest& request, Time
 }
 
 Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest& request) {
-  const auto bi = BrokerIndex(request.broker_id);
-  if (!bi) {
-    return Status(Errc::kConflict, "lease request from broker '" + request.broker_id +
-                                       "', which is not in the cluster file");
-  }
   ForgetSilent(now);
-  BrokerState& b = brokers_[*bi];
-  b.last_heard = now;  // every request moves the silence timer, even a stale one
+  if (request.generation > config_.generation) {
+    // R3: a peer runs a newer cluster file: its coordinator takes over. Stop
+    // granting at once; the caller persists the mark before confirming.
+    if (newer_generation_ < request.generation) {
+      warnings_.push_back("broker '" + request.broker_id + "' runs cluster file generation " +
+                          std::to_string(request.generation) + ", newer than this coordinator's " +
+                          std::to_string(config_.generation) + ": this coordinator stops granting");
+    }
+    Supersede(request.generation);
+  }
+  BrokerState& b = BrokerFor(request.broker_id);
+  auto it = std::find_if(b.instances.begin(), b.instances.end(), [&](const Instance& in) {
+    return in.epoch == request.epoch && in.instance == request.instance;
+  });
+  const bool first = it == b.instances.end();
+  if (first) {
+    b.instances.push_back(NewInstance(b, request));
+    it = std::prev(b.instances.end());
+  }
+  Instance& in = *it;
+  in.last_heard = now;  // every request moves the silence timer, even a stale one
 
-  const bool newer = !b.has_newest || request.epoch > b.epoch ||
-                     (request.epoch == b.epoch && request.request_id > b.newest_id);
+  // R4: another live instance of this id heard within D is a clone (or a
+  // restart while the old instance still talks): both are counted.
+  for (auto& other : b.instances) {
+    if (&other == &in || other.goodbye || in.clone_logged) continue;
+    if (now - other.last_heard < config_.term && !first) {
+      in.clone_logged = true;
+      warnings_.push_back("two live instances of broker '" + b.id + "' (epochs " +
+                          std::to_string(other.epoch) + " and " + std::to_string(in.epoch) +
+                          "): a cloned workstation? Both are counted; give each machine its "
+                          "own broker id");
+    }
+  }
+
+  const bool newer = !in.has_newest || request.request_id > in.newest_id;
   if (!newer && config_.switches.request_staleness) {
-    const bool duplicate = request.epoch == b.epoch && request.request_id == b.newest_id;
-    if (!duplicate || !b.last_reply) return std::optional<Grant>();
+    const bool duplicate = request.request_id == in.newest_id;
+    if (!duplicate || !in.last_reply) return std::optional<Grant>();
     // Same grant again. It is sent again, so it enters the ledger again (it may
     // have been forgotten by silence meanwhile; re-entering is conservative).
-    if (!b.last_reply->learning) RecordGrant(*bi, *b.last_reply);
-    return std::optional<Grant>(*b.last_reply);
+    if (!in.last_reply->learning && in.last_reply->verdict == Verdict::kAccepted) {
+      RecordGrant(in, *in.last_reply);
+    }
+    return std::optional<Grant>(*in.last_reply);
   }
-
-  if (!b.has_newest || request.epoch != b.epoch) {
-    // C1: a request from a newer epoch drops the grants sent to older epochs;
-    // the old epoch's `applied` ids mean nothing in the new one.
-    b.grants.clear();
-    for (auto& r : b.reports) r.applied = 0;
-    b.epoch = request.epoch;
-    b.last_grant_at.reset();
-  }
-  b.has_newest = true;
-  b.newest_id = request.request_id;
-  b.known = true;
+  in.has_newest = true;
+  in.newest_id = request.request_id;
   for (const auto& tr : request.targets) {
     const auto ti = TargetIndex(tr.target);
     if (!ti) continue;
-    b.reports[*ti] = {tr.pool_held, tr.applied, tr.held, tr.waiting, tr.wanted};
+    in.reports[*ti] = {tr.pool_held, tr.applied, tr.held, tr.waiting, tr.wanted, tr.registered};
   }
   // Grants below every target's applied id can never count again.
   std::uint64_t min_applied = UINT64_MAX;
-  for (const auto& r : b.reports) min_applied = std::min(min_applied, r.applied);
-  b.grants.erase(b.grants.begin(), b.grants.lower_bound(min_applied));
+  for (const auto& r : in.reports) min_applied = std::min(min_applied, r.applied);
+  in.grants.erase(in.grants.begin(), in.grants.lower_bound(min_applied));
+
+  if (first) {
+    // R5: a predecessor that said goodbye handed its clients to this instance,
+    // whose first report counts them (B2).
+    std::erase_if(b.instances, [&](const Instance& o) {
+      return o.goodbye && (o.epoch < in.epoch);
+    });
+    it = std::find_if(b.instances.begin(), b.instances.end(), [&](const Instance& o) {
+      return o.epoch == request.epoch && o.instance == request.instance;
+    });
+  }
+  Instance& me = *it;
+  if (me.verdict == Verdict::kRemoved && request.erased) {
+    bool empty = true;
+    for (const auto& r : me.reports) empty = empty && r.pool_held == 0 && r.registered == 0 && r.held == 0;
+    if (empty) {
+      Grant g = ReplyBase(request, me);
+      warnings_.push_back("removed broker '" + b.id + "' erased its acceptance and holds "
+                          "nothing: no longer counted");
+      std::erase_if(b.instances, [&](const Instance& o) { return &o == &me; });
+      ForgetSilent(now);  // drops the broker entry if it was its last instance
+      return std::optional<Grant>(std::move(g));
+    }
+  }
 
   if (Learning(now)) {
-    Grant g;
-    g.broker_id = request.broker_id;
-    g.epoch = request.epoch;
-    g.request_id = request.request_id;
-    g.term = config_.term;
+    Grant g = ReplyBase(request, me);
     g.learning = true;
-    b.last_reply = g;
+    me.last_reply = g;
     return std::optional<Grant>(std::move(g));
   }
-  Grant g = ComputeGrant(*bi, request, now);
-  RecordGrant(*bi, g);
-  b.last_reply = g;
-  b.last_grant_at = now;
+  TryAccept(b, me, now);
+  Grant g = ComputeGrant(b, me, request, now);
+  if (g.verdict == Verdict::kAccepted) {
+    RecordGrant(me, g);
+    me.last_grant_at = now;
+  }
+  me.last_reply = g;
   return std::optional<Grant>(std::move(g));
+}
+
+bool Ledger::OnGoodbye(TimePoint now, const Goodbye& goodbye) {
+  ForgetSilent(now);
+  for (auto& b : brokers_) {
+    if (b.id != goodbye.broker_id) continue;
+    for (auto& in : b.instances) {
+      if (in.epoch != goodbye.epoch || in.instance != goodbye.instance) continue;
+      // From now on it counts exactly what it handed over: registrations and the
+      // floor part of its actions as "counted", the rest as owed (its report).
+      const std::size_t nt = config_.targets.size();
+      std::vector<std::uint32_t> handed(nt, 0);
+      for (auto& r : in.reports) r = TargetReportState{};
+      for (const auto& gt : goodbye.targets) {
+        const auto t = TargetIndex(gt.target);
+        if (!t) continue;
+        const std::uint32_t pool_held = std::min(gt.pool_held, gt.actions);
+        handed[*t] = gt.registered + (gt.actions - pool_held);
+        in.reports[*t].pool_held = pool_held;
+        in.reports[*t].registered = gt.registered;
+        in.reports[*t].held = gt.actions;
+      }
+      in.handed = std::move(handed);
+      in.grants.clear();
+      in.goodbye = true;
+      in.last_heard = now;
+      return true;
+    }
+  }
+  return false;
 }
 
 Status Ledger::SetMode(std::string_view broker_id, BrokerMode mode, TimePoint now) {
@@ -226,8 +570,10 @@ Status Ledger::SetMode(std::string_view broker_id, BrokerMode mode, TimePoint no
   b.mode = mode;
   if (mode != BrokerMode::kActive && !config_.switches.c2_revoke_keeps_owed) {
     // Broken on purpose (tests only): owed falls at once.
-    b.grants.clear();
-    for (auto& r : b.reports) r.pool_held = 0;
+    for (auto& in : b.instances) {
+      in.grants.clear();
+      for (auto& r : in.reports) r.pool_held = 0;
+    }
   }
   return Status::Ok();
 }
@@ -245,18 +591,15 @@ Status Ledger::Resume(std::string_view broker_id, TimePoint now) {
 }
 
 Status Ledger::ForceRevoke(std::string_view broker_id, TimePoint now) {
-  const auto bi = BrokerIndex(broker_id);
-  if (!bi) {
-    return {Errc::kConflict, "broker '" + std::string(broker_id) + "' is not in the cluster file"};
-  }
   ForgetSilent(now);
-  BrokerState& b = brokers_[*bi];
-  b.mode = BrokerMode::kRevoked;
-  b.known = false;
-  b.grants.clear();
-  for (auto& r : b.reports) r = TargetReportState{};
-  b.last_grant_at.reset();
-  return Status::Ok();
+  for (auto& b : brokers_) {
+    if (b.id != broker_id) continue;
+    b.mode = BrokerMode::kRevoked;
+    b.instances.clear();
+    ForgetSilent(now);
+    return Status::Ok();
+  }
+  return {Errc::kConflict, "broker '" + std::string(broker_id) + "' is not known to the ledger"};
 }
 
 Status Ledger::SetPool(std::string_view target, std::uint32_t pool, TimePoint now) {
@@ -270,6 +613,7 @@ Status Ledger::SetPool(std::string_view target, std::uint32_t pool, TimePoint no
     t.limit = base + pool;
   }
   t.pool = pool;
+  room_[*ti] = pool + file_allowance_[*ti];
   return Status::Ok();
 }
 
@@ -292,8 +636,11 @@ Status Ledger::SetLimit(std::string_view target, std::uint32_t limit, TimePoint 
 
 LedgerSnapshot Ledger::Snapshot(TimePoint now) const {
   LedgerSnapshot s;
+  s.gate = gate_;
+  s.generation = config_.generation;
   s.learning = Learning(now);
-  s.learning_left = s.learning ? learning_until_ - now : Duration::zero();
+  s.learning_left = gate_ == Gate::kOpen && now < learning_until_ ? learning_until_ - now
+                                                                  : Duration::zero();
   s.term = config_.term;
   s.drain = config_.drain;
   s.silence = silence_;
@@ -301,32 +648,50 @@ LedgerSnapshot Ledger::Snapshot(TimePoint now) const {
     TargetLeaseView tv;
     tv.target = config_.targets[t].name;
     tv.limit = config_.targets[t].limit;
-    tv.pool = config_.targets[t].pool;
-    for (std::size_t i = 0; i < brokers_.size(); ++i) {
-      const BrokerState& b = brokers_[i];
-      const bool live = b.known && !Silent(b, now);
+    tv.pool = PoolNow(t, now);
+    for (const auto& b : brokers_) {
       BrokerLeaseView v;
-      v.broker_id = config_.brokers[i].id;
-      v.weight = config_.brokers[i].weight;
+      v.broker_id = b.id;
+      v.in_file = b.config_index.has_value();
+      v.weight = b.config_index ? config_.brokers[*b.config_index].weight : 1;
       v.mode = b.mode;
-      v.known = live;
-      v.epoch = b.epoch;
-      v.newest_request = b.newest_id;
-      v.owed = Owed(i, t, now);
-      if (live) {
-        const TargetReportState& r = b.reports[t];
+      const Instance* newest = nullptr;
+      std::optional<TimePoint> last_heard;
+      std::uint64_t owed = 0, counted = 0;
+      for (const auto& in : b.instances) {
+        if (Silent(in, now)) continue;
+        ++v.instances;
+        owed += InstanceOwed(in, t);
+        counted += Counted(b, in, t);
+        if (!last_heard || in.last_heard > *last_heard) last_heard = in.last_heard;
+        if (!in.goodbye && (newest == nullptr || in.epoch > newest->epoch ||
+                            (in.epoch == newest->epoch && in.last_heard > newest->last_heard))) {
+          newest = &in;
+        }
+      }
+      v.owed = Clamp32(owed);
+      v.counted = Clamp32(counted);
+      v.known = newest != nullptr;
+      if (newest != nullptr) {
+        const TargetReportState& r = newest->reports[t];
+        v.verdict = newest->verdict;
+        v.epoch = newest->epoch;
+        v.newest_request = newest->newest_id;
         v.pool_held = r.pool_held;
         v.applied = r.applied;
         v.held = r.held;
         v.waiting = r.waiting;
         v.wanted = r.wanted;
-        if (!b.grants.empty()) v.granted = b.grants.rbegin()->second[t];
-        if (b.last_grant_at && *b.last_grant_at + config_.term > now) {
-          v.lease_left = *b.last_grant_at + config_.term - now;
+        if (!newest->grants.empty()) v.granted = newest->grants.rbegin()->second[t];
+        if (newest->last_grant_at && *newest->last_grant_at + config_.term > now) {
+          v.lease_left = *newest->last_grant_at + config_.term - now;
         }
-        v.silence_left = *b.last_heard + silence_ - now;
       }
-      if (b.last_heard) v.last_seen_ago = now - *b.last_heard;
+      if (last_heard) {
+        v.last_seen_ago = now - *last_heard;
+        v.silence_left = *last_heard + silence_ - now;
+      }
+      if (!v.in_file && v.instances == 0) continue;
       tv.owed_total += v.owed;
       tv.brokers.push_back(std::move(v));
     }

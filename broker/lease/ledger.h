@@ -1,32 +1,62 @@
-// The coordinator's lease ledger (DESIGN section 7, rules C1-C3 and Requests).
+// The coordinator's lease ledger (DESIGN section 7, rules C1-C3, Requests and
+// the reconfiguration rules R0-R5).
 //
 // Rules to code:
-//   C1 (owed)      BrokerState keeps, per target, the newest report (pool_held h,
-//                  applied a) of the broker's current epoch and `grants`: the
-//                  amount of every grant sent to that epoch, by request id.
-//                  Owed() = max(h, amounts of grants with id >= a). A grant is
-//                  recorded in OnRequest before it is returned (it "enters the
-//                  ledger when it is sent"). A grant is at most
-//                  MaxGrant(pool, sum of the others' Owed()). A request of a newer
-//                  epoch clears `grants` (and every `a`) first.
-//   C2 (falls)     Owed() falls only when a newer report raises a or lowers h, or
-//                  when no request arrived for Silence() = (D + H)(1 + eps) on the
-//                  coordinator's clock (ForgetSilent() then drops grants and
-//                  reports). Revoke/Drain only set the broker's mode: its later
-//                  grants are 0; owed is untouched. ForceRevoke is the exception
-//                  and is documented as breaking S unless the broker is dead.
-//                  SetPool lowers the pool for later grants; what others owe is
-//                  still subtracted, so capacity frees only as owed falls.
-//   C3 (restart)   A Ledger is always created without state: until
-//                  created + Silence() it records requests as usual but answers
-//                  each with Grant{learning = true, targets = {}} (no amounts; the
-//                  broker must not apply it) and records no grant.
-//   Requests       (epoch, request_id) not newer than the newest processed: only
-//                  the silence timer moves; no reply, except that an exact
-//                  duplicate of the newest gets the stored reply again (re-entered
-//                  in the ledger, since a grant enters the ledger when sent).
-//   Sharing        Amounts are FairShares(pool, wanted, weights) over brokers
-//                  with live state and not revoked/drained, each bounded by C1.
+//   Instances (R0, R4) The ledger keeps state per broker *instance*: one start
+//                  of a broker, named by (broker id, epoch, instance id). A broker
+//                  id may have several at once (a restart before the old one is
+//                  silent; a cloned machine). An older instance's owed is kept
+//                  until that instance is silent: a new epoch or instance never
+//                  drops grants an older live instance may still use. Two
+//                  instances of one id heard within D of each other are logged
+//                  (TakeWarnings) as a clone.
+//   C1 (owed)      Per instance and target: the newest report (pool_held h,
+//                  applied a) and every grant sent to that instance by request
+//                  id. Owed = max(h, amounts of grants with id >= a). A grant is
+//                  recorded before it is returned.
+//   C2 (falls)     Owed falls only through C1, or to 0 when the instance sent no
+//                  request for Silence() = (D + H)(1 + eps) on the coordinator's
+//                  clock (the instance is then forgotten). Revoke/Drain only make
+//                  later grants 0. ForceRevoke forgets every instance of a broker
+//                  (breaks S unless the workstation is dead).
+//   C3 (restart)   Until created + Silence() (and again after OpenGate) every
+//                  request is answered with Grant{learning = true}: no amounts, no
+//                  acceptance.
+//   R1 (verdicts)  A new instance starts kPending. It is kRefused if its file's
+//                  generation is older than the ledger's, or equal with another
+//                  file hash, or its epoch is older than an instance of that id
+//                  the ledger has known; kRemoved if its id is not in the ledger's
+//                  config; kSuperseded if the ledger stepped down. A request of a
+//                  NEWER generation makes the ledger step down at once
+//                  (newer_generation_seen(); the caller persists the mark, R3).
+//   R2 (counting)  Per target, an instance counts
+//                    accepted:           max(system_slots, registered) + floor
+//                    pending (in file):  the same with the file's allowance (it is
+//                                        reserved while the instance waits, so
+//                                        grants to others shrink and it fits)
+//                    refused/removed:    registered
+//                    after a goodbye:    registered + actions - pool_held handed
+//                  plus its owed (C1) on top. The pool for grants is
+//                  room - sum(counted), room = L - r. A pending instance is
+//                  accepted only when sum(counted) + sum(owed) <= room for every
+//                  target, never while learning or while the gate is closed, and
+//                  only after `persist` recorded the acceptance durably. A removed
+//                  instance leaves the count only on a report with `erased` set
+//                  and nothing held (or ForceRevoke).
+//   R3 (one coord) Gate: kOpen; kWaiting (WaitForPrevious: a previous
+//                  coordinator may still grant: nothing is accepted or granted
+//                  until OpenGate, which starts a new learning period);
+//                  kSuperseded (never grants again).
+//   R5 (goodbye)   OnGoodbye: the instance's grants are dropped and it counts
+//                  exactly what it handed over, until its successor (a newer
+//                  instance of the same id) sends its first request or it is
+//                  silent.
+//   Requests       Within one instance, a request not newer (request id) than the
+//                  newest processed moves only the silence timer; an exact
+//                  duplicate of the newest gets the stored reply again.
+//   Sharing        Amounts are FairShares(pool, wanted, weights) over accepted,
+//                  live, active instances, each bounded by pool - owed of all
+//                  other instances.
 //
 // Time: every call takes `now` on the coordinator's own monotonic clock; the
 // ledger never reads a clock. Thread rule: not thread-safe; the owner calls it
@@ -35,6 +65,7 @@
 #define DSB_BROKER_LEASE_LEDGER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -58,6 +89,10 @@ struct LedgerTarget {
 struct LedgerBroker {
   std::string id;
   std::uint32_t weight = 1;  // 1..kMaxWeight
+  // R1/R2: this broker's allowance per target (config order) in the ledger's
+  // file. Empty = 0 everywhere (then `pool` alone is the room for leases).
+  std::vector<std::uint32_t> system_slots{};
+  std::vector<std::uint32_t> floors{};
 };
 
 struct LedgerConfig {
@@ -67,7 +102,16 @@ struct LedgerConfig {
   Duration drain = std::chrono::seconds(5);  // H: time a lapsed lease's slots take to come back
   double eps = kDefaultEps;                  // clock drift allowance
   ProtocolSwitches switches;                 // tests only; default all clauses on
+  std::uint64_t generation = 0;  // R1: the cluster file's generation
+  std::string file_hash;         // R1: its hash; "" = any hash is this file (tests)
+  // R2: records the acceptances (every accepted instance, the new one included)
+  // durably before an acceptance is sent. False: it could not; the instance
+  // stays pending. Empty: nothing to record (unit tests, simulation).
+  std::function<bool(const std::vector<AcceptanceRecord>&)> persist;
 };
+
+enum class Gate { kOpen, kWaiting, kSuperseded };
+const char* GateName(Gate g);
 
 enum class BrokerMode { kActive, kDrained, kRevoked };
 const char* BrokerModeName(BrokerMode m);
@@ -90,6 +134,10 @@ struct BrokerLeaseView {
   std::optional<Duration> lease_left;
   std::optional<Duration> last_seen_ago;  // since the last request arrived
   std::optional<Duration> silence_left;   // until owed falls to 0 by silence (C2)
+  Verdict verdict = Verdict::kPending;    // of the newest instance
+  std::uint32_t instances = 0;            // live instances of this id (> 1: clone or restart)
+  std::uint32_t counted = 0;              // R2: allowance counted (system + floor part)
+  bool in_file = true;                    // false: a removed broker still counted
 };
 
 struct TargetLeaseView {
@@ -102,6 +150,8 @@ struct TargetLeaseView {
 };
 
 struct LedgerSnapshot {
+  Gate gate = Gate::kOpen;
+  std::uint64_t generation = 0;
   bool learning = false;
   Duration learning_left{};
   Duration term{}, drain{}, silence{};
@@ -121,11 +171,34 @@ class Ledger {
 
   // Processes one renew request arrived at `now`.
   // Returns the reply to send, or std::nullopt when nothing is sent (a stale
-  // request). The reply is Grant{learning = true} while learning (C3).
-  // Failure: kConflict if broker_id is not in the config. Unknown targets in the
-  // report are ignored; a target missing from a report keeps its previous report
-  // values (a is reset to 0 on a new epoch).
+  // request). The reply is Grant{learning = true} while Learning(now). A broker
+  // id not in the config gets verdict kRemoved (R1), never an error. Unknown
+  // targets in the report are ignored; a target missing from a report keeps
+  // that instance's previous values.
+  // Failure: none today (kept a Result for callers).
   Result<std::optional<Grant>> OnRequest(TimePoint now, const RenewRequest& request);
+
+  // R5: a clean stop of an instance (see the file comment). Unknown instances
+  // are ignored (returns false).
+  bool OnGoodbye(TimePoint now, const Goodbye& goodbye);
+
+  // R3. WaitForPrevious closes the gate until OpenGate(now), which starts a new
+  // learning period (C3) at `now`. Supersede stops every grant for good.
+  void WaitForPrevious();
+  void OpenGate(TimePoint now);
+  // `successor` ("id@host:port", may be empty) is named in every later reply.
+  void Supersede(std::uint64_t by_generation, std::string successor = {});
+  Gate gate() const { return gate_; }
+  // The newest generation a request named, if newer than the ledger's (0: none).
+  std::uint64_t newer_generation_seen() const { return newer_generation_; }
+  // R2/R3: acceptances restored from this coordinator's state_dir or handed over
+  // by the previous coordinator: counted with their allowance as if heard at
+  // `now` (forgotten after Silence() unless they report).
+  void AdoptRecords(const std::vector<AcceptanceRecord>& records, TimePoint now);
+  // Every accepted instance not yet forgotten.
+  std::vector<AcceptanceRecord> Records() const;
+  // Loud events since the last call (clones, refusals), one line each.
+  std::vector<std::string> TakeWarnings();
 
   // Revoke/Drain: from now on the broker's grants are 0 (send it a RevokeNotice
   // so it renews early). Owed does NOT fall (C2). Resume undoes both.
@@ -145,10 +218,12 @@ class Ledger {
   Status SetPool(std::string_view target, std::uint32_t pool, TimePoint now);
   Status SetLimit(std::string_view target, std::uint32_t limit, TimePoint now);
 
-  bool Learning(TimePoint now) const { return now < learning_until_; }
+  // True while no amount or acceptance is given: C3's learning period, or the
+  // gate (R3) not open.
+  bool Learning(TimePoint now) const { return gate_ != Gate::kOpen || now < learning_until_; }
   // (D + H)(1 + eps), rounded up to the next nanosecond.
   Duration Silence() const { return silence_; }
-  // C1 owed of one broker for one target as of `now` (0 once silent).
+  // C1 owed of one broker (all its live instances) for one target as of `now`.
   // REQUIRES: broker_index < brokers, target_index < targets.
   std::uint32_t Owed(std::size_t broker_index, std::size_t target_index, TimePoint now) const;
   // The index of a broker id in the config, or nullopt.
@@ -161,33 +236,64 @@ class Ledger {
   struct TargetReportState {
     std::uint32_t pool_held = 0;
     std::uint64_t applied = 0;
-    std::uint32_t held = 0, waiting = 0, wanted = 0;
+    std::uint32_t held = 0, waiting = 0, wanted = 0, registered = 0;
+  };
+  struct Instance {
+    std::uint64_t epoch = 0;
+    std::uint64_t instance = 0;
+    Verdict verdict = Verdict::kPending;
+    std::string reason;
+    bool goodbye = false;
+    bool has_newest = false;
+    std::uint64_t newest_id = 0;
+    TimePoint last_heard{};
+    std::optional<TimePoint> last_grant_at;
+    std::vector<TargetReportState> reports;                        // per target
+    std::vector<std::uint32_t> system_slots, floors;               // accepted allowance
+    std::vector<std::uint32_t> handed;                             // R5: counted after goodbye
+    std::map<std::uint64_t, std::vector<std::uint32_t>> grants;    // request id -> amounts
+    std::optional<Grant> last_reply;
+    bool clone_logged = false;
   };
   struct BrokerState {
+    std::string id;
+    std::optional<std::size_t> config_index;  // nullopt: not in the file (removed)
     BrokerMode mode = BrokerMode::kActive;
-    bool known = false;  // state of the current epoch exists (cleared by silence)
-    bool has_newest = false;
-    std::uint64_t epoch = 0;
-    std::uint64_t newest_id = 0;
-    std::optional<TimePoint> last_heard;
-    std::optional<TimePoint> last_grant_at;  // arrival of the request the newest grant answers
-    std::vector<TargetReportState> reports;  // per target
-    std::map<std::uint64_t, std::vector<std::uint32_t>> grants;  // request id -> amount per target
-    std::optional<Grant> last_reply;
+    std::uint64_t max_epoch = 0;
+    std::vector<Instance> instances;
   };
 
-  bool Silent(const BrokerState& b, TimePoint now) const;
+  bool Silent(const Instance& in, TimePoint now) const;
   void ForgetSilent(TimePoint now);
   std::optional<std::size_t> BrokerIndex(std::string_view id) const;
   std::optional<std::size_t> TargetIndex(std::string_view name) const;
-  Grant ComputeGrant(std::size_t broker, const RenewRequest& request, TimePoint now);
-  void RecordGrant(std::size_t broker, const Grant& grant);
+  BrokerState& BrokerFor(std::string_view id);
+  std::uint32_t InstanceOwed(const Instance& in, std::size_t t) const;
+  std::uint32_t Counted(const BrokerState& b, const Instance& in, std::size_t t) const;
+  // Over instances not silent at `now`.
+  std::uint64_t SumCounted(std::size_t t, TimePoint now) const;
+  std::uint64_t SumOwed(std::size_t t, const Instance* except, TimePoint now) const;
+  std::uint32_t PoolNow(std::size_t t, TimePoint now) const;  // room - sum(counted), or 0
+  bool Fits(TimePoint now) const;
+  void TryAccept(BrokerState& b, Instance& in, TimePoint now);
+  Instance NewInstance(BrokerState& b, const RenewRequest& request);
+  Grant ReplyBase(const RenewRequest& request, const Instance& in) const;
+  Grant ComputeGrant(const BrokerState& b, const Instance& in, const RenewRequest& request,
+                     TimePoint now);
+  void RecordGrant(Instance& in, const Grant& grant);
   Status SetMode(std::string_view broker_id, BrokerMode mode, TimePoint now);
+  AcceptanceRecord RecordOf(const BrokerState& b, const Instance& in) const;
 
   LedgerConfig config_;
   Duration silence_;
   TimePoint learning_until_;
-  std::vector<BrokerState> brokers_;
+  Gate gate_ = Gate::kOpen;
+  std::uint64_t newer_generation_ = 0;
+  std::string successor_;
+  std::vector<std::uint32_t> room_;           // per target: L - r
+  std::vector<std::uint32_t> file_allowance_; // per target: sum(system_slots + floor) in the file
+  std::vector<BrokerState> brokers_;          // config order, then brokers not in the file
+  std::vector<std::string> warnings_;
 };
 
 }  // namespace dsb::lease

@@ -415,7 +415,9 @@ void Handshake::DeriveSessionAndProofs(const std::string& client_id,
 }
 
 Status Handshake::CheckClusterHash() {
-  if (peer_.cluster_hash == credentials_.cluster_hash) return Status::Ok();
+  if (peer_.cluster_hash == credentials_.cluster_hash || credentials_.accept_other_file) {
+    return Status::Ok();
+  }
   const std::string text = "cluster file differs: broker '" + credentials_.broker_id +
                            "' has hash " + credentials_.cluster_hash + ", peer '" +
                            peer_.broker_id + "' has hash " + peer_.cluster_hash +

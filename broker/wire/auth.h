@@ -94,6 +94,10 @@ struct Credentials {
   // The largest payload this side accepts; between kMinPayloadCap and
   // kMaxPayloadBytes. Frames over it are refused before they are read.
   std::size_t max_payload = kMaxPayloadBytes;
+  // Lease channels (R1, R3): a peer with a different cluster file is accepted
+  // here, and the lease layer decides (refuse it, or step down for a newer
+  // generation); peer().cluster_hash tells. Admin channels keep the refusal.
+  bool accept_other_file = false;
 };
 
 // OK if `credentials` can be used for a handshake; kInvalidArgument naming the

@@ -121,17 +121,65 @@ Status CheckTargets(Errc code, std::string_view field, const std::vector<T>& tar
 // Every rule a message must keep, in one place for encoder and decoder.
 Status Validate(Errc code, const lease::RenewRequest& m) {
   if (Status s = CheckIdWith(code, "RenewRequest.broker_id", m.broker_id); !s.ok()) return s;
+  if (!m.file_hash.empty()) {
+    if (Status s = CheckHashWith(code, "RenewRequest.file_hash", m.file_hash); !s.ok()) return s;
+  }
   return CheckTargets(code, "RenewRequest.targets", m.targets);
 }
 Status Validate(Errc code, const lease::Grant& m) {
   if (Status s = CheckIdWith(code, "Grant.broker_id", m.broker_id); !s.ok()) return s;
   if (m.term.count() < 0) return Refuse(code, "Grant.term", "is negative");
+  const auto v = static_cast<unsigned>(m.verdict);
+  if (v < 1 || v > 5) return Refuse(code, "Grant.verdict", std::to_string(v) + " is not a verdict");
+  if (Status s = CheckPrintable(code, "Grant.reason", m.reason, kMaxErrorMessageBytes, true);
+      !s.ok()) {
+    return s;
+  }
+  if (Status s = CheckPrintable(code, "Grant.successor", m.successor, kMaxAddressBytes, true);
+      !s.ok()) {
+    return s;
+  }
   return CheckTargets(code, "Grant.targets", m.targets);
 }
 Status Validate(Errc code, const lease::RefusalReport& m) {
   if (Status s = CheckIdWith(code, "RefusalReport.broker_id", m.broker_id); !s.ok()) return s;
   if (Status s = CheckIdWith(code, "RefusalReport.target", m.target); !s.ok()) return s;
   if (m.refusals == 0) return Refuse(code, "RefusalReport.refusals", "must be at least 1");
+  return Status::Ok();
+}
+Status Validate(Errc code, const lease::Goodbye& m) {
+  if (Status s = CheckIdWith(code, "Goodbye.broker_id", m.broker_id); !s.ok()) return s;
+  return CheckTargets(code, "Goodbye.targets", m.targets);
+}
+Status Validate(Errc code, const CoordinatorHello& m) {
+  if (Status s = CheckIdWith(code, "CoordinatorHello.coordinator_id", m.coordinator_id); !s.ok()) {
+    return s;
+  }
+  if (Status s = CheckHashWith(code, "CoordinatorHello.file_hash", m.file_hash); !s.ok()) return s;
+  return CheckPrintable(code, "CoordinatorHello.address", m.address, kMaxAddressBytes, true);
+}
+Status Validate(Errc code, const HelloReply& m) {
+  if (Status s = CheckIdWith(code, "HelloReply.broker_id", m.broker_id); !s.ok()) return s;
+  if (Status s = CheckHashWith(code, "HelloReply.file_hash", m.file_hash); !s.ok()) return s;
+  if (Status s = CheckIdWith(code, "HelloReply.coordinator_id", m.coordinator_id); !s.ok()) return s;
+  if (Status s = CheckPrintable(code, "HelloReply.coordinator_address", m.coordinator_address,
+                                kMaxAddressBytes, true);
+      !s.ok()) {
+    return s;
+  }
+  if (m.records.size() > kMaxRecordsPerMessage) {
+    return Refuse(code, "HelloReply.records", "more than " + std::to_string(kMaxRecordsPerMessage));
+  }
+  for (const auto& r : m.records) {
+    if (Status s = CheckIdWith(code, "HelloReply.records.broker_id", r.broker_id); !s.ok()) return s;
+    if (r.targets.size() > kMaxTargetsPerMessage || r.system_slots.size() != r.targets.size() ||
+        r.floors.size() != r.targets.size()) {
+      return Refuse(code, "HelloReply.records.targets", "lists of different lengths");
+    }
+    for (const auto& t : r.targets) {
+      if (Status s = CheckIdWith(code, "HelloReply.records.targets", t); !s.ok()) return s;
+    }
+  }
   return Status::Ok();
 }
 Status Validate(Errc code, const AdminRequest& m) {
@@ -192,7 +240,11 @@ class Writer {
 void Put(Writer& w, const lease::RenewRequest& m) {
   w.Str16(m.broker_id);
   w.U64(m.epoch);
+  w.U64(m.instance);
   w.U64(m.request_id);
+  w.U64(m.generation);
+  w.Str16(m.file_hash);
+  w.U8(m.erased ? 1 : 0);
   w.U16(static_cast<std::uint16_t>(m.targets.size()));
   for (const lease::TargetReport& t : m.targets) {
     w.Str16(t.target);
@@ -201,14 +253,20 @@ void Put(Writer& w, const lease::RenewRequest& m) {
     w.U32(t.held);
     w.U32(t.waiting);
     w.U32(t.wanted);
+    w.U32(t.registered);
   }
 }
 void Put(Writer& w, const lease::Grant& m) {
   w.Str16(m.broker_id);
   w.U64(m.epoch);
+  w.U64(m.instance);
   w.U64(m.request_id);
   w.I64(m.term.count());
   w.U8(m.learning ? 1 : 0);
+  w.U8(static_cast<std::uint8_t>(m.verdict));
+  w.U64(m.generation);
+  w.Str16(m.reason);
+  w.Str16(m.successor);
   w.U16(static_cast<std::uint16_t>(m.targets.size()));
   for (const lease::TargetGrant& t : m.targets) {
     w.Str16(t.target);
@@ -218,9 +276,51 @@ void Put(Writer& w, const lease::Grant& m) {
 void Put(Writer& w, const lease::RefusalReport& m) {
   w.Str16(m.broker_id);
   w.U64(m.epoch);
+  w.U64(m.instance);
   w.Str16(m.target);
   w.U32(m.held);
   w.U32(m.refusals);
+}
+void Put(Writer& w, const lease::Goodbye& m) {
+  w.Str16(m.broker_id);
+  w.U64(m.epoch);
+  w.U64(m.instance);
+  w.U16(static_cast<std::uint16_t>(m.targets.size()));
+  for (const lease::GoodbyeTarget& t : m.targets) {
+    w.Str16(t.target);
+    w.U32(t.pool_held);
+    w.U32(t.actions);
+    w.U32(t.registered);
+  }
+}
+void Put(Writer& w, const CoordinatorHello& m) {
+  w.Str16(m.coordinator_id);
+  w.U64(m.generation);
+  w.Str16(m.file_hash);
+  w.Str16(m.address);
+}
+void Put(Writer& w, const HelloReply& m) {
+  w.Str16(m.broker_id);
+  w.U64(m.generation);
+  w.Str16(m.file_hash);
+  w.Str16(m.coordinator_id);
+  w.Str16(m.coordinator_address);
+  w.U8(m.is_coordinator ? 1 : 0);
+  w.U8(m.stopped ? 1 : 0);
+  w.U8(m.conflict ? 1 : 0);
+  w.U16(static_cast<std::uint16_t>(m.records.size()));
+  for (const lease::AcceptanceRecord& r : m.records) {
+    w.Str16(r.broker_id);
+    w.U64(r.epoch);
+    w.U64(r.instance);
+    w.U64(r.generation);
+    w.U16(static_cast<std::uint16_t>(r.targets.size()));
+    for (std::size_t i = 0; i < r.targets.size(); ++i) {
+      w.Str16(r.targets[i]);
+      w.U32(r.system_slots[i]);
+      w.U32(r.floors[i]);
+    }
+  }
 }
 void Put(Writer& w, const AdminRequest& m) { w.Str32(m.json); }
 void Put(Writer& w, const AdminReply& m) { w.Str32(m.json); }
@@ -353,13 +453,20 @@ class Reader {
 };
 
 // Smallest encodings of list items, to bound counts by the bytes left.
-constexpr std::size_t kMinTargetReport = 2 + 1 + 4 + 8 + 4 + 4 + 4;
+constexpr std::size_t kMinTargetReport = 2 + 1 + 4 + 8 + 4 + 4 + 4 + 4;
+constexpr std::size_t kMinGoodbyeTarget = 2 + 1 + 4 + 4 + 4;
+constexpr std::size_t kMinRecord = 2 + 1 + 8 + 8 + 8 + 2;
+constexpr std::size_t kMinRecordTarget = 2 + 1 + 4 + 4;
 constexpr std::size_t kMinTargetGrant = 2 + 1 + 4;
 
 void Get(Reader& r, lease::RenewRequest* m) {
   r.Str("broker_id", false, kMaxIdBytes, &m->broker_id);
   r.U64("epoch", &m->epoch);
+  r.U64("instance", &m->instance);
   r.U64("request_id", &m->request_id);
+  r.U64("generation", &m->generation);
+  r.Str("file_hash", false, kMaxClusterHashBytes, &m->file_hash);
+  r.Bool("erased", &m->erased);
   std::size_t n = 0;
   if (!r.Count("targets", kMaxTargetsPerMessage, kMinTargetReport, &n)) return;
   m->targets.resize(n);
@@ -370,12 +477,14 @@ void Get(Reader& r, lease::RenewRequest* m) {
     r.U32("targets.held", &t.held);
     r.U32("targets.waiting", &t.waiting);
     r.U32("targets.wanted", &t.wanted);
+    r.U32("targets.registered", &t.registered);
     if (!r.ok()) return;
   }
 }
 void Get(Reader& r, lease::Grant* m) {
   r.Str("broker_id", false, kMaxIdBytes, &m->broker_id);
   r.U64("epoch", &m->epoch);
+  r.U64("instance", &m->instance);
   r.U64("request_id", &m->request_id);
   std::uint64_t term = 0;
   if (r.U64("term", &term)) {
@@ -386,6 +495,17 @@ void Get(Reader& r, lease::Grant* m) {
     m->term = lease::Duration(static_cast<std::int64_t>(term));
   }
   r.Bool("learning", &m->learning);
+  std::uint8_t verdict = 0;
+  if (r.U8("verdict", &verdict)) {
+    if (verdict < 1 || verdict > 5) {
+      r.Fail("verdict", std::to_string(verdict) + " is not a verdict");
+      return;
+    }
+    m->verdict = static_cast<lease::Verdict>(verdict);
+  }
+  r.U64("generation", &m->generation);
+  r.Str("reason", false, kMaxErrorMessageBytes, &m->reason);
+  r.Str("successor", false, kMaxAddressBytes, &m->successor);
   std::size_t n = 0;
   if (!r.Count("targets", kMaxTargetsPerMessage, kMinTargetGrant, &n)) return;
   m->targets.resize(n);
@@ -398,9 +518,61 @@ void Get(Reader& r, lease::Grant* m) {
 void Get(Reader& r, lease::RefusalReport* m) {
   r.Str("broker_id", false, kMaxIdBytes, &m->broker_id);
   r.U64("epoch", &m->epoch);
+  r.U64("instance", &m->instance);
   r.Str("target", false, kMaxIdBytes, &m->target);
   r.U32("held", &m->held);
   r.U32("refusals", &m->refusals);
+}
+void Get(Reader& r, lease::Goodbye* m) {
+  r.Str("broker_id", false, kMaxIdBytes, &m->broker_id);
+  r.U64("epoch", &m->epoch);
+  r.U64("instance", &m->instance);
+  std::size_t n = 0;
+  if (!r.Count("targets", kMaxTargetsPerMessage, kMinGoodbyeTarget, &n)) return;
+  m->targets.resize(n);
+  for (lease::GoodbyeTarget& t : m->targets) {
+    r.Str("targets.target", false, kMaxIdBytes, &t.target);
+    r.U32("targets.pool_held", &t.pool_held);
+    r.U32("targets.actions", &t.actions);
+    r.U32("targets.registered", &t.registered);
+    if (!r.ok()) return;
+  }
+}
+void Get(Reader& r, CoordinatorHello* m) {
+  r.Str("coordinator_id", false, kMaxIdBytes, &m->coordinator_id);
+  r.U64("generation", &m->generation);
+  r.Str("file_hash", false, kMaxClusterHashBytes, &m->file_hash);
+  r.Str("address", false, kMaxAddressBytes, &m->address);
+}
+void Get(Reader& r, HelloReply* m) {
+  r.Str("broker_id", false, kMaxIdBytes, &m->broker_id);
+  r.U64("generation", &m->generation);
+  r.Str("file_hash", false, kMaxClusterHashBytes, &m->file_hash);
+  r.Str("coordinator_id", false, kMaxIdBytes, &m->coordinator_id);
+  r.Str("coordinator_address", false, kMaxAddressBytes, &m->coordinator_address);
+  r.Bool("is_coordinator", &m->is_coordinator);
+  r.Bool("stopped", &m->stopped);
+  r.Bool("conflict", &m->conflict);
+  std::size_t n = 0;
+  if (!r.Count("records", kMaxRecordsPerMessage, kMinRecord, &n)) return;
+  m->records.resize(n);
+  for (lease::AcceptanceRecord& rec : m->records) {
+    r.Str("records.broker_id", false, kMaxIdBytes, &rec.broker_id);
+    r.U64("records.epoch", &rec.epoch);
+    r.U64("records.instance", &rec.instance);
+    r.U64("records.generation", &rec.generation);
+    std::size_t k = 0;
+    if (!r.Count("records.targets", kMaxTargetsPerMessage, kMinRecordTarget, &k)) return;
+    rec.targets.resize(k);
+    rec.system_slots.resize(k);
+    rec.floors.resize(k);
+    for (std::size_t i = 0; i < k; ++i) {
+      r.Str("records.targets.target", false, kMaxIdBytes, &rec.targets[i]);
+      r.U32("records.targets.system_slots", &rec.system_slots[i]);
+      r.U32("records.targets.floor", &rec.floors[i]);
+      if (!r.ok()) return;
+    }
+  }
 }
 void Get(Reader& r, AdminRequest* m) { r.Str("json", true, kMaxAdminJsonBytes, &m->json); }
 void Get(Reader& r, AdminReply* m) { r.Str("json", true, kMaxAdminJsonBytes, &m->json); }
@@ -434,6 +606,9 @@ constexpr MessageType kTypeOf = MessageType::kErrorReply;
 template <> constexpr MessageType kTypeOf<lease::RenewRequest> = MessageType::kRenewRequest;
 template <> constexpr MessageType kTypeOf<lease::Grant> = MessageType::kGrant;
 template <> constexpr MessageType kTypeOf<lease::RefusalReport> = MessageType::kRefusalReport;
+template <> constexpr MessageType kTypeOf<lease::Goodbye> = MessageType::kGoodbye;
+template <> constexpr MessageType kTypeOf<CoordinatorHello> = MessageType::kCoordinatorHello;
+template <> constexpr MessageType kTypeOf<HelloReply> = MessageType::kHelloReply;
 template <> constexpr MessageType kTypeOf<AdminRequest> = MessageType::kAdminRequest;
 template <> constexpr MessageType kTypeOf<AdminReply> = MessageType::kAdminReply;
 template <> constexpr MessageType kTypeOf<ErrorReply> = MessageType::kErrorReply;
@@ -524,6 +699,9 @@ const char* TypeName(MessageType type) {
     case MessageType::kRenewRequest: return "RenewRequest";
     case MessageType::kGrant: return "Grant";
     case MessageType::kRefusalReport: return "RefusalReport";
+    case MessageType::kGoodbye: return "Goodbye";
+    case MessageType::kCoordinatorHello: return "CoordinatorHello";
+    case MessageType::kHelloReply: return "HelloReply";
     case MessageType::kAdminRequest: return "AdminRequest";
     case MessageType::kAdminReply: return "AdminReply";
     case MessageType::kErrorReply: return "ErrorReply";
@@ -539,6 +717,9 @@ Result<Message> DecodeMessage(MessageType type, ByteView payload) {
     case MessageType::kRenewRequest: return DecodeAs<lease::RenewRequest, Message>(payload);
     case MessageType::kGrant: return DecodeAs<lease::Grant, Message>(payload);
     case MessageType::kRefusalReport: return DecodeAs<lease::RefusalReport, Message>(payload);
+    case MessageType::kGoodbye: return DecodeAs<lease::Goodbye, Message>(payload);
+    case MessageType::kCoordinatorHello: return DecodeAs<CoordinatorHello, Message>(payload);
+    case MessageType::kHelloReply: return DecodeAs<HelloReply, Message>(payload);
     case MessageType::kAdminRequest: return DecodeAs<AdminRequest, Message>(payload);
     case MessageType::kAdminReply: return DecodeAs<AdminReply, Message>(payload);
     case MessageType::kErrorReply: return DecodeAs<ErrorReply, Message>(payload);

@@ -88,8 +88,35 @@ struct ErrorReply {
   bool operator==(const ErrorReply&) const = default;
 };
 
+// R3: a coordinator says hello to every broker of its cluster file.
+struct CoordinatorHello {
+  std::string coordinator_id;   // an id
+  std::uint64_t generation = 0;
+  std::string file_hash;        // printable, 1..kMaxClusterHashBytes
+  std::string address;          // where it listens, "host:port" (<= kMaxAddressBytes, printable)
+  bool operator==(const CoordinatorHello&) const = default;
+};
+
+// The broker's answer. A coordinator of an older generation stops granting,
+// persists "superseded" and then answers with stopped = true and its
+// acceptance records (the hand-over). conflict = both run a ledger at one
+// generation with different files: both stop granting.
+struct HelloReply {
+  std::string broker_id;
+  std::uint64_t generation = 0;
+  std::string file_hash;
+  std::string coordinator_id;       // the coordinator its file names
+  std::string coordinator_address;  // and its address (may be empty)
+  bool is_coordinator = false;
+  bool stopped = false;
+  bool conflict = false;
+  std::vector<lease::AcceptanceRecord> records;
+  bool operator==(const HelloReply&) const = default;
+};
+
 using Message = std::variant<lease::RenewRequest, lease::Grant, AdminRequest, AdminReply,
-                             ErrorReply, lease::RefusalReport>;
+                             ErrorReply, lease::RefusalReport, lease::Goodbye, CoordinatorHello,
+                             HelloReply>;
 
 MessageType TypeOf(const Message& message);
 MessageType TypeOf(const HandshakeMessage& message);

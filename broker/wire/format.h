@@ -25,7 +25,10 @@ namespace dsb::wire {
 
 // "DSBW" read as a little-endian u32: the bytes on the wire are 'D' 'S' 'B' 'W'.
 inline constexpr std::uint32_t kMagic = 0x57425344;
-inline constexpr std::uint16_t kVersion = 1;
+// 2: epoch + instance + generation + file hash in renews and grants, verdicts,
+// Goodbye, CoordinatorHello/HelloReply (DESIGN section 7, R0-R5). A version-1
+// peer is refused by the frame header check, naming both versions.
+inline constexpr std::uint16_t kVersion = 2;
 
 inline constexpr std::size_t kHeaderSize = 24;  // magic..length above
 inline constexpr std::size_t kMacSize = 32;     // HMAC-SHA256
@@ -50,6 +53,9 @@ enum class MessageType : std::uint16_t {
   kRenewRequest = 16,
   kGrant = 17,
   kRefusalReport = 18,  // limit discovery (DESIGN section 8); no reply
+  kGoodbye = 19,        // R5: a clean stop; no reply
+  kCoordinatorHello = 20,  // R3: a coordinator to every broker of its file
+  kHelloReply = 21,        // R3: the broker's answer (and a stopped coordinator's hand-over)
   // Administration (dsbctl through a broker): UTF-8 JSON text.
   kAdminRequest = 32,
   kAdminReply = 33,
@@ -64,6 +70,8 @@ inline constexpr std::size_t kMaxIdBytes = 128;           // broker ids, target 
 inline constexpr std::size_t kMaxClusterHashBytes = 128;  // printable ASCII (hex digest)
 inline constexpr std::size_t kMaxTargetsPerMessage = 512;
 inline constexpr std::size_t kMaxErrorMessageBytes = 1024;
+inline constexpr std::size_t kMaxRecordsPerMessage = 256;  // acceptance records in a hand-over
+inline constexpr std::size_t kMaxAddressBytes = 300;       // "host:port"
 // Admin JSON text: whatever fits in the largest payload after its u32 length.
 inline constexpr std::size_t kMaxAdminJsonBytes = kMaxPayloadBytes - 4;
 

@@ -38,27 +38,89 @@ Grant GrantFor(const RenewRequest& r, std::uint32_t amount) {
   return g;
 }
 
+// R1: the coordinator accepts this instance with a learning reply (no lease)
+// to `request`.
+void Accept(LeaseAgent& a, const RenewRequest& request, TimePoint at) {
+  Grant g = GrantFor(request, 0);
+  g.learning = true;
+  g.verdict = Verdict::kAccepted;
+  a.OnGrant(at, g);
+}
+
 TEST(Agent, FirstTickSendsARequestReportingPoolHeldAndDemand) {
   LeaseAgent a(Config(), At(0));
-  const AgentStep s = a.Tick(At(0), Usage(5, 4));
+  AgentStep s = a.Tick(At(0), Usage(5, 4));
   ASSERT_TRUE(s.send.has_value());
   EXPECT_EQ(s.send->broker_id, "a");
   EXPECT_EQ(s.send->epoch, 7u);
   EXPECT_EQ(s.send->request_id, 1u);
   ASSERT_EQ(s.send->targets.size(), 1u);
   const TargetReport& t = s.send->targets[0];
-  EXPECT_EQ(t.pool_held, 3u);  // max(0, 5 - floor 2)
+  // R1: not accepted yet, so no floor: every held action is pool_held.
+  EXPECT_EQ(t.pool_held, 5u);
   EXPECT_EQ(t.applied, 0u);
   EXPECT_EQ(t.held, 5u);
   EXPECT_EQ(t.waiting, 4u);
-  EXPECT_EQ(t.wanted, 7u);                      // 5 + 4 - floor
+  EXPECT_EQ(t.wanted, 9u);
+  EXPECT_EQ(s.targets[0].action_capacity, 0u);  // nothing used before acceptance
+  EXPECT_EQ(s.targets[0].registration_capacity, 0u);
+  EXPECT_FALSE(a.MayAdmitRegistration(0, 0));
+  Accept(a, *s.send, At(1));
+  s = a.Tick(At(5000), Usage(5, 4));
+  ASSERT_TRUE(s.send.has_value());
+  EXPECT_EQ(s.send->targets[0].pool_held, 3u);  // max(0, 5 - floor 2)
+  EXPECT_EQ(s.send->targets[0].wanted, 7u);     // 5 + 4 - floor
   EXPECT_EQ(s.targets[0].action_capacity, 2u);  // floor only, no lease yet
   EXPECT_EQ(s.targets[0].registration_capacity, 1u);
+  EXPECT_TRUE(a.MayAdmitRegistration(0, 0));
+}
+
+TEST(Agent, RefusedInstanceLosesItsFloorAndNewRegistrations) {
+  LeaseAgent a(Config(), At(0));
+  const RenewRequest r = *a.Tick(At(0), Usage(0)).send;
+  Accept(a, r, At(1));
+  ASSERT_EQ(a.Capacity(0, At(2)).action_capacity, 2u);
+  const RenewRequest r2 = *a.Tick(At(5000), Usage(0)).send;
+  Grant g = GrantFor(r2, 4);
+  g.verdict = Verdict::kRefused;
+  g.reason = "cluster file differs";
+  const AgentStep s = a.OnGrant(At(5001), g);
+  EXPECT_EQ(s.targets[0].action_capacity, 0u);  // the amount is not applied either
+  EXPECT_TRUE(s.targets[0].shrunk);
+  EXPECT_FALSE(a.MayAdmitRegistration(0, 0));
+  EXPECT_EQ(a.verdict_reason(), "cluster file differs");
+}
+
+TEST(Agent, GrantForAnotherInstanceOfTheSameEpochIsIgnored) {
+  AgentConfig c = Config();
+  c.instance = 42;
+  LeaseAgent a(c, At(0));
+  const RenewRequest r = *a.Tick(At(0), Usage(0)).send;
+  EXPECT_EQ(r.instance, 42u);
+  Grant g = GrantFor(r, 0);
+  g.instance = 43;  // a clone with the same epoch counter
+  a.OnGrant(At(1), g);
+  EXPECT_FALSE(a.accepted());
+  EXPECT_EQ(a.ignored_grants(), 1u);
+}
+
+TEST(Agent, AdoptedActionsAreKeptUntilTheInheritedDeadlineWhileNotAccepted) {
+  AgentConfig c = Config();
+  c.targets[0].inherited_until = At(3000);
+  LeaseAgent a(c, At(0));
+  AgentStep s = a.Tick(At(0), Usage(6));
+  EXPECT_EQ(s.targets[0].action_capacity, 6u);  // what adopted clients hold, nothing new
+  s = a.Tick(At(100), Usage(4));                // two released: never given out again
+  EXPECT_EQ(s.targets[0].action_capacity, 4u);
+  s = a.Tick(At(200), Usage(4));
+  EXPECT_EQ(s.targets[0].action_capacity, 4u);
+  EXPECT_EQ(a.Capacity(0, At(3000)).action_capacity, 0u);  // the old lease's deadline
 }
 
 TEST(Agent, PoolHeldIsZeroBelowTheFloor) {
   LeaseAgent a(Config(), At(0));
-  EXPECT_EQ(a.Tick(At(0), Usage(1)).send->targets[0].pool_held, 0u);
+  Accept(a, *a.Tick(At(0), Usage(1)).send, At(1));
+  EXPECT_EQ(a.Tick(At(5000), Usage(1)).send->targets[0].pool_held, 0u);
 }
 
 TEST(Agent, RenewsEveryThirdOfTheTermAndResendsUnansweredRequests) {
@@ -262,13 +324,14 @@ TEST(AgentSwitches, EachSwitchChangesTheGuardedBehaviour) {
     AgentConfig c = Config();
     c.switches.b2_one_instant = false;
     LeaseAgent a(c, At(0));
-    a.Tick(At(0), Usage(2));
+    Accept(a, *a.Tick(At(0), Usage(2)).send, At(1));
     EXPECT_EQ(a.Tick(At(5000), Usage(9)).send->targets[0].pool_held, 0u);  // previous: 2 - floor
   }
   {
     AgentConfig c = Config();
     c.switches.b1_two_counters = false;
     LeaseAgent a(c, At(0));
+    Accept(a, *a.Tick(At(0), Usage(0)).send, At(0));
     EXPECT_TRUE(a.MayAdmitAction(0, 0, 2, At(0)));  // uses the idle system slot
   }
 }

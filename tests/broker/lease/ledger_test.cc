@@ -100,13 +100,16 @@ TEST(Ledger, StaleRequestChangesOnlyTheSilenceTimer) {
   EXPECT_EQ(l.Owed(0, 0, At(2000 + silence_ms)), 0u);
 }
 
-TEST(Ledger, OlderEpochRequestIsStale) {
+TEST(Ledger, AnEpochOlderThanAKnownOneIsRefusedAndCounted) {
   Ledger l(Config(), At(0));
   ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 2, 1, 3, 0, 3))), 3);
-  auto old = l.OnRequest(At(2), Req("a", 1, 9, 0, 0, 10));
-  ASSERT_TRUE(old.ok());
-  EXPECT_FALSE(old.value().has_value());
-  EXPECT_EQ(l.Owed(0, 0, At(2)), 3u);
+  // A delayed request of an earlier start (or a copy of an old state_dir).
+  auto old = l.OnRequest(At(2), Req("a", 1, 9, 1, 0, 10));
+  ASSERT_TRUE(old.ok() && old.value().has_value());
+  EXPECT_EQ(old.value()->verdict, Verdict::kRefused);
+  EXPECT_EQ(Amount(old), 0);
+  EXPECT_EQ(l.Owed(0, 0, At(2)), 4u);  // both counted (R4)
+  EXPECT_FALSE(l.TakeWarnings().empty());
 }
 
 TEST(Ledger, ExactDuplicateOfNewestGetsTheSameGrantAgain) {
@@ -120,12 +123,37 @@ TEST(Ledger, ExactDuplicateOfNewestGetsTheSameGrantAgain) {
   EXPECT_EQ(*again.value(), *first.value());
 }
 
-TEST(Ledger, NewEpochDropsGrantsOfOlderEpochs) {
+TEST(Ledger, NewInstanceNeverDropsWhatAnOlderInstanceIsOwed) {
   Ledger l(Config(), At(0));
   ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 7, 0, 0, 10))), 10);
-  // Restarted broker: its first report counts the 2 slots still marked.
+  // Restarted broker: its first report counts the 2 slots still marked. The
+  // old instance may still use its grant of 10 (R4): nothing more for anyone.
   ASSERT_EQ(Amount(l.OnRequest(At(2), Req("a", 2, 1, 2, 0, 0))), 0);
-  EXPECT_EQ(l.Owed(0, 0, At(2)), 2u);
+  EXPECT_EQ(l.Owed(0, 0, At(2)), 12u);
+  EXPECT_EQ(Amount(l.OnRequest(At(3), Req("b", 1, 1, 0, 0, 10))), 0);
+  // Once the old instance is silent, only the new one's report counts.
+  const TimePoint old_silent = At(1) + l.Silence();
+  EXPECT_EQ(l.Owed(0, 0, old_silent), 2u);
+}
+
+TEST(Ledger, TwoLiveInstancesOfOneIdAreBothCountedAndLogged) {
+  Ledger l(Config(), At(0));
+  RenewRequest x = Req("a", 5, 1, 0, 0, 4);
+  x.instance = 1;
+  RenewRequest y = Req("a", 5, 1, 0, 0, 4);
+  y.instance = 2;  // a clone: same epoch counter, another instance
+  ASSERT_EQ(Amount(l.OnRequest(At(1), x)), 4);
+  ASSERT_EQ(Amount(l.OnRequest(At(2), y)), 4);
+  x.request_id = 2;
+  x.targets[0].pool_held = 4;
+  x.targets[0].applied = 1;
+  auto again = l.OnRequest(At(3), x);
+  EXPECT_EQ(l.Owed(0, 0, At(3)), 8u);
+  bool clone_logged = false;
+  for (const auto& w : l.TakeWarnings()) clone_logged |= w.find("two live instances") != std::string::npos;
+  EXPECT_TRUE(clone_logged);
+  ASSERT_TRUE(again.ok() && again.value().has_value());
+  EXPECT_NE(again.value()->reason.find("another live instance"), std::string::npos);
 }
 
 TEST(Ledger, SilenceOfDPlusHTimesOnePlusEpsForgetsOwed) {
@@ -213,12 +241,134 @@ TEST(Ledger, LearningModeAnswersNoGrantButRecordsReports) {
   EXPECT_EQ(Amount(l.OnRequest(end, Req("b", 1, 1, 0, 0, 10))), 3);
 }
 
-TEST(Ledger, UnknownBrokerIsRefused) {
+TEST(Ledger, UnknownBrokerIsRemovedAndCountedUntilItReportsErased) {
   Ledger l(Config(), At(0));
-  auto r = l.OnRequest(At(1), Req("zed", 1, 1, 0, 0, 1));
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), Errc::kConflict);
+  RenewRequest z = Req("zed", 1, 1, 2, 0, 1);
+  z.targets[0].registered = 1;
+  auto r = l.OnRequest(At(1), z);
+  ASSERT_TRUE(r.ok() && r.value().has_value());
+  EXPECT_EQ(r.value()->verdict, Verdict::kRemoved);
+  EXPECT_EQ(Amount(r), 0);
   EXPECT_EQ(l.Revoke("zed", At(1)).code(), Errc::kConflict);
+  // It still holds 1 registration and 2 actions: the pool for the others is 10 - 1 - 2.
+  EXPECT_EQ(Amount(l.OnRequest(At(2), Req("a", 1, 1, 0, 0, 10))), 7);
+  // A report that says "erased" but still holds something keeps it counted.
+  z.request_id = 2;
+  z.erased = true;
+  ASSERT_TRUE(l.OnRequest(At(3), z).ok());
+  EXPECT_EQ(l.Snapshot(At(3)).targets[0].brokers.size(), 3u);
+  z.request_id = 3;
+  z.targets[0] = {"exch", 0, 0, 0, 0, 0, 0};
+  ASSERT_TRUE(l.OnRequest(At(4), z).ok());
+  EXPECT_EQ(l.Snapshot(At(4)).targets[0].brokers.size(), 2u);
+}
+
+LedgerConfig FileConfig() {
+  LedgerConfig c = Config(10);
+  c.generation = 3;
+  c.file_hash = "aaaa";
+  // Each broker: 1 system slot and floor 2 (so L - r = 10 + 6 = 16).
+  for (auto& b : c.brokers) {
+    b.system_slots = {1};
+    b.floors = {2};
+  }
+  return c;
+}
+
+RenewRequest FileReq(const std::string& broker, std::uint64_t epoch, std::uint64_t id,
+                     std::uint64_t generation, const std::string& hash) {
+  RenewRequest r = Req(broker, epoch, id, 0, 0, 0);
+  r.generation = generation;
+  r.file_hash = hash;
+  return r;
+}
+
+TEST(Ledger, VerdictsFollowGenerationAndFileHash) {
+  Ledger l(FileConfig(), At(0));
+  EXPECT_EQ(l.OnRequest(At(1), FileReq("a", 1, 1, 3, "aaaa")).value()->verdict,
+            Verdict::kAccepted);
+  auto differs = l.OnRequest(At(2), FileReq("b", 1, 1, 3, "bbbb"));
+  EXPECT_EQ(differs.value()->verdict, Verdict::kRefused);
+  EXPECT_NE(differs.value()->reason.find("differs"), std::string::npos);
+  EXPECT_EQ(l.OnRequest(At(3), FileReq("b", 2, 1, 2, "cccc")).value()->verdict,
+            Verdict::kRefused);
+  EXPECT_EQ(l.gate(), Gate::kOpen);
+  // A newer generation: this coordinator steps down at once (R3).
+  auto newer = l.OnRequest(At(4), FileReq("b", 3, 1, 4, "dddd"));
+  EXPECT_EQ(newer.value()->verdict, Verdict::kSuperseded);
+  EXPECT_EQ(l.gate(), Gate::kSuperseded);
+  EXPECT_EQ(l.newer_generation_seen(), 4u);
+  auto after = l.OnRequest(At(5), FileReq("a", 1, 2, 3, "aaaa"));
+  EXPECT_EQ(after.value()->verdict, Verdict::kSuperseded);
+  EXPECT_EQ(Amount(after), -1);
+}
+
+TEST(Ledger, ANewInstanceIsAcceptedOnlyWhenItsAllowanceFits) {
+  Ledger l(FileConfig(), At(0));
+  RenewRequest a = FileReq("a", 1, 1, 3, "aaaa");
+  a.targets[0].wanted = 10;
+  ASSERT_EQ(Amount(l.OnRequest(At(1), a)), 10);  // the whole pool (b is not running)
+  // b starts: 10 owed + a's 3 + b's 3 = 16 fits... but a's floor slots are
+  // counted too, so b waits until a gives some of the pool back.
+  RenewRequest b = FileReq("b", 1, 1, 3, "aaaa");
+  b.targets[0].wanted = 10;
+  b.targets[0].pool_held = 0;
+  auto rb = l.OnRequest(At(2), b);
+  EXPECT_EQ(rb.value()->verdict, Verdict::kAccepted) << rb.value()->reason;
+  // b's allowance is now counted: the pool is 16 - 6 = 10, all owed to a.
+  EXPECT_EQ(Amount(rb), 0);
+  // Now a restarted a (new epoch) while the old one still owes 10 and holds its
+  // allowance: the new instance does not fit and stays pending.
+  RenewRequest a2 = FileReq("a", 2, 1, 3, "aaaa");
+  auto ra2 = l.OnRequest(At(3), a2);
+  EXPECT_EQ(ra2.value()->verdict, Verdict::kPending);
+  // The old instance says goodbye, handing over nothing: the new one fits.
+  Goodbye bye;
+  bye.broker_id = "a";
+  bye.epoch = 1;
+  bye.targets = {{"exch", 0, 0, 0}};
+  EXPECT_TRUE(l.OnGoodbye(At(4), bye));
+  a2.request_id = 2;
+  EXPECT_EQ(l.OnRequest(At(5), a2).value()->verdict, Verdict::kAccepted);
+}
+
+TEST(Ledger, AcceptanceIsRecordedBeforeItIsSentAndRecordsAreAdopted) {
+  LedgerConfig c = FileConfig();
+  std::vector<AcceptanceRecord> stored;
+  bool disk_ok = false;
+  c.persist = [&](const std::vector<AcceptanceRecord>& r) {
+    if (!disk_ok) return false;
+    stored = r;
+    return true;
+  };
+  Ledger l(c, At(0));
+  auto r = l.OnRequest(At(1), FileReq("a", 1, 1, 3, "aaaa"));
+  EXPECT_EQ(r.value()->verdict, Verdict::kPending);  // could not record it
+  disk_ok = true;
+  r = l.OnRequest(At(2), FileReq("a", 1, 2, 3, "aaaa"));
+  EXPECT_EQ(r.value()->verdict, Verdict::kAccepted);
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].broker_id, "a");
+  EXPECT_EQ(stored[0].floors, std::vector<std::uint32_t>{2});
+  // A successor ledger counts the recorded allowance (1 + 2) until silence.
+  Ledger next(FileConfig(), At(10));
+  next.AdoptRecords(stored, At(10));
+  EXPECT_EQ(next.Snapshot(At(10)).targets[0].pool, 13u);
+  EXPECT_EQ(next.Snapshot(At(10) + next.Silence()).targets[0].pool, 16u);
+}
+
+TEST(Ledger, AClosedGateGrantsNothingAndOpeningItStartsLearning) {
+  LedgerConfig c = FileConfig();
+  c.switches.c3_learning = true;
+  Ledger l(c, At(0));
+  l.WaitForPrevious();
+  auto r = l.OnRequest(At(1) + l.Silence(), FileReq("a", 1, 1, 3, "aaaa"));
+  EXPECT_TRUE(r.value()->learning);
+  EXPECT_EQ(r.value()->verdict, Verdict::kPending);
+  const TimePoint open = At(2) + l.Silence();
+  l.OpenGate(open);
+  EXPECT_TRUE(l.Learning(open + l.Silence() - std::chrono::nanoseconds(1)));
+  EXPECT_FALSE(l.Learning(open + l.Silence()));
 }
 
 TEST(Ledger, SnapshotShowsDemandOwedAndLastSeen) {

@@ -55,16 +55,19 @@ class B {
 B Renew(std::string_view broker = "ws-a", std::uint64_t count = 1,
         std::string_view target = "exch01") {
   B b;
-  b.str16(broker).u64(1).u64(2).u16(count);
+  // broker, epoch, instance, request id, generation, file hash, erased
+  b.str16(broker).u64(1).u64(9).u64(2).u64(3).str16("abcd").u8(0).u16(count);
   for (std::uint64_t i = 0; i < count && i < 1; ++i) {
-    b.str16(target).u32(1).u64(2).u32(3).u32(4).u32(5);
+    b.str16(target).u32(1).u64(2).u32(3).u32(4).u32(5).u32(6);
   }
   return b;
 }
 
 B GrantWith(std::uint64_t term, std::uint8_t learning) {
   B b;
-  b.str16("ws-a").u64(1).u64(2).u64(term).u8(learning).u16(1).str16("exch01").u32(3);
+  // broker, epoch, instance, request id, term, learning, verdict, generation, reason, successor
+  b.str16("ws-a").u64(1).u64(9).u64(2).u64(term).u8(learning).u8(1).u64(3).str16("").str16("");
+  b.u16(1).str16("exch01").u32(3);
   return b;
 }
 
@@ -111,6 +114,32 @@ TEST(WireCodec, RoundTripsExtremeValues) {
   g.broker_id = "station-\xc3\xa9t\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x94\x91";  // UTF-8 é, €, 🔑
   g.term = lease::Duration(std::numeric_limits<std::int64_t>::max());
   ExpectRoundTrip(g);
+}
+
+TEST(WireCodec, RoundTripsReconfigurationMessages) {
+  lease::Grant g = SampleGrant();
+  g.instance = 77;
+  g.verdict = lease::Verdict::kSuperseded;
+  g.generation = 4;
+  g.reason = "superseded by generation 5";
+  g.successor = "ws2@127.0.0.1:17402";
+  ExpectRoundTrip(g);
+  lease::RenewRequest r = SampleRenew();
+  r.instance = 5;
+  r.generation = 3;
+  r.file_hash = "00ff";
+  r.erased = true;
+  r.targets[0].registered = 2;
+  ExpectRoundTrip(r);
+  ExpectRoundTrip(lease::Goodbye{"ws-a", 3, 9, {{"exch01", 1, 4, 2}, {"pg", 0, 0, 1}}});
+  ExpectRoundTrip(CoordinatorHello{"ws2", 5, "abcd", "127.0.0.1:17402"});
+  lease::AcceptanceRecord rec{"ws-a", 3, 9, 4, {"exch01", "pg"}, {1, 2}, {0, 5}};
+  ExpectRoundTrip(HelloReply{"ws1", 4, "ef01", "ws1", "127.0.0.1:17401", true, true, false, {rec}});
+  // A record whose lists differ in length is refused on the way out.
+  rec.floors.pop_back();
+  EXPECT_FALSE(EncodePayload(Message(HelloReply{"ws1", 4, "ef01", "ws1", "", true, true, false,
+                                                {rec}}))
+                   .ok());
 }
 
 TEST(WireCodec, RoundTripsAdminAndErrors) {
@@ -171,11 +200,13 @@ TEST(WireCodec, RefusesMalformedPayloads) {
       {"count past the end", MessageType::kRenewRequest, Renew("ws", 300).bytes,
        "count 300 does not fit"},
       {"duplicate target", MessageType::kRenewRequest,
-       B().str16("ws").u64(1).u64(2).u16(2)
-           .str16("t").u32(1).u64(2).u32(3).u32(4).u32(5)
-           .str16("t").u32(1).u64(2).u32(3).u32(4).u32(5).bytes,
+       B().str16("ws").u64(1).u64(9).u64(2).u64(3).str16("abcd").u8(0).u16(2)
+           .str16("t").u32(1).u64(2).u32(3).u32(4).u32(5).u32(6)
+           .str16("t").u32(1).u64(2).u32(3).u32(4).u32(5).u32(6).bytes,
        "'t' appears twice"},
       {"bad boolean", MessageType::kGrant, GrantWith(1, 2).bytes, "boolean byte is 2"},
+      {"bad verdict", MessageType::kGrant,
+       B().str16("ws-a").u64(1).u64(9).u64(2).u64(1).u8(0).u8(9).bytes, "9 is not a verdict"},
       {"negative term", MessageType::kGrant, GrantWith(~0ull, 0).bytes, "Grant.term: is negative"},
       {"error code 0", MessageType::kErrorReply, B().u32(0).str16("x").bytes,
        "0 is not an error code"},
@@ -296,7 +327,7 @@ TEST(WireCodec, RefusesBadHeaders) {
   };
   const std::vector<Case> cases = {
       {"bad magic", 0, 'X', kMaxPayloadBytes, "bad magic"},
-      {"version 2", 4, 2, kMaxPayloadBytes, "protocol version 2, this build speaks 1"},
+      {"version 1", 4, 1, kMaxPayloadBytes, "protocol version 1, this build speaks 2"},
       {"unknown type", 6, 99, kMaxPayloadBytes, "unknown message type 99"},
       {"unknown flag", 8, 1, kMaxPayloadBytes, "unknown flags 1"},
       {"length over the configured cap", 0, 'D', 1024, "payload length 2000 exceeds the limit of 1024"},
