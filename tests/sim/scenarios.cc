@@ -1,5 +1,6 @@
 #include "tests/sim/scenarios.h"
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -15,7 +16,7 @@ using std::chrono::seconds;
 // Two brokers a (index 0, starts at 0) and b (index 1, starts at 1 s), one
 // system slot each, floor 0, L = 12: pool 10. D = 6 s (renew every 2 s, resend
 // every 0.5 s), H = 2 s. Network: 1 ms, no loss. Adversarial clients.
-SimConfig Base(const ProtocolSwitches& sw, bool verbose) {
+SimConfig Base(const SimSwitches& sw, bool verbose) {
   SimConfig c;
   c.limit = 12;
   c.brokers.resize(2);
@@ -23,7 +24,8 @@ SimConfig Base(const ProtocolSwitches& sw, bool verbose) {
   c.brokers[1].start_at = Sec(1);
   c.term = seconds(6);
   c.drain = seconds(2);
-  c.switches = sw;
+  c.switches = sw.protocol;
+  c.glue = sw.glue;
   c.early_renew = false;  // request ids follow the renew timer, as the scripts assume
   c.run_for = Sec(30);
   c.verbose = verbose;
@@ -45,7 +47,7 @@ SimStats Finish(Simulation& sim) {
 // a was granted 10 under request 2 and holds 0 when it sends request 3; the
 // answer (a shrink to 0, since a wants nothing) is delayed; a's clients then fill
 // its still-valid lease. Owed must stay 10 (grant 2 is unacknowledged).
-SimStats ShrinkGrantDelayedWhileHeldZeroReported(const ProtocolSwitches& sw, bool verbose) {
+SimStats ShrinkGrantDelayedWhileHeldZeroReported(const SimSwitches& sw, bool verbose) {
   Simulation sim(Base(sw, verbose));
   sim.SetNetworkHook([](const MsgInfo& m, RealTime now) -> std::optional<Fate> {
     if (IsGrant(m, kA, 1, 3)) return Fate{false, now + Sec(1.5)};
@@ -60,7 +62,7 @@ SimStats ShrinkGrantDelayedWhileHeldZeroReported(const ProtocolSwitches& sw, boo
 }
 
 // As above but the shrink grant is lost.
-SimStats LostShrinkGrant(const ProtocolSwitches& sw, bool verbose) {
+SimStats LostShrinkGrant(const SimSwitches& sw, bool verbose) {
   Simulation sim(Base(sw, verbose));
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
     if (IsGrant(m, kA, 1, 3)) return Fate{true, {}};
@@ -76,7 +78,7 @@ SimStats LostShrinkGrant(const ProtocolSwitches& sw, bool verbose) {
 
 // a's request 3 ("held 0") is delayed past requests 4 and 5 (which report held
 // 10 while a drains); processing it late would lower owed below what a holds.
-SimStats ReorderedOlderReport(const ProtocolSwitches& sw, bool verbose) {
+SimStats ReorderedOlderReport(const SimSwitches& sw, bool verbose) {
   SimConfig c = Base(sw, verbose);
   c.drain = seconds(4);
   Simulation sim(c);
@@ -98,7 +100,7 @@ SimStats ReorderedOlderReport(const ProtocolSwitches& sw, bool verbose) {
 // a's request 3 arrives at once but its grant is slow; a resends (the resends
 // are lost), the grant arrives, then a is cut off. The lease must count from
 // the first send, or it outlives the coordinator's silence timer.
-SimStats ResentRequest(const ProtocolSwitches& sw, bool verbose) {
+SimStats ResentRequest(const SimSwitches& sw, bool verbose) {
   Simulation sim(Base(sw, verbose));
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
     if (IsGrant(m, kA, 1, 3)) return Fate{false, Sec(5.9)};
@@ -114,7 +116,7 @@ SimStats ResentRequest(const ProtocolSwitches& sw, bool verbose) {
 
 // a's grant 3 (10) is delayed until after grant 4 (5) was applied, acknowledged
 // and b got the other 5.
-SimStats OldGrantAfterNewerOnes(const ProtocolSwitches& sw, bool verbose) {
+SimStats OldGrantAfterNewerOnes(const SimSwitches& sw, bool verbose) {
   SimConfig c = Base(sw, verbose);
   c.drain = seconds(1);
   Simulation sim(c);
@@ -128,7 +130,7 @@ SimStats OldGrantAfterNewerOnes(const ProtocolSwitches& sw, bool verbose) {
 
 // a's grant for epoch 1 request 4 is delayed; a restarts (epoch 2) and reuses
 // request ids; the old grant arrives while epoch 2's request 4 is outstanding.
-SimStats PreviousEpochGrantAfterRestart(const ProtocolSwitches& sw, bool verbose) {
+SimStats PreviousEpochGrantAfterRestart(const SimSwitches& sw, bool verbose) {
   SimConfig c = Base(sw, verbose);
   c.drain = seconds(1);
   c.brokers[kB].start_at = Sec(1.5);
@@ -145,7 +147,7 @@ SimStats PreviousEpochGrantAfterRestart(const ProtocolSwitches& sw, bool verbose
 }
 
 // The admin revokes a; the notice is lost; b wants the pool.
-SimStats RevokeNoticeLost(const ProtocolSwitches& sw, bool verbose) {
+SimStats RevokeNoticeLost(const SimSwitches& sw, bool verbose) {
   SimConfig c = Base(sw, verbose);
   c.drain = seconds(1);
   Simulation sim(c);
@@ -163,7 +165,7 @@ SimStats RevokeNoticeLost(const ProtocolSwitches& sw, bool verbose) {
 // a's clock runs eps slow, the coordinator's eps fast (eps = 1%), and a is cut
 // off holding its lease; b renews every 20 ms to catch the first moment the
 // coordinator frees a's share.
-SimStats ClockEdgeWhileCutOff(const ProtocolSwitches& sw, bool verbose) {
+SimStats ClockEdgeWhileCutOff(const SimSwitches& sw, bool verbose) {
   SimConfig c = Base(sw, verbose);
   c.eps = 0.01;
   c.brokers[kA].clock_ppm = -10000;
@@ -177,7 +179,7 @@ SimStats ClockEdgeWhileCutOff(const ProtocolSwitches& sw, bool verbose) {
 }
 
 // The coordinator restarts (without state) 20 ms after granting a its lease.
-SimStats CoordinatorRestart20msAfterGrant(const ProtocolSwitches& sw, bool verbose) {
+SimStats CoordinatorRestart20msAfterGrant(const SimSwitches& sw, bool verbose) {
   Simulation sim(Base(sw, verbose));
   sim.At(Sec(2.021), [&] {
     sim.CrashCoordinator();
@@ -189,7 +191,7 @@ SimStats CoordinatorRestart20msAfterGrant(const ProtocolSwitches& sw, bool verbo
 
 // a may run two DigiScope instances (system_slots 2); the first one's actions
 // fill a's whole lease, then a second instance registers.
-SimStats SecondDigiScopeWhileActionsFillLease(const ProtocolSwitches& sw, bool verbose) {
+SimStats SecondDigiScopeWhileActionsFillLease(const SimSwitches& sw, bool verbose) {
   SimConfig c = Base(sw, verbose);
   c.limit = 13;
   c.brokers[kA].system_slots = 2;
@@ -202,7 +204,7 @@ SimStats SecondDigiScopeWhileActionsFillLease(const ProtocolSwitches& sw, bool v
 // a holds 0 when it sends request 3; its clients then fill the old lease; the
 // shrink answering request 3 arrives; request 4 must report the 10 held
 // together with applied = 3, not a held count read before the grant.
-SimStats HeldAndAppliedReadApart(const ProtocolSwitches& sw, bool verbose) {
+SimStats HeldAndAppliedReadApart(const SimSwitches& sw, bool verbose) {
   SimConfig c = Base(sw, verbose);
   c.brokers[kB].start_at = Sec(0.5);
   Simulation sim(c);
@@ -215,6 +217,206 @@ SimStats HeldAndAppliedReadApart(const ProtocolSwitches& sw, bool verbose) {
   sim.At(Sec(4.1), [&] { sim.SetDemand(kA, 10); });
   return Finish(sim);
 }
+
+// ---- issue 8: delays past D and D + H, drift edges, stopped processes ----
+
+// a's request 3 (sent at 4.0 s, held 10) reaches the coordinator; then a is cut
+// off one way (its requests are lost, grants still reach it). The grant for
+// request 3 arrives at 10.1 s: past D after the first send, so the lease has
+// lapsed on arrival, but not D after the last resend (5.5 s). b wants the pool.
+SimStats GrantDelayedPastD(const SimSwitches& sw, bool verbose) {
+  Simulation sim(Base(sw, verbose));
+  sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
+    if (IsGrant(m, kA, 1, 3)) return Fate{false, Sec(10.1)};
+    return std::nullopt;
+  });
+  sim.At(Sec(4.01), [&] { sim.PartitionOneWay(kA, true, false); });
+  sim.At(Sec(5.0), [&] { sim.SetDemand(kB, 10); });
+  return Finish(sim);
+}
+
+// a's request 3 of epoch 1 (sent at 4.0 s, reporting held 0: a was idle) is
+// delayed to 13.2 s, past D + H; meanwhile a crashed at 4.5 s, restarted at
+// 5.0 s (epoch 2) and holds 10 under epoch 2's grants. Processing the late
+// request as the newest would replace epoch 2's state by epoch 1's report
+// (held 0); b, renewing at 13.5 s, would get a's share.
+SimStats RequestDelayedPastDPlusH(const SimSwitches& sw, bool verbose) {
+  SimConfig c = Base(sw, verbose);
+  c.brokers[kA].demand = 0;
+  c.brokers[kB].start_at = Sec(1.5);
+  Simulation sim(c);
+  sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
+    if (m.kind == MsgInfo::kRequest && m.broker == kA && m.epoch == 1 && m.request_id == 3) {
+      if (m.resend) return Fate{true, {}};
+      return Fate{false, Sec(13.2)};
+    }
+    return std::nullopt;
+  });
+  sim.At(Sec(4.2), [&] { sim.SetDemand(kA, 10); });
+  sim.At(Sec(4.5), [&] { sim.CrashBroker(kA); });
+  sim.At(Sec(5.0), [&] { sim.RestartBroker(kA); });
+  sim.At(Sec(5.2), [&] { sim.SetDemand(kB, 10); });
+  return Finish(sim);
+}
+
+// eps = 1%; a's clock runs eps slow, the coordinator's eps fast. The
+// coordinator sends a the grant for a's request 2 (30 ms on the wire) and
+// restarts `restart_after` later, without state; a is cut off one way right
+// after request 2 arrived, so the new ledger never hears of a's lease. b
+// renews every 20 ms to take the pool the moment learning ends. Learning must
+// last (D + H)(1 + eps) on the coordinator's clock: a's slots are back only
+// D + H of real time after a sent request 2.
+SimStats CoordinatorRestartWithGrantInFlight(const SimSwitches& sw, bool verbose,
+                                             RealTime restart_after) {
+  SimConfig c = Base(sw, verbose);
+  c.eps = 0.01;
+  c.brokers[kA].clock_ppm = -10000;
+  c.coordinator_ppm = 10000;
+  c.brokers[kB].start_at = Sec(0.5);
+  c.brokers[kB].renew_interval = milliseconds(20);
+  Simulation sim(c);
+  sim.SetNetworkHook([&sim, restart_after](const MsgInfo& m, RealTime now) -> std::optional<Fate> {
+    if (IsGrant(m, kA, 1, 2)) {
+      sim.At(now, [&sim] { sim.PartitionOneWay(kA, true, false); });
+      sim.At(now + restart_after, [&sim] {
+        sim.CrashCoordinator();
+        sim.RestartCoordinator();
+      });
+      return Fate{false, now + Ms(30)};
+    }
+    return std::nullopt;
+  });
+  sim.At(Sec(2.5), [&] { sim.SetDemand(kB, 10); });
+  return Finish(sim);
+}
+
+// The restart 1 ms after the grant was sent (the grant is still in flight).
+SimStats CoordinatorRestartAtDriftEdgeWithGrantInFlight(const SimSwitches& sw, bool verbose) {
+  return CoordinatorRestartWithGrantInFlight(sw, verbose, Ms(1));
+}
+
+// Control: the same restart 1 s later is safe even without the (1 + eps)
+// factor (learning then ends ~0.9 s after a's slots are back).
+SimStats CoordinatorRestartOneSecondLater(const SimSwitches& sw, bool verbose) {
+  return CoordinatorRestartWithGrantInFlight(sw, verbose, Sec(1));
+}
+
+// eps = 1%; a (clock eps slow) holds its lease when it is cut off at 4.5 s;
+// the coordinator (clock eps fast) may free a's share only after
+// (D + H)(1 + eps) of silence on its clock; b renews every 20 ms.
+SimStats CoordinatorSilenceFactor(const SimSwitches& sw, bool verbose) {
+  SimConfig c = Base(sw, verbose);
+  c.eps = 0.01;
+  c.brokers[kA].clock_ppm = -10000;
+  c.coordinator_ppm = 10000;
+  c.brokers[kB].start_at = Sec(0.5);
+  c.brokers[kB].renew_interval = milliseconds(20);
+  Simulation sim(c);
+  sim.At(Sec(4.5), [&] { sim.Partition(kA, true); });
+  sim.At(Sec(5.0), [&] { sim.SetDemand(kB, 10); });
+  return Finish(sim);
+}
+
+// a may run two DigiScope instances and runs one; L = 13 (pool 10). a is cut
+// off at 3 s; after a's silence b gets the whole pool (11 s); the coordinator
+// goes down at 11.5 s; a reconnects at 12 s with its lease lapsed and nobody to
+// ask; a second DigiScope registers at a at 13 s. With one counter a's actions
+// had taken the idle system slot.
+SimStats RegistrationWhileLeaseLapsedAndCoordinatorDown(const SimSwitches& sw, bool verbose) {
+  SimConfig c = Base(sw, verbose);
+  c.limit = 13;
+  c.brokers[kA].system_slots = 2;
+  Simulation sim(c);
+  sim.At(Sec(3.0), [&] {
+    sim.Partition(kA, true);
+    sim.SetDemand(kB, 10);
+  });
+  sim.At(Sec(11.5), [&] { sim.CrashCoordinator(); });
+  sim.At(Sec(12.0), [&] { sim.Partition(kA, false); });
+  sim.At(Sec(13.0), [&] { sim.RegisterClient(kA); });
+  return Finish(sim);
+}
+
+// a holds its lease (10) when it is stopped (SIGSTOP) at 4.5 s for 20 s: its
+// timers do not fire, its clients keep their slots. After a's silence b gets
+// the pool (13 s). Only the clients' fence in the slot table takes a's
+// capacity back at the lease deadline.
+SimStats StoppedBrokerHoldingALease(const SimSwitches& sw, bool verbose) {
+  Simulation sim(Base(sw, verbose));
+  sim.At(Sec(4.5), [&] { sim.PauseBroker(kA, Sec(24.5)); });
+  sim.At(Sec(5.0), [&] { sim.SetDemand(kB, 10); });
+  return Finish(sim);
+}
+
+// As above at the drift edge of eps = 1e-3 (a's clock slow, the coordinator's
+// fast) with b renewing every 20 ms: a fence 63.5 ms late (the product before
+// issue 8) leaves a's slots in use after the coordinator may re-grant them;
+// the margin is (2D + H) eps = 14 ms here.
+SimStats StoppedBrokerFenceAtTheDriftEdge(const SimSwitches& sw, bool verbose) {
+  SimConfig c = Base(sw, verbose);
+  c.brokers[kA].clock_ppm = -1000;
+  c.coordinator_ppm = 1000;
+  c.brokers[kB].start_at = Sec(0.5);
+  c.brokers[kB].renew_interval = milliseconds(20);
+  Simulation sim(c);
+  sim.At(Sec(4.5), [&] { sim.PauseBroker(kA, Sec(24.5)); });
+  sim.At(Sec(5.0), [&] { sim.SetDemand(kB, 10); });
+  return Finish(sim);
+}
+
+}  // namespace
+
+EpochResult EpochBackwardsAfterRestart(EpochSource source, bool verbose) {
+  SimConfig c = Base(SimSwitches{}, verbose);
+  c.epoch_source = source;
+  c.brokers[kB].demand = 10;
+  c.early_renew = true;
+  c.run_for = Sec(40);
+  Simulation sim(c);
+  constexpr RealTime kRestart = Sec(6.0);
+  sim.At(Sec(5.0), [&] { sim.StepWallClock(kA, -Sec(60)); });
+  sim.At(Sec(5.5), [&] { sim.CrashBroker(kA); });
+  sim.At(kRestart, [&] {
+    sim.RestartBroker(kA);
+    sim.SetDemand(kA, 10);
+  });
+  auto regained = std::make_shared<RealTime>(kNever);
+  auto epochs = std::make_shared<std::pair<std::uint64_t, std::uint64_t>>();
+  sim.At(Sec(5.4), [&sim, epochs] { epochs->first = sim.epoch(kA); });
+  sim.At(Sec(6.1), [&sim, epochs] { epochs->second = sim.epoch(kA); });
+  for (RealTime t = kRestart; t <= c.run_for; t += Ms(100)) {
+    sim.At(t, [&sim, regained] {
+      if (*regained == kNever && sim.lease(kA) > 0) *regained = sim.now();
+    });
+  }
+  sim.Run();
+  EpochResult r;
+  r.stats = sim.stats();
+  const double silence =
+      static_cast<double>((c.term + c.drain).count()) * (1 + c.eps) / 1e9;
+  const double bound = silence + static_cast<double>(c.term.count()) / 1e9;
+  char buf[300];
+  std::snprintf(buf, sizeof buf,
+                "epoch before %llu, after the restart %llu (%s); a holds a lease again %s%.2f s "
+                "after the restart (bound %.2f s); S violations %llu",
+                static_cast<unsigned long long>(epochs->first),
+                static_cast<unsigned long long>(epochs->second),
+                epochs->second > epochs->first ? "newer" : "OLDER",
+                *regained == kNever ? "never (run ends at " : "",
+                static_cast<double>((*regained == kNever ? c.run_for : *regained) - kRestart) /
+                    1e9,
+                bound, static_cast<unsigned long long>(r.stats.s_violations));
+  r.figures = buf;
+  if (r.stats.s_violations != 0) {
+    r.failed = "KeepsS failed: " + r.figures + "; " + r.stats.first_violation;
+  } else if (*regained == kNever ||
+             static_cast<double>(*regained - kRestart) / 1e9 > bound) {
+    r.failed = "RegainsItsShareAfterTheRestart failed: " + r.figures;
+  }
+  return r;
+}
+
+namespace {
 
 // ---- server model (DESIGN section 8, issue 7) ----
 
@@ -478,6 +680,14 @@ const std::vector<ServerScenario>& ServerScenarios() {
 
 SimConfig RandomServerConfig(std::uint64_t seed, int brokers, RealTime run_for, bool faults) {
   SimConfig c = RandomConfig(seed, brokers, run_for, faults);
+  // The estimate assumes a refusal report arrives within its horizon (D in
+  // this sweep): delays past D, stopped processes and degraded links break
+  // that assumption (a late report may lower the limit below C, see
+  // docs/notes.md), so this sweep leaves them to the lease-only sweep.
+  c.net.late = 0;
+  c.faults.broker_pause_every = 0;
+  c.faults.coordinator_pause_every = 0;
+  c.faults.slow_link_every = 0;
   std::mt19937_64 rng(seed * 0xD1B54A32D192ED03ull + 0x8CB92BA72F3D8DD7ull);
   auto below = [&](std::uint64_t n) { return n == 0 ? 0 : rng() % n; };
   ServerSpec& sv = c.server;
@@ -518,31 +728,117 @@ SimConfig RandomServerConfig(std::uint64_t seed, int brokers, RealTime run_for, 
 const std::vector<Scenario>& Scenarios() {
   static const std::vector<Scenario> all = {
       {"ShrinkGrantDelayedWhileHeldZeroReported", "C1 owed counts unacknowledged grants",
-       [](ProtocolSwitches& s) { s.c1_owed_counts_unacked_grants = false; },
+       [](SimSwitches& s) { s.protocol.c1_owed_counts_unacked_grants = false; },
        &ShrinkGrantDelayedWhileHeldZeroReported},
       {"LostShrinkGrant", "C1 owed counts unacknowledged grants",
-       [](ProtocolSwitches& s) { s.c1_owed_counts_unacked_grants = false; }, &LostShrinkGrant},
+       [](SimSwitches& s) { s.protocol.c1_owed_counts_unacked_grants = false; }, &LostShrinkGrant},
       {"ReorderedOlderReport", "Requests: a stale request changes nothing",
-       [](ProtocolSwitches& s) { s.request_staleness = false; }, &ReorderedOlderReport},
+       [](SimSwitches& s) { s.protocol.request_staleness = false; }, &ReorderedOlderReport},
       {"ResentRequest", "B1 lease counts from the first send",
-       [](ProtocolSwitches& s) { s.b1_first_t_sent = false; }, &ResentRequest},
+       [](SimSwitches& s) { s.protocol.b1_first_t_sent = false; }, &ResentRequest},
       {"OldGrantAfterNewerOnes", "B1a request id must exceed the applied one",
-       [](ProtocolSwitches& s) { s.b1a_order = false; }, &OldGrantAfterNewerOnes},
+       [](SimSwitches& s) { s.protocol.b1a_order = false; }, &OldGrantAfterNewerOnes},
       {"PreviousEpochGrantAfterRestart", "B1a epoch must be ours",
-       [](ProtocolSwitches& s) { s.b1a_epoch = false; }, &PreviousEpochGrantAfterRestart},
+       [](SimSwitches& s) { s.protocol.b1a_epoch = false; }, &PreviousEpochGrantAfterRestart},
       {"RevokeNoticeLost", "C2 revoke does not lower owed",
-       [](ProtocolSwitches& s) { s.c2_revoke_keeps_owed = false; }, &RevokeNoticeLost},
+       [](SimSwitches& s) { s.protocol.c2_revoke_keeps_owed = false; }, &RevokeNoticeLost},
       {"ClockEdgeWhileCutOff", "B1 lease ends at D(1 - eps)",
-       [](ProtocolSwitches& s) { s.b1_eps_margin = false; }, &ClockEdgeWhileCutOff},
+       [](SimSwitches& s) { s.protocol.b1_eps_margin = false; }, &ClockEdgeWhileCutOff},
       {"CoordinatorRestart20msAfterGrant", "C3 learning mode",
-       [](ProtocolSwitches& s) { s.c3_learning = false; }, &CoordinatorRestart20msAfterGrant},
+       [](SimSwitches& s) { s.protocol.c3_learning = false; }, &CoordinatorRestart20msAfterGrant},
       {"SecondDigiScopeWhileActionsFillLease", "B1 two counters",
-       [](ProtocolSwitches& s) { s.b1_two_counters = false; },
+       [](SimSwitches& s) { s.protocol.b1_two_counters = false; },
        &SecondDigiScopeWhileActionsFillLease},
       {"HeldAndAppliedReadApart", "B2 held and applied read at one instant",
-       [](ProtocolSwitches& s) { s.b2_one_instant = false; }, &HeldAndAppliedReadApart},
+       [](SimSwitches& s) { s.protocol.b2_one_instant = false; }, &HeldAndAppliedReadApart},
+      {"GrantDelayedPastD", "B1 lease counts from the first send",
+       [](SimSwitches& s) { s.protocol.b1_first_t_sent = false; }, &GrantDelayedPastD},
+      {"RequestDelayedPastDPlusH", "Requests: a stale request changes nothing",
+       [](SimSwitches& s) { s.protocol.request_staleness = false; }, &RequestDelayedPastDPlusH},
+      {"CoordinatorRestartAtDriftEdgeWithGrantInFlight",
+       "C2/C3 silence and learning are (D + H)(1 + eps)",
+       [](SimSwitches& s) { s.protocol.c2_silence_eps = false; },
+       &CoordinatorRestartAtDriftEdgeWithGrantInFlight},
+      {"CoordinatorRestartOneSecondLater", "C2/C3 silence and learning are (D + H)(1 + eps)",
+       [](SimSwitches& s) { s.protocol.c2_silence_eps = false; },
+       &CoordinatorRestartOneSecondLater, /*control=*/true},
+      {"CoordinatorSilenceFactor", "C2/C3 silence and learning are (D + H)(1 + eps)",
+       [](SimSwitches& s) { s.protocol.c2_silence_eps = false; }, &CoordinatorSilenceFactor},
+      {"RegistrationWhileLeaseLapsedAndCoordinatorDown", "B1 two counters",
+       [](SimSwitches& s) { s.protocol.b1_two_counters = false; },
+       &RegistrationWhileLeaseLapsedAndCoordinatorDown},
+      {"StoppedBrokerHoldingALease", "glue: clients fence the slot table at the lease deadline",
+       [](SimSwitches& s) { s.glue.client_fence = false; }, &StoppedBrokerHoldingALease},
+      {"StoppedBrokerFenceAtTheDriftEdge",
+       "glue: the fence applies at the deadline, not 63.5 ms later",
+       [](SimSwitches& s) { s.glue.fence_on_time = false; }, &StoppedBrokerFenceAtTheDriftEdge},
   };
   return all;
+}
+
+const std::vector<SwitchInfo>& AllSwitches() {
+  static const std::vector<SwitchInfo> all = {
+      {"c1", "C1 owed counts unacknowledged grants",
+       [](SimSwitches& s) { s.protocol.c1_owed_counts_unacked_grants = false; }},
+      {"c2", "C2 revoke does not lower owed",
+       [](SimSwitches& s) { s.protocol.c2_revoke_keeps_owed = false; }},
+      {"c2-silence-eps", "C2/C3 silence and learning are (D + H)(1 + eps)",
+       [](SimSwitches& s) { s.protocol.c2_silence_eps = false; }},
+      {"c3", "C3 learning mode", [](SimSwitches& s) { s.protocol.c3_learning = false; }},
+      {"b1-first-send", "B1 lease counts from the first send",
+       [](SimSwitches& s) { s.protocol.b1_first_t_sent = false; }},
+      {"b1-eps", "B1 lease ends at D(1 - eps)",
+       [](SimSwitches& s) { s.protocol.b1_eps_margin = false; }},
+      {"b1-two-counters", "B1 two counters",
+       [](SimSwitches& s) { s.protocol.b1_two_counters = false; }},
+      {"b1a-order", "B1a request id must exceed the applied one",
+       [](SimSwitches& s) { s.protocol.b1a_order = false; }},
+      {"b1a-epoch", "B1a epoch must be ours",
+       [](SimSwitches& s) { s.protocol.b1a_epoch = false; }},
+      {"b2", "B2 held and applied read at one instant",
+       [](SimSwitches& s) { s.protocol.b2_one_instant = false; }},
+      {"staleness", "Requests: a stale request changes nothing",
+       [](SimSwitches& s) { s.protocol.request_staleness = false; }},
+      {"fence", "glue: clients fence the slot table at the lease deadline",
+       [](SimSwitches& s) { s.glue.client_fence = false; }},
+      {"fence-on-time", "glue: the fence applies at the deadline, not 63.5 ms later",
+       [](SimSwitches& s) { s.glue.fence_on_time = false; }},
+  };
+  return all;
+}
+
+const SwitchInfo* FindSwitch(const std::string& name) {
+  for (const auto& s : AllSwitches()) {
+    if (name == s.name) return &s;
+  }
+  return nullptr;
+}
+
+CatchRow CatchSwitch(const SwitchInfo& sw, std::uint64_t first, std::uint64_t seeds,
+                     RealTime run_for, bool stop_at_first) {
+  CatchRow row;
+  row.name = sw.name;
+  SimSwitches off;
+  sw.turn_off(off);
+  const auto start = std::chrono::steady_clock::now();
+  for (std::uint64_t seed = first; seed < first + seeds; ++seed) {
+    SimConfig c = MixedConfig(seed, run_for);
+    c.switches = off.protocol;
+    c.glue = off.glue;
+    Simulation sim(c);
+    sim.Run();
+    const SimStats& st = sim.stats();
+    ++row.seeds_run;
+    row.events += st.events;
+    if (st.max_over_grant > 0) ++row.over_granted;
+    if (st.s_violations > 0) {
+      if (row.s_broken++ == 0) row.first_failing = seed;
+      if (stop_at_first) break;
+    }
+  }
+  row.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return row;
 }
 
 SimConfig RandomConfig(std::uint64_t seed, int brokers, RealTime run_for, bool faults) {
@@ -609,11 +905,89 @@ SimConfig RandomConfig(std::uint64_t seed, int brokers, RealTime run_for, bool f
     c.faults.broker_crash_every = 10 + 30 * uniform();
     c.faults.coordinator_crash_every = 20 + 60 * uniform();
     c.faults.revoke_every = 15 + 45 * uniform();
+    // Issue 8: no blind spots. Delays past D (and past D + H) on half the
+    // seeds, one-way partitions, stopped brokers and coordinators (up to 3D),
+    // registrations at any time, wall clocks that step (wall-clock epochs on
+    // a quarter of the seeds: a stepped clock may make a restarted broker's
+    // epoch older, which costs its share, not S).
+    c.net.late = below(2) == 0 ? 0.02 * uniform() : 0;
+    c.faults.one_way = true;
+    c.faults.broker_pause_every = 10 + 30 * uniform();
+    c.faults.coordinator_pause_every = 30 + 60 * uniform();
+    c.faults.register_every = 2 + 8 * uniform();
+    c.faults.clock_step_every = 10 + 30 * uniform();
+    c.faults.slow_link_every = 10 + 30 * uniform();
+    c.faults.crash_loop = 0.25;
+    c.epoch_source = below(4) == 0 ? EpochSource::kWallClock : EpochSource::kCounter;
+    // Edge seeds (one in four): a drift allowance of 1% with every clock at
+    // its edge (brokers mostly slow, the coordinator fast), brokers that renew
+    // every 20-200 ms (they take capacity the first moment it frees) and
+    // adversarial clients. The drift clauses guard windows of (D + H) eps: at
+    // eps = 1e-3 a few ms, which random runs almost never hit; at 1% they do.
+    if (below(4) == 0) {
+      c.eps = 0.01;
+      const std::int64_t edge = 10000;
+      c.coordinator_ppm = below(4) == 0 ? -edge : edge;
+      for (auto& b : c.brokers) {
+        b.clock_ppm = below(4) == 0 ? edge : -edge;
+        if (below(3) == 0) b.renew_interval = milliseconds(20 + static_cast<std::int64_t>(below(180)));
+      }
+      c.adversarial_clients = below(2) == 0;
+    }
   } else {
     c.net.min_delay = Ms(1);
     c.net.max_delay = Ms(5);
   }
   return c;
+}
+
+SimConfig HuntConfig(std::uint64_t seed, RealTime run_for) {
+  SimConfig c = RandomConfig(seed, 0, run_for, /*faults=*/true);
+  std::mt19937_64 rng(seed * 0xD1B54A32D192ED03ull + 0x8CB92BA72F3D8DD7ull);
+  auto below = [&](std::uint64_t n) { return n == 0 ? 0 : rng() % n; };
+  auto uniform = [&] { return static_cast<double>(rng() >> 11) * 0x1.0p-53; };
+  // Few brokers, a small pool and demand above it: every slot one broker lets
+  // go of is wanted by another at once.
+  const std::size_t k = 2 + below(3);
+  c.brokers.resize(k);
+  std::uint32_t reserved = 0;
+  for (auto& b : c.brokers) {
+    b.start_at = static_cast<RealTime>(below(static_cast<std::uint64_t>(Sec(1))));
+    b.instances = 1 + static_cast<std::uint32_t>(below(b.system_slots));
+    reserved += b.system_slots + b.floor;
+  }
+  const auto pool = static_cast<std::uint32_t>(k) * (1 + static_cast<std::uint32_t>(below(3)));
+  c.limit = reserved + pool + c.reserve;
+  c.max_demand = 2 * pool + 2;
+  for (auto& b : c.brokers) b.demand = c.max_demand;
+  c.demand_change_every = below(2) == 0 ? 0 : 2 + 6 * uniform();
+  c.adversarial_clients = below(4) != 0;
+  // Clocks at the drift edge; eps = 1% on half the seeds.
+  c.eps = below(2) == 0 ? 0.01 : 1e-3;
+  const auto edge = static_cast<std::int64_t>(c.eps * 1e6);
+  c.coordinator_ppm = below(4) == 0 ? -edge : edge;
+  for (auto& b : c.brokers) {
+    b.clock_ppm = below(4) == 0 ? edge : -edge;
+    b.renew_interval = below(2) == 0 ? milliseconds(20 + static_cast<std::int64_t>(below(180)))
+                                     : Duration{0};
+  }
+  // Faults several times as often.
+  c.net.late = 0.05 * uniform();
+  c.net.long_delay = 0.1 * uniform();
+  c.faults.partition_every = 3 + 7 * uniform();
+  c.faults.broker_crash_every = 5 + 15 * uniform();
+  c.faults.coordinator_crash_every = 10 + 20 * uniform();
+  c.faults.revoke_every = 5 + 15 * uniform();
+  c.faults.broker_pause_every = 5 + 15 * uniform();
+  c.faults.coordinator_pause_every = 15 + 30 * uniform();
+  c.faults.register_every = 1 + 4 * uniform();
+  c.faults.slow_link_every = 3 + 10 * uniform();
+  c.faults.crash_loop = 0.5;
+  return c;
+}
+
+SimConfig MixedConfig(std::uint64_t seed, RealTime run_for) {
+  return seed % 2 == 0 ? HuntConfig(seed, run_for) : RandomConfig(seed, 0, run_for);
 }
 
 }  // namespace dsb::sim

@@ -4,6 +4,7 @@
 #ifndef DSB_TESTS_SIM_SCENARIOS_H_
 #define DSB_TESTS_SIM_SCENARIOS_H_
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,13 +17,56 @@ struct Scenario {
   const char* name;    // the edge case
   const char* clause;  // the rule that guards it
   // Turns the guarding clause off.
-  void (*break_clause)(lease::ProtocolSwitches&);
+  void (*break_clause)(SimSwitches&);
   // Runs the scenario with `switches` and returns its statistics.
-  SimStats (*run)(const lease::ProtocolSwitches& switches, bool verbose);
+  SimStats (*run)(const SimSwitches& switches, bool verbose);
+  // A control case: it keeps S even with the clause off (it shows the
+  // scenario next to it fails for the reason it names, not by construction).
+  bool control = false;
 };
 
 // Every targeted scenario.
 const std::vector<Scenario>& Scenarios();
+
+// An epoch that goes backwards: broker a's wall clock is stepped back 60 s and
+// a restarts; with wall-clock epochs (the product before R0) its new epoch is
+// older than its previous one, every request of the new instance is ignored
+// as stale (yet moves the silence timer, so the old epoch's owed never falls)
+// and a never gets a share again. A liveness check, not S: a must hold a
+// lease again within (D + H)(1 + eps) + D of the restart. Passes with counter
+// epochs (R0); `failed` is "" or the check and figures.
+struct EpochResult {
+  SimStats stats;
+  std::string failed;
+  std::string figures;
+};
+EpochResult EpochBackwardsAfterRestart(EpochSource source, bool verbose);
+
+// Every switch the simulation can turn off: the protocol's clauses
+// (broker/lease/switches.h) and the broker glue (GlueSwitches).
+struct SwitchInfo {
+  const char* name;    // as on dsb-sim's command line (--break NAME)
+  const char* clause;  // the rule it turns off
+  void (*turn_off)(SimSwitches&);
+};
+const std::vector<SwitchInfo>& AllSwitches();
+// The switch named `name`, or nullptr.
+const SwitchInfo* FindSwitch(const std::string& name);
+
+// One line of the catch table: random seeds [first, first + seeds) run with
+// one switch off (MixedConfig, `run_for` simulated seconds each).
+// With stop_at_first the sweep ends at the first seed that breaks S.
+struct CatchRow {
+  std::string name;
+  std::uint64_t seeds_run = 0;
+  std::uint64_t s_broken = 0;      // seeds that broke S
+  std::uint64_t first_failing = 0;  // 0 if none
+  std::uint64_t over_granted = 0;  // seeds whose valid leases exceeded the pool
+  std::uint64_t events = 0;
+  double wall_seconds = 0;
+};
+CatchRow CatchSwitch(const SwitchInfo& sw, std::uint64_t first, std::uint64_t seeds,
+                     RealTime run_for, bool stop_at_first);
 
 // Named scenarios of the server model (limit discovery, close lag, other
 // tools; DESIGN section 8). Each runs with the LimitPolicy's `ratchet` test
@@ -65,6 +109,15 @@ SimConfig RandomServerConfig(std::uint64_t seed, int brokers, RealTime run_for,
 // loss/duplication/delay/reordering, partitions, broker and coordinator crashes,
 // revokes, shifting demand. `run_for` is the simulated duration.
 SimConfig RandomConfig(std::uint64_t seed, int brokers, RealTime run_for, bool faults = true);
+
+// A random configuration built to break S quickly when a clause is off:
+// RandomConfig's faults several times as often, 2-4 brokers with demand above
+// a small pool, adversarial clients on most seeds, every clock at its drift
+// edge (eps = 1% on half the seeds), brokers renewing every 20-200 ms on half.
+SimConfig HuntConfig(std::uint64_t seed, RealTime run_for);
+// HuntConfig for even seeds, RandomConfig (random broker count) for odd ones:
+// what the sweeps and the catch table run.
+SimConfig MixedConfig(std::uint64_t seed, RealTime run_for);
 
 }  // namespace dsb::sim
 

@@ -39,6 +39,8 @@ Simulation::Simulation(SimConfig config) : config_(std::move(config)), rng_(conf
     DSB_CHECK(std::fabs(static_cast<double>(b.spec.clock_ppm)) <= max_ppm,
               "broker %zu drift beyond eps", i);
     b.id = "b" + std::to_string(i);
+    // Wall clocks start somewhere in 2026 (microseconds since 1970), apart.
+    b.wall_offset = Sec(1'780'000'000) + Sec(static_cast<double>(i));
     b.demand = b.spec.demand;
     const int bi = static_cast<int>(i);
     At(b.spec.start_at, [this, bi] {
@@ -68,7 +70,8 @@ Simulation::Simulation(SimConfig config) : config_(std::move(config)), rng_(conf
   }
   const FaultSpec& f = config_.faults;
   if (f.partition_every > 0 || f.broker_crash_every > 0 || f.coordinator_crash_every > 0 ||
-      f.revoke_every > 0) {
+      f.revoke_every > 0 || f.broker_pause_every > 0 || f.coordinator_pause_every > 0 ||
+      f.register_every > 0 || f.clock_step_every > 0 || f.slow_link_every > 0) {
     Push(Exponential(5), Ev::kChaos, 0);
   }
 }
@@ -76,7 +79,12 @@ Simulation::Simulation(SimConfig config) : config_(std::move(config)), rng_(conf
 lease::LedgerConfig Simulation::LedgerCfg(bool first_start) const {
   lease::LedgerConfig c;
   c.targets = {{kTarget, pool_, config_.limit}};
-  for (const auto& b : brokers_) c.brokers.push_back({b.id, b.spec.weight});
+  for (const auto& b : brokers_) {
+    lease::LedgerBroker lb;  // by field: the struct grows (R0-R5)
+    lb.id = b.id;
+    lb.weight = b.spec.weight;
+    c.brokers.push_back(std::move(lb));
+  }
   c.term = config_.term;
   c.drain = config_.drain;
   c.eps = config_.eps;
@@ -147,7 +155,7 @@ void Simulation::Dispatch(const Event& e) {
   switch (e.kind) {
     case Ev::kWake: {
       Broker& b = brokers_[static_cast<std::size_t>(e.broker)];
-      if (!b.up || e.a != b.wake_seq) return;
+      if (!b.up || e.a != b.wake_seq || Paused(e.broker)) return;
       HandleStep(e.broker, b.agent->Tick(BrokerClock(e.broker), Usage(e.broker)));
       return;
     }
@@ -158,18 +166,32 @@ void Simulation::Dispatch(const Event& e) {
                 static_cast<unsigned long long>(e.a));
       const Message m = std::move(it->second);
       in_flight_.erase(it);
-      if (brokers_[static_cast<std::size_t>(m.info.broker)].cut) {
+      const Broker& br = brokers_[static_cast<std::size_t>(m.info.broker)];
+      if (e.kind == Ev::kToCoordinator ? br.cut_up : br.cut_down) {
         ++stats_.dropped;
         if (m.info.kind == MsgInfo::kRefusal) ++stats_.reports_lost;
         return;
       }
-      if (e.kind == Ev::kToCoordinator) {
-        OnCoordinatorMessage(m);
-      } else {
-        OnBrokerMessage(e.broker, m);
-      }
+      Deliver(e.broker, e.kind, m);
       return;
     }
+    case Ev::kFence: {
+      Broker& b = brokers_[static_cast<std::size_t>(e.broker)];
+      if (e.a != b.fence_seq) return;
+      // The clients' watchdog: capacity above the floor is gone; held slots
+      // above it are retired and come back within H.
+      Log("%s: lease fence in the slot table (broker %s)", b.id.c_str(),
+          !b.up ? "down" : Paused(e.broker) ? "stopped" : "running");
+      Enforce(e.broker);
+      return;
+    }
+    case Ev::kResume:
+      if (e.broker < 0) {
+        ResumeStoppedCoordinator();
+      } else {
+        ResumeStopped(e.broker);
+      }
+      return;
     case Ev::kSessionEnd: {
       Broker& b = brokers_[static_cast<std::size_t>(e.broker)];
       auto it = b.sessions.find(e.a);
@@ -341,11 +363,22 @@ void Simulation::StartBroker(int b) {
   br.up = true;
   br.lease_amount = 0;
   br.refusal_clamp.reset();
-  ++br.epoch;
+  br.paused_until = 0;
+  br.inbox.clear();
+  if (config_.epoch_source == EpochSource::kCounter) {
+    ++br.epoch;
+  } else {
+    // Wall-clock microseconds, as the product did before R0.
+    br.epoch = static_cast<std::uint64_t>(std::max<RealTime>(1, (now_ + br.wall_offset) / 1000));
+  }
   lease::AgentConfig c;
   c.broker_id = br.id;
   c.epoch = br.epoch;
-  c.targets = {{kTarget, br.spec.system_slots, br.spec.floor}};
+  lease::AgentTarget target;  // by field: the struct grows (R0-R5)
+  target.name = kTarget;
+  target.system_slots = br.spec.system_slots;
+  target.floor = br.spec.floor;
+  c.targets = {target};
   c.term = config_.term;
   c.renew_interval = br.spec.renew_interval;
   if (!config_.early_renew) c.fast_renew_interval = config_.term;
@@ -363,6 +396,19 @@ void Simulation::HandleStep(int b, const lease::AgentStep& step) {
   const lease::TargetCapacity& cap = step.targets[0];
   br.lease_amount = cap.lease;
   br.lease_until = cap.lease_valid_until ? RealAt(br.spec.clock_ppm, *cap.lease_valid_until) : 0;
+  // The broker writes its capacity and the lease deadline into the slot
+  // table; the clients' fence fires at the deadline (or late, with the switch).
+  br.table_cap = cap.action_capacity;
+  const RealTime fence_at =
+      cap.lease_valid_until && cap.lease > 0 ? br.lease_until : kNever;
+  if (fence_at != br.fence_at) {
+    br.fence_at = fence_at;
+    ++br.fence_seq;
+    if (fence_at != kNever && config_.glue.client_fence) {
+      Push(fence_at + (config_.glue.fence_on_time ? 0 : kLateFence), Ev::kFence, b,
+           br.fence_seq);
+    }
+  }
   if (step.send) {
     Message m;
     m.info.kind = MsgInfo::kRequest;
@@ -389,15 +435,13 @@ void Simulation::HandleStep(int b, const lease::AgentStep& step) {
 
 void Simulation::Poke(int b) {
   Broker& br = brokers_[static_cast<std::size_t>(b)];
-  if (!br.up) return;
+  if (!br.up || Paused(b)) return;
   HandleStep(b, br.agent->Tick(BrokerClock(b), Usage(b)));
 }
 
 void Simulation::Enforce(int b) {
   Broker& br = brokers_[static_cast<std::size_t>(b)];
-  // A dead broker's clients see EOF: everything above the floor must go.
-  const std::uint32_t cap =
-      br.up ? br.agent->Capacity(0, BrokerClock(b)).action_capacity : br.spec.floor;
+  const std::uint32_t cap = TableCapacity(b);
   std::size_t not_yielding = 0;
   for (const auto& entry : br.sessions) not_yielding += entry.second.yielding ? 0 : 1;
   if (not_yielding <= cap) return;
@@ -433,10 +477,7 @@ bool Simulation::Admit(int b) {
   Broker& br = brokers_[static_cast<std::size_t>(b)];
   if (!br.up || br.registered == 0) return false;
   bool admitted = false;
-  const lease::TimePoint local = BrokerClock(b);
-  while (br.demand > Busy(br) &&
-         br.agent->MayAdmitAction(0, br.registered, static_cast<std::uint32_t>(br.sessions.size()),
-                                  local)) {
+  while (br.demand > Busy(br) && TableAdmitsAction(b)) {
     if (br.refusal_clamp && br.sessions.size() >= *br.refusal_clamp) break;
     if (config_.server.enabled && ServerCount() >= cap_) {
       Refuse(b);
@@ -502,7 +543,8 @@ void Simulation::SetDemand(int b, std::uint32_t threads) {
 
 bool Simulation::RegisterClient(int b) {
   Broker& br = brokers_[static_cast<std::size_t>(b)];
-  if (!br.up || !br.agent->MayAdmitRegistration(0, br.registered)) return false;
+  // A registration needs the broker itself (it accepts the socket).
+  if (!br.up || Paused(b) || !br.agent->MayAdmitRegistration(0, br.registered)) return false;
   ++br.registered;
   Log("%s registers client %u", br.id.c_str(), br.registered);
   return true;
@@ -540,19 +582,27 @@ void Simulation::Send(Message m) {
     }
     deliveries.push_back(fate->deliver_at ? *fate->deliver_at : now_ + config_.net.min_delay);
   } else {
-    if (brokers_[static_cast<std::size_t>(b)].cut || Uniform() < config_.net.loss) {
+    const Broker& br = brokers_[static_cast<std::size_t>(b)];
+    const bool up = m.info.kind == MsgInfo::kRequest || m.info.kind == MsgInfo::kRefusal;
+    if ((up ? br.cut_up : br.cut_down) || Uniform() < config_.net.loss) {
       ++stats_.dropped;
       if (m.info.kind == MsgInfo::kRefusal) ++stats_.reports_lost;
       return;
     }
     const NetworkSpec& n = config_.net;
     auto delay = [&] {
+      if (n.late > 0 && Uniform() < n.late) {
+        const RealTime d = config_.term.count();
+        const RealTime late_max = n.late_max > 0 ? n.late_max : 2 * d + config_.drain.count();
+        return Between(d, std::max(d, late_max));
+      }
       if (Uniform() < n.long_delay)
         return Between(n.max_delay, std::max(n.max_delay, n.long_delay_max));
       return Between(n.min_delay, n.max_delay);
     };
-    deliveries.push_back(now_ + delay());
-    if (Uniform() < n.duplicate) deliveries.push_back(now_ + delay());
+    const RealTime slow = up ? 0 : br.slow_down;
+    deliveries.push_back(now_ + slow + delay());
+    if (Uniform() < n.duplicate) deliveries.push_back(now_ + slow + delay());
   }
   const Ev kind = m.info.kind == MsgInfo::kRequest || m.info.kind == MsgInfo::kRefusal
                      ? Ev::kToCoordinator
@@ -622,9 +672,133 @@ void Simulation::OnBrokerMessage(int b, const Message& m) {
 
 // ---- faults and admin ----
 
-void Simulation::Partition(int b, bool cut) {
-  brokers_[static_cast<std::size_t>(b)].cut = cut;
-  Log("%s %s", brokers_[static_cast<std::size_t>(b)].id.c_str(), cut ? "cut off" : "reconnected");
+void Simulation::Partition(int b, bool cut) { PartitionOneWay(b, cut, cut); }
+
+void Simulation::PartitionOneWay(int b, bool up, bool down) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  br.cut_up = up;
+  br.cut_down = down;
+  Log("%s %s", br.id.c_str(),
+      up && down ? "cut off"
+      : up       ? "cut off one way (its requests are lost)"
+      : down     ? "cut off one way (grants to it are lost)"
+                 : "reconnected");
+}
+
+bool Simulation::Paused(int b) const {
+  return now_ < brokers_[static_cast<std::size_t>(b)].paused_until;
+}
+
+bool Simulation::Fenced(int b) const {
+  const Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!config_.glue.client_fence || br.fence_at == kNever) return false;
+  return now_ >= br.fence_at + (config_.glue.fence_on_time ? 0 : kLateFence);
+}
+
+std::uint32_t Simulation::TableCapacity(int b) const {
+  const Broker& br = brokers_[static_cast<std::size_t>(b)];
+  // A dead broker's clients see EOF: everything above the floor must go.
+  if (!br.up) return br.spec.floor;
+  // A running broker sets the table from its agent at every step; a stopped
+  // one leaves what it last wrote.
+  std::uint32_t cap =
+      Paused(b) ? br.table_cap : br.agent->Capacity(0, BrokerClock(b)).action_capacity;
+  if (Fenced(b)) cap = std::min(cap, br.spec.floor);
+  return cap;
+}
+
+bool Simulation::TableAdmitsAction(int b) const {
+  const Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!br.up) return false;
+  const auto actions = static_cast<std::uint32_t>(br.sessions.size());
+  // A running broker admits by its agent's B1 rule (two counters, or one
+  // with the switch off); the table's fence applies on top of it.
+  if (!Paused(b) && !br.agent->MayAdmitAction(0, br.registered, actions, BrokerClock(b))) {
+    return false;
+  }
+  const std::uint32_t cap = TableCapacity(b);
+  if (config_.switches.b1_two_counters) return actions < cap;
+  return std::uint64_t{br.registered} + actions < std::uint64_t{br.spec.system_slots} + cap;
+}
+
+void Simulation::PauseBroker(int b, RealTime until) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!br.up || until <= now_) return;
+  const bool was = Paused(b);
+  br.paused_until = std::max(br.paused_until, until);
+  Log("%s stopped until t=%.3f", br.id.c_str(), static_cast<double>(br.paused_until) / 1e9);
+  if (!was || br.paused_until == until) Push(br.paused_until, Ev::kResume, b);
+}
+
+void Simulation::ResumeStopped(int b) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (!br.up || Paused(b) || br.paused_until == 0) return;
+  br.paused_until = 0;
+  Log("%s runs again (%zu messages waiting)", br.id.c_str(), br.inbox.size());
+  std::vector<Message> inbox = std::move(br.inbox);
+  br.inbox.clear();
+  for (const Message& m : inbox) {
+    if (!br.up || Paused(b)) break;
+    OnBrokerMessage(b, m);
+  }
+  // Its timers fire now, late.
+  if (br.up && !Paused(b)) HandleStep(b, br.agent->Tick(BrokerClock(b), Usage(b)));
+}
+
+void Simulation::PauseCoordinator(RealTime until) {
+  if (!coordinator_up_ || until <= now_) return;
+  const bool was = now_ < coordinator_paused_until_;
+  coordinator_paused_until_ = std::max(coordinator_paused_until_, until);
+  Log("coordinator stopped until t=%.3f", static_cast<double>(coordinator_paused_until_) / 1e9);
+  if (!was || coordinator_paused_until_ == until) Push(coordinator_paused_until_, Ev::kResume, -1);
+}
+
+void Simulation::ResumeStoppedCoordinator() {
+  if (!coordinator_up_ || now_ < coordinator_paused_until_ || coordinator_paused_until_ == 0) {
+    return;
+  }
+  coordinator_paused_until_ = 0;
+  Log("coordinator runs again (%zu messages waiting)", coordinator_inbox_.size());
+  std::vector<Message> inbox = std::move(coordinator_inbox_);
+  coordinator_inbox_.clear();
+  for (const Message& m : inbox) OnCoordinatorMessage(m);
+  if (policy_) TickPolicy();
+}
+
+void Simulation::Deliver(int b, Ev kind, const Message& m) {
+  if (kind == Ev::kToCoordinator) {
+    if (coordinator_up_ && now_ < coordinator_paused_until_) {
+      coordinator_inbox_.push_back(m);
+      return;
+    }
+    OnCoordinatorMessage(m);
+    return;
+  }
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (br.up && Paused(b)) {
+    br.inbox.push_back(m);
+    return;
+  }
+  OnBrokerMessage(b, m);
+}
+
+void Simulation::StepWallClock(int b, RealTime delta) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  br.wall_offset += delta;
+  Log("%s wall clock steps by %+.3f s", br.id.c_str(), static_cast<double>(delta) / 1e9);
+}
+
+void Simulation::SlowLink(int b, RealTime extra) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  br.slow_down = extra;
+  Log("%s: link %s", br.id.c_str(), extra > 0 ? "degraded" : "normal again");
+}
+
+void Simulation::UnregisterClient(int b) {
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
+  if (br.registered <= 1) return;  // the sim keeps one instance for the action threads
+  --br.registered;
+  Log("%s: a DigiScope instance exits (%u registered)", br.id.c_str(), br.registered);
 }
 
 void Simulation::CrashBroker(int b) {
@@ -633,6 +807,10 @@ void Simulation::CrashBroker(int b) {
   br.up = false;
   br.agent.reset();
   br.lease_amount = 0;
+  br.paused_until = 0;  // kill -9 ends a stopped process too
+  br.inbox.clear();
+  br.fence_at = kNever;
+  ++br.fence_seq;
   ++br.wake_seq;
   Log("%s crashes holding %zu", br.id.c_str(), br.sessions.size());
   Enforce(b);
@@ -646,6 +824,8 @@ void Simulation::RestartBroker(int b) {
 void Simulation::CrashCoordinator() {
   if (!coordinator_up_) return;
   coordinator_up_ = false;
+  coordinator_paused_until_ = 0;
+  coordinator_inbox_.clear();
   ledger_.reset();
   policy_.reset();
   recent_owed_.reset();
@@ -667,7 +847,7 @@ void Simulation::RestartCoordinator() {
 }
 
 void Simulation::Revoke(int b) {
-  if (!coordinator_up_) return;
+  if (!coordinator_up_ || now_ < coordinator_paused_until_) return;
   const Broker& br = brokers_[static_cast<std::size_t>(b)];
   DSB_CHECK(ledger_->Revoke(br.id, CoordinatorClock()).ok(), "revoke %s", br.id.c_str());
   const lease::LedgerSnapshot snap = ledger_->Snapshot(CoordinatorClock());
@@ -681,7 +861,7 @@ void Simulation::Revoke(int b) {
 }
 
 void Simulation::Resume(int b) {
-  if (!coordinator_up_) return;
+  if (!coordinator_up_ || now_ < coordinator_paused_until_) return;
   DSB_CHECK(ledger_->Resume(brokers_[static_cast<std::size_t>(b)].id, CoordinatorClock()).ok(),
             "resume");
 }
@@ -694,26 +874,47 @@ void Simulation::ForceRenew(int b) {
 
 void Simulation::Chaos() {
   const FaultSpec& f = config_.faults;
-  const double rates[4] = {f.partition_every > 0 ? 1 / f.partition_every : 0,
-                           f.broker_crash_every > 0 ? 1 / f.broker_crash_every : 0,
-                           f.coordinator_crash_every > 0 ? 1 / f.coordinator_crash_every : 0,
-                           f.revoke_every > 0 ? 1 / f.revoke_every : 0};
-  const double total = rates[0] + rates[1] + rates[2] + rates[3];
+  auto rate = [](double every) { return every > 0 ? 1 / every : 0.0; };
+  constexpr int kKinds = 9;
+  const double rates[kKinds] = {rate(f.partition_every),        rate(f.broker_crash_every),
+                                rate(f.coordinator_crash_every), rate(f.revoke_every),
+                                rate(f.broker_pause_every),      rate(f.coordinator_pause_every),
+                                rate(f.register_every),          rate(f.clock_step_every),
+                                rate(f.slow_link_every)};
+  double total = 0;
+  for (double r : rates) total += r;
   double pick = Uniform() * total;
   int kind = 0;
-  while (kind < 3 && pick >= rates[kind]) pick -= rates[kind++];
+  while (kind < kKinds - 1 && pick >= rates[kind]) pick -= rates[kind++];
   const int b = static_cast<int>(Below(brokers_.size()));
+  Broker& br = brokers_[static_cast<std::size_t>(b)];
   const RealTime d = config_.term.count();
   const RealTime h = config_.drain.count();
+  const RealTime pause_max = f.pause_max > 0 ? f.pause_max : 3 * d;
   switch (kind) {
     case 0:
-      if (!brokers_[static_cast<std::size_t>(b)].cut) {
-        Partition(b, true);
+      if (!br.cut_up && !br.cut_down) {
+        // One-way partitions (either direction) in 2 of 3 cases when enabled.
+        const std::uint64_t way = f.one_way ? Below(3) : 0;
+        PartitionOneWay(b, way != 2, way != 1);
         At(now_ + Between(Ms(100), 2 * d + h), [this, b] { Partition(b, false); });
       }
       break;
     case 1:
-      if (brokers_[static_cast<std::size_t>(b)].up) {
+      if (br.up && f.crash_loop > 0 && Uniform() < f.crash_loop) {
+        // A crash loop: each instance lives 0.1-2 s, restarts after 10-300 ms.
+        RealTime t = now_;
+        const auto loops = 2 + Below(3);
+        for (std::uint64_t i = 0; i < loops; ++i) {
+          At(t, [this, b] { CrashBroker(b); });
+          t += Between(Ms(10), Ms(300));
+          At(t, [this, b] {
+            RestartBroker(b);
+            Admit(b);
+          });
+          t += Between(Ms(100), Sec(2));
+        }
+      } else if (br.up) {
         CrashBroker(b);
         At(now_ + Between(Ms(10), 2 * d), [this, b] {
           RestartBroker(b);
@@ -727,9 +928,33 @@ void Simulation::Chaos() {
         At(now_ + Between(0, d), [this] { RestartCoordinator(); });
       }
       break;
-    default:
+    case 3:
       Revoke(b);
       At(now_ + Between(Sec(1), d), [this, b] { Resume(b); });
+      break;
+    case 4:
+      PauseBroker(b, now_ + Between(Ms(10), pause_max));
+      break;
+    case 5:
+      PauseCoordinator(now_ + Between(Ms(10), pause_max));
+      break;
+    case 6:
+      // A DigiScope instance starts (B1 decides) or, at the allowance, one exits.
+      if (!RegisterClient(b)) UnregisterClient(b);
+      Admit(b);
+      break;
+    case 7:
+      StepWallClock(b, Between(-Sec(120), Sec(120)));
+      break;
+    default:
+      if (!br.cut_up && !br.cut_down && br.slow_down == 0) {
+        PartitionOneWay(b, true, false);
+        SlowLink(b, Between(d / 12, d / 2));
+        At(now_ + Between(Sec(1), 2 * d + h), [this, b] {
+          Partition(b, false);
+          SlowLink(b, 0);
+        });
+      }
       break;
   }
   Push(Exponential(1 / total), Ev::kChaos, 0);
@@ -885,7 +1110,7 @@ void Simulation::ArmPolicyTick() {
 }
 
 void Simulation::TickPolicy() {
-  if (!policy_ || !coordinator_up_) return;
+  if (!policy_ || !coordinator_up_ || now_ < coordinator_paused_until_) return;
   const lease::TimePoint now = CoordinatorClock();
   const auto change = policy_->Tick(now);
   if (change) {

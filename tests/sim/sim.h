@@ -77,14 +77,59 @@ struct NetworkSpec {
   RealTime min_delay = Ms(1);
   RealTime max_delay = Ms(1);
   RealTime long_delay_max = 0;
+  // Probability of a delay past D: uniform in [D, late_max] (0 = 2D + H, so
+  // some are past D + H too). A grant that late has lapsed on arrival (B1); a
+  // request that late may reach a coordinator that forgot its sender (C2).
+  double late = 0;
+  RealTime late_max = 0;
+};
+
+// How a broker's epoch is made (rule R0). kWallClock: the broker's wall clock
+// in microseconds at start, as the product did before R0 (a wall clock stepped
+// back makes a restarted broker's epoch older than its previous one);
+// kCounter: a counter kept in state_dir (R0), which only grows.
+enum class EpochSource { kCounter, kWallClock };
+
+// The broker glue around the lease agent that S depends on (broker/cluster.cc,
+// the slot table's lease fence), as test switches like lease::ProtocolSwitches.
+struct GlueSwitches {
+  // Clients fence the slot table themselves: the broker writes the lease
+  // deadline (its own monotonic clock) into the segment and every client
+  // treats capacity above the floor as gone from then on, retiring held
+  // slots above it (they come back within H). Off: only the broker's timer
+  // shrinks the table, so a stopped broker's table keeps its capacity.
+  bool client_fence = true;
+  // The fence applies AT the deadline. Off: kLateFence after it (the product
+  // before issue 8: a 50 ms delay plus 50 ms polling, 63.5 ms measured).
+  bool fence_on_time = true;
+  bool operator==(const GlueSwitches&) const = default;
+};
+inline constexpr RealTime kLateFence = 63'500'000;
+
+// Every switch the simulation knows: the protocol's clauses and the glue.
+struct SimSwitches {
+  lease::ProtocolSwitches protocol;
+  GlueSwitches glue;
+  bool operator==(const SimSwitches&) const = default;
 };
 
 // Random faults (random workloads only). Mean seconds between events; 0 = never.
 struct FaultSpec {
-  double partition_every = 0;
+  double partition_every = 0;  // both ways, or one way (either direction) when one_way
   double broker_crash_every = 0;
   double coordinator_crash_every = 0;
   double revoke_every = 0;
+  bool one_way = false;            // partitions are one-way in 2 of 3 cases
+  double broker_pause_every = 0;   // SIGSTOP of a broker for up to pause_max
+  double coordinator_pause_every = 0;
+  RealTime pause_max = 0;          // 0 = 3D
+  double register_every = 0;       // a DigiScope instance starts (or one leaves)
+  double clock_step_every = 0;     // a broker's wall clock steps by up to +-120 s
+  // A degraded link (gray failure) for 1 s to 2D + H: the broker's requests
+  // are lost while what the coordinator sends it is delayed D/12 to D/2 more.
+  double slow_link_every = 0;
+  // A broker crash is a crash loop (2-4 quick restarts) with this probability.
+  double crash_loop = 0;
 };
 
 // The account's server and the discovery loop (off by default).
@@ -146,6 +191,8 @@ struct SimConfig {
   Duration drain = std::chrono::seconds(2);  // H
   double eps = 1e-3;
   lease::ProtocolSwitches switches;
+  GlueSwitches glue;
+  EpochSource epoch_source = EpochSource::kCounter;
   // At t = 0 no lease exists anywhere, so the first coordinator may skip
   // learning mode; every restart learns (unless the C3 switch is off).
   bool fresh_cluster = true;
@@ -254,6 +301,20 @@ class Simulation {
   // Script actions, effective at now().
   void SetDemand(int b, std::uint32_t threads);
   void Partition(int b, bool cut);
+  // One-way partition: `up` cuts broker -> coordinator, `down` the other way.
+  void PartitionOneWay(int b, bool up, bool down);
+  // SIGSTOP until real time `until`: the process's timers do not fire and the
+  // messages sent to it wait in its socket buffer until it runs again. A
+  // stopped broker's clients keep running on the slot table (the fence there
+  // still applies at the lease deadline, GlueSwitches).
+  void PauseBroker(int b, RealTime until);
+  void PauseCoordinator(RealTime until);
+  // Steps broker b's wall clock (only wall-clock epochs read it).
+  void StepWallClock(int b, RealTime delta);
+  // A DigiScope instance at broker b exits (its registration is freed).
+  void UnregisterClient(int b);
+  // Coordinator -> broker b messages take `extra` longer (0 = normal).
+  void SlowLink(int b, RealTime extra);
   void CrashBroker(int b);
   void RestartBroker(int b);
   void CrashCoordinator();
@@ -290,7 +351,9 @@ class Simulation {
     kDemand,
     kChaos,
     kWaitEnd,
-    kOtherTool
+    kOtherTool,
+    kFence,   // the clients' lease fence of broker `broker` (a = fence_seq)
+    kResume   // a stopped broker (broker >= 0) or coordinator (-1) runs again
   };
   struct Event {
     RealTime at;
@@ -319,7 +382,17 @@ class Simulation {
     BrokerSpec spec;
     std::string id;
     bool up = false;
-    bool cut = false;
+    bool cut_up = false;    // broker -> coordinator messages are lost
+    bool cut_down = false;  // coordinator -> broker messages are lost
+    RealTime slow_down = 0;  // extra delay of coordinator -> broker messages
+    RealTime paused_until = 0;  // SIGSTOPped while now < paused_until
+    std::vector<Message> inbox;  // arrived while stopped, delivered on resume
+    RealTime wall_offset = 0;    // wall clock = real time + this (wall-clock epochs)
+    // The slot table as the broker last set it, and the lease deadline written
+    // into it (real time; kNever if no lease above the floor).
+    std::uint32_t table_cap = 0;
+    RealTime fence_at = kNever;
+    std::uint64_t fence_seq = 0;
     std::uint64_t epoch = 0;
     std::unique_ptr<lease::LeaseAgent> agent;
     std::uint32_t registered = 0;
@@ -350,6 +423,15 @@ class Simulation {
   void StartBroker(int b);
   void HandleStep(int b, const lease::AgentStep& step);
   void Enforce(int b);
+  // What the slot table lets clients use at now (the broker's capacity, or
+  // the table's when it is stopped, cut to the floor by the fence).
+  bool Paused(int b) const;
+  bool Fenced(int b) const;
+  bool TableAdmitsAction(int b) const;
+  std::uint32_t TableCapacity(int b) const;
+  void ResumeStopped(int b);
+  void ResumeStoppedCoordinator();
+  void Deliver(int b, Ev kind, const Message& m);
   // Admits waiting threads; true if any was admitted.
   bool Admit(int b);
   // Usage changed: let the agent look at it now (it may renew early).
@@ -391,6 +473,8 @@ class Simulation {
   std::vector<Broker> brokers_;
   std::unique_ptr<lease::Ledger> ledger_;
   bool coordinator_up_ = true;
+  RealTime coordinator_paused_until_ = 0;
+  std::vector<Message> coordinator_inbox_;
   std::unordered_map<std::uint64_t, Message> in_flight_;
   std::uint64_t next_msg_ = 1;
   std::uint64_t next_session_ = 1;

@@ -4,6 +4,10 @@
 //   dsb-sim --first-seed 4242 --seeds 1 --verbose      # replay one seed with a trace
 //   dsb-sim --scenarios                                # the named edge cases, clauses on/off
 //   dsb-sim --seeds 1000 --break c1                    # random seeds with one clause off
+//   dsb-sim --catch-table [--seeds N] [--first-seed F] # every switch off in turn: how many
+//                                                      # of N random seeds break S (and the
+//                                                      # first failing seed, to replay)
+//   dsb-sim --epoch-scenario [--wall-clock-epochs]     # epoch going backwards (R0)
 //   dsb-sim --server-scenarios [--scenario NAME] [--ratchet] [--verbose]
 //                                                      # the server model's named scenarios
 //   dsb-sim --server --seeds 1000                      # random seeds with a server model: a
@@ -57,27 +61,68 @@ int main(int argc, char** argv) {
   app.add_flag("--server", server,
                "random seeds with the server model: real cap C <= L, close lag, other tools, "
                "refusals fed back to the coordinator's LimitPolicy");
-  using Switches = dsb::lease::ProtocolSwitches;
-  const std::map<std::string, bool Switches::*> clauses = {
-      {"c1", &Switches::c1_owed_counts_unacked_grants},
-      {"c2", &Switches::c2_revoke_keeps_owed},
-      {"c3", &Switches::c3_learning},
-      {"b1-first-send", &Switches::b1_first_t_sent},
-      {"b1-eps", &Switches::b1_eps_margin},
-      {"b1-two-counters", &Switches::b1_two_counters},
-      {"b1a-order", &Switches::b1a_order},
-      {"b1a-epoch", &Switches::b1a_epoch},
-      {"b2", &Switches::b2_one_instant},
-      {"staleness", &Switches::request_staleness},
-  };
+  std::string switch_names;
+  for (const auto& s : dsb::sim::AllSwitches()) switch_names += std::string(" ") + s.name;
   std::string broken_clause;
   app.add_option("--break", broken_clause,
-                 "turn one clause off (c1 c2 c3 b1-first-send b1-eps b1-two-counters b1a-order "
-                 "b1a-epoch b2 staleness) to see random seeds catch it");
+                 "turn one switch off (" + switch_names.substr(1) +
+                     ") to see random seeds catch it");
+  bool catch_table = false, epoch_scenario = false, wall_clock_epochs = false;
+  app.add_flag("--catch-table", catch_table,
+               "for every switch: run --seeds random seeds with it off; print how many broke S "
+               "and the first that did (replay: --break NAME --first-seed SEED --seeds 1)");
+  app.add_flag("--epoch-scenario", epoch_scenario,
+               "the named scenario of an epoch going backwards after a wall-clock step and a "
+               "restart (liveness: the broker must get its share back)");
+  app.add_flag("--wall-clock-epochs", wall_clock_epochs,
+               "epochs from the wall clock (the product before R0) instead of a counter; also "
+               "applies to random seeds");
+  std::string profile = "mixed";
+  app.add_option("--profile", profile,
+                 "random seeds: mixed (hunt for even seeds, random for odd), random (2-20 "
+                 "brokers, --brokers), hunt (few brokers, saturated, faults often, clocks at "
+                 "the drift edge)");
   CLI11_PARSE(app, argc, argv);
-  if (!broken_clause.empty() && !clauses.count(broken_clause)) {
-    std::fprintf(stderr, "unknown clause '%s'\n", broken_clause.c_str());
+  if (profile != "mixed" && profile != "random" && profile != "hunt") {
+    std::fprintf(stderr, "unknown profile '%s' (mixed, random, hunt)\n", profile.c_str());
     return 2;
+  }
+  if (brokers != 0 && profile == "mixed") profile = "random";
+  const dsb::sim::SwitchInfo* broken = nullptr;
+  if (!broken_clause.empty() && !(broken = dsb::sim::FindSwitch(broken_clause))) {
+    std::fprintf(stderr, "unknown switch '%s'; known:%s\n", broken_clause.c_str(),
+                 switch_names.c_str());
+    return 2;
+  }
+  if (catch_table) {
+    std::printf("%-16s %8s %10s %14s %12s %12s %8s\n", "switch off", "seeds", "broke S",
+                "first failing", "over-grant", "events", "wall s");
+    int missed = 0;
+    double total = 0;
+    for (const auto& s : dsb::sim::AllSwitches()) {
+      const auto row = dsb::sim::CatchSwitch(s, first, seeds, dsb::sim::Sec(run_for), false);
+      total += row.wall_seconds;
+      missed += row.s_broken == 0 ? 1 : 0;
+      std::printf("%-16s %8llu %10llu %14s %12llu %12llu %8.1f\n", row.name.c_str(),
+                  static_cast<unsigned long long>(row.seeds_run),
+                  static_cast<unsigned long long>(row.s_broken),
+                  row.first_failing ? std::to_string(row.first_failing).c_str() : "none",
+                  static_cast<unsigned long long>(row.over_granted),
+                  static_cast<unsigned long long>(row.events), row.wall_seconds);
+      std::fflush(stdout);
+    }
+    std::printf("%d switch(es) not caught; %.1f s wall in all (seeds from %llu, %.0f s each)\n",
+                missed, total, static_cast<unsigned long long>(first), run_for);
+    return missed == 0 ? 0 : 1;
+  }
+  if (epoch_scenario) {
+    const auto source = wall_clock_epochs ? dsb::sim::EpochSource::kWallClock
+                                          : dsb::sim::EpochSource::kCounter;
+    const auto r = dsb::sim::EpochBackwardsAfterRestart(source, verbose);
+    std::printf("EpochBackwardsAfterRestart (%s epochs): %s\n",
+                wall_clock_epochs ? "wall-clock" : "counter", r.failed.empty() ? "PASS" : "FAIL");
+    std::printf("  %s\n", r.failed.empty() ? r.figures.c_str() : r.failed.c_str());
+    return r.failed.empty() ? 0 : 1;
   }
 
   using dsb::sim::Simulation;
@@ -109,14 +154,16 @@ int main(int argc, char** argv) {
   if (scenarios) {
     int bad = 0;
     for (const auto& s : dsb::sim::Scenarios()) {
-      const auto on = s.run(dsb::lease::ProtocolSwitches{}, verbose);
-      dsb::lease::ProtocolSwitches off;
+      const auto on = s.run(dsb::sim::SimSwitches{}, verbose);
+      dsb::sim::SimSwitches off;
       s.break_clause(off);
       const auto broken = s.run(off, verbose);
-      const bool ok = on.s_violations == 0 && on.max_over_grant == 0 && broken.s_violations > 0;
+      const bool ok = on.s_violations == 0 && on.max_over_grant == 0 &&
+                      (s.control ? broken.s_violations == 0 : broken.s_violations > 0);
       bad += ok ? 0 : 1;
-      std::printf("%-40s clause on: %llu violations; off (%s): %llu violations %s\n", s.name,
+      std::printf("%-48s clause on: %llu violations; off (%s)%s: %llu violations %s\n", s.name,
                   static_cast<unsigned long long>(on.s_violations), s.clause,
+                  s.control ? " [control: must hold]" : "",
                   static_cast<unsigned long long>(broken.s_violations), ok ? "OK" : "UNEXPECTED");
     }
     return bad == 0 ? 0 : 1;
@@ -134,6 +181,10 @@ int main(int argc, char** argv) {
   for (std::uint64_t seed = first; seed < first + seeds; ++seed) {
     auto cfg = server ? dsb::sim::RandomServerConfig(seed, brokers, dsb::sim::Sec(run_for),
                                                      !no_faults)
+                  : profile == "hunt" && !no_faults
+                      ? dsb::sim::HuntConfig(seed, dsb::sim::Sec(run_for))
+                  : profile == "mixed" && !no_faults
+                      ? dsb::sim::MixedConfig(seed, dsb::sim::Sec(run_for))
                       : dsb::sim::RandomConfig(seed, brokers, dsb::sim::Sec(run_for), !no_faults);
     cfg.verbose = verbose;
     if (server) {
@@ -144,7 +195,15 @@ int main(int argc, char** argv) {
             std::chrono::nanoseconds(static_cast<std::int64_t>(report_horizon * 1e9));
       }
     }
-    if (!broken_clause.empty()) cfg.switches.*clauses.at(broken_clause) = false;
+    if (wall_clock_epochs) cfg.epoch_source = dsb::sim::EpochSource::kWallClock;
+    if (broken) {
+      dsb::sim::SimSwitches off;
+      off.protocol = cfg.switches;
+      off.glue = cfg.glue;
+      broken->turn_off(off);
+      cfg.switches = off.protocol;
+      cfg.glue = off.glue;
+    }
     Simulation sim(cfg);
     sim.Run();
     const auto& st = sim.stats();
