@@ -402,7 +402,7 @@ EpochResult EpochBackwardsAfterRestart(EpochSource source, bool verbose) {
                 static_cast<unsigned long long>(epochs->first),
                 static_cast<unsigned long long>(epochs->second),
                 epochs->second > epochs->first ? "newer" : "OLDER",
-                *regained == kNever ? "never (run ends at " : "",
+                *regained == kNever ? "never (the run ends) " : "",
                 static_cast<double>((*regained == kNever ? c.run_for : *regained) - kRestart) /
                     1e9,
                 bound, static_cast<unsigned long long>(r.stats.s_violations));
@@ -963,11 +963,11 @@ SimConfig HuntConfig(std::uint64_t seed, RealTime run_for) {
   c.demand_change_every = below(2) == 0 ? 0 : 2 + 6 * uniform();
   c.adversarial_clients = below(4) != 0;
   // Clocks at the drift edge; eps = 1% on half the seeds.
-  c.eps = below(2) == 0 ? 0.01 : 1e-3;
+  c.eps = below(4) != 0 ? 0.01 : 1e-3;
   const auto edge = static_cast<std::int64_t>(c.eps * 1e6);
-  c.coordinator_ppm = below(4) == 0 ? -edge : edge;
+  c.coordinator_ppm = below(8) == 0 ? -edge : edge;
   for (auto& b : c.brokers) {
-    b.clock_ppm = below(4) == 0 ? edge : -edge;
+    b.clock_ppm = below(8) == 0 ? edge : -edge;
     b.renew_interval = below(2) == 0 ? milliseconds(20 + static_cast<std::int64_t>(below(180)))
                                      : Duration{0};
   }
@@ -986,8 +986,63 @@ SimConfig HuntConfig(std::uint64_t seed, RealTime run_for) {
   return c;
 }
 
+SimConfig EdgeConfig(std::uint64_t seed, RealTime run_for) {
+  SimConfig c = HuntConfig(seed, run_for);
+  std::mt19937_64 rng(seed * 0x9FB21C651E98DF25ull + 0xC2B2AE3D27D4EB4Full);
+  auto below = [&](std::uint64_t n) { return n == 0 ? 0 : rng() % n; };
+  auto uniform = [&] { return static_cast<double>(rng() >> 11) * 0x1.0p-53; };
+  // Two or three brokers; one of them renews every 20 ms (it takes capacity
+  // the moment it frees), the others at D/3 (so they resend, B1). Every clock
+  // at its edge of eps = 1%, adversarial clients, and brokers that fall silent
+  // often (stopped, cut off one way, degraded links).
+  c.brokers.resize(2 + below(2));
+  c.eps = 0.01;
+  c.coordinator_ppm = 10000;
+  std::uint32_t reserved = 0;
+  for (auto& b : c.brokers) {
+    b.clock_ppm = -10000;
+    b.renew_interval = Duration{0};
+    b.start_at = static_cast<RealTime>(below(static_cast<std::uint64_t>(Sec(1))));
+    b.instances = 1 + static_cast<std::uint32_t>(below(b.system_slots));
+    reserved += b.system_slots + b.floor;
+  }
+  c.brokers[below(c.brokers.size())].renew_interval = milliseconds(20);
+  const auto pool = static_cast<std::uint32_t>(c.brokers.size()) * 3;
+  c.limit = reserved + pool + c.reserve;
+  c.max_demand = 2 * pool + 2;
+  for (auto& b : c.brokers) b.demand = c.max_demand;
+  // Half the seeds: demand jumps between 0 and above the pool every 1-3 s
+  // (a report of held 0 followed by full use, B2). Half without early renew
+  // (requests are then resent, B1's first send).
+  c.demand_change_every = below(2) == 0 ? 0 : 1 + 2 * uniform();
+  c.demand_bursts = true;
+  c.early_renew = below(2) == 0;
+  c.adversarial_clients = true;
+  c.term = seconds(3);
+  c.net.loss = 0.02 * uniform();
+  c.net.late = 0.01 * uniform();
+  if (below(2) == 0) {
+    // A noisier network on half: more reordering, late and duplicated messages.
+    c.net.late = 0.03 * uniform();
+    c.net.long_delay = 0.1 * uniform();
+    c.net.long_delay_max = c.term.count();
+    c.net.duplicate = 0.05 * uniform();
+  }
+  c.faults = FaultSpec{};
+  c.faults.one_way = true;
+  c.faults.partition_every = 3 + 3 * uniform();
+  c.faults.broker_pause_every = 2 + 3 * uniform();
+  c.faults.slow_link_every = 2 + 3 * uniform();
+  c.faults.broker_crash_every = 5 + 5 * uniform();
+  c.faults.crash_loop = 0.75;
+  c.faults.coordinator_crash_every = 20 + 20 * uniform();
+  c.faults.register_every = 2 + 4 * uniform();
+  return c;
+}
+
 SimConfig MixedConfig(std::uint64_t seed, RealTime run_for) {
-  return seed % 2 == 0 ? HuntConfig(seed, run_for) : RandomConfig(seed, 0, run_for);
+  if (seed % 2 == 1) return RandomConfig(seed, 0, run_for);
+  return seed % 4 == 0 ? HuntConfig(seed, run_for) : EdgeConfig(seed, run_for);
 }
 
 }  // namespace dsb::sim

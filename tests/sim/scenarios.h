@@ -115,8 +115,14 @@ SimConfig RandomConfig(std::uint64_t seed, int brokers, RealTime run_for, bool f
 // a small pool, adversarial clients on most seeds, every clock at its drift
 // edge (eps = 1% on half the seeds), brokers renewing every 20-200 ms on half.
 SimConfig HuntConfig(std::uint64_t seed, RealTime run_for);
-// HuntConfig for even seeds, RandomConfig (random broker count) for odd ones:
-// what the sweeps and the catch table run.
+// HuntConfig narrowed to the drift edges: 2-3 brokers at the edge of eps = 1%
+// (brokers slow, the coordinator fast), one renewing every 20 ms, the others
+// falling silent every few seconds (stopped, cut off one way, degraded links),
+// adversarial clients, D = 3 s.
+SimConfig EdgeConfig(std::uint64_t seed, RealTime run_for);
+// RandomConfig (random broker count) for odd seeds, HuntConfig for seeds
+// divisible by 4, EdgeConfig for the rest: what the sweeps and the catch
+// table run.
 SimConfig MixedConfig(std::uint64_t seed, RealTime run_for);
 
 }  // namespace dsb::sim

@@ -233,8 +233,11 @@ void Simulation::Dispatch(const Event& e) {
       scripts_[e.a]();
       return;
     case Ev::kDemand: {
+      const Broker& br = brokers_[static_cast<std::size_t>(e.broker)];
       const std::uint32_t d =
-          Below(5) == 0 ? 0 : static_cast<std::uint32_t>(Below(config_.max_demand + 1));
+          config_.demand_bursts ? (br.demand == 0 ? config_.max_demand : 0)
+          : Below(5) == 0       ? 0
+                                : static_cast<std::uint32_t>(Below(config_.max_demand + 1));
       SetDemand(e.broker, d);
       Push(Exponential(config_.demand_change_every), Ev::kDemand, e.broker);
       return;
@@ -948,8 +951,13 @@ void Simulation::Chaos() {
       break;
     default:
       if (!br.cut_up && !br.cut_down && br.slow_down == 0) {
-        PartitionOneWay(b, true, false);
+        // The link slows first; its requests are lost from a moment later
+        // (a request that arrived before then is answered slowly, and its
+        // resends are lost: the lease must count from the first send, B1).
         SlowLink(b, Between(d / 12, d / 2));
+        At(now_ + Between(0, d / 3), [this, b] {
+          if (brokers_[static_cast<std::size_t>(b)].slow_down > 0) PartitionOneWay(b, true, false);
+        });
         At(now_ + Between(Sec(1), 2 * d + h), [this, b] {
           Partition(b, false);
           SlowLink(b, 0);

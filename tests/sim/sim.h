@@ -211,6 +211,9 @@ struct SimConfig {
   // Random demand changes per broker (0 = demand changes only by script).
   double demand_change_every = 0;
   std::uint32_t max_demand = 0;
+  // Demand changes alternate between 0 and max_demand (batches that start and
+  // stop) instead of random levels.
+  bool demand_bursts = false;
   FaultSpec faults;
   ServerSpec server;
   RealTime run_for = Sec(60);

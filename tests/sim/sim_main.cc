@@ -4,7 +4,8 @@
 //   dsb-sim --first-seed 4242 --seeds 1 --verbose      # replay one seed with a trace
 //   dsb-sim --scenarios                                # the named edge cases, clauses on/off
 //   dsb-sim --seeds 1000 --break c1                    # random seeds with one clause off
-//   dsb-sim --catch-table [--seeds N] [--first-seed F] # every switch off in turn: how many
+//   dsb-sim --catch-table [--seeds N] [--first-seed F] [--break NAME]
+//                                                      # every switch off in turn: how many
 //                                                      # of N random seeds break S (and the
 //                                                      # first failing seed, to replay)
 //   dsb-sim --epoch-scenario [--wall-clock-epochs]     # epoch going backwards (R0)
@@ -79,12 +80,13 @@ int main(int argc, char** argv) {
                "applies to random seeds");
   std::string profile = "mixed";
   app.add_option("--profile", profile,
-                 "random seeds: mixed (hunt for even seeds, random for odd), random (2-20 "
-                 "brokers, --brokers), hunt (few brokers, saturated, faults often, clocks at "
-                 "the drift edge)");
+                 "random seeds: mixed (random for odd seeds, hunt for multiples of 4, edge for "
+                 "the rest), random (2-20 brokers, --brokers), hunt (few brokers, saturated, "
+                 "faults often, clocks at the drift edge), edge (2-3 brokers at the edge of "
+                 "eps = 1%, one renewing every 20 ms, the others falling silent often)");
   CLI11_PARSE(app, argc, argv);
-  if (profile != "mixed" && profile != "random" && profile != "hunt") {
-    std::fprintf(stderr, "unknown profile '%s' (mixed, random, hunt)\n", profile.c_str());
+  if (profile != "mixed" && profile != "random" && profile != "hunt" && profile != "edge") {
+    std::fprintf(stderr, "unknown profile '%s' (mixed, random, hunt, edge)\n", profile.c_str());
     return 2;
   }
   if (brokers != 0 && profile == "mixed") profile = "random";
@@ -100,6 +102,7 @@ int main(int argc, char** argv) {
     int missed = 0;
     double total = 0;
     for (const auto& s : dsb::sim::AllSwitches()) {
+      if (broken && broken != &s) continue;  // --break NAME: that row only
       const auto row = dsb::sim::CatchSwitch(s, first, seeds, dsb::sim::Sec(run_for), false);
       total += row.wall_seconds;
       missed += row.s_broken == 0 ? 1 : 0;
@@ -183,6 +186,8 @@ int main(int argc, char** argv) {
                                                      !no_faults)
                   : profile == "hunt" && !no_faults
                       ? dsb::sim::HuntConfig(seed, dsb::sim::Sec(run_for))
+                  : profile == "edge" && !no_faults
+                      ? dsb::sim::EdgeConfig(seed, dsb::sim::Sec(run_for))
                   : profile == "mixed" && !no_faults
                       ? dsb::sim::MixedConfig(seed, dsb::sim::Sec(run_for))
                       : dsb::sim::RandomConfig(seed, brokers, dsb::sim::Sec(run_for), !no_faults);
