@@ -113,6 +113,9 @@ Ledger::Ledger(LedgerConfig config, TimePoint now) : config_(std::move(config)) 
     BrokerState b;
     b.id = config_.brokers[i].id;
     b.config_index = i;
+    for (std::size_t t = 0; t < nt; ++t) {
+      b.base.push_back(At(config_.brokers[i].system_slots, t) + At(config_.brokers[i].floors, t));
+    }
     brokers_.push_back(std::move(b));
   }
 }
@@ -137,6 +140,7 @@ Ledger::BrokerState& Ledger::BrokerFor(std::string_view id) {
   }
   BrokerState b;
   b.id = std::string(id);
+  b.base.assign(config_.targets.size(), 0);
   brokers_.push_back(std::move(b));
   return brokers_.back();
 }
@@ -152,7 +156,8 @@ void Ledger::ForgetSilent(TimePoint now) {
     std::erase_if(b.instances, [&](const Instance& in) { return Silent(in, now); });
   }
   std::erase_if(brokers_, [](const BrokerState& b) {
-    return !b.config_index.has_value() && b.instances.empty();
+    return !b.config_index.has_value() && b.instances.empty() &&
+           std::all_of(b.base.begin(), b.base.end(), [](std::uint32_t v) { return v == 0; });
   });
 }
 
@@ -186,13 +191,17 @@ std::uint32_t Ledger::Counted(const BrokerState& b, const Instance& in, std::siz
   }
 }
 
+std::uint32_t Ledger::BrokerCounted(const BrokerState& b, std::size_t t, TimePoint now) const {
+  std::uint64_t live = 0;
+  for (const auto& in : b.instances) {
+    if (!Silent(in, now)) live += Counted(b, in, t);
+  }
+  return Clamp32(std::max<std::uint64_t>(live, At(b.base, t)));
+}
+
 std::uint64_t Ledger::SumCounted(std::size_t t, TimePoint now) const {
   std::uint64_t sum = 0;
-  for (const auto& b : brokers_) {
-    for (const auto& in : b.instances) {
-      if (!Silent(in, now)) sum += Counted(b, in, t);
-    }
-  }
+  for (const auto& b : brokers_) sum += BrokerCounted(b, t, now);
   return sum;
 }
 
@@ -257,6 +266,11 @@ void Ledger::AdoptRecords(const std::vector<AcceptanceRecord>& records, TimePoin
   for (const auto& r : records) {
     BrokerState& b = BrokerFor(r.broker_id);
     b.max_epoch = std::max(b.max_epoch, r.epoch);
+    for (std::size_t k = 0; k < r.targets.size(); ++k) {
+      if (const auto t = TargetIndex(r.targets[k])) {
+        b.base[*t] = std::max(b.base[*t], At(r.system_slots, k) + At(r.floors, k));
+      }
+    }
     const bool known = std::any_of(b.instances.begin(), b.instances.end(), [&](const Instance& in) {
       return in.epoch == r.epoch && in.instance == r.instance;
     });
@@ -366,6 +380,11 @@ void Ledger::TryAccept(BrokerState& b, Instance& in, TimePoint now) {
   in.reason.clear();
   in.system_slots = std::move(accepted.system_slots);
   in.floors = std::move(accepted.floors);
+  // R2: from now on the broker's last accepted allowance is this one (older
+  // instances still count on their own while they are heard).
+  for (std::size_t t = 0; t < config_.targets.size(); ++t) {
+    b.base[t] = in.system_slots[t] + in.floors[t];
+  }
 }
 
 void Ledger::RecordGrant(Instance& in, const Grant& grant) {
@@ -453,6 +472,7 @@ Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest
   }
   Instance& in = *it;
   in.last_heard = now;  // every request moves the silence timer, even a stale one
+  b.last_heard = now;
 
   // R4: another live instance of this id heard within D is a clone (or a
   // restart while the old instance still talks): both are counted.
@@ -509,6 +529,7 @@ Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest
       warnings_.push_back("removed broker '" + b.id + "' erased its acceptance and holds "
                           "nothing: no longer counted");
       std::erase_if(b.instances, [&](const Instance& o) { return &o == &me; });
+      if (b.instances.empty()) b.base.assign(config_.targets.size(), 0);
       ForgetSilent(now);  // drops the broker entry if it was its last instance
       return std::optional<Grant>(std::move(g));
     }
@@ -656,21 +677,19 @@ LedgerSnapshot Ledger::Snapshot(TimePoint now) const {
       v.weight = b.config_index ? config_.brokers[*b.config_index].weight : 1;
       v.mode = b.mode;
       const Instance* newest = nullptr;
-      std::optional<TimePoint> last_heard;
-      std::uint64_t owed = 0, counted = 0;
+      const std::optional<TimePoint> last_heard = b.last_heard;
+      std::uint64_t owed = 0;
       for (const auto& in : b.instances) {
         if (Silent(in, now)) continue;
         ++v.instances;
         owed += InstanceOwed(in, t);
-        counted += Counted(b, in, t);
-        if (!last_heard || in.last_heard > *last_heard) last_heard = in.last_heard;
         if (!in.goodbye && (newest == nullptr || in.epoch > newest->epoch ||
                             (in.epoch == newest->epoch && in.last_heard > newest->last_heard))) {
           newest = &in;
         }
       }
       v.owed = Clamp32(owed);
-      v.counted = Clamp32(counted);
+      v.counted = BrokerCounted(b, t, now);
       v.known = newest != nullptr;
       if (newest != nullptr) {
         const TargetReportState& r = newest->reports[t];
@@ -689,9 +708,9 @@ LedgerSnapshot Ledger::Snapshot(TimePoint now) const {
       }
       if (last_heard) {
         v.last_seen_ago = now - *last_heard;
-        v.silence_left = *last_heard + silence_ - now;
+        if (v.instances > 0) v.silence_left = *last_heard + silence_ - now;
       }
-      if (!v.in_file && v.instances == 0) continue;
+      if (!v.in_file && v.instances == 0 && v.counted == 0) continue;
       tv.owed_total += v.owed;
       tv.brokers.push_back(std::move(v));
     }

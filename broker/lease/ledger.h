@@ -36,8 +36,11 @@
 //                                        grants to others shrink and it fits)
 //                    refused/removed:    registered
 //                    after a goodbye:    registered + actions - pool_held handed
-//                  plus its owed (C1) on top. The pool for grants is
-//                  room - sum(counted), room = L - r. A pending instance is
+//                  plus its owed (C1) on top. A broker counts the larger of
+//                  the sum over its live instances and its base: the allowance
+//                  its file (or a recorded acceptance) gives it, kept while no
+//                  instance is heard, since its clients keep their sessions.
+//                  The pool for grants is room - sum(counted), room = L - r. A pending instance is
 //                  accepted only when sum(counted) + sum(owed) <= room for every
 //                  target, never while learning or while the gate is closed, and
 //                  only after `persist` recorded the acceptance durably. A removed
@@ -261,6 +264,12 @@ class Ledger {
     BrokerMode mode = BrokerMode::kActive;
     std::uint64_t max_epoch = 0;
     std::vector<Instance> instances;
+    // R2: per target, the allowance this broker may be using even when no
+    // instance of it is heard (its clients keep their sessions through a dead
+    // broker): the file's allowance, raised by any recorded acceptance. Only an
+    // empty "erased" report of a removed broker sets it to 0.
+    std::vector<std::uint32_t> base;
+    std::optional<TimePoint> last_heard;  // any instance (for the view)
   };
 
   bool Silent(const Instance& in, TimePoint now) const;
@@ -270,6 +279,8 @@ class Ledger {
   BrokerState& BrokerFor(std::string_view id);
   std::uint32_t InstanceOwed(const Instance& in, std::size_t t) const;
   std::uint32_t Counted(const BrokerState& b, const Instance& in, std::size_t t) const;
+  // max(base, sum of Counted over the instances not silent at `now`).
+  std::uint32_t BrokerCounted(const BrokerState& b, std::size_t t, TimePoint now) const;
   // Over instances not silent at `now`.
   std::uint64_t SumCounted(std::size_t t, TimePoint now) const;
   std::uint64_t SumOwed(std::size_t t, const Instance* except, TimePoint now) const;

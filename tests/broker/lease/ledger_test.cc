@@ -350,11 +350,18 @@ TEST(Ledger, AcceptanceIsRecordedBeforeItIsSentAndRecordsAreAdopted) {
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].broker_id, "a");
   EXPECT_EQ(stored[0].floors, std::vector<std::uint32_t>{2});
-  // A successor ledger counts the recorded allowance (1 + 2) until silence.
+  // A successor ledger counts a recorded allowance (here one of an older file
+  // with floor 5) for as long as the broker has not reported a newer
+  // acceptance, silent or not: its clients keep their sessions.
+  stored[0].floors = {5};
   Ledger next(FileConfig(), At(10));
+  EXPECT_EQ(next.Snapshot(At(10)).targets[0].pool, 10u);  // 16 - 3 - 3 (the file's)
   next.AdoptRecords(stored, At(10));
-  EXPECT_EQ(next.Snapshot(At(10)).targets[0].pool, 13u);
-  EXPECT_EQ(next.Snapshot(At(10) + next.Silence()).targets[0].pool, 16u);
+  EXPECT_EQ(next.Snapshot(At(10)).targets[0].pool, 7u);   // 16 - 6 - 3
+  EXPECT_EQ(next.Snapshot(At(10) + next.Silence()).targets[0].pool, 7u);
+  ASSERT_EQ(next.OnRequest(At(20) + next.Silence(), FileReq("a", 2, 1, 3, "aaaa")).value()->verdict,
+            Verdict::kAccepted);
+  EXPECT_EQ(next.Snapshot(At(20) + next.Silence()).targets[0].pool, 10u);
 }
 
 TEST(Ledger, AClosedGateGrantsNothingAndOpeningItStartsLearning) {
