@@ -55,6 +55,7 @@ LeaseAgent::LeaseAgent(AgentConfig config, TimePoint now) : config_(std::move(co
   next_renew_ = now;
   leases_.resize(config_.targets.size());
   frozen_.assign(config_.targets.size(), kUnset);
+  accepted_ = !config_.switches.r1_nothing_until_accepted;  // off: broken on purpose
 }
 
 std::uint32_t LeaseAgent::Floor(std::size_t target) const {

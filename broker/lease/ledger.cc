@@ -196,6 +196,7 @@ std::uint32_t Ledger::BrokerCounted(const BrokerState& b, std::size_t t, TimePoi
   for (const auto& in : b.instances) {
     if (!Silent(in, now)) live += Counted(b, in, t);
   }
+  if (!config_.switches.r2_count_unheard) return Clamp32(live);  // broken on purpose
   return Clamp32(std::max<std::uint64_t>(live, At(b.base, t)));
 }
 
@@ -294,6 +295,7 @@ void Ledger::AdoptRecords(const std::vector<AcceptanceRecord>& records, TimePoin
 }
 
 void Ledger::WaitForPrevious() {
+  if (!config_.switches.r3_step_down) return;  // broken on purpose
   if (gate_ == Gate::kOpen) gate_ = Gate::kWaiting;
 }
 
@@ -327,6 +329,8 @@ Ledger::Instance Ledger::NewInstance(BrokerState& b, const RenewRequest& request
     in.verdict = Verdict::kRemoved;
     in.reason = "broker '" + b.id + "' is not in the coordinator's cluster file (generation " +
                 std::to_string(config_.generation) + ")";
+  } else if (!config_.switches.r1_refuse_other_file) {
+    // Broken on purpose: any file is taken for this one.
   } else if (request.generation < config_.generation) {
     in.verdict = Verdict::kRefused;
     in.reason = "cluster file generation " + std::to_string(request.generation) +
@@ -353,7 +357,7 @@ Ledger::Instance Ledger::NewInstance(BrokerState& b, const RenewRequest& request
 
 void Ledger::TryAccept(BrokerState& b, Instance& in, TimePoint now) {
   if (in.verdict != Verdict::kPending || !b.config_index) return;
-  if (!Fits(now)) {
+  if (config_.switches.r2_fit_test && !Fits(now)) {
     in.reason = "waiting until the allowance fits: sum of counted allowances and owed exceeds "
                 "L - r (an older instance of this or another broker is still counted)";
     return;
@@ -451,7 +455,7 @@ Grant Ledger::ComputeGrant(const BrokerState& b, const Instance& in, const Renew
 
 Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest& request) {
   ForgetSilent(now);
-  if (request.generation > config_.generation) {
+  if (request.generation > config_.generation && config_.switches.r3_step_down) {
     // R3: a peer runs a newer cluster file: its coordinator takes over. Stop
     // granting at once; the caller persists the mark before confirming.
     if (newer_generation_ < request.generation) {
@@ -467,6 +471,10 @@ Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest
   });
   const bool first = it == b.instances.end();
   if (first) {
+    if (!config_.switches.r4_keep_older) {
+      // Broken on purpose (the pre-R4 rule): a new instance drops the others.
+      std::erase_if(b.instances, [](const Instance&) { return true; });
+    }
     b.instances.push_back(NewInstance(b, request));
     it = std::prev(b.instances.end());
   }

@@ -40,6 +40,23 @@ struct ProtocolSwitches {
   // C2/C3: the coordinator's silence (and learning) period is (D + H)(1 + eps)
   // on its own clock. Off: D + H, without the drift factor (issue 8).
   bool c2_silence_eps = true;
+  // R1: a started instance uses nothing (floor 0, no registration) until the
+  // coordinator accepted it. Off: it uses its file's allowance at once.
+  bool r1_nothing_until_accepted = true;
+  // R1: the ledger refuses a file that differs at its generation, or an older
+  // generation. Off: any file is accepted with the ledger's allowance for that id.
+  bool r1_refuse_other_file = true;
+  // R2: a new instance is accepted only when its allowance fits. Off: at once.
+  bool r2_fit_test = true;
+  // R2: a broker no instance of which is heard still counts its allowance.
+  // Off: only heard instances count.
+  bool r2_count_unheard = true;
+  // R3: a request of a newer generation makes the ledger step down, and
+  // WaitForPrevious closes the gate. Off: both are ignored.
+  bool r3_step_down = true;
+  // R4: an older instance's owed is kept until it is silent. Off: a new
+  // instance of an id drops the older instances' grants (the pre-R4 rule).
+  bool r4_keep_older = true;
 
   bool operator==(const ProtocolSwitches&) const = default;
 };

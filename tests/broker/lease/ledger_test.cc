@@ -428,3 +428,53 @@ TEST(Ledger, ValidateRefusesBadConfig) {
 
 }  // namespace
 }  // namespace dsb::lease
+
+namespace dsb::lease {
+namespace {
+
+// Each reconfiguration switch changes the behaviour its clause guards (the
+// simulation shows that the change breaks S; here only that it is wired).
+TEST(LedgerSwitches, EachReconfigurationSwitchChangesItsRule) {
+  {  // R1: a file that differs at the same generation
+    LedgerConfig c = FileConfig();
+    c.switches.r1_refuse_other_file = false;
+    Ledger l(c, At(0));
+    EXPECT_EQ(l.OnRequest(At(1), FileReq("a", 1, 1, 3, "bbbb")).value()->verdict,
+              Verdict::kAccepted);
+  }
+  {  // R2: the fit test
+    LedgerConfig c = FileConfig();
+    c.switches.r2_fit_test = false;
+    Ledger l(c, At(0));
+    RenewRequest a = FileReq("a", 1, 1, 3, "aaaa");
+    a.targets[0].wanted = 10;
+    ASSERT_EQ(Amount(l.OnRequest(At(1), a)), 10);
+    EXPECT_EQ(l.OnRequest(At(2), FileReq("a", 2, 1, 3, "aaaa")).value()->verdict,
+              Verdict::kAccepted);
+  }
+  {  // R2: a broker nobody hears still counts its allowance
+    LedgerConfig c = FileConfig();
+    c.switches.r2_count_unheard = false;
+    Ledger l(c, At(0));
+    EXPECT_EQ(l.Snapshot(At(0)).targets[0].pool, 16u);  // 10 with the clause
+  }
+  {  // R3: stepping down for a newer generation
+    LedgerConfig c = FileConfig();
+    c.switches.r3_step_down = false;
+    Ledger l(c, At(0));
+    l.OnRequest(At(1), FileReq("b", 1, 1, 4, "dddd"));
+    l.WaitForPrevious();
+    EXPECT_EQ(l.gate(), Gate::kOpen);
+  }
+  {  // R4: an older instance's owed
+    LedgerConfig c = Config();
+    c.switches.r4_keep_older = false;
+    Ledger l(c, At(0));
+    ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 7, 0, 0, 10))), 10);
+    ASSERT_TRUE(l.OnRequest(At(2), Req("a", 2, 1, 2, 0, 0)).ok());
+    EXPECT_EQ(l.Owed(0, 0, At(2)), 2u);  // 12 with the clause
+  }
+}
+
+}  // namespace
+}  // namespace dsb::lease
