@@ -235,27 +235,27 @@ SimStats GrantDelayedPastD(const SimSwitches& sw, bool verbose) {
   return Finish(sim);
 }
 
-// a's request 3 of epoch 1 (sent at 4.0 s, reporting held 0: a was idle) is
-// delayed to 13.2 s, past D + H; meanwhile a crashed at 4.5 s, restarted at
-// 5.0 s (epoch 2) and holds 10 under epoch 2's grants. Processing the late
-// request as the newest would replace epoch 2's state by epoch 1's report
-// (held 0); b, renewing at 13.5 s, would get a's share.
+// a's request 3 (sent at 4.0 s, reporting held 0: a was idle then) is delayed
+// to 14.5 s, past D + H after its send. Meanwhile a holds 10; b wants the pool
+// from 10.5 s, so a's grant 7 (12 s) shrinks a to 5 and a's clients yield
+// until 16 s; request 8 (14 s) reports 10 held, applied 7. Processing the late
+// request as the newest would take owed down to the shrunk grant (5) while a
+// still holds 10, and b's request at 15 s would get the difference. (With R4 a
+// late request from an OLDER epoch is the other form of this case.)
 SimStats RequestDelayedPastDPlusH(const SimSwitches& sw, bool verbose) {
   SimConfig c = Base(sw, verbose);
-  c.brokers[kA].demand = 0;
-  c.brokers[kB].start_at = Sec(1.5);
+  c.drain = seconds(4);
   Simulation sim(c);
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
-    if (m.kind == MsgInfo::kRequest && m.broker == kA && m.epoch == 1 && m.request_id == 3) {
+    if (m.kind == MsgInfo::kRequest && m.broker == kA && m.request_id == 3) {
       if (m.resend) return Fate{true, {}};
-      return Fate{false, Sec(13.2)};
+      return Fate{false, Sec(14.5)};
     }
     return std::nullopt;
   });
-  sim.At(Sec(4.2), [&] { sim.SetDemand(kA, 10); });
-  sim.At(Sec(4.5), [&] { sim.CrashBroker(kA); });
-  sim.At(Sec(5.0), [&] { sim.RestartBroker(kA); });
-  sim.At(Sec(5.2), [&] { sim.SetDemand(kB, 10); });
+  sim.At(Sec(3.5), [&] { sim.SetDemand(kA, 0); });
+  sim.At(Sec(4.1), [&] { sim.SetDemand(kA, 10); });
+  sim.At(Sec(10.5), [&] { sim.SetDemand(kB, 10); });
   return Finish(sim);
 }
 
