@@ -253,6 +253,13 @@ class ChaosRun {
         ProxyCommand(w.control, "PASS");
       }
       w.broker.Signal(SIGCONT);
+      if (w.floor != kFloor) {
+        // The operator puts the file back as the other machines have it (R1 refuses a file
+        // that differs at one generation, so capacity could not come back otherwise).
+        w.floor = kFloor;
+        WriteCluster(w);
+        w.broker.Stop(SIGTERM, 3s);
+      }
       if (!w.broker.alive()) StartBroker(w);
     }
     const auto healed = Clock::now();
@@ -414,8 +421,11 @@ class ChaosRun {
     const bool clock_back = EnvOn("DSB_CHAOS_CLOCK_BACK");
     const bool long_stops = EnvOn("DSB_CHAOS_LONG_CLIENT_STOPS");
     const double d = Seconds(kTerm).count(), h = Seconds(kDrain).count();
+    // A switched-on kind is drawn more often (three extra draws map to it), so a short run
+    // shows it a few times.
+    const bool switched = file_changes || clock_back;
     for (int attempt = 0; attempt < 10; ++attempt) {
-      const int kind = static_cast<int>(rng_() % 14);
+      const int kind = std::min(13, static_cast<int>(rng_() % (switched ? 17 : 14)));
       Workstation& net_ws = ws_[1 + rng_() % 2];  // ws2 or ws3: they have a link to break
       Workstation& any_ws = ws_[rng_() % 3];
       switch (kind) {
@@ -520,11 +530,17 @@ class ChaosRun {
         }
         case 13: {  // file change or wall-clock step, with a restart
           if (any_ws.broker_busy) continue;
-          const int which = static_cast<int>(rng_() % 3);
+          int which = 1;  // a clock step forward
+          if (switched && rng_() % 4 != 0) {
+            which = file_changes && clock_back ? static_cast<int>(rng_() % 2) * 2
+                                               : (file_changes ? 0 : 2);
+          }
           std::string kind_name;
           if (which == 0 && file_changes) {
-            // R1: a file that differs only in this broker's floor.
-            any_ws.floor = any_ws.floor == kFloor ? static_cast<int>(rng_() % 5) : kFloor;
+            // R1: a file that differs only in this broker's floor (lowered to 0 or raised by
+            // 3 or 6), or back to the floor the other machines have.
+            constexpr int kChanged[] = {0, kFloor + 3, kFloor + 6};
+            any_ws.floor = any_ws.floor == kFloor ? kChanged[rng_() % 3] : kFloor;
             WriteCluster(any_ws);
             kind_name = "file-floor-" + std::to_string(any_ws.floor);
           } else if (which == 1 && have_faketime_) {
