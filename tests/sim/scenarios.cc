@@ -930,7 +930,9 @@ SimConfig RandomConfig(std::uint64_t seed, int brokers, RealTime run_for, bool f
       c.coordinator_ppm = below(4) == 0 ? -edge : edge;
       for (auto& b : c.brokers) {
         b.clock_ppm = below(4) == 0 ? edge : -edge;
-        if (below(3) == 0) b.renew_interval = milliseconds(20 + static_cast<std::int64_t>(below(180)));
+        if (below(3) == 0) {
+          b.renew_interval = milliseconds(20 + static_cast<std::int64_t>(below(180)));
+        }
       }
       c.adversarial_clients = below(2) == 0;
     }

@@ -11,6 +11,16 @@
 // for the action, and yields within H when its broker's capacity falls below
 // what it holds (should_yield) or its broker dies (socket EOF).
 //
+// Issue 8 (docs/simulation.md): messages may be delayed past D and past D + H,
+// partitions may be one-way, links may degrade (slow grants, lost requests),
+// brokers and the coordinator may be stopped (SIGSTOP: timers do not fire,
+// messages wait in the socket buffer), DigiScope instances register and exit
+// at any time, wall clocks step (they matter only with wall-clock epochs,
+// SimConfig::epoch_source), brokers crash in loops. The broker glue that S
+// depends on is modelled: the slot table keeps what the broker last set and
+// clients fence it to the floor at the lease deadline (GlueSwitches), so a
+// stopped broker's table still shrinks on time.
+//
 // After EVERY event the simulation checks S against the sessions actually
 // open: sum over brokers of (registered clients + open action sessions) <=
 // L - r, and measures over-grant (sum of valid leases above the pool).
