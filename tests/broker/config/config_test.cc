@@ -375,8 +375,33 @@ TEST(BrokerConfig, LoadRefusesMissingAndNonRegularFiles) {
 std::string ClusterBrokerFile(const std::string& id, const std::string& extra = "") {
   return "[broker]\nid = \"" + id +
          "\"\nsocket = \"/tmp/dsb-ws1/dsb.sock\"\nshm_prefix = \"ws1\"\n"
-         "cluster = \"cluster.toml\"\nkey_file = \"keys/ws.key\"\n" +
+         "cluster = \"cluster.toml\"\nkey_file = \"keys/ws.key\"\nstate_dir = \"state\"\n" +
          extra;
+}
+
+TEST(BrokerConfigCluster, RefusesClusterModeWithoutStateDir) {
+  TempDir dir;
+  dir.Write("cluster.toml", Cluster());
+  const fs::path file = dir.Write(
+      "ws1.toml", "[broker]\nid = \"ws1\"\nsocket = \"/tmp/x.sock\"\nshm_prefix = \"ws1\"\n"
+                  "cluster = \"cluster.toml\"\nkey_file = \"keys/ws.key\"\n");
+  Result<BrokerConfig> r = LoadBrokerConfig(file);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("broker.state_dir: is required in cluster mode"),
+            std::string::npos)
+      << r.status().message();
+}
+
+TEST(BrokerConfigCluster, ReadsTheGenerationAndRefusesZero) {
+  TempDir dir;
+  dir.Write("cluster.toml", Cluster("generation = 7\n"));
+  Result<BrokerConfig> c = LoadBrokerConfig(dir.Write("ws1.toml", ClusterBrokerFile("ws1")));
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->cluster->generation, 7u);
+  dir.Write("cluster.toml", Cluster("generation = 0\n"));
+  Result<BrokerConfig> bad = LoadBrokerConfig(dir.path() / "ws1.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("generation"), std::string::npos) << bad.status().message();
 }
 
 TEST(BrokerConfigCluster, TakesTargetsAndListenFromTheClusterFile) {
