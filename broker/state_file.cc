@@ -80,6 +80,10 @@ Status WriteState(const std::filesystem::path& path, const BrokerState& state) {
                                                         {"clean", state.clean},
                                                         {"targets", std::move(targets)}}) +
                            "\n";
+  return WriteFileSynced(path, text);
+}
+
+Status WriteFileSynced(const std::filesystem::path& path, const std::string& text) {
   std::filesystem::path tmp = path;
   tmp += ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);

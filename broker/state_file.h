@@ -50,6 +50,10 @@ Result<std::optional<BrokerState>> ReadState(const std::filesystem::path& path);
 // Errors: kInternal naming the file and the failing step.
 Status WriteState(const std::filesystem::path& path, const BrokerState& state);
 
+// Replaces `path` with `text` atomically and durably (temporary file, fsync,
+// rename, fsync of the folder). Errors: kInternal naming the file and step.
+Status WriteFileSynced(const std::filesystem::path& path, const std::string& text);
+
 }  // namespace dsb::broker
 
 #endif  // DSB_BROKER_STATE_FILE_H_

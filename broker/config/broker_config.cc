@@ -139,6 +139,13 @@ void JoinCluster(TableReader& top, BrokerConfig& config) {
                               " (brokers there: " + cluster->BrokerIds() + ")");
     return;
   }
+  if (!config.state_dir) {
+    top.Fail("broker.state_dir",
+             "is required in cluster mode: it keeps this broker's epoch counter (a restart must "
+             "never reuse an epoch, whatever the wall clock does) and its acceptance by the "
+             "coordinator; e.g. state_dir = \"/var/lib/dsb\"");
+    return;
+  }
   if (!config.listen) config.listen = self->address;
   config.targets = cluster->targets;
   config.cluster = std::move(cluster).value();

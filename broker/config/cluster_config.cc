@@ -76,6 +76,8 @@ std::vector<ClusterBroker> ReadBrokers(TableReader& root) {
 
 // [cluster]: everything but the brokers and targets.
 void ReadClusterTable(TableReader& c, ClusterConfig& config) {
+  config.generation = static_cast<std::uint64_t>(
+      c.Int("generation", Need::kOptional, 1, std::int64_t{1} << 53).value_or(1));
   const std::string ledger = c.String("ledger", Need::kOptional).value_or("embedded");
   if (ledger == "embedded") {
     config.ledger = LedgerKind::kEmbedded;
@@ -252,7 +254,7 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, std::string_view
   TableReader top(*root, "", {"cluster", "brokers", "targets"}, sink);
   if (const toml::table* table = top.Table("cluster", Need::kRequired)) {
     TableReader c(*table, "cluster",
-                  {"ledger", "coordinator", "etcd_endpoints", "term", "drain", "eps"}, sink);
+                  {"generation", "ledger", "coordinator", "etcd_endpoints", "term", "drain", "eps"}, sink);
     ReadClusterTable(c, config);
   }
   config.brokers = ReadBrokers(top);

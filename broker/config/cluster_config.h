@@ -79,6 +79,11 @@ struct ClusterConfig {
   // Lower-case hex SHA-256 of the exact file bytes: peers with a different file are refused.
   std::string hash;
 
+  // R1: raised by the operator with every change of the file's content; a
+  // coordinator that sees a newer generation steps down, brokers with an older
+  // one are refused. 1..2^53.
+  std::uint64_t generation = 1;
+
   LedgerKind ledger = LedgerKind::kEmbedded;
   std::string coordinator;                  // broker id holding the ledger (embedded only)
   std::vector<std::string> etcd_endpoints;  // etcd only; "http(s)://host:port"
