@@ -115,7 +115,10 @@ class ChaosRun {
 
   ~ChaosRun() {
     for (auto& w : ws_) {
-      for (auto& l : w.loads) l->Kill();
+      // A load ends its DigiScope processes on SIGTERM; a stopped one is continued first, so
+      // none outlives the test (SIGKILL of a load would orphan them).
+      for (pid_t pid : LiveInstances(w)) ::kill(pid, SIGCONT);
+      for (auto& l : w.loads) l->Stop(SIGTERM, 5s);
       w.broker.Kill();
       w.proxy.Kill();
     }
