@@ -128,16 +128,34 @@ bool Netns::Heal(int k) {
          Sh("ip netns exec " + ws(k) + " nft flush chain inet dsbchaos in", log_);
 }
 
+namespace {
+
+// True when `name` (after `prefix`) is dsbc<pid>... of a process that is gone.
+bool StaleName(const std::string& name, const std::string& prefix) {
+  const std::string stem = prefix + "dsbc";
+  if (name.rfind(stem, 0) != 0) return false;
+  const std::size_t start = stem.size();
+  const std::size_t end = name.find_first_not_of("0123456789", start);
+  if (end == start || end == std::string::npos) return false;
+  const pid_t pid = static_cast<pid_t>(std::strtol(name.substr(start, end - start).c_str(), nullptr, 10));
+  return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+}  // namespace
+
 void Netns::SweepStale(const std::filesystem::path& log) {
+  // Namespaces dsbc<pid>h / dsbc<pid>w<k>, and the brokers' segments dsb-dsbc<pid>ws<k>-<target>
+  // (with their lock files), of a run that was killed before it could clean up.
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator("/run/netns", ec)) {
     const std::string name = e.path().filename().string();
-    // Our names: dsbc<pid>h, dsbc<pid>w<k>.
-    if (name.rfind("dsbc", 0) != 0) continue;
-    const std::size_t end = name.find_first_not_of("0123456789", 4);
-    if (end == 4 || end == std::string::npos) continue;
-    const pid_t pid = static_cast<pid_t>(std::strtol(name.substr(4, end - 4).c_str(), nullptr, 10));
-    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) Sh("ip netns del " + name, log);
+    if (StaleName(name, "")) Sh("ip netns del " + name, log);
+  }
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm", ec)) {
+    const std::string name = e.path().filename().string();
+    if (StaleName(name, "dsb-") || StaleName(name, ".dsb-lock-dsb-")) {
+      std::filesystem::remove(e.path(), ec);
+    }
   }
 }
 

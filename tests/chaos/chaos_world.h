@@ -65,14 +65,19 @@ class Netns {
   void Remove();
   std::string hub() const { return stem_ + "h"; }
   std::string ws(int k) const { return stem_ + "w" + std::to_string(k); }
-  // argv prefix that runs a command inside namespace `ns`.
-  std::vector<std::string> In(const std::string& ns) const { return {"/usr/sbin/ip", "netns", "exec", ns}; }
+  // argv prefix that runs a command inside namespace `ns` (ip and setpriv exec in place, so the
+  // PID is the command's). With SIGKILL as its parent-death signal: if the test itself is killed
+  // (a CTest timeout), its brokers and loads die with it instead of running on.
+  std::vector<std::string> In(const std::string& ns) const {
+    return {"/usr/sbin/ip", "netns", "exec", ns, "/usr/bin/setpriv", "--pdeathsig", "KILL", "--"};
+  }
   // Drops traffic between workstation k and the coordinator in one direction
   // (up: k -> coordinator; down: coordinator -> k). Heal(k) removes both.
   bool Drop(int k, bool up);
   bool Heal(int k);
 
-  // Removes namespaces left by earlier runs of this suite whose process is gone.
+  // Removes the namespaces and broker segments left by earlier runs of this suite whose
+  // process is gone (killed before its destructors ran).
   static void SweepStale(const std::filesystem::path& log);
 
  private:

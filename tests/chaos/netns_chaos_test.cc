@@ -136,8 +136,9 @@ class ChaosRun {
   std::string Setup(bool* fail) {
     *fail = false;
     if (::geteuid() != 0) return "network namespaces need root (run as root, or skip)";
-    if (!fs::exists("/usr/sbin/ip") || !fs::exists("/usr/sbin/nft")) {
-      return "needs iproute2 (/usr/sbin/ip) and nftables (/usr/sbin/nft)";
+    if (!fs::exists("/usr/sbin/ip") || !fs::exists("/usr/sbin/nft") ||
+        !fs::exists("/usr/bin/setpriv")) {
+      return "needs iproute2 (/usr/sbin/ip), nftables (/usr/sbin/nft) and util-linux's setpriv";
     }
     dir_ = scratch_.path();
     if (dir_.empty()) return "cannot make a scratch folder under /tmp";
