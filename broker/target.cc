@@ -76,6 +76,13 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
         t->table_->RaiseQuarantineRecord(NsOf(end));
       }
       t->QuarantineUntil(t->table_->QuarantinedSlots(), end);
+      // Nothing here waits on the queue mutex any more, but say what an
+      // earlier life left in it (a stopped client holding it, garbage).
+      const shm::SlotTable::QueueHealth q = t->table_->CheckQueue();
+      if (q.state != shm::SlotTable::QueueHealth::kOk) {
+        spdlog::warn("target {}: {}", target.name, q.detail);
+        if (q.state == shm::SlotTable::QueueHealth::kHeld) t->queue_holder_logged_ = q.holder_tid;
+      }
     }
   }
   if (!t->table_) {
@@ -140,6 +147,7 @@ std::uint32_t Target::Reclaim(std::uint32_t owner, Clock::time_point now) {
   if (quarantine) table_->RaiseQuarantineRecord(NsOf(QuarantineEnd(now)));  // before any slot
   Quarantine(table_->Reclaim(owner, quarantine, &freed), now);
   slots_reclaimed_ += freed;
+  ServiceQueue(now);
   return freed;
 }
 
@@ -163,6 +171,7 @@ Clock::time_point Target::ExpireQuarantine(Clock::time_point now) {
     table_->EndQuarantine(quarantine_.begin()->second);
     quarantine_.erase(quarantine_.begin());
   }
+  ServiceQueue(now);
   return next_quarantine_end();
 }
 
@@ -177,8 +186,9 @@ void Target::SetLeaseCapacity(std::uint32_t capacity, std::uint32_t floor,
   const std::int64_t deadline =
       lease_end && capacity > floor ? NsOf(*lease_end) : 0;
   // Order: a new deadline before a larger capacity, a smaller capacity before
-  // clearing the deadline, so a client never sees lease capacity without one.
-  // Compare with the table itself: a client may have fenced it to the floor.
+  // clearing the deadline, so lease capacity never exists without one. No
+  // client changes the capacity (the table itself refuses lease slots past
+  // the deadline), so the table's capacity is the one this broker set.
   const std::uint32_t current = table_->capacity();
   if (capacity >= current) {
     table_->SetLeaseFence(floor, deadline);
@@ -186,6 +196,25 @@ void Target::SetLeaseCapacity(std::uint32_t capacity, std::uint32_t floor,
   } else {
     SetCapacity(capacity);
     table_->SetLeaseFence(floor, deadline);
+  }
+  ServiceQueue(Clock::now());
+}
+
+void Target::ServiceQueue(Clock::time_point now) {
+  if (table_->Pump()) {
+    queue_busy_since_.reset();
+    return;
+  }
+  if (!queue_busy_since_) queue_busy_since_ = now;
+  if (now - *queue_busy_since_ < std::chrono::seconds(1)) return;
+  queue_busy_since_ = now;  // look again in a second at the earliest
+  const shm::SlotTable::QueueHealth q = table_->CheckQueue();
+  if (q.state == shm::SlotTable::QueueHealth::kReinitialised) {
+    spdlog::warn("target {}: {}", config_.name, q.detail);
+    queue_holder_logged_ = 0;
+  } else if (q.state == shm::SlotTable::QueueHealth::kHeld && q.holder_tid != queue_holder_logged_) {
+    spdlog::warn("target {}: {}", config_.name, q.detail);
+    queue_holder_logged_ = q.holder_tid;
   }
 }
 

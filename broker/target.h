@@ -95,11 +95,20 @@ class Target {
   void RetireFirst(std::uint32_t index, std::uint64_t word) { retire_first_ = {index, word}; }
   void ClearRetireFirst() { retire_first_.reset(); }
   // Cluster mode: capacity = floor + lease, the lease valid until `lease_end`
-  // (nullopt: no lease). Recorded in the segment so clients can fence a hung
-  // broker's table to the floor.
+  // (nullopt: no lease). Recorded in the segment, whose slots at index >=
+  // floor become unusable at the deadline itself, whether this broker runs
+  // then or not (shm/segment_layout.h, invariant 4). Never waits on the
+  // segment's queue mutex.
   void SetLeaseCapacity(std::uint32_t capacity, std::uint32_t floor,
                         std::optional<Clock::time_point> lease_end);
   std::uint32_t capacity() const { return capacity_; }
+
+  // Serves the segment's waiter queue without waiting (Pump). If its mutex
+  // has been held for a second or more, looks at it (SlotTable::CheckQueue):
+  // garbage or a holder that no longer exists is re-initialised and logged;
+  // a live holder (a stopped process) is logged once and left alone, the
+  // clients poll meanwhile. Called by the broker's timers and events.
+  void ServiceQueue(Clock::time_point now);
 
   void CountSessionLimitReport() { ++session_limit_reports_; }
   std::uint64_t session_limit_reports() const { return session_limit_reports_; }
@@ -124,6 +133,8 @@ class Target {
   std::optional<std::pair<std::uint32_t, std::uint64_t>> retire_first_;
   std::uint64_t session_limit_reports_ = 0;
   std::uint64_t slots_reclaimed_ = 0;
+  std::optional<Clock::time_point> queue_busy_since_;  // Pump found the mutex held
+  pid_t queue_holder_logged_ = 0;                       // last live holder logged
 };
 
 }  // namespace dsb::broker

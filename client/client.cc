@@ -196,8 +196,10 @@ class ClientImpl {
   void ReleaseConfirmed(std::uint32_t index, std::uint64_t word) {
     table_->ReleaseConfirmed(index, word);
   }
+  // Also true for a lease-region slot once the lease deadline recorded in
+  // the segment has passed (B1), whether or not the broker has shrunk yet.
   bool ShouldYield(std::uint32_t index, std::uint64_t word) const {
-    return !table_->StillHeld(index, word);
+    return !table_->StillHeld(index, word) || table_->InLapsedLease(index);
   }
 
   // `refused` (nullptr: none) is the permit the refused attempt holds.
@@ -313,23 +315,26 @@ class ClientImpl {
     }
   }
 
-  // Cluster mode: lease capacity must not outlive the lease even when the
-  // broker is dead or hung (B1 on the machine's monotonic clock). The broker
-  // shrinks the table itself when the lease lapses; this only acts if it did
-  // not, shortly after the deadline recorded in the segment.
+  // Cluster mode: the table itself refuses lease-region slots from the lease
+  // deadline on and ShouldYield turns true for the ones held (invariant 4 of
+  // shm/segment_layout.h), whether the broker runs or not. This watchdog only
+  // tidies up: at the deadline, if the broker has not renewed, it raises the
+  // revocation generation once (for holders that watch it) and says so. It
+  // wakes at the recorded deadline itself (at most every 50 ms to see a new
+  // one), takes no lock, and changes no slot.
   void FenceLoop() {
     std::unique_lock lock(mu_);
     while (!closing_) {
-      cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return closing_; });
+      const std::int64_t now = shm::MonotonicNs();
+      const std::int64_t deadline = table_->lease_deadline_ns();
+      auto wait = std::chrono::nanoseconds(std::chrono::milliseconds(50));
+      if (deadline > now) wait = std::min(wait, std::chrono::nanoseconds(deadline - now));
+      cv_.wait_for(lock, wait, [&] { return closing_; });
       if (closing_) return;
-      const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           std::chrono::steady_clock::now().time_since_epoch())
-                           .count();
-      // Grace of 50 ms so a live broker always acts first.
-      if (table_->EnforceLeaseDeadline(now - 50'000'000)) {
+      if (table_->NoteLeaseLapse(shm::MonotonicNs())) {
         std::fprintf(stderr,
-                     "dsb: the broker did not renew the lease of segment %s in time; capacity "
-                     "fenced to its floor\n",
+                     "dsb: the broker did not renew the lease of segment %s by its deadline; "
+                     "capacity above the floor is closed until it does\n",
                      segment_.c_str());
       }
     }

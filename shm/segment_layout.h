@@ -55,6 +55,29 @@
 //     [queue_head, queue_tail), and 0 <= queue_tail - queue_head <=
 //     waiter_capacity. Whoever finds it otherwise under the queue mutex (a
 //     dead holder, hostile writes) repairs the indices and recounts.
+//  1c. Waiter states move only by CAS: Waiting -> Granting (a granter, under
+//     the mutex), Granting -> Granted | Waiting (the same granter),
+//     Waiting | Granting -> Cancelled (anyone, no mutex: the waiter giving
+//     up, the broker dropping a dead owner's entries). Whoever moves an entry
+//     out of Waiting/Granting for good (to Granted or Cancelled) decrements
+//     `waiters` (saturating at 0). A granter whose Granting -> Granted CAS
+//     fails gives the slot back, so a cancelled entry never keeps one.
+//  4. Lease region (cluster mode, B1). Slots at index >= `floor` are lease
+//     capacity. While lease_deadline_ns != 0 and CLOCK_MONOTONIC is at or past
+//     it, no path hands one out: TakeFree/TakeCooled and a queued grant read
+//     the clock after their CAS and give the slot straight back if the
+//     deadline had passed, so every lease-region slot in use was taken before
+//     the deadline (the H assumption covers it from then on), whether the
+//     broker runs or not. A held lease-region slot past the deadline should
+//     yield (Permit::ShouldYield). Only the broker changes `floor` and the
+//     deadline; no client ever clears the deadline.
+//  5. No capacity change needs the queue mutex: only the broker (one thread)
+//     moves words between kDisabled/kFree/kQuarantined and sets kRetireBit,
+//     so the count it reads cannot be changed under it by another capacity
+//     change; clients only move kFree <-> held, which keeps the count. The
+//     mutex guards the queue indices alone, and nobody waits on it
+//     unboundedly: the broker only try-locks, clients lock with a bound and
+//     then poll (see SlotTable::Acquire).
 //  2. Every transition is a single CAS, so a process killed at any instruction
 //     leaves a slot either untaken or marked with its owner id (crash-atomic
 //     attribution); the broker frees every word carrying a dead owner's id.
@@ -73,7 +96,12 @@ namespace dsb::shm {
 inline constexpr std::uint64_t kMagic = 0x314C42545344534AULL;  // "JSDSTBL1"
 // 2: kGrantBit in slot words. 3: cooling words and release_cooldown_ns (an
 // older client would misread a cooling word as garbage and never reuse it).
-inline constexpr std::uint32_t kLayoutVersion = 3;
+// 4: the lease region (slots at index >= `floor` are unusable once
+// lease_deadline_ns has passed: an older client would keep taking them), the
+// lock-free waiter states (an entry moves Waiting -> Granting -> Granted or
+// -> Cancelled by CAS only: an older granter stores and would grant a
+// cancelled entry), pump_pending, queue_stall_ns and lapse_noted_ns.
+inline constexpr std::uint32_t kLayoutVersion = 4;
 inline constexpr std::size_t kTargetNameCapacity = 64;
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kMaxSlots = 65535;
@@ -162,11 +190,11 @@ struct SegmentHeader {
   std::atomic<std::uint32_t> scan_bound;         // no enabled slot at or above this index
   std::atomic<std::uint32_t> next_owner;         // last owner id handed out
   std::atomic<std::uint32_t> broker_pid;
-  // Cluster mode (B1): capacity above `floor` is lease capacity, valid until
-  // lease_deadline_ns on CLOCK_MONOTONIC (the same clock for every process of
-  // the machine). 0 = no lease (single-machine mode, or floor only). Clients
-  // fence the table to `floor` if the deadline passes and the broker did not
-  // (a hung or dead broker must not leave lease capacity in use).
+  // Cluster mode (B1): slots at index >= `floor` are the lease region, usable
+  // only before lease_deadline_ns on CLOCK_MONOTONIC (the same clock for every
+  // process of the machine); 0 = no lease (single-machine mode, or floor
+  // only). Enforced by every taker at the deadline itself (invariant 4), so a
+  // hung or dead broker cannot leave lease capacity usable.
   std::atomic<std::int64_t> lease_deadline_ns;
   std::atomic<std::uint32_t> floor;
   // Latest end (CLOCK_MONOTONIC ns) of any quarantine a broker started in
@@ -174,10 +202,19 @@ struct SegmentHeader {
   // sits in what was padding, so the layout is unchanged). Raised before a
   // slot is quarantined, so no quarantined slot's end is later than this.
   std::atomic<std::int64_t> quarantine_until_ns;
+  // The lease deadline whose lapse some process has already announced by
+  // raising revocation_generation (so it is raised once per lapse).
+  std::atomic<std::int64_t> lapse_noted_ns;
+  // When a client last failed to get the queue mutex within its bound
+  // (CLOCK_MONOTONIC ns, 0 = not lately): for a while others poll for a slot
+  // instead of queueing behind a stopped holder. Cleared by a locker.
+  std::atomic<std::int64_t> queue_stall_ns;
 
   // --- hot: read by every acquire and release ---
   alignas(kCacheLine) std::atomic<std::uint32_t> waiters;  // entries in kWaitWaiting
-  std::uint32_t pad_hot;
+  // Set by whoever wants a pump but could not get the queue mutex at once;
+  // the mutex holder pumps again after it unlocks (see SlotTable::RequestPump).
+  std::atomic<std::uint32_t> pump_pending;
   // How long a released slot stays cooling (ns, 0 = none); written by the
   // broker only (SetReleaseCooldown), read by every Release. Clamped to
   // 0..kMaxReleaseCooldownNs by the readers.

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -252,17 +253,66 @@ std::uint32_t SlotTable::TakeCooled(std::uint64_t held_word, std::uint32_t bound
       if ((v & kRetireBit) != 0) {
         w.compare_exchange_strong(v, kDisabled, kSeqCst);  // leaves the table
       } else if (w.compare_exchange_strong(v, held_word, kSeqCst)) {
+        if (!LeaseAllows(idx)) return TakeAfterLapse(held_word, idx, bound);
         detail::tl_hint = idx;
         return idx;
       }
     } else if (v == kFree) {
       // Freed since the first pass.
       if (w.compare_exchange_strong(v, held_word, kSeqCst)) {
+        if (!LeaseAllows(idx)) return TakeAfterLapse(held_word, idx, bound);
         detail::tl_hint = idx;
         return idx;
       }
     }
     if (++idx == bound) idx = 0;
+  }
+  return kNoSlot;
+}
+
+bool SlotTable::LeaseAllowsSlow(std::uint32_t index, std::int64_t deadline) const noexcept {
+  if (index < header_->floor.load(kSeqCst)) return true;
+  return MonotonicNs() < deadline;
+}
+
+void SlotTable::UndoTake(std::uint32_t index, std::uint64_t held_word) noexcept {
+  if (index >= slot_count_) return;
+  std::atomic<std::uint64_t>& w = slots_[index].word;
+  std::uint64_t cur = w.load(kAcquire);
+  for (;;) {
+    const std::uint64_t mine = cur & ~kGrantBit;
+    std::uint64_t to = kFree;
+    if (mine == (held_word | kRetireBit)) {
+      to = kDisabled;  // the broker shrank meanwhile: the slot leaves the table
+    } else if (mine != held_word) {
+      return;  // reclaimed meanwhile
+    }
+    if (w.compare_exchange_weak(cur, to, kSeqCst)) return;
+  }
+}
+
+std::uint32_t SlotTable::TakeAfterLapse(std::uint64_t held_word, std::uint32_t index,
+                                        std::uint32_t bound) noexcept {
+  UndoTake(index, held_word);
+  // Only the floor region is usable now. Bounded: one pass over it.
+  const std::uint32_t floor = std::min(header_->floor.load(kSeqCst), bound);
+  std::int64_t now = 0;
+  for (std::uint32_t i = 0; i < floor; ++i) {
+    std::atomic<std::uint64_t>& w = slots_[i].word;
+    std::uint64_t v = w.load(kRelaxed);
+    bool usable = v == kFree;
+    if (IsCooling(v) && (v & kRetireBit) == 0) {
+      if (now == 0) now = MonotonicNs();
+      usable = CoolingExpired(v, now);
+    }
+    if (usable && w.compare_exchange_strong(v, held_word, kSeqCst)) {
+      if (LeaseAllows(i)) {
+        detail::tl_hint = i;
+        return i;
+      }
+      UndoTake(i, held_word);  // the floor was lowered meanwhile
+      return kNoSlot;
+    }
   }
   return kNoSlot;
 }
@@ -291,7 +341,16 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
   const auto deadline = timeout.count() < 0
                             ? std::chrono::steady_clock::time_point::max()
                             : std::chrono::steady_clock::now() + timeout;
-  if (!LockQueue()) return Status{Errc::kInternal, "segment " + name_ + ": queue unrecoverable"};
+  // Someone found the queue wedged lately (a stopped or hostile holder of its
+  // mutex): do not queue behind it, poll. Else lock with a bound.
+  if (QueueStalledRecently(MonotonicNs())) return PollForSlot(held_word, deadline, interrupt);
+  if (const auto bound = LockBound(deadline); !LockQueue(bound)) {
+    // Others skip the queue for a while only after a full bounded wait.
+    if (bound >= kQueueLockBound) {
+      header_->queue_stall_ns.store(std::max<std::int64_t>(MonotonicNs(), 1), kSeqCst);
+    }
+    return PollForSlot(held_word, deadline, interrupt);
+  }
   SegmentHeader& h = *header_;
   if (h.waiters.load(kRelaxed) == 0) {
     if (const std::uint32_t idx = TakeFree(held_word); idx != kNoSlot) {
@@ -342,9 +401,10 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
   const bool armed = interrupt == nullptr || interrupt->Arm(&e.futex);
   Status failure;
   bool pumped = false;
+  bool wedged = false;
   for (;;) {
     e.futex.store(0, kSeqCst);
-    // seq_cst: pairs with the granter's state store then futex store, so
+    // seq_cst: pairs with the granter's state CAS then futex store, so
     // either we see kWaitGranted here or FutexWait sees futex == 1.
     const std::uint32_t st = e.state.load(kSeqCst);
     // e.ticket: written before the state by whoever last queued in this
@@ -358,30 +418,23 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
     } else if (st == kWaitCancelled || (st == kWaitGranted && e.ticket != ticket)) {
       failure = Status{Errc::kCancelled,
                        "segment " + name_ + ": the wait was dropped (owner reclaimed or queue repaired)"};
-    } else if (now >= deadline) {
+    } else if (now >= deadline || wedged) {
       failure = Status{Errc::kTimeout, ""};
     }
     if (!failure.ok()) {
-      if (!LockQueue()) return Status{Errc::kInternal, "segment " + name_ + ": queue unrecoverable"};
-      const std::uint32_t locked_st = e.state.load(kAcquire);
-      const bool ours = e.ticket == ticket;
-      if (ours && locked_st == kWaitGranted) {
-        UnlockQueue();
+      // Leave the queue without the mutex (invariant 1c): a granter that is
+      // mid-grant gives the slot back when its own CAS fails.
+      if (e.ticket == ticket && !CancelEntry(e) && e.state.load(kSeqCst) == kWaitGranted &&
+          e.ticket == ticket) {
         failure = Status::Ok();
         break;  // granted just before we gave up: take it
       }
-      if (ours && locked_st == kWaitWaiting) {
-        e.state.store(kWaitCancelled, kRelease);
-        // Only entries in [head, tail) are counted (LockQueue may have
-        // repaired torn indices and left ours outside).
-        if (ticket >= h.queue_head && ticket < h.queue_tail &&
-            h.waiters.load(kAcquire) != 0) {
-          h.waiters.fetch_sub(1, kSeqCst);
-        }
-      }
-      PumpLocked();
-      UnlockQueue();
+      (void)Pump();  // our place no longer holds up the head
       if (interrupt != nullptr && armed) interrupt->Disarm(&e.futex);
+      if (wedged && failure.code() == Errc::kTimeout && now < deadline) {
+        // The queue's mutex is held by someone who does not let go: poll.
+        return PollForSlot(held_word, deadline, interrupt);
+      }
       return failure;
     }
     auto left = deadline == std::chrono::steady_clock::time_point::max()
@@ -399,7 +452,7 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
     const std::int64_t earliest = EarliestCoolingDeadline(mono, &expired);
     if (expired && !pumped) {
       pumped = true;  // once per wake: a hostile word must not make us spin
-      Pump();
+      (void)Pump();
       continue;
     }
     pumped = false;
@@ -413,7 +466,25 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
       cool_wait = std::max(cool_wait, kMinCoolingWaitNs);
       if (left.count() < 0 || cool_wait < left.count()) left = std::chrono::nanoseconds(cool_wait);
     }
+    // Wake at least every kWaiterPoll: a release that met a held mutex left
+    // its pump request behind, and a holder that never lets go (stopped,
+    // garbage) must not keep us queued past a bounded lock attempt.
+    const bool polling = left.count() < 0 || left > kWaiterPoll;
+    if (polling) left = kWaiterPoll;
     FutexWait(&e.futex, 0, left);
+    if (polling && e.futex.load(kSeqCst) == 0 && e.state.load(kSeqCst) == kWaitWaiting &&
+        !Pump()) {
+      // The mutex is held: give its holder a bounded time, then leave.
+      if (const auto bound = LockBound(deadline); LockQueue(bound)) {
+        PumpLocked();
+        UnlockQueue();
+      } else {
+        if (bound >= kQueueLockBound) {
+          header_->queue_stall_ns.store(std::max<std::int64_t>(MonotonicNs(), 1), kSeqCst);
+        }
+        wedged = true;
+      }
+    }
   }
   if (interrupt != nullptr && armed) interrupt->Disarm(&e.futex);
   const std::uint32_t idx = e.slot;
@@ -421,6 +492,48 @@ Result<std::uint32_t> SlotTable::Acquire(std::uint64_t held_word, std::chrono::n
   e.state.store(kWaitEmpty, kRelease);
   detail::tl_hint = idx;
   return idx;
+}
+
+std::chrono::nanoseconds SlotTable::LockBound(
+    std::chrono::steady_clock::time_point deadline) noexcept {
+  // Never past the caller's own timeout (at least a try).
+  const auto left = deadline - std::chrono::steady_clock::now();
+  return std::max(std::chrono::nanoseconds(0),
+                  std::min<std::chrono::nanoseconds>(kQueueLockBound, left));
+}
+
+bool SlotTable::QueueStalledRecently(std::int64_t now_ns) const noexcept {
+  const std::int64_t at = header_->queue_stall_ns.load(kRelaxed);
+  constexpr std::int64_t kMemory =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(kStallMemory).count();
+  return at != 0 && now_ns >= at && now_ns - at < kMemory;
+}
+
+Result<std::uint32_t> SlotTable::PollForSlot(std::uint64_t held_word,
+                                             std::chrono::steady_clock::time_point deadline,
+                                             WaitInterrupt* interrupt) noexcept {
+  // A word of our own to sleep on, so a cancel wakes us at once.
+  std::atomic<std::uint32_t> wake{0};
+  const bool armed = interrupt == nullptr || interrupt->Arm(&wake);
+  std::chrono::nanoseconds sleep = std::chrono::microseconds(100);
+  Result<std::uint32_t> out = Status{Errc::kTimeout, ""};
+  for (;;) {
+    // Ignores `waiters`: the queued ones are stuck behind the same holder.
+    if (const std::uint32_t idx = TakeFree(held_word); idx != kNoSlot) {
+      out = idx;
+      break;
+    }
+    if (!armed || (interrupt != nullptr && interrupt->interrupted())) {
+      out = Status{Errc::kCancelled, ""};
+      break;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) break;
+    FutexWait(&wake, 0, std::min<std::chrono::nanoseconds>(sleep, deadline - now));
+    sleep = std::min<std::chrono::nanoseconds>(sleep * 2, kDegradedPollMax);
+  }
+  if (interrupt != nullptr && armed) interrupt->Disarm(&wake);
+  return out;
 }
 
 void SlotTable::PickUpGrant(std::uint32_t index, std::uint64_t held_word) noexcept {
@@ -437,24 +550,47 @@ void SlotTable::PickUpGrant(std::uint32_t index, std::uint64_t held_word) noexce
 
 // ---- Waiter queue ----------------------------------------------------------
 
-bool SlotTable::LockQueue() noexcept {
-  const int rc = pthread_mutex_lock(&header_->queue_mutex);
+bool SlotTable::LockQueue(std::chrono::nanoseconds bound) noexcept {
+  int rc = 0;
+  if (bound.count() <= 0) {
+    rc = pthread_mutex_trylock(&header_->queue_mutex);
+  } else {
+    timespec until{};
+    ::clock_gettime(CLOCK_MONOTONIC, &until);
+    const std::int64_t ns = std::int64_t{until.tv_nsec} + bound.count();
+    until.tv_sec += static_cast<time_t>(ns / 1000000000);
+    until.tv_nsec = static_cast<long>(ns % 1000000000);
+    rc = pthread_mutex_clocklock(&header_->queue_mutex, CLOCK_MONOTONIC, &until);
+  }
   if (rc == EOWNERDEAD) {
     // A process died holding the queue: make the queue consistent again.
     RepairQueueLocked();
     pthread_mutex_consistent(&header_->queue_mutex);
     ++header_->repairs;
-    return true;
+  } else if (rc != 0) {
+    return false;  // busy past the bound, or unusable (CheckQueue repairs that)
+  } else {
+    const SegmentHeader& h = *header_;
+    if (h.queue_tail < h.queue_head || h.queue_tail - h.queue_head > waiter_capacity_) {
+      RepairQueueLocked();  // torn or hostile indices: never loop over them
+    }
   }
-  if (rc != 0) return false;
-  const SegmentHeader& h = *header_;
-  if (h.queue_tail < h.queue_head || h.queue_tail - h.queue_head > waiter_capacity_) {
-    RepairQueueLocked();  // torn or hostile indices: never loop over them
-  }
+  if (header_->queue_stall_ns.load(kRelaxed) != 0) header_->queue_stall_ns.store(0, kRelaxed);
   return true;
 }
 
-void SlotTable::UnlockQueue() noexcept { pthread_mutex_unlock(&header_->queue_mutex); }
+void SlotTable::UnlockQueue() noexcept {
+  pthread_mutex_unlock(&header_->queue_mutex);
+  // A pump asked for while we held the mutex (Pump's seq_cst flag store
+  // before its trylock pairs with this load after our unlock: one of the two
+  // sees the other). A few rounds at most; a newer holder serves the rest.
+  for (int round = 0; round < 4 && header_->pump_pending.load(kSeqCst) != 0; ++round) {
+    if (!LockQueue(std::chrono::nanoseconds(0))) return;
+    header_->pump_pending.store(0, kSeqCst);
+    PumpLocked();
+    pthread_mutex_unlock(&header_->queue_mutex);
+  }
+}
 
 void SlotTable::RepairQueueLocked() noexcept {
   SegmentHeader& h = *header_;
@@ -477,13 +613,17 @@ void SlotTable::RepairQueueLocked() noexcept {
       const bool handed =
           e.slot < slot_count_ &&
           (slots_[e.slot].word.load(kAcquire) & ~kRetireBit) == (e.held_word | kGrantBit);
-      st = handed ? kWaitGranted : queued ? kWaitWaiting : kWaitCancelled;
-      e.state.store(st, kSeqCst);
+      const std::uint32_t to = handed ? kWaitGranted : queued ? kWaitWaiting : kWaitCancelled;
+      // CAS: the waiter or the broker may cancel it meanwhile (invariant 1c).
+      if (e.state.compare_exchange_strong(st, to, kSeqCst)) {
+        st = to;
+      } else if (handed) {
+        UndoTake(e.slot, e.held_word);  // cancelled: nobody will pick it up
+      }
     } else if (st == kWaitWaiting && !queued) {
       // Outside [head, tail) nobody would ever serve it (tail is bumped before
       // an entry becomes kWaitWaiting): let its waiter go.
-      st = kWaitCancelled;
-      e.state.store(st, kSeqCst);
+      if (e.state.compare_exchange_strong(st, kWaitCancelled, kSeqCst)) st = kWaitCancelled;
     }
     // Wake every served or dropped waiter: a granter may have died between
     // its state store and its futex wake.
@@ -507,6 +647,23 @@ void SlotTable::RecountWaitersLocked() noexcept {
   h.waiters.store(waiting, kSeqCst);
 }
 
+void SlotTable::DecrementWaiters() noexcept {
+  std::uint32_t n = header_->waiters.load(kAcquire);
+  while (n != 0 && !header_->waiters.compare_exchange_weak(n, n - 1, kSeqCst)) {
+  }
+}
+
+bool SlotTable::CancelEntry(WaitEntry& e) noexcept {
+  std::uint32_t st = e.state.load(kAcquire);
+  while (st == kWaitWaiting || st == kWaitGranting) {
+    if (e.state.compare_exchange_weak(st, kWaitCancelled, kSeqCst)) {
+      DecrementWaiters();
+      return true;
+    }
+  }
+  return false;
+}
+
 void SlotTable::PumpLocked() noexcept {
   SegmentHeader& h = *header_;
   std::int64_t now = 0;
@@ -519,9 +676,15 @@ void SlotTable::PumpLocked() noexcept {
       ++h.queue_head;
       continue;
     }
-    const std::uint32_t bound = std::min(h.scan_bound.load(kAcquire), slot_count_);
+    std::uint32_t bound = std::min(h.scan_bound.load(kAcquire), slot_count_);
+    // Past the lease deadline only the floor region serves (invariant 4).
+    if (const std::int64_t lease_end = h.lease_deadline_ns.load(kSeqCst); lease_end != 0) {
+      if (now == 0) now = MonotonicNs();
+      if (now >= lease_end) bound = std::min(bound, h.floor.load(kSeqCst));
+    }
     bool granted = false;
-    for (std::uint32_t i = 0; i < bound; ++i) {
+    bool gone = false;  // the entry was cancelled under us
+    for (std::uint32_t i = 0; i < bound && !gone; ++i) {
       std::atomic<std::uint64_t>& w = slots_[i].word;
       std::uint64_t expected = w.load(kSeqCst);
       if (IsCooling(expected)) {
@@ -535,46 +698,153 @@ void SlotTable::PumpLocked() noexcept {
         continue;
       }
       e.slot = i;
-      e.state.store(kWaitGranting, kSeqCst);
-      // held|kGrantBit, not the plain word: see RepairQueueLocked.
-      if (w.compare_exchange_strong(expected, e.held_word | kGrantBit, kSeqCst)) {
-        e.state.store(kWaitGranted, kSeqCst);
-        h.waiters.fetch_sub(1, kSeqCst);
-        ++h.grants;
-        ++h.queue_head;
-        e.futex.store(1, kSeqCst);
-        FutexWake(&e.futex, 1);
-        granted = true;
+      std::uint32_t st = kWaitWaiting;
+      if (!e.state.compare_exchange_strong(st, kWaitGranting, kSeqCst)) {
+        gone = true;
         break;
       }
-      e.state.store(kWaitWaiting, kSeqCst);  // a fast-path taker won this one
+      // held|kGrantBit, not the plain word: see RepairQueueLocked.
+      if (w.compare_exchange_strong(expected, e.held_word | kGrantBit, kSeqCst)) {
+        if (!LeaseAllows(i)) {
+          // The deadline passed during this grant: the slot goes back, and
+          // the lease region serves nobody from now on.
+          UndoTake(i, e.held_word);
+          st = kWaitGranting;
+          if (!e.state.compare_exchange_strong(st, kWaitWaiting, kSeqCst)) gone = true;
+          bound = std::min(bound, h.floor.load(kSeqCst));
+          continue;
+        }
+        st = kWaitGranting;
+        if (e.state.compare_exchange_strong(st, kWaitGranted, kSeqCst)) {
+          DecrementWaiters();
+          ++h.grants;
+          ++h.queue_head;
+          e.futex.store(1, kSeqCst);
+          FutexWake(&e.futex, 1);
+          granted = true;
+          break;
+        }
+        UndoTake(i, e.held_word);  // cancelled during the grant: give it back
+        gone = true;
+        break;
+      }
+      st = kWaitGranting;  // a fast-path taker won this one
+      if (!e.state.compare_exchange_strong(st, kWaitWaiting, kSeqCst)) gone = true;
     }
+    if (gone) continue;  // the next round passes the cancelled entry
     if (!granted) return;
   }
 }
 
-void SlotTable::Pump() noexcept {
-  if (!LockQueue()) return;
+bool SlotTable::Pump() noexcept {
+  header_->pump_pending.store(1, kSeqCst);
+  if (!LockQueue(std::chrono::nanoseconds(0))) return false;  // the holder pumps on unlock
+  header_->pump_pending.store(0, kSeqCst);
   PumpLocked();
   UnlockQueue();
+  return true;
 }
 
-void SlotTable::CancelWaitersLocked(std::uint32_t owner) noexcept {
+void SlotTable::CancelWaiters(std::uint32_t owner) noexcept {
   for (std::uint32_t i = 0; i < waiter_capacity_; ++i) {
     WaitEntry& e = entries_[i];
-    const std::uint32_t st = e.state.load(kAcquire);
+    std::uint32_t st = e.state.load(kAcquire);
     if (st == kWaitEmpty || st == kWaitCancelled || OwnerOf(e.held_word) != owner) continue;
     if (st == kWaitWaiting || st == kWaitGranting) {
-      e.state.store(kWaitCancelled, kSeqCst);
-      e.futex.store(1, kSeqCst);  // a live thread of the owner stops waiting
-      FutexWake(&e.futex, 1);
+      if (CancelEntry(e)) {
+        e.futex.store(1, kSeqCst);  // a live thread of the owner stops waiting
+        FutexWake(&e.futex, 1);
+      }
     } else if (st == kWaitGranted) {
-      e.state.store(kWaitEmpty, kRelease);  // its slot is reclaimed by the caller
+      // Its slot is reclaimed by the caller; the place can be reused.
+      e.state.compare_exchange_strong(st, kWaitEmpty, kSeqCst);
     }
   }
-  // Recount instead of decrementing: an entry may be kWaitWaiting without
-  // having been counted (enqueuer killed before its increment).
-  RecountWaitersLocked();
+}
+
+namespace {
+
+void InitQueueMutex(pthread_mutex_t* m) {
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(m, &attr);
+  pthread_mutexattr_destroy(&attr);
+}
+
+// The state letter of thread `tid` ('R', 'S', 'T' stopped, ...), or 0 if no
+// such thread exists. /proc/<tid> resolves for any thread, not only leaders.
+char ThreadState(pid_t tid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(tid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return '?';
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');
+  return p != nullptr && p[1] == ' ' && p[2] != 0 ? p[2] : '?';
+}
+
+}  // namespace
+
+SlotTable::QueueHealth SlotTable::CheckQueue() noexcept {
+  QueueHealth r;
+  pthread_mutex_t& m = header_->queue_mutex;
+  pthread_mutex_t fresh;
+  InitQueueMutex(&fresh);
+  // glibc's robust mutex: __lock holds the owner's tid (FUTEX_TID_MASK) plus
+  // FUTEX_WAITERS / FUTEX_OWNER_DIED; __kind what init made of the attributes.
+  const int kind = __atomic_load_n(&m.__data.__kind, __ATOMIC_ACQUIRE);
+  std::string why;
+  if (kind != fresh.__data.__kind) {
+    why = "its kind field is " + std::to_string(kind) + ", not " +
+          std::to_string(fresh.__data.__kind) + " (garbage)";
+  } else {
+    const int rc = pthread_mutex_trylock(&m);
+    if (rc == 0 || rc == EOWNERDEAD) {
+      if (rc == EOWNERDEAD) {
+        RepairQueueLocked();
+        pthread_mutex_consistent(&m);
+        ++header_->repairs;
+      }
+      RepairQueueLocked();  // indices, Granting entries, the waiter count
+      UnlockQueue();
+      return r;
+    }
+    const auto word = static_cast<std::uint32_t>(__atomic_load_n(&m.__data.__lock, __ATOMIC_ACQUIRE));
+    const auto tid = static_cast<pid_t>(word & FUTEX_TID_MASK);
+    r.holder_tid = tid;
+    if (rc == EBUSY && tid != 0) {
+      if (const char st = ThreadState(tid); st != 0) {
+        r.state = QueueHealth::kHeld;
+        r.detail = "segment " + name_ + ": the waiter queue's mutex is held by thread " +
+                   std::to_string(tid) + (st == 'T' || st == 't' ? " (stopped)" : "") +
+                   "; left alone: waiting clients poll for slots until it lets go";
+        return r;
+      }
+      why = "its lock word " + Hex(word) + " names thread " + std::to_string(tid) +
+            ", which does not exist (garbage: a dead holder is recovered by the kernel)";
+    } else {
+      why = "locking it fails (" + std::string(std::strerror(rc)) + ", lock word " +
+            Hex(word) + ")";
+    }
+  }
+  // Nobody can be inside: re-make the mutex and repair what it guarded.
+  // Clients blocked in a timed lock on the old word time out and retry.
+  InitQueueMutex(&m);
+  if (LockQueue(std::chrono::nanoseconds(0))) {
+    RepairQueueLocked();
+    ++header_->repairs;
+    UnlockQueue();
+  }
+  r.state = QueueHealth::kReinitialised;
+  r.detail = "segment " + name_ + ": the waiter queue's mutex was unusable: " + why +
+             "; re-initialised it and repaired the queue";
+  return r;
 }
 
 // ---- Broker side -----------------------------------------------------------
@@ -598,22 +868,20 @@ std::uint32_t SlotTable::CountEnabled() const noexcept {
   return n;
 }
 
-// Capacity changes (SetCapacity, EndQuarantine, the client-side lease fence)
-// run under the queue mutex: each counts enabled slots and then acts on the
-// count, so two at once would over-shrink or over-grow. The fast path does
-// not take the mutex; it only moves kFree <-> held, which leaves the count of
-// enabled slots unchanged.
+// Capacity changes (SetCapacity, EndQuarantine, Reclaim, QuarantineUnheld)
+// take no lock (invariant 5 of segment_layout.h): each counts enabled slots
+// and then acts on the count, which is sound because only the broker, on one
+// thread, moves words between kDisabled, kFree and kQuarantined or sets
+// kRetireBit; the fast path only moves kFree <-> held, which leaves the count
+// unchanged. Waiters are then served by Pump(), which never waits.
 bool SlotTable::SetCapacity(std::uint32_t n) noexcept {
-  if (!LockQueue()) return SetCapacityLocked(n);  // unrecoverable: best effort
-  const bool revoked = SetCapacityLocked(n);
-  PumpLocked();
-  UnlockQueue();
+  const bool revoked = SetCapacityUnlocked(n);
+  (void)Pump();
   return revoked;
 }
 
 bool SlotTable::SetCapacityRetiringFirst(std::uint32_t n, std::uint32_t index,
                                          std::uint64_t held_word) noexcept {
-  const bool locked = LockQueue();
   bool revoked = false;
   if (index < slot_count_ && IsHeld(held_word) && CountEnabled() > std::min(n, slot_count_)) {
     std::uint64_t w = slots_[index].word.load(kAcquire);
@@ -624,15 +892,12 @@ bool SlotTable::SetCapacityRetiringFirst(std::uint32_t n, std::uint32_t index,
       }
     }
   }
-  revoked = SetCapacityLocked(n) || revoked;
-  if (locked) {
-    PumpLocked();
-    UnlockQueue();
-  }
+  revoked = SetCapacityUnlocked(n) || revoked;
+  (void)Pump();
   return revoked;
 }
 
-bool SlotTable::SetCapacityLocked(std::uint32_t n) noexcept {
+bool SlotTable::SetCapacityUnlocked(std::uint32_t n) noexcept {
   n = std::min(n, slot_count_);
   header_->capacity.store(n, kSeqCst);
   std::uint32_t enabled = CountEnabled();
@@ -690,15 +955,38 @@ bool SlotTable::SetCapacityLocked(std::uint32_t n) noexcept {
     }
     if (revoked) BumpRevocationGeneration();
   }
+  ArrangeFloorLow();
   return revoked;
+}
+
+void SlotTable::ArrangeFloorLow() noexcept {
+  const std::uint32_t floor = std::min(header_->floor.load(kAcquire), slot_count_);
+  std::uint32_t j = slot_count_;  // next lease-region slot to look at, from the top
+  std::uint32_t bound = header_->scan_bound.load(kAcquire);
+  for (std::uint32_t i = 0; i < floor && j > floor; ++i) {
+    if (slots_[i].word.load(kAcquire) != kDisabled) continue;
+    while (j > floor) {
+      std::uint64_t expected = kFree;
+      if (slots_[--j].word.compare_exchange_strong(expected, kDisabled, kSeqCst)) {
+        // Disable first, enable second: the count dips by one, never rises.
+        expected = kDisabled;
+        slots_[i].word.compare_exchange_strong(expected, kFree, kSeqCst);
+        bound = std::max(bound, i + 1);
+        break;
+      }
+    }
+  }
+  header_->scan_bound.store(bound, kSeqCst);
 }
 
 std::vector<std::uint32_t> SlotTable::Reclaim(std::uint32_t owner, bool quarantine,
                                               std::uint32_t* freed) noexcept {
   std::vector<std::uint32_t> quarantined;
   std::uint32_t count = 0;
-  const bool locked = LockQueue();
-  if (locked) CancelWaitersLocked(owner);
+  // Entries first (no mutex, invariant 1c): a grant racing this either
+  // completed (its slot carries the owner and is taken below) or fails its
+  // state CAS and gives the slot back.
+  CancelWaiters(owner);
   for (std::uint32_t i = 0; i < slot_count_; ++i) {
     std::uint64_t w = slots_[i].word.load(kAcquire);
     while (IsHeld(w) && OwnerOf(w) == owner) {
@@ -714,25 +1002,18 @@ std::vector<std::uint32_t> SlotTable::Reclaim(std::uint32_t owner, bool quaranti
     }
   }
   if (freed != nullptr) *freed = count;
-  if (locked) {
-    PumpLocked();
-    UnlockQueue();
-  }
+  (void)Pump();
   return quarantined;
 }
 
 void SlotTable::EndQuarantine(std::uint32_t index) noexcept {
   if (index >= slot_count_) return;
-  const bool locked = LockQueue();
   const bool over = CountEnabled() > header_->capacity.load(kAcquire);
   std::uint64_t expected = kQuarantined;
   const bool freed =
       slots_[index].word.compare_exchange_strong(expected, over ? kDisabled : kFree, kSeqCst) &&
       !over;
-  if (locked) {
-    if (freed) PumpLocked();
-    UnlockQueue();
-  }
+  if (freed) (void)Pump();
 }
 
 void SlotTable::SetReleaseCooldown(std::chrono::nanoseconds cooldown) noexcept {
@@ -749,7 +1030,6 @@ void SlotTable::RaiseQuarantineRecord(std::int64_t end_ns) noexcept {
 
 std::vector<std::uint32_t> SlotTable::QuarantineUnheld(std::uint32_t n) noexcept {
   std::vector<std::uint32_t> out;
-  const bool locked = LockQueue();
   std::uint32_t bound = header_->scan_bound.load(kAcquire);
   for (const std::uint64_t from : {kFree, kDisabled}) {
     for (std::uint32_t i = 0; i < slot_count_ && out.size() < n; ++i) {
@@ -761,7 +1041,6 @@ std::vector<std::uint32_t> SlotTable::QuarantineUnheld(std::uint32_t n) noexcept
     }
   }
   header_->scan_bound.store(bound, kSeqCst);
-  if (locked) UnlockQueue();
   return out;
 }
 
@@ -778,34 +1057,28 @@ void SlotTable::BumpRevocationGeneration() noexcept {
 }
 
 void SlotTable::SetLeaseFence(std::uint32_t floor, std::int64_t deadline_ns) noexcept {
-  // Under the queue mutex so a fence sees the floor and deadline as a pair.
-  const bool locked = LockQueue();
-  header_->floor.store(floor, kSeqCst);
-  header_->lease_deadline_ns.store(deadline_ns, kSeqCst);
-  if (locked) UnlockQueue();
+  // No mutex: takers read each field after their CAS (invariant 4). The more
+  // restrictive change goes first, so a taker between the two stores sees at
+  // most the old usable set: a lower floor before a new deadline, a higher
+  // floor after it.
+  SegmentHeader& h = *header_;
+  const std::uint32_t old_floor = h.floor.load(kAcquire);
+  if (floor < old_floor) h.floor.store(floor, kSeqCst);
+  h.lease_deadline_ns.store(deadline_ns, kSeqCst);
+  if (floor > old_floor) h.floor.store(floor, kSeqCst);
+  ArrangeFloorLow();
 }
 
-bool SlotTable::EnforceLeaseDeadline(std::int64_t now_ns) noexcept {
+bool SlotTable::NoteLeaseLapse(std::int64_t now_ns) noexcept {
   SegmentHeader& h = *header_;
-  const std::int64_t seen = h.lease_deadline_ns.load(kAcquire);
-  if (seen == 0 || now_ns <= seen) return false;  // common case: no mutex
-  if (!LockQueue()) return false;
-  bool fenced = false;
   const std::int64_t deadline = h.lease_deadline_ns.load(kAcquire);
-  if (deadline != 0 && now_ns > deadline) {
-    const std::uint32_t floor = h.floor.load(kAcquire);
-    // Shrink first, clear the deadline after: a fencer killed in between
-    // leaves the deadline set, so the next fence finishes the shrink.
-    if (h.capacity.load(kAcquire) > floor || CountEnabled() > floor) {
-      SetCapacityLocked(floor);
-      fenced = true;
-    }
-    // From the value read: never wipe a deadline the broker wrote meanwhile.
-    std::int64_t expected = deadline;
-    h.lease_deadline_ns.compare_exchange_strong(expected, 0, kSeqCst);
+  if (deadline == 0 || now_ns < deadline) return false;
+  std::int64_t noted = h.lapse_noted_ns.load(kAcquire);
+  if (noted == deadline || !h.lapse_noted_ns.compare_exchange_strong(noted, deadline, kSeqCst)) {
+    return false;
   }
-  UnlockQueue();
-  return fenced;
+  BumpRevocationGeneration();
+  return true;
 }
 
 std::uint64_t SlotTable::BumpBrokerGeneration(pid_t pid) noexcept {

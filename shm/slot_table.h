@@ -120,9 +120,24 @@ class SlotTable {
     return TakeFree(held_word);
   }
   static constexpr std::uint32_t kNoSlot = 0xFFFFFFFFu;
+  // The longest a client waits for the queue mutex in one go.
+  // 50 ms: far above any real hold (microseconds), so a holder that is
+  // merely descheduled on a loaded machine rarely counts as wedged.
+  static constexpr std::chrono::milliseconds kQueueLockBound{50};
+  // A queued waiter wakes at least this often to pump (a pump request may
+  // have met a held mutex) and to notice a wedged queue.
+  static constexpr std::chrono::milliseconds kWaiterPoll{10};
+  // The longest sleep between two polls for a slot while the queue is wedged.
+  static constexpr std::chrono::milliseconds kDegradedPollMax{5};
+  // How long after a failed lock others skip the queue and poll directly.
+  static constexpr std::chrono::milliseconds kStallMemory{1000};
   // Takes a slot, waiting up to `timeout` (negative = forever) in FIFO order.
-  // Errors: kTimeout, kCancelled (interrupt), kTooManyWaiters, kInternal
-  // (queue mutex unrecoverable).
+  // Never waits on the queue mutex for more than kQueueLockBound at a time:
+  // if its holder is stopped (a debugger, SIGSTOP) or the mutex word is
+  // garbage, the caller leaves the queue (lock-free) and polls for a slot
+  // with a backoff of at most kDegradedPollMax until its own timeout; FIFO
+  // order is lost while the queue is wedged, progress is not.
+  // Errors: kTimeout, kCancelled (interrupt), kTooManyWaiters.
   Result<std::uint32_t> Acquire(std::uint64_t held_word, std::chrono::nanoseconds timeout,
                                 WaitInterrupt* interrupt) noexcept;
   // Gives slot `index` back if it still carries `held_word` (with or without
@@ -146,6 +161,11 @@ class SlotTable {
   void ReleaseConfirmed(std::uint32_t index, std::uint64_t held_word) noexcept {
     ReleaseTo(index, held_word, kFree, kDisabled);
   }
+  // True while slot `index` is in the lease region and the lease deadline
+  // recorded in the segment has passed (reads CLOCK_MONOTONIC, vDSO, only if
+  // a deadline is recorded and the slot is above the floor). A holder of such
+  // a slot should yield it (B1: lease capacity is unusable at the deadline).
+  bool InLapsedLease(std::uint32_t index) const noexcept { return !LeaseAllows(index); }
   // True while slot `index` carries `held_word` (no retire request; a grant
   // bit not cleared yet does not matter).
   bool StillHeld(std::uint32_t index, std::uint64_t held_word) const noexcept {
@@ -225,19 +245,44 @@ class SlotTable {
   // Serves queued waiters from free slots and cooling slots whose cooldown
   // has ended, in FIFO order, and disables ended retiring cooling slots (also
   // done by every release, and by a waiter whose timed wait ended at a
-  // cooling deadline).
-  void Pump() noexcept;
+  // cooling deadline). Never waits: if the queue mutex is held, the request
+  // is left in the segment and the holder pumps after it unlocks (a stopped
+  // holder: the waiters' own polls take over). True if it pumped.
+  bool Pump() noexcept;
   void BumpRevocationGeneration() noexcept;
-  // Cluster mode: records the floor and the lease deadline (CLOCK_MONOTONIC ns,
-  // 0 = none) that EnforceLeaseDeadline checks.
+  // Cluster mode: records the floor (slots at index >= floor are the lease
+  // region) and the lease deadline (CLOCK_MONOTONIC ns, 0 = none). From the
+  // deadline on no lease-region slot is handed out (invariant 4). No mutex.
   void SetLeaseFence(std::uint32_t floor, std::int64_t deadline_ns) noexcept;
-  // Any attached process may call this: if a lease deadline is recorded, has
-  // passed at `now_ns`, and capacity is still above the floor, shrinks the
-  // table to the floor (retiring held slots above it) and returns true.
-  bool EnforceLeaseDeadline(std::int64_t now_ns) noexcept;
+  // Any attached process may call this (the client's watchdog does): if a
+  // lease deadline is recorded and has passed at `now_ns`, raises the
+  // revocation generation once for that deadline (so holders polling it
+  // notice) and returns true. It changes no slot: the lease region is
+  // already unusable (invariant 4), and only the broker shrinks capacity.
+  bool NoteLeaseLapse(std::int64_t now_ns) noexcept;
   std::int64_t lease_deadline_ns() const noexcept {
     return header_->lease_deadline_ns.load(std::memory_order_acquire);
   }
+  std::uint32_t lease_floor() const noexcept {
+    return header_->floor.load(std::memory_order_acquire);
+  }
+  // What CheckQueue found.
+  struct QueueHealth {
+    enum State {
+      kOk,           // the mutex was free (or recovered from a dead holder)
+      kHeld,         // held by a live thread: left alone (it may be stopped)
+      kReinitialised // garbage, or held by a thread that no longer exists:
+                     // re-initialised and the queue repaired
+    } state = kOk;
+    pid_t holder_tid = 0;  // kHeld / kReinitialised: the tid in the lock word
+    std::string detail;    // for the log: names the segment and what was found
+  };
+  // Broker side, never waits: looks at the queue mutex. A mutex whose lock
+  // word or kind is garbage, or that names a holder thread that does not
+  // exist (no robust-list recovery will ever come), is re-initialised and the
+  // queue repaired; nobody can be inside it. A live holder is reported, not
+  // touched (waiting clients poll meanwhile).
+  QueueHealth CheckQueue() noexcept;
   // A new broker instance took over the segment.
   std::uint64_t BumpBrokerGeneration(pid_t pid) noexcept;
   // Reads CLOCK_MONOTONIC once if it sees a cooling word: a cooling slot
@@ -264,8 +309,13 @@ class SlotTable {
       const std::uint64_t v = w.load(std::memory_order_relaxed);
       if (v == kFree &&
           w.compare_exchange_strong(expected, held_word, std::memory_order_seq_cst)) {
-        detail::tl_hint = idx;
-        return idx;
+        // After the CAS, not before: a slot counts as taken when its CAS
+        // happened, so the deadline is checked against a clock read after it.
+        if (LeaseAllows(idx)) {
+          detail::tl_hint = idx;
+          return idx;
+        }
+        return TakeAfterLapse(held_word, idx, bound);
       }
       cooling |= IsCooling(v);
       if (++idx == bound) idx = 0;
@@ -275,6 +325,22 @@ class SlotTable {
     // fast path costs what it did.
     return cooling ? TakeCooled(held_word, bound) : kNoSlot;
   }
+  // True if slot `index`, just taken, may be used: no lease deadline (one
+  // load: single-machine mode pays nothing more), or the slot is in the floor
+  // region, or the clock (vDSO, read after the taker's CAS) is before the
+  // deadline (invariant 4 of segment_layout.h).
+  bool LeaseAllows(std::uint32_t index) const noexcept {
+    const std::int64_t deadline = header_->lease_deadline_ns.load(std::memory_order_seq_cst);
+    return deadline == 0 || LeaseAllowsSlow(index, deadline);
+  }
+  bool LeaseAllowsSlow(std::uint32_t index, std::int64_t deadline) const noexcept;
+  // Slot `index` (held with `held_word`) was taken at or after the lease
+  // deadline: gives it back and looks for a floor-region slot instead.
+  std::uint32_t TakeAfterLapse(std::uint64_t held_word, std::uint32_t index,
+                               std::uint32_t bound) noexcept;
+  // Undoes a take of slot `index` that must not stand (no pump, no cooldown:
+  // no session was opened on it).
+  void UndoTake(std::uint32_t index, std::uint64_t held_word) noexcept;
   // Takes a cooling slot whose cooldown has ended (reads the clock once).
   std::uint32_t TakeCooled(std::uint64_t held_word, std::uint32_t bound) noexcept;
   void ReleaseTo(std::uint32_t index, std::uint64_t held_word, std::uint64_t to,
@@ -308,17 +374,36 @@ class SlotTable {
   // cooldown at `now_ns` (0 if none); `*expired` is set if some cooling
   // slot's cooldown has ended (it can serve a waiter now).
   std::int64_t EarliestCoolingDeadline(std::int64_t now_ns, bool* expired) const noexcept;
-  // Takes the queue mutex; recovers it from a dead holder (RepairQueueLocked)
-  // and repairs torn or hostile indices. False: the mutex is unrecoverable.
-  bool LockQueue() noexcept;
+  // Takes the queue mutex within `bound` (0: try once); recovers it from a
+  // dead holder (RepairQueueLocked) and repairs torn or hostile indices.
+  // False: busy past the bound, or the mutex is unusable (garbage).
+  bool LockQueue(std::chrono::nanoseconds bound) noexcept;
+  // Unlocks, then serves a pump request left meanwhile (RequestPump).
   void UnlockQueue() noexcept;
   void RepairQueueLocked() noexcept;
   // REQUIRES the queue mutex. Puts queue_head/queue_tail back in range if
   // they are not, and sets `waiters` to the kWaitWaiting entries in range.
   void RecountWaitersLocked() noexcept;
+  // Entry `e` leaves the queue for good by CAS from Waiting or Granting to
+  // Cancelled (no mutex). True if this call did it (and decremented waiters).
+  bool CancelEntry(WaitEntry& e) noexcept;
+  void DecrementWaiters() noexcept;
+  // Polls for a slot (ignoring the queue) until `deadline`, with a bounded
+  // backoff: the queue is wedged.
+  Result<std::uint32_t> PollForSlot(std::uint64_t held_word,
+                                    std::chrono::steady_clock::time_point deadline,
+                                    WaitInterrupt* interrupt) noexcept;
+  bool QueueStalledRecently(std::int64_t now_ns) const noexcept;
+  // kQueueLockBound, or less if the caller's `deadline` comes sooner.
+  static std::chrono::nanoseconds LockBound(std::chrono::steady_clock::time_point deadline) noexcept;
   void PumpLocked() noexcept;
-  void CancelWaitersLocked(std::uint32_t owner) noexcept;
-  bool SetCapacityLocked(std::uint32_t n) noexcept;
+  // Drops every queued entry of `owner` (no mutex; see CancelEntry).
+  void CancelWaiters(std::uint32_t owner) noexcept;
+  // Broker only (one thread): no mutex, see invariant 5.
+  bool SetCapacityUnlocked(std::uint32_t n) noexcept;
+  // Moves enabled free slots out of the lease region into disabled slots of
+  // the floor region, so the floor is what stays usable at a lapse.
+  void ArrangeFloorLow() noexcept;
   // Clears kGrantBit from slot `index` if it still carries held_word|kGrantBit
   // (kRetireBit kept); gives up if the broker reclaimed the slot meanwhile.
   void PickUpGrant(std::uint32_t index, std::uint64_t held_word) noexcept;

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include "shm/slot_table.h"
 #include "tests/support/unique_name.h"
@@ -342,70 +343,118 @@ TEST_F(QueueRepairTest, ReclaimQuarantinesRetiringSlotsToo) {
   EXPECT_EQ(c.free, 1u);
 }
 
-// ---- #9: capacity races ----------------------------------------------------
+// ---- Lease region (issue 8: B1 at the deadline, no mutex) -------------------
 
-TEST_F(QueueRepairTest, ConcurrentFencesNeverShrinkBelowTheFloor) {
-  auto broker = Make(16, 0);
+// Past the deadline only the floor region [0, floor) hands out slots, on the
+// fast path as well as through the queue; before it the whole capacity does.
+TEST_F(QueueRepairTest, LeaseRegionSlotsAreRefusedFromTheDeadlineOn) {
+  auto t = Make(16, 12);
+  const std::uint64_t w = HeldWord(t->AllocateOwner(), false);
+  t->SetLeaseFence(4, 1);  // a deadline long past (CLOCK_MONOTONIC ns 1)
+  std::vector<std::uint32_t> got;
+  for (int i = 0; i < 12; ++i) {
+    const std::uint32_t idx = t->TryAcquireIndex(w);
+    if (idx == SlotTable::kNoSlot) break;
+    got.push_back(idx);
+  }
+  ASSERT_EQ(got.size(), 4u) << "lease-region slots were handed out past the deadline";
+  for (std::uint32_t idx : got) EXPECT_LT(idx, 4u);
+  EXPECT_EQ(t->Acquire(w, 5ms, nullptr).status().code(), Errc::kTimeout);
+  EXPECT_EQ(t->Count().held_action, 4u) << "a refused take was not given back";
+  t->SetLeaseFence(4, MonotonicNs() + 60'000'000'000);  // renewed
+  for (int i = 0; i < 8; ++i) EXPECT_NE(t->TryAcquireIndex(w), SlotTable::kNoSlot);
+  EXPECT_EQ(t->TryAcquireIndex(w), SlotTable::kNoSlot);  // capacity 12
+}
+
+TEST_F(QueueRepairTest, AHeldLeaseSlotShouldYieldAtTheDeadline) {
+  detail::tl_hint = 0;  // takes go 0, 1, 2, ...
+  auto t = Make(8, 8);
+  const std::uint64_t w = HeldWord(t->AllocateOwner(), false);
+  const std::int64_t deadline = MonotonicNs() + 30'000'000;
+  t->SetLeaseFence(2, deadline);
+  std::vector<std::uint32_t> got;
+  for (int i = 0; i < 8; ++i) got.push_back(t->TryAcquireIndex(w));
+  for (std::uint32_t idx : got) ASSERT_NE(idx, SlotTable::kNoSlot);
+  for (std::uint32_t idx : got) EXPECT_FALSE(t->InLapsedLease(idx));
+  while (MonotonicNs() < deadline) std::this_thread::sleep_for(1ms);  // the clock is the event
+  for (std::uint32_t idx : got) EXPECT_EQ(t->InLapsedLease(idx), idx >= 2) << idx;
+  // Released past the deadline, a lease slot serves nobody.
+  t->Release(got[7], w);
+  EXPECT_EQ(t->TryAcquireIndex(w), SlotTable::kNoSlot);
+  t->Release(got[0], w);
+  EXPECT_EQ(t->TryAcquireIndex(w), got[0]);
+}
+
+// A queued waiter is not granted a lease-region slot past the deadline.
+TEST_F(QueueRepairTest, APumpGrantsNoLeaseSlotPastTheDeadline) {
+  detail::tl_hint = 0;  // takes go 0, 1, 2, ...
+  auto t = Make(4, 4);
+  const std::uint64_t holder = HeldWord(t->AllocateOwner(), false);
+  const std::uint64_t w = HeldWord(t->AllocateOwner(), false);
+  std::uint32_t held[4];
+  for (auto& i : held) i = t->TryAcquireIndex(holder);
+  t->SetLeaseFence(2, 1);  // lapsed
+  raw_->Queue(w, kWaitWaiting, wcap_);
+  raw_->h->waiters.store(1);
+  t->Release(held[3], holder);  // slot 3: lease region
+  EXPECT_EQ(raw_->h->waiters.load(), 1u);
+  EXPECT_EQ(raw_->slots[held[3]].word.load(), kFree);
+  t->Release(held[0], holder);  // slot 0: floor region, granted
+  EXPECT_EQ(raw_->h->waiters.load(), 0u);
+  EXPECT_EQ(raw_->slots[held[0]].word.load(), w | kGrantBit);
+}
+
+// Many processes' watchdogs see one lapse: the generation rises once, and no
+// slot or capacity changes (only the broker changes capacity).
+TEST_F(QueueRepairTest, ALapseIsNotedOnceAndChangesNoSlot) {
+  auto broker = Make(16, 12);
   auto c1 = SlotTable::Attach(name_);
   auto c2 = SlotTable::Attach(name_);
   ASSERT_TRUE(c1.ok() && c2.ok());
-  constexpr int kTrials = 300;
-  int below = 0;
-  int fenced = 0;
-  for (int trial = 0; trial < kTrials; ++trial) {
-    broker->SetLeaseFence(4, 1);
-    broker->SetCapacity(12);
+  for (int trial = 0; trial < 200; ++trial) {
+    broker->SetLeaseFence(4, 1 + trial);
+    const std::uint64_t gen = broker->revocation_generation();
     std::atomic<int> go{0};
     std::atomic<int> acted{0};
-    auto fence = [&](SlotTable* c) {
+    auto note = [&](SlotTable* c) {
       go.fetch_add(1);
       while (go.load() < 2) {
       }
-      if (c->EnforceLeaseDeadline(100)) acted.fetch_add(1);
+      if (c->NoteLeaseLapse(MonotonicNs())) acted.fetch_add(1);
     };
-    std::thread x(fence, c1->get());
-    std::thread y(fence, c2->get());
+    std::thread x(note, c1->get());
+    std::thread y(note, c2->get());
     x.join();
     y.join();
+    ASSERT_EQ(acted.load(), 1) << "trial " << trial;
+    ASSERT_EQ(broker->revocation_generation(), gen + 1);
     const Counts c = broker->Count();
-    if (c.enabled < 4) ++below;
-    EXPECT_EQ(c.capacity, 4u);
-    EXPECT_EQ(acted.load(), 1) << "exactly one fence acts";
-    fenced += acted.load();
+    ASSERT_EQ(c.capacity, 12u);
+    ASSERT_EQ(c.enabled, 12u);
+    ASSERT_EQ(broker->lease_deadline_ns(), 1 + trial) << "a client cleared the deadline";
   }
-  EXPECT_EQ(below, 0) << below << "/" << kTrials << " trials left fewer than the floor enabled";
-  EXPECT_EQ(fenced, kTrials);
 }
 
-// The broker renews (new deadline, then grows) while a client fences the
-// expired lease: capacity above the floor must always come with a deadline,
-// and the enabled slots must match the capacity.
-TEST_F(QueueRepairTest, FenceRacingARenewalNeverLeavesLeaseCapacityWithoutADeadline) {
-  auto broker = Make(16, 0);
-  auto client = SlotTable::Attach(name_);
-  ASSERT_TRUE(client.ok());
-  constexpr int kTrials = 300;
-  for (int trial = 0; trial < kTrials; ++trial) {
-    broker->SetLeaseFence(4, 1);  // expired at now = 100
-    broker->SetCapacity(12);
-    std::atomic<int> go{0};
-    std::thread fencer([&] {
-      go.fetch_add(1);
-      while (go.load() < 2) {
-      }
-      (*client)->EnforceLeaseDeadline(100);
-    });
-    go.fetch_add(1);
-    while (go.load() < 2) {
-    }
-    broker->SetLeaseFence(4, 1000);  // renewed: new deadline first, then capacity
-    broker->SetCapacity(12);
-    fencer.join();
-    const Counts c = broker->Count();
-    ASSERT_TRUE(c.capacity <= 4 || broker->lease_deadline_ns() != 0)
-        << "trial " << trial << ": capacity " << c.capacity << " with no deadline";
-    ASSERT_EQ(c.enabled, c.capacity) << "trial " << trial;
-  }
+// The broker keeps the floor in the low indices: slots it enables go there
+// first, and a free lease-region slot is traded for a disabled floor slot.
+TEST_F(QueueRepairTest, TheFloorStaysInTheLowIndices) {
+  detail::tl_hint = 0;  // takes go 0, 1, 2, ...
+  auto t = Make(8, 0);
+  const std::uint64_t w = HeldWord(t->AllocateOwner(), false);
+  t->SetCapacity(6);
+  std::uint32_t held[6];
+  for (auto& i : held) i = t->TryAcquireIndex(w);
+  t->Release(held[0], w);
+  t->Release(held[1], w);
+  t->SetLeaseFence(2, 0);
+  t->SetCapacity(4);  // disables the free floor slots 0 and 1, keeps 2..5 held
+  EXPECT_EQ(raw_->slots[0].word.load(), kDisabled);
+  t->Release(held[5], w);
+  t->SetLeaseFence(2, 0);  // the next renewal trades 5 for a floor slot
+  EXPECT_EQ(raw_->slots[0].word.load(), kFree);
+  EXPECT_EQ(raw_->slots[1].word.load(), kDisabled);
+  EXPECT_EQ(raw_->slots[5].word.load(), kDisabled);
+  EXPECT_EQ(t->Count().enabled, 4u);
 }
 
 }  // namespace
