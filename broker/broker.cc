@@ -130,11 +130,33 @@ Status Broker::Impl::Open() {
         // have them (B2). The B2 report uses every slot not disabled (free
         // ones included): a scan racing clients can undercount held slots,
         // never those.
+        // Registrations (R2): system slots marked in the table (adopted
+        // owners that have not reconnected yet included), and dead clients'
+        // registrations still in quarantine.
+        const std::uint32_t registered =
+            std::max(c.held_system, RegisteredOn(t->config().name)) +
+            t->quarantined_registrations();
         usage.push_back(lease::TargetUsage{c.held_action + c.quarantined + c.cooling, c.waiters,
-                                           c.enabled + c.retiring + c.cooling_retiring});
+                                           c.enabled + c.retiring + c.cooling_retiring,
+                                           registered});
       }
       return usage;
     };
+    // R5: a clean stop admits nothing new before its goodbye counts what is held.
+    hooks.freeze = [this] {
+      for (Target* t : ordered) {
+        const shm::Counts c = t->table().Count();
+        const std::uint32_t held = c.held_action - std::min(c.retiring, c.held_action);
+        if (held < t->table().capacity()) t->SetCapacity(held);
+      }
+    };
+    // R1: adopted action slots are kept until the previous broker's lease deadline.
+    for (Target* t : ordered) {
+      const std::int64_t ns = t->adopted_segment() ? t->table().lease_deadline_ns() : 0;
+      hooks.inherited.push_back(ns > 0 ? std::optional<Clock::time_point>(
+                                             Clock::time_point(std::chrono::nanoseconds(ns)))
+                                       : std::nullopt);
+    }
     hooks.apply = [this](std::size_t i, const lease::TargetCapacity& cap) {
       if (i >= ordered.size()) return;
       lease_caps.resize(ordered.size());
@@ -426,6 +448,10 @@ json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
     const auto index = static_cast<std::size_t>(
         std::find(ordered.begin(), ordered.end(), &target) - ordered.begin());
     const std::uint32_t counted = RegisteredOn(target_name) + target.quarantined_registrations();
+    if (const auto why = cluster->NotAcceptedReason()) {
+      // R1: nothing new until the coordinator accepts this broker (the client retries).
+      return ErrorReply(Errc::kBrokerUnavailable, *why + "; new registrations wait, retry");
+    }
     if (!cluster->MayRegister(index, counted)) {
       return ErrorReply(Errc::kTooManyClients,
                         "broker " + config.id + " already has " + std::to_string(system_slots) +

@@ -8,6 +8,8 @@
 #include <set>
 #include <spdlog/spdlog.h>
 
+#include "broker/cluster_lease.h"
+#include "broker/cluster_state.h"
 #include "broker/lease/account_held.h"
 #include "broker/lease/ledger.h"
 #include "broker/limit_keeper.h"
@@ -50,7 +52,11 @@ json::object SnapshotJson(const lease::LedgerSnapshot& s) {
                                      {"wanted", b.wanted},
                                      {"lease_left_ms", OptMs(b.lease_left)},
                                      {"last_seen_ms", OptMs(b.last_seen_ago)},
-                                     {"silence_left_ms", OptMs(b.silence_left)}});
+                                     {"silence_left_ms", OptMs(b.silence_left)},
+                                     {"verdict", lease::VerdictName(b.verdict)},
+                                     {"instances", b.instances},
+                                     {"counted", b.counted},
+                                     {"in_file", b.in_file}});
     }
     targets.push_back(json::object{{"target", t.target},
                                    {"limit", t.limit},
@@ -59,7 +65,9 @@ json::object SnapshotJson(const lease::LedgerSnapshot& s) {
                                    {"free", t.free},
                                    {"brokers", std::move(brokers)}});
   }
-  return json::object{{"learning", s.learning},
+  return json::object{{"gate", lease::GateName(s.gate)},
+                      {"generation", std::to_string(s.generation)},
+                      {"learning", s.learning},
                       {"learning_left_ms", Ms(s.learning_left)},
                       {"term_ms", Ms(s.term)},
                       {"drain_ms", Ms(s.drain)},
@@ -76,6 +84,20 @@ struct ClusterNode::Impl {
   asio::io_context& io;
   config::BrokerConfig cfg;
   Hooks hooks;
+  // Where the agent sends its renews: the file's coordinator, or the successor
+  // a superseded coordinator named (R3).
+  std::string coord_id;
+  config::HostPort coord_address;
+  lease::Verdict logged_verdict = lease::Verdict::kPending;
+  std::string logged_reason;
+  bool acceptance_written = false;
+  bool erased = false;
+  // Coordinator (R3): brokers that have not answered our hello since start,
+  // and the addresses of older coordinators learned from answers.
+  std::set<std::string> hello_waiting;
+  std::map<std::string, config::HostPort> hello_extra;
+  std::uint64_t mark_written = 0;
+  asio::steady_timer hello_timer{io};
   wire::Credentials creds;
   std::unique_ptr<lease::LeaseAgent> agent;
   std::unique_ptr<lease::Ledger> ledger;  // coordinator only
@@ -96,9 +118,7 @@ struct ClusterNode::Impl {
   bool connect_failed_logged = false;
 
   bool is_coordinator() const { return cfg.cluster->coordinator == cfg.id; }
-  const config::ClusterBroker& coordinator() const {
-    return *cfg.cluster->FindBroker(cfg.cluster->coordinator);
-  }
+  std::filesystem::path state_dir() const { return *cfg.state_dir; }
   Clock::duration receive_timeout() const {
     return std::max<Clock::duration>(3 * cfg.cluster->term, std::chrono::seconds(10));
   }
@@ -147,15 +167,16 @@ struct ClusterNode::Impl {
   }
 
   awaitable<void> ConnectLoop() {
-    const config::ClusterBroker& c = coordinator();
     for (;;) {
       if (stopping) co_return;
       if (!to_coordinator || !to_coordinator->is_open()) {
-        auto r = co_await wire::Channel::Connect(io.get_executor(), c.address.host,
-                                                 c.address.port, creds, std::chrono::seconds(5));
+        const std::string cid = coord_id;
+        const config::HostPort where = coord_address;
+        auto r = co_await wire::Channel::Connect(io.get_executor(), where.host, where.port, creds,
+                                                 std::chrono::seconds(5));
         if (stopping) co_return;
         if (r.ok()) {
-          spdlog::info("connected to coordinator {} at {}", c.id, c.address.ToString());
+          spdlog::info("connected to coordinator {} at {}", cid, where.ToString());
           connect_failed_logged = false;
           to_coordinator = std::make_shared<wire::Channel>(std::move(r).value());
           asio::co_spawn(io, Reader(to_coordinator), asio::detached);
@@ -167,7 +188,7 @@ struct ClusterNode::Impl {
         } else if (!connect_failed_logged) {
           spdlog::warn("cannot reach coordinator {} at {}: {} (retrying; the lease lapses on "
                        "this broker's clock, then only the floor is used)",
-                       c.id, c.address.ToString(), r.status().message());
+                       cid, where.ToString(), r.status().message());
           connect_failed_logged = true;
         }
       }
@@ -188,9 +209,69 @@ struct ClusterNode::Impl {
       }
       if (auto* grant = std::get_if<lease::Grant>(&*m)) {
         Apply(agent->OnGrant(Clock::now(), *grant));
+        OnVerdict(*grant);
         tick_timer.cancel();  // the new lease may end before the next planned tick
       } else if (auto* err = std::get_if<wire::ErrorReply>(&*m)) {
         spdlog::warn("coordinator refused our renew: {} ({})", err->message, ErrcName(err->code));
+      }
+    }
+  }
+
+  // R1: logs every change of the coordinator's word on this instance and keeps
+  // the acceptance in state_dir; a removed broker erases it before it reports
+  // again; a superseded coordinator's successor becomes the coordinator.
+  void OnVerdict(const lease::Grant& grant) {
+    if (grant.broker_id != cfg.id || grant.epoch != agent->epoch() ||
+        grant.instance != agent->instance()) {
+      return;
+    }
+    const lease::Verdict v = agent->verdict();
+    if (v != logged_verdict || agent->verdict_reason() != logged_reason) {
+      const std::string why = agent->verdict_reason().empty() ? "" : ": " + agent->verdict_reason();
+      if (v == lease::Verdict::kAccepted || v == lease::Verdict::kPending) {
+        spdlog::info("coordinator {}: this broker (epoch {}) is {}{}", coord_id, agent->epoch(),
+                     lease::VerdictName(v), why);
+      } else {
+        spdlog::error("coordinator {} {} this broker{} -- it admits no action above floor 0 and no "
+                      "new registration (registrations it has stay)",
+                      coord_id, lease::VerdictName(v), why);
+      }
+      logged_verdict = v;
+      logged_reason = agent->verdict_reason();
+    }
+    if (v == lease::Verdict::kAccepted && !acceptance_written) {
+      const config::ClusterBroker& self = cfg.self();
+      Status st = WriteAccepted(state_dir(), cfg.id,
+                                {cfg.cluster->generation, coord_id, agent->epoch(),
+                                 static_cast<std::uint32_t>(self.system_slots),
+                                 static_cast<std::uint32_t>(self.floor)});
+      if (!st.ok()) spdlog::error("cannot record the acceptance: {}", st.message());
+      acceptance_written = st.ok();
+    }
+    if (v == lease::Verdict::kRemoved && !erased) {
+      if (Status st = EraseAccepted(state_dir(), cfg.id); st.ok()) {
+        erased = true;
+        agent->MarkErased();
+        spdlog::error("broker {} is not in coordinator {}'s cluster file: its accepted "
+                      "configuration was erased; it stays counted until it holds nothing",
+                      cfg.id, coord_id);
+      } else {
+        spdlog::error("{}", st.message());
+      }
+    }
+    if (v == lease::Verdict::kSuperseded && !grant.successor.empty()) {
+      const auto at = grant.successor.find('@');
+      auto hp = at == std::string::npos
+                    ? Result<config::HostPort>(Status(Errc::kProtocol, "no '@'"))
+                    : config::ParseHostPort(grant.successor.substr(at + 1), 1);
+      if (hp.ok() && hp->ToString() != coord_address.ToString()) {
+        spdlog::warn("coordinator {} was superseded by {}: reporting there from now on (this "
+                     "broker's cluster file is older, so it is refused there; its clients stay "
+                     "counted)",
+                     coord_id, grant.successor);
+        coord_id = grant.successor.substr(0, at);
+        coord_address = *hp;
+        if (to_coordinator) to_coordinator->Close();
       }
     }
   }
@@ -218,7 +299,7 @@ struct ClusterNode::Impl {
       Status s = co_await channel->Send(std::move(m));
       if (!s.ok()) {
         spdlog::warn("{} to coordinator {} failed: {}", renew ? "lease renew" : "refusal report",
-                     cfg.cluster->coordinator, s.message());
+                     coord_id, s.message());
         channel->Close();
         break;
       }
@@ -284,13 +365,14 @@ struct ClusterNode::Impl {
   // short one, so `dsbctl status` answers while the coordinator is down).
   awaitable<json::object> AskCoordinator(std::string request,
                                          std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-    const config::ClusterBroker& c = coordinator();
-    auto ch = co_await wire::Channel::Connect(io.get_executor(), c.address.host, c.address.port,
-                                              creds, timeout);
+    const std::string cid = coord_id;
+    const config::HostPort where = coord_address;
+    auto ch = co_await wire::Channel::Connect(io.get_executor(), where.host, where.port, creds,
+                                              timeout);
     if (!ch.ok()) {
       co_return json::object{{"ok", false},
                              {"error", ErrcName(ch.status().code())},
-                             {"message", "cannot reach coordinator " + c.id + ": " +
+                             {"message", "cannot reach coordinator " + cid + ": " +
                                              ch.status().message()}};
     }
     wire::Message m = wire::AdminRequest{std::move(request)};
@@ -307,7 +389,7 @@ struct ClusterNode::Impl {
     }
     co_return json::object{{"ok", false},
                            {"error", "protocol"},
-                           {"message", "coordinator " + c.id + " gave no answer: " +
+                           {"message", "coordinator " + cid + " gave no answer: " +
                                            (reply.ok() ? std::string("unexpected reply")
                                                        : reply.status().message())}};
   }
@@ -333,7 +415,18 @@ struct ClusterNode::Impl {
       auto m = co_await channel->Receive(receive_timeout());
       if (!m.ok() || stopping) break;
       std::optional<wire::Message> reply;
-      if (auto* req = std::get_if<lease::RenewRequest>(&*m)) {
+      if (auto* hello = std::get_if<wire::CoordinatorHello>(&*m)) {
+        reply = AnswerHello(*hello, peer);
+      } else if (!ledger) {
+        reply = wire::ErrorReply{Errc::kConflict, "broker " + cfg.id + " is not the coordinator "
+                                                  "(it answers only a coordinator's hello)"};
+      } else if (auto* bye = std::get_if<lease::Goodbye>(&*m)) {
+        if (bye->broker_id == peer && ledger->OnGoodbye(Clock::now(), *bye)) {
+          spdlog::info("broker {} (epoch {}) stopped cleanly and handed its clients to its "
+                       "successor",
+                       peer, bye->epoch);
+        }
+      } else if (auto* req = std::get_if<lease::RenewRequest>(&*m)) {
         if (req->broker_id != peer) {
           reply = wire::ErrorReply{Errc::kConflict, "request names broker '" + req->broker_id +
                                                         "' but the channel belongs to '" + peer +
@@ -342,6 +435,8 @@ struct ClusterNode::Impl {
           ObserveOwed(Clock::now());
           auto grant = ledger->OnRequest(Clock::now(), *req);
           ObserveOwed(Clock::now());
+          LogLedgerWarnings();
+          PersistSupersededMark();
           if (!grant.ok()) {
             reply = wire::ErrorReply{grant.status().code(), grant.status().message()};
           } else if (grant->has_value()) {
@@ -379,6 +474,154 @@ struct ClusterNode::Impl {
     served.erase(channel);
   }
 
+  void LogLedgerWarnings() {
+    for (const std::string& w : ledger->TakeWarnings()) spdlog::error("ledger: {}", w);
+  }
+
+  // R3: a superseded ledger's mark goes to state_dir before the stop is
+  // confirmed to anyone; a coordinator that finds it never grants.
+  bool PersistSupersededMark() {
+    const std::uint64_t g = ledger->newer_generation_seen();
+    if (g == 0 || g <= mark_written) return g != 0;
+    if (Status st = WriteSuperseded(state_dir(), cfg.id, g); !st.ok()) {
+      spdlog::error("cannot write the superseded mark: {} (this coordinator grants nothing "
+                    "anyway; it will not confirm its stop)",
+                    st.message());
+      return false;
+    }
+    mark_written = g;
+    spdlog::error("coordinator {} (generation {}) is superseded by generation {}: it grants "
+                  "nothing from now on",
+                  cfg.id, cfg.cluster->generation, g);
+    return true;
+  }
+
+  std::string SelfAddress() const {
+    return (cfg.listen ? *cfg.listen : cfg.self().address).ToString();
+  }
+
+  // R3, answering side (every broker).
+  wire::HelloReply AnswerHello(const wire::CoordinatorHello& hello, const std::string& peer) {
+    wire::HelloReply r;
+    r.broker_id = cfg.id;
+    r.generation = cfg.cluster->generation;
+    r.file_hash = cfg.cluster->hash;
+    r.coordinator_id = coord_id;
+    r.coordinator_address = coord_address.ToString();
+    r.is_coordinator = ledger != nullptr;
+    if (hello.coordinator_id != peer) return r;  // names another broker: answer, change nothing
+    if (ledger && hello.generation > cfg.cluster->generation) {
+      ledger->Supersede(hello.generation, hello.coordinator_id + "@" + hello.address);
+      r.stopped = PersistSupersededMark();
+      if (r.stopped) r.records = ledger->Records();
+    } else if (ledger && hello.generation == cfg.cluster->generation &&
+               hello.file_hash != cfg.cluster->hash && hello.coordinator_id != cfg.id) {
+      spdlog::critical("two coordinators at generation {} with different cluster files: {} "
+                       "and {}; this one stops granting. Install one file with a higher "
+                       "generation everywhere",
+                       hello.generation, cfg.id, hello.coordinator_id);
+      ledger->Supersede(hello.generation);
+      r.conflict = true;
+    }
+    return r;
+  }
+
+  // R3, asking side: the coordinator says hello to every broker of its file
+  // (and to older coordinators it learns of) every second; until each has
+  // answered once, a coordinator of generation > 1 grants nothing.
+  awaitable<void> HelloLoop() {
+    for (const auto& b : cfg.cluster->brokers) {
+      if (b.id != cfg.id) hello_waiting.insert(b.id);
+    }
+    if (cfg.cluster->generation > 1 && !hello_waiting.empty()) {
+      ledger->WaitForPrevious();
+      spdlog::info("coordinator {} (generation {}): grants nothing until every broker of the "
+                   "file has answered its hello (a coordinator of an older generation may still "
+                   "run): waiting for {}",
+                   cfg.id, cfg.cluster->generation, Join(hello_waiting));
+    }
+    auto last_log = Clock::now();
+    while (!stopping) {
+      std::map<std::string, config::HostPort> to_ask = hello_extra;
+      for (const auto& b : cfg.cluster->brokers) {
+        if (b.id != cfg.id) to_ask.emplace(b.id, b.address);
+      }
+      for (const auto& [id, where] : to_ask) {
+        if (stopping) co_return;
+        co_await SayHello(id, where);
+      }
+      if (ledger->gate() == lease::Gate::kWaiting && hello_waiting.empty()) {
+        ledger->OpenGate(Clock::now());
+        spdlog::info("coordinator {}: every broker answered; learning (C3) for {} ms from now",
+                     cfg.id, Ms(ledger->Silence()));
+      } else if (ledger->gate() == lease::Gate::kWaiting &&
+                 Clock::now() - last_log > std::chrono::seconds(10)) {
+        last_log = Clock::now();
+        spdlog::warn("coordinator {}: still waiting for the hello answer of {} (grants nothing "
+                     "meanwhile; if that machine is gone for good, `dsbctl confirm-stopped ID` "
+                     "on this broker tells the coordinator so: it breaks S if it is wrong)",
+                     cfg.id, Join(hello_waiting));
+      }
+      hello_timer.expires_after(std::chrono::seconds(1));
+      co_await hello_timer.async_wait(use_nothrow);
+    }
+  }
+
+  static std::string Join(const std::set<std::string>& ids) {
+    std::string out;
+    for (const auto& id : ids) out += (out.empty() ? "" : ", ") + id;
+    return out;
+  }
+
+  awaitable<void> SayHello(const std::string& id, const config::HostPort& where) {
+    auto ch = co_await wire::Channel::Connect(io.get_executor(), where.host, where.port, creds,
+                                              std::chrono::seconds(2));
+    if (!ch.ok()) {
+      // Nothing listens there: no coordinator of any generation runs there.
+      if (ch.status().message().find("refused") != std::string::npos) hello_waiting.erase(id);
+      co_return;
+    }
+    wire::Message m = wire::CoordinatorHello{cfg.id, cfg.cluster->generation, cfg.cluster->hash,
+                                             SelfAddress()};
+    Status s = co_await ch->Send(std::move(m));
+    Result<wire::Message> reply(s);
+    if (s.ok()) reply = co_await ch->Receive(std::chrono::seconds(2));
+    ch->Close();
+    if (!reply.ok() || stopping) co_return;
+    auto* r = std::get_if<wire::HelloReply>(&*reply);
+    if (r == nullptr) co_return;
+    if (r->generation > cfg.cluster->generation) {
+      ledger->Supersede(r->generation, r->is_coordinator ? id + "@" + where.ToString() : "");
+      PersistSupersededMark();
+      co_return;
+    }
+    if (r->conflict) {
+      spdlog::critical("broker {} also coordinates generation {} with another cluster file: "
+                       "this coordinator stops granting too",
+                       id, r->generation);
+      ledger->Supersede(cfg.cluster->generation);
+      co_return;
+    }
+    if (r->is_coordinator && r->generation < cfg.cluster->generation) {
+      if (!r->stopped) co_return;  // it could not record its stop yet: ask again
+      ledger->AdoptRecords(r->records, Clock::now());
+      if (hello_waiting.count(id) > 0) {
+        spdlog::info("coordinator {} of generation {} confirmed its stop and handed over {} "
+                     "acceptance(s)",
+                     id, r->generation, r->records.size());
+      }
+    }
+    if (!r->is_coordinator && r->generation < cfg.cluster->generation &&
+        r->coordinator_id != cfg.id && !r->coordinator_address.empty()) {
+      // An older file names another coordinator: it may still grant. Ask it too.
+      auto hp = config::ParseHostPort(r->coordinator_address, 1);
+      if (hp.ok() && hello_extra.emplace(r->coordinator_id, *hp).second) {
+        hello_waiting.insert(r->coordinator_id);
+      }
+    }
+    hello_waiting.erase(id);
+  }
+
   json::object HandleAdmin(const std::string& text, const std::string& peer) {
     boost::system::error_code ec;
     json::value v = json::parse(text, ec);
@@ -392,6 +635,21 @@ struct ClusterNode::Impl {
                           {"ledger", SnapshotJson(ledger->Snapshot(Clock::now()))}};
     }
     if (op.is_string() && op.as_string() == "limits") return LimitsJson();
+    if (op.is_string() && op.as_string() == "confirm_stopped") {
+      // R3: an operator says a broker of the file runs no coordinator (its
+      // machine is gone). Wrong, it breaks S: dsbctl says so and asks first.
+      const json::value* bv = v.as_object().if_contains("broker");
+      if (bv == nullptr || !bv->is_string()) {
+        return json::object{{"ok", false}, {"error", "invalid_argument"},
+                            {"message", "confirm_stopped needs a broker id"}};
+      }
+      const std::string id(bv->as_string());
+      const bool was_waiting = hello_waiting.erase(id) > 0;
+      spdlog::warn("operator (via broker {}) confirmed that broker {} runs no coordinator{}", peer,
+                   id, was_waiting ? "" : " (it was not awaited)");
+      return json::object{{"ok", true}, {"broker", id}, {"was_awaited", was_waiting},
+                          {"gate", lease::GateName(ledger->gate())}};
+    }
     if (op.is_string() && op.as_string() == "set_limit") {
       const json::object& o = v.as_object();
       const json::value* tv = o.if_contains("target");
@@ -438,41 +696,63 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
   impl->creds.key = std::move(key).value();
   impl->creds.broker_id = config.id;
   impl->creds.cluster_hash = cluster.hash;
-
-  lease::AgentConfig ac;
-  ac.broker_id = config.id;
-  // Epochs must grow across restarts of this broker; wall-clock microseconds do
-  // (they are only ever compared with this broker's own earlier epochs).
-  ac.epoch = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                            std::chrono::system_clock::now().time_since_epoch())
-                                            .count());
-  ac.term = cluster.term;
-  ac.eps = cluster.eps;
-  const config::ClusterBroker& self = config.self();
-  for (const auto& t : config.targets) {
-    ac.targets.push_back(lease::AgentTarget{t.name, static_cast<std::uint32_t>(self.system_slots),
-                                            static_cast<std::uint32_t>(self.floor)});
+  // The lease layer decides about a peer with another file (R1, R3).
+  impl->creds.accept_other_file = true;
+  impl->coord_id = cluster.coordinator;
+  impl->coord_address = cluster.FindBroker(cluster.coordinator)->address;
+  if (!config.state_dir) {
+    return Status{Errc::kConfig, "broker.state_dir is required in cluster mode"};
   }
-  if (Status s = lease::LeaseAgent::Validate(ac); !s.ok()) return s;
+
+  // R0: the epoch is a counter in state_dir (never a clock reading: a wall
+  // clock stepped back must not make a restart look older); the instance id is
+  // fresh per start and tells clones with a copied state_dir apart.
+  auto epoch = NextEpoch(*config.state_dir, config.id);
+  if (!epoch.ok()) return epoch.status();
+  // The parser refuses whatever Validate would (cluster_lease.h); a refusal here
+  // is a bug in that contract, still reported with the file's name.
+  lease::AgentConfig ac = AgentConfigOf(cluster, config.self(), *epoch);
+  ac.instance = RandomInstanceId();
+  for (std::size_t t = 0; t < ac.targets.size() && t < impl->hooks.inherited.size(); ++t) {
+    ac.targets[t].inherited_until = impl->hooks.inherited[t];
+  }
+  if (Status s = lease::LeaseAgent::Validate(ac); !s.ok()) {
+    return Status{s.code(), cluster.file_name + ": " + s.message()};
+  }
   impl->agent = std::make_unique<lease::LeaseAgent>(ac, Clock::now());
+  spdlog::info("broker {}: epoch {}, instance {:016x}, cluster file generation {}", config.id,
+               *epoch, ac.instance, cluster.generation);
 
   if (impl->is_coordinator()) {
-    lease::LedgerConfig lc;
-    lc.term = cluster.term;
-    lc.drain = cluster.drain;
-    lc.eps = cluster.eps;
-    for (const auto& t : cluster.targets) {
-      lc.targets.push_back(lease::LedgerTarget{t.name, static_cast<std::uint32_t>(cluster.Pool(t)),
-                                               static_cast<std::uint32_t>(t.limit)});
+    lease::LedgerConfig lc = LedgerConfigOf(cluster);
+    if (Status s = lease::Ledger::Validate(lc); !s.ok()) {
+      return Status{s.code(), cluster.file_name + ": " + s.message()};
     }
-    for (const auto& b : cluster.brokers) {
-      // Weights are ratios; the ledger takes integers 1..65535 (two decimals kept).
-      const long w = std::lround(b.weight * 100.0);
-      lc.brokers.push_back(
-          lease::LedgerBroker{b.id, static_cast<std::uint32_t>(std::clamp(w, 1L, 65535L))});
-    }
-    if (Status s = lease::Ledger::Validate(lc); !s.ok()) return s;
+    // R2: every acceptance is on disk before it is sent.
+    const std::filesystem::path dir = *config.state_dir;
+    const std::string self_id = config.id;
+    lc.persist = [dir, self_id](const std::vector<lease::AcceptanceRecord>& records) {
+      Status st = WriteRecords(dir, self_id, records);
+      if (!st.ok()) spdlog::error("cannot record acceptances: {}", st.message());
+      return st.ok();
+    };
+    auto records = ReadRecords(dir, self_id);
+    if (!records.ok()) return records.status();
+    auto mark = ReadSuperseded(dir, self_id);
+    if (!mark.ok()) return mark.status();
     impl->ledger = std::make_unique<lease::Ledger>(lc, Clock::now());
+    if (!records->empty()) {
+      impl->ledger->AdoptRecords(*records, Clock::now());
+      spdlog::info("coordinator: {} acceptance(s) of the previous run restored from {}",
+                   records->size(), dir.string());
+    }
+    if (mark->has_value() && **mark > cluster.generation) {
+      impl->ledger->Supersede(**mark);
+      impl->mark_written = **mark;
+      spdlog::critical("coordinator {} was superseded by generation {} (mark in {}): this "
+                       "generation-{} coordinator grants nothing; install the newer cluster file",
+                       config.id, **mark, dir.string(), cluster.generation);
+    }
     std::vector<std::uint32_t> minimum;
     for (const auto& t : cluster.targets) {
       // Every broker's system slots and floor, the reserve, and one pool slot.
@@ -525,7 +805,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
 
 Status ClusterNode::Start() {
   Impl& n = *impl_;
-  if (n.is_coordinator()) {
+  {
     const config::HostPort listen = n.cfg.listen ? *n.cfg.listen : n.cfg.self().address;
     boost::system::error_code ec;
     auto address = asio::ip::make_address(listen.host, ec);
@@ -539,12 +819,22 @@ Status ClusterNode::Start() {
     if (!ec) n.acceptor->bind(ep, ec);
     if (!ec) n.acceptor->listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
-      return {Errc::kBrokerUnavailable,
-              "coordinator cannot listen on " + listen.ToString() + ": " + ec.message()};
+      // Name the key that chose the address, so the operator knows what to change
+      // (broker.listen defaults to this broker's address in the cluster file).
+      const std::string key =
+          listen == n.cfg.self().address
+              ? n.cfg.cluster->file_name + ": address of broker \"" + n.cfg.id + "\""
+              : std::string("broker.listen in the broker file");
+      return {Errc::kBrokerUnavailable, std::string(n.ledger ? "coordinator" : "broker") +
+                                            " cannot listen on " + listen.ToString() + " (" +
+                                            key + "): " + ec.message()};
     }
-    spdlog::info("coordinator role: ledger on {} in learning mode for {} ms (C3)",
-                 listen.ToString(), Ms(n.ledger->Silence()));
     asio::co_spawn(n.io, n.AcceptLoop(), asio::detached);
+  }
+  if (n.ledger) {
+    spdlog::info("coordinator role: ledger in learning mode for {} ms (C3)",
+                 Ms(n.ledger->Silence()));
+    asio::co_spawn(n.io, n.HelloLoop(), asio::detached);
     n.limits->Start(nullptr);
   }
   asio::co_spawn(n.io, n.ConnectLoop(), asio::detached);
@@ -554,7 +844,35 @@ Status ClusterNode::Start() {
 
 void ClusterNode::Stop() {
   Impl& n = *impl_;
+  if (n.stopping) return;
+  // R5: admit nothing new, then tell the coordinator what is handed to the
+  // next instance on this machine, so it need not wait for our silence.
+  if (n.agent->accepted() && n.to_coordinator && n.to_coordinator->is_open()) {
+    if (n.hooks.freeze) n.hooks.freeze();
+    const auto usage = n.hooks.usage();
+    lease::Goodbye bye;
+    bye.broker_id = n.cfg.id;
+    bye.epoch = n.agent->epoch();
+    bye.instance = n.agent->instance();
+    for (std::size_t i = 0; i < usage.size() && i < n.cfg.targets.size(); ++i) {
+      const std::uint32_t actions = std::max(usage[i].actions, usage[i].actions_upper_bound);
+      const auto floor = static_cast<std::uint32_t>(n.cfg.self().floor);
+      bye.targets.push_back({n.cfg.targets[i].name, actions > floor ? actions - floor : 0,
+                             actions, usage[i].registered});
+    }
+    auto channel = n.to_coordinator;
+    asio::co_spawn(
+        n.io,
+        [channel, bye]() -> awaitable<void> {
+          wire::Message m = bye;
+          (void)co_await channel->Send(std::move(m));
+          channel->Close();
+        },
+        asio::detached);
+    n.to_coordinator.reset();
+  }
   n.stopping = true;
+  n.hello_timer.cancel();
   boost::system::error_code ec;
   if (n.acceptor) n.acceptor->close(ec);
   if (n.limits) n.limits->Stop();
@@ -562,6 +880,18 @@ void ClusterNode::Stop() {
   n.connect_timer.cancel();
   if (n.to_coordinator) n.to_coordinator->Close();
   for (const auto& c : n.served) c->Close();
+}
+
+std::optional<std::string> ClusterNode::NotAcceptedReason() const {
+  const Impl& n = *impl_;
+  if (n.agent->accepted()) return std::nullopt;
+  std::string why = n.agent->verdict() == lease::Verdict::kPending
+                        ? "broker " + n.cfg.id + " is not yet accepted by coordinator " +
+                              n.coord_id + " (it learns for (D + H)(1 + eps) after a start)"
+                        : "coordinator " + n.coord_id + " " +
+                              lease::VerdictName(n.agent->verdict()) + " broker " + n.cfg.id;
+  if (!n.agent->verdict_reason().empty()) why += ": " + n.agent->verdict_reason();
+  return why;
 }
 
 bool ClusterNode::MayRegister(std::size_t target, std::uint32_t registered) const {
@@ -587,6 +917,11 @@ json::object ClusterNode::AgentView() const {
   }
   return json::object{{"broker", n.cfg.id},
                       {"epoch", std::to_string(n.agent->epoch())},
+                      {"instance", std::to_string(n.agent->instance())},
+                      {"generation", std::to_string(n.cfg.cluster->generation)},
+                      {"coordinator", n.coord_id},
+                      {"verdict", lease::VerdictName(n.agent->verdict())},
+                      {"verdict_reason", n.agent->verdict_reason()},
                       {"connected", n.to_coordinator && n.to_coordinator->is_open()},
                       {"targets", std::move(targets)}};
 }
@@ -598,12 +933,13 @@ void ClusterNode::ReportRefusal(std::size_t target, std::uint32_t held, const st
     ++n.reports_lost;
     spdlog::warn("target {}: {} reports a session-limit refusal, but coordinator {} is not "
                  "connected: the report is lost ({} lost so far)",
-                 n.cfg.targets[target].name, who, n.cfg.cluster->coordinator, n.reports_lost);
+                 n.cfg.targets[target].name, who, n.coord_id, n.reports_lost);
     return;
   }
   lease::RefusalReport r;
   r.broker_id = n.cfg.id;
   r.epoch = n.agent->epoch();
+  r.instance = n.agent->instance();
   r.target = n.cfg.targets[target].name;
   r.held = held;
   r.refusals = 1;
@@ -629,38 +965,22 @@ awaitable<json::object> ClusterNode::SetLimit(std::size_t target, std::uint32_t 
 
 awaitable<json::object> ClusterNode::Leases() {
   Impl& n = *impl_;
-  json::object out{{"ok", true}, {"coordinator", n.cfg.cluster->coordinator},
+  json::object out{{"ok", true}, {"coordinator", n.coord_id},
                    {"agent", AgentView()}};
   if (n.ledger) {
     out["ledger"] = SnapshotJson(n.ledger->Snapshot(Clock::now()));
     co_return out;
   }
-  const config::ClusterBroker& c = n.coordinator();
-  auto ch = co_await wire::Channel::Connect(n.io.get_executor(), c.address.host, c.address.port,
-                                            n.creds, std::chrono::seconds(5));
-  if (!ch.ok()) {
+  json::object reply = co_await n.AskCoordinator(R"({"op":"leases"})");
+  if (const json::value* ledger = reply.if_contains("ledger")) {
+    out["ledger"] = *ledger;
+  } else {
     out["ledger"] = nullptr;
-    out["ledger_error"] = "cannot reach coordinator " + c.id + ": " + ch.status().message();
-    co_return out;
+    const json::value* message = reply.if_contains("message");
+    out["ledger_error"] = message != nullptr && message->is_string()
+                              ? json::value(message->as_string())
+                              : json::value("coordinator gave no ledger");
   }
-  wire::Message request = wire::AdminRequest{R"({"op":"leases"})"};
-  Status s = co_await ch->Send(std::move(request));
-  Result<wire::Message> reply(s);
-  if (s.ok()) reply = co_await ch->Receive(std::chrono::seconds(5));
-  ch->Close();
-  if (reply.ok()) {
-    if (auto* a = std::get_if<wire::AdminReply>(&*reply)) {
-      boost::system::error_code ec;
-      json::value v = json::parse(a->json, ec);
-      if (!ec && v.is_object() && v.as_object().contains("ledger")) {
-        out["ledger"] = v.as_object().at("ledger");
-        co_return out;
-      }
-    }
-  }
-  out["ledger"] = nullptr;
-  out["ledger_error"] = "coordinator gave no ledger: " +
-                        (reply.ok() ? std::string("unexpected reply") : reply.status().message());
   co_return out;
 }
 

@@ -17,7 +17,9 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/json/object.hpp>
+#include <chrono>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <vector>
 
@@ -34,6 +36,12 @@ class ClusterNode {
     std::function<std::vector<lease::TargetUsage>()> usage;
     // Sets a target's action capacity (config order).
     std::function<void(std::size_t target, const lease::TargetCapacity&)> apply;
+    // R5: admit nothing new from now on (a clean stop; capacity = what is held).
+    std::function<void()> freeze;
+    // R1: per target (config order), the lease deadline a previous broker left
+    // in an adopted segment (adopted action slots are kept until then while
+    // this instance waits for its acceptance). Missing entries: none.
+    std::vector<std::optional<std::chrono::steady_clock::time_point>> inherited;
   };
 
   // Loads the cluster key and validates the agent and ledger configs.
@@ -43,10 +51,17 @@ class ClusterNode {
                                                      Hooks hooks);
   ~ClusterNode();
 
-  // Binds the coordinator listener (if this broker is the coordinator) and
-  // starts the agent. Errors: kBrokerUnavailable if the listener cannot bind.
+  // Binds the listener on this broker's address (the coordinator's ledger, or
+  // for any broker the answer to a coordinator's hello, R3) and starts the
+  // agent. Errors: kBrokerUnavailable if the listener cannot bind.
   Status Start();
+  // R5: admits nothing new, sends a goodbye with what is held (if this
+  // instance was accepted and the coordinator is connected), then closes.
   void Stop();
+
+  // R1: nullopt once the coordinator accepted this instance; otherwise why
+  // not yet (or why it was refused), for the error a new client gets.
+  std::optional<std::string> NotAcceptedReason() const;
 
   // `dsbctl leases`: the coordinator's ledger, asked over the wire if it is
   // another broker. Also carries this broker's own agent view.

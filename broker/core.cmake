@@ -1,8 +1,20 @@
+# The cluster file's lease configs (cluster_lease.h); also linked by config_parse_fuzz.
+add_library(dsb_cluster_lease STATIC ${CMAKE_CURRENT_LIST_DIR}/cluster_lease.cc)
+add_library(dsb::cluster_lease ALIAS dsb_cluster_lease)
+target_link_libraries(dsb_cluster_lease PUBLIC dsb::config dsb::lease PRIVATE dsb::warnings)
+
+# The local socket's request parser (local_request.h); also linked by local_request_fuzz.
+add_library(dsb_local_request STATIC ${CMAKE_CURRENT_LIST_DIR}/local_request.cc)
+add_library(dsb::local_request ALIAS dsb_local_request)
+target_link_libraries(dsb_local_request PUBLIC dsb::common PRIVATE dsb::config Boost::json
+  dsb::warnings)
+
 # dsb::broker_core: everything of the daemon but main().
 add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/admin.cc
   ${CMAKE_CURRENT_LIST_DIR}/broker.cc
   ${CMAKE_CURRENT_LIST_DIR}/cluster.cc
+  ${CMAKE_CURRENT_LIST_DIR}/cluster_state.cc
   ${CMAKE_CURRENT_LIST_DIR}/instance_lock.cc
   ${CMAKE_CURRENT_LIST_DIR}/limit_command.cc
   ${CMAKE_CURRENT_LIST_DIR}/limit_keeper.cc
@@ -10,7 +22,8 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/target.cc)
 add_library(dsb::broker_core ALIAS dsb_broker_core)
 target_link_libraries(dsb_broker_core
-  PUBLIC dsb::common dsb::shm dsb::config dsb::lease dsb::wire spdlog::spdlog
+  PUBLIC dsb::common dsb::shm dsb::config dsb::lease dsb::cluster_lease dsb::local_request
+    dsb::wire spdlog::spdlog
   PRIVATE dsb::asio Boost::json dsb::warnings)
 
 add_executable(dsb-broker ${CMAKE_CURRENT_LIST_DIR}/main.cc)

@@ -57,7 +57,11 @@ class ClusterBrokerTest : public ::testing::Test {
     std::ofstream(dir / "solo.toml") << "[broker]\nid = \"solo\"\nsocket = \""
                                      << (dir / "solo.sock").string() << "\"\nshm_prefix = \""
                                      << prefix_ << "\"\ncluster = \"cluster.toml\"\n"
-                                     << "key_file = \"key\"\nadopt_grace = \"2s\"\n" << extra;
+                                     << "key_file = \"key\"\nadopt_grace = \"2s\"\n"
+                                     << (extra.find("state_dir") == std::string::npos
+                                             ? "state_dir = \"" + (dir / "state").string() + "\"\n"
+                                             : std::string())
+                                     << extra;
     broker_ = std::make_unique<BrokerProcess>(
         dir / "solo.toml", dir / "solo.sock",
         std::vector<std::string>{"dsb-" + prefix_ + "-exA", "dsb-" + prefix_ + "-exB"});
@@ -199,8 +203,21 @@ TEST_F(ClusterBrokerTest, UncleanEndThenLostSegmentsReportsTheHeldBackSlots) {
     std::ifstream in(scratch_.path() / "state" / "solo.state");
     return std::string(std::istreambuf_iterator<char>(in), {});
   }() << broker_->log();
+  // R1: the restarted broker admits no registration until the coordinator
+  // accepted it; then the held-back registration fills its one system slot.
   std::string msg;
   auto c = Connect("exA", ec, &msg, 200ms);
+  EXPECT_FALSE(c);
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        const auto r = testing::AskBroker(broker_->socket(), {{"op", "leases"}});
+        const auto* agent = r.if_contains("agent");
+        return agent != nullptr && agent->is_object() &&
+               agent->as_object().at("verdict").as_string() == "accepted";
+      },
+      20s))
+      << "never accepted: " << broker_->log();
+  c = Connect("exA", ec, &msg, 200ms);
   EXPECT_FALSE(c);
   EXPECT_EQ(ec, Errc::kTooManyClients) << msg;
   EXPECT_TRUE(testing::WaitUntil(

@@ -228,7 +228,8 @@ TEST_F(ClusterTest, PeerWithAnotherKeyGetsNothing) {
   std::ofstream(dir_.File("ws2bad.toml"))
       << "[broker]\nid = \"ws2\"\nsocket = \"" << dir_.File("ws2bad.sock")
       << "\"\nshm_prefix = \"bad" << ::getpid() << "\"\ncluster = \"cluster.toml\"\n"
-      << "key_file = \"bad.key\"\n";
+      << "key_file = \"bad.key\"\nstate_dir = \"" << dir_.File("bad-state")
+      << "\"\nlisten = \"127.0.0.1:" << testing::FreeLoopbackPort() << "\"\n";
   BrokerProcess bad(dir_.File("ws2bad.toml"), dir_.File("ws2bad.sock"),
                     {"dsb-bad" + std::to_string(::getpid()) + "-exch01"});
   ASSERT_TRUE(bad.Start()) << bad.log();

@@ -50,6 +50,9 @@ TestClusterFiles WriteTestCluster(const std::filesystem::path& dir, const TestCl
         << "[broker]\nid = \"" << id << "\"\nsocket = \"" << socket.string()
         << "\"\nshm_prefix = \"" << spec.stem << id
         << "\"\ncluster = \"cluster.toml\"\nkey_file = \"cluster.key\"\n"
+        << (spec.broker_extra.find("state_dir") == std::string::npos
+                ? "state_dir = \"" + (dir / ("state-" + id)).string() + "\"\n"
+                : std::string())
         << spec.broker_extra;
     files.configs.push_back(dir / (id + ".toml"));
     files.sockets.push_back(socket);

@@ -71,6 +71,7 @@ socket = "$LB_DIR/ws$i.sock"
 shm_prefix = "${LB_PREFIX}w$i"
 cluster = "$LB_DIR/cluster.toml"
 key_file = "$LB_DIR/cluster.key"
+state_dir = "$LB_DIR/state"
 adopt_grace = "2s"
 EOF
   done

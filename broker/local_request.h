@@ -1,0 +1,70 @@
+// The requests clients and dsbctl send on the broker's local socket, parsed from one
+// frame's body (a JSON object; the framing is common/local_frame.h). A pure function of
+// the bytes: the broker dispatches on the result, tests/fuzz/local_request_fuzz.cc fuzzes it.
+//
+// Requests (every one {"op": NAME, ...}; unknown keys are ignored):
+//   register              "target": string; optional "name": string (cut to 64 bytes);
+//                         optional "owner": integer 1..2^32-1 with "instance": string
+//                         (a client of the previous broker reconnecting to keep its slots)
+//   goodbye, ping, status, clients, leases   no arguments
+//   report_session_limit  optional "slot": integer and "word": integer (both, or the pair is
+//                         ignored, as from an older client); optional "detail": string (cut
+//                         to 200 bytes)
+//   set_limit             "target": string, "limit": integer 1..65535
+#ifndef DSB_BROKER_LOCAL_REQUEST_H_
+#define DSB_BROKER_LOCAL_REQUEST_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace dsb::broker {
+
+enum class LocalOp {
+  kRegister,
+  kGoodbye,
+  kReportSessionLimit,
+  kStatus,
+  kClients,
+  kLeases,
+  kSetLimit,
+  kPing,
+};
+
+// One parsed request. Only the fields of `op` are set; the others keep their defaults.
+struct LocalRequest {
+  LocalOp op = LocalOp::kPing;
+  // kRegister, kSetLimit: the target's name as sent (unchecked against the config).
+  std::string target;
+  // kRegister: the client's name for logs and `dsbctl clients` (<= 64 bytes, raw bytes).
+  std::string name = "client";
+  // kRegister: adoption by a client of the previous broker (owner != 0 when set).
+  std::optional<std::uint32_t> owner;
+  std::optional<std::string> instance;  // as sent; nullopt when missing or not a string
+  // kReportSessionLimit: the refused attempt's permit, both or neither.
+  std::optional<std::uint32_t> slot;
+  std::optional<std::uint64_t> word;
+  std::string detail;  // <= 200 bytes, raw bytes
+  // kSetLimit: 1..65535.
+  std::uint32_t limit = 0;
+};
+
+// Parses one request body.
+// Success: the request, every field within the ranges above.
+// Failure: kProtocol "request is not a JSON object", "request has no 'op'", "unknown op
+//   '<op>' (known: ...)", "register needs a string 'target'", "register: 'owner' must be
+//   an integer between 1 and 4294967295"; kInvalidArgument "set_limit needs a string
+//   'target' and an integer 'limit'", "limit must be between 1 and 65535, got N".
+//   Messages are printable ASCII whatever the input (echoed bytes are escaped).
+// Never throws (but std::bad_alloc).
+Result<LocalRequest> ParseLocalRequest(std::string_view body);
+
+// The op's name as sent on the wire ("register", ...).
+const char* LocalOpName(LocalOp op);
+
+}  // namespace dsb::broker
+
+#endif  // DSB_BROKER_LOCAL_REQUEST_H_
