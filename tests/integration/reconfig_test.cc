@@ -16,6 +16,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <openssl/evp.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
@@ -25,9 +30,11 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "broker/wire/channel.h"
 #include "tests/support/broker_admin.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/test_cluster.h"
@@ -64,6 +71,67 @@ constexpr const char* kFaketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketim
 
 long long ToMs(SteadyClock::duration d) {
   return static_cast<long long>(std::chrono::duration_cast<Ms>(d).count());
+}
+
+// Lower-case hex SHA-256 of a file's bytes (the cluster file hash).
+std::string FileHash(const fs::path& path) {
+  const std::string bytes = tools_test::ReadFile(path.string());
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += kHex[md[i] >> 4];
+    out += kHex[md[i] & 15];
+  }
+  return out;
+}
+
+// One admin request to a coordinator over the authenticated cluster channel,
+// as broker `as_broker` (what a broker does for dsbctl; `confirm_stopped` has
+// no dsbctl command yet). The reply object, or {"ok": false, "message": ...}.
+json::object AskCoordinatorOverWire(const fs::path& key_file, const std::string& as_broker,
+                                    const fs::path& cluster_file, std::uint16_t port,
+                                    const json::object& request) {
+  auto key = wire::ClusterKey::LoadFile(key_file);
+  if (!key.ok()) return {{"ok", false}, {"message", key.status().message()}};
+  wire::Credentials creds;
+  creds.key = std::move(key).value();
+  creds.broker_id = as_broker;
+  creds.cluster_hash = FileHash(cluster_file);
+  creds.accept_other_file = true;
+  boost::asio::io_context io;
+  json::object out{{"ok", false}, {"message", "no reply"}};
+  boost::asio::co_spawn(
+      io,
+      [&]() -> boost::asio::awaitable<void> {
+        auto ch = co_await wire::Channel::Connect(io.get_executor(), "127.0.0.1", port, creds,
+                                                  std::chrono::seconds(5));
+        if (!ch.ok()) {
+          out["message"] = ch.status().message();
+          co_return;
+        }
+        wire::Message m = wire::AdminRequest{json::serialize(request)};
+        if (Status st = co_await ch->Send(std::move(m)); !st.ok()) {
+          out["message"] = st.message();
+          co_return;
+        }
+        auto reply = co_await ch->Receive(std::chrono::seconds(5));
+        ch->Close();
+        if (!reply.ok()) {
+          out["message"] = reply.status().message();
+          co_return;
+        }
+        if (auto* a = std::get_if<wire::AdminReply>(&*reply)) {
+          boost::system::error_code ec;
+          json::value v = json::parse(a->json, ec);
+          if (!ec && v.is_object()) out = v.as_object();
+        }
+      },
+      boost::asio::detached);
+  io.run();
+  return out;
 }
 
 // One [[brokers]] entry of a cluster file.
@@ -138,6 +206,8 @@ class ReconfigTest : public ::testing::Test {
       if (n.load) n.load->Wait(20s);
     }
     for (auto& [name, n] : nodes_) {
+      // A test may leave a broker stopped (SIGSTOP): SIGTERM alone would wait forever.
+      if (n.process && n.process->running()) ::kill(n.process->pid(), SIGCONT);
       if (n.process && n.process->running()) n.process->Stop(SIGTERM);
     }
     if (HasFailure()) {
@@ -150,11 +220,20 @@ class ReconfigTest : public ::testing::Test {
     }
   }
 
+  // A free loopback port no other broker of this test uses (the kernel may
+  // hand out a port it just reported free again).
+  std::uint16_t NewPort() {
+    for (;;) {
+      const std::uint16_t p = testing::FreeLoopbackPort();
+      if (ports_.insert(p).second) return p;
+    }
+  }
+
   // ws1..wsN, floors 0, one system slot each, coordinator ws1, generation 1.
-  static File Initial(int brokers) {
+  File Initial(int brokers) {
     File f;
     for (int i = 1; i <= brokers; ++i) {
-      f.members.push_back({"ws" + std::to_string(i), testing::FreeLoopbackPort(), 0, 1});
+      f.members.push_back({"ws" + std::to_string(i), NewPort(), 0, 1});
     }
     return f;
   }
@@ -350,6 +429,7 @@ class ReconfigTest : public ::testing::Test {
   std::string stem_;
   std::unique_ptr<SimServerProcess> server_;
   std::map<std::string, Node> nodes_;
+  std::set<std::uint16_t> ports_;
   int loads_ = 0;
 };
 
@@ -386,7 +466,8 @@ TEST_F(ReconfigTest, FloorRaisedAtTheSameGenerationIsRefusedAndServesFloorZero) 
   const auto fix = SteadyClock::now();
   Restart("ws3", file);
   const Ms all = ExpectAllServe("file restored");
-  std::printf("ws3 serves again %lld ms after its restart with the coordinator's file (all: %lld)\n",
+  std::printf("ws3 serves again %lld ms after its restart with the coordinator's file "
+              "(all: %lld)\n",
               ToMs(SteadyClock::now() - fix), static_cast<long long>(all.count()));
   ExpectPeakWithinLimit();
 }
@@ -442,6 +523,63 @@ INSTANTIATE_TEST_SUITE_P(
       return info.param[0] + "_" + info.param[1] + "_" + info.param[2];
     });
 
+// Procedure "move the coordinator" when the old coordinator's machine hangs
+// (SIGSTOP: its port accepts connections but nothing answers, unlike a machine
+// that is off or has no broker running, which refuses them): the new
+// coordinator grants nothing while it waits for the old one's confirmation
+// (R3), however long; an operator who knows that machine is gone releases the
+// wait with the admin op confirm_stopped, then the new coordinator learns (C3).
+TEST_F(ReconfigTest, MoveTheCoordinatorWhileTheOldOneHangsWaitsForTheOperator) {
+  File file = Initial(3);
+  StartCluster(file);
+  File next = file;
+  next.generation = 2;
+  next.coordinator = "ws2";
+  ASSERT_EQ(::kill(N("ws1").process->pid(), SIGSTOP), 0);
+  Restart("ws2", next);
+  coordinator_ = "ws2";
+  Restart("ws3", next);
+  ASSERT_TRUE(tools_test::WaitUntil(
+      [&] { return Gate() == "waiting for the previous coordinator"; }, kRecoveryBound))
+      << json::serialize(Leases("ws2"));
+  // Waiting: nothing above the floors (0 here) for ws2 and ws3 once the slots
+  // their clients kept across the restart are past the old lease (R1), watched
+  // for 2 S.
+  for (const char* id : {"ws2", "ws3"}) {
+    EXPECT_TRUE(tools_test::WaitUntil([&] { return ActionCapacity(Agent(id)) == 0; },
+                                      kTerm + 2000ms))
+        << id << ": " << json::serialize(Agent(id));
+  }
+  const auto wait_end = SteadyClock::now() + 2 * kSilence;
+  std::int64_t most = 0;
+  while (SteadyClock::now() < wait_end) {
+    most = std::max({most, ActionCapacity(Agent("ws2")), ActionCapacity(Agent("ws3"))});
+    EXPECT_EQ(Gate(), "waiting for the previous coordinator");
+    std::this_thread::sleep_for(50ms);  // a measurement window: sample the gate
+  }
+  EXPECT_EQ(most, 0) << "a broker used the pool while the new coordinator waited";
+  EXPECT_TRUE(N("ws2").process->WaitForLog("still waiting for the hello answer of ws1"))
+      << N("ws2").process->log();
+  ExpectPeakWithinLimit();
+  // The operator: ws1's machine is gone for good.
+  const auto confirmed = SteadyClock::now();
+  json::object r = AskCoordinatorOverWire(dir_.File("cluster.key"), "ws3", N("ws3").cluster,
+                                          next.Of("ws2").port,
+                                          {{"op", "confirm_stopped"}, {"broker", "ws1"}});
+  std::printf("confirm_stopped: %s\n", json::serialize(r).c_str());
+  ASSERT_TRUE(r.contains("ok") && r.at("ok").as_bool()) << json::serialize(r);
+  EXPECT_TRUE(r.at("was_awaited").as_bool());
+  for (const char* id : {"ws2", "ws3"}) {
+    auto w = WaitServing(id);
+    EXPECT_TRUE(w.has_value()) << id << ": " << json::serialize(Agent(id));
+  }
+  std::printf("old coordinator hung: ws2 and ws3 serve %lld ms after confirm_stopped "
+              "(learning S = %lld ms)\n",
+              ToMs(SteadyClock::now() - confirmed), static_cast<long long>(kSilence.count()));
+  N("ws1").process->Stop(SIGKILL);  // the machine is gone
+  ExpectPeakWithinLimit();
+}
+
 // ---------------------------------------------------------------------------
 // Issue 8, scenario 3: a cloned workstation — a second copy of ws3's broker
 // with its own socket, segments, a copy of ws3's state_dir and another listen
@@ -450,7 +588,7 @@ TEST_F(ReconfigTest, ClonedBrokerIsCountedAndLoggedAndThePeakHolds) {
   File file = Initial(3);
   StartCluster(file);
   fs::copy(N("ws3").state_dir, dir_.File("state-clone"), fs::copy_options::recursive);
-  Node& clone = Install("clone", file, "ws3", testing::FreeLoopbackPort());
+  Node& clone = Install("clone", file, "ws3", NewPort());
   ASSERT_TRUE(clone.process->Start()) << clone.process->log();
   StartLoad("clone");
   EXPECT_TRUE(N("ws1").process->WaitForLog("two live instances of broker 'ws3'", kRecoveryBound))
@@ -486,7 +624,7 @@ TEST_F(ReconfigTest, RestoreAClonedMachineUnderItsOwnId) {
   File file = Initial(3);
   StartCluster(file);
   fs::copy(N("ws3").state_dir, dir_.File("state-clone"), fs::copy_options::recursive);
-  const std::uint16_t clone_port = testing::FreeLoopbackPort();
+  const std::uint16_t clone_port = NewPort();
   Node& clone = Install("clone", file, "ws3", clone_port);
   ASSERT_TRUE(clone.process->Start()) << clone.process->log();
   EXPECT_TRUE(N("ws1").process->WaitForLog("two live instances of broker 'ws3'", kRecoveryBound));
@@ -703,7 +841,7 @@ TEST_F(ReconfigTest, AddABroker) {
   StartCluster(file);
   File next = file;
   next.generation = 2;
-  next.members.push_back({"ws4", testing::FreeLoopbackPort(), 0, 1});
+  next.members.push_back({"ws4", NewPort(), 0, 1});
   const auto begin = SteadyClock::now();
   for (const char* id : {"ws1", "ws2", "ws3"}) Restart(id, next);
   Node& ws4 = Install("ws4", next);
