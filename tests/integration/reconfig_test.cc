@@ -872,7 +872,8 @@ TEST_F(ReconfigTest, RemoveABroker) {
   const auto begin = SteadyClock::now();
   Restart("ws1", next);
   ASSERT_TRUE(tools_test::WaitUntil([&] { return Verdict("ws3") == "removed"; }, kRecoveryBound))
-      << json::serialize(Agent("ws3"));
+      << "agent of ws3: " << json::serialize(Agent("ws3"))
+      << "\nledger of ws1: " << json::serialize(Leases("ws1"));
   EXPECT_TRUE(N("ws3").process->WaitForLog("accepted configuration was erased"))
       << N("ws3").process->log();
   EXPECT_FALSE(fs::exists(accepted)) << "the removed broker kept its acceptance";
