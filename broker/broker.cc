@@ -92,7 +92,11 @@ Status Broker::Impl::Open() {
     // have been discovered or set by an operator: raising it to the config
     // would send clients into refusals until rediscovered).
     const bool keep_lower = !config.cluster_mode() && !limits->restored(target_index(t));
-    auto target = Target::Open(config, t, capacity, now, keep_lower);
+    // Cluster mode (R1): nothing new until the coordinator accepts this
+    // instance: a new segment starts empty, an adopted one keeps only what is
+    // in use (its clients keep what they hold).
+    auto target = Target::Open(config, t, config.cluster_mode() ? 0 : capacity, now, keep_lower,
+                               config.cluster_mode());
     if (!target.ok()) return target.status();
     Target& tg = **target;
     // A segment left by a cluster-mode broker carries a lease fence; a

@@ -19,7 +19,8 @@ std::int64_t NsOf(Clock::time_point t) {
 Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
                                              const config::TargetConfig& target,
                                              std::uint32_t initial_capacity,
-                                             Clock::time_point now, bool keep_lower_adopted) {
+                                             Clock::time_point now, bool keep_lower_adopted,
+                                             bool adopted_holds_only) {
   auto t = std::unique_ptr<Target>(new Target());
   t->config_ = target;
   const std::string segment = shm::SegmentName(broker.shm_prefix, target.name);
@@ -100,6 +101,13 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
   }
   if (keep_lower_adopted && t->adopted_) {
     initial_capacity = std::min(initial_capacity, t->table_->capacity());
+  }
+  if (adopted_holds_only && t->adopted_) {
+    // Enabled but not free: held (not retiring), quarantined, cooling. Taking
+    // the free ones away leaves every held slot as it is (no revocation).
+    const shm::Counts c = t->table_->Count();
+    const std::uint32_t in_use = c.enabled - std::min(c.free, c.enabled);
+    initial_capacity = std::min(t->table_->capacity(), in_use);
   }
   t->SetCapacity(initial_capacity);
   return t;

@@ -31,10 +31,15 @@ class Target {
   // to remove it), kSegmentUnavailable.
   // `keep_lower_adopted`: an adopted segment whose capacity is below
   // `initial_capacity` keeps its capacity (see capacity()).
+  // `adopted_holds_only` (cluster mode, R1: nothing new until the coordinator
+  // accepts this broker): an adopted segment's capacity becomes what is in use
+  // in it (no slot free), never more than it was; `initial_capacity` then
+  // applies only to a new segment.
   static Result<std::unique_ptr<Target>> Open(const config::BrokerConfig& broker,
                                               const config::TargetConfig& target,
                                               std::uint32_t initial_capacity, Clock::time_point now,
-                                              bool keep_lower_adopted = false);
+                                              bool keep_lower_adopted = false,
+                                              bool adopted_holds_only = false);
 
   const std::string& name() const { return config_.name; }
   const config::TargetConfig& config() const { return config_; }

@@ -279,7 +279,22 @@ void Ledger::AdoptRecords(const std::vector<AcceptanceRecord>& records, TimePoin
     Instance in;
     in.epoch = r.epoch;
     in.instance = r.instance;
-    in.verdict = Verdict::kAccepted;
+    // An acceptance under another file does not carry over (R1): a broker no
+    // longer in this file is removed, one accepted under an older generation
+    // runs that older file and is refused. Its recorded allowance stays
+    // counted (base) until it reports that it no longer uses it.
+    if (!b.config_index) {
+      in.verdict = Verdict::kRemoved;
+      in.reason = "broker '" + b.id + "' is not in the coordinator's cluster file (generation " +
+                  std::to_string(config_.generation) + ")";
+    } else if (r.generation < config_.generation) {
+      in.verdict = Verdict::kRefused;
+      in.reason = "accepted under cluster file generation " + std::to_string(r.generation) +
+                  ", the coordinator runs generation " + std::to_string(config_.generation) +
+                  "; restart it with the new file";
+    } else {
+      in.verdict = Verdict::kAccepted;
+    }
     in.last_heard = now;
     in.reports.resize(config_.targets.size());
     in.system_slots.assign(config_.targets.size(), 0);

@@ -364,6 +364,30 @@ TEST(Ledger, AcceptanceIsRecordedBeforeItIsSentAndRecordsAreAdopted) {
   EXPECT_EQ(next.Snapshot(At(20) + next.Silence()).targets[0].pool, 10u);
 }
 
+TEST(Ledger, RestoredAcceptancesOfAnotherFileAreRefusedOrRemovedButStayCounted) {
+  LedgerConfig c = FileConfig();
+  c.brokers.pop_back();  // "b" was removed from the file
+  Ledger l(c, At(0));
+  const AcceptanceRecord gone{"b", 1, 5, 3, {"exch"}, {1}, {4}};
+  const AcceptanceRecord old{"a", 1, 6, 2, {"exch"}, {1}, {2}};
+  l.AdoptRecords({gone, old}, At(0));
+  // b still counts 1 + 4, a its 3: the pool is 16 - 5 - 3 (room is a's 3 + pool 10 + b's 3).
+  RenewRequest rb = FileReq("b", 1, 7, 3, "aaaa");
+  rb.instance = 5;
+  auto vb = l.OnRequest(At(1), rb);
+  EXPECT_EQ(vb.value()->verdict, Verdict::kRemoved);
+  RenewRequest ra = FileReq("a", 1, 9, 2, "old");
+  ra.instance = 6;
+  auto va = l.OnRequest(At(2), ra);
+  EXPECT_EQ(va.value()->verdict, Verdict::kRefused);
+  // b erases its acceptance and reports nothing held: it leaves the count.
+  rb.request_id = 8;
+  rb.erased = true;
+  const std::uint32_t before = l.Snapshot(At(3)).targets[0].pool;
+  ASSERT_TRUE(l.OnRequest(At(3), rb).ok());
+  EXPECT_EQ(l.Snapshot(At(3)).targets[0].pool, before + 5);
+}
+
 TEST(Ledger, AClosedGateGrantsNothingAndOpeningItStartsLearning) {
   LedgerConfig c = FileConfig();
   c.switches.c3_learning = true;
