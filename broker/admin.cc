@@ -7,7 +7,7 @@
 // and clients' session-limit refusal reports (limit discovery).
 namespace dsb::broker {
 
-json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
+json::object Broker::Impl::HandleRefusal(Session& s, const LocalRequest& req) {
   if (!s.record()) return ErrorReply(Errc::kNotRegistered, "register first");
   Target& t = *targets.at(s.record()->target);
   t.CountSessionLimitReport();
@@ -16,15 +16,11 @@ json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
   // still holds its permit (it names the slot; checked against the table).
   const shm::Counts c = t.table().Count();
   std::uint32_t held = c.held_action + c.held_system + c.quarantined + c.cooling;
-  const json::value* slot = req.if_contains("slot");
-  const json::value* word = req.if_contains("word");
-  if (slot != nullptr && word != nullptr && slot->is_number() && word->is_number()) {
-    boost::system::error_code ec1, ec2;
-    const auto index = slot->to_number<std::uint32_t>(ec1);
-    const auto w = word->to_number<std::uint64_t>(ec2);
+  if (req.slot && req.word) {
+    const std::uint32_t index = *req.slot;
+    const std::uint64_t w = *req.word;
     // Retiring or not: a slot an earlier shrink asked back is still held.
-    if (!ec1 && !ec2 && shm::OwnerOf(w) == s.record()->owner && t.table().HeldBy(index, w) &&
-        held > 0) {
+    if (shm::OwnerOf(w) == s.record()->owner && t.table().HeldBy(index, w) && held > 0) {
       --held;
       // If capacity shrinks now, this slot is the one to leave the table:
       // its session was refused, so nobody loses one, and it will not be
@@ -41,10 +37,7 @@ json::object Broker::Impl::HandleRefusal(Session& s, const json::object& req) {
     }
   }
   std::string who = "client pid " + std::to_string(s.peer_pid()) + " (" + s.record()->name + ")";
-  if (const json::value* d = req.if_contains("detail"); d != nullptr && d->is_string()) {
-    const std::string detail(d->as_string().subview(0, std::min<std::size_t>(d->as_string().size(), 200)));
-    if (!detail.empty()) who += " [" + config::Printable(detail, 200) + "]";
-  }
+  if (!req.detail.empty()) who += " [" + config::Printable(req.detail, 200) + "]";
   const std::size_t index = IndexOf(t);
   if (limits) {
     limits->OnRefusal(index, held, 1, who);
@@ -173,25 +166,16 @@ awaitable<json::object> Broker::Impl::StatusAsync() {
   co_return reply;
 }
 
-awaitable<json::object> Broker::Impl::SetLimit(const json::object& req, uid_t peer_uid,
+awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, uid_t peer_uid,
                                                pid_t peer_pid) {
-  const json::value* tv = req.if_contains("target");
-  const json::value* lv = req.if_contains("limit");
-  if (tv == nullptr || !tv->is_string() || lv == nullptr || !lv->is_int64()) {
-    co_return ErrorReply(Errc::kInvalidArgument,
-                         "set_limit needs a string 'target' and an integer 'limit'");
-  }
-  const std::string name(tv->as_string());
+  // ParseLocalRequest checked the types and the range 1..65535.
+  const std::string& name = req.target;
   auto it = targets.find(name);
   if (it == targets.end()) {
     co_return ErrorReply(Errc::kUnknownTarget,
                          "this broker serves no target '" + config::Printable(name, 64) + "'");
   }
-  const std::int64_t value = lv->as_int64();
-  if (value < 1 || value > 65535) {
-    co_return ErrorReply(Errc::kInvalidArgument,
-                         "limit must be between 1 and 65535, got " + std::to_string(value));
-  }
+  const std::uint32_t value = req.limit;
   // Who did it comes from the socket's peer credentials, never from the
   // request (any allowed local user could claim any name).
   const std::string who = "uid " + std::to_string(peer_uid) + ", pid " + std::to_string(peer_pid);

@@ -29,6 +29,7 @@ Status Broker::Impl::Open() {
   socket_lock.emplace(std::move(sock_lock).value());
   std::optional<UncleanEnd> unclean;
   if (Status st = OpenState(&unclean); !st.ok()) return st;
+  previous_unclean = unclean.has_value();
   for (const config::TargetConfig& t : config.targets) {
     const std::string segment = shm::SegmentName(config.shm_prefix, t.name);
     auto seg_lock = InstanceLock::Acquire(InstanceLock::ForSegment(segment),
@@ -398,13 +399,10 @@ std::uint32_t Broker::Impl::RegisteredOn(const std::string& target) const {
   return n;
 }
 
-json::object Broker::Impl::Handle(Session& s, const json::object& req) {
-  const json::value* op = req.if_contains("op");
-  if (op == nullptr || !op->is_string()) return ErrorReply(Errc::kProtocol, "request has no 'op'");
-  const json::string& name = op->as_string();
+json::object Broker::Impl::Handle(Session& s, const LocalRequest& req) {
   if (stopping) return ErrorReply(Errc::kShuttingDown, "broker is shutting down");
-  if (name == "register") return HandleRegister(s, req);
-  if (name == "goodbye") {
+  if (req.op == LocalOp::kRegister) return HandleRegister(s, req);
+  if (req.op == LocalOp::kGoodbye) {
     // A clean close: the client gave its system slot back first and closes
     // the socket next. Its end is then logged as a departure, not a death,
     // and (cluster mode) its registration is not quarantined.
@@ -412,21 +410,17 @@ json::object Broker::Impl::Handle(Session& s, const json::object& req) {
     s.record()->leaving = true;
     return json::object{{"ok", true}};
   }
-  if (name == "report_session_limit") return HandleRefusal(s, req);
-  if (name == "clients") return Clients();
-  if (name == "ping") return json::object{{"ok", true}};
-  return ErrorReply(Errc::kProtocol, "unknown op '" + std::string(name).substr(0, 64) +
-                                         "' (known: register, report_session_limit, status, "
-                                         "clients, leases, set_limit, goodbye, ping)");
+  if (req.op == LocalOp::kReportSessionLimit) return HandleRefusal(s, req);
+  if (req.op == LocalOp::kClients) return Clients();
+  if (req.op == LocalOp::kPing) return json::object{{"ok", true}};
+  // Session::Run sends status, leases and set_limit elsewhere.
+  return ErrorReply(Errc::kInternal,
+                    std::string("op '") + LocalOpName(req.op) + "' is not handled here");
 }
 
-json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
+json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
   if (s.record()) return ErrorReply(Errc::kProtocol, "this connection is already registered");
-  const json::value* tv = req.if_contains("target");
-  if (tv == nullptr || !tv->is_string()) {
-    return ErrorReply(Errc::kProtocol, "register needs a string 'target'");
-  }
-  const std::string target_name(tv->as_string());
+  const std::string& target_name = req.target;
   auto it = targets.find(target_name);
   if (it == targets.end()) {
     std::string known;
@@ -441,7 +435,7 @@ json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
                                                  std::to_string(config.max_clients) +
                                                  ") registrations; raise broker.max_clients");
   }
-  const bool adopting = req.if_contains("owner") != nullptr;
+  const bool adopting = req.owner.has_value();
   if (config.cluster_mode() && !adopting) {
     if (target.in_grace()) {
       return ErrorReply(Errc::kBrokerUnavailable,
@@ -469,10 +463,7 @@ json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
                             "\"].system_slots in the cluster file");
     }
   }
-  std::string name = "client";
-  if (const json::value* n = req.if_contains("name"); n != nullptr && n->is_string()) {
-    name = std::string(n->as_string()).substr(0, 64);
-  }
+  const std::string& name = req.name;
   ClientRecord rec;
   rec.target = target_name;
   rec.name = name;
@@ -480,11 +471,10 @@ json::object Broker::Impl::HandleRegister(Session& s, const json::object& req) {
   rec.uid = s.peer_uid();
   rec.since = Clock::now();
   const std::string instance = std::to_string(target.table().instance_id());
-  if (const json::value* ov = req.if_contains("owner"); ov != nullptr) {
+  if (req.owner) {
     // A client of the previous broker instance reconnects to keep its slots.
-    const json::value* iv = req.if_contains("instance");
-    const auto owner = static_cast<std::uint32_t>(ov->to_number<std::uint64_t>());
-    if (iv == nullptr || !iv->is_string() || iv->as_string() != instance) {
+    const std::uint32_t owner = *req.owner;
+    if (req.instance != instance) {
       return ErrorReply(Errc::kNotRegistered, "segment of target '" + target_name +
                                                   "' was re-created; register anew");
     }
@@ -637,13 +627,59 @@ void Broker::Impl::Shutdown() {
   if (socket_lock) socket_lock->RemoveFile();
 }
 
+void Broker::Impl::UndoFailedOpen() {
+  // A failed start handed nothing out (the socket never accepted a client), so
+  // what it created goes; the next start then begins where this one did
+  // (an unclean mark left by this start would hold capacity back for a quarantine).
+  std::vector<std::string> removed;
+  std::vector<std::string> kept;
+  boost::system::error_code ec;
+  std::error_code fec;
+  if (acceptor.is_open()) {
+    const auto bound = acceptor.local_endpoint(ec);
+    acceptor.close(ec);
+    // Only a socket this start bound (BindSocket refuses a live one of another broker).
+    if (!bound.path().empty() && std::filesystem::remove(config.socket, fec)) {
+      removed.push_back("socket " + config.socket.string());
+    }
+  }
+  bool adopted_any = false;
+  for (std::size_t i = 0; i < ordered.size(); ++i) {
+    const std::string& name = ordered[i]->table().name();
+    if (ordered[i]->adopted_segment()) {
+      // Clients of an earlier broker may hold its slots: the next broker adopts it.
+      adopted_any = true;
+      kept.push_back("segment " + name + " (adopted)");
+    } else if (shm::SlotTable::Remove(name).ok()) {
+      removed.push_back("segment " + name);
+    }
+  }
+  if (state_path && state_lock && !previous_unclean && !adopted_any) {
+    state.clean = true;
+    if (Status st = WriteState(*state_path, state); !st.ok()) spdlog::error("{}", st.message());
+  }
+  // As in Shutdown: lock files after the state file, the socket's last; a
+  // segment kept keeps its lock file, the state file's lock stays (as always).
+  for (std::size_t i = 0; i < segment_locks.size(); ++i) {
+    if (i >= ordered.size() || !ordered[i]->adopted_segment()) segment_locks[i].RemoveFile();
+  }
+  if (socket_lock) socket_lock->RemoveFile();
+  std::string list;
+  for (const std::string& r : removed) list += (list.empty() ? "" : ", ") + r;
+  for (const std::string& k : kept) list += (list.empty() ? "kept " : ", kept ") + k;
+  spdlog::info("start failed; undone: {}", list.empty() ? "nothing was created" : list);
+}
+
 Broker::Broker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Broker::~Broker() = default;
 
 Result<std::unique_ptr<Broker>> Broker::Create(config::BrokerConfig config) {
   auto impl = std::make_unique<Impl>();
   impl->config = std::move(config);
-  if (Status s = impl->Open(); !s.ok()) return s;
+  if (Status s = impl->Open(); !s.ok()) {
+    impl->UndoFailedOpen();
+    return s;
+  }
   return std::unique_ptr<Broker>(new Broker(std::move(impl)));
 }
 

@@ -24,6 +24,7 @@
 #include "broker/config/quote.h"
 #include "broker/instance_lock.h"
 #include "broker/limit_keeper.h"
+#include "broker/local_request.h"
 #include "broker/state_file.h"
 #include "broker/target.h"
 #include "common/local_frame.h"
@@ -105,6 +106,14 @@ struct Broker::Impl {
   std::optional<std::filesystem::path> state_path;
   std::optional<InstanceLock> state_lock;  // <state_dir>/<id>.state.lock
   BrokerState state;
+  // Set by Open(): the state file showed an earlier life that did not end clean
+  // (that mark must survive a failed start).
+  bool previous_unclean = false;
+  // After Open() failed: removes what this start created (segments it made, its
+  // socket, the state file's unclean mark when it set it, lock files) and logs
+  // them. Segments it adopted stay for the next broker. Called once, before the
+  // Impl is destroyed; the io_context has not run.
+  void UndoFailedOpen();
 
   // What an earlier life that did not end clean may have left open on the
   // server, per target.
@@ -142,11 +151,11 @@ struct Broker::Impl {
   void EndGrace();
   void Shutdown();
 
-  json::object Handle(Session& s, const json::object& req);
-  json::object HandleRegister(Session& s, const json::object& req);
-  json::object HandleRefusal(Session& s, const json::object& req);
+  json::object Handle(Session& s, const LocalRequest& req);
+  json::object HandleRegister(Session& s, const LocalRequest& req);
+  json::object HandleRefusal(Session& s, const LocalRequest& req);
   // `peer_uid`/`peer_pid`: the requester (SO_PEERCRED), named in the log.
-  awaitable<json::object> SetLimit(const json::object& req, uid_t peer_uid, pid_t peer_pid);
+  awaitable<json::object> SetLimit(const LocalRequest& req, uid_t peer_uid, pid_t peer_pid);
   awaitable<json::object> StatusAsync();
   std::size_t IndexOf(const Target& t) const;
   // Single mode: capacity follows the effective limit (write-ahead on a raise).
@@ -203,24 +212,22 @@ class Session : public std::enable_shared_from_this<Session> {
       std::string body(len, '\0');
       auto [ec2, n2] = co_await asio::async_read(socket_, asio::buffer(body), use_nothrow);
       if (ec2) break;
-      boost::system::error_code jec;
-      json::value v = json::parse(body, jec);
+      Result<LocalRequest> req = ParseLocalRequest(body);
       json::object reply;
-      if (jec || !v.is_object()) {
-        spdlog::warn("local peer pid {}: malformed request ({} bytes): not a JSON object",
-                     peer_pid_, len);
-        reply = ErrorReply(Errc::kProtocol, "request is not a JSON object");
+      if (!req.ok()) {
+        spdlog::warn("local peer pid {}: malformed request ({} bytes): {}", peer_pid_, len,
+                     req.status().message());
+        reply = ErrorReply(req.status().code(), req.status().message());
       } else {
         try {
-          const json::value* op = v.as_object().if_contains("op");
-          if (op != nullptr && op->is_string() && op->as_string() == "leases") {
+          if (req->op == LocalOp::kLeases) {
             reply = co_await broker_.Leases();
-          } else if (op != nullptr && op->is_string() && op->as_string() == "set_limit") {
-            reply = co_await broker_.SetLimit(v.as_object(), peer_uid_, peer_pid_);
-          } else if (op != nullptr && op->is_string() && op->as_string() == "status") {
+          } else if (req->op == LocalOp::kSetLimit) {
+            reply = co_await broker_.SetLimit(*req, peer_uid_, peer_pid_);
+          } else if (req->op == LocalOp::kStatus) {
             reply = co_await broker_.StatusAsync();
           } else {
-            reply = broker_.Handle(*this, v.as_object());
+            reply = broker_.Handle(*this, *req);
           }
         } catch (const std::exception& e) {
           spdlog::warn("local peer pid {}: bad request: {}", peer_pid_, e.what());

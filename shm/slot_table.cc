@@ -13,6 +13,7 @@
 
 #include "common/check.h"
 #include "shm/futex.h"
+#include "shm/segment_validate.h"
 
 namespace dsb::shm {
 namespace bip = boost::interprocess;
@@ -29,28 +30,6 @@ constexpr auto kRelaxed = std::memory_order_relaxed;
 // process keeps rewriting), so hostile words cannot make it spin.
 constexpr std::int64_t kMinCoolingWaitNs = 50'000;
 
-
-std::uint64_t Fnv1a(std::uint64_t h, const void* data, std::size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
-std::uint64_t LayoutChecksum(const SegmentHeader& h) {
-  std::uint64_t c = 0xcbf29ce484222325ULL;
-  c = Fnv1a(c, &h.magic, sizeof h.magic);
-  c = Fnv1a(c, &h.layout_version, sizeof h.layout_version);
-  c = Fnv1a(c, &h.header_size, sizeof h.header_size);
-  c = Fnv1a(c, &h.total_size, sizeof h.total_size);
-  c = Fnv1a(c, &h.slot_count, sizeof h.slot_count);
-  c = Fnv1a(c, &h.waiter_capacity, sizeof h.waiter_capacity);
-  c = Fnv1a(c, &h.instance_id, sizeof h.instance_id);
-  c = Fnv1a(c, h.target, sizeof h.target);
-  return c;
-}
 
 std::string Hex(std::uint64_t v) {
   char buf[32];
@@ -169,6 +148,8 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
   auto* base = static_cast<char*>(table->base_);
   table->header_ = reinterpret_cast<SegmentHeader*>(base);
   SegmentHeader& h = *table->header_;
+  std::uint32_t slot_count = create ? options->slot_count : 0;
+  std::uint32_t waiter_capacity = create ? options->waiter_capacity : 0;
 
   if (create) {
     std::random_device rd;
@@ -192,42 +173,19 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
     h.queue_head = h.queue_tail = 0;
     h.layout_checksum = LayoutChecksum(h);
   } else {
-    if (h.magic != kMagic) {
-      return Status{Errc::kSegmentInvalid, "segment " + name + ": wrong magic " + Hex(h.magic) +
-                                               " (expected " + Hex(kMagic) +
-                                               "): not a dsb slot table, or corrupt"};
-    }
-    if (h.layout_version != kLayoutVersion) {
-      return Status{Errc::kSegmentInvalid,
-                    "segment " + name + ": layout version " + std::to_string(h.layout_version) +
-                        ", this build reads version " + std::to_string(kLayoutVersion) +
-                        "; stop every client and the broker, then remove " + ShmPath(name)};
-    }
-    if (h.header_size != sizeof(SegmentHeader) || h.slot_count == 0 ||
-        h.slot_count > kMaxSlots || h.waiter_capacity == 0 || h.waiter_capacity > 65536 ||
-        h.total_size != table->size_ ||
-        SegmentBytes(h.slot_count, h.waiter_capacity) != table->size_) {
-      return Status{Errc::kSegmentInvalid,
-                    "segment " + name + ": size fields disagree (file " +
-                        std::to_string(table->size_) + " bytes, header says " +
-                        std::to_string(h.total_size) + ", slots " +
-                        std::to_string(h.slot_count) + ", waiters " +
-                        std::to_string(h.waiter_capacity) + ")"};
-    }
-    if (h.layout_checksum != LayoutChecksum(h)) {
-      return Status{Errc::kSegmentInvalid, "segment " + name + ": header checksum mismatch (" +
-                                               Hex(h.layout_checksum) + " stored, " +
-                                               Hex(LayoutChecksum(h)) + " computed): corrupt"};
-    }
-    if (strnlen(h.target, kTargetNameCapacity) == kTargetNameCapacity) {
-      return Status{Errc::kSegmentInvalid, "segment " + name + ": target name not terminated"};
-    }
+    // The header is untrusted (every client maps the segment read-write):
+    // checked on one snapshot, and only the checked geometry is used below.
+    auto geometry = ValidateSegmentHeader(
+        {static_cast<const unsigned char*>(table->base_), table->size_}, name);
+    if (!geometry.ok()) return geometry.status();
+    slot_count = geometry->slot_count;
+    waiter_capacity = geometry->waiter_capacity;
   }
-  table->slot_count_ = h.slot_count;
-  table->waiter_capacity_ = h.waiter_capacity;
+  table->slot_count_ = slot_count;
+  table->waiter_capacity_ = waiter_capacity;
   table->entries_ = reinterpret_cast<WaitEntry*>(base + HeaderBytes());
   table->slots_ = reinterpret_cast<SlotCell*>(base + HeaderBytes() +
-                                              std::size_t{h.waiter_capacity} * sizeof(WaitEntry));
+                                              std::size_t{waiter_capacity} * sizeof(WaitEntry));
   if (create) {
     table->SetReleaseCooldown(options->release_cooldown);
     table->SetCapacity(options->capacity);

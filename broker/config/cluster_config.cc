@@ -56,8 +56,12 @@ std::vector<ClusterBroker> ReadBrokers(TableReader& root) {
     b.system_slots = static_cast<int>(r.Int("system_slots", Need::kOptional, 1, 65535).value_or(1));
     b.floor = static_cast<int>(r.Int("floor", Need::kOptional, 0, 65535).value_or(0));
     b.weight = r.Number("weight", Need::kOptional).value_or(1.0);
-    if (!(b.weight > 0 && b.weight <= 1e6)) {
-      r.Fail("weight", "must be greater than 0 and at most 1000000, got " + FormatDouble(b.weight));
+    // The coordinator's ledger keeps weights as integers 1..65535 in hundredths
+    // (cluster_lease.h): refuse what it would clamp rather than change it silently.
+    if (!(b.weight >= kMinWeight && b.weight <= kMaxWeight)) {
+      r.Fail("weight", "must be between " + FormatDouble(kMinWeight) + " and " +
+                           FormatDouble(kMaxWeight) + " (kept to two decimals), got " +
+                           FormatDouble(b.weight));
     }
     if (auto [it, inserted] = index_of_id.emplace(b.id, i); !inserted) {
       r.Fail("id", "duplicate broker id " + Quote(b.id) + " (also brokers[" +
@@ -112,8 +116,10 @@ void ReadClusterTable(TableReader& c, ClusterConfig& config) {
   config.term =
       c.Duration("term", Need::kOptional, std::chrono::milliseconds(100), std::chrono::hours(1))
           .value_or(config.term);
-  config.drain = c.Duration("drain", Need::kOptional, nanoseconds(0), std::chrono::hours(24))
-                     .value_or(config.drain);
+  // H > 0: the ledger (lease::Ledger::Validate) refuses a zero drain.
+  config.drain =
+      c.Duration("drain", Need::kOptional, std::chrono::milliseconds(1), std::chrono::hours(24))
+          .value_or(config.drain);
   config.eps = c.Number("eps", Need::kOptional).value_or(config.eps);
   if (!(config.eps >= 0 && config.eps < 0.1)) {
     c.Fail("eps", "must be at least 0 and less than 0.1, got " + FormatDouble(config.eps));

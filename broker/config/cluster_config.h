@@ -56,13 +56,18 @@ struct TargetConfig {
   std::chrono::nanoseconds limit_command_timeout = std::chrono::seconds(10);
 };
 
+// Fair-share weights the parser accepts: the coordinator keeps them in hundredths as
+// integers 1..65535 (lease::kMaxWeight).
+inline constexpr double kMinWeight = 0.01;
+inline constexpr double kMaxWeight = 655.35;
+
 // One broker as listed in the cluster file.
 struct ClusterBroker {
   std::string id;        // same rules as [broker].id
   HostPort address;      // where its cluster listener is reached
   int system_slots = 1;  // DigiScope instances it may register, >= 1
   int floor = 0;         // action slots it may always use without a lease, >= 0
-  double weight = 1.0;   // fair-share weight, > 0
+  double weight = 1.0;   // fair-share weight, kMinWeight..kMaxWeight
 };
 
 enum class LedgerKind { kEmbedded, kEtcd };

@@ -1,12 +1,13 @@
 // libFuzzer entry: the broker-file and cluster-file parsers on arbitrary bytes.
 // Neither may crash, hang, leak or hit undefined behaviour; a refusal must be a kConfig
 // Status with a message that names the file, and a success must satisfy the documented
-// invariants.
+// invariants, including that the lease core's Validate accepts the cluster file's configs.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
+#include "broker/cluster_lease.h"
 #include "broker/config/broker_config.h"
 #include "broker/config/cluster_config.h"
 
@@ -53,6 +54,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     Require(!cluster->brokers.empty() && !cluster->targets.empty());
     Require(cluster->hash.size() == 64);
     for (const auto& t : cluster->targets) Require(cluster->Pool(t) >= 0);
+    // Whatever the parser accepts, the lease core accepts (broker/cluster_lease.h): a
+    // value it would refuse at start must be refused here, naming file and key.
+    Require(dsb::lease::Ledger::Validate(dsb::broker::LedgerConfigOf(*cluster)).ok());
+    for (const auto& b : cluster->brokers) {
+      Require(dsb::lease::LeaseAgent::Validate(dsb::broker::AgentConfigOf(*cluster, b, 1)).ok());
+    }
   } else {
     CheckRefusal(cluster.status());
     Require(cluster.status().message().starts_with("fuzz-cluster.toml"));

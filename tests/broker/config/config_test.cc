@@ -582,7 +582,11 @@ TEST(ClusterConfig, RefusesBadValuesNamingFileKeyAndReason) {
       {"negative floor", Cluster("", "-1"),
        "cluster.toml: brokers[2].floor: must be an integer between 0 and 65535, got -1"},
       {"weight zero", Cluster() + "\n[[brokers]]\nid = \"ws4\"\naddress = \"h:1\"\nweight = 0\n",
-       "cluster.toml: brokers[3].weight: must be greater than 0 and at most 1000000, got 0"},
+       "cluster.toml: brokers[3].weight: must be between 0.01 and 655.35 (kept to two "
+       "decimals), got 0"},
+      {"drain zero",
+       Cluster("drain = \"0s\"\n").replace(Cluster().find("drain = \"120s\"\n"), 15, ""),
+       "cluster.toml: cluster.drain: must be between 1ms and 24h, got \"0s\""},
       {"unknown ledger", Cluster("ledger = \"raft\"\n"),
        "cluster.toml: cluster.ledger: must be \"embedded\" or \"etcd\", got \"raft\""},
       {"etcd with a coordinator",

@@ -1,0 +1,116 @@
+// The local socket's request parser (broker/local_request.h): what clients and dsbctl
+// send, and what a broken or hostile peer may send instead.
+#include "broker/local_request.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace dsb::broker {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(LocalRequest, ParsesWhatClientsAndDsbctlSend) {
+  auto reg = ParseLocalRequest(
+      R"({"op":"register","version":1,"target":"exch01","name":"digiscope","pid":4242})");
+  ASSERT_TRUE(reg.ok()) << reg.status().message();
+  EXPECT_EQ(reg->op, LocalOp::kRegister);
+  EXPECT_EQ(reg->target, "exch01");
+  EXPECT_EQ(reg->name, "digiscope");
+  EXPECT_FALSE(reg->owner.has_value());
+
+  auto adopt = ParseLocalRequest(
+      R"({"op":"register","target":"exch01","owner":4294967295,"instance":"77"})");
+  ASSERT_TRUE(adopt.ok()) << adopt.status().message();
+  EXPECT_EQ(adopt->owner, 4294967295u);
+  EXPECT_EQ(adopt->instance, "77");
+
+  auto report = ParseLocalRequest(
+      R"({"op":"report_session_limit","detail":"ec=1246","slot":3,"word":18446744073709551615})");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(report->op, LocalOp::kReportSessionLimit);
+  EXPECT_EQ(report->slot, 3u);
+  EXPECT_EQ(report->word, 18446744073709551615u);
+  EXPECT_EQ(report->detail, "ec=1246");
+
+  auto set = ParseLocalRequest(R"({"op":"set_limit","target":"exch01","limit":12,"who":"x"})");
+  ASSERT_TRUE(set.ok()) << set.status().message();
+  EXPECT_EQ(set->op, LocalOp::kSetLimit);
+  EXPECT_EQ(set->limit, 12u);
+
+  for (const char* op : {"goodbye", "ping", "status", "clients", "leases"}) {
+    auto r = ParseLocalRequest(std::string(R"({"op":")") + op + "\"}");
+    ASSERT_TRUE(r.ok()) << op;
+    EXPECT_STREQ(LocalOpName(r->op), op);
+  }
+}
+
+TEST(LocalRequest, CutsLongNamesAndDetails) {
+  auto reg = ParseLocalRequest(R"({"op":"register","target":"t","name":")" +
+                               std::string(300, 'n') + "\"}");
+  ASSERT_TRUE(reg.ok());
+  EXPECT_EQ(reg->name.size(), 64u);
+  auto report = ParseLocalRequest(R"({"op":"report_session_limit","detail":")" +
+                                  std::string(300, 'd') + "\"}");
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->detail.size(), 200u);
+}
+
+TEST(LocalRequest, AnOlderClientsReportWithoutAUsablePermitIsStillAReport) {
+  for (const char* body : {R"({"op":"report_session_limit"})",
+                           R"({"op":"report_session_limit","slot":3})",
+                           R"({"op":"report_session_limit","slot":-1,"word":5})",
+                           R"({"op":"report_session_limit","slot":1.5,"word":5})",
+                           R"({"op":"report_session_limit","slot":4294967296,"word":5})"}) {
+    auto r = ParseLocalRequest(body);
+    ASSERT_TRUE(r.ok()) << body;
+    EXPECT_FALSE(r->slot.has_value()) << body;
+    EXPECT_FALSE(r->word.has_value()) << body;
+  }
+}
+
+TEST(LocalRequest, RefusesBadRequestsWithPrintableMessages) {
+  const struct {
+    std::string body;
+    Errc code;
+    const char* expected;
+  } cases[] = {
+      {"", Errc::kProtocol, "request is not a JSON object"},
+      {"[1]", Errc::kProtocol, "request is not a JSON object"},
+      {R"({"op":"register","target":"ex)", Errc::kProtocol, "request is not a JSON object"},
+      {R"({"opx":1})", Errc::kProtocol, "request has no 'op'"},
+      {R"({"op":7})", Errc::kProtocol, "request has no 'op'"},
+      {R"({"op":"frob\u0001"})", Errc::kProtocol, "unknown op 'frob\\x01' (known: register"},
+      {R"({"op":"register"})", Errc::kProtocol, "register needs a string 'target'"},
+      {R"({"op":"register","target":1})", Errc::kProtocol, "register needs a string 'target'"},
+      // An owner that is not a 32-bit id used to throw (a string) or be truncated (2^32 + 5
+      // adopted owner 5).
+      {R"({"op":"register","target":"t","owner":"5"})", Errc::kProtocol,
+       "register: 'owner' must be an integer between 1 and 4294967295"},
+      {R"({"op":"register","target":"t","owner":4294967301})", Errc::kProtocol,
+       "register: 'owner' must be an integer between 1 and 4294967295"},
+      {R"({"op":"register","target":"t","owner":0})", Errc::kProtocol,
+       "register: 'owner' must be an integer between 1 and 4294967295"},
+      {R"({"op":"set_limit","target":"t"})", Errc::kInvalidArgument,
+       "set_limit needs a string 'target' and an integer 'limit'"},
+      {R"({"op":"set_limit","target":"t","limit":1.5})", Errc::kInvalidArgument,
+       "set_limit needs a string 'target' and an integer 'limit'"},
+      {R"({"op":"set_limit","target":"t","limit":0})", Errc::kInvalidArgument,
+       "limit must be between 1 and 65535, got 0"},
+      {R"({"op":"set_limit","target":"t","limit":65536})", Errc::kInvalidArgument,
+       "limit must be between 1 and 65535, got 65536"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.body);
+    auto r = ParseLocalRequest(c.body);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), c.code);
+    EXPECT_THAT(r.status().message(), HasSubstr(c.expected));
+    for (char ch : r.status().message()) EXPECT_TRUE(ch >= 0x20 && ch < 0x7f);
+  }
+}
+
+}  // namespace
+}  // namespace dsb::broker
