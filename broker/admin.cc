@@ -193,6 +193,18 @@ awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, uid_t pe
   co_return co_await cluster->SetLimit(index, static_cast<std::uint32_t>(value), who);
 }
 
+awaitable<json::object> Broker::Impl::ConfirmStopped(const LocalRequest& req, uid_t peer_uid,
+                                                     pid_t peer_pid) {
+  if (!cluster) {
+    co_return ErrorReply(Errc::kInvalidArgument,
+                         "broker " + config.id + " runs in single-machine mode: no coordinator");
+  }
+  const std::string who = "uid " + std::to_string(peer_uid) + ", pid " + std::to_string(peer_pid);
+  spdlog::warn("{} confirms that broker {} runs no coordinator (forwarded to the coordinator)",
+               who, config::Printable(req.broker, 128));
+  co_return co_await cluster->ConfirmStopped(req.broker);
+}
+
 awaitable<json::object> Broker::Impl::Leases() {
   if (!cluster) {
     co_return ErrorReply(Errc::kInvalidArgument,

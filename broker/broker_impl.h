@@ -162,6 +162,9 @@ struct Broker::Impl {
   void ApplyLimit(std::size_t index, const lease::LimitChange& change);
   json::object StatusReply();
   awaitable<json::object> Leases();
+  // R3: tells the coordinator that `req.broker` runs no coordinator of an older
+  // generation (its machine is gone), releasing the new coordinator's wait.
+  awaitable<json::object> ConfirmStopped(const LocalRequest& req, uid_t peer_uid, pid_t peer_pid);
   json::object Clients();
   void OnSessionClosed(Session& s);
   std::uint32_t RegisteredOn(const std::string& target) const;
@@ -224,6 +227,8 @@ class Session : public std::enable_shared_from_this<Session> {
             reply = co_await broker_.Leases();
           } else if (req->op == LocalOp::kSetLimit) {
             reply = co_await broker_.SetLimit(*req, peer_uid_, peer_pid_);
+          } else if (req->op == LocalOp::kConfirmStopped) {
+            reply = co_await broker_.ConfirmStopped(*req, peer_uid_, peer_pid_);
           } else if (req->op == LocalOp::kStatus) {
             reply = co_await broker_.StatusAsync();
           } else {

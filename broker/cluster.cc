@@ -963,6 +963,13 @@ awaitable<json::object> ClusterNode::SetLimit(std::size_t target, std::uint32_t 
   co_return co_await n.AskCoordinator(json::serialize(req), std::chrono::milliseconds(2000));
 }
 
+awaitable<json::object> ClusterNode::ConfirmStopped(std::string broker) {
+  Impl& n = *impl_;
+  json::object req{{"op", "confirm_stopped"}, {"broker", broker}};
+  if (n.ledger) co_return n.HandleAdmin(json::serialize(req), n.cfg.id);
+  co_return co_await n.AskCoordinator(json::serialize(req), std::chrono::milliseconds(2000));
+}
+
 awaitable<json::object> ClusterNode::Leases() {
   Impl& n = *impl_;
   json::object out{{"ok", true}, {"coordinator", n.coord_id},

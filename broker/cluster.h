@@ -66,6 +66,9 @@ class ClusterNode {
   // `dsbctl leases`: the coordinator's ledger, asked over the wire if it is
   // another broker. Also carries this broker's own agent view.
   boost::asio::awaitable<boost::json::object> Leases();
+  // R3: {"op":"confirm_stopped"} to the coordinator (asked over the wire when
+  // it is another broker): `broker` runs no coordinator of an older generation.
+  boost::asio::awaitable<boost::json::object> ConfirmStopped(std::string broker);
   // This broker's lease view (no network).
   boost::json::object AgentView() const;
   // B1 registration admission for a target.

@@ -24,6 +24,7 @@ constexpr OpName kOps[] = {
     {"status", LocalOp::kStatus},       {"clients", LocalOp::kClients},
     {"leases", LocalOp::kLeases},       {"set_limit", LocalOp::kSetLimit},
     {"goodbye", LocalOp::kGoodbye},     {"ping", LocalOp::kPing},
+    {"confirm_stopped", LocalOp::kConfirmStopped},
 };
 
 // The first `max` bytes of a JSON string.
@@ -64,7 +65,7 @@ Result<LocalRequest> ParseLocalRequest(std::string_view body) {
     return Status{Errc::kProtocol,
                   "unknown op '" + config::Printable(std::string_view(name), 64) +
                       "' (known: register, report_session_limit, status, clients, leases, "
-                      "set_limit, goodbye, ping)"};
+                      "set_limit, goodbye, ping, confirm_stopped)"};
   }
   r.op = found->op;
   switch (r.op) {
@@ -116,6 +117,15 @@ Result<LocalRequest> ParseLocalRequest(std::string_view body) {
       }
       r.target = std::string(tv->as_string());
       r.limit = static_cast<std::uint32_t>(value);
+      break;
+    }
+    case LocalOp::kConfirmStopped: {
+      const json::value* bv = req.if_contains("broker");
+      if (bv == nullptr || !bv->is_string() || bv->as_string().empty() ||
+          bv->as_string().size() > 128) {
+        return Status{Errc::kInvalidArgument, "confirm_stopped needs a broker id (1..128 bytes)"};
+      }
+      r.broker = std::string(bv->as_string());
       break;
     }
     case LocalOp::kGoodbye:

@@ -32,6 +32,7 @@ enum class LocalOp {
   kLeases,
   kSetLimit,
   kPing,
+  kConfirmStopped,  // R3: an operator says a broker runs no coordinator (its machine is gone)
 };
 
 // One parsed request. Only the fields of `op` are set; the others keep their defaults.
@@ -39,6 +40,8 @@ struct LocalRequest {
   LocalOp op = LocalOp::kPing;
   // kRegister, kSetLimit: the target's name as sent (unchecked against the config).
   std::string target;
+  // kConfirmStopped: the broker id (1..128 bytes, unchecked against the config).
+  std::string broker;
   // kRegister: the client's name for logs and `dsbctl clients` (<= 64 bytes, raw bytes).
   std::string name = "client";
   // kRegister: adoption by a client of the previous broker (owner != 0 when set).

@@ -13,14 +13,11 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <openssl/evp.h>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
@@ -34,7 +31,6 @@
 #include <string>
 #include <vector>
 
-#include "broker/wire/channel.h"
 #include "tests/support/broker_admin.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/test_cluster.h"
@@ -71,67 +67,6 @@ constexpr const char* kFaketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketim
 
 long long ToMs(SteadyClock::duration d) {
   return static_cast<long long>(std::chrono::duration_cast<Ms>(d).count());
-}
-
-// Lower-case hex SHA-256 of a file's bytes (the cluster file hash).
-std::string FileHash(const fs::path& path) {
-  const std::string bytes = tools_test::ReadFile(path.string());
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 15];
-  }
-  return out;
-}
-
-// One admin request to a coordinator over the authenticated cluster channel,
-// as broker `as_broker` (what a broker does for dsbctl; `confirm_stopped` has
-// no dsbctl command yet). The reply object, or {"ok": false, "message": ...}.
-json::object AskCoordinatorOverWire(const fs::path& key_file, const std::string& as_broker,
-                                    const fs::path& cluster_file, std::uint16_t port,
-                                    const json::object& request) {
-  auto key = wire::ClusterKey::LoadFile(key_file);
-  if (!key.ok()) return {{"ok", false}, {"message", key.status().message()}};
-  wire::Credentials creds;
-  creds.key = std::move(key).value();
-  creds.broker_id = as_broker;
-  creds.cluster_hash = FileHash(cluster_file);
-  creds.accept_other_file = true;
-  boost::asio::io_context io;
-  json::object out{{"ok", false}, {"message", "no reply"}};
-  boost::asio::co_spawn(
-      io,
-      [&]() -> boost::asio::awaitable<void> {
-        auto ch = co_await wire::Channel::Connect(io.get_executor(), "127.0.0.1", port, creds,
-                                                  std::chrono::seconds(5));
-        if (!ch.ok()) {
-          out["message"] = ch.status().message();
-          co_return;
-        }
-        wire::Message m = wire::AdminRequest{json::serialize(request)};
-        if (Status st = co_await ch->Send(std::move(m)); !st.ok()) {
-          out["message"] = st.message();
-          co_return;
-        }
-        auto reply = co_await ch->Receive(std::chrono::seconds(5));
-        ch->Close();
-        if (!reply.ok()) {
-          out["message"] = reply.status().message();
-          co_return;
-        }
-        if (auto* a = std::get_if<wire::AdminReply>(&*reply)) {
-          boost::system::error_code ec;
-          json::value v = json::parse(a->json, ec);
-          if (!ec && v.is_object()) out = v.as_object();
-        }
-      },
-      boost::asio::detached);
-  io.run();
-  return out;
 }
 
 // One [[brokers]] entry of a cluster file.
@@ -562,12 +497,29 @@ TEST_F(ReconfigTest, MoveTheCoordinatorWhileTheOldOneHangsWaitsForTheOperator) {
       << N("ws2").process->log();
   ExpectPeakWithinLimit();
   // The operator: ws1's machine is gone for good.
+  // The operator's tool: without --yes it explains the risk and changes nothing.
+  const auto run_dsbctl = [&](std::vector<std::string> args, const std::string& tag) {
+    args.insert(args.begin(), {tools_test::BinPath("dsbctl"), "--socket", N("ws3").socket.string()});
+    tools_test::ChildProcess p;
+    EXPECT_TRUE(p.Start(args, dir_.File(tag + ".out"), dir_.File(tag + ".err")));
+    const std::optional<int> status = p.Wait(std::chrono::milliseconds(20000));
+    const int rc = status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
+    return std::make_pair(rc, tools_test::ReadFile(dir_.File(tag + ".out")) +
+                                               tools_test::ReadFile(dir_.File(tag + ".err")));
+  };
+  const auto [no_rc, no_text] = run_dsbctl({"confirm-stopped", "ws1"}, "confirm-no");
+  EXPECT_EQ(no_rc, 2) << no_text;
+  EXPECT_NE(no_text.find("--yes"), std::string::npos) << no_text;
+  EXPECT_EQ(Gate(), "waiting for the previous coordinator");
   const auto confirmed = SteadyClock::now();
-  json::object r = AskCoordinatorOverWire(dir_.File("cluster.key"), "ws3", N("ws3").cluster,
-                                          next.Of("ws2").port,
-                                          {{"op", "confirm_stopped"}, {"broker", "ws1"}});
-  std::printf("confirm_stopped: %s\n", json::serialize(r).c_str());
-  ASSERT_TRUE(r.contains("ok") && r.at("ok").as_bool()) << json::serialize(r);
+  const auto [rc, text] = run_dsbctl({"confirm-stopped", "ws1", "--yes", "--json"}, "confirm");
+  std::printf("dsbctl confirm-stopped ws1 --yes: %s\n", text.c_str());
+  ASSERT_EQ(rc, 0) << text;
+  boost::system::error_code jec;
+  const json::value rv = json::parse(text, jec);
+  ASSERT_FALSE(jec) << text;
+  const json::object& r = rv.as_object();
+  ASSERT_TRUE(r.contains("ok") && r.at("ok").as_bool()) << text;
   EXPECT_TRUE(r.at("was_awaited").as_bool());
   for (const char* id : {"ws2", "ws3"}) {
     auto w = WaitServing(id);

@@ -164,6 +164,30 @@ int CmdSetLimit(const Options& o, const std::string& target, int limit) {
   return 0;
 }
 
+int CmdConfirmStopped(const Options& o, const std::string& broker, bool yes) {
+  if (!yes) {
+    std::fprintf(stderr,
+                 "dsbctl: confirm-stopped tells the coordinator that broker '%s' runs no "
+                 "coordinator of an older cluster file (its machine is gone for good), so the "
+                 "new coordinator may start granting.\n"
+                 "If that machine still runs an older coordinator, two ledgers grant one pool "
+                 "and the server's limit can be exceeded.\n"
+                 "Check the machine is off or its broker stopped, then run again with --yes.\n",
+                 broker.c_str());
+    return 2;
+  }
+  auto r = Call(o, {{"op", "confirm_stopped"}, {"broker", broker}});
+  if (!r) return 1;
+  if (o.json) {
+    std::cout << json::serialize(*r) << "\n";
+    return 0;
+  }
+  std::printf("broker %s confirmed stopped (it was %sawaited); coordinator gate: %s\n",
+              broker.c_str(), r->at("was_awaited").as_bool() ? "" : "not ",
+              Str(r->at("gate")).c_str());
+  return 0;
+}
+
 // The target's line of `status`, or nullopt (error printed).
 std::optional<json::object> TargetStatus(const Options& o, const std::string& target) {
   auto r = Call(o, {{"op", "status"}});
@@ -367,11 +391,19 @@ int main(int argc, char** argv) {
   probe->add_flag("--apply", apply, "make the count the target's limit (source 'operator')");
   probe->add_flag("--force", force,
                   "probe although this broker holds sessions of the target (they are added)");
-  for (auto* sub : {status, clients, leases, set_limit, probe}) {
+  std::string stopped_broker;
+  bool yes = false;
+  auto* confirm_stopped = app.add_subcommand(
+      "confirm-stopped", "tell a new coordinator that a broker of its file runs no older "
+                         "coordinator (its machine is gone): breaks the limit if wrong");
+  confirm_stopped->add_option("BROKER", stopped_broker, "broker id")->required();
+  confirm_stopped->add_flag("--yes", yes, "I checked: that machine runs no dsb broker");
+  for (auto* sub : {status, clients, leases, set_limit, probe, confirm_stopped}) {
     sub->add_flag("--json", o.json, "print JSON");
   }
   CLI11_PARSE(app, argc, argv);
   if (set_limit->parsed()) return CmdSetLimit(o, target, limit);
+  if (confirm_stopped->parsed()) return CmdConfirmStopped(o, stopped_broker, yes);
   if (probe->parsed()) {
     probe_options.io_timeout = std::chrono::milliseconds(io_timeout_ms);
     return CmdProbe(o, target, probe_options, apply, force);
