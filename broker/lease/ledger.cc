@@ -495,12 +495,13 @@ Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest
   }
   Instance& in = *it;
   in.last_heard = now;  // every request moves the silence timer, even a stale one
+  in.heard = true;
   b.last_heard = now;
 
   // R4: another live instance of this id heard within D is a clone (or a
   // restart while the old instance still talks): both are counted.
   for (auto& other : b.instances) {
-    if (&other == &in || other.goodbye || in.clone_logged) continue;
+    if (&other == &in || other.goodbye || in.clone_logged || !other.heard) continue;
     if (now - other.last_heard < config_.term && !first) {
       in.clone_logged = true;
       warnings_.push_back("two live instances of broker '" + b.id + "' (epochs " +

@@ -257,6 +257,7 @@ class Ledger {
     std::map<std::uint64_t, std::vector<std::uint32_t>> grants;    // request id -> amounts
     std::optional<Grant> last_reply;
     bool clone_logged = false;
+    bool heard = false;  // sent a request to this ledger (not only restored or handed over)
   };
   struct BrokerState {
     std::string id;

@@ -310,6 +310,12 @@ int CmdLeases(const Options& o) {
                 r->contains("ledger_error") ? Str(r->at("ledger_error")).c_str() : "?");
   } else {
     const auto& l = ledger.as_object();
+    const auto text = [&](const char* key) {
+      const json::value* v = l.if_contains(key);
+      return v != nullptr ? Str(*v) : std::string("?");
+    };
+    std::printf("cluster file generation %s, coordinator gate %s\n", text("generation").c_str(),
+                text("gate").c_str());
     if (l.at("learning").as_bool()) {
       std::printf("LEARNING MODE (C3): no grants for another %s while the ledger relearns\n",
                   MsText(l.at("learning_left_ms")).c_str());
@@ -325,20 +331,30 @@ int CmdLeases(const Options& o) {
       std::vector<std::vector<std::string>> rows;
       for (const auto& bv : t.at("brokers").as_array()) {
         const auto& b = bv.as_object();
-        rows.push_back({Str(b.at("broker")), Str(b.at("mode")), Str(b.at("owed")),
+        const json::value* verdict = b.if_contains("verdict");
+        const json::value* instances = b.if_contains("instances");
+        rows.push_back({Str(b.at("broker")),
+                        verdict != nullptr ? Str(*verdict) : std::string("?"),
+                        instances != nullptr ? Str(*instances) : std::string("?"),
+                        Str(b.at("mode")), Str(b.at("owed")),
                         Str(b.at("granted")), Str(b.at("held")), Str(b.at("waiting")),
                         Str(b.at("wanted")), MsText(b.at("lease_left_ms")),
                         MsText(b.at("last_seen_ms"))});
       }
-      PrintTable({"BROKER", "MODE", "OWED", "GRANTED", "HELD", "WAITING", "WANTED", "LEASE-LEFT",
-                  "LAST-SEEN"},
+      PrintTable({"BROKER", "VERDICT", "INSTANCES", "MODE", "OWED", "GRANTED", "HELD", "WAITING",
+                  "WANTED", "LEASE-LEFT", "LAST-SEEN"},
                  rows);
     }
   }
   const auto& a = r->at("agent").as_object();
-  std::printf("\nthis broker (%s, epoch %s, %s):\n", Str(a.at("broker")).c_str(),
-              Str(a.at("epoch")).c_str(),
-              a.at("connected").as_bool() ? "connected to the coordinator" : "NOT connected");
+  const json::value* verdict = a.if_contains("verdict");
+  const json::value* reason = a.if_contains("verdict_reason");
+  std::printf("\nthis broker (%s, epoch %s, %s, %s by the coordinator%s%s):\n",
+              Str(a.at("broker")).c_str(), Str(a.at("epoch")).c_str(),
+              a.at("connected").as_bool() ? "connected to the coordinator" : "NOT connected",
+              verdict != nullptr ? Str(*verdict).c_str() : "?",
+              reason != nullptr && !Str(*reason).empty() ? ": " : "",
+              reason != nullptr ? Str(*reason).c_str() : "");
   std::vector<std::vector<std::string>> rows;
   for (const auto& tv : a.at("targets").as_array()) {
     const auto& t = tv.as_object();

@@ -388,6 +388,18 @@ TEST(Ledger, RestoredAcceptancesOfAnotherFileAreRefusedOrRemovedButStayCounted) 
   EXPECT_EQ(l.Snapshot(At(3)).targets[0].pool, before + 5);
 }
 
+TEST(Ledger, ARestoredInstanceIsNotTakenForAClone) {
+  Ledger l(FileConfig(), At(0));
+  l.AdoptRecords({{"a", 1, 5, 3, {"exch"}, {1}, {2}}}, At(0));
+  RenewRequest a = FileReq("a", 2, 1, 3, "aaaa");
+  a.instance = 6;
+  ASSERT_TRUE(l.OnRequest(At(1), a).ok());
+  a.request_id = 2;
+  auto r = l.OnRequest(At(2), a);
+  EXPECT_EQ(r.value()->reason.find("another live instance"), std::string::npos) << r.value()->reason;
+  for (const auto& w : l.TakeWarnings()) EXPECT_EQ(w.find("two live instances"), std::string::npos) << w;
+}
+
 TEST(Ledger, AClosedGateGrantsNothingAndOpeningItStartsLearning) {
   LedgerConfig c = FileConfig();
   c.switches.c3_learning = true;
