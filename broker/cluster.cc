@@ -96,6 +96,7 @@ struct ClusterNode::Impl {
   // and the addresses of older coordinators learned from answers.
   std::set<std::string> hello_waiting;
   std::map<std::string, config::HostPort> hello_extra;
+  std::map<std::string, std::string> hello_state;  // last outcome per broker, logged on change
   std::uint64_t mark_written = 0;
   asio::steady_timer hello_timer{io};
   wire::Credentials creds;
@@ -575,12 +576,23 @@ struct ClusterNode::Impl {
 
   awaitable<void> SayHello(const std::string& id, const config::HostPort& where) {
     auto ch = co_await wire::Channel::Connect(io.get_executor(), where.host, where.port, creds,
-                                              std::chrono::seconds(2));
+                                              std::chrono::seconds(2), /*log_failure=*/false);
     if (!ch.ok()) {
-      // Nothing listens there: no coordinator of any generation runs there.
-      if (ch.status().message().find("refused") != std::string::npos) hello_waiting.erase(id);
+      // ECONNREFUSED: nothing listens there, so no coordinator of any
+      // generation runs there. Anything else (timeout, no route, a broker
+      // that does not finish the handshake) may hide one: keep waiting.
+      const bool nothing_listens =
+          ch.status().message().find("Connection refused") != std::string::npos;
+      if (nothing_listens) hello_waiting.erase(id);
+      const std::string state = nothing_listens ? "not running" : ch.status().message();
+      if (hello_state[id] != state && !nothing_listens) {
+        spdlog::warn("coordinator {}: hello to broker {} at {} failed: {}", cfg.id, id,
+                     where.ToString(), state);
+      }
+      hello_state[id] = state;
       co_return;
     }
+    hello_state[id] = "answered";
     wire::Message m = wire::CoordinatorHello{cfg.id, cfg.cluster->generation, cfg.cluster->hash,
                                              SelfAddress()};
     Status s = co_await ch->Send(std::move(m));

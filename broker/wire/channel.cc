@@ -195,13 +195,15 @@ Channel& Channel::operator=(Channel&& other) noexcept {
 
 asio::awaitable<Result<Channel>> Channel::Connect(asio::any_io_executor executor, std::string host,
                                                   std::uint16_t port, Credentials credentials,
-                                                  Clock::duration timeout) {
+                                                  Clock::duration timeout, bool log_failure) {
   if (Status s = ValidateCredentials(credentials); !s.ok()) co_return s;
   auto impl = std::make_shared<Impl>(tcp::socket(executor), credentials.broker_id);
   impl->remote = host + ":" + std::to_string(port);
   const auto refuse = [&](Status s) {
-    spdlog::warn("wire[{}]: connection to {} refused: {} ({})", impl->local_id, impl->PeerName(),
-                 s.message(), ErrcName(s.code()));
+    if (log_failure) {
+      spdlog::warn("wire[{}]: connection to {} refused: {} ({})", impl->local_id,
+                   impl->PeerName(), s.message(), ErrcName(s.code()));
+    }
     impl->CloseSocket();
     return s;
   };

@@ -45,10 +45,13 @@ class Channel {
   // prove the key or closes during the handshake (it holds another key);
   // kConflict if the cluster file hashes differ (both named); kProtocol for
   // malformed frames; or the code of the server's ErrorReply.
+  // `log_failure` false: the caller logs (a periodic probe that expects
+  // refusals, e.g. the coordinator's hello to brokers that are not running).
   static boost::asio::awaitable<Result<Channel>> Connect(boost::asio::any_io_executor executor,
                                                          std::string host, std::uint16_t port,
                                                          Credentials credentials,
-                                                         Clock::duration timeout);
+                                                         Clock::duration timeout,
+                                                         bool log_failure = true);
 
   // Runs the server handshake on an accepted `socket` within `timeout`.
   // Success: an open channel; peer() names the client.
