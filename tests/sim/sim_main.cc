@@ -13,6 +13,9 @@
 //                                                      # the server model's named scenarios
 //   dsb-sim --server --seeds 1000                      # random seeds with a server model: a
 //                                                      # real cap below L, close lag, other tools
+//   dsb-sim --reconfig-scenarios [--verbose]           # R0-R5 named scenarios, switch on/off
+//   dsb-sim --reconfig --seeds 1000 [--break r3-step-down]
+//                                                      # random operator events (tests/sim/reconfig.h)
 //
 // Prints seeds, events, S violations (must be 0), max over-grant (must be 0) and
 // mean utilization. Exit status 1 if any seed broke S or over-granted.
@@ -23,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/sim/reconfig.h"
 #include "tests/sim/scenarios.h"
 #include "tests/sim/sim.h"
 
@@ -43,7 +47,7 @@ int main(int argc, char** argv) {
   std::string only_scenario;
   app.add_flag("--server-scenarios", server_scenarios,
                "run the server model's named scenarios (limit discovery, close lag, other tools)");
-  app.add_option("--scenario", only_scenario, "with --server-scenarios: only this one");
+  app.add_option("--scenario", only_scenario, "with --server-scenarios or --reconfig-scenarios: only this one");
   app.add_flag("--ratchet", ratchet,
                "with --server-scenarios: the LimitPolicy ratchet test switch on (scenarios that "
                "show rule F2 is needed must then fail)");
@@ -64,6 +68,15 @@ int main(int argc, char** argv) {
                "refusals fed back to the coordinator's LimitPolicy");
   std::string switch_names;
   for (const auto& s : dsb::sim::AllSwitches()) switch_names += std::string(" ") + s.name;
+  for (const auto& s : dsb::sim::reconfig::ReconfigSwitchList()) {
+    switch_names += std::string(" ") + s.name;
+  }
+  bool reconfig = false, reconfig_scenarios = false;
+  app.add_flag("--reconfig", reconfig,
+               "random seeds of the reconfiguration model (R0-R5: generations, coordinator "
+               "moves, clones, clean stops; tests/sim/reconfig.h)");
+  app.add_flag("--reconfig-scenarios", reconfig_scenarios,
+               "the R0-R5 named scenarios, each with all switches on and with its switch off");
   std::string broken_clause;
   app.add_option("--break", broken_clause,
                  "turn one switch off (" + switch_names.substr(1) +
@@ -91,7 +104,9 @@ int main(int argc, char** argv) {
   }
   if (brokers != 0 && profile == "mixed") profile = "random";
   const dsb::sim::SwitchInfo* broken = nullptr;
-  if (!broken_clause.empty() && !(broken = dsb::sim::FindSwitch(broken_clause))) {
+  const dsb::sim::reconfig::ReconfigSwitchInfo* broken_r = nullptr;
+  if (!broken_clause.empty() && !(broken = dsb::sim::FindSwitch(broken_clause)) &&
+      !(broken_r = dsb::sim::reconfig::FindReconfigSwitch(broken_clause))) {
     std::fprintf(stderr, "unknown switch '%s'; known:%s\n", broken_clause.c_str(),
                  switch_names.c_str());
     return 2;
@@ -102,7 +117,7 @@ int main(int argc, char** argv) {
     int missed = 0;
     double total = 0;
     for (const auto& s : dsb::sim::AllSwitches()) {
-      if (broken && broken != &s) continue;  // --break NAME: that row only
+      if ((broken && broken != &s) || broken_r) continue;  // --break NAME: that row only
       const auto row = dsb::sim::CatchSwitch(s, first, seeds, dsb::sim::Sec(run_for), false);
       total += row.wall_seconds;
       missed += row.s_broken == 0 ? 1 : 0;
@@ -111,6 +126,20 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(row.s_broken),
                   row.first_failing ? std::to_string(row.first_failing).c_str() : "none",
                   static_cast<unsigned long long>(row.over_granted),
+                  static_cast<unsigned long long>(row.events), row.wall_seconds);
+      std::fflush(stdout);
+    }
+    // The reconfiguration rules: RandomReconfig seeds (60 simulated seconds).
+    for (const auto& s : dsb::sim::reconfig::ReconfigSwitchList()) {
+      if (broken || (broken_r && broken_r != &s)) continue;
+      const auto row = dsb::sim::reconfig::CatchReconfigSwitch(s, first, seeds,
+                                                               dsb::sim::Sec(60), false);
+      total += row.wall_seconds;
+      missed += row.s_broken == 0 ? 1 : 0;
+      std::printf("%-26s %8llu %10llu %14s %12s %12llu %8.1f\n", row.name.c_str(),
+                  static_cast<unsigned long long>(row.seeds_run),
+                  static_cast<unsigned long long>(row.s_broken),
+                  row.first_failing ? std::to_string(row.first_failing).c_str() : "none", "-",
                   static_cast<unsigned long long>(row.events), row.wall_seconds);
       std::fflush(stdout);
     }
@@ -126,6 +155,63 @@ int main(int argc, char** argv) {
                 wall_clock_epochs ? "wall-clock" : "counter", r.failed.empty() ? "PASS" : "FAIL");
     std::printf("  %s\n", r.failed.empty() ? r.figures.c_str() : r.failed.c_str());
     return r.failed.empty() ? 0 : 1;
+  }
+
+  if (reconfig_scenarios) {
+    int bad = 0;
+    for (const auto& s : dsb::sim::reconfig::ReconfigScenarios()) {
+      if (!only_scenario.empty() && only_scenario != s.name) continue;
+      const auto on = s.run(dsb::sim::reconfig::ReconfigSwitches{}, verbose);
+      dsb::sim::reconfig::ReconfigSwitches off;
+      dsb::sim::reconfig::FindReconfigSwitch(s.switch_name)->turn_off(off);
+      const auto broke = s.run(off, verbose);
+      const bool ok = on.s_violations == 0 && broke.s_violations > 0;
+      bad += ok ? 0 : 1;
+      std::printf("%-36s on: %llu violations (peak %u, %llu events); off (%s): %llu violations "
+                  "(peak %u) %s\n  %s\n",
+                  s.name, static_cast<unsigned long long>(on.s_violations), on.max_used,
+                  static_cast<unsigned long long>(on.events), s.switch_name,
+                  static_cast<unsigned long long>(broke.s_violations), broke.max_used,
+                  ok ? "OK" : "UNEXPECTED",
+                  on.first_violation.empty() ? broke.first_violation.c_str()
+                                             : on.first_violation.c_str());
+    }
+    return bad == 0 ? 0 : 1;
+  }
+  if (reconfig) {
+    const auto start = std::chrono::steady_clock::now();
+    std::uint64_t events = 0, violations = 0, ops = 0, warnings = 0;
+    std::vector<std::uint64_t> failing;
+    for (std::uint64_t seed = first; seed < first + seeds; ++seed) {
+      auto cfg = dsb::sim::reconfig::RandomReconfig(seed, dsb::sim::Sec(run_for));
+      cfg.verbose = verbose;
+      if (broken_r) broken_r->turn_off(cfg.switches);
+      dsb::sim::reconfig::ReconfigSim sim(cfg);
+      sim.Run();
+      const auto& st = sim.stats();
+      events += st.events;
+      violations += st.s_violations;
+      ops += st.reconfig_events;
+      warnings += st.warnings;
+      if (st.s_violations > 0) {
+        if (failing.size() < 10) std::printf("FAIL %s\n", st.first_violation.c_str());
+        failing.push_back(seed);
+      }
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("reconfig seeds %llu (first %llu), events %llu, operator events %llu, ledger "
+                "warnings %llu\nS violations %llu (must be 0); %zu failing seed(s); %.1f s wall\n",
+                static_cast<unsigned long long>(seeds), static_cast<unsigned long long>(first),
+                static_cast<unsigned long long>(events), static_cast<unsigned long long>(ops),
+                static_cast<unsigned long long>(warnings),
+                static_cast<unsigned long long>(violations), failing.size(), secs);
+    if (!failing.empty()) {
+      std::printf("failing seeds:");
+      for (auto s : failing) std::printf(" %llu", static_cast<unsigned long long>(s));
+      std::printf("\n");
+    }
+    return failing.empty() ? 0 : 1;
   }
 
   using dsb::sim::Simulation;
