@@ -78,7 +78,7 @@ INSTANTIATE_TEST_SUITE_P(R, ReconfigCatch,
 TEST(ReconfigRandom, EverySwitchOnKeepsSExceptKnownFindings) {
   const std::uint64_t first = EnvOr("DSB_RECONFIG_FIRST_SEED", 1);
   const std::uint64_t seeds = EnvOr("DSB_RECONFIG_SEEDS", 200);
-  const std::vector<std::uint64_t> f1 = {45, 122, 170};
+  const std::vector<std::uint64_t> f1 = {45, 170};
   std::uint64_t events = 0, ops = 0, known = 0;
   for (std::uint64_t seed = first; seed < first + seeds; ++seed) {
     ReconfigSim sim(RandomReconfig(seed, Sec(60)));

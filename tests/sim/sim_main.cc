@@ -143,7 +143,8 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(row.events), row.wall_seconds);
       std::fflush(stdout);
     }
-    std::printf("%d switch(es) not caught; %.1f s wall in all (seeds from %llu, %.0f s each)\n",
+    std::printf("%d switch(es) not caught; %.1f s wall in all (seeds from %llu, %.0f s each; "
+                "R rows: RandomReconfig, 60 s each, caught only if S holds with every switch on)\n",
                 missed, total, static_cast<unsigned long long>(first), run_for);
     return missed == 0 ? 0 : 1;
   }
