@@ -18,13 +18,13 @@
 //   DSB_CHAOS_LONG=1          long mode: DSB_CHAOS_MINUTES (default 10) of faults
 //   DSB_CHAOS_REPORT=FILE     append the run's summary (one JSON line) to FILE
 //   DSB_KEEP_SCRATCH=1        keep the logs of every process (the folder is printed)
-// Switches for fault kinds that break S with the current code (off by default; each names the
-// issue-8 rule that will make it safe; switch on once that rule has landed):
-//   DSB_CHAOS_FILE_CHANGES=1  restart a broker with its cluster file's floor changed (R1)
-//   DSB_CHAOS_CLOCK_BACK=1    restart a broker with its wall clock stepped back (R0)
-//   DSB_CHAOS_LONG_CLIENT_STOPS=1  SIGSTOP a client for longer than D + H (issue 8 item 2:
-//                             a client stopped inside the slot table's queue mutex wedges the
-//                             broker's fence)
+// Fault kinds that broke S before issue 8's rules landed; on by default since they did (each
+// names the rule that makes it safe); =0 switches one off:
+//   DSB_CHAOS_FILE_CHANGES    restart a broker with its cluster file's floor changed (R1)
+//   DSB_CHAOS_CLOCK_BACK      restart a broker with its wall clock stepped back (R0)
+//   DSB_CHAOS_LONG_CLIENT_STOPS  SIGSTOP a client for longer than D + H (issue 8 item 2:
+//                             a client stopped inside the slot table's queue mutex used to
+//                             wedge the broker's fence)
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -79,6 +79,8 @@ std::uint64_t EnvU64(const char* name, std::uint64_t fallback) {
   return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
 }
 bool EnvOn(const char* name) { return EnvU64(name, 0) != 0; }
+// A fault-kind switch: on unless set to 0.
+bool SwitchOn(const char* name) { return EnvU64(name, 1) != 0; }
 
 std::string ReadAll(const fs::path& p) {
   std::ifstream in(p);
@@ -226,8 +228,8 @@ class ChaosRun {
                 static_cast<long long>(kDrain.count()), kLimit, dir_.c_str());
     std::printf("chaos: switches file-changes(R1)=%d clock-back(R0)=%d long-client-stops(item 2)=%d; "
                 "wall-clock steps %s\n",
-                EnvOn("DSB_CHAOS_FILE_CHANGES"), EnvOn("DSB_CHAOS_CLOCK_BACK"),
-                EnvOn("DSB_CHAOS_LONG_CLIENT_STOPS"),
+                SwitchOn("DSB_CHAOS_FILE_CHANGES"), SwitchOn("DSB_CHAOS_CLOCK_BACK"),
+                SwitchOn("DSB_CHAOS_LONG_CLIENT_STOPS"),
                 have_faketime_ ? "via libfaketime (broker process only)" : "skipped: no libfaketime");
     std::fflush(stdout);
     load_end_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(fault_phase) + 60s;
@@ -421,9 +423,9 @@ class ChaosRun {
 
   // Picks and injects one fault (a few tries for a target that is free).
   void InjectOne() {
-    const bool file_changes = EnvOn("DSB_CHAOS_FILE_CHANGES");
-    const bool clock_back = EnvOn("DSB_CHAOS_CLOCK_BACK");
-    const bool long_stops = EnvOn("DSB_CHAOS_LONG_CLIENT_STOPS");
+    const bool file_changes = SwitchOn("DSB_CHAOS_FILE_CHANGES");
+    const bool clock_back = SwitchOn("DSB_CHAOS_CLOCK_BACK");
+    const bool long_stops = SwitchOn("DSB_CHAOS_LONG_CLIENT_STOPS");
     const double d = Seconds(kTerm).count(), h = Seconds(kDrain).count();
     // A switched-on kind is drawn more often (three extra draws map to it), so a short run
     // shows it a few times.
