@@ -97,6 +97,7 @@ struct ClusterNode::Impl {
   std::set<std::string> hello_waiting;
   std::map<std::string, config::HostPort> hello_extra;
   std::map<std::string, std::string> hello_state;  // last outcome per broker, logged on change
+  std::set<std::string> records_adopted_from;
   std::uint64_t mark_written = 0;
   asio::steady_timer hello_timer{io};
   wire::Credentials creds;
@@ -511,6 +512,13 @@ struct ClusterNode::Impl {
     r.coordinator_address = coord_address.ToString();
     r.is_coordinator = ledger != nullptr;
     if (hello.coordinator_id != peer) return r;  // names another broker: answer, change nothing
+    if (!ledger && hello.generation > cfg.cluster->generation) {
+      // Not a coordinator now, but this machine may have been one under an
+      // older file (restarted as a plain broker before the new coordinator
+      // came up): hand over the acceptances it recorded then (R2, R3).
+      auto records = ReadRecords(state_dir(), cfg.id);
+      if (records.ok()) r.records = std::move(records).value();
+    }
     if (ledger && hello.generation > cfg.cluster->generation) {
       ledger->Supersede(hello.generation, hello.coordinator_id + "@" + hello.address);
       r.stopped = PersistSupersededMark();
@@ -614,14 +622,16 @@ struct ClusterNode::Impl {
       ledger->Supersede(cfg.cluster->generation);
       co_return;
     }
-    if (r->is_coordinator && r->generation < cfg.cluster->generation) {
-      if (!r->stopped) co_return;  // it could not record its stop yet: ask again
+    if (r->is_coordinator && r->generation < cfg.cluster->generation && !r->stopped) {
+      co_return;  // it could not record its stop yet: ask again
+    }
+    if (!r->records.empty() && records_adopted_from.insert(id).second) {
+      // Once per broker and run: adopting again would renew instances that
+      // have fallen silent since.
       ledger->AdoptRecords(r->records, Clock::now());
-      if (hello_waiting.count(id) > 0) {
-        spdlog::info("coordinator {} of generation {} confirmed its stop and handed over {} "
-                     "acceptance(s)",
-                     id, r->generation, r->records.size());
-      }
+      spdlog::info("broker {} ({} of generation {}) handed over {} acceptance record(s)", id,
+                   r->is_coordinator ? "stopped coordinator" : "earlier coordinator",
+                   r->generation, r->records.size());
     }
     if (!r->is_coordinator && r->generation < cfg.cluster->generation &&
         r->coordinator_id != cfg.id && !r->coordinator_address.empty()) {

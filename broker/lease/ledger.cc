@@ -257,7 +257,12 @@ std::vector<AcceptanceRecord> Ledger::Records() const {
   std::vector<AcceptanceRecord> out;
   for (const auto& b : brokers_) {
     for (const auto& in : b.instances) {
-      if (in.verdict == Verdict::kAccepted && !in.goodbye) out.push_back(RecordOf(b, in));
+      // Every instance with a recorded allowance (accepted here, or restored /
+      // handed over and since refused or removed): a successor must count it
+      // too until the broker reports it no longer uses it (R2).
+      if (!in.goodbye && (in.verdict == Verdict::kAccepted || !in.floors.empty())) {
+        out.push_back(RecordOf(b, in));
+      }
     }
   }
   return out;

@@ -198,7 +198,8 @@ class Ledger {
   // by the previous coordinator: counted with their allowance as if heard at
   // `now` (forgotten after Silence() unless they report).
   void AdoptRecords(const std::vector<AcceptanceRecord>& records, TimePoint now);
-  // Every accepted instance not yet forgotten.
+  // Every instance not yet forgotten that was accepted (here, or by the
+  // coordinator whose records were adopted), whatever its verdict now.
   std::vector<AcceptanceRecord> Records() const;
   // Loud events since the last call (clones, refusals), one line each.
   std::vector<std::string> TakeWarnings();

@@ -380,6 +380,8 @@ TEST(Ledger, RestoredAcceptancesOfAnotherFileAreRefusedOrRemovedButStayCounted) 
   ra.instance = 6;
   auto va = l.OnRequest(At(2), ra);
   EXPECT_EQ(va.value()->verdict, Verdict::kRefused);
+  // Both recorded allowances go on to a successor (R2: counted until reported unused).
+  EXPECT_EQ(l.Records().size(), 2u);
   // b erases its acceptance and reports nothing held: it leaves the count.
   rb.request_id = 8;
   rb.erased = true;
