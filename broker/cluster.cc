@@ -98,6 +98,7 @@ struct ClusterNode::Impl {
   std::map<std::string, config::HostPort> hello_extra;
   std::map<std::string, std::string> hello_state;  // last outcome per broker, logged on change
   std::set<std::string> records_adopted_from;
+  bool gate_opened_before = false;  // R3: the gate was opened at this generation in an earlier run
   std::uint64_t mark_written = 0;
   asio::steady_timer hello_timer{io};
   wire::Credentials creds;
@@ -485,7 +486,7 @@ struct ClusterNode::Impl {
   bool PersistSupersededMark() {
     const std::uint64_t g = ledger->newer_generation_seen();
     if (g == 0 || g <= mark_written) return g != 0;
-    if (Status st = WriteSuperseded(state_dir(), cfg.id, g); !st.ok()) {
+    if (Status st = WriteMark(state_dir(), cfg.id, kSupersededMark, g); !st.ok()) {
       spdlog::error("cannot write the superseded mark: {} (this coordinator grants nothing "
                     "anyway; it will not confirm its stop)",
                     st.message());
@@ -498,9 +499,9 @@ struct ClusterNode::Impl {
     return true;
   }
 
-  std::string SelfAddress() const {
-    return (cfg.listen ? *cfg.listen : cfg.self().address).ToString();
-  }
+  // Where brokers reach this one: its cluster-file address (`listen` may be a
+  // wildcard such as 0.0.0.0).
+  std::string SelfAddress() const { return cfg.self().address.ToString(); }
 
   // R3, answering side (every broker).
   wire::HelloReply AnswerHello(const wire::CoordinatorHello& hello, const std::string& peer) {
@@ -512,17 +513,53 @@ struct ClusterNode::Impl {
     r.coordinator_address = coord_address.ToString();
     r.is_coordinator = ledger != nullptr;
     if (hello.coordinator_id != peer) return r;  // names another broker: answer, change nothing
-    if (!ledger && hello.generation > cfg.cluster->generation) {
-      // Not a coordinator now, but this machine may have been one under an
-      // older file (restarted as a plain broker before the new coordinator
-      // came up): hand over the acceptances it recorded then (R2, R3).
+    if (!ledger) {
+      // This machine may have been the coordinator under an older file
+      // (restarted as a plain broker before the new coordinator came up):
+      // hand over the acceptances it recorded then, if older than the
+      // hello's file (R2, R3).
       auto records = ReadRecords(state_dir(), cfg.id);
-      if (records.ok()) r.records = std::move(records).value();
+      if (records.ok()) {
+        for (auto& rec : *records) {
+          if (rec.generation < hello.generation) r.records.push_back(std::move(rec));
+        }
+      }
+    }
+    if (hello.generation > cfg.cluster->generation && agent->accepted()) {
+      // A newer coordinator: tell it the allowance this broker uses under its
+      // older file, so it is counted (R2) ...
+      lease::AcceptanceRecord own;
+      own.broker_id = cfg.id;
+      own.epoch = agent->epoch();
+      own.instance = agent->instance();
+      own.generation = cfg.cluster->generation;
+      for (const auto& t : cfg.targets) {
+        own.targets.push_back(t.name);
+        own.system_slots.push_back(static_cast<std::uint32_t>(cfg.self().system_slots));
+        own.floors.push_back(static_cast<std::uint32_t>(cfg.self().floor));
+      }
+      r.records.push_back(std::move(own));
+    }
+    if (!ledger && hello.generation > cfg.cluster->generation) {
+      // ... and report there from now on: it refuses this older file, so the
+      // floor goes (registrations stay, counted) until the new file is
+      // installed here.
+      auto hp = config::ParseHostPort(hello.address, 1);
+      if (hp.ok() && (hello.coordinator_id != coord_id || hp->ToString() != coord_address.ToString())) {
+        spdlog::warn("coordinator {} of cluster file generation {} took over (this broker runs "
+                     "generation {}): reporting there; install the new file and restart",
+                     hello.coordinator_id, hello.generation, cfg.cluster->generation);
+        coord_id = hello.coordinator_id;
+        coord_address = *hp;
+        if (to_coordinator) to_coordinator->Close();
+      }
     }
     if (ledger && hello.generation > cfg.cluster->generation) {
       ledger->Supersede(hello.generation, hello.coordinator_id + "@" + hello.address);
       r.stopped = PersistSupersededMark();
-      if (r.stopped) r.records = ledger->Records();
+      if (r.stopped) {
+        for (auto& rec : ledger->Records()) r.records.push_back(std::move(rec));
+      }
     } else if (ledger && hello.generation == cfg.cluster->generation &&
                hello.file_hash != cfg.cluster->hash && hello.coordinator_id != cfg.id) {
       spdlog::critical("two coordinators at generation {} with different cluster files: {} "
@@ -542,7 +579,7 @@ struct ClusterNode::Impl {
     for (const auto& b : cfg.cluster->brokers) {
       if (b.id != cfg.id) hello_waiting.insert(b.id);
     }
-    if (cfg.cluster->generation > 1 && !hello_waiting.empty()) {
+    if (cfg.cluster->generation > 1 && !hello_waiting.empty() && !gate_opened_before) {
       ledger->WaitForPrevious();
       spdlog::info("coordinator {} (generation {}): grants nothing until every broker of the "
                    "file has answered its hello (a coordinator of an older generation may still "
@@ -560,6 +597,13 @@ struct ClusterNode::Impl {
         co_await SayHello(id, where);
       }
       if (ledger->gate() == lease::Gate::kWaiting && hello_waiting.empty()) {
+        // Remembered, so a restart at this generation does not wait for every
+        // broker again (a workstation off for the night answers nothing); the
+        // hellos go on and still stop an older coordinator that comes back.
+        if (Status st = WriteMark(state_dir(), cfg.id, kGateMark, cfg.cluster->generation);
+            !st.ok()) {
+          spdlog::error("{}", st.message());
+        }
         ledger->OpenGate(Clock::now());
         spdlog::info("coordinator {}: every broker answered; learning (C3) for {} ms from now",
                      cfg.id, Ms(ledger->Silence()));
@@ -610,9 +654,20 @@ struct ClusterNode::Impl {
     if (!reply.ok() || stopping) co_return;
     auto* r = std::get_if<wire::HelloReply>(&*reply);
     if (r == nullptr) co_return;
+    if (r->broker_id != id) {
+      // Addresses swapped between files, or a stale entry: this answer says
+      // nothing about broker `id`.
+      spdlog::warn("coordinator {}: the hello to broker {} at {} was answered by broker {}",
+                   cfg.id, id, where.ToString(), r->broker_id);
+      co_return;
+    }
     if (r->generation > cfg.cluster->generation) {
-      ledger->Supersede(r->generation, r->is_coordinator ? id + "@" + where.ToString() : "");
-      PersistSupersededMark();
+      // Only the coordinator of the newer file takes over (R3); a plain broker
+      // with a newer (staged, mistyped) file does not stop this one.
+      if (r->is_coordinator) {
+        ledger->Supersede(r->generation, id + "@" + where.ToString());
+        PersistSupersededMark();
+      }
       co_return;
     }
     if (r->conflict) {
@@ -760,8 +815,11 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
     };
     auto records = ReadRecords(dir, self_id);
     if (!records.ok()) return records.status();
-    auto mark = ReadSuperseded(dir, self_id);
+    auto mark = ReadMark(dir, self_id, kSupersededMark);
     if (!mark.ok()) return mark.status();
+    auto gate = ReadMark(dir, self_id, kGateMark);
+    if (!gate.ok()) return gate.status();
+    impl->gate_opened_before = gate->has_value() && **gate == cluster.generation;
     impl->ledger = std::make_unique<lease::Ledger>(lc, Clock::now());
     if (!records->empty()) {
       impl->ledger->AdoptRecords(*records, Clock::now());

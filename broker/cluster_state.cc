@@ -89,6 +89,11 @@ Result<std::uint64_t> NextEpoch(const fs::path& dir, const std::string& id) {
   if (!last.ok()) return last.status();
   std::uint64_t next = 0;
   if (last->has_value()) {
+    if (**last == UINT64_MAX) {
+      return Status(Errc::kConfig, path.string() + ": the epoch counter is at its maximum; "
+                                                   "write 1 into it and restart the coordinator "
+                                                   "too");
+    }
     next = **last + 1;
   } else {
     next = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -219,12 +224,14 @@ Result<std::vector<lease::AcceptanceRecord>> ReadRecords(const fs::path& dir,
   return out;
 }
 
-Status WriteSuperseded(const fs::path& dir, const std::string& id, std::uint64_t by_generation) {
-  return WriteFileSynced(FileOf(dir, id, ".superseded"), std::to_string(by_generation) + "\n");
+Status WriteMark(const fs::path& dir, const std::string& id, const char* suffix,
+                 std::uint64_t generation) {
+  return WriteFileSynced(FileOf(dir, id, suffix), std::to_string(generation) + "\n");
 }
 
-Result<std::optional<std::uint64_t>> ReadSuperseded(const fs::path& dir, const std::string& id) {
-  return ReadNumber(FileOf(dir, id, ".superseded"));
+Result<std::optional<std::uint64_t>> ReadMark(const fs::path& dir, const std::string& id,
+                                              const char* suffix) {
+  return ReadNumber(FileOf(dir, id, suffix));
 }
 
 }  // namespace dsb::broker

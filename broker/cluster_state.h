@@ -60,11 +60,18 @@ Status WriteRecords(const std::filesystem::path& dir, const std::string& id,
 Result<std::vector<lease::AcceptanceRecord>> ReadRecords(const std::filesystem::path& dir,
                                                          const std::string& id);
 
-// R3: the superseded mark (the newer generation), or nullopt.
-Status WriteSuperseded(const std::filesystem::path& dir, const std::string& id,
-                       std::uint64_t by_generation);
-Result<std::optional<std::uint64_t>> ReadSuperseded(const std::filesystem::path& dir,
-                                                    const std::string& id);
+// A generation number kept in <dir>/<id><suffix> (nullopt: no file).
+//   ".superseded"  R3: this coordinator was superseded by that generation.
+//   ".gate"        R3: this coordinator opened its gate at that generation
+//                  once (its previous coordinator had stopped), so a restart at
+//                  the same generation need not wait for every broker again.
+// Errors: kConfig naming the file (not a number), kInternal (cannot write).
+inline constexpr const char* kSupersededMark = ".superseded";
+inline constexpr const char* kGateMark = ".gate";
+Status WriteMark(const std::filesystem::path& dir, const std::string& id, const char* suffix,
+                 std::uint64_t generation);
+Result<std::optional<std::uint64_t>> ReadMark(const std::filesystem::path& dir,
+                                              const std::string& id, const char* suffix);
 
 }  // namespace dsb::broker
 

@@ -222,16 +222,22 @@ AgentStep LeaseAgent::OnGrant(TimePoint now, const Grant& grant) {
   }
   if (outstanding_ && outstanding_->request_id == grant.request_id) outstanding_answered_ = true;
   // R1: the verdict applies even to a learning reply (it only ever names a
-  // refusal, or an acceptance this ledger recorded earlier).
-  verdict_ = grant.verdict;
-  reason_ = grant.reason;
-  successor_ = grant.successor;
-  if (grant.verdict == Verdict::kAccepted) {
-    accepted_ = true;
-  } else if (grant.verdict != Verdict::kPending) {
-    accepted_ = false;  // floor 0, no new registration; the lease lapses on its own
+  // refusal, or an acceptance this ledger recorded earlier), but only a reply
+  // to a newer request than the one that set it: a delayed older "accepted"
+  // must not undo a refusal.
+  if (grant.request_id >= verdict_request_) {
+    verdict_request_ = grant.request_id;
+    verdict_ = grant.verdict;
+    reason_ = grant.reason;
+    successor_ = grant.successor;
+    if (grant.verdict == Verdict::kAccepted) {
+      accepted_ = true;
+    } else if (grant.verdict != Verdict::kPending) {
+      accepted_ = false;  // floor 0, no new registration; the lease lapses on its own
+    }
   }
-  if (grant.learning || grant.verdict != Verdict::kAccepted) return Step(now);  // C3
+  // C3 (learning), or no acceptance: no amount is applied.
+  if (grant.learning || grant.verdict != Verdict::kAccepted || !accepted_) return Step(now);
 
   const TimePoint t_sent = it->second.first_sent;
   Duration span = lease_span_;

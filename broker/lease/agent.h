@@ -198,6 +198,7 @@ class LeaseAgent {
   std::uint64_t ignored_grants_ = 0;
   bool accepted_ = false;
   Verdict verdict_ = Verdict::kPending;
+  std::uint64_t verdict_request_ = 0;  // request id of the reply that set verdict_
   std::string reason_;
   std::string successor_;
   bool erased_ = false;

@@ -264,6 +264,20 @@ std::vector<AcceptanceRecord> Ledger::Records() const {
         out.push_back(RecordOf(b, in));
       }
     }
+    // The base survives the ledger: a stopped broker's clients keep their
+    // sessions, and a successor must count them until that broker reports a
+    // newer acceptance (R2).
+    if (std::any_of(b.base.begin(), b.base.end(), [](std::uint32_t v) { return v > 0; })) {
+      AcceptanceRecord base;
+      base.broker_id = b.id;
+      base.generation = config_.generation;
+      for (std::size_t t = 0; t < config_.targets.size(); ++t) {
+        base.targets.push_back(config_.targets[t].name);
+        base.system_slots.push_back(0);
+        base.floors.push_back(At(b.base, t));
+      }
+      out.push_back(std::move(base));
+    }
   }
   return out;
 }
@@ -277,6 +291,7 @@ void Ledger::AdoptRecords(const std::vector<AcceptanceRecord>& records, TimePoin
         b.base[*t] = std::max(b.base[*t], At(r.system_slots, k) + At(r.floors, k));
       }
     }
+    if (r.epoch == 0 && r.instance == 0) continue;  // a base record: no instance
     const bool known = std::any_of(b.instances.begin(), b.instances.end(), [&](const Instance& in) {
       return in.epoch == r.epoch && in.instance == r.instance;
     });
@@ -351,6 +366,11 @@ Ledger::Instance Ledger::NewInstance(BrokerState& b, const RenewRequest& request
                 std::to_string(config_.generation) + ")";
   } else if (!config_.switches.r1_refuse_other_file) {
     // Broken on purpose: any file is taken for this one.
+  } else if (request.generation > config_.generation) {
+    in.reason = "runs cluster file generation " + std::to_string(request.generation) +
+                ", newer than this coordinator's " + std::to_string(config_.generation) +
+                ": waiting for the coordinator that file names";
+    in.newer_file = true;
   } else if (request.generation < config_.generation) {
     in.verdict = Verdict::kRefused;
     in.reason = "cluster file generation " + std::to_string(request.generation) +
@@ -376,8 +396,20 @@ Ledger::Instance Ledger::NewInstance(BrokerState& b, const RenewRequest& request
 }
 
 void Ledger::TryAccept(BrokerState& b, Instance& in, TimePoint now) {
-  if (in.verdict != Verdict::kPending || !b.config_index) return;
-  if (config_.switches.r2_fit_test && !Fits(now)) {
+  if (in.verdict != Verdict::kPending || !b.config_index || in.newer_file) return;
+  // R2: only a raise needs the fit test. An allowance no larger than what the
+  // broker is counted with already (its base), with no other live instance of
+  // it, replaces that count: accepting it never adds, and refusing it could
+  // leave a lowered broker (and every raise waiting for it) pending for good.
+  const LedgerBroker& file = config_.brokers[*b.config_index];
+  bool within_base = true;
+  for (std::size_t t = 0; t < config_.targets.size(); ++t) {
+    within_base = within_base && At(file.system_slots, t) + At(file.floors, t) <= At(b.base, t);
+  }
+  for (const auto& other : b.instances) {
+    if (&other != &in && !other.goodbye && !Silent(other, now)) within_base = false;
+  }
+  if (config_.switches.r2_fit_test && !within_base && !Fits(now)) {
     in.reason = "waiting until the allowance fits: sum of counted allowances and owed exceeds "
                 "L - r (an older instance of this or another broker is still counted)";
     return;
@@ -475,16 +507,10 @@ Grant Ledger::ComputeGrant(const BrokerState& b, const Instance& in, const Renew
 
 Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest& request) {
   ForgetSilent(now);
-  if (request.generation > config_.generation && config_.switches.r3_step_down) {
-    // R3: a peer runs a newer cluster file: its coordinator takes over. Stop
-    // granting at once; the caller persists the mark before confirming.
-    if (newer_generation_ < request.generation) {
-      warnings_.push_back("broker '" + request.broker_id + "' runs cluster file generation " +
-                          std::to_string(request.generation) + ", newer than this coordinator's " +
-                          std::to_string(config_.generation) + ": this coordinator stops granting");
-    }
-    Supersede(request.generation);
-  }
+  // A renew of a newer generation does not make this ledger step down (R3 is
+  // the hello of the coordinator the newer file names: a staged or mistyped
+  // file on one broker must not stop the cluster); that instance waits as
+  // pending (NewInstance) until its own coordinator takes over.
   BrokerState& b = BrokerFor(request.broker_id);
   auto it = std::find_if(b.instances.begin(), b.instances.end(), [&](const Instance& in) {
     return in.epoch == request.epoch && in.instance == request.instance;
@@ -501,6 +527,17 @@ Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest
   Instance& in = *it;
   in.last_heard = now;  // every request moves the silence timer, even a stale one
   in.heard = true;
+  if (in.goodbye) {
+    // It said goodbye (it admits nothing and hands its clients over), yet it
+    // still renews: a bug or a forged goodbye. Count it in full again and
+    // never accept it again.
+    in.goodbye = false;
+    in.handed.clear();
+    in.verdict = Verdict::kRefused;
+    in.reason = "this instance said goodbye and must not renew; restart it";
+    warnings_.push_back("broker '" + b.id + "' (epoch " + std::to_string(in.epoch) +
+                        ") renews after its goodbye: refused and counted in full");
+  }
   b.last_heard = now;
 
   // R4: another live instance of this id heard within D is a clone (or a
@@ -522,6 +559,12 @@ Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest
     if (!duplicate || !in.last_reply) return std::optional<Grant>();
     // Same grant again. It is sent again, so it enters the ledger again (it may
     // have been forgotten by silence meanwhile; re-entering is conservative).
+    if (gate_ == Gate::kSuperseded || in.last_reply->verdict != in.verdict) {
+      // The verdict changed since (stepped down, refused): say so, grant nothing.
+      Grant g = ReplyBase(request, in);
+      g.learning = true;
+      return std::optional<Grant>(std::move(g));
+    }
     if (!in.last_reply->learning && in.last_reply->verdict == Verdict::kAccepted) {
       RecordGrant(in, *in.last_reply);
     }

@@ -199,7 +199,9 @@ class Ledger {
   // `now` (forgotten after Silence() unless they report).
   void AdoptRecords(const std::vector<AcceptanceRecord>& records, TimePoint now);
   // Every instance not yet forgotten that was accepted (here, or by the
-  // coordinator whose records were adopted), whatever its verdict now.
+  // coordinator whose records were adopted), whatever its verdict now; and per
+  // broker its base (the allowance it may be using while unheard) as a record
+  // with epoch 0 and instance 0, which AdoptRecords turns back into a base.
   std::vector<AcceptanceRecord> Records() const;
   // Loud events since the last call (clones, refusals), one line each.
   std::vector<std::string> TakeWarnings();
@@ -259,6 +261,7 @@ class Ledger {
     std::optional<Grant> last_reply;
     bool clone_logged = false;
     bool heard = false;  // sent a request to this ledger (not only restored or handed over)
+    bool newer_file = false;  // runs a newer generation: pending until its coordinator takes over
   };
   struct BrokerState {
     std::string id;

@@ -269,9 +269,10 @@ class ChaosRun {
       if (!w.broker.alive()) StartBroker(w);
     }
     const auto healed = Clock::now();
-    for (auto& w : ws_) {
-      if (LiveInstances(w).empty()) StartLoad(w, 1);
-    }
+    // A fresh DigiScope on every machine: the running ones may have lost their
+    // registration for good (stopped past the broker's adopt grace while it
+    // restarted) and want nothing, which would read as capacity not back.
+    for (auto& w : ws_) StartLoad(w, 1);
     const bool back = testing::WaitUntil(
         [&] {
           SamplePeak();

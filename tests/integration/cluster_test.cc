@@ -60,32 +60,15 @@ class ClusterTest : public ::testing::Test {
   }
 
   bool LearningOver() {
-    return tools_test::WaitUntil(
-        [&] {
-          json::object r = Ask(brokers_[0]->socket(), {{"op", "leases"}});
-          const json::value* l = r.if_contains("ledger");
-          return l != nullptr && l->is_object() && !l->as_object().at("learning").as_bool();
-        },
-        20s);
+    return tools_test::WaitUntil([&] { return testing::LearningOver(brokers_[0]->socket()); },
+                                 20s);
   }
 
   // The coordinator's ledger entries of the brokers (empty if unavailable).
-  json::array LedgerBrokers() {
-    json::object r = Ask(brokers_[0]->socket(), {{"op", "leases"}});
-    const json::value* l = r.if_contains("ledger");
-    if (l == nullptr || !l->is_object()) return {};
-    return l->as_object().at("targets").as_array()[0].as_object().at("brokers").as_array();
-  }
+  json::array LedgerBrokers() { return testing::LedgerBrokers(brokers_[0]->socket()); }
 
-  // Field `key` of broker `id` in one ledger snapshot (-1 if unknown or null).
   static std::int64_t Field(const json::array& brokers, const std::string& id, const char* key) {
-    for (const auto& b : brokers) {
-      if (b.as_object().at("broker").as_string() == id) {
-        const json::value& v = b.as_object().at(key);
-        return v.is_null() ? -1 : v.to_number<std::int64_t>();
-      }
-    }
-    return -1;
+    return testing::LedgerField(brokers, id, key);
   }
 
   // Grant of broker `id` on the ledger (-1 if unknown).

@@ -609,13 +609,8 @@ class ClusterDiscovery : public ::testing::Test {
         dir_, std::vector<std::string>{"--limit", std::to_string(kCap)});
     ASSERT_TRUE(server_->ok());
     for (auto& b : brokers_) ASSERT_TRUE(b->Start()) << b->log();
-    ASSERT_TRUE(tools_test::WaitUntil(
-        [&] {
-          json::object r = testing::AskBroker(brokers_[0]->socket(), {{"op", "leases"}});
-          const json::value* l = r.if_contains("ledger");
-          return l != nullptr && l->is_object() && !l->as_object().at("learning").as_bool();
-        },
-        20s))
+    ASSERT_TRUE(
+        tools_test::WaitUntil([&] { return testing::LearningOver(brokers_[0]->socket()); }, 20s))
         << "coordinator never left learning mode";
   }
 

@@ -117,13 +117,8 @@ class StalledQueueCluster : public ::testing::Test {
     server_ = std::make_unique<SimServerProcess>(dir_, std::vector<std::string>{"--limit", "1000"});
     ASSERT_TRUE(server_->ok());
     for (auto& b : brokers_) ASSERT_TRUE(b->Start()) << b->log();
-    ASSERT_TRUE(tools_test::WaitUntil(
-        [&] {
-          json::object r = testing::AskBroker(brokers_[0]->socket(), {{"op", "leases"}});
-          const json::value* l = r.if_contains("ledger");
-          return l != nullptr && l->is_object() && !l->as_object().at("learning").as_bool();
-        },
-        20s))
+    ASSERT_TRUE(
+        tools_test::WaitUntil([&] { return testing::LearningOver(brokers_[0]->socket()); }, 20s))
         << "coordinator never left learning mode";
   }
   void TearDown() override {
@@ -134,17 +129,7 @@ class StalledQueueCluster : public ::testing::Test {
 
   // Field `key` of broker `id` in the coordinator's ledger (-1 if unknown).
   std::int64_t Ledger(const std::string& id, const char* key) {
-    json::object r = testing::AskBroker(brokers_[0]->socket(), {{"op", "leases"}});
-    const json::value* l = r.if_contains("ledger");
-    if (l == nullptr || !l->is_object()) return -1;
-    for (const auto& b :
-         l->as_object().at("targets").as_array()[0].as_object().at("brokers").as_array()) {
-      if (b.as_object().at("broker").as_string() == id) {
-        const json::value& v = b.as_object().at(key);
-        return v.is_null() ? -1 : v.to_number<std::int64_t>();
-      }
-    }
-    return -1;
+    return testing::LedgerField(testing::LedgerBrokers(brokers_[0]->socket()), id, key);
   }
 
   std::unique_ptr<ChildProcess> StartLoad(int broker, int threads, double seconds) {

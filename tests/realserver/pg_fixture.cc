@@ -140,14 +140,8 @@ void PgFixture::StartCluster(const std::string& targets_toml) {
         files.configs[i], files.sockets[i], std::vector<std::string>{files.Segment(spec, i, "pg")}));
   }
   for (auto& b : brokers_) ASSERT_TRUE(b->Start()) << b->log();
-  ASSERT_TRUE(tools_test::WaitUntil(
-      [&] {
-        boost::json::object r = testing::AskBroker(brokers_[0]->socket(), {{"op", "leases"}});
-        const boost::json::value* l = r.if_contains("ledger");
-        return l != nullptr && l->is_object() && l->as_object().contains("learning") &&
-               !l->as_object().at("learning").as_bool();
-      },
-      20s))
+  ASSERT_TRUE(
+      tools_test::WaitUntil([&] { return testing::LearningOver(brokers_[0]->socket()); }, 20s))
       << "the coordinator never left learning mode";
 }
 

@@ -91,6 +91,18 @@ TEST(Agent, RefusedInstanceLosesItsFloorAndNewRegistrations) {
   EXPECT_EQ(a.verdict_reason(), "cluster file differs");
 }
 
+TEST(Agent, ADelayedOlderAcceptanceDoesNotUndoARefusal) {
+  LeaseAgent a(Config(), At(0));
+  const RenewRequest r1 = *a.Tick(At(0), Usage(0)).send;
+  const RenewRequest r2 = *a.Tick(At(5000), Usage(0)).send;
+  Grant refused = GrantFor(r2, 0);
+  refused.verdict = Verdict::kRefused;
+  a.OnGrant(At(5001), refused);
+  Accept(a, r1, At(5002));  // the answer to the first request, delayed
+  EXPECT_FALSE(a.accepted());
+  EXPECT_EQ(a.verdict(), Verdict::kRefused);
+}
+
 TEST(Agent, GrantForAnotherInstanceOfTheSameEpochIsIgnored) {
   AgentConfig c = Config();
   c.instance = 42;

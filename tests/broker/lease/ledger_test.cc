@@ -293,14 +293,64 @@ TEST(Ledger, VerdictsFollowGenerationAndFileHash) {
   EXPECT_EQ(l.OnRequest(At(3), FileReq("b", 2, 1, 2, "cccc")).value()->verdict,
             Verdict::kRefused);
   EXPECT_EQ(l.gate(), Gate::kOpen);
-  // A newer generation: this coordinator steps down at once (R3).
+  // A renew of a newer generation (a staged or mistyped file on one broker)
+  // does not stop this coordinator: that instance waits, pending, for the
+  // coordinator its file names.
   auto newer = l.OnRequest(At(4), FileReq("b", 3, 1, 4, "dddd"));
-  EXPECT_EQ(newer.value()->verdict, Verdict::kSuperseded);
-  EXPECT_EQ(l.gate(), Gate::kSuperseded);
-  EXPECT_EQ(l.newer_generation_seen(), 4u);
+  EXPECT_EQ(newer.value()->verdict, Verdict::kPending);
+  EXPECT_NE(newer.value()->reason.find("newer"), std::string::npos);
+  EXPECT_EQ(l.gate(), Gate::kOpen);
+  // R3: the hello of the newer coordinator does (the caller persists the mark).
+  l.Supersede(4, "ws9@127.0.0.1:7409");
   auto after = l.OnRequest(At(5), FileReq("a", 1, 2, 3, "aaaa"));
   EXPECT_EQ(after.value()->verdict, Verdict::kSuperseded);
+  EXPECT_EQ(after.value()->successor, "ws9@127.0.0.1:7409");
   EXPECT_EQ(Amount(after), -1);
+}
+
+TEST(Ledger, AGoodbyeThenARenewIsRefusedAndCountedInFull) {
+  Ledger l(FileConfig(), At(0));
+  RenewRequest a = FileReq("a", 1, 1, 3, "aaaa");
+  a.targets[0].wanted = 10;
+  ASSERT_EQ(Amount(l.OnRequest(At(1), a)), 10);
+  Goodbye bye{"a", 1, 0, {{"exch", 0, 0, 0}}};
+  ASSERT_TRUE(l.OnGoodbye(At(2), bye));
+  EXPECT_EQ(l.Snapshot(At(2)).targets[0].pool, 10u);  // a's base (3) still counted
+  a.request_id = 2;
+  a.targets[0].applied = 1;
+  a.targets[0].pool_held = 10;
+  auto r = l.OnRequest(At(3), a);
+  EXPECT_EQ(r.value()->verdict, Verdict::kRefused);
+  EXPECT_EQ(l.Owed(0, 0, At(3)), 10u);
+}
+
+TEST(Ledger, ALoweredBrokerIsAcceptedWithoutTheFitTestSoARaiseCanFollow) {
+  // Floor 3 moves from a to b with a pool of 1: b's raise waits for a's
+  // lowering, and a's lowering must not wait for anything.
+  LedgerConfig c = FileConfig();
+  c.targets[0].pool = 1;
+  c.brokers[0].floors = {0};  // a: lowered in this file (was 3)
+  c.brokers[1].floors = {5};  // b: raised (was 2)
+  Ledger l(c, At(0));
+  l.AdoptRecords({{"a", 1, 5, 2, {"exch"}, {1}, {3}}, {"b", 1, 6, 2, {"exch"}, {1}, {2}}}, At(0));
+  EXPECT_EQ(l.OnRequest(At(1), FileReq("b", 2, 1, 3, "aaaa")).value()->verdict, Verdict::kPending);
+  EXPECT_EQ(l.OnRequest(At(2), FileReq("a", 2, 1, 3, "aaaa")).value()->verdict, Verdict::kPending)
+      << "the old instance of a is still live (restored)";
+  const TimePoint later = At(3) + l.Silence();
+  EXPECT_EQ(l.OnRequest(later, FileReq("a", 2, 2, 3, "aaaa")).value()->verdict,
+            Verdict::kAccepted);
+  EXPECT_EQ(l.OnRequest(later, FileReq("b", 2, 2, 3, "aaaa")).value()->verdict,
+            Verdict::kAccepted);
+}
+
+TEST(Ledger, BasesSurviveInRecords) {
+  Ledger l(FileConfig(), At(0));
+  l.AdoptRecords({{"a", 1, 5, 3, {"exch"}, {1}, {6}}}, At(0));
+  const auto records = l.Records();
+  Ledger next(FileConfig(), At(100) + l.Silence());
+  next.AdoptRecords(records, At(100) + l.Silence());
+  // a's 7 (1 + 6) stays counted although no instance of it is live any more.
+  EXPECT_EQ(next.Snapshot(At(100) + 3 * l.Silence()).targets[0].pool, 16u - 7u - 3u);
 }
 
 TEST(Ledger, ANewInstanceIsAcceptedOnlyWhenItsAllowanceFits) {
@@ -347,6 +397,8 @@ TEST(Ledger, AcceptanceIsRecordedBeforeItIsSentAndRecordsAreAdopted) {
   disk_ok = true;
   r = l.OnRequest(At(2), FileReq("a", 1, 2, 3, "aaaa"));
   EXPECT_EQ(r.value()->verdict, Verdict::kAccepted);
+  // One instance record (a's), and a base record (epoch 0) per broker.
+  std::erase_if(stored, [](const AcceptanceRecord& r) { return r.epoch == 0; });
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].broker_id, "a");
   EXPECT_EQ(stored[0].floors, std::vector<std::uint32_t>{2});
@@ -381,7 +433,9 @@ TEST(Ledger, RestoredAcceptancesOfAnotherFileAreRefusedOrRemovedButStayCounted) 
   auto va = l.OnRequest(At(2), ra);
   EXPECT_EQ(va.value()->verdict, Verdict::kRefused);
   // Both recorded allowances go on to a successor (R2: counted until reported unused).
-  EXPECT_EQ(l.Records().size(), 2u);
+  auto records = l.Records();
+  std::erase_if(records, [](const AcceptanceRecord& r) { return r.epoch == 0; });
+  EXPECT_EQ(records.size(), 2u);
   // b erases its acceptance and reports nothing held: it leaves the count.
   rb.request_id = 8;
   rb.erased = true;
@@ -500,7 +554,6 @@ TEST(LedgerSwitches, EachReconfigurationSwitchChangesItsRule) {
     LedgerConfig c = FileConfig();
     c.switches.r3_step_down = false;
     Ledger l(c, At(0));
-    l.OnRequest(At(1), FileReq("b", 1, 1, 4, "dddd"));
     l.WaitForPrevious();
     EXPECT_EQ(l.gate(), Gate::kOpen);
   }
