@@ -131,6 +131,12 @@ class ChaosRun {
       ::unlink(seg.c_str());
       ::unlink(("/dev/shm/.dsb-lock-dsb-" + stem_ + w.id + "-exch01").c_str());
     }
+    // libfaketime (Debian's 0.9.10 has no FAKETIME_DISABLE_SHM) leaves a segment and a
+    // semaphore per process it ran in, named by the pid.
+    for (pid_t pid : faketime_pids_) {
+      ::unlink(("/dev/shm/faketime_shm_" + std::to_string(pid)).c_str());
+      ::unlink(("/dev/shm/sem.faketime_sem_" + std::to_string(pid)).c_str());
+    }
   }
 
   // Returns an empty string when the world is up, else why it cannot be made: a skip when
@@ -337,6 +343,7 @@ class ChaosRun {
     }
     argv.insert(argv.end(), {Bin("dsb-broker"), "--config", w.config.string()});
     w.broker.Start(argv, w.broker_log);
+    if (w.clock_offset_s != 0 && have_faketime_) faketime_pids_.push_back(w.broker.pid());
   }
 
   void StartLoad(Workstation& w, int instances) {
@@ -674,6 +681,7 @@ class ChaosRun {
     }
   }
 
+  std::vector<pid_t> faketime_pids_;  // brokers started under libfaketime
   std::uint64_t seed_;
   std::mt19937_64 rng_;
   testing::ScratchDir scratch_{"dsbchaos"};

@@ -145,6 +145,11 @@ class ReconfigTest : public ::testing::Test {
       if (n.process && n.process->running()) ::kill(n.process->pid(), SIGCONT);
       if (n.process && n.process->running()) n.process->Stop(SIGTERM);
     }
+    if (faketime_pid_ > 0) {
+      // libfaketime 0.9.10 leaves a segment and a semaphore named by the pid.
+      ::unlink(("/dev/shm/faketime_shm_" + std::to_string(faketime_pid_)).c_str());
+      ::unlink(("/dev/shm/sem.faketime_sem_" + std::to_string(faketime_pid_)).c_str());
+    }
     if (HasFailure()) {
       for (auto& [name, n] : nodes_) {
         if (n.process) {
@@ -361,6 +366,7 @@ class ReconfigTest : public ::testing::Test {
   }
 
   ScratchDir dir_;
+  pid_t faketime_pid_ = 0;  // a broker started under libfaketime (its /dev/shm leftovers)
   std::string stem_;
   std::unique_ptr<SimServerProcess> server_;
   std::map<std::string, Node> nodes_;
@@ -614,6 +620,7 @@ TEST_F(ReconfigTest, EpochGrowsAcrossRestartsEvenWithTheWallClockSteppedBack) {
     ::setenv("FAKETIME", "-60s", 1);
     ::setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1", 1);
     const bool started = N("ws2").process->Start();
+    faketime_pid_ = N("ws2").process->pid();
     ::unsetenv("LD_PRELOAD");
     ::unsetenv("FAKETIME");
     ::unsetenv("FAKETIME_DONT_FAKE_MONOTONIC");
