@@ -28,6 +28,7 @@
 #include "tests/support/broker_process.h"
 #include "tests/support/test_cluster.h"
 #include "tests/support/unique_name.h"
+#include "tests/support/wait.h"
 #include "tests/tools/process.h"
 #include "tests/tools/sim_server_process.h"
 
@@ -245,8 +246,9 @@ TEST_F(StalledQueueCluster, WithTheBrokerStoppedLeaseSlotsCloseAtTheDeadline) {
   ASSERT_TRUE(held.valid());
   EXPECT_FALSE(held.ShouldYield());
   EXPECT_EQ((*table)->Count().waiters, 0u);
-  // Wait for the deadline on the clock itself (the event here is time).
-  while (shm::MonotonicNs() < deadline - 2'000'000) std::this_thread::sleep_for(1ms);
+  // Wait for the deadline on the clock itself (the event here is time); the
+  // last 2 ms spin so the first attempt comes right at it.
+  testing::SleepUntilMonotonicNs(deadline - 2'000'000);
   while (shm::MonotonicNs() < deadline) {
   }
   // Right after the deadline: every attempt at a lease slot fails, for 200 ms.

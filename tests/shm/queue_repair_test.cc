@@ -21,6 +21,7 @@
 
 #include "shm/slot_table.h"
 #include "tests/support/unique_name.h"
+#include "tests/support/wait.h"
 
 namespace dsb::shm {
 namespace {
@@ -376,7 +377,7 @@ TEST_F(QueueRepairTest, AHeldLeaseSlotShouldYieldAtTheDeadline) {
   for (int i = 0; i < 8; ++i) got.push_back(t->TryAcquireIndex(w));
   for (std::uint32_t idx : got) ASSERT_NE(idx, SlotTable::kNoSlot);
   for (std::uint32_t idx : got) EXPECT_FALSE(t->InLapsedLease(idx));
-  while (MonotonicNs() < deadline) std::this_thread::sleep_for(1ms);  // the clock is the event
+  dsb::testing::SleepUntilMonotonicNs(deadline);  // the clock is the event
   for (std::uint32_t idx : got) EXPECT_EQ(t->InLapsedLease(idx), idx >= 2) << idx;
   // Released past the deadline, a lease slot serves nobody.
   t->Release(got[7], w);

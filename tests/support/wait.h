@@ -3,7 +3,11 @@
 #ifndef DSB_TESTS_SUPPORT_WAIT_H_
 #define DSB_TESTS_SUPPORT_WAIT_H_
 
+#include <time.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <thread>
 
 namespace dsb::testing {
@@ -20,6 +24,17 @@ bool WaitUntil(Pred pred, std::chrono::milliseconds timeout = std::chrono::milli
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return true;
+}
+
+// Sleeps until CLOCK_MONOTONIC reads `deadline_ns` (the clock of lease
+// deadlines in the slot table): one absolute timer, not a polling loop. The
+// kernel may wake a little late, never early.
+inline void SleepUntilMonotonicNs(std::int64_t deadline_ns) {
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(deadline_ns / 1'000'000'000);
+  ts.tv_nsec = static_cast<long>(deadline_ns % 1'000'000'000);
+  while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
 }
 
 }  // namespace dsb::testing
