@@ -526,7 +526,6 @@ Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest
   }
   Instance& in = *it;
   in.last_heard = now;  // every request moves the silence timer, even a stale one
-  in.heard = true;
   if (in.goodbye) {
     // It said goodbye (it admits nothing and hands its clients over), yet it
     // still renews: a bug or a forged goodbye. Count it in full again and
@@ -543,7 +542,7 @@ Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest
   // R4: another live instance of this id heard within D is a clone (or a
   // restart while the old instance still talks): both are counted.
   for (auto& other : b.instances) {
-    if (&other == &in || other.goodbye || in.clone_logged || !other.heard) continue;
+    if (&other == &in || other.goodbye || in.clone_logged || !other.has_newest) continue;
     if (now - other.last_heard < config_.term && !first) {
       in.clone_logged = true;
       warnings_.push_back("two live instances of broker '" + b.id + "' (epochs " +

@@ -250,7 +250,7 @@ class Ledger {
     Verdict verdict = Verdict::kPending;
     std::string reason;
     bool goodbye = false;
-    bool has_newest = false;
+    bool has_newest = false;  // a request arrived (not only restored or handed over)
     std::uint64_t newest_id = 0;
     TimePoint last_heard{};
     std::optional<TimePoint> last_grant_at;
@@ -260,7 +260,6 @@ class Ledger {
     std::map<std::uint64_t, std::vector<std::uint32_t>> grants;    // request id -> amounts
     std::optional<Grant> last_reply;
     bool clone_logged = false;
-    bool heard = false;  // sent a request to this ledger (not only restored or handed over)
     bool newer_file = false;  // runs a newer generation: pending until its coordinator takes over
   };
   struct BrokerState {

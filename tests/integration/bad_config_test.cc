@@ -32,14 +32,7 @@ const char* kTarget = "[[targets]]\nname = \"exch01\"\nlimit = 8\n";
 
 // Runs dsb-broker with `args` to its exit; returns the exit code and its output.
 int RunBroker(const std::string& args, std::string* output) {
-  const std::string cmd = std::string(DSB_BIN_DIR) + "/dsb-broker " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
-  const int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return BrokerProcess::RunArgsToExit(args, output);
 }
 
 bool SegmentExists(const std::string& segment) { return fs::exists("/dev/shm/" + segment); }

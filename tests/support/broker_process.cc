@@ -107,7 +107,11 @@ int BrokerProcess::Stop(int sig) {
 }
 
 int BrokerProcess::RunToExit(const std::filesystem::path& config, std::string* output) {
-  const std::string cmd = BinPath("dsb-broker") + " --config '" + config.string() + "' 2>&1";
+  return RunArgsToExit("--config '" + config.string() + "'", output);
+}
+
+int BrokerProcess::RunArgsToExit(const std::string& args, std::string* output) {
+  const std::string cmd = BinPath("dsb-broker") + " " + args + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) return -1;
   char buf[4096];

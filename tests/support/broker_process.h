@@ -54,6 +54,10 @@ class BrokerProcess {
 
   // Runs dsb-broker --config FILE to completion; returns exit code + output.
   static int RunToExit(const std::filesystem::path& config, std::string* output);
+  // Runs dsb-broker with `args` (a shell-quoted argument string, e.g.
+  // "--check --config 'f.toml'") to completion; exit code (-1 if it did not
+  // exit normally) and output.
+  static int RunArgsToExit(const std::string& args, std::string* output);
 
  private:
   std::filesystem::path dir_;
