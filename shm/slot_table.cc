@@ -8,6 +8,7 @@
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -104,12 +105,14 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Create(const CreateOptions& option
   return Map(options.name, true, &options);
 }
 
-Result<std::unique_ptr<SlotTable>> SlotTable::Attach(const std::string& name) {
-  return Map(name, false, nullptr);
+Result<std::unique_ptr<SlotTable>> SlotTable::Attach(const std::string& name,
+                                                     const AttachOptions& options) {
+  return Map(name, false, nullptr, &options);
 }
 
 Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool create,
-                                                  const CreateOptions* options) {
+                                                  const CreateOptions* options,
+                                                  const AttachOptions* attach) {
   if (!ValidName(name)) {
     return Status{Errc::kInvalidArgument,
                   "invalid segment name '" + name + "' (letters, digits, '-', '_', '.')"};
@@ -135,6 +138,25 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
       }
     } else {
       shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_write);
+      if (attach != nullptr && attach->owner) {
+        // On the open descriptor (shm_open does not follow symlinks): the
+        // file checked is the file mapped.
+        struct stat st {};
+        if (::fstat(shm.get_mapping_handle().handle, &st) != 0) {
+          return Status{Errc::kSegmentInvalid,
+                        "segment " + name + ": cannot stat it: " + std::strerror(errno)};
+        }
+        if (!S_ISREG(st.st_mode) || st.st_uid != *attach->owner || (st.st_mode & 0007) != 0) {
+          char mode[8];
+          std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+          return Status{Errc::kSegmentInvalid,
+                        "segment " + name + " (" + ShmPath(name) + ") is owned by uid " +
+                            std::to_string(st.st_uid) + " with mode " + mode +
+                            ", not by uid " + std::to_string(*attach->owner) +
+                            " without access for others: it was not made by the broker; "
+                            "refused and left alone"};
+        }
+      }
       bip::offset_t s = 0;
       if (!shm.get_size(s) || s < 0) {
         return Status{Errc::kSegmentInvalid, "segment " + name + ": cannot read its size"};

@@ -66,6 +66,14 @@ struct CreateOptions {
   std::optional<gid_t> group;  // chown the segment to this group (mode 0660)
 };
 
+// What Attach() requires of the segment file before trusting it (issue 9:
+// a segment planted by another user must never be adopted or used).
+struct AttachOptions {
+  // Required owner: the file's uid must be this one and others (not owner,
+  // not group) must have no access. nullopt: no check (tests, tools).
+  std::optional<uid_t> owner;
+};
+
 struct Counts {
   std::uint32_t enabled = 0;      // free + held (not retiring) + quarantined
   std::uint32_t free = 0;
@@ -93,8 +101,11 @@ class SlotTable {
   static Result<std::unique_ptr<SlotTable>> Create(const CreateOptions& options);
   // Maps an existing segment read-write and validates it: wrong magic,
   // version, size or checksum is kSegmentInvalid naming the segment and what
-  // is wrong; a missing segment is kSegmentUnavailable.
-  static Result<std::unique_ptr<SlotTable>> Attach(const std::string& name);
+  // is wrong; a missing segment is kSegmentUnavailable. With
+  // `options.owner`, a segment owned by another uid or open to others is
+  // kSegmentInvalid naming its owner and mode (nothing in it is read).
+  static Result<std::unique_ptr<SlotTable>> Attach(const std::string& name,
+                                                   const AttachOptions& options = {});
   // Removes the segment name (mappings stay valid). OK if it does not exist.
   static Status Remove(const std::string& name);
   static bool Exists(const std::string& name);
@@ -296,7 +307,8 @@ class SlotTable {
  private:
   SlotTable() = default;
   static Result<std::unique_ptr<SlotTable>> Map(const std::string& name, bool create,
-                                                const CreateOptions* options);
+                                                 const CreateOptions* options,
+                                                 const AttachOptions* attach = nullptr);
   std::uint32_t TakeFree(std::uint64_t held_word) noexcept {  // kNoSlot if none
     const std::uint32_t bound =
         std::min(header_->scan_bound.load(std::memory_order_acquire), slot_count_);
