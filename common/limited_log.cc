@@ -1,0 +1,54 @@
+#include "common/limited_log.h"
+
+#include <mutex>
+
+namespace dsb {
+namespace {
+
+std::mutex& Mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+LogLimiter& Limiter() {
+  static LogLimiter limiter(LogLimiter::Options{});
+  return limiter;
+}
+
+std::string Seconds(LogLimiter::Clock::duration d) {
+  return fmt::format("{:.1f}", std::chrono::duration<double>(d).count());
+}
+
+}  // namespace
+
+LogLimiter::Admission AdmitLimitedLine(std::string_view site, std::string_view peer) {
+  std::lock_guard lock(Mutex());
+  return Limiter().Admit(site, peer, LogLimiter::Clock::now());
+}
+
+std::string SuppressedSuffix(const LogLimiter::Admission& a) {
+  if (!a.emit || a.suppressed == 0) return std::string();
+  return fmt::format(" [{} similar line(s) suppressed over {} s]", a.suppressed, Seconds(a.over));
+}
+
+std::optional<LogLimiter::Clock::time_point> FlushLimitedLogs(bool all) {
+  std::vector<LogLimiter::Summary> summaries;
+  std::optional<LogLimiter::Clock::time_point> next;
+  {
+    std::lock_guard lock(Mutex());
+    summaries = Limiter().Flush(LogLimiter::Clock::now(), all);
+    next = Limiter().NextFlush();
+  }
+  for (const LogLimiter::Summary& s : summaries) {
+    spdlog::warn("{} more line(s) like '{}' from {} suppressed over {} s", s.suppressed, s.site,
+                 s.peer, Seconds(s.over));
+  }
+  return next;
+}
+
+std::uint64_t LimitedLogSuppressedTotal() {
+  std::lock_guard lock(Mutex());
+  return Limiter().suppressed_total();
+}
+
+}  // namespace dsb
