@@ -119,15 +119,37 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
   }
   auto table = std::unique_ptr<SlotTable>(new SlotTable());
   table->name_ = name;
+  // Set once this call made the file: every failure after that removes it,
+  // so a failed create never leaves a half-made segment behind (a 0-byte
+  // one used to block every later start).
+  bool created = false;
   try {
     bip::shared_memory_object shm;
     std::size_t size = 0;
     if (create) {
       bip::permissions perms(0660);
+      // create_only is shm_open(O_CREAT | O_EXCL): never opens a file someone
+      // else made under this name (it fails with already_exists_error).
       shm = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write, perms);
+      created = true;
       size = SegmentBytes(options->slot_count, options->waiter_capacity);
       shm.truncate(static_cast<bip::offset_t>(size));
       const int fd = shm.get_mapping_handle().handle;
+      // Reserve the pages now: on a full /dev/shm a sparse segment would
+      // SIGBUS whoever first touches a page (the broker writing the header,
+      // or a client taking a slot); ENOSPC here is a clean error instead.
+      // (Boost 1.81's truncate already falls back to posix_fallocate on
+      // Linux; this call makes it explicit and independent of the version.)
+      if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(size)); err != 0) {
+        bip::shared_memory_object::remove(name.c_str());
+        return Status{Errc::kSegmentUnavailable,
+                      "segment " + name + " (" + ShmPath(name) + "): cannot reserve " +
+                          std::to_string(size) + " bytes: " + std::strerror(err) +
+                          (err == ENOSPC ? " (/dev/shm is full: free space there or lower "
+                                           "the target's slots)"
+                                         : "") +
+                          "; the half-made segment was removed"};
+      }
       ::fchmod(fd, 0660);  // umask may have narrowed the create mode
       if (options->group && ::fchown(fd, static_cast<uid_t>(-1), *options->group) != 0) {
         const int err = errno;
@@ -172,11 +194,21 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
     table->region_ = std::make_unique<bip::mapped_region>(shm, bip::read_write, 0, size);
     table->size_ = size;
   } catch (const bip::interprocess_exception& e) {
+    if (created) bip::shared_memory_object::remove(name.c_str());
     const bool exists = e.get_error_code() == bip::already_exists_error;
     const bool missing = e.get_error_code() == bip::not_found_error;
     std::string why = e.what();
+    if (e.get_native_error() != 0) why = std::strerror(e.get_native_error());
     if (exists) why = "it already exists (another broker with the same shm_prefix?)";
     if (missing) why = "it does not exist (is the broker running?)";
+    if (created) {
+      // Boost's truncate reserves the pages itself (posix_fallocate): a full
+      // /dev/shm fails here.
+      if (e.get_native_error() == ENOSPC) {
+        why += " (/dev/shm is full: free space there or lower the target's slots)";
+      }
+      why += "; the half-made segment was removed";
+    }
     return Status{Errc::kSegmentUnavailable,
                   "segment " + name + " (" + ShmPath(name) + "): cannot " +
                       (create ? "create" : "open") + ": " + why};
@@ -210,6 +242,7 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
     pthread_mutexattr_destroy(&attr);
     h.queue_head = h.queue_tail = 0;
     h.layout_checksum = LayoutChecksum(h);
+    table->instance_id_ = h.instance_id;
   } else {
     // The header is untrusted (every client maps the segment read-write):
     // checked on one snapshot, and only the checked geometry is used below.
@@ -218,6 +251,7 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
     if (!geometry.ok()) return geometry.status();
     slot_count = geometry->slot_count;
     waiter_capacity = geometry->waiter_capacity;
+    table->instance_id_ = geometry->instance_id;
   }
   table->slot_count_ = slot_count;
   table->waiter_capacity_ = waiter_capacity;
@@ -225,6 +259,7 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
   table->slots_ = reinterpret_cast<SlotCell*>(base + HeaderBytes() +
                                               std::size_t{waiter_capacity} * sizeof(WaitEntry));
   if (create) {
+    table->owners_seeded_ = true;  // a new segment: no id handed out yet
     table->SetReleaseCooldown(options->release_cooldown);
     table->SetCapacity(options->capacity);
   }
@@ -546,7 +581,7 @@ void SlotTable::PickUpGrant(std::uint32_t index, std::uint64_t held_word) noexce
 
 // ---- Waiter queue ----------------------------------------------------------
 
-bool SlotTable::LockQueue(std::chrono::nanoseconds bound) noexcept {
+bool SlotTable::LockQueue(std::chrono::nanoseconds bound, bool* repaired) noexcept {
   // A try first: the common, uncontended case reads no clock.
   int rc = pthread_mutex_trylock(&header_->queue_mutex);
   if (rc == EBUSY && bound.count() > 0) {
@@ -572,6 +607,7 @@ bool SlotTable::LockQueue(std::chrono::nanoseconds bound) noexcept {
     const SegmentHeader& h = *header_;
     if (h.queue_tail < h.queue_head || h.queue_tail - h.queue_head > waiter_capacity_) {
       RepairQueueLocked();  // torn or hostile indices: never loop over them
+      if (repaired != nullptr) *repaired = true;
     }
   }
   if (header_->queue_stall_ns.load(kRelaxed) != 0) header_->queue_stall_ns.store(0, kRelaxed);
@@ -848,9 +884,34 @@ SlotTable::QueueHealth SlotTable::CheckQueue() noexcept {
 
 // ---- Broker side -----------------------------------------------------------
 
+std::uint32_t SlotTable::SeedOwners() noexcept {
+  std::uint32_t high = std::max(owner_high_, header_->next_owner.load(kAcquire));
+  for (std::uint32_t i = 0; i < slot_count_; ++i) {
+    const std::uint64_t w = slots_[i].word.load(kAcquire);
+    if (IsHeld(w)) high = std::max(high, OwnerOf(w));
+  }
+  for (std::uint32_t i = 0; i < waiter_capacity_; ++i) {
+    const std::uint32_t st = entries_[i].state.load(kAcquire);
+    if (st != kWaitEmpty && IsHeld(entries_[i].held_word)) {
+      high = std::max(high, OwnerOf(entries_[i].held_word));
+    }
+  }
+  owner_high_ = high;
+  owners_seeded_ = true;
+  return high;
+}
+
 std::uint32_t SlotTable::AllocateOwner() noexcept {
-  std::uint32_t id = header_->next_owner.fetch_add(1, kSeqCst) + 1;
-  while (id == 0) id = header_->next_owner.fetch_add(1, kSeqCst) + 1;
+  if (!owners_seeded_) (void)SeedOwners();
+  // 2^32 - 1 registrations in one segment's life: wrapping would reuse ids,
+  // so the counter saturates (the broker refuses to register on kNoOwner).
+  if (owner_high_ == kOwnerMask) return 0;
+  const std::uint32_t id = ++owner_high_;
+  // The record for the next broker (and for tools); never trusted back.
+  std::uint32_t rec = header_->next_owner.load(kAcquire);
+  while (rec < id && !header_->next_owner.compare_exchange_weak(rec, id, kSeqCst)) {
+  }
+  if (rec > id) header_->next_owner.store(id, kSeqCst);  // a hostile raise: undo it
   return id;
 }
 
@@ -898,6 +959,7 @@ bool SlotTable::SetCapacityRetiringFirst(std::uint32_t n, std::uint32_t index,
 
 bool SlotTable::SetCapacityUnlocked(std::uint32_t n) noexcept {
   n = std::min(n, slot_count_);
+  capacity_set_ = n;
   header_->capacity.store(n, kSeqCst);
   std::uint32_t enabled = CountEnabled();
   bool revoked = false;
@@ -1007,7 +1069,9 @@ std::vector<std::uint32_t> SlotTable::Reclaim(std::uint32_t owner, bool quaranti
 
 void SlotTable::EndQuarantine(std::uint32_t index) noexcept {
   if (index >= slot_count_) return;
-  const bool over = CountEnabled() > header_->capacity.load(kAcquire);
+  // The capacity this broker set, not the segment's copy (clients may write it).
+  const bool over =
+      CountEnabled() > (capacity_set_ ? *capacity_set_ : header_->capacity.load(kAcquire));
   std::uint64_t expected = kQuarantined;
   const bool freed =
       slots_[index].word.compare_exchange_strong(expected, over ? kDisabled : kFree, kSeqCst) &&
@@ -1016,11 +1080,12 @@ void SlotTable::EndQuarantine(std::uint32_t index) noexcept {
 }
 
 void SlotTable::SetReleaseCooldown(std::chrono::nanoseconds cooldown) noexcept {
-  header_->release_cooldown_ns.store(
-      std::clamp<std::int64_t>(cooldown.count(), 0, kMaxReleaseCooldownNs), kSeqCst);
+  cooldown_set_ = std::clamp<std::int64_t>(cooldown.count(), 0, kMaxReleaseCooldownNs);
+  header_->release_cooldown_ns.store(*cooldown_set_, kSeqCst);
 }
 
 void SlotTable::RaiseQuarantineRecord(std::int64_t end_ns) noexcept {
+  quarantine_record_set_ = std::max(quarantine_record_set_, end_ns);
   std::int64_t cur = header_->quarantine_until_ns.load(kAcquire);
   while (cur < end_ns &&
          !header_->quarantine_until_ns.compare_exchange_weak(cur, end_ns, kSeqCst)) {
@@ -1051,6 +1116,190 @@ std::vector<std::uint32_t> SlotTable::QuarantinedSlots() const {
   return out;
 }
 
+SlotTable::AuditFindings SlotTable::Audit(const AuditPolicy& p) noexcept {
+  AuditFindings f;
+  if (!owners_seeded_) (void)SeedOwners();
+  SegmentHeader& h = *header_;
+  // An owner may hold or wait only if this broker handed its id out (or an
+  // earlier broker did: seeded) and the broker knows it now.
+  const auto known = [&](std::uint32_t owner) {
+    return owner != 0 && owner <= owner_high_ && (!p.known_owner || p.known_owner(owner));
+  };
+
+  // 1. Header fields only the broker writes: put back what it set.
+  if (h.next_owner.load(kAcquire) != owner_high_) {
+    h.next_owner.store(owner_high_, kSeqCst);
+    ++f.header_fields;
+  }
+  if (cooldown_set_ && h.release_cooldown_ns.load(kAcquire) != *cooldown_set_) {
+    h.release_cooldown_ns.store(*cooldown_set_, kSeqCst);
+    ++f.header_fields;
+  }
+  if (fence_set_ && (h.lease_deadline_ns.load(kAcquire) != fence_set_->second ||
+                     h.floor.load(kAcquire) != fence_set_->first)) {
+    // The deadline first: restoring it can only make fewer slots usable.
+    h.lease_deadline_ns.store(fence_set_->second, kSeqCst);
+    h.floor.store(fence_set_->first, kSeqCst);
+    ++f.header_fields;
+  }
+  if (capacity_set_ && h.capacity.load(kAcquire) != *capacity_set_) {
+    h.capacity.store(*capacity_set_, kSeqCst);
+    ++f.header_fields;
+  }
+  if (h.quarantine_until_ns.load(kAcquire) < quarantine_record_set_) {
+    h.quarantine_until_ns.store(quarantine_record_set_, kSeqCst);
+    ++f.header_fields;
+  }
+
+  // 2. One pass over the slot words. Only the broker moves words between
+  // kDisabled, kFree and kQuarantined (invariant 1), so every CAS below
+  // races only clients' own legal moves, which make it fail harmlessly.
+  std::vector<std::uint32_t> forged;
+  for (std::uint32_t i = 0; i < slot_count_; ++i) {
+    std::atomic<std::uint64_t>& cell = slots_[i].word;
+    std::uint64_t w = cell.load(kAcquire);
+    if (w == kDisabled || w == kFree) continue;
+    if (w == kQuarantined) {
+      if (!std::binary_search(p.quarantined.begin(), p.quarantined.end(), i)) {
+        ++f.stray_quarantine;
+        f.quarantined.push_back(i);  // the broker gives it a full quarantine
+      }
+    } else if (IsHeld(w)) {
+      if (!known(OwnerOf(w)) &&
+          std::find(forged.begin(), forged.end(), OwnerOf(w)) == forged.end()) {
+        forged.push_back(OwnerOf(w));
+      }
+    } else if (IsCooling(w)) {
+      // Past the horizon: a stamp no release of this target can have made
+      // (one pinning the slot for up to kMaxReleaseCooldownNs).
+      if (CoolingDeadline(w) > p.cooling_horizon_ns &&
+          cell.compare_exchange_strong(
+              w, CoolingWord(std::max<std::int64_t>(p.cooling_horizon_ns, 0),
+                             (w & kRetireBit) != 0),
+              kSeqCst)) {
+        ++f.future_cooling;
+      }
+    } else if (cell.compare_exchange_strong(w, kQuarantined, kSeqCst)) {
+      // No valid state: as if held by an unknown owner that may have a
+      // session on the server.
+      ++f.invalid_words;
+      f.quarantined.push_back(i);
+    }
+  }
+  for (const std::uint32_t owner : forged) {
+    std::uint32_t freed = 0;
+    const std::vector<std::uint32_t> q = Reclaim(owner, p.quarantine, &freed);
+    f.quarantined.insert(f.quarantined.end(), q.begin(), q.end());
+    f.forged_owners += freed;
+    if (f.forged_owner_ids.size() < 8) f.forged_owner_ids.push_back(owner);
+  }
+
+  // 3. Slots of the broker's quarantine must still be quarantined: one
+  // written free would serve a new session while the server may still count
+  // the old one.
+  for (const std::uint32_t i : p.quarantined) {
+    if (i >= slot_count_) continue;
+    std::uint64_t w = slots_[i].word.load(kAcquire);
+    if (w == kQuarantined) continue;
+    ++f.quarantine_cleared;
+    if (w == kFree) slots_[i].word.compare_exchange_strong(w, kQuarantined, kSeqCst);
+  }
+
+  // 4. Capacity. Legal moves keep free + held + cooling (none retiring) at or
+  // below the capacity the broker set (quarantined slots may put the total
+  // above it for a while, see QuarantineUnheld), and the total with
+  // quarantined ones at or above it (up to slot_count).
+  const std::uint32_t cap =
+      std::min(capacity_set_ ? *capacity_set_ : h.capacity.load(kAcquire), slot_count_);
+  std::uint32_t usable = 0;
+  std::uint32_t total = 0;
+  for (std::uint32_t i = 0; i < slot_count_; ++i) {
+    const std::uint64_t w = slots_[i].word.load(kAcquire);
+    const bool retiring = (IsHeld(w) || IsCooling(w)) && (w & kRetireBit) != 0;
+    if (w == kFree || ((IsHeld(w) || IsCooling(w)) && !retiring)) ++usable;
+    if (w == kQuarantined || (w != kDisabled && !retiring)) ++total;
+  }
+  if (usable > cap) {
+    f.excess_enabled = usable - cap;
+    // Free ones first (nobody loses anything), then cooling ones (retired:
+    // they leave at their deadline), then held ones (asked back).
+    for (std::uint32_t i = slot_count_; i-- > 0 && usable > cap;) {
+      std::uint64_t expected = kFree;
+      if (slots_[i].word.compare_exchange_strong(expected, kDisabled, kSeqCst)) --usable;
+    }
+    for (std::uint32_t i = slot_count_; i-- > 0 && usable > cap;) {
+      std::uint64_t w = slots_[i].word.load(kAcquire);
+      while (IsCooling(w) && (w & kRetireBit) == 0) {
+        if (slots_[i].word.compare_exchange_weak(w, w | kRetireBit, kSeqCst)) {
+          --usable;
+          break;
+        }
+      }
+    }
+    bool revoked = false;
+    for (int pass = 0; pass < 2 && usable > cap; ++pass) {
+      for (std::uint32_t i = slot_count_; i-- > 0 && usable > cap;) {
+        std::uint64_t w = slots_[i].word.load(kAcquire);
+        while (IsHeld(w) && (w & kRetireBit) == 0 && (pass == 1 || (w & kSystemBit) == 0)) {
+          if (slots_[i].word.compare_exchange_weak(w, w | kRetireBit, kSeqCst)) {
+            --usable;
+            revoked = true;
+            break;
+          }
+        }
+      }
+    }
+    if (revoked) BumpRevocationGeneration();
+  } else if (total < cap) {
+    // Words written to kDisabled (over free or quarantined ones): capacity
+    // the broker set would be lost for good. Enable it again.
+    f.lost_capacity = cap - total;
+    (void)SetCapacityUnlocked(cap);
+  }
+
+  // 5. scan_bound must cover every slot that is not disabled.
+  std::uint32_t needed = 0;
+  for (std::uint32_t i = slot_count_; i-- > 0;) {
+    if (slots_[i].word.load(kAcquire) != kDisabled) {
+      needed = i + 1;
+      break;
+    }
+  }
+  if (h.scan_bound.load(kAcquire) < needed) {
+    h.scan_bound.store(needed, kSeqCst);
+    ++f.header_fields;
+  }
+
+  // 6. Waiting entries: of an unknown owner, or with a word no grant may
+  // write. Cancelled without the mutex (invariant 1c).
+  for (std::uint32_t i = 0; i < waiter_capacity_; ++i) {
+    WaitEntry& e = entries_[i];
+    const std::uint32_t st = e.state.load(kAcquire);
+    if (st != kWaitWaiting && st != kWaitGranting) continue;
+    const std::uint64_t hw = e.held_word;
+    const bool valid = IsHeld(hw) && (hw & (kRetireBit | kGrantBit)) == 0 && known(OwnerOf(hw));
+    if (!valid && CancelEntry(e)) {
+      ++f.forged_waiters;
+      e.futex.store(1, kSeqCst);
+      FutexWake(&e.futex, 1);
+    }
+  }
+
+  // 7. The queue: impossible indices or a waiter count above the entries in
+  // the queue (legal decrements can only lower it). Try-lock only.
+  bool repaired = false;
+  if (LockQueue(std::chrono::nanoseconds(0), &repaired)) {
+    if (h.waiters.load(kAcquire) > h.queue_tail - h.queue_head) {
+      RecountWaitersLocked();
+      repaired = true;
+    }
+    if (repaired) ++f.queue_repairs;
+    UnlockQueue();
+  }
+  if (!forged.empty() || f.excess_enabled + f.lost_capacity > 0) (void)Pump();
+  return f;
+}
+
 void SlotTable::BumpRevocationGeneration() noexcept {
   header_->revocation_generation.fetch_add(1, kSeqCst);
 }
@@ -1061,6 +1310,7 @@ void SlotTable::SetLeaseFence(std::uint32_t floor, std::int64_t deadline_ns) noe
   // most the old usable set: a lower floor before a new deadline, a higher
   // floor after it.
   SegmentHeader& h = *header_;
+  fence_set_ = {floor, deadline_ns};
   const std::uint32_t old_floor = h.floor.load(kAcquire);
   if (floor < old_floor) h.floor.store(floor, kSeqCst);
   h.lease_deadline_ns.store(deadline_ns, kSeqCst);

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -194,7 +195,8 @@ class SlotTable {
     return std::clamp<std::int64_t>(
         header_->release_cooldown_ns.load(std::memory_order_relaxed), 0, kMaxReleaseCooldownNs);
   }
-  std::uint64_t instance_id() const noexcept { return header_->instance_id; }
+  // From the header checked at attach (or made at create), not re-read.
+  std::uint64_t instance_id() const noexcept { return instance_id_; }
   std::uint32_t slot_count() const noexcept { return slot_count_; }
   const std::string& name() const noexcept { return name_; }
   std::string target() const;
@@ -203,8 +205,20 @@ class SlotTable {
   // Sets the target's release cooldown (clamped to 0..1h). Applies to
   // releases from now on; slots already cooling keep their deadlines.
   void SetReleaseCooldown(std::chrono::nanoseconds cooldown) noexcept;
-  // Hands out a new owner id (never 0, never reused in this segment).
+  // Hands out a new owner id (never reused in this segment's life by this
+  // object; 0 only when all 2^32 - 1 ids are used up: refuse then). The ids come from this object's own counter, not from
+  // the segment (every client may write the segment's counter): it starts at
+  // SeedOwners(), done on first use if not before, and only grows. The
+  // segment's `next_owner` is written as a record for the next broker.
   std::uint32_t AllocateOwner() noexcept;
+  // Seeds the owner counter from the segment: the largest of its
+  // `next_owner` record and every owner id in a held slot word or a waiter
+  // entry, so an id a client of an earlier broker uses is never handed out
+  // again, whatever was written into the record. Never lowers the counter.
+  // Returns the counter (the last id counted as handed out).
+  std::uint32_t SeedOwners() noexcept;
+  // The last owner id handed out (or seen at seeding); 0 if none.
+  std::uint32_t owner_high_water() const noexcept { return owner_high_; }
   // Makes `n` slots enabled (clamped to slot_count). Growing un-retires
   // retiring held and cooling slots and enables disabled ones; shrinking
   // disables free slots, then marks cooling slots retiring (nobody uses them;
@@ -277,6 +291,74 @@ class SlotTable {
   std::uint32_t lease_floor() const noexcept {
     return header_->floor.load(std::memory_order_acquire);
   }
+  // What the broker knows, for Audit().
+  struct AuditPolicy {
+    std::int64_t now_ns = 0;  // CLOCK_MONOTONIC
+    // Owner ids that may hold slots or wait: registered clients, owners
+    // pending adoption. Every other owner in a held word or a waiting entry
+    // (forged, or an id never handed out) is reclaimed.
+    std::function<bool(std::uint32_t)> known_owner;
+    // Slots the broker put in quarantine and will end (sorted).
+    std::vector<std::uint32_t> quarantined;
+    // Whether reclaimed words go to quarantine (the target's quarantine > 0).
+    bool quarantine = false;
+    // The latest cooling deadline a release can have made (now + the
+    // target's cooldown, or later for deadlines an earlier broker's longer
+    // cooldown made); later ones are clamped to it.
+    std::int64_t cooling_horizon_ns = 0;
+  };
+  // What Audit() found and did; every count is of slot words or entries.
+  struct AuditFindings {
+    // Free, cooling or held words above the capacity the broker set (FREE
+    // written over DISABLED): free ones disabled, then cooling and held ones
+    // retired (the holders are asked to yield).
+    std::uint32_t excess_enabled = 0;
+    // Held words of owners not known (forged, or ids never handed out),
+    // reclaimed (quarantined per policy); `forged_owner_ids` names them.
+    std::uint32_t forged_owners = 0;
+    std::vector<std::uint32_t> forged_owner_ids;
+    // Waiting entries of unknown owners or with a word that is no held word:
+    // cancelled.
+    std::uint32_t forged_waiters = 0;
+    // kQuarantined words the broker did not put there: returned in
+    // `quarantined` for the broker to end.
+    std::uint32_t stray_quarantine = 0;
+    // Slots of the broker's quarantine found free (written over): put back
+    // in quarantine; or found otherwise (held, disabled): counted only.
+    std::uint32_t quarantine_cleared = 0;
+    // Cooling deadlines past the horizon: clamped to it.
+    std::uint32_t future_cooling = 0;
+    // Words that are no valid state: quarantined as held by an unknown owner.
+    std::uint32_t invalid_words = 0;
+    // Fewer enabled slots (quarantined ones included) than the capacity the
+    // broker set (kDisabled written over free or quarantined words): enabled
+    // again.
+    std::uint32_t lost_capacity = 0;
+    // Header fields only the broker writes (capacity, scan_bound,
+    // release_cooldown_ns, floor, lease_deadline_ns, next_owner,
+    // quarantine_until_ns) found
+    // different from what it set: restored.
+    std::uint32_t header_fields = 0;
+    // An impossible waiter count or queue indices: repaired under the mutex.
+    std::uint32_t queue_repairs = 0;
+    // Slots newly put in quarantine by this audit (stray ones included): the
+    // broker must schedule their ends.
+    std::vector<std::uint32_t> quarantined;
+    bool any() const {
+      return excess_enabled + lost_capacity + forged_owners + forged_waiters + stray_quarantine +
+                 quarantine_cleared + future_cooling + invalid_words + header_fields +
+                 queue_repairs >
+             0;
+    }
+  };
+  // Broker side: one pass over the slot words, the waiter entries and the
+  // broker-written header fields, repairing what a client process wrote that
+  // only the broker may write (see AuditFindings). Never waits (the queue
+  // mutex is only try-locked). Cost: O(slot_count + waiter_capacity) loads.
+  // What a group member can still do unnoticed is in docs/notes.md (e.g. FREE
+  // over another owner's held word).
+  AuditFindings Audit(const AuditPolicy& policy) noexcept;
+
   // What CheckQueue found.
   struct QueueHealth {
     enum State {
@@ -389,7 +471,8 @@ class SlotTable {
   // Takes the queue mutex within `bound` (0: try once); recovers it from a
   // dead holder (RepairQueueLocked) and repairs torn or hostile indices.
   // False: busy past the bound, or the mutex is unusable (garbage).
-  bool LockQueue(std::chrono::nanoseconds bound) noexcept;
+  // `repaired` (optional) is set if impossible indices were repaired.
+  bool LockQueue(std::chrono::nanoseconds bound, bool* repaired = nullptr) noexcept;
   // Unlocks, then serves a pump request left meanwhile (RequestPump).
   void UnlockQueue() noexcept;
   void RepairQueueLocked() noexcept;
@@ -430,6 +513,15 @@ class SlotTable {
   SlotCell* slots_ = nullptr;
   std::uint32_t slot_count_ = 0;       // copied at attach: never trust shm for bounds
   std::uint32_t waiter_capacity_ = 0;  // ditto
+  std::uint64_t instance_id_ = 0;      // ditto
+  // Broker side, in this process's memory (the segment's copies are records
+  // any client may overwrite; Audit restores them from these).
+  std::uint32_t owner_high_ = 0;
+  bool owners_seeded_ = false;
+  std::optional<std::uint32_t> capacity_set_;       // last SetCapacity
+  std::optional<std::int64_t> cooldown_set_;        // last SetReleaseCooldown
+  std::optional<std::pair<std::uint32_t, std::int64_t>> fence_set_;  // last SetLeaseFence
+  std::int64_t quarantine_record_set_ = 0;          // highest RaiseQuarantineRecord
 };
 
 // CLOCK_MONOTONIC in ns: the clock of cooling deadlines, shared by every
