@@ -1,5 +1,9 @@
 #include "broker/broker_impl.h"
 
+#include <fcntl.h>
+
+#include <cstring>
+
 namespace dsb::broker {
 
 // ---------------------------------------------------------------------------
@@ -16,15 +20,17 @@ Status Broker::Impl::Open() {
   // nor write this broker's state file.
   const std::optional<gid_t> group =
       config.group ? std::optional<gid_t>(static_cast<gid_t>(config.group->gid)) : std::nullopt;
-  std::error_code dir_ec;
-  std::filesystem::create_directories(config.socket.parent_path(), dir_ec);
-  if (dir_ec) {
-    return {Errc::kBrokerUnavailable, "cannot create the socket's folder " +
-                                          config.socket.parent_path().string() + ": " +
-                                          dir_ec.message()};
+  // The socket's folder holds the socket and its lock: only this broker may
+  // write it, or another user could swap the socket (secure_fs.h). Clients
+  // of the group need to search it.
+  if (Status st = EnsurePrivateFolder(config.socket.parent_path(), "broker.socket's folder",
+                                      {.mode = mode_t(group ? 0750 : 0755), .group = group},
+                                      &created_socket_folders);
+      !st.ok()) {
+    return st;
   }
   auto sock_lock = InstanceLock::Acquire(InstanceLock::Beside(config.socket),
-                                         "socket " + config.socket.string(), group);
+                                         "socket " + config.socket.string());
   if (!sock_lock.ok()) return sock_lock.status();
   socket_lock.emplace(std::move(sock_lock).value());
   std::optional<UncleanEnd> unclean;
@@ -33,7 +39,7 @@ Status Broker::Impl::Open() {
   for (const config::TargetConfig& t : config.targets) {
     const std::string segment = shm::SegmentName(config.shm_prefix, t.name);
     auto seg_lock = InstanceLock::Acquire(InstanceLock::ForSegment(segment),
-                                          "segment " + segment + " (target " + t.name + ")", group);
+                                          "segment " + segment + " (target " + t.name + ")");
     if (!seg_lock.ok()) return seg_lock.status();
     segment_locks.push_back(std::move(seg_lock).value());
   }
@@ -187,11 +193,12 @@ Status Broker::Impl::OpenState(std::optional<UncleanEnd>* unclean) {
     }
     return Status::Ok();
   }
-  std::error_code ec;
-  std::filesystem::create_directories(*config.state_dir, ec);
-  if (ec) {
-    return {Errc::kConfig,
-            "broker.state_dir: cannot create " + config.state_dir->string() + ": " + ec.message()};
+  // Only this broker may write there (secure_fs.h): nothing is written
+  // through a link another user planted.
+  if (Status st = EnsurePrivateFolder(*config.state_dir, "broker.state_dir",
+                                      {.mode = 0700, .group = std::nullopt});
+      !st.ok()) {
+    return st;
   }
   state_path = StateFilePath(*config.state_dir, config.id);
   auto lock = InstanceLock::Acquire(InstanceLock::Beside(*state_path),
@@ -347,7 +354,7 @@ Status Broker::Impl::BindSocket() {
   namespace fs = std::filesystem;
   const fs::path path = config.socket;
   std::error_code fec;
-  fs::create_directories(path.parent_path(), fec);
+  // The folder is private (Open): nobody else can swap what is at `path`.
   if (fs::exists(path, fec)) {
     // A socket file exists: refuse if a broker answers on it, else it is stale.
     if (auto fd = ConnectLocal(path.string()); fd.ok()) {
@@ -359,15 +366,22 @@ Status Broker::Impl::BindSocket() {
   }
   boost::system::error_code ec;
   acceptor.open(local_stream(), ec);
-  if (!ec) acceptor.bind(local_stream::endpoint(path.string()), ec);
+  if (!ec) {
+    // Made 0660 by bind itself (no chmod by name afterwards). The umask is
+    // the process's: Open runs before any thread of the broker starts.
+    const mode_t old_mask = ::umask(0117);
+    acceptor.bind(local_stream::endpoint(path.string()), ec);
+    ::umask(old_mask);
+  }
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     return {Errc::kBrokerUnavailable, "cannot listen on " + path.string() + ": " + ec.message()};
   }
-  ::chmod(path.c_str(), 0660);
-  if (config.group && ::chown(path.c_str(), static_cast<uid_t>(-1), config.group->gid) != 0) {
-    return {Errc::kBrokerUnavailable,
-            "cannot give socket " + path.string() + " to group " + config.group->name};
+  // AT_SYMLINK_NOFOLLOW: never changes what a link points to.
+  if (config.group && ::fchownat(AT_FDCWD, path.c_str(), static_cast<uid_t>(-1),
+                                 config.group->gid, AT_SYMLINK_NOFOLLOW) != 0) {
+    return {Errc::kBrokerUnavailable, "cannot give socket " + path.string() + " to group " +
+                                          config.group->name + ": " + std::strerror(errno)};
   }
   return Status::Ok();
 }
@@ -663,7 +677,14 @@ void Broker::Impl::UndoFailedOpen() {
   for (std::size_t i = 0; i < segment_locks.size(); ++i) {
     if (i >= ordered.size() || !ordered[i]->adopted_segment()) segment_locks[i].RemoveFile();
   }
-  if (socket_lock) socket_lock->RemoveFile();
+  if (socket_lock) {
+    socket_lock->RemoveFile();
+    removed.push_back("lock file " + socket_lock->path().string());
+  }
+  // The socket's folders this start made, if empty now.
+  for (const std::filesystem::path& f : RemoveCreatedFolders(created_socket_folders)) {
+    removed.push_back("folder " + f.string());
+  }
   std::string list;
   for (const std::string& r : removed) list += (list.empty() ? "" : ", ") + r;
   for (const std::string& k : kept) list += (list.empty() ? "kept " : ", kept ") + k;

@@ -25,6 +25,7 @@
 #include "broker/instance_lock.h"
 #include "broker/limit_keeper.h"
 #include "broker/local_request.h"
+#include "broker/secure_fs.h"
 #include "broker/state_file.h"
 #include "broker/target.h"
 #include "common/local_frame.h"
@@ -102,6 +103,9 @@ struct Broker::Impl {
   // Held for the broker's life: its socket and every segment it manages.
   std::optional<InstanceLock> socket_lock;
   std::vector<InstanceLock> segment_locks;
+  // The socket's folders this start made (outermost first), removed again if
+  // the start fails (secure_fs.h: EnsurePrivateFolder).
+  std::vector<std::filesystem::path> created_socket_folders;
   // broker.state_dir: what survives a machine restart (see state_file.h).
   std::optional<std::filesystem::path> state_path;
   std::optional<InstanceLock> state_lock;  // <state_dir>/<id>.state.lock

@@ -7,9 +7,7 @@
 #include <boost/json.hpp>
 #include <charconv>
 #include <chrono>
-#include <fstream>
-#include <sstream>
-
+#include "broker/secure_fs.h"
 #include "broker/state_file.h"
 
 namespace dsb::broker {
@@ -25,16 +23,7 @@ fs::path FileOf(const fs::path& dir, const std::string& id, const char* suffix) 
 
 // nullopt if the file does not exist; the text otherwise (at most 1 MiB).
 Result<std::optional<std::string>> ReadSmall(const fs::path& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return std::optional<std::string>();
-  if (fs::file_size(path, ec) > (1u << 20) || ec) {
-    return Status(Errc::kConfig, path.string() + ": unreadable or larger than 1 MiB");
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status(Errc::kConfig, path.string() + ": cannot be opened");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return std::optional<std::string>(text.str());
+  return ReadFileNoFollow(path, 1u << 20);  // no link followed (secure_fs.h)
 }
 
 Result<std::optional<std::uint64_t>> ReadNumber(const fs::path& path) {

@@ -18,12 +18,14 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/instance_lock.cc
   ${CMAKE_CURRENT_LIST_DIR}/limit_command.cc
   ${CMAKE_CURRENT_LIST_DIR}/limit_keeper.cc
+  ${CMAKE_CURRENT_LIST_DIR}/log_file.cc
+  ${CMAKE_CURRENT_LIST_DIR}/start_checks.cc
   ${CMAKE_CURRENT_LIST_DIR}/state_file.cc
   ${CMAKE_CURRENT_LIST_DIR}/target.cc)
 add_library(dsb::broker_core ALIAS dsb_broker_core)
 target_link_libraries(dsb_broker_core
   PUBLIC dsb::common dsb::shm dsb::config dsb::lease dsb::cluster_lease dsb::local_request
-    dsb::wire spdlog::spdlog
+    dsb::wire dsb::secure_fs spdlog::spdlog
   PRIVATE dsb::asio Boost::json dsb::warnings)
 
 add_executable(dsb-broker ${CMAKE_CURRENT_LIST_DIR}/main.cc)

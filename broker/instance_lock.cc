@@ -9,17 +9,26 @@
 #include <cstring>
 #include <utility>
 
+#include "broker/secure_fs.h"
+
 namespace dsb::broker {
 
 namespace {
 
+// The pid a broker wrote into its own lock file; "unknown" unless the text is
+// a plain decimal number (never quoted as it is: the file may be from an
+// older version that let the group write it).
 std::string ReadPid(int fd) {
   char buf[32] = {};
   const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
   if (n <= 0) return "unknown";
   std::string s(buf, static_cast<std::size_t>(n));
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s.empty() ? "unknown" : s;
+  if (s.empty() || s.size() > 10) return "unknown";
+  for (char c : s) {
+    if (c < '0' || c > '9') return "unknown";
+  }
+  return s;
 }
 
 }  // namespace
@@ -35,32 +44,46 @@ std::filesystem::path InstanceLock::Beside(const std::filesystem::path& file) {
 }
 
 Result<InstanceLock> InstanceLock::Acquire(const std::filesystem::path& path,
-                                           const std::string& what, std::optional<gid_t> group) {
+                                           const std::string& what) {
   // A few rounds cover a concurrent RemoveFile(); more means something is
   // replacing the file in a loop.
   for (int round = 0; round < 8; ++round) {
     // Open an existing file without O_CREAT: with fs.protected_regular, O_CREAT
-    // on another user's file in a sticky folder (/dev/shm) fails.
-    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    // on another user's file in a sticky folder (/dev/shm) fails. O_NONBLOCK:
+    // a FIFO planted at the name must not block the start.
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0 && errno == ENOENT) {
-      fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0660);
+      fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
       if (fd < 0 && errno == EEXIST) continue;  // another broker created it just now
-      if (fd >= 0) {
-        (void)::fchmod(fd, 0660);  // umask may have narrowed the create mode
-        if (group && ::fchown(fd, static_cast<uid_t>(-1), *group) != 0) {
-          const int err = errno;
-          ::close(fd);
-          ::unlink(path.c_str());
-          return Status{Errc::kBrokerUnavailable, "cannot give lock file " + path.string() +
-                                                      " to its group: " + std::strerror(err)};
-        }
-      }
     }
     if (fd < 0) {
+      const int err = errno;
       return Status{Errc::kBrokerUnavailable,
                     "cannot open lock file " + path.string() + " for " + what + ": " +
-                        std::strerror(errno)};
+                        (err == ELOOP ? std::string("it is a symbolic link, not made by this "
+                                                    "broker: remove it as root")
+                                      : std::string(std::strerror(err)))};
     }
+    // Only a file this broker's user made is trusted: another user's file
+    // could be held (flock) by that user forever, or carry any text.
+    struct stat locked {};
+    std::string why;
+    if (::fstat(fd, &locked) != 0) {
+      why = std::string("cannot examine it: ") + std::strerror(errno);
+    } else if (!S_ISREG(locked.st_mode)) {
+      why = "it is not a regular file: remove it as root";
+    } else if (locked.st_uid != ::geteuid()) {
+      why = "it was made by " + DescribeOwner(locked.st_uid) + ", not by this broker (" +
+            DescribeOwner(::geteuid()) + "): remove it as root";
+    }
+    if (!why.empty()) {
+      ::close(fd);
+      return Status{Errc::kBrokerUnavailable,
+                    "lock file " + path.string() + " for " + what + ": " + why};
+    }
+    // Nobody else may open it (an open descriptor is all flock needs): files
+    // of older versions were 0660.
+    if ((locked.st_mode & 07777) != 0600) (void)::fchmod(fd, 0600);
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       const int err = errno;
       const std::string holder = err == EWOULDBLOCK ? ReadPid(fd) : "";
@@ -75,9 +98,9 @@ Result<InstanceLock> InstanceLock::Acquire(const std::filesystem::path& path,
       return Status{Errc::kBrokerUnavailable,
                     "cannot lock " + path.string() + " for " + what + ": " + std::strerror(err)};
     }
-    struct stat locked {}, named {};
-    if (::fstat(fd, &locked) != 0 || ::stat(path.c_str(), &named) != 0 ||
-        locked.st_ino != named.st_ino || locked.st_dev != named.st_dev) {
+    struct stat named {};
+    if (::lstat(path.c_str(), &named) != 0 || locked.st_ino != named.st_ino ||
+        locked.st_dev != named.st_dev) {
       ::close(fd);  // unlinked or replaced under us: lock the file that is there now
       continue;
     }

@@ -13,7 +13,21 @@
 //    resource and the holding pid when another process holds the lock (a
 //    broker that is still stopping holds it until it exits).
 //  - The lock file holds the holder's pid (text) for that message only;
-//    correctness rests on the flock alone.
+//    correctness rests on the flock alone. It is quoted only from a file of
+//    this broker's user, and only if it is a plain number.
+//  - Lock files are mode 0600, owned by the broker's effective uid: nobody
+//    else can open one, and an open descriptor is all flock needs. An
+//    existing lock file of another user (or a symbolic link, FIFO, ...) is
+//    refused naming its owner ("made by uid N (name), not by this broker:
+//    remove it as root"); one of ours with wider bits (older versions made
+//    0660) is narrowed to 0600.
+//  - Where they live: the socket's lock beside the socket and the state
+//    file's beside it, in private folders (secure_fs.h). Segment locks stay
+//    in /dev/shm, next to the segments, so that two brokers with the same
+//    shm_prefix but different socket folders still exclude each other. In
+//    that sticky folder anyone can create the name first: that start is
+//    refused with the planter named (a denial of service by a local user,
+//    as planting the segment itself is, never a takeover).
 //  - RemoveFile() unlinks the file while the lock is still held. Acquire()
 //    checks that the file it locked is still the one at the path, so a broker
 //    that opened the file just before it was unlinked cannot hold a lock on a
@@ -34,10 +48,11 @@ namespace dsb::broker {
 class InstanceLock {
  public:
   // `what` names the resource in errors, e.g. "segment dsb-ws1-exch01". A
-  // file this call creates is made mode 0660 and, with `group`, given to that
-  // group (like the segments), so brokers of the group can lock it later.
-  static Result<InstanceLock> Acquire(const std::filesystem::path& path, const std::string& what,
-                                      std::optional<gid_t> group = std::nullopt);
+  // file this call creates is made mode 0600 (O_CREAT | O_EXCL | O_NOFOLLOW).
+  // Failure (kBrokerUnavailable): held by another process (its pid, if ours
+  // and a number), a file not made by this broker's user (its owner named),
+  // a symbolic link or special file, or the file cannot be opened or locked.
+  static Result<InstanceLock> Acquire(const std::filesystem::path& path, const std::string& what);
 
   // Where a broker locks segment `segment` (a hidden file next to the
   // segments; segment names start with "dsb-", so it never collides).

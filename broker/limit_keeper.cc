@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "broker/limit_command.h"
+#include "broker/secure_fs.h"
 
 namespace dsb::broker {
 
@@ -77,15 +78,11 @@ struct LimitKeeper::Impl {
                                        {"base_source", lease::LimitSourceName(p.base_source())}};
     }
     const std::string text = json::serialize(json::object{{"version", 1}, {"targets", ts}}) + "\n";
-    const std::filesystem::path tmp = state_file->string() + ".tmp";
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-              ::fsync(fd) == 0;
-    if (fd >= 0) ok = ::close(fd) == 0 && ok;
-    if (ok) ok = ::rename(tmp.c_str(), state_file->c_str()) == 0;
-    if (!ok) {
+    // A random temporary name made with O_EXCL | O_NOFOLLOW (secure_fs.h):
+    // nothing planted in state_dir is written through.
+    if (Status st = WriteFileAtomically(*state_file, text, 0600); !st.ok()) {
       spdlog::error("cannot write {}: {}; a restart will start from the configured limits",
-                    state_file->string(), std::strerror(errno));
+                    state_file->string(), st.message());
     }
   }
 
@@ -93,12 +90,14 @@ struct LimitKeeper::Impl {
   void Load(Clock::time_point now) {
     restored.assign(targets.size(), false);
     if (!state_file) return;
-    std::ifstream in(*state_file);
-    if (!in) return;  // first start
-    std::stringstream buf;
-    buf << in.rdbuf();
+    Result<std::optional<std::string>> text = ReadFileNoFollow(*state_file, 1u << 20);
+    if (!text.ok()) {
+      spdlog::warn("{}; starting from the configured limits", text.status().message());
+      return;
+    }
+    if (!text->has_value()) return;  // first start
     boost::system::error_code ec;
-    json::value v = json::parse(buf.str(), ec);
+    json::value v = json::parse(**text, ec);
     const json::object* root = !ec && v.is_object() ? &v.as_object() : nullptr;
     const json::value* tv = root != nullptr ? root->if_contains("targets") : nullptr;
     if (tv == nullptr || !tv->is_object()) {

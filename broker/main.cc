@@ -1,11 +1,12 @@
 // dsb-broker: flags, logging, wiring, run. Nothing else.
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "broker/broker.h"
 #include "broker/config/broker_config.h"
+#include "broker/log_file.h"
+#include "broker/start_checks.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"dsb-broker: the DigiScope session broker daemon"};
@@ -20,20 +21,31 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dsb-broker: %s\n", config.status().message().c_str());
     return 2;
   }
+  // The files it runs from: owned by root or the broker's user, writable by
+  // nobody else (start_checks.h).
+  if (dsb::Status st = dsb::broker::CheckOperatorFiles(config_path, *config); !st.ok()) {
+    std::fprintf(stderr, "dsb-broker: %s\n", st.message().c_str());
+    return 2;
+  }
   if (check_only) {
+    // The folders and files the start would use, by the same rules.
+    if (dsb::Status st = dsb::broker::CheckStartPaths(*config); !st.ok()) {
+      std::fprintf(stderr, "dsb-broker: %s: %s\n", config_path.c_str(), st.message().c_str());
+      return 2;
+    }
     std::printf("%s: OK (broker %s, %zu target(s), %s mode)\n", config_path.c_str(),
                 config->id.c_str(), config->targets.size(),
                 config->cluster_mode() ? "cluster" : "single");
     return 0;
   }
   if (config->log_file) {
-    try {
-      spdlog::set_default_logger(spdlog::basic_logger_mt("dsb", config->log_file->string()));
-    } catch (const spdlog::spdlog_ex& e) {
-      std::fprintf(stderr, "dsb-broker: cannot open log_file %s: %s\n",
-                   config->log_file->c_str(), e.what());
+    // Opened without following a link, in a private folder (log_file.h).
+    auto sink = dsb::broker::OpenLogFile(*config->log_file);
+    if (!sink.ok()) {
+      std::fprintf(stderr, "dsb-broker: %s\n", sink.status().message().c_str());
       return 2;
     }
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("dsb", *sink));
   }
   spdlog::set_level(static_cast<spdlog::level::level_enum>(static_cast<int>(config->log_level)));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [" + config->id + "] %v");

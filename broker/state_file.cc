@@ -1,13 +1,8 @@
 #include "broker/state_file.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <boost/json.hpp>
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
+
+#include "broker/secure_fs.h"
 
 namespace dsb::broker {
 
@@ -21,11 +16,6 @@ Status Bad(const std::filesystem::path& path, const std::string& why) {
   return {Errc::kConfig, "state file " + path.string() + ": " + why};
 }
 
-Status Failed(const std::filesystem::path& path, const std::string& step) {
-  return {Errc::kInternal,
-          "state file " + path.string() + ": " + step + " failed: " + std::strerror(errno)};
-}
-
 }  // namespace
 
 std::filesystem::path StateFilePath(const std::filesystem::path& dir, const std::string& id) {
@@ -33,15 +23,11 @@ std::filesystem::path StateFilePath(const std::filesystem::path& dir, const std:
 }
 
 Result<std::optional<BrokerState>> ReadState(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return std::optional<BrokerState>{};
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Bad(path, std::string("cannot read: ") + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (text.str().size() > 1 << 20) return Bad(path, "larger than 1 MiB");
+  Result<std::optional<std::string>> text = ReadFileNoFollow(path, 1 << 20);
+  if (!text.ok()) return Status{Errc::kConfig, "state file " + text.status().message()};
+  if (!text->has_value()) return std::optional<BrokerState>{};
   json::error_code jec;
-  json::value v = json::parse(text.str(), jec);
+  json::value v = json::parse(**text, jec);
   if (jec) return Bad(path, "not JSON: " + jec.message());
   const json::object* o = v.if_object();
   if (o == nullptr) return Bad(path, "not a JSON object");
@@ -84,40 +70,7 @@ Status WriteState(const std::filesystem::path& path, const BrokerState& state) {
 }
 
 Status WriteFileSynced(const std::filesystem::path& path, const std::string& text) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) return Failed(tmp, "open");
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      Status st = Failed(tmp, "write");
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return st;
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    Status st = Failed(tmp, "fsync");
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return st;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    Status st = Failed(path, "rename");
-    ::unlink(tmp.c_str());
-    return st;
-  }
-  const int dir = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    (void)::fsync(dir);
-    ::close(dir);
-  }
-  return Status::Ok();
+  return WriteFileAtomically(path, text, 0600);
 }
 
 }  // namespace dsb::broker

@@ -21,6 +21,8 @@
 //
 // Writes are atomic (temporary file, fsync, rename, fsync of the folder). One
 // writer: the broker holds an InstanceLock on `<id>.state.lock` for its life.
+// state_dir is a private folder (secure_fs.h): the temporary file has a
+// random name made with O_EXCL | O_NOFOLLOW and reads follow no link.
 #ifndef DSB_BROKER_STATE_FILE_H_
 #define DSB_BROKER_STATE_FILE_H_
 
@@ -44,14 +46,18 @@ struct BrokerState {
 std::filesystem::path StateFilePath(const std::filesystem::path& dir, const std::string& id);
 
 // nullopt if the file does not exist. Errors: kConfig naming the file
-// and what is wrong with it (unreadable, not JSON, wrong shape).
+// and what is wrong with it (a symbolic link, not a regular file, unreadable,
+// over 1 MiB, not JSON, wrong shape).
 Result<std::optional<BrokerState>> ReadState(const std::filesystem::path& path);
 
 // Errors: kInternal naming the file and the failing step.
 Status WriteState(const std::filesystem::path& path, const BrokerState& state);
 
-// Replaces `path` with `text` atomically and durably (temporary file, fsync,
-// rename, fsync of the folder). Errors: kInternal naming the file and step.
+// Replaces `path` with `text` atomically and durably, mode 0600
+// (WriteFileAtomically in secure_fs.h: a random temporary name made with
+// O_CREAT | O_EXCL | O_NOFOLLOW, fsync, rename, fsync of the folder; a link
+// at `path` is replaced, never written through).
+// Errors: kInternal naming the file and step.
 Status WriteFileSynced(const std::filesystem::path& path, const std::string& text);
 
 }  // namespace dsb::broker

@@ -128,7 +128,14 @@ void JoinCluster(TableReader& top, BrokerConfig& config) {
                             cluster_name + "; remove [[targets]] from this file");
     return;
   }
-  Result<ClusterConfig> cluster = LoadClusterConfig(*config.cluster_file);
+  // A file that cannot be read is reported under the key that names it; an
+  // error inside it names the cluster file and its own key.
+  Result<std::string> text = internal::ReadConfigFile(*config.cluster_file);
+  if (!text.ok()) {
+    top.Fail("broker.cluster", text.status().message());
+    return;
+  }
+  Result<ClusterConfig> cluster = ParseClusterConfig(*text, config.cluster_file->string());
   if (!cluster.ok()) {
     top.sink().Adopt(cluster.status());
     return;

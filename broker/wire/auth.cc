@@ -19,6 +19,7 @@
 #include <limits>
 #include <utility>
 
+#include "broker/secure_fs.h"
 #include "common/check.h"
 
 namespace dsb::wire {
@@ -156,6 +157,14 @@ Result<ClusterKey> ClusterKey::LoadFile(const std::filesystem::path& path) {
   }
   if (!S_ISREG(st.st_mode)) {
     return Status(Errc::kConfig, "cluster key file " + name + " is not a regular file");
+  }
+  if (!broker::IsTrustedOwner(st.st_uid)) {
+    // Its owner could change the key (or read it): only root or the broker's user.
+    return Status(Errc::kConfig, "cluster key file " + name + " is owned by " +
+                                     broker::DescribeOwner(st.st_uid) + ", not by root or the "
+                                     "broker's user (" + broker::DescribeOwner(::geteuid()) +
+                                     "); run `chown " + std::to_string(::geteuid()) + " " + name +
+                                     " && chmod 600 " + name + "`");
   }
   if ((st.st_mode & 077) != 0) {
     char mode[8];

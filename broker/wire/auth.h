@@ -73,9 +73,11 @@ class ClusterKey {
   static Result<ClusterKey> Parse(ByteView contents, std::string_view source);
 
   // Reads and parses a key file.
-  // Failure: kConfig if it cannot be opened, is not a regular file, is larger
-  // than kMaxFileBytes, or is readable or writable by group or others
-  // (mode & 077; the message says to run `chmod 600 <path>`); as Parse().
+  // Failure: kConfig if it cannot be opened, is not a regular file, is owned
+  // by a user other than root and the process's effective uid (the message
+  // names the owner and says to chown it), is larger than kMaxFileBytes, or
+  // is readable or writable by group or others (mode & 077; the message says
+  // to run `chmod 600 <path>`); as Parse().
   static Result<ClusterKey> LoadFile(const std::filesystem::path& path);
 
   bool empty() const { return bytes_.empty(); }

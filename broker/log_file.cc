@@ -1,0 +1,58 @@
+#include "broker/log_file.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <mutex>
+#include <spdlog/sinks/base_sink.h>
+
+#include "broker/secure_fs.h"
+
+namespace dsb::broker {
+
+namespace {
+
+// Writes each formatted message to `fd` (O_APPEND): unbuffered, so nothing
+// is lost when the process is killed.
+class FdSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit FdSink(int fd) : fd_(fd) {}
+  ~FdSink() override { ::close(fd_); }
+  FdSink(const FdSink&) = delete;
+  FdSink& operator=(const FdSink&) = delete;
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t buf;
+    formatter_->format(msg, buf);
+    const char* p = buf.data();
+    std::size_t left = buf.size();
+    while (left > 0) {
+      const ssize_t n = ::write(fd_, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;  // a full disk must not take the broker down
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+  }
+  void flush_() override {}
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<spdlog::sinks::sink>> OpenLogFile(const std::filesystem::path& file) {
+  const std::filesystem::path folder =
+      file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
+  if (Status st = EnsurePrivateFolder(folder, "broker.log_file's folder", {.mode = 0755, .group = std::nullopt});
+      !st.ok()) {
+    return st;
+  }
+  Result<int> fd = OpenForAppendNoFollow(file, "broker.log_file", 0640);
+  if (!fd.ok()) return fd.status();
+  return std::shared_ptr<spdlog::sinks::sink>(std::make_shared<FdSink>(*fd));
+}
+
+}  // namespace dsb::broker
