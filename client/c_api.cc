@@ -32,6 +32,11 @@ extern "C" {
 
 dsb_status dsb_connect(const char* socket_path, const char* target, const char* name,
                        int32_t connect_timeout_ms, dsb_client** out) {
+  return dsb_connect_ex(socket_path, target, name, nullptr, connect_timeout_ms, out);
+}
+
+dsb_status dsb_connect_ex(const char* socket_path, const char* target, const char* name,
+                          const char* broker_user, int32_t connect_timeout_ms, dsb_client** out) {
   try {
     if (out == nullptr || socket_path == nullptr || target == nullptr || connect_timeout_ms < 0) {
       return Fail(dsb::Errc::kInvalidArgument,
@@ -42,6 +47,7 @@ dsb_status dsb_connect(const char* socket_path, const char* target, const char* 
     options.socket_path = socket_path;
     options.target = target;
     if (name != nullptr) options.name = name;
+    if (broker_user != nullptr) options.broker_user = broker_user;
     options.connect_timeout = std::chrono::milliseconds(connect_timeout_ms);
     std::error_code ec;
     std::string message;

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <condition_variable>
 #include <cstdio>
@@ -75,27 +76,43 @@ class ClientImpl {
   }
 
   Status Connect() {
+    // One deadline for the whole call: every step (connect, write, reply,
+    // retries, the system slot) gets only what is left of it.
+    const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
+    auto trust = ResolveBrokerTrust(options_.broker_user, "ClientOptions::broker_user",
+                                    "name its user in ClientOptions::broker_user (C: "
+                                    "dsb_connect_ex) or in the environment variable " +
+                                        std::string(kBrokerUserEnv));
+    if (!trust.ok()) return trust.status();
+    trust_ = std::move(trust).value();
     // A broker that is starting (no socket yet) or re-adopting its earlier
     // clients after a restart answers kBrokerUnavailable: retry until the
     // connect timeout, so a DigiScope start does not race a broker restart.
-    const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
     Result<json::object> reply = Status{Errc::kBrokerUnavailable, ""};
     for (;;) {
-      auto fd = ConnectLocal(options_.socket_path);
-      if (fd.ok()) {
+      auto conn = ConnectBroker(options_.socket_path, trust_, deadline);
+      if (conn.ok()) {
         json::object req{{"op", "register"},
                          {"version", kLocalProtocolVersion},
                          {"target", options_.target},
                          {"name", options_.name},
                          {"pid", static_cast<std::int64_t>(::getpid())}};
-        reply = RoundTrip(*fd, req, options_.connect_timeout);
+        reply = RoundTrip(conn->fd, req, deadline);
         if (reply.ok()) {
-          fd_ = *fd;
+          fd_ = conn->fd;
+          broker_uid_ = conn->peer.uid;
           break;
         }
-        ::close(*fd);
+        ::close(conn->fd);
+        if (reply.status().code() == Errc::kTimeout) {
+          return Status{Errc::kTimeout, "the broker at " + options_.socket_path +
+                                            " did not answer the registration within the "
+                                            "connect timeout (" +
+                                            std::to_string(options_.connect_timeout.count()) +
+                                            " ms): " + reply.status().message()};
+        }
       } else {
-        reply = fd.status();
+        reply = conn.status();
       }
       if (reply.status().code() != Errc::kBrokerUnavailable ||
           std::chrono::steady_clock::now() + std::chrono::milliseconds(100) >= deadline) {
@@ -109,8 +126,14 @@ class ClientImpl {
     segment_ = json::value_to<std::string>(r.at("segment"));
     instance_ = json::value_to<std::string>(r.at("instance"));
     const bool table_system_slot = json::value_to<std::string>(r.at("system_slot")) == "table";
-    auto table = shm::SlotTable::Attach(segment_);
-    if (!table.ok()) return table.status();
+    // Only a segment the broker itself made: owned by its uid, no access for
+    // others (a planted one could hand out any number of slots).
+    auto table = shm::SlotTable::Attach(segment_, shm::AttachOptions{.owner = broker_uid_});
+    if (!table.ok()) {
+      return {table.status().code(), "the broker at " + options_.socket_path + " (" +
+                                         DescribeUid(broker_uid_) + ") named segment: " +
+                                         table.status().message()};
+    }
     table_ = std::move(table).value();
     if (std::to_string(table_->instance_id()) != instance_) {
       return {Errc::kSegmentInvalid, "segment " + segment_ +
@@ -120,10 +143,14 @@ class ClientImpl {
     system_word_ = shm::HeldWord(owner_, true);
     if (table_system_slot) {
       // Single-machine mode: registrations and actions share the table, so the
-      // system connection waits for a slot like any action (in FIFO order).
-      auto slot = table_->Acquire(system_word_, options_.connect_timeout, nullptr);
+      // system connection waits for a slot like any action (in FIFO order),
+      // for what is left of the connect timeout.
+      const auto left = std::max(std::chrono::steady_clock::duration::zero(),
+                                 deadline - std::chrono::steady_clock::now());
+      auto slot = table_->Acquire(system_word_, left, nullptr);
       if (!slot.ok()) {
-        if (slot.status().code() == Errc::kTimeout) {
+        if (slot.status().code() == Errc::kTimeout ||
+            slot.status().code() == Errc::kCapacityExhausted) {
           return {Errc::kTimeout, "no slot for the system connection of target '" +
                                       options_.target + "' within the connect timeout (" +
                                       std::to_string(options_.connect_timeout.count()) +
@@ -228,11 +255,11 @@ class ClientImpl {
 
  private:
   // One request/reply on a socket nobody else reads (used before the reader
-  // thread starts, and by the reader itself when re-registering).
-  static Result<json::object> RoundTrip(int fd, const json::object& req,
-                                        std::chrono::milliseconds timeout) {
-    if (Status s = WriteFrame(fd, json::serialize(req)); !s.ok()) return s;
-    auto frame = ReadFrame(fd, timeout);
+  // thread starts, and by the reader itself when re-registering), all of it
+  // by `deadline`.
+  static Result<json::object> RoundTrip(int fd, const json::object& req, Deadline deadline) {
+    if (Status s = WriteFrame(fd, json::serialize(req), deadline); !s.ok()) return s;
+    auto frame = ReadFrame(fd, deadline);
     if (!frame.ok()) return frame.status();
     return ParseReply(*frame);
   }
@@ -264,18 +291,31 @@ class ClientImpl {
     return Request(req, options_.connect_timeout);
   }
   Result<json::object> Request(const json::object& req, std::chrono::milliseconds timeout) {
-    std::lock_guard one_at_a_time(request_mu_);
+    // One deadline for the whole request: the turn behind another request,
+    // the wait for a connection, the write and the reply.
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::unique_lock one_at_a_time(request_mu_, std::defer_lock);
+    if (!one_at_a_time.try_lock_until(deadline)) {
+      return Status{Errc::kTimeout, "another request to the broker did not finish in time"};
+    }
     std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, timeout,
-                      [&] { return connected_ || lost_ || closing_; }) ||
+    if (!cv_.wait_until(lock, deadline, [&] { return connected_ || lost_ || closing_; }) ||
         !connected_) {
       return Status{lost_ ? Errc::kNotRegistered : Errc::kBrokerUnavailable,
                     "not connected to the broker"};
     }
     reply_.reset();
     const std::uint64_t generation = connection_generation_;
-    if (Status s = WriteFrame(fd_, json::serialize(req)); !s.ok()) return s;
-    if (!cv_.wait_for(lock, timeout, [&] {
+    // Bounded: a broker that does not read its socket must not hold us (nor,
+    // through mu_, the reader thread) past the deadline.
+    bool partial = false;
+    if (Status s = WriteFrame(fd_, json::serialize(req), deadline, &partial); !s.ok()) {
+      // Half a frame leaves the stream out of step: drop the connection (the
+      // reader thread sees it end and re-registers).
+      if (partial) ::shutdown(fd_, SHUT_RDWR);
+      return s;
+    }
+    if (!cv_.wait_until(lock, deadline, [&] {
           return reply_.has_value() || connection_generation_ != generation || closing_;
         })) {
       return Status{Errc::kTimeout, "broker did not answer in time"};
@@ -344,13 +384,25 @@ class ClientImpl {
   // within the new broker's adoption grace. Returns false if that failed.
   bool Reconnect() {
     const auto deadline = std::chrono::steady_clock::now() + options_.reconnect_window;
+    bool said_untrusted = false;
     while (std::chrono::steady_clock::now() < deadline) {
       {
         std::unique_lock lock(mu_);
         if (closing_) return false;
       }
-      auto fd = ConnectLocal(options_.socket_path);
-      if (fd.ok()) {
+      // Each attempt bounded; the same checks as Connect: nothing is sent to
+      // an untrusted listener, and the segment must still be the broker's.
+      const auto attempt_deadline =
+          std::min(deadline, std::chrono::steady_clock::now() + kReconnectAttempt);
+      auto conn = ConnectBroker(options_.socket_path, trust_, attempt_deadline);
+      if (!conn.ok() && conn.status().code() == Errc::kPermissionDenied && !said_untrusted) {
+        // Keep trying (the real broker may come back); say it once.
+        said_untrusted = true;
+        std::fprintf(stderr, "dsb: re-registering for target '%s': %s\n",
+                     options_.target.c_str(), conn.status().message().c_str());
+      }
+      if (conn.ok()) {
+        const int fd = conn->fd;
         json::object req{{"op", "register"},
                          {"version", kLocalProtocolVersion},
                          {"target", options_.target},
@@ -358,20 +410,27 @@ class ClientImpl {
                          {"pid", static_cast<std::int64_t>(::getpid())},
                          {"owner", owner_},
                          {"instance", instance_}};
-        auto reply = RoundTrip(*fd, req, std::chrono::milliseconds(5000));
+        auto reply = RoundTrip(fd, req, attempt_deadline);
         if (reply.ok()) {
+          if (Status s = CheckSameSegment(*reply, conn->peer.uid); !s.ok()) {
+            std::fprintf(stderr, "dsb: re-registering for target '%s': %s\n",
+                         options_.target.c_str(), s.message().c_str());
+            ::close(fd);
+            return false;
+          }
           std::lock_guard lock(mu_);
           if (closing_) {
-            ::close(*fd);
+            ::close(fd);
             return false;
           }
           ::close(fd_);
-          fd_ = *fd;
+          fd_ = fd;
+          broker_uid_ = conn->peer.uid;
           connected_ = true;
           cv_.notify_all();
           return true;
         }
-        ::close(*fd);
+        ::close(fd);
         const Errc code = reply.status().code();
         if (code == Errc::kNotRegistered || code == Errc::kSegmentInvalid ||
             code == Errc::kUnknownTarget || code == Errc::kPermissionDenied) {
@@ -384,7 +443,29 @@ class ClientImpl {
     return false;
   }
 
+  // After a re-registration: the new broker must name the segment we have
+  // mapped, and the file of that name must be owned by the new broker's uid
+  // (no access for others) and be the same instance. Else the slots we hold
+  // are not in the table it serves.
+  Status CheckSameSegment(const json::object& reply, uid_t broker_uid) const {
+    const json::value* seg = reply.if_contains("segment");
+    if (seg == nullptr || !seg->is_string() || seg->as_string() != segment_) {
+      return {Errc::kSegmentInvalid, "the restarted broker at " + options_.socket_path +
+                                         " names another segment than " + segment_};
+    }
+    auto table = shm::SlotTable::Attach(segment_, shm::AttachOptions{.owner = broker_uid});
+    if (!table.ok()) return table.status();
+    if ((*table)->instance_id() != table_->instance_id()) {
+      return {Errc::kSegmentInvalid, "segment " + segment_ + " was re-created by the restarted broker"};
+    }
+    return Status::Ok();
+  }
+
+  static constexpr std::chrono::milliseconds kReconnectAttempt{5000};
+
   const ClientOptions options_;
+  BrokerTrust trust_;       // who may serve the socket (set by Connect)
+  uid_t broker_uid_ = 0;    // the broker's uid (SO_PEERCRED): owner of its segments
   std::unique_ptr<shm::SlotTable> table_;
   std::uint32_t owner_ = 0;
   std::string segment_;
@@ -393,7 +474,7 @@ class ClientImpl {
   std::uint64_t system_word_ = 0;
   std::optional<std::uint32_t> system_slot_;
 
-  std::mutex request_mu_;  // one request in flight
+  std::timed_mutex request_mu_;  // one request in flight
   std::mutex mu_;          // guards everything below
   std::condition_variable cv_;
   int fd_ = -1;

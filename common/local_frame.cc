@@ -1,12 +1,18 @@
 #include "common/local_frame.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 namespace dsb {
 namespace {
@@ -38,7 +44,170 @@ Status ReadExact(int fd, char* out, std::size_t n,
   return Status::Ok();
 }
 
+// Milliseconds left until `deadline` for poll(), at least 0.
+int PollMs(Deadline deadline) {
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  return static_cast<int>(std::clamp<long long>(left.count(), 0, 1 << 30));
+}
+
+// The uid of user `name`, if there is one.
+std::optional<uid_t> LookupUser(const std::string& name) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  if (::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr) {
+    return std::nullopt;
+  }
+  return found->pw_uid;
+}
+
 }  // namespace
+
+std::string DescribeUid(uid_t uid) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  std::string out = "uid " + std::to_string(uid);
+  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr &&
+      found->pw_name != nullptr) {
+    out += std::string(" (") + found->pw_name + ")";
+  }
+  return out;
+}
+
+Result<PeerCredentials> GetPeerCredentials(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof cred) {
+    return Status{Errc::kInternal,
+                  std::string("cannot read the broker's credentials (SO_PEERCRED): ") +
+                      std::strerror(errno)};
+  }
+  return PeerCredentials{cred.pid, cred.uid, cred.gid};
+}
+
+Result<BrokerTrust> ResolveBrokerTrust(std::string_view spec, std::string_view spec_source,
+                                       std::string how_to_trust) {
+  BrokerTrust trust;
+  trust.how_to_trust = std::move(how_to_trust);
+  std::string value(spec);
+  std::string source = std::string(spec_source) + " '" + value + "'";
+  if (value.empty()) {
+    const char* env = std::getenv(kBrokerUserEnv);
+    if (env == nullptr || *env == '\0') return trust;
+    value = env;
+    source = std::string(kBrokerUserEnv) + "='" + value + "'";
+  }
+  // A user name first (names may be all digits); then a decimal uid.
+  if (auto uid = LookupUser(value)) {
+    trust.broker_uid = *uid;
+  } else if (value.size() <= 10 &&
+             std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    const unsigned long long n = std::strtoull(value.c_str(), nullptr, 10);
+    if (n >= static_cast<unsigned long long>(static_cast<uid_t>(-1))) {
+      return Status{Errc::kInvalidArgument, source + " is not a valid uid"};
+    }
+    trust.broker_uid = static_cast<uid_t>(n);
+  } else {
+    return Status{Errc::kInvalidArgument,
+                  source + " names no user of this machine (give a user name or a decimal uid)"};
+  }
+  trust.source = std::move(source);
+  return trust;
+}
+
+Status CheckBrokerPeer(const PeerCredentials& peer, const std::string& path,
+                       const BrokerTrust& trust) {
+  const uid_t self = ::geteuid();
+  if (peer.uid == 0 || peer.uid == self || (trust.broker_uid && peer.uid == *trust.broker_uid)) {
+    return Status::Ok();
+  }
+  std::string trusted = "root";
+  if (self != 0) trusted += ", this process's " + DescribeUid(self);
+  trusted += trust.broker_uid ? " or the broker user " + DescribeUid(*trust.broker_uid) +
+                                    " named by " + trust.source
+                              : " (no broker user is named)";
+  return Status{Errc::kPermissionDenied,
+                "refusing the broker at socket " + path + ": the process listening there (pid " +
+                    std::to_string(peer.pid) + ") runs as " + DescribeUid(peer.uid) +
+                    ", not as " + trusted +
+                    "; nothing was sent to it. Whoever can write the socket's folder can put "
+                    "another program there; if this really is your broker, " +
+                    trust.how_to_trust};
+}
+
+Result<int> ConnectLocal(const std::string& path, Deadline deadline) {
+  sockaddr_un addr{};
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    return Status{Errc::kInvalidArgument, "socket path '" + path + "' is empty or longer than " +
+                                              std::to_string(sizeof(addr.sun_path) - 1) +
+                                              " bytes"};
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  // Non-blocking: a blocking connect() to a listener whose backlog is full
+  // (a broker that is stopped or does not accept) waits without bound. Linux
+  // answers EAGAIN at once instead; retry with a short backoff until the
+  // deadline.
+  auto backoff = std::chrono::milliseconds(1);
+  for (;;) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return Status{Errc::kInternal, std::string("socket(): ") + std::strerror(errno)};
+    int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    int err = rc == 0 ? 0 : errno;
+    if (rc != 0 && err == EINPROGRESS) {
+      // Not what Linux does for AF_UNIX, but portable: wait for writability.
+      pollfd p{fd, POLLOUT, 0};
+      const int pr = ::poll(&p, 1, PollMs(deadline));
+      socklen_t len = sizeof err;
+      if (pr > 0 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0) {
+        rc = err == 0 ? 0 : -1;
+      } else {
+        err = EAGAIN;
+      }
+    }
+    if (rc == 0) {
+      const int flags = ::fcntl(fd, F_GETFL);
+      if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        const int e = errno;
+        ::close(fd);
+        return Status{Errc::kInternal, std::string("fcntl(): ") + std::strerror(e)};
+      }
+      return fd;
+    }
+    ::close(fd);
+    if (err != EAGAIN && err != EINTR) {
+      std::string hint = err == ENOENT || err == ECONNREFUSED ? " (is dsb-broker running?)" : "";
+      return Status{Errc::kBrokerUnavailable,
+                    "cannot connect to broker socket " + path + ": " + std::strerror(err) + hint};
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      return Status{Errc::kTimeout, "broker socket " + path +
+                                        " accepted no connection in time (its backlog is full: "
+                                        "the broker is stopped, overloaded or not a broker)"};
+    }
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(backoff, deadline - now));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
+  }
+}
+
+Result<BrokerConnection> ConnectBroker(const std::string& path, const BrokerTrust& trust,
+                                       Deadline deadline) {
+  auto fd = ConnectLocal(path, deadline);
+  if (!fd.ok()) return fd.status();
+  auto peer = GetPeerCredentials(*fd);
+  if (!peer.ok()) {
+    ::close(*fd);
+    return Status{peer.status().code(), "broker socket " + path + ": " + peer.status().message()};
+  }
+  if (Status s = CheckBrokerPeer(*peer, path, trust); !s.ok()) {
+    ::close(*fd);
+    return s;
+  }
+  return BrokerConnection{*fd, *peer};
+}
 
 Result<int> ConnectLocal(const std::string& path) {
   sockaddr_un addr{};
@@ -88,6 +257,44 @@ Status WriteFrame(int fd, std::string_view payload) {
     sent += static_cast<std::size_t>(w);
   }
   return Status::Ok();
+}
+
+Status WriteFrame(int fd, std::string_view payload, Deadline deadline, bool* partial) {
+  if (partial != nullptr) *partial = false;
+  if (payload.size() > kMaxLocalFrame) {
+    return {Errc::kProtocol, "message of " + std::to_string(payload.size()) +
+                                 " bytes exceeds the " + std::to_string(kMaxLocalFrame) +
+                                 "-byte limit"};
+  }
+  std::string buf = FrameHeader(payload.size());
+  buf.append(payload);
+  std::size_t sent = 0;
+  while (sent < buf.size()) {
+    const ssize_t w = ::send(fd, buf.data() + sent, buf.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0) {
+      sent += static_cast<std::size_t>(w);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      return {Errc::kBrokerUnavailable, std::string("writing to broker: ") + std::strerror(errno)};
+    }
+    // The socket is full: the broker is not reading. Wait for room, boundedly.
+    pollfd p{fd, POLLOUT, 0};
+    const int pr = ::poll(&p, 1, PollMs(deadline));
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr == 0) {
+      if (partial != nullptr) *partial = sent > 0;
+      return {Errc::kTimeout, "the broker took no request in time (it does not read its socket)"};
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::string> ReadFrame(int fd, Deadline deadline) {
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  return ReadFrame(fd, std::max(left, std::chrono::milliseconds(0)));
 }
 
 Result<std::string> ReadFrame(int fd, std::chrono::milliseconds timeout) {

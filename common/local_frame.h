@@ -7,9 +7,12 @@
 #ifndef DSB_COMMON_LOCAL_FRAME_H_
 #define DSB_COMMON_LOCAL_FRAME_H_
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,16 +23,89 @@ namespace dsb {
 inline constexpr std::size_t kMaxLocalFrame = 64 * 1024;
 inline constexpr int kLocalProtocolVersion = 1;
 
+using Deadline = std::chrono::steady_clock::time_point;
+
 // Connects a blocking Unix stream socket to `path`. kBrokerUnavailable names
-// the path and the OS error.
+// the path and the OS error. Checks nothing about the peer and may block
+// while the listener's backlog is full: for the broker's own probe of its
+// socket and tests; clients and dsbctl use ConnectBroker.
 Result<int> ConnectLocal(const std::string& path);
 
+// As above, but never waits past `deadline`: a listener whose backlog is full
+// (a broker that does not accept) is retried until then, then kTimeout naming
+// the path. The returned descriptor is blocking.
+Result<int> ConnectLocal(const std::string& path, Deadline deadline);
+
+// ---- Who may answer on the broker's socket (issue 9) ------------------------
+// Whoever can write the socket's folder can put a listener of its own at the
+// path. A client or dsbctl believes the peer only if the kernel says
+// (SO_PEERCRED) it runs as root, as the caller's effective uid, or as the
+// broker user the application named; it checks that before it sends a byte.
+
+// The environment variable read when the application names no broker user:
+// a user name or a decimal uid.
+inline constexpr const char* kBrokerUserEnv = "DSB_BROKER_USER";
+
+struct PeerCredentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// The credentials of the process that made (bound/connected) the other end
+// of `fd`, from SO_PEERCRED. kInternal if the kernel gives none.
+Result<PeerCredentials> GetPeerCredentials(int fd);
+
+struct BrokerTrust {
+  // Trusted besides root and the caller's effective uid. nullopt: none.
+  std::optional<uid_t> broker_uid;
+  // Where broker_uid came from ("ClientOptions::broker_user 'dsb'",
+  // "DSB_BROKER_USER='dsb'"), for messages.
+  std::string source;
+  // How the caller's user names a broker user, for the refusal message
+  // ("set ClientOptions::broker_user or DSB_BROKER_USER").
+  std::string how_to_trust;
+};
+
+// The broker user from `spec` (a user name or a decimal uid; `spec_source`
+// says where it came from) or, if `spec` is empty, from $DSB_BROKER_USER (if
+// set and non-empty); neither: no extra uid. kInvalidArgument naming the
+// value and its source if it is no user of this machine.
+Result<BrokerTrust> ResolveBrokerTrust(std::string_view spec, std::string_view spec_source,
+                                       std::string how_to_trust);
+
+// "uid 1001 (mallory)", or "uid 1001" if the uid has no name.
+std::string DescribeUid(uid_t uid);
+
+// OK if `peer` is trusted by `trust`; else kPermissionDenied naming the
+// socket `path`, the peer's pid and uid (with its name) and how to trust it.
+Status CheckBrokerPeer(const PeerCredentials& peer, const std::string& path,
+                       const BrokerTrust& trust);
+
+struct BrokerConnection {
+  int fd = -1;            // blocking; the caller closes it
+  PeerCredentials peer;   // the broker's credentials (uid: the owner its segments must have)
+};
+
+// ConnectLocal(path, deadline), then CheckBrokerPeer; nothing is sent. On a
+// refused peer the descriptor is closed and kPermissionDenied returned.
+Result<BrokerConnection> ConnectBroker(const std::string& path, const BrokerTrust& trust,
+                                       Deadline deadline);
+
 // Writes one frame. kBrokerUnavailable on a closed peer, kProtocol if too big.
+// Blocks while the peer does not read: only where that cannot hang a caller.
 Status WriteFrame(int fd, std::string_view payload);
+
+// As above, but waits for room in the socket at most until `deadline`:
+// kTimeout if the peer does not read (`*partial` set if part of the frame
+// went out: the stream is then out of step and must be closed).
+Status WriteFrame(int fd, std::string_view payload, Deadline deadline, bool* partial = nullptr);
 
 // Reads one frame, waiting at most `timeout` (negative = forever).
 // kBrokerUnavailable on EOF/error, kTimeout, kProtocol on an oversized length.
 Result<std::string> ReadFrame(int fd, std::chrono::milliseconds timeout);
+// As above, until `deadline` (kTimeout if it has passed before a whole frame).
+Result<std::string> ReadFrame(int fd, Deadline deadline);
 
 // Encodes the 4-byte length prefix.
 std::string FrameHeader(std::size_t length);

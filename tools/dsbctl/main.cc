@@ -25,6 +25,7 @@ struct Options {
   std::string config;
   bool json = false;
   int timeout_ms = 5000;
+  std::string broker_user;  // trusted besides root and our uid (else $DSB_BROKER_USER)
 };
 
 int Fail(const std::string& message, int code = 1) {
@@ -56,15 +57,26 @@ std::optional<json::object> Call(const Options& o, const json::object& req) {
     Fail(error, 2);
     return std::nullopt;
   }
-  auto fd = dsb::ConnectLocal(path);
-  if (!fd.ok()) {
-    Fail(fd.status().message());
+  // The same rule as the client library: nothing is sent (no admin command,
+  // no status request) to a listener that is not root, us or the named broker
+  // user, and nothing it says is believed; all of it within --timeout-ms.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.timeout_ms);
+  auto trust = dsb::ResolveBrokerTrust(o.broker_user, "--broker-user",
+                                       "pass its user with --broker-user or set " +
+                                           std::string(dsb::kBrokerUserEnv));
+  if (!trust.ok()) {
+    Fail(trust.status().message(), 2);
     return std::nullopt;
   }
-  auto status = dsb::WriteFrame(*fd, json::serialize(req));
-  auto frame = status.ok() ? dsb::ReadFrame(*fd, std::chrono::milliseconds(o.timeout_ms))
-                           : dsb::Result<std::string>(status);
-  ::close(*fd);
+  auto conn = dsb::ConnectBroker(path, *trust, deadline);
+  if (!conn.ok()) {
+    Fail(conn.status().message());
+    return std::nullopt;
+  }
+  const int fd = conn->fd;
+  auto status = dsb::WriteFrame(fd, json::serialize(req), deadline);
+  auto frame = status.ok() ? dsb::ReadFrame(fd, deadline) : dsb::Result<std::string>(status);
+  ::close(fd);
   if (!frame.ok()) {
     Fail(frame.status().message());
     return std::nullopt;
@@ -378,6 +390,9 @@ int main(int argc, char** argv) {
   app.add_flag("--json", o.json, "print JSON instead of a table");
   app.add_option("--timeout-ms", o.timeout_ms, "how long to wait for the broker")
       ->check(CLI::Range(1, 600000));
+  app.add_option("--broker-user", o.broker_user,
+                 "trust a broker running as this user (name or uid) besides root and yourself "
+                 "(default: $DSB_BROKER_USER)");
   auto* status = app.add_subcommand("status", "targets: limit, capacity, held, waiting, quarantined, cooling");
   auto* clients = app.add_subcommand("clients", "registered clients: pid, user, held slots");
   auto* leases = app.add_subcommand("leases", "cluster ledger: per target and broker owed, granted, held, demand, expiry");

@@ -62,7 +62,18 @@ struct ClientOptions {
   std::string socket_path = "/run/dsb/dsb.sock";  // the broker's local socket
   std::string target;                             // e.g. "exch01"
   std::string name = "digiscope";                 // shown by `dsbctl clients`
-  // Bounds Connect(): reaching the broker and waiting for the system slot.
+  // Who may serve the broker's socket. Whoever can write the socket's folder
+  // can put a program of its own at that path, so the client believes the
+  // process listening there only if the kernel (SO_PEERCRED) says it runs as
+  // root, as this process's effective uid, or as this user (a user name or a
+  // decimal uid; for a broker run as a service account such as "dsb").
+  // Empty: the environment variable DSB_BROKER_USER (same form) if set, else
+  // only root and this process's uid. The same uid must own the segment the
+  // broker hands out (no access for others), else kSegmentInvalid.
+  std::string broker_user;
+  // Bounds Connect() as a whole: reaching the broker, registering, waiting
+  // for the system slot (one deadline; each step gets what is left). Also
+  // bounds each ReportSessionLimit() call.
   std::chrono::milliseconds connect_timeout{10000};
   // After the broker goes away, how long to keep trying to re-register (and so
   // keep every held slot). The default keeps trying for the life of the
@@ -152,13 +163,24 @@ struct ClientInfo {
 
 class Client {
  public:
-  // Registers with the broker and takes the system slot. While the broker is
-  // unreachable or re-adopting after a restart, retries until connect_timeout.
+  // Registers with the broker and takes the system slot; returns within
+  // connect_timeout (plus a few milliseconds), whatever the broker does.
+  // While the broker is unreachable or re-adopting after a restart, retries
+  // until connect_timeout. Before it sends anything it checks who serves the
+  // socket (see ClientOptions::broker_user); it maps the segment only if that
+  // broker's uid owns it and others have no access to it.
   // Errors: kBrokerUnavailable (no socket / broker down), kUnknownTarget,
-  // kPermissionDenied (peer credentials refused), kTooManyClients (cluster
-  // system_slots reached), kSegmentInvalid / kSegmentUnavailable, kTimeout
-  // (no system slot within connect_timeout), kProtocol. On error returns null
-  // and, if `message` is given, stores a sentence naming the cause.
+  // kPermissionDenied (the broker refused our credentials, or the process
+  // serving the socket is not a trusted broker: the message names the socket,
+  // its pid and uid, and how to trust it; not retried), kInvalidArgument
+  // (empty target, broker_user / DSB_BROKER_USER names no user),
+  // kTooManyClients (cluster system_slots reached), kSegmentInvalid (also: a
+  // segment not owned by the broker's uid or open to others) /
+  // kSegmentUnavailable, kTimeout (no answer, or no system slot, within
+  // connect_timeout), kProtocol. On error returns null and, if `message` is
+  // given, stores a sentence naming the cause. After a broker restart the
+  // client re-registers (reconnect_window) under the same checks: an
+  // untrusted listener is never sent anything (the client keeps trying).
   static std::unique_ptr<Client> Connect(const ClientOptions& options, std::error_code& ec,
                                          std::string* message = nullptr) noexcept;
 
@@ -169,7 +191,10 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   // Takes an action slot, waiting up to `timeout` (0 = do not wait).
-  // Waiters are served in about arrival order. Errors: kTimeout, kCancelled,
+  // Waiters are served in about arrival order. Returns by `timeout` plus at
+  // most a few milliseconds, even while another process holds the segment's
+  // queue mutex (stopped in a debugger) or the mutex word is garbage (FIFO
+  // order is then lost, not progress). Errors: kTimeout, kCancelled,
   // kTooManyWaiters, kNotRegistered (registration lost for good).
   Permit Acquire(std::chrono::milliseconds timeout, std::error_code& ec,
                  CancelToken* cancel = nullptr) noexcept;
@@ -179,7 +204,9 @@ class Client {
 
   // Tells the broker the server refused a session for exceeding its cap
   // (Exchange MAPI_E_SESSION_LIMIT / ec=1246). Feeds limit discovery.
-  // `detail` is logged by the broker (bounded to 512 bytes).
+  // `detail` is logged by the broker (bounded to 512 bytes). Waits for the
+  // broker's answer at most connect_timeout in all (kTimeout; a broker that
+  // does not read its socket cannot hold the caller longer).
   std::error_code ReportSessionLimit(std::string_view detail = {}) noexcept;
   // As above, naming the permit the refused attempt was made with, while it
   // is still held: the report carries its slot, so the broker leaves the

@@ -58,9 +58,22 @@ typedef struct dsb_permit {
 } dsb_permit;
 
 /* Registers with the broker at socket_path for target and takes the system
- * slot, waiting at most connect_timeout_ms. name may be NULL. */
+ * slot, returning within connect_timeout_ms. name may be NULL. The process
+ * serving the socket is trusted only if it runs as root, as this process's
+ * effective uid, or as the user in the environment variable DSB_BROKER_USER
+ * (a user name or a decimal uid); anything else is DSB_E_PERMISSION_DENIED
+ * (dsb_last_error names the socket, the peer's pid and uid) and nothing is
+ * sent to it. The segment it names must be owned by its uid with no access
+ * for others (else DSB_E_SEGMENT_INVALID). */
 DSB_API dsb_status dsb_connect(const char* socket_path, const char* target, const char* name,
                                int32_t connect_timeout_ms, dsb_client** out);
+/* As dsb_connect, naming the broker's user: broker_user (a user name or a
+ * decimal uid; NULL or "" = DSB_BROKER_USER, as dsb_connect) is trusted
+ * besides root and this process's uid. A name that is no user is
+ * DSB_E_INVALID_ARGUMENT. */
+DSB_API dsb_status dsb_connect_ex(const char* socket_path, const char* target, const char* name,
+                                  const char* broker_user, int32_t connect_timeout_ms,
+                                  dsb_client** out);
 /* Gives back the system slot and closes the registration. NULL is a no-op. */
 DSB_API void dsb_close(dsb_client* client);
 
