@@ -1151,6 +1151,14 @@ SlotTable::AuditFindings SlotTable::Audit(const AuditPolicy& p) noexcept {
     ++f.header_fields;
   }
 
+  // Before any word goes to quarantine (or a stray one gets an end): the
+  // record a restarted broker trusts must cover it.
+  bool recorded = false;
+  const auto record = [&] {
+    if (!recorded && p.quarantine_end_ns > 0) RaiseQuarantineRecord(p.quarantine_end_ns);
+    recorded = true;
+  };
+
   // 2. One pass over the slot words. Only the broker moves words between
   // kDisabled, kFree and kQuarantined (invariant 1), so every CAS below
   // races only clients' own legal moves, which make it fail harmlessly.
@@ -1161,6 +1169,7 @@ SlotTable::AuditFindings SlotTable::Audit(const AuditPolicy& p) noexcept {
     if (w == kDisabled || w == kFree) continue;
     if (w == kQuarantined) {
       if (!std::binary_search(p.quarantined.begin(), p.quarantined.end(), i)) {
+        record();
         ++f.stray_quarantine;
         f.quarantined.push_back(i);  // the broker gives it a full quarantine
       }
@@ -1179,13 +1188,17 @@ SlotTable::AuditFindings SlotTable::Audit(const AuditPolicy& p) noexcept {
               kSeqCst)) {
         ++f.future_cooling;
       }
-    } else if (cell.compare_exchange_strong(w, kQuarantined, kSeqCst)) {
+    } else {
       // No valid state: as if held by an unknown owner that may have a
       // session on the server.
-      ++f.invalid_words;
-      f.quarantined.push_back(i);
+      record();
+      if (cell.compare_exchange_strong(w, kQuarantined, kSeqCst)) {
+        ++f.invalid_words;
+        f.quarantined.push_back(i);
+      }
     }
   }
+  if (!forged.empty() && p.quarantine) record();
   for (const std::uint32_t owner : forged) {
     std::uint32_t freed = 0;
     const std::vector<std::uint32_t> q = Reclaim(owner, p.quarantine, &freed);

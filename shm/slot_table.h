@@ -302,6 +302,10 @@ class SlotTable {
     std::vector<std::uint32_t> quarantined;
     // Whether reclaimed words go to quarantine (the target's quarantine > 0).
     bool quarantine = false;
+    // When a quarantine the audit starts now would end (CLOCK_MONOTONIC ns):
+    // raised into the segment's record (RaiseQuarantineRecord) before the
+    // first word the audit quarantines, only if it quarantines one. 0: none.
+    std::int64_t quarantine_end_ns = 0;
     // The latest cooling deadline a release can have made (now + the
     // target's cooldown, or later for deadlines an earlier broker's longer
     // cooldown made); later ones are clamped to it.

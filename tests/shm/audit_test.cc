@@ -281,6 +281,24 @@ TEST_F(Audit, ClampsCoolingStampsBeyondTheCooldown) {
   EXPECT_EQ(CoolingDeadline(raw.word(1).load()), now + 50'000'000LL);
 }
 
+TEST_F(Audit, RaisesTheQuarantineRecordOnlyBeforeItQuarantines) {
+  auto t = Make(8, 4);
+  ASSERT_TRUE(t);
+  auto p = Policy(nullptr);
+  p.quarantine_end_ns = MonotonicNs() + 60'000'000'000LL;
+  EXPECT_FALSE(t->Audit(p).any());
+  EXPECT_EQ(t->quarantine_record_ns(), 0) << "nothing quarantined, nothing recorded";
+  RawSegment raw(name_);
+  ASSERT_TRUE(raw.ok());
+  raw.word(3).store(5);  // invalid
+  EXPECT_EQ(t->Audit(p).invalid_words, 1u);
+  EXPECT_EQ(t->quarantine_record_ns(), p.quarantine_end_ns);
+  // Lowered by a client (a restarted broker would end quarantines early): restored.
+  raw.header().quarantine_until_ns.store(1);
+  EXPECT_EQ(t->Audit(p).header_fields, 1u);
+  EXPECT_EQ(t->quarantine_record_ns(), p.quarantine_end_ns);
+}
+
 TEST_F(Audit, QuarantinesWordsThatAreNoValidState) {
   auto t = Make(8, 4);
   ASSERT_TRUE(t);
