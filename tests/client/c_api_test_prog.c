@@ -53,6 +53,13 @@ int main(int argc, char** argv) {
   CHECK(c == NULL);
   CHECK(strstr(dsb_last_error(), "nope") != NULL);
   CHECK(dsb_connect(NULL, "exch01", NULL, 1000, &c) == DSB_E_INVALID_ARGUMENT);
+  /* A broker user that is no user is refused, named; root (the broker) is
+   * trusted whatever broker user is named. */
+  CHECK(dsb_connect_ex(argv[1], "exch01", "c-test", "no-such-user-dsb9", 1000, &c) ==
+        DSB_E_INVALID_ARGUMENT);
+  CHECK(strstr(dsb_last_error(), "no-such-user-dsb9") != NULL);
+  CHECK(dsb_connect_ex(argv[1], "exch01", "c-test", "0", 5000, &c) == DSB_OK);
+  dsb_close(c);
   CHECK(dsb_connect(argv[1], "exch01", "c-test", 5000, &c) == DSB_OK);
   CHECK(dsb_acquire(c, 1000, NULL, &a) == DSB_OK);
   CHECK(dsb_try_acquire(c, &b) == DSB_OK);

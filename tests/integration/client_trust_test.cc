@@ -254,6 +254,58 @@ TEST_F(ClientTrustTest, AGroupMemberUsesTheRealRootBroker) {
   broker.RemoveSegments();
 }
 
+// After a broker restart the client re-registers under the same rule: while
+// an impostor holds the socket path it is sent nothing (the client keeps its
+// slots and keeps trying); the real broker, once back, adopts it.
+TEST_F(ClientTrustTest, ReRegistrationAfterABrokerRestartSendsAnImpostorNothing) {
+  std::string why;
+  if (!testing::CanSwitchUsers(&why)) GTEST_SKIP() << why;
+  auto mallory = MakeUser();
+  ASSERT_TRUE(mallory);
+  const auto folder = FolderOf(0, 0);
+  BrokerProcess broker(folder, UniqueName("rereg"), {BrokerTarget{"exch01", 5}},
+                       "adopt_grace = \"10s\"\n");
+  ASSERT_TRUE(broker.Start()) << broker.log();
+  const std::string socket = broker.socket().string();
+  Timed c = ConnectTimed(socket, 10000ms);
+  ASSERT_TRUE(c.client) << c.message;
+  std::error_code ec;
+  Permit held = c.client->TryAcquire(ec);
+  ASSERT_TRUE(held.valid()) << ec.message();
+  broker.Stop(SIGKILL);
+  // Mallory gets the folder and listens at the path.
+  ASSERT_EQ(::chown(folder.c_str(), mallory->uid(), mallory->gid()), 0);
+  ::unlink(socket.c_str());
+  const std::string segment = NewSegment();
+  {
+    ProcessAs fake(mallory->identity(), {BinPath("fake_broker"), "--socket", socket, "--mode",
+                                         "register", "--segment", segment});
+    ASSERT_TRUE(fake.WaitForOutput("fake broker ready", 20s)) << fake.output();
+    // The client's reconnect loop connects (every 100 ms) and hangs up.
+    ASSERT_TRUE(fake.WaitForOutput("accepted a connection", 20s)) << fake.output();
+    ASSERT_TRUE(fake.WaitForOutput("accepted a connection\naccepted a connection", 20s))
+        << fake.output();
+    Mark(socket, fake, "ping");
+    EXPECT_EQ(fake.output().find("received register"), std::string::npos) << fake.output();
+    const shm::Counts k = SegmentCounts(segment);
+    EXPECT_EQ(k.held_system + k.held_action, 0u);
+    EXPECT_FALSE(held.ShouldYield());
+    fake.Stop(SIGKILL);
+  }
+  ::unlink(socket.c_str());
+  ASSERT_EQ(::chown(folder.c_str(), 0, 0), 0);
+  ASSERT_TRUE(broker.Start()) << broker.log();
+  ASSERT_TRUE(broker.WaitForLog("adopted owner")) << broker.log();
+  EXPECT_FALSE(held.ShouldYield());
+  Permit more = c.client->Acquire(5000ms, ec);
+  EXPECT_TRUE(more.valid()) << ec.message();
+  more.Release();
+  held.Release();
+  c.client.reset();
+  broker.Stop();
+  broker.RemoveSegments();
+}
+
 // A child that maps `segment`, locks its queue mutex and stops (SIGSTOP) while
 // holding it: a DigiScope instance in a debugger. Let go by the destructor.
 class StoppedMutexHolder {
