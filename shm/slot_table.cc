@@ -884,7 +884,7 @@ SlotTable::QueueHealth SlotTable::CheckQueue() noexcept {
 
 // ---- Broker side -----------------------------------------------------------
 
-std::uint32_t SlotTable::SeedOwners() noexcept {
+std::uint32_t SlotTable::SeedOwners(std::uint32_t gap) noexcept {
   std::uint32_t high = std::max(owner_high_, header_->next_owner.load(kAcquire));
   for (std::uint32_t i = 0; i < slot_count_; ++i) {
     const std::uint64_t w = slots_[i].word.load(kAcquire);
@@ -896,8 +896,15 @@ std::uint32_t SlotTable::SeedOwners() noexcept {
       high = std::max(high, OwnerOf(entries_[i].held_word));
     }
   }
-  owner_high_ = high;
   owners_seeded_ = true;
+  if (gap == 0) {
+    owner_high_ = high;
+    return high;
+  }
+  owner_high_ = high > kOwnerMask - 1 - gap ? static_cast<std::uint32_t>(kOwnerMask - 1)
+                                           : high + gap;
+  owner_high_ = std::max(owner_high_, high);
+  header_->next_owner.store(owner_high_, kSeqCst);
   return high;
 }
 

@@ -215,8 +215,13 @@ class SlotTable {
   // `next_owner` record and every owner id in a held slot word or a waiter
   // entry, so an id a client of an earlier broker uses is never handed out
   // again, whatever was written into the record. Never lowers the counter.
-  // Returns the counter (the last id counted as handed out).
-  std::uint32_t SeedOwners() noexcept;
+  // Then skips `gap` more ids (saturating; the record is written at once):
+  // a broker adopting a segment passes kAdoptionOwnerGap, so an idle client
+  // of the earlier broker (holding nothing, its id in no word) keeps an id
+  // nobody else gets even if a client rewound the record meanwhile.
+  // Returns the counter before the gap (the last id counted as handed out).
+  std::uint32_t SeedOwners(std::uint32_t gap = 0) noexcept;
+  static constexpr std::uint32_t kAdoptionOwnerGap = 1u << 16;
   // The last owner id handed out (or seen at seeding); 0 if none.
   std::uint32_t owner_high_water() const noexcept { return owner_high_; }
   // Makes `n` slots enabled (clamped to slot_count). Growing un-retires
