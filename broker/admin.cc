@@ -2,6 +2,8 @@
 
 #include "broker/broker_impl.h"
 #include "broker/config/quote.h"
+#include "common/escape.h"
+#include "common/limited_log.h"
 
 // The admin requests of the local socket: status, clients, leases, set_limit,
 // and clients' session-limit refusal reports (limit discovery).
@@ -36,8 +38,11 @@ json::object Broker::Impl::HandleRefusal(Session& s, const LocalRequest& req) {
       --held;
     }
   }
-  std::string who = "client pid " + std::to_string(s.peer_pid()) + " (" + s.record()->name + ")";
-  if (!req.detail.empty()) who += " [" + config::Printable(req.detail, 200) + "]";
+  std::string who = "client pid " + std::to_string(s.peer_pid()) + " (" +
+                    EscapeText(s.record()->name) + ")";
+  // The name and detail were escaped when parsed (local_request.h); escaping
+  // again is a no-op that keeps this line safe should that ever change.
+  if (!req.detail.empty()) who += " [" + EscapeText(req.detail, 200) + "]";
   const std::size_t index = IndexOf(t);
   if (limits) {
     limits->OnRefusal(index, held, 1, who);
@@ -203,6 +208,17 @@ awaitable<json::object> Broker::Impl::ConfirmStopped(const LocalRequest& req, ui
   spdlog::warn("{} confirms that broker {} runs no coordinator (forwarded to the coordinator)",
                who, config::Printable(req.broker, 128));
   co_return co_await cluster->ConfirmStopped(req.broker);
+}
+
+void Broker::Impl::ArmLogFlushTimer() {
+  // Writes the counts of rate-limited log lines (common/limited_log.h) whose
+  // interval ended, so a flood that stops is still summed up in the log.
+  log_flush_timer.expires_after(std::chrono::seconds(1));
+  log_flush_timer.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping) return;
+    FlushLimitedLogs();
+    ArmLogFlushTimer();
+  });
 }
 
 awaitable<json::object> Broker::Impl::Leases() {

@@ -1,4 +1,6 @@
 #include "broker/broker_impl.h"
+#include "common/escape.h"
+#include "common/limited_log.h"
 
 #include <fcntl.h>
 
@@ -440,7 +442,7 @@ json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
     std::string known;
     for (const auto& [n, t] : targets) known += (known.empty() ? "" : ", ") + n;
     return ErrorReply(Errc::kUnknownTarget, "this broker serves no target '" +
-                                                target_name.substr(0, 64) +
+                                                EscapeText(target_name, 64) +
                                                 "'; it serves: " + known);
   }
   Target& target = *it->second;
@@ -604,6 +606,8 @@ void Broker::Impl::Shutdown() {
   grace_timer.cancel();
   quarantine_timer.cancel();
   hold_timer.cancel();
+  log_flush_timer.cancel();
+  FlushLimitedLogs(/*all=*/true);  // what the rate limit held back is counted in the log
   signals.cancel();
   bool any_held = !clients.empty();  // a registered client may take slots any time
   std::uint64_t slots_kept = 0;
@@ -719,6 +723,7 @@ int Broker::Run() {
     });
   }
   b.ArmQuarantineTimer();
+  b.ArmLogFlushTimer();
   // A limit_command answers before the first client is served, so no client
   // sees the configured ceiling when the server's cap is lower.
   if (b.limits) {

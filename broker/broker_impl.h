@@ -28,6 +28,8 @@
 #include "broker/secure_fs.h"
 #include "broker/state_file.h"
 #include "broker/target.h"
+#include "common/escape.h"
+#include "common/limited_log.h"
 #include "common/local_frame.h"
 
 namespace dsb::broker {
@@ -69,6 +71,10 @@ struct Broker::Impl {
   asio::signal_set signals{io, SIGTERM, SIGINT};
   asio::steady_timer grace_timer{io};
   asio::steady_timer quarantine_timer{io};
+  // Flushes the rate-limited log's counts (common/limited_log.h) every second;
+  // cancelled by Shutdown, which writes what is still pending.
+  asio::steady_timer log_flush_timer{io};
+  void ArmLogFlushTimer();
   std::map<std::string, std::unique_ptr<Target>> targets;
   std::vector<Target*> ordered;  // config order (the lease agent's indices)
   std::unique_ptr<ClusterNode> cluster;
@@ -208,8 +214,10 @@ class Session : public std::enable_shared_from_this<Session> {
       const std::size_t len = (std::size_t{header[0]} << 24) | (std::size_t{header[1]} << 16) |
                               (std::size_t{header[2]} << 8) | std::size_t{header[3]};
       if (len > kMaxLocalFrame) {
-        spdlog::warn("local peer pid {} uid {}: announced a {}-byte request (limit {}); closing",
-                     peer_pid_, peer_uid_, len, kMaxLocalFrame);
+        LogLimited(spdlog::level::warn, "oversize local request",
+                   "uid " + std::to_string(peer_uid_),
+                   "local peer pid {} uid {}: announced a {}-byte request (limit {}); closing",
+                   peer_pid_, peer_uid_, len, kMaxLocalFrame);
         co_await Send(ErrorReply(Errc::kProtocol, "request of " + std::to_string(len) +
                                                       " bytes exceeds the " +
                                                       std::to_string(kMaxLocalFrame) +
@@ -222,8 +230,12 @@ class Session : public std::enable_shared_from_this<Session> {
       Result<LocalRequest> req = ParseLocalRequest(body);
       json::object reply;
       if (!req.ok()) {
-        spdlog::warn("local peer pid {}: malformed request ({} bytes): {}", peer_pid_, len,
-                     req.status().message());
+        // A peer may send these in a loop: rate-limited per uid (the message
+        // escapes what it echoes: local_request.h).
+        LogLimited(spdlog::level::warn, "malformed local request",
+                   "uid " + std::to_string(peer_uid_),
+                   "local peer pid {} uid {}: malformed request ({} bytes): {}", peer_pid_,
+                   peer_uid_, len, req.status().message());
         reply = ErrorReply(req.status().code(), req.status().message());
       } else {
         try {
@@ -239,8 +251,16 @@ class Session : public std::enable_shared_from_this<Session> {
             reply = broker_.Handle(*this, *req);
           }
         } catch (const std::exception& e) {
-          spdlog::warn("local peer pid {}: bad request: {}", peer_pid_, e.what());
-          reply = ErrorReply(Errc::kProtocol, std::string("bad request: ") + e.what());
+          // A bug, not the peer's input (ParseLocalRequest checked it): the
+          // exception's text (a library's, with its source paths) goes to the
+          // log, the peer gets a message of ours.
+          LogLimited(spdlog::level::err, "local request failed",
+                     "uid " + std::to_string(peer_uid_),
+                     "local peer pid {} uid {}: handling '{}' failed: {}", peer_pid_, peer_uid_,
+                     LocalOpName(req->op), EscapeText(e.what(), 400));
+          reply = ErrorReply(Errc::kInternal, std::string("the broker could not handle '") +
+                                                  LocalOpName(req->op) +
+                                                  "' (an internal error, logged by the broker)");
         }
       }
       if (!co_await Send(reply)) break;
@@ -276,7 +296,8 @@ class Session : public std::enable_shared_from_this<Session> {
       refusal_ = "uid " + std::to_string(cred.uid) + " (pid " + std::to_string(cred.pid) +
                  ") may not use this broker; add it to broker.allowed_uids or use the group " +
                  (c.group ? "'" + c.group->name + "'" : std::string("(none configured)"));
-      spdlog::warn("refused local peer: {}", refusal_);
+      LogLimited(spdlog::level::warn, "refused local peer", "uid " + std::to_string(cred.uid),
+                 "refused local peer: {}", refusal_);
     }
     return ok;
   }

@@ -14,6 +14,8 @@
 #include "broker/lease/ledger.h"
 #include "broker/limit_keeper.h"
 #include "broker/wire/channel.h"
+#include "common/escape.h"
+#include "common/limited_log.h"
 
 namespace dsb::broker {
 
@@ -215,7 +217,10 @@ struct ClusterNode::Impl {
         OnVerdict(*grant);
         tick_timer.cancel();  // the new lease may end before the next planned tick
       } else if (auto* err = std::get_if<wire::ErrorReply>(&*m)) {
-        spdlog::warn("coordinator refused our renew: {} ({})", err->message, ErrcName(err->code));
+        // Each renew (up to every D/24) may be refused the same way.
+        LogLimited(spdlog::level::warn, "coordinator refused our renew", coord_id,
+                   "coordinator {} refused our renew: {} ({})", coord_id, err->message,
+                   ErrcName(err->code));
       }
     }
   }
@@ -452,12 +457,15 @@ struct ClusterNode::Impl {
         for (std::size_t i = 0; i < cfg.targets.size(); ++i) {
           if (cfg.targets[i].name == report->target) t = i;
         }
+        // A peer may send these in a loop: rate-limited per peer.
         if (report->broker_id != peer) {
-          spdlog::warn("refusal report names broker '{}' on the channel of '{}': ignored",
-                       report->broker_id, peer);
+          LogLimited(spdlog::level::warn, "refusal report for another broker", peer,
+                     "refusal report names broker '{}' on the channel of '{}': ignored",
+                     EscapeText(report->broker_id), peer);
         } else if (!t) {
-          spdlog::warn("broker {} reports a refusal for unknown target '{}': ignored", peer,
-                       report->target);
+          LogLimited(spdlog::level::warn, "refusal report for an unknown target", peer,
+                     "broker {} reports a refusal for unknown target '{}': ignored", peer,
+                     EscapeText(report->target));
         } else {
           limits->OnRefusal(*t, AccountHeld(*t, peer, report->held), report->refusals,
                             "broker " + peer + " (it held " + std::to_string(report->held) + ")");
@@ -478,7 +486,11 @@ struct ClusterNode::Impl {
   }
 
   void LogLedgerWarnings() {
-    for (const std::string& w : ledger->TakeWarnings()) spdlog::error("ledger: {}", w);
+    // A refused or removed broker's every renew (up to every D/24) repeats its
+    // warning: the same text is rate-limited, a new one goes out at once.
+    for (const std::string& w : ledger->TakeWarnings()) {
+      LogLimited(spdlog::level::err, "ledger", w, "ledger: {}", w);
+    }
   }
 
   // R3: a superseded ledger's mark goes to state_dir before the stop is
@@ -657,8 +669,9 @@ struct ClusterNode::Impl {
     if (r->broker_id != id) {
       // Addresses swapped between files, or a stale entry: this answer says
       // nothing about broker `id`.
-      spdlog::warn("coordinator {}: the hello to broker {} at {} was answered by broker {}",
-                   cfg.id, id, where.ToString(), r->broker_id);
+      LogLimited(spdlog::level::warn, "hello answered by another broker", id,
+                 "coordinator {}: the hello to broker {} at {} was answered by broker {}", cfg.id,
+                 id, where.ToString(), r->broker_id);
       co_return;
     }
     if (r->generation > cfg.cluster->generation) {
@@ -1011,9 +1024,11 @@ void ClusterNode::ReportRefusal(std::size_t target, std::uint32_t held, const st
   if (target >= n.cfg.targets.size() || n.stopping) return;
   if (!n.to_coordinator || !n.to_coordinator->is_open()) {
     ++n.reports_lost;
-    spdlog::warn("target {}: {} reports a session-limit refusal, but coordinator {} is not "
-                 "connected: the report is lost ({} lost so far)",
-                 n.cfg.targets[target].name, who, n.coord_id, n.reports_lost);
+    // A client may report in a loop (rate-limited per target).
+    LogLimited(spdlog::level::warn, "refusal report lost", n.cfg.targets[target].name,
+               "target {}: {} reports a session-limit refusal, but coordinator {} is not "
+               "connected: the report is lost ({} lost so far)",
+               n.cfg.targets[target].name, who, n.coord_id, n.reports_lost);
     return;
   }
   lease::RefusalReport r;

@@ -24,7 +24,7 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/target.cc)
 add_library(dsb::broker_core ALIAS dsb_broker_core)
 target_link_libraries(dsb_broker_core
-  PUBLIC dsb::common dsb::shm dsb::config dsb::lease dsb::cluster_lease dsb::local_request
+  PUBLIC dsb::common dsb::limited_log dsb::shm dsb::config dsb::lease dsb::cluster_lease dsb::local_request
     dsb::wire dsb::secure_fs spdlog::spdlog
   PRIVATE dsb::asio Boost::json dsb::warnings)
 

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "broker/config/quote.h"
+#include "common/escape.h"
 
 namespace dsb::broker {
 namespace {
@@ -27,9 +28,11 @@ constexpr OpName kOps[] = {
     {"confirm_stopped", LocalOp::kConfirmStopped},
 };
 
-// The first `max` bytes of a JSON string.
-std::string Cut(const json::string& s, std::size_t max) {
-  return std::string(s.data(), std::min(s.size(), max));
+// A peer's text as stored and shown: escaped (common/escape.h) and at most
+// `max` bytes. Only the first 4 * max bytes are looked at (escapes take up to
+// 4 bytes per byte, so more could never show).
+std::string Escaped(const json::string& s, std::size_t max) {
+  return EscapeText(std::string_view(s.data(), std::min(s.size(), 4 * max)), max);
 }
 
 // A JSON number that is an integer in [lo, hi] (1.0 counts; 1.5 and 1e30 do not).
@@ -76,7 +79,7 @@ Result<LocalRequest> ParseLocalRequest(std::string_view body) {
       }
       r.target = std::string(tv->as_string());
       if (const json::value* n = req.if_contains("name"); n != nullptr && n->is_string()) {
-        r.name = Cut(n->as_string(), kMaxName);
+        r.name = Escaped(n->as_string(), kMaxName);
       }
       if (const json::value* ov = req.if_contains("owner"); ov != nullptr) {
         const auto owner = Integer(ov, 1, std::numeric_limits<std::uint32_t>::max());
@@ -99,7 +102,7 @@ Result<LocalRequest> ParseLocalRequest(std::string_view body) {
         r.word = *word;
       }
       if (const json::value* d = req.if_contains("detail"); d != nullptr && d->is_string()) {
-        r.detail = Cut(d->as_string(), kMaxDetail);
+        r.detail = Escaped(d->as_string(), kMaxDetail);
       }
       break;
     }

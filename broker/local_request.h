@@ -3,13 +3,14 @@
 // the bytes: the broker dispatches on the result, tests/fuzz/local_request_fuzz.cc fuzzes it.
 //
 // Requests (every one {"op": NAME, ...}; unknown keys are ignored):
-//   register              "target": string; optional "name": string (cut to 64 bytes);
+//   register              "target": string; optional "name": string (escaped, cut to 64
+//                         bytes: see LocalRequest::name);
 //                         optional "owner": integer 1..2^32-1 with "instance": string
 //                         (a client of the previous broker reconnecting to keep its slots)
 //   goodbye, ping, status, clients, leases   no arguments
 //   report_session_limit  optional "slot": integer and "word": integer (both, or the pair is
-//                         ignored, as from an older client); optional "detail": string (cut
-//                         to 200 bytes)
+//                         ignored, as from an older client); optional "detail": string
+//                         (escaped, cut to 200 bytes)
 //   set_limit             "target": string, "limit": integer 1..65535
 #ifndef DSB_BROKER_LOCAL_REQUEST_H_
 #define DSB_BROKER_LOCAL_REQUEST_H_
@@ -42,7 +43,12 @@ struct LocalRequest {
   std::string target;
   // kConfirmStopped: the broker id (1..128 bytes, unchecked against the config).
   std::string broker;
-  // kRegister: the client's name for logs and `dsbctl clients` (<= 64 bytes, raw bytes).
+  // kRegister: the client's name for logs and `dsbctl clients`, stored escaped
+  // (EscapeText, <= 64 bytes): a name is a label, so one with control
+  // characters, ESC sequences, newlines or bytes that are not UTF-8 is taken,
+  // not refused (a DigiScope instance must not fail to register over its
+  // label), but those show as visible escapes ("\x1b", "\n") everywhere: logs,
+  // replies, `dsbctl clients` and its JSON. Escaping it again is a no-op.
   std::string name = "client";
   // kRegister: adoption by a client of the previous broker (owner != 0 when set).
   std::optional<std::uint32_t> owner;
@@ -50,7 +56,7 @@ struct LocalRequest {
   // kReportSessionLimit: the refused attempt's permit, both or neither.
   std::optional<std::uint32_t> slot;
   std::optional<std::uint64_t> word;
-  std::string detail;  // <= 200 bytes, raw bytes
+  std::string detail;  // escaped like `name`, <= 200 bytes
   // kSetLimit: 1..65535.
   std::uint32_t limit = 0;
 };

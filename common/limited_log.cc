@@ -11,7 +11,10 @@ std::mutex& Mutex() {
 }
 
 LogLimiter& Limiter() {
-  static LogLimiter limiter(LogLimiter::Options{});
+  // 5 lines per key per 30 s: the first lines of an event show at once; a
+  // peer repeating it every 125 ms (a refused broker's renews) or in a tight
+  // loop (a client's reports) adds one count line per 30 s.
+  static LogLimiter limiter(LogLimiter::Options{5, std::chrono::seconds(30), 256});
   return limiter;
 }
 
@@ -49,6 +52,11 @@ std::optional<LogLimiter::Clock::time_point> FlushLimitedLogs(bool all) {
 std::uint64_t LimitedLogSuppressedTotal() {
   std::lock_guard lock(Mutex());
   return Limiter().suppressed_total();
+}
+
+void ResetLimitedLogForTesting() {
+  std::lock_guard lock(Mutex());
+  Limiter() = LogLimiter(Limiter().options());
 }
 
 }  // namespace dsb

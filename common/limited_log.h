@@ -6,7 +6,7 @@
 //
 // `site` names the event (a constant phrase; it is also what the summary line
 // quotes); `peer` tells apart who triggers it (uid/pid, address, broker id:
-// escape it if a peer chose it). At most 5 lines per (site, peer) per 10 s go
+// escape it if a peer chose it). At most 5 lines per (site, peer) per 30 s go
 // out; the next one that does carries " [N similar line(s) suppressed over
 // S s]", and FlushLimitedLogs() writes the count of a key that fell silent.
 // At most 256 keys (then peers share one key per site).
@@ -52,6 +52,10 @@ std::optional<LogLimiter::Clock::time_point> FlushLimitedLogs(bool all = false);
 
 // Lines suppressed so far in this process.
 std::uint64_t LimitedLogSuppressedTotal();
+
+// Tests only: forgets every key and count, so one test's lines do not use up
+// the next one's budget in the same process.
+void ResetLimitedLogForTesting();
 
 }  // namespace dsb
 

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/limited_log.h"
 
 namespace dsb::wire {
 
@@ -56,6 +57,13 @@ struct Channel::Impl {
 namespace {
 
 constexpr auto kUse = asio::as_tuple(asio::use_awaitable);
+
+// "address:port" without ":port" (a rate-limit key: a peer's port changes with
+// every connection, its address does not).
+std::string HostOf(const std::string& remote) {
+  const auto colon = remote.rfind(':');
+  return colon == std::string::npos ? remote : remote.substr(0, colon);
+}
 
 std::string EndpointText(const tcp::endpoint& ep) {
   return ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -201,8 +209,12 @@ asio::awaitable<Result<Channel>> Channel::Connect(asio::any_io_executor executor
   impl->remote = host + ":" + std::to_string(port);
   const auto refuse = [&](Status s) {
     if (log_failure) {
-      spdlog::warn("wire[{}]: connection to {} refused: {} ({})", impl->local_id,
-                   impl->PeerName(), s.message(), ErrcName(s.code()));
+      // Retried every few hundred ms (a wrong key, a peer that is down):
+      // rate-limited per address and kind of failure.
+      LogLimited(spdlog::level::warn, "wire connect refused",
+                 impl->remote + " " + ErrcName(s.code()),
+                 "wire[{}]: connection to {} refused: {} ({})", impl->local_id, impl->PeerName(),
+                 s.message(), ErrcName(s.code()));
     }
     impl->CloseSocket();
     return s;
@@ -252,8 +264,11 @@ asio::awaitable<Result<Channel>> Channel::Accept(tcp::socket socket, Credentials
   if (!s.ok()) {
     const std::string claims =
         hs.peer().broker_id.empty() ? "" : " (claims broker '" + hs.peer().broker_id + "')";
-    spdlog::warn("wire[{}]: refused connection from {}{}: {} ({})", impl->local_id, impl->remote,
-                 claims, s.message(), ErrcName(s.code()));
+    // An unauthenticated peer may retry in a loop: rate-limited per address
+    // (without the port, which changes with every connection).
+    LogLimited(spdlog::level::warn, "wire handshake refused", HostOf(impl->remote),
+               "wire[{}]: refused connection from {}{}: {} ({})", impl->local_id, impl->remote,
+               claims, s.message(), ErrcName(s.code()));
     impl->CloseSocket();
     co_return s;
   }
@@ -302,8 +317,10 @@ asio::awaitable<Result<Message>> Channel::Receive(Clock::duration timeout) {
     const Status& s = message.status();
     const bool refusal = s.code() == Errc::kAuthFailed || s.code() == Errc::kProtocol;
     if (refusal) {
-      spdlog::warn("wire[{}]: refused frame from {}, closing: {} ({})", self->local_id,
-                   self->PeerName(), s.message(), ErrcName(s.code()));
+      LogLimited(spdlog::level::warn, "wire frame refused",
+                 self->peer.broker_id + "@" + HostOf(self->remote),
+                 "wire[{}]: refused frame from {}, closing: {} ({})", self->local_id,
+                 self->PeerName(), s.message(), ErrcName(s.code()));
     } else {
       spdlog::info("wire[{}]: closing connection with {}: {}", self->local_id, self->PeerName(),
                    s.message());

@@ -174,10 +174,70 @@ TEST(Load, ConnectErrorsAreCountedAndTheRunStillEnds) {
   ASSERT_TRUE(load.Start({BinPath("dsb-load"), "--no-broker", "--server", address, "--threads", "2",
                           "--duration", "0.3"},
                          dir.File("load.out"), dir.File("load.err")));
-  ASSERT_TRUE(load.Wait(milliseconds(10000)).has_value());
+  const auto status = load.Wait(milliseconds(10000));
+  ASSERT_TRUE(status.has_value());
   const boost::json::object summary = Summary(dir.File("load.out"));
   EXPECT_GT(Num(summary.at("errors").as_object(), "connect"), 0);
   EXPECT_EQ(Num(summary, "actions"), 0);
+  // Issue 9: a run that never reached its server is a failure, and says why.
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1);
+  EXPECT_NE(ReadFile(dir.File("load.err")).find("never opened their system session"),
+            std::string::npos)
+      << ReadFile(dir.File("load.err"));
+}
+
+// Issue 9: numbers that mean nothing (NaN, infinity) and addresses that cannot
+// be reached are refused before the run, naming the option; none of them
+// reaches the JSON summary.
+TEST(Load, RefusesNonFiniteNumbersAndBadAddressesNamingTheOption) {
+  ScratchDir dir;
+  const struct {
+    std::vector<std::string> args;
+    std::string named;
+  } cases[] = {
+      {{"--no-broker", "--server", "127.0.0.1:1", "--duration", "nan"}, "--duration"},
+      {{"--no-broker", "--server", "127.0.0.1:1", "--duration", "inf"}, "--duration"},
+      {{"--no-broker", "--server", "127.0.0.1:1", "--duration", "-1"}, "--duration"},
+      {{"--no-broker", "--server", "127.0.0.1:1", "--hold-ms-min", "nan"}, "--hold-ms-min"},
+      {{"--no-broker", "--server", "127.0.0.1:1", "--think-ms", "inf"}, "--think-ms"},
+      {{"--no-broker", "--server", "127.0.0.1:1", "--backoff-ms-max", "NaN"}, "--backoff-ms-max"},
+      {{"--no-broker", "--server", "127.0.0.1:99999"}, "--server"},
+      {{"--no-broker", "--server", "127.0.0.1:0"}, "--server"},
+      {{"--no-broker", "--server", "no-port"}, "--server"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> argv = {BinPath("dsb-load")};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    ChildProcess p;
+    ASSERT_TRUE(p.Start(argv, dir.File("o"), dir.File("e")));
+    const auto status = p.Wait(milliseconds(5000));
+    ASSERT_TRUE(status.has_value());
+    const std::string err = ReadFile(dir.File("e"));
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << c.args.back() << ": " << err;
+    EXPECT_NE(err.find(c.named), std::string::npos) << c.args.back() << ": " << err;
+    EXPECT_EQ(ReadFile(dir.File("o")).find("NaN"), std::string::npos);
+  }
+}
+
+// Issue 9: broker mode with no broker listening exits non-zero with a message
+// (and a summary that is valid JSON).
+TEST(Load, NoBrokerListeningIsAFailure) {
+  ScratchDir dir;
+  SimServerProcess server(dir, {"--limit", "8"});
+  ASSERT_TRUE(server.ok());
+  ChildProcess load;
+  ASSERT_TRUE(load.Start({BinPath("dsb-load"), "--server", server.address(), "--socket",
+                          dir.File("no-broker.sock"), "--target", "exch01", "--duration", "0.3"},
+                         dir.File("load.out"), dir.File("load.err")));
+  const auto status = load.Wait(milliseconds(20000));
+  ASSERT_TRUE(status.has_value());
+  const std::string err = ReadFile(dir.File("load.err"));
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << err;
+  EXPECT_NE(err.find("cannot register with the broker"), std::string::npos) << err;
+  EXPECT_NE(err.find("instance(s) failed"), std::string::npos) << err;
+  const boost::json::object summary = Summary(dir.File("load.out"));
+  EXPECT_EQ(Num(summary.at("errors").as_object(), "instance_exit_3"), 1)
+      << boost::json::serialize(summary);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/escape.h"
 #include "common/local_frame.h"
 #include "tools/dsbctl/probe.h"
 #ifdef DSBCTL_HAS_CONFIG
@@ -29,7 +30,9 @@ struct Options {
 };
 
 int Fail(const std::string& message, int code = 1) {
-  std::fprintf(stderr, "dsbctl: %s\n", message.c_str());
+  // Messages may quote the broker (or whatever listens on the socket): no
+  // control character reaches the terminal (common/escape.h).
+  std::fprintf(stderr, "dsbctl: %s\n", dsb::EscapeText(message, 4096).c_str());
   return code;
 }
 
@@ -45,7 +48,16 @@ std::string ResolveSocket(const Options& o, std::string* error) {
     return c->socket.string();
   }
 #endif
-  if (const char* env = std::getenv("DSB_SOCKET")) return env;
+  if (const char* env = std::getenv("DSB_SOCKET")) {
+    // Set but empty is a mistake in a script or unit file, not a request for
+    // the default: say so rather than guess.
+    if (*env == '\0') {
+      *error = "DSB_SOCKET is set but empty: set it to the broker's socket path, unset it to "
+               "use /run/dsb/dsb.sock, or pass --socket";
+      return {};
+    }
+    return env;
+  }
   return "/run/dsb/dsb.sock";
 }
 
@@ -99,8 +111,11 @@ std::optional<json::object> Call(const Options& o, const json::object& req) {
   return std::move(r);
 }
 
+// A reply's value for the human output. Strings are escaped: names and
+// reasons may come from peers (client names, cluster messages) and must not
+// act on the terminal or forge rows (--json keeps the serializer's escaping).
 std::string Str(const json::value& v) {
-  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_string()) return dsb::EscapeText(v.as_string(), 1024);
   if (v.is_bool()) return v.as_bool() ? "yes" : "no";
   if (v.is_null()) return "-";
   return json::serialize(v);
@@ -262,7 +277,7 @@ int CmdProbe(const Options& o, const std::string& target, dsb::ctl::ProbeOptions
                                      std::to_string(busy) + " held through dsb)")
                                         .c_str()
                                   : "",
-                r.refusal.c_str());
+                dsb::EscapeText(r.refusal, 1024).c_str());  // the server's words
   }
   if (!apply) return 0;
   const std::uint32_t ceiling = Num(*t, "limit_ceiling");
@@ -433,14 +448,25 @@ int main(int argc, char** argv) {
     sub->add_flag("--json", o.json, "print JSON");
   }
   CLI11_PARSE(app, argc, argv);
-  if (set_limit->parsed()) return CmdSetLimit(o, target, limit);
-  if (confirm_stopped->parsed()) return CmdConfirmStopped(o, stopped_broker, yes);
-  if (probe->parsed()) {
-    probe_options.io_timeout = std::chrono::milliseconds(io_timeout_ms);
-    return CmdProbe(o, target, probe_options, apply, force);
+  // A reply of the right type with a field missing or of another type (a
+  // broker of another version, or not a broker) ends here with a message, not
+  // with std::terminate and a library's text.
+  auto run = [&]() -> int {
+    if (set_limit->parsed()) return CmdSetLimit(o, target, limit);
+    if (confirm_stopped->parsed()) return CmdConfirmStopped(o, stopped_broker, yes);
+    if (probe->parsed()) {
+      probe_options.io_timeout = std::chrono::milliseconds(io_timeout_ms);
+      return CmdProbe(o, target, probe_options, apply, force);
+    }
+    if (status->parsed()) return CmdStatus(o);
+    if (clients->parsed()) return CmdClients(o);
+    if (leases->parsed()) return CmdLeases(o);
+    return Fail("unknown command", 2);
+  };
+  try {
+    return run();
+  } catch (const std::exception&) {
+    return Fail("the broker's reply lacks a field this dsbctl needs, or has one of another type "
+                "(a broker of another version?); --json prints the reply as it came");
   }
-  if (status->parsed()) return CmdStatus(o);
-  if (clients->parsed()) return CmdClients(o);
-  if (leases->parsed()) return CmdLeases(o);
-  return Fail("unknown command", 2);
 }

@@ -259,7 +259,11 @@ class Proxy {
       if (verb == "DELAY" || verb == "LOSS") {
         if (!(in >> a) || a < 0) return "ERR " + verb + " needs a non-negative number";
         if (!(in >> b)) b = verb == "LOSS" ? 200 : 0;
-        if (b < 0 || (verb == "LOSS" && a > 1)) return "ERR " + verb + ": bad value";
+        // Bounded, so the casts to milliseconds below stay defined (1e300 would not).
+        constexpr double kMaxMs = 86'400'000;
+        if (b < 0 || b > kMaxMs || a > kMaxMs || (verb == "LOSS" && a > 1)) {
+          return "ERR " + verb + ": bad value (milliseconds up to 86400000, loss up to 1)";
+        }
       }
       for (int d : ds) {
         DirFaults& f = faults_.dir[d];

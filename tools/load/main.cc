@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -24,6 +25,7 @@
 
 #include "tools/load/histogram.h"
 #include "tools/load/instance.h"
+#include "tools/load/line_client.h"
 #include "tools/load/pg_client.h"
 
 namespace dsb::load {
@@ -84,6 +86,18 @@ void KillAll(std::vector<Child>& children, int sig) {
 
 double Ms(std::chrono::microseconds us) { return static_cast<double>(us.count()) / 1000.0; }
 
+// CLI11's ranges let NaN through (every comparison with it is false) and
+// "inf" parses: a number of seconds or milliseconds must be finite. The
+// message names the value; CLI11 prefixes the option's name.
+const CLI::Validator kFinite(
+    [](std::string& text) -> std::string {
+      double v = 0;
+      if (!CLI::detail::lexical_cast(text, v)) return "'" + text + "' is not a number";
+      if (!std::isfinite(v)) return "must be a finite number, got '" + text + "'";
+      return std::string();
+    },
+    "FINITE");
+
 int Run(int argc, char** argv) {
   LoadOptions o;
   CLI::App app{"dsb-load: behaves like DigiScope (instances x action threads holding sessions)"};
@@ -95,6 +109,7 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
   app.add_option("--duration", o.duration_s, "seconds to run")
       ->capture_default_str()
+      ->check(kFinite)
       ->check(CLI::Range(0.0, 86400.0));
   app.add_option("--server", o.server, "dsb-simserver HOST:PORT, or postgresql://USER@HOST:PORT/DB")
       ->required();
@@ -113,24 +128,30 @@ int Run(int argc, char** argv) {
       ->check(CLI::IsMember({"uniform", "exp"}));
   app.add_option("--hold-ms-min", o.hold_ms_min, "uniform hold: minimum ms")
       ->capture_default_str()
+      ->check(kFinite)
       ->check(CLI::NonNegativeNumber);
   app.add_option("--hold-ms-max", o.hold_ms_max, "uniform hold: maximum ms")
       ->capture_default_str()
+      ->check(kFinite)
       ->check(CLI::NonNegativeNumber);
   app.add_option("--hold-ms-mean", o.hold_ms_mean, "exp hold: mean ms")
       ->capture_default_str()
+      ->check(kFinite)
       ->check(CLI::NonNegativeNumber);
   app.add_option("--think-ms", o.think_ms, "pause between actions")
       ->capture_default_str()
+      ->check(kFinite)
       ->check(CLI::NonNegativeNumber);
   app.add_option("--acquire-timeout-ms", o.acquire_timeout_ms, "broker Acquire() timeout")
       ->capture_default_str()
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{600'000}));
   app.add_option("--backoff-ms-min", o.backoff_ms_min, "back-off after a refusal: minimum ms")
       ->capture_default_str()
+      ->check(kFinite)
       ->check(CLI::NonNegativeNumber);
   app.add_option("--backoff-ms-max", o.backoff_ms_max, "back-off after a refusal: maximum ms")
       ->capture_default_str()
+      ->check(kFinite)
       ->check(CLI::NonNegativeNumber);
   app.add_option("--io-timeout-ms", o.io_timeout_ms, "bound on each server round trip")
       ->capture_default_str()
@@ -150,6 +171,19 @@ int Run(int argc, char** argv) {
     }
     o.postgres = true;
     o.user = url.user;
+  }
+  if (!o.postgres) {
+    // A bad address is the caller's mistake: say so now, not as connect
+    // errors counted after the run.
+    std::string host;
+    std::uint16_t port = 0;
+    if (!SplitHostPort(o.server, host, port) || port == 0) {
+      std::fprintf(stderr,
+                   "dsb-load: --server '%s' is not HOST:PORT with a port between 1 and 65535 "
+                   "(or a postgresql:// URL)\n",
+                   o.server.c_str());
+      return 2;
+    }
   }
   if (o.hold_ms_max < o.hold_ms_min) {
     std::fprintf(stderr, "dsb-load: --hold-ms-max must be >= --hold-ms-min\n");
@@ -353,7 +387,26 @@ int Run(int argc, char** argv) {
   if (o.postgres) summary["close"] = o.close_mode;
   std::printf("%s\n", boost::json::serialize(summary).c_str());
   std::fflush(stdout);
-  return all_reported ? 0 : 1;
+  // A run that could not do what it was asked is a failure (exit 1), with
+  // the reason on stderr: an instance that could not register with the broker
+  // (it exits 3), or one that never opened its system session (the server
+  // could not be reached, or refused it for the whole run).
+  std::uint64_t failed_instances = 0;
+  for (const auto& [kind, n] : errors) {
+    if (kind.starts_with("instance_exit_")) failed_instances += n;
+  }
+  const std::uint64_t no_system = errors.count("no_system_session") ? errors["no_system_session"] : 0;
+  if (failed_instances > 0) {
+    std::fprintf(stderr, "dsb-load: %llu instance(s) failed (exit status in \"errors\"; a broker "
+                         "that cannot be reached is exit 3)\n",
+                 static_cast<unsigned long long>(failed_instances));
+  }
+  if (no_system > 0) {
+    std::fprintf(stderr, "dsb-load: %llu instance(s) never opened their system session: the "
+                         "server %s could not be reached or refused it for the whole run\n",
+                 static_cast<unsigned long long>(no_system), o.server.c_str());
+  }
+  return all_reported && failed_instances == 0 && no_system == 0 ? 0 : 1;
 }
 
 }  // namespace

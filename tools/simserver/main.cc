@@ -134,6 +134,8 @@ class SimServer {
   }
 
   tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
+  // The stats file could not be written at shutdown (the run then exits 1).
+  bool stats_failed() const { return stats_failed_; }
 
   void Start() { co_spawn(io_, Accept(), LogException("acceptor")); }
 
@@ -146,6 +148,7 @@ class SimServer {
         spdlog::info("stats written to {}", options_.stats_file);
       } else {
         spdlog::error("cannot write stats file {}", options_.stats_file);
+        stats_failed_ = true;
       }
     }
     spdlog::info("final stats: {}", json);
@@ -334,6 +337,7 @@ class SimServer {
   std::size_t connections_ = 0;
   Clock::time_point last_refusal_log_{};
   std::uint64_t suppressed_refusal_logs_ = 0;
+  bool stats_failed_ = false;
 };
 
 int Run(int argc, char** argv) {
@@ -383,7 +387,7 @@ int Run(int argc, char** argv) {
   spdlog::info("listening on {} (limit {}, linger {} ms, close lag {} ms)", where, o.limit,
                o.linger_ms, o.close_lag_ms);
   io.run();
-  return 0;
+  return server.stats_failed() ? 1 : 0;
 }
 
 }  // namespace

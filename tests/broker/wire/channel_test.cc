@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "common/limited_log.h"
 #include "tests/broker/wire/test_messages.h"
 
 namespace dsb::wire {
@@ -68,6 +69,7 @@ asio::awaitable<std::size_t> BytesUntilClose(tcp::socket& s) {
 class WireChannel : public ::testing::Test {
  protected:
   void SetUp() override {
+    ResetLimitedLogForTesting();  // each test sees its own first lines
     sink_ = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
     previous_ = spdlog::default_logger();
     spdlog::set_default_logger(std::make_shared<spdlog::logger>("wire-test", sink_));
@@ -176,6 +178,44 @@ TEST_F(WireChannel, WrongKeyIsRefusedAndLoggedBothWays) {
   EXPECT_THAT(client->message(), HasSubstr("during the handshake"));
   EXPECT_TRUE(Logged("refused connection from 127.0.0.1:")) << Log();
   EXPECT_TRUE(Logged("does not hold this cluster key")) << Log();
+}
+
+// Issue 9: a broker with a wrong key retries every few hundred ms; neither
+// side may log each attempt. 40 attempts: each is refused, each side logs at
+// most 5 lines (the rate limit's burst), and the count of the rest is written.
+TEST_F(WireChannel, WrongKeyRetriesAreLoggedBoundedOnBothSides) {
+  constexpr int kAttempts = 40;
+  int server_refused = 0;
+  int client_refused = 0;
+  Spawn(ctx_, [&]() -> asio::awaitable<void> {
+    for (int i = 0; i < kAttempts; ++i) {
+      auto r = co_await AcceptOne(CredentialsOf("ws-b", 7), 2s);
+      server_refused += !r.ok() && r.status().code() == Errc::kAuthFailed ? 1 : 0;
+    }
+  });
+  Spawn(ctx_, [&]() -> asio::awaitable<void> {
+    for (int i = 0; i < kAttempts; ++i) {
+      auto r = co_await ConnectOne(CredentialsOf("ws-a", 8), 2s);
+      client_refused += !r.ok() && r.status().code() == Errc::kAuthFailed ? 1 : 0;
+    }
+  });
+  ctx_.run();
+  EXPECT_EQ(server_refused, kAttempts);
+  EXPECT_EQ(client_refused, kAttempts);
+  int server_lines = 0;
+  int client_lines = 0;
+  for (const std::string& line : sink_->last_formatted()) {
+    server_lines += line.find("refused connection from 127.0.0.1:") != std::string::npos ? 1 : 0;
+    client_lines += line.find("connection to 127.0.0.1:") != std::string::npos ? 1 : 0;
+  }
+  EXPECT_GE(server_lines, 1) << Log();
+  EXPECT_LE(server_lines, 5) << Log();
+  EXPECT_GE(client_lines, 1) << Log();
+  EXPECT_LE(client_lines, 5) << Log();
+  FlushLimitedLogs(/*all=*/true);
+  EXPECT_TRUE(Logged("more line(s) like 'wire handshake refused' from 127.0.0.1 suppressed"))
+      << Log();
+  EXPECT_TRUE(Logged("more line(s) like 'wire connect refused'")) << Log();
 }
 
 TEST_F(WireChannel, PeerWithWrongKeyGetsNothing) {
