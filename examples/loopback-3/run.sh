@@ -6,7 +6,9 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BIN=${BIN:-$HERE/../../build/release/bin}
-RUN=/tmp/dsb-loopback-3
+# A private folder of our own (mktemp -d: 0700): the brokers refuse a socket folder,
+# state_dir or key another user could write or replace (docs/config.md).
+RUN=$(mktemp -d /tmp/dsb-loopback-3.XXXXXX)
 DURATION=${DSB_DEMO_SECONDS:-12}
 PIDS=()
 cleanup() {
@@ -14,12 +16,16 @@ cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-mkdir -p "$RUN"
-if [ ! -s "$RUN/cluster.key" ]; then
-  # The operator's recipe: openssl rand -hex 32 > cluster.key; chmod 600 cluster.key
-  (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/cluster.key")
-fi
+# The operator's recipe: openssl rand -hex 32 > cluster.key; chmod 600 cluster.key
+(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/cluster.key")
 chmod 600 "$RUN/cluster.key"
+# The shipped files name /run/dsb-loopback-3; run copies that name our folder (the same
+# cluster file everywhere, so the brokers' file hashes agree).
+(umask 077; cp "$HERE/cluster.toml" "$RUN/cluster.toml")
+for i in 1 2 3; do
+  (umask 077; sed "s#/run/dsb-loopback-3#$RUN#g" "$HERE/ws$i.toml" > "$RUN/ws$i.toml")
+done
+echo "folder: $RUN (sockets ws1.sock ws2.sock ws3.sock, logs, key)"
 wait_for() { for _ in $(seq 200); do { [ -S "$1" ] || [ -s "$1" ]; } && return 0; sleep 0.05; done
              echo "timed out waiting for $1" >&2; return 1; }
 
@@ -30,7 +36,7 @@ PIDS+=($!)
 wait_for "$RUN/sim.port"
 PORT=$(sed 's/.*://' "$RUN/sim.port")
 for i in 1 2 3; do
-  "$BIN/dsb-broker" --config "$HERE/ws$i.toml" >"$RUN/ws$i.log" 2>&1 &
+  "$BIN/dsb-broker" --config "$RUN/ws$i.toml" >"$RUN/ws$i.log" 2>&1 &
   PIDS+=($!)
 done
 for i in 1 2 3; do wait_for "$RUN/ws$i.sock" || { cat "$RUN/ws$i.log"; exit 1; }; done
