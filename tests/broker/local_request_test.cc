@@ -47,6 +47,29 @@ TEST(LocalRequest, ParsesWhatClientsAndDsbctlSend) {
   }
 }
 
+// Issue 9: a name or detail is a label; it is taken, but stored escaped, so no
+// log line, reply or dsbctl row can carry a control character from it.
+TEST(LocalRequest, NamesAndDetailsAreStoredEscaped) {
+  auto reg = ParseLocalRequest(
+      R"({"op":"register","target":"t","name":"a\u001b[2J\nINFO fake\u0007\u009b\u202e"})");
+  ASSERT_TRUE(reg.ok());
+  EXPECT_EQ(reg->name, "a\\x1b[2J\\nINFO fake\\x07\\u{009b}\\u{202e}");
+  auto report = ParseLocalRequest(R"({"op":"report_session_limit","detail":"x\ry"})");
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->detail, "x\\ry");
+  // Escaped text is cut to 64 bytes, never inside an escape.
+  auto many = ParseLocalRequest(R"({"op":"register","target":"t","name":")" +
+                                std::string(40, 'n') + std::string(40, '\x01') + "\"}");
+  ASSERT_FALSE(many.ok()) << "raw control bytes are not valid JSON";
+  std::string escapes;
+  for (int i = 0; i < 40; ++i) escapes += "\\u0001";
+  auto cut = ParseLocalRequest(R"({"op":"register","target":"t","name":")" + escapes + "\"}");
+  ASSERT_TRUE(cut.ok());
+  EXPECT_LE(cut->name.size(), 64u);
+  EXPECT_EQ(cut->name.substr(cut->name.size() - 3), "...");
+  EXPECT_EQ(cut->name.find('\x01'), std::string::npos);
+}
+
 TEST(LocalRequest, CutsLongNamesAndDetails) {
   auto reg = ParseLocalRequest(R"({"op":"register","target":"t","name":")" +
                                std::string(300, 'n') + "\"}");
