@@ -62,15 +62,6 @@ struct ClientOptions {
   std::string socket_path = "/run/dsb/dsb.sock";  // the broker's local socket
   std::string target;                             // e.g. "exch01"
   std::string name = "digiscope";                 // shown by `dsbctl clients`
-  // Who may serve the broker's socket. Whoever can write the socket's folder
-  // can put a program of its own at that path, so the client believes the
-  // process listening there only if the kernel (SO_PEERCRED) says it runs as
-  // root, as this process's effective uid, or as this user (a user name or a
-  // decimal uid; for a broker run as a service account such as "dsb").
-  // Empty: the environment variable DSB_BROKER_USER (same form) if set, else
-  // only root and this process's uid. The same uid must own the segment the
-  // broker hands out (no access for others), else kSegmentInvalid.
-  std::string broker_user;
   // Bounds Connect() as a whole: reaching the broker, registering, waiting
   // for the system slot (one deadline; each step gets what is left). Also
   // bounds each ReportSessionLimit() call.
@@ -80,6 +71,16 @@ struct ClientOptions {
   // process: a client that gave up would still hold sessions the next broker
   // no longer knows about. A broker that refuses the adoption ends it at once.
   std::chrono::milliseconds reconnect_window{std::chrono::hours(24 * 365)};
+  // Who may serve the broker's socket (last member: code that initialises
+  // the earlier ones in order keeps compiling). Whoever can write the
+  // socket's folder can put a program of its own at that path, so the client
+  // believes the process listening there only if the kernel (SO_PEERCRED)
+  // says it runs as root, as this process's effective uid, or as this user
+  // (a user name or a decimal uid; for a broker run as a service account such
+  // as "dsb"). Empty: the environment variable DSB_BROKER_USER (same form) if
+  // set, else only root and this process's uid. The same uid must own the
+  // segment the broker hands out (no access for others), else kSegmentInvalid.
+  std::string broker_user;
 };
 
 // Cancels a waiting Acquire() from another thread. One token may serve many
