@@ -123,11 +123,19 @@ Status CheckBrokerPeer(const PeerCredentials& peer, const std::string& path,
   if (peer.uid == 0 || peer.uid == self || (trust.broker_uid && peer.uid == *trust.broker_uid)) {
     return Status::Ok();
   }
-  std::string trusted = "root";
-  if (self != 0) trusted += ", this process's " + DescribeUid(self);
-  trusted += trust.broker_uid ? " or the broker user " + DescribeUid(*trust.broker_uid) +
-                                    " named by " + trust.source
-                              : " (no broker user is named)";
+  // "root", "root or this process's uid 1000 (alice)", "root, this
+  // process's ... or the broker user ...", then "(no broker user is named)".
+  std::vector<std::string> who{"root"};
+  if (self != 0) who.push_back("this process's " + DescribeUid(self));
+  if (trust.broker_uid) {
+    who.push_back("the broker user " + DescribeUid(*trust.broker_uid) + " named by " +
+                  trust.source);
+  }
+  std::string trusted;
+  for (std::size_t i = 0; i < who.size(); ++i) {
+    trusted += (i == 0 ? "" : i + 1 == who.size() ? " or " : ", ") + who[i];
+  }
+  if (!trust.broker_uid) trusted += " (no broker user is named)";
   return Status{Errc::kPermissionDenied,
                 "refusing the broker at socket " + path + ": the process listening there (pid " +
                     std::to_string(peer.pid) + ") runs as " + DescribeUid(peer.uid) +

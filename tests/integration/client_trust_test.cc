@@ -182,6 +182,26 @@ TEST_F(ClientTrustTest, AClientAndDsbctlRefuseABrokerRunByAnotherUserAndSendItNo
   ASSERT_TRUE(trusted.client) << trusted.message;
   EXPECT_EQ(SegmentCounts(segment).held_system, 1u);
   trusted.client.reset();
+  // A DigiScope run as another user (not root; in mallory's group, so it
+  // could open the segment once it trusts her): refused, then trusted
+  // through DSB_BROKER_USER.
+  auto alice = TempUser::Create(&why, {mallory->gid()});
+  ASSERT_TRUE(alice) << why;
+  const std::vector<std::string> client_argv = {BinPath("trust_client"), socket, "exch01", "5000"};
+  const auto refused = RunProgramAs(alice->identity(), client_argv, 30s);
+  EXPECT_EQ(refused.exit_code, 3) << refused.output;
+  EXPECT_NE(refused.output.find("error permission_denied: refusing the broker at socket " +
+                                socket),
+            std::string::npos)
+      << refused.output;
+  EXPECT_NE(refused.output.find("not as root or this process's uid " +
+                                std::to_string(alice->uid()) + " (" + alice->name() + ")"),
+            std::string::npos)
+      << refused.output;
+  const auto via_env = RunProgramAs(alice->identity(), client_argv, 30s,
+                                    {"DSB_BROKER_USER=" + mallory->name()});
+  EXPECT_EQ(via_env.exit_code, 0) << via_env.output;
+  EXPECT_NE(via_env.output.find("acquired slot="), std::string::npos) << via_env.output;
   const auto named = RunProgramAs(Root(), {BinPath("dsbctl"), "--socket", socket, "--json", "status"}, 20s,
                                   {"DSB_BROKER_USER=" + std::to_string(mallory->uid())});
   EXPECT_EQ(named.exit_code, 0) << named.output;
