@@ -389,24 +389,8 @@ Status Broker::Impl::BindSocket() {
 }
 
 void Broker::Impl::StartAccept() {
-  acceptor.async_accept([this](boost::system::error_code ec, local_stream::socket socket) {
-    if (ec) {
-      if (ec != asio::error::operation_aborted && !stopping) {
-        spdlog::warn("accept failed: {}", ec.message());
-        StartAccept();
-      }
-      return;
-    }
-    if (sessions.size() >= static_cast<std::size_t>(config.max_clients) + 16) {
-      spdlog::warn("refusing a local connection: {} connections open (max_clients {})",
-                   sessions.size(), config.max_clients);
-    } else {
-      auto s = std::make_shared<Session>(*this, std::move(socket));
-      sessions.emplace(s.get(), s);
-      s->Start();
-    }
-    StartAccept();
-  });
+  if (!local) local = std::make_unique<LocalServer>(*this);
+  local->Start();
 }
 
 std::uint32_t Broker::Impl::RegisteredOn(const std::string& target) const {
@@ -600,6 +584,7 @@ void Broker::Impl::Shutdown() {
   if (cluster) cluster->Stop();
   if (limits) limits->Stop();
   boost::system::error_code ec;
+  if (local) local->Stop();
   acceptor.close(ec);
   std::error_code fec;
   std::filesystem::remove(config.socket, fec);

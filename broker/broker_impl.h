@@ -25,6 +25,8 @@
 #include "broker/instance_lock.h"
 #include "broker/limit_keeper.h"
 #include "broker/local_request.h"
+#include "broker/local_server.h"
+#include "broker/peer_access.h"
 #include "broker/secure_fs.h"
 #include "broker/state_file.h"
 #include "broker/target.h"
@@ -156,7 +158,9 @@ struct Broker::Impl {
 
   Status Open();
   Status BindSocket();
+  // Starts the local socket's accept loop (LocalServer, local_server.h).
   void StartAccept();
+  std::unique_ptr<LocalServer> local;
   void ArmQuarantineTimer();
   void EndGrace();
   void Shutdown();
@@ -180,11 +184,15 @@ struct Broker::Impl {
   std::uint32_t RegisteredOn(const std::string& target) const;
 };
 
-// One connection on the local socket: a registered client, or dsbctl.
+// One connection on the local socket: a registered client, or dsbctl. Run,
+// the idle timeout and the admission hooks are in local_server.cc.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Broker::Impl& broker, local_stream::socket socket)
-      : broker_(broker), socket_(std::move(socket)) {}
+  // `id`: the connection's number in LocalServer's admission bookkeeping.
+  Session(Broker::Impl& broker, local_stream::socket socket, PeerCredentials peer,
+          std::uint64_t id)
+      : broker_(broker), socket_(std::move(socket)), idle_timer_(broker_.io), peer_(std::move(peer)),
+        id_(id) {}
 
   void Start() {
     asio::co_spawn(socket_.get_executor(), [self = shared_from_this()] { return self->Run(); },
@@ -192,127 +200,35 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   void Close() {
     boost::system::error_code ec;
+    idle_timer_.cancel();
     socket_.shutdown(local_stream::socket::shutdown_both, ec);
     socket_.close(ec);
   }
+  // Writes `frame` first unless a reply is being written (non-blocking, best
+  // effort), then closes. For eviction ("broker full") and the idle timeout.
+  void CloseWith(const std::string& frame);
 
   std::optional<ClientRecord>& record() { return record_; }
-  pid_t peer_pid() const { return peer_pid_; }
-  uid_t peer_uid() const { return peer_uid_; }
+  pid_t peer_pid() const { return peer_.pid; }
+  uid_t peer_uid() const { return peer_.uid; }
+  std::uint64_t id() const { return id_; }
 
  private:
-  awaitable<void> Run() {
-    if (!CheckPeer()) {
-      co_await Send(ErrorReply(Errc::kPermissionDenied, refusal_));
-      Finish();
-      co_return;
-    }
-    for (;;) {
-      unsigned char header[4];
-      auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(header), use_nothrow);
-      if (ec) break;
-      const std::size_t len = (std::size_t{header[0]} << 24) | (std::size_t{header[1]} << 16) |
-                              (std::size_t{header[2]} << 8) | std::size_t{header[3]};
-      if (len > kMaxLocalFrame) {
-        LogLimited(spdlog::level::warn, "oversize local request",
-                   "uid " + std::to_string(peer_uid_),
-                   "local peer pid {} uid {}: announced a {}-byte request (limit {}); closing",
-                   peer_pid_, peer_uid_, len, kMaxLocalFrame);
-        co_await Send(ErrorReply(Errc::kProtocol, "request of " + std::to_string(len) +
-                                                      " bytes exceeds the " +
-                                                      std::to_string(kMaxLocalFrame) +
-                                                      "-byte limit"));
-        break;
-      }
-      std::string body(len, '\0');
-      auto [ec2, n2] = co_await asio::async_read(socket_, asio::buffer(body), use_nothrow);
-      if (ec2) break;
-      Result<LocalRequest> req = ParseLocalRequest(body);
-      json::object reply;
-      if (!req.ok()) {
-        // A peer may send these in a loop: rate-limited per uid (the message
-        // escapes what it echoes: local_request.h).
-        LogLimited(spdlog::level::warn, "malformed local request",
-                   "uid " + std::to_string(peer_uid_),
-                   "local peer pid {} uid {}: malformed request ({} bytes): {}", peer_pid_,
-                   peer_uid_, len, req.status().message());
-        reply = ErrorReply(req.status().code(), req.status().message());
-      } else {
-        try {
-          if (req->op == LocalOp::kLeases) {
-            reply = co_await broker_.Leases();
-          } else if (req->op == LocalOp::kSetLimit) {
-            reply = co_await broker_.SetLimit(*req, peer_uid_, peer_pid_);
-          } else if (req->op == LocalOp::kConfirmStopped) {
-            reply = co_await broker_.ConfirmStopped(*req, peer_uid_, peer_pid_);
-          } else if (req->op == LocalOp::kStatus) {
-            reply = co_await broker_.StatusAsync();
-          } else {
-            reply = broker_.Handle(*this, *req);
-          }
-        } catch (const std::exception& e) {
-          // A bug, not the peer's input (ParseLocalRequest checked it): the
-          // exception's text (a library's, with its source paths) goes to the
-          // log, the peer gets a message of ours.
-          LogLimited(spdlog::level::err, "local request failed",
-                     "uid " + std::to_string(peer_uid_),
-                     "local peer pid {} uid {}: handling '{}' failed: {}", peer_pid_, peer_uid_,
-                     LocalOpName(req->op), EscapeText(e.what(), 400));
-          reply = ErrorReply(Errc::kInternal, std::string("the broker could not handle '") +
-                                                  LocalOpName(req->op) +
-                                                  "' (an internal error, logged by the broker)");
-        }
-      }
-      if (!co_await Send(reply)) break;
-    }
-    Finish();
-  }
-
-  awaitable<bool> Send(const json::object& reply) {
-    std::string body = json::serialize(reply);
-    if (body.size() > kMaxLocalFrame) {
-      body = json::serialize(ErrorReply(Errc::kInternal, "reply too large"));
-    }
-    std::string frame = FrameHeader(body.size()) + body;
-    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), use_nothrow);
-    co_return !ec;
-  }
-
-  bool CheckPeer() {
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-      refusal_ = "cannot read peer credentials";
-      return false;
-    }
-    peer_pid_ = cred.pid;
-    peer_uid_ = cred.uid;
-    const config::BrokerConfig& c = broker_.config;
-    const bool ok = cred.uid == 0 || cred.uid == ::geteuid() ||
-                    std::find(c.allowed_uids.begin(), c.allowed_uids.end(), cred.uid) !=
-                        c.allowed_uids.end() ||
-                    (c.group && cred.gid == c.group->gid);
-    if (!ok) {
-      refusal_ = "uid " + std::to_string(cred.uid) + " (pid " + std::to_string(cred.pid) +
-                 ") may not use this broker; add it to broker.allowed_uids or use the group " +
-                 (c.group ? "'" + c.group->name + "'" : std::string("(none configured)"));
-      LogLimited(spdlog::level::warn, "refused local peer", "uid " + std::to_string(cred.uid),
-                 "refused local peer: {}", refusal_);
-    }
-    return ok;
-  }
-
-  void Finish() {
-    Close();
-    broker_.OnSessionClosed(*this);
-  }
+  awaitable<void> Run();
+  awaitable<json::object> Answer(const LocalRequest& req);
+  awaitable<bool> Send(const json::object& reply);
+  // Unregistered: closes the connection unless a whole request arrives within
+  // broker.idle_timeout.
+  void ArmIdleTimer();
+  void Finish();
 
   Broker::Impl& broker_;
   local_stream::socket socket_;
+  asio::steady_timer idle_timer_;
   std::optional<ClientRecord> record_;
-  pid_t peer_pid_ = 0;
-  uid_t peer_uid_ = 0;
-  std::string refusal_;
+  PeerCredentials peer_;
+  std::uint64_t id_ = 0;
+  bool writing_ = false;
 };
 
 }  // namespace dsb::broker

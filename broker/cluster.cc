@@ -8,6 +8,7 @@
 #include <set>
 #include <spdlog/spdlog.h>
 
+#include "broker/cluster_gate.h"
 #include "broker/cluster_lease.h"
 #include "broker/cluster_state.h"
 #include "broker/lease/account_held.h"
@@ -404,19 +405,13 @@ struct ClusterNode::Impl {
 
   // ---- coordinator side ----
 
-  awaitable<void> AcceptLoop() {
-    for (;;) {
-      auto [ec, socket] = co_await acceptor->async_accept(use_nothrow);
-      if (stopping || ec == asio::error::operation_aborted) co_return;
-      if (ec) continue;
-      asio::co_spawn(io, Serve(std::move(socket)), asio::detached);
-    }
-  }
+  // Accepts and authenticates (ClusterGate: bounds, handshake timeout, backoff).
+  std::unique_ptr<ClusterGate> gate;
 
-  awaitable<void> Serve(tcp::socket socket) {
-    auto accepted = co_await wire::Channel::Accept(std::move(socket), creds, std::chrono::seconds(5));
-    if (!accepted.ok() || stopping) co_return;  // logged by the channel
-    auto channel = std::make_shared<wire::Channel>(std::move(accepted).value());
+  // One authenticated broker's channel, until it ends.
+  awaitable<void> Serve(wire::Channel accepted) {
+    if (stopping) co_return;
+    auto channel = std::make_shared<wire::Channel>(std::move(accepted));
     served.insert(channel);
     const std::string peer = channel->peer().broker_id;
     for (;;) {
@@ -922,7 +917,11 @@ Status ClusterNode::Start() {
                                             " cannot listen on " + listen.ToString() + " (" +
                                             key + "): " + ec.message()};
     }
-    asio::co_spawn(n.io, n.AcceptLoop(), asio::detached);
+    n.gate = std::make_unique<ClusterGate>(n.io, *n.acceptor, n.creds,
+                                           "cluster port " + listen.ToString());
+    asio::co_spawn(n.io,
+                   n.gate->AcceptLoop([&n](wire::Channel c) { return n.Serve(std::move(c)); }),
+                   asio::detached);
   }
   if (n.ledger) {
     spdlog::info("coordinator role: ledger in learning mode for {} ms (C3)",
@@ -967,6 +966,7 @@ void ClusterNode::Stop() {
   n.stopping = true;
   n.hello_timer.cancel();
   boost::system::error_code ec;
+  if (n.gate) n.gate->Stop();
   if (n.acceptor) n.acceptor->close(ec);
   if (n.limits) n.limits->Stop();
   n.tick_timer.cancel();

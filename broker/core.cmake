@@ -11,9 +11,14 @@ target_link_libraries(dsb_local_request PUBLIC dsb::common PRIVATE dsb::config B
 
 # dsb::broker_core: everything of the daemon but main().
 add_library(dsb_broker_core STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/accept_guard.cc
   ${CMAKE_CURRENT_LIST_DIR}/admin.cc
   ${CMAKE_CURRENT_LIST_DIR}/broker.cc
   ${CMAKE_CURRENT_LIST_DIR}/cluster.cc
+  ${CMAKE_CURRENT_LIST_DIR}/cluster_gate.cc
+  ${CMAKE_CURRENT_LIST_DIR}/file_limit.cc
+  ${CMAKE_CURRENT_LIST_DIR}/local_server.cc
+  ${CMAKE_CURRENT_LIST_DIR}/peer_access.cc
   ${CMAKE_CURRENT_LIST_DIR}/cluster_state.cc
   ${CMAKE_CURRENT_LIST_DIR}/instance_lock.cc
   ${CMAKE_CURRENT_LIST_DIR}/limit_command.cc
@@ -24,7 +29,8 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/target.cc)
 add_library(dsb::broker_core ALIAS dsb_broker_core)
 target_link_libraries(dsb_broker_core
-  PUBLIC dsb::common dsb::limited_log dsb::shm dsb::config dsb::lease dsb::cluster_lease dsb::local_request
+  PUBLIC dsb::common dsb::limited_log dsb::shm dsb::config dsb::lease dsb::cluster_lease
+    dsb::local_request
     dsb::wire dsb::secure_fs spdlog::spdlog
   PRIVATE dsb::asio Boost::json dsb::warnings)
 

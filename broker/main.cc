@@ -7,6 +7,7 @@
 #include "broker/config/broker_config.h"
 #include "broker/log_file.h"
 #include "broker/start_checks.h"
+#include "broker/file_limit.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"dsb-broker: the DigiScope session broker daemon"};
@@ -21,6 +22,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dsb-broker: %s\n", config.status().message().c_str());
     return 2;
   }
+  // max_clients fitted under the file limit (raised first where allowed):
+  // --check says what the broker would do.
+  auto budget = dsb::broker::FitFileLimit(*config, /*raise=*/true);
+  if (!budget.ok()) {
+    std::fprintf(stderr, "dsb-broker: %s\n", budget.status().message().c_str());
+    return 2;
+  }
   // The files it runs from: owned by root or the broker's user, writable by
   // nobody else (start_checks.h).
   if (dsb::Status st = dsb::broker::CheckOperatorFiles(config_path, *config); !st.ok()) {
@@ -33,6 +41,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "dsb-broker: %s: %s\n", config_path.c_str(), st.message().c_str());
       return 2;
     }
+    if (!budget->note.empty()) std::printf("%s: %s\n", config_path.c_str(), budget->note.c_str());
     std::printf("%s: OK (broker %s, %zu target(s), %s mode)\n", config_path.c_str(),
                 config->id.c_str(), config->targets.size(),
                 config->cluster_mode() ? "cluster" : "single");
@@ -51,6 +60,11 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [" + config->id + "] %v");
   spdlog::flush_on(spdlog::level::info);
 
+  if (budget->lowered) {
+    spdlog::warn("{}", budget->note);
+  } else if (!budget->note.empty()) {
+    spdlog::info("{}", budget->note);
+  }
   auto broker = dsb::broker::Broker::Create(std::move(config).value());
   if (!broker.ok()) {
     spdlog::error("cannot start: {}", broker.status().message());

@@ -86,9 +86,14 @@ void ReadBrokerTable(TableReader& b, const std::filesystem::path& base, BrokerCo
       b.Fail("group", gid.status().message());
     }
   }
-  for (std::int64_t uid : b.IntArray("allowed_uids", Need::kOptional, 0, 4294967294)
-                              .value_or(std::vector<std::int64_t>{})) {
-    config.allowed_uids.push_back(static_cast<std::uint32_t>(uid));
+  if (b.Has("allowed_uids")) {
+    // Removed (issue 9): socket and segments are 0660 for the broker's uid and
+    // broker.group, so a uid listed here could never open them.
+    b.Fail("allowed_uids",
+           "is no longer supported: the socket and the segments are mode 0660 (owner and "
+           "broker.group), so a uid listed here could never open them; add the user to the "
+           "group named by broker.group instead (a supplementary group is enough) and remove "
+           "allowed_uids");
   }
   if (std::optional<std::string> level = b.String("log_level", Need::kOptional)) {
     bool known = false;
@@ -108,6 +113,20 @@ void ReadBrokerTable(TableReader& b, const std::filesystem::path& base, BrokerCo
           .value_or(config.adopt_grace);
   config.max_clients =
       static_cast<int>(b.Int("max_clients", Need::kOptional, 1, 65535).value_or(1024));
+  config.max_unregistered = static_cast<int>(
+      b.Int("max_unregistered", Need::kOptional, 1, 4096).value_or(config.max_unregistered));
+  config.max_unregistered_per_uid =
+      static_cast<int>(b.Int("max_unregistered_per_uid", Need::kOptional, 1, 4096)
+                           .value_or(config.max_unregistered_per_uid));
+  if (config.max_unregistered_per_uid > config.max_unregistered && b.sink().ok()) {
+    b.Fail("max_unregistered_per_uid",
+           "is " + std::to_string(config.max_unregistered_per_uid) +
+               " but may not exceed broker.max_unregistered (" +
+               std::to_string(config.max_unregistered) + ")");
+  }
+  config.idle_timeout = b.Duration("idle_timeout", Need::kOptional, std::chrono::milliseconds(100),
+                                   std::chrono::hours(1))
+                            .value_or(config.idle_timeout);
   config.metrics = b.Address("metrics", Need::kOptional, 0);
   config.listen = b.Address("listen", Need::kOptional, 0);
   config.cluster_file = b.Path("cluster", Need::kOptional, base);
@@ -212,7 +231,8 @@ Result<BrokerConfig> ParseBrokerConfig(std::string_view text, std::string_view f
     TableReader b(
         *table, "broker",
         {"id", "socket", "shm_prefix", "group", "allowed_uids", "log_level", "log_file",
-         "adopt_grace", "max_clients", "metrics", "listen", "cluster", "key_file", "state_dir"},
+         "adopt_grace", "max_clients", "max_unregistered", "max_unregistered_per_uid",
+         "idle_timeout", "metrics", "listen", "cluster", "key_file", "state_dir"},
         sink);
     ReadBrokerTable(b, base.lexically_normal(), config);
   }

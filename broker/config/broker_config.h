@@ -46,11 +46,16 @@ struct BrokerConfig {
   std::filesystem::path socket;             // absolute, <= 107 bytes (sun_path)
   std::string shm_prefix;                   // [A-Za-z0-9_-]{1,32}
   std::optional<GroupRef> group;            // none: no group is given access
-  std::vector<std::uint32_t> allowed_uids;  // besides the broker's own uid and root
   LogLevel log_level = LogLevel::kInfo;
   std::optional<std::filesystem::path> log_file;  // none: log to stderr
   std::chrono::nanoseconds adopt_grace = std::chrono::seconds(5);
-  int max_clients = 1024;           // 1..65535 connected clients
+  int max_clients = 1024;           // 1..65535 registered clients
+  // Local connections that have not registered (dsbctl, clients about to
+  // register, any peer of the group): in all and per uid (1..4096, per uid <=
+  // in all), and how long one may stay silent before it is closed.
+  int max_unregistered = 64;
+  int max_unregistered_per_uid = 16;
+  std::chrono::nanoseconds idle_timeout = std::chrono::seconds(5);
   std::optional<HostPort> metrics;  // Prometheus endpoint
   std::optional<HostPort> listen;   // cluster TCP listener; in cluster mode defaults
                                     // to this broker's address in the cluster file

@@ -250,7 +250,7 @@ asio::awaitable<Result<Channel>> Channel::Connect(asio::any_io_executor executor
 }
 
 asio::awaitable<Result<Channel>> Channel::Accept(tcp::socket socket, Credentials credentials,
-                                                 Clock::duration timeout) {
+                                                 Clock::duration timeout, bool log_failure) {
   if (Status s = ValidateCredentials(credentials); !s.ok()) co_return s;
   auto impl = std::make_shared<Impl>(std::move(socket), credentials.broker_id);
   error_code ec;
@@ -264,11 +264,13 @@ asio::awaitable<Result<Channel>> Channel::Accept(tcp::socket socket, Credentials
   if (!s.ok()) {
     const std::string claims =
         hs.peer().broker_id.empty() ? "" : " (claims broker '" + hs.peer().broker_id + "')";
-    // An unauthenticated peer may retry in a loop: rate-limited per address
-    // (without the port, which changes with every connection).
-    LogLimited(spdlog::level::warn, "wire handshake refused", HostOf(impl->remote),
-               "wire[{}]: refused connection from {}{}: {} ({})", impl->local_id, impl->remote,
-               claims, s.message(), ErrcName(s.code()));
+    if (log_failure) {
+      // An unauthenticated peer may retry in a loop: rate-limited per address
+      // (without the port, which changes with every connection).
+      LogLimited(spdlog::level::warn, "wire handshake refused", HostOf(impl->remote),
+                 "wire[{}]: refused connection from {}{}: {} ({})", impl->local_id,
+                 impl->remote, claims, s.message(), ErrcName(s.code()));
+    }
     impl->CloseSocket();
     co_return s;
   }

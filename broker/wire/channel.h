@@ -58,9 +58,11 @@ class Channel {
   // Failure (logged with the peer's address; the socket is closed): as
   // Connect, with kAuthFailed for a client that does not prove the key (it is
   // sent nothing) and kTimeout for one that stalls.
+  // `log_failure` false: the caller logs the failure itself.
   static boost::asio::awaitable<Result<Channel>> Accept(boost::asio::ip::tcp::socket socket,
                                                         Credentials credentials,
-                                                        Clock::duration timeout);
+                                                        Clock::duration timeout,
+                                                        bool log_failure = true);
 
   // Sends one message.
   // Success: the frame was written to the socket.

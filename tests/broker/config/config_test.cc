@@ -101,7 +101,9 @@ TEST(BrokerConfig, SmallestFileLoadsWithDocumentedDefaults) {
   EXPECT_EQ(c->socket, fs::path("/tmp/dsb-ws1/dsb.sock"));
   EXPECT_EQ(c->shm_prefix, "ws1");
   EXPECT_FALSE(c->group.has_value());
-  EXPECT_TRUE(c->allowed_uids.empty());
+  EXPECT_EQ(c->max_unregistered, 64);
+  EXPECT_EQ(c->max_unregistered_per_uid, 16);
+  EXPECT_EQ(c->idle_timeout, seconds(5));
   EXPECT_EQ(c->log_level, LogLevel::kInfo);
   EXPECT_FALSE(c->log_file.has_value());
   EXPECT_EQ(c->adopt_grace, seconds(5));
@@ -126,11 +128,13 @@ TEST(BrokerConfig, SmallestFileLoadsWithDocumentedDefaults) {
 
 TEST(BrokerConfig, EveryKeyIsReadWhenGiven) {
   Result<BrokerConfig> c = ParseBroker(Broker(R"(group = "root"
-allowed_uids = [1000, 1001]
 log_level = "debug"
 log_file = "logs/broker.log"
 adopt_grace = "30s"
 max_clients = 16
+max_unregistered = 32
+max_unregistered_per_uid = 8
+idle_timeout = "2s"
 metrics = "127.0.0.1:9464"
 listen = "[::1]:7401"
 state_dir = "/var/lib/dsb"
@@ -148,7 +152,9 @@ limit = 200
   ASSERT_TRUE(c->group.has_value());
   EXPECT_EQ(c->group->name, "root");
   EXPECT_EQ(c->group->gid, 0u);
-  EXPECT_EQ(c->allowed_uids, (std::vector<std::uint32_t>{1000, 1001}));
+  EXPECT_EQ(c->max_unregistered, 32);
+  EXPECT_EQ(c->max_unregistered_per_uid, 8);
+  EXPECT_EQ(c->idle_timeout, seconds(2));
   EXPECT_EQ(c->log_level, LogLevel::kDebug);
   EXPECT_EQ(c->log_file, fs::path("/etc/dsb/logs/broker.log"));
   EXPECT_EQ(c->adopt_grace, seconds(30));
@@ -269,8 +275,18 @@ TEST(BrokerConfig, RefusesBadValuesNamingFileKeyAndReason) {
        "ws1.toml: targets: at least one [[targets]] is required"},
       {"unknown group", Broker("group = \"dsb-no-such-group-7f3a\"\n"),
        "ws1.toml: broker.group: group \"dsb-no-such-group-7f3a\" does not exist"},
-      {"negative uid", Broker("allowed_uids = [1000, -1]\n"),
-       "ws1.toml: broker.allowed_uids[1]: must be an integer between 0 and 4294967294, got -1"},
+      // Removed in issue 9: a listed uid could never open the 0660 socket and segments.
+      {"allowed_uids", Broker("allowed_uids = [1000]\n"),
+       "ws1.toml: broker.allowed_uids: is no longer supported: the socket and the segments are "
+       "mode 0660 (owner and broker.group), so a uid listed here could never open them; add the "
+       "user to the group named by broker.group instead"},
+      {"max_unregistered zero", Broker("max_unregistered = 0\n"),
+       "ws1.toml: broker.max_unregistered: must be an integer between 1 and 4096, got 0"},
+      {"per-uid bound above the total", Broker("max_unregistered = 4\nmax_unregistered_per_uid = 5\n"),
+       "ws1.toml: broker.max_unregistered_per_uid: is 5 but may not exceed "
+       "broker.max_unregistered (4)"},
+      {"idle_timeout too short", Broker("idle_timeout = \"10ms\"\n"),
+       "ws1.toml: broker.idle_timeout:"},
       {"unknown log level", Broker("log_level = \"verbose\"\n"),
        "ws1.toml: broker.log_level: must be one of trace, debug, info, warn, error, got "
        "\"verbose\""},

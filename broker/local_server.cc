@@ -1,0 +1,243 @@
+// The local socket: LocalServer (accept, access, admission) and Session (one
+// connection: requests, the idle timeout). Contracts in local_server.h.
+#include "broker/local_server.h"
+
+#include <sys/socket.h>
+
+#include "broker/broker_impl.h"
+#include "common/escape.h"
+#include "common/limited_log.h"
+
+namespace dsb::broker {
+
+namespace {
+
+std::string Frame(const json::object& reply) {
+  const std::string body = json::serialize(reply);
+  return FrameHeader(body.size()) + body;
+}
+
+}  // namespace
+
+void SendFrameNow(int fd, const std::string& frame) {
+  if (fd < 0) return;
+  (void)::send(fd, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+// ---- LocalServer ----------------------------------------------------------
+
+LocalServer::LocalServer(Broker::Impl& broker)
+    : broker_(broker),
+      guard_("local socket " + broker.config.socket.string()),
+      admission_({static_cast<std::size_t>(broker.config.max_unregistered),
+                  static_cast<std::size_t>(broker.config.max_unregistered_per_uid)}),
+      backoff_(broker.io) {}
+
+void LocalServer::Start() { Accept(); }
+
+void LocalServer::Stop() { backoff_.cancel(); }
+
+std::string LocalServer::FullFrame(const std::string& detail) const {
+  return Frame(ErrorReply(
+      Errc::kTooManyClients,
+      "broker full: " + detail + " (broker.max_unregistered = " +
+          std::to_string(broker_.config.max_unregistered) + ", broker.max_unregistered_per_uid = " +
+          std::to_string(broker_.config.max_unregistered_per_uid) +
+          "; registered clients do not count); retry, and close connections you do not use"));
+}
+
+void LocalServer::Accept() {
+  broker_.acceptor.async_accept([this](boost::system::error_code ec, local_stream::socket socket) {
+    if (broker_.stopping || ec == asio::error::operation_aborted || !broker_.acceptor.is_open()) {
+      return;
+    }
+    const auto now = Clock::now();
+    if (ec) {
+      // Out of descriptors: one waiting peer is answered through the spare and
+      // the loop goes on at once (each round takes one peer off the backlog);
+      // anything else waits, 10 ms doubling to 1 s. Never a busy loop.
+      if (AcceptGuard::OutOfDescriptors(ec) &&
+          guard_.ShedOne(broker_.acceptor.native_handle(),
+                         FullFrame("the broker is out of file descriptors"))) {
+        guard_.Refused("out of file descriptors: a waiting connection was told 'broker full'",
+                       now);
+        Accept();
+        return;
+      }
+      backoff_.expires_after(guard_.Failed(ec, now));
+      backoff_.async_wait([this](boost::system::error_code e) {
+        if (!e && !broker_.stopping) Accept();
+      });
+      return;
+    }
+    guard_.Succeeded();
+    OnAccepted(std::move(socket), now);
+    Accept();
+  });
+}
+
+void LocalServer::OnAccepted(local_stream::socket socket, Clock::time_point now) {
+  const int fd = socket.native_handle();
+  std::string why;
+  std::optional<PeerCredentials> peer = ReadPeerCredentials(fd, &why);
+  if (peer) {
+    if (auto refusal = RefuseLocalPeer(*peer, ::geteuid(), broker_.config)) why = *refusal;
+  }
+  if (!why.empty()) {
+    SendFrameNow(fd, Frame(ErrorReply(Errc::kPermissionDenied, why)));
+    ++denied_unlogged_;
+    if (!denied_logged_once_ || now - denied_logged_ >= AcceptGuard::kLogEvery) {
+      spdlog::warn("refused local peer: {} ({} refused since the last such line; at most one "
+                   "line per {} s)",
+                   why, denied_unlogged_, AcceptGuard::kLogEvery.count());
+      denied_unlogged_ = 0;
+      denied_logged_ = now;
+      denied_logged_once_ = true;
+    }
+    return;  // the socket closes here
+  }
+  const std::uint64_t id = next_id_++;
+  const auto d = admission_.Admit(peer->uid, id, now);
+  if (!d.admit) {
+    SendFrameNow(fd, FullFrame(std::to_string(admission_.size()) +
+                               " local connections have not registered, uid " +
+                               std::to_string(peer->uid) + " holds " +
+                               std::to_string(admission_.CountOf(peer->uid)) + " of them"));
+    guard_.Refused("a connection of uid " + std::to_string(peer->uid) + " (pid " +
+                       std::to_string(peer->pid) + ") was refused: " +
+                       std::to_string(admission_.size()) +
+                       " unregistered connections, every uid at its share",
+                   now);
+    return;
+  }
+  if (d.evict) {
+    for (auto& [ptr, weak] : broker_.sessions) {
+      auto victim = weak.lock();
+      if (!victim || victim->id() != *d.evict) continue;
+      guard_.Refused("unregistered-connection bound reached: the longest idle connection of uid " +
+                         std::to_string(victim->peer_uid()) + " (pid " +
+                         std::to_string(victim->peer_pid()) + ") was told 'broker full' and closed",
+                     now);
+      victim->CloseWith(FullFrame(
+          "this connection sent nothing for the longest while " +
+          std::to_string(admission_.size()) + " unregistered connections are open, and gave way"));
+      break;
+    }
+  }
+  auto s = std::make_shared<Session>(broker_, std::move(socket), std::move(*peer), id);
+  broker_.sessions.emplace(s.get(), s);
+  s->Start();
+}
+
+void LocalServer::OnRequest(const Session& s) {
+  admission_.Touch(s.id(), Clock::now());
+}
+
+void LocalServer::OnRegistered(const Session& s) { admission_.Leave(s.id()); }
+
+void LocalServer::OnClosed(const Session& s) { admission_.Leave(s.id()); }
+
+// ---- Session --------------------------------------------------------------
+
+void Session::CloseWith(const std::string& frame) {
+  if (!writing_ && socket_.is_open()) SendFrameNow(socket_.native_handle(), frame);
+  Close();
+}
+
+void Session::ArmIdleTimer() {
+  idle_timer_.expires_after(
+      std::chrono::duration_cast<Clock::duration>(broker_.config.idle_timeout));
+  idle_timer_.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->record_) return;
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(self->broker_.config.idle_timeout);
+    self->CloseWith(Frame(ErrorReply(
+        Errc::kTimeout, "no request within broker.idle_timeout (" + std::to_string(ms.count()) +
+                            " ms) on a connection that has not registered; closed")));
+  });
+}
+
+awaitable<void> Session::Run() {
+  for (;;) {
+    if (!record_) ArmIdleTimer();
+    unsigned char header[4];
+    auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(header), use_nothrow);
+    if (ec) break;
+    const std::size_t len = (std::size_t{header[0]} << 24) | (std::size_t{header[1]} << 16) |
+                            (std::size_t{header[2]} << 8) | std::size_t{header[3]};
+    if (len > kMaxLocalFrame) {
+      LogLimited(spdlog::level::warn, "oversize local request", "uid " + std::to_string(peer_.uid),
+                 "local peer pid {} uid {}: announced a {}-byte request (limit {}); closing",
+                 peer_.pid, peer_.uid, len, kMaxLocalFrame);
+      co_await Send(ErrorReply(Errc::kProtocol, "request of " + std::to_string(len) +
+                                                    " bytes exceeds the " +
+                                                    std::to_string(kMaxLocalFrame) +
+                                                    "-byte limit"));
+      break;
+    }
+    std::string body(len, '\0');
+    auto [ec2, n2] = co_await asio::async_read(socket_, asio::buffer(body), use_nothrow);
+    if (ec2) break;
+    idle_timer_.cancel();
+    const bool was_registered = record_.has_value();
+    if (broker_.local) broker_.local->OnRequest(*this);
+    Result<LocalRequest> req = ParseLocalRequest(body);
+    json::object reply;
+    if (!req.ok()) {
+      // A peer may send these in a loop: rate-limited per uid (the message
+      // escapes what it echoes: local_request.h).
+      LogLimited(spdlog::level::warn, "malformed local request", "uid " + std::to_string(peer_.uid),
+                 "local peer pid {} uid {}: malformed request ({} bytes): {}", peer_.pid,
+                 peer_.uid, len, req.status().message());
+      reply = ErrorReply(req.status().code(), req.status().message());
+    } else {
+      reply = co_await Answer(*req);
+    }
+    if (!was_registered && record_ && broker_.local) broker_.local->OnRegistered(*this);
+    if (!co_await Send(reply)) break;
+  }
+  Finish();
+}
+
+awaitable<json::object> Session::Answer(const LocalRequest& req) {
+  try {
+    if (req.op == LocalOp::kLeases) co_return co_await broker_.Leases();
+    if (req.op == LocalOp::kSetLimit) co_return co_await broker_.SetLimit(req, peer_.uid, peer_.pid);
+    if (req.op == LocalOp::kConfirmStopped) {
+      co_return co_await broker_.ConfirmStopped(req, peer_.uid, peer_.pid);
+    }
+    if (req.op == LocalOp::kStatus) co_return co_await broker_.StatusAsync();
+    co_return broker_.Handle(*this, req);
+  } catch (const std::exception& e) {
+    // A bug, not the peer's input (ParseLocalRequest checked it): the
+    // exception's text (a library's, with its source paths) goes to the log,
+    // the peer gets a message of ours.
+    LogLimited(spdlog::level::err, "local request failed", "uid " + std::to_string(peer_.uid),
+               "local peer pid {} uid {}: handling '{}' failed: {}", peer_.pid, peer_.uid,
+               LocalOpName(req.op), EscapeText(e.what(), 400));
+    co_return ErrorReply(Errc::kInternal, std::string("the broker could not handle '") +
+                                              LocalOpName(req.op) +
+                                              "' (an internal error, logged by the broker)");
+  }
+}
+
+awaitable<bool> Session::Send(const json::object& reply) {
+  std::string body = json::serialize(reply);
+  if (body.size() > kMaxLocalFrame) {
+    body = json::serialize(ErrorReply(Errc::kInternal, "reply too large"));
+  }
+  std::string frame = FrameHeader(body.size()) + body;
+  writing_ = true;
+  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), use_nothrow);
+  writing_ = false;
+  co_return !ec;
+}
+
+void Session::Finish() {
+  Close();
+  if (broker_.local) broker_.local->OnClosed(*this);
+  broker_.OnSessionClosed(*this);
+}
+
+}  // namespace dsb::broker
