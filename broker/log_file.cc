@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <mutex>
+#include <vector>
 #include <spdlog/sinks/base_sink.h>
 
 #include "broker/secure_fs.h"
@@ -46,12 +47,20 @@ class FdSink final : public spdlog::sinks::base_sink<std::mutex> {
 Result<std::shared_ptr<spdlog::sinks::sink>> OpenLogFile(const std::filesystem::path& file) {
   const std::filesystem::path folder =
       file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
-  if (Status st = EnsurePrivateFolder(folder, "broker.log_file's folder", {.mode = 0755, .group = std::nullopt});
+  // Folders made here go again if the file cannot be opened (nothing is left
+  // behind by a refused start).
+  std::vector<std::filesystem::path> created;
+  if (Status st = EnsurePrivateFolder(folder, "broker.log_file's folder",
+                                      {.mode = 0755, .group = std::nullopt}, &created);
       !st.ok()) {
+    RemoveCreatedFolders(created);
     return st;
   }
   Result<int> fd = OpenForAppendNoFollow(file, "broker.log_file", 0640);
-  if (!fd.ok()) return fd.status();
+  if (!fd.ok()) {
+    RemoveCreatedFolders(created);
+    return fd.status();
+  }
   return std::shared_ptr<spdlog::sinks::sink>(std::make_shared<FdSink>(*fd));
 }
 

@@ -21,7 +21,7 @@ namespace dsb::broker {
 // Success: a thread-safe sink writing each formatted line with one write(2).
 // Failure: kConfig "broker.log_file <file>: ..." naming the folder or file
 // and what is wrong (a folder, a symbolic link, another user's file, a
-// folder others can write).
+// folder others can write); folders this call made are removed again.
 Result<std::shared_ptr<spdlog::sinks::sink>> OpenLogFile(const std::filesystem::path& file);
 
 }  // namespace dsb::broker
