@@ -61,13 +61,23 @@ class ClientImpl {
       table_->Release(*system_slot_, system_word_);
       system_slot_.reset();
     }
-    if (reader_.joinable()) {
+    // Only to a broker we are registered with: while re-registering there
+    // is nobody to say goodbye to, and waiting for a connection would hold
+    // the caller.
+    bool registered = false;
+    {
+      std::lock_guard lock(mu_);
+      registered = connected_;
+    }
+    if (reader_.joinable() && registered) {
       (void)Request(json::object{{"op", "goodbye"}}, std::chrono::milliseconds(1000));
     }
     {
       std::lock_guard lock(mu_);
       closing_ = true;
       if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+      // A re-registration in flight ends at once (its read sees the end).
+      if (attempt_fd_ >= 0) ::shutdown(attempt_fd_, SHUT_RDWR);
     }
     cv_.notify_all();
     if (reader_.joinable()) reader_.join();
@@ -403,6 +413,14 @@ class ClientImpl {
       }
       if (conn.ok()) {
         const int fd = conn->fd;
+        {
+          std::lock_guard lock(mu_);
+          if (closing_) {
+            ::close(fd);
+            return false;
+          }
+          attempt_fd_ = fd;  // the destructor may shut it down; only we close it
+        }
         json::object req{{"op", "register"},
                          {"version", kLocalProtocolVersion},
                          {"target", options_.target},
@@ -411,6 +429,10 @@ class ClientImpl {
                          {"owner", owner_},
                          {"instance", instance_}};
         auto reply = RoundTrip(fd, req, attempt_deadline);
+        {
+          std::lock_guard lock(mu_);
+          attempt_fd_ = -1;
+        }
         if (reply.ok()) {
           if (Status s = CheckSameSegment(*reply, conn->peer.uid); !s.ok()) {
             std::fprintf(stderr, "dsb: re-registering for target '%s': %s\n",
@@ -478,6 +500,7 @@ class ClientImpl {
   std::mutex mu_;          // guards everything below
   std::condition_variable cv_;
   int fd_ = -1;
+  int attempt_fd_ = -1;  // a re-registration's socket while its round trip runs
   bool connected_ = false;
   bool closing_ = false;
   std::uint64_t connection_generation_ = 0;

@@ -326,6 +326,29 @@ TEST_F(ClientTrustTest, ReRegistrationAfterABrokerRestartSendsAnImpostorNothing)
   broker.RemoveSegments();
 }
 
+// Closing a client while it re-registers with a listener that never answers
+// does not wait for that attempt (5 s) nor for a goodbye nobody can take.
+TEST_F(ClientTrustTest, ClosingAClientDuringAReRegistrationReturnsPromptly) {
+  const auto folder = FolderOf(0, 0);
+  BrokerProcess broker(folder, UniqueName("close"), {BrokerTarget{"exch01", 5}});
+  ASSERT_TRUE(broker.Start()) << broker.log();
+  const std::string socket = broker.socket().string();
+  Timed c = ConnectTimed(socket, 10000ms);
+  ASSERT_TRUE(c.client) << c.message;
+  broker.Stop(SIGKILL);
+  ::unlink(socket.c_str());
+  ProcessAs fake(Root(), {BinPath("fake_broker"), "--socket", socket, "--mode", "silent"});
+  ASSERT_TRUE(fake.WaitForOutput("fake broker ready", 20s)) << fake.output();
+  ASSERT_TRUE(fake.WaitForOutput("accepted a connection", 20s)) << fake.output();
+  const auto start = std::chrono::steady_clock::now();
+  c.client.reset();
+  const double ms = Ms(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(ms, 1000) << "closing waited for the re-registration attempt";
+  std::printf("closing during a re-registration: %.1f ms\n", ms);
+  fake.Stop(SIGKILL);
+  broker.RemoveSegments();
+}
+
 // A child that maps `segment`, locks its queue mutex and stops (SIGSTOP) while
 // holding it: a DigiScope instance in a debugger. Let go by the destructor.
 class StoppedMutexHolder {
