@@ -85,15 +85,10 @@ void LocalServer::OnAccepted(local_stream::socket socket, Clock::time_point now)
   }
   if (!why.empty()) {
     SendFrameNow(fd, Frame(ErrorReply(Errc::kPermissionDenied, why)));
-    ++denied_unlogged_;
-    if (!denied_logged_once_ || now - denied_logged_ >= AcceptGuard::kLogEvery) {
-      spdlog::warn("refused local peer: {} ({} refused since the last such line; at most one "
-                   "line per {} s)",
-                   why, denied_unlogged_, AcceptGuard::kLogEvery.count());
-      denied_unlogged_ = 0;
-      denied_logged_ = now;
-      denied_logged_once_ = true;
-    }
+    // A refused peer may reconnect in a loop: rate-limited per uid.
+    LogLimited(spdlog::level::warn, "refused local peer",
+               peer ? "uid " + std::to_string(peer->uid) : std::string("no credentials"),
+               "refused local peer: {}", why);
     return;  // the socket closes here
   }
   const std::uint64_t id = next_id_++;
@@ -106,7 +101,7 @@ void LocalServer::OnAccepted(local_stream::socket socket, Clock::time_point now)
     guard_.Refused("a connection of uid " + std::to_string(peer->uid) + " (pid " +
                        std::to_string(peer->pid) + ") was refused: " +
                        std::to_string(admission_.size()) +
-                       " unregistered connections, every uid at its share",
+                       " unregistered connections and this uid holds as many as the busiest",
                    now);
     return;
   }

@@ -74,10 +74,6 @@ class LocalServer {
   Admission<uid_t> admission_;
   boost::asio::steady_timer backoff_;
   std::uint64_t next_id_ = 1;
-  // Refused peers (not allowed): logged once, then one line per 10 s with the count.
-  std::uint64_t denied_unlogged_ = 0;
-  Clock::time_point denied_logged_{};
-  bool denied_logged_once_ = false;
 };
 
 // Writes `frame` to `fd` without blocking (best effort: a fresh or idle
