@@ -90,6 +90,19 @@ json::object Broker::Impl::StatusReply() {
                    {"quarantine_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                          t->config().quarantine)
                                          .count()}};
+    // What the periodic segment audit found and repaired (issue 9).
+    const Target::AuditCounters& a = t->audit_counters();
+    o["audit"] = json::object{{"runs", a.runs},
+                              {"excess_enabled", a.excess_enabled},
+                              {"lost_capacity", a.lost_capacity},
+                              {"forged_owners", a.forged_owners},
+                              {"forged_waiters", a.forged_waiters},
+                              {"stray_quarantine", a.stray_quarantine},
+                              {"quarantine_cleared", a.quarantine_cleared},
+                              {"future_cooling", a.future_cooling},
+                              {"invalid_words", a.invalid_words},
+                              {"header_fields", a.header_fields},
+                              {"queue_repairs", a.queue_repairs}};
     if (limits) {
       for (const auto& kv : limits->Json(IndexOf(*t))) o[kv.key()] = kv.value();
     }

@@ -489,6 +489,12 @@ json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
                  owner, rec.pid, name);
   } else {
     rec.owner = target.table().AllocateOwner();
+    if (rec.owner == 0) {
+      return ErrorReply(Errc::kTooManyClients,
+                        "segment " + target.table().name() +
+                            " has handed out every owner id; restart the broker with no client "
+                            "registered on target '" + target_name + "' to re-create it");
+    }
     spdlog::info("target {}: registered owner {} (pid {}, uid {}, {})", target_name, rec.owner,
                  rec.pid, rec.uid, name);
   }
@@ -559,6 +565,24 @@ void Broker::Impl::ArmQuarantineTimer() {
   });
 }
 
+void Broker::Impl::ArmAuditTimer() {
+  audit_timer.expires_after(kAuditInterval);
+  audit_timer.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping) return;
+    const auto now = Clock::now();
+    bool quarantined = false;
+    for (auto& [n, t] : targets) {
+      std::map<std::uint32_t, pid_t> registered;
+      for (const auto& [key, rec] : clients) {
+        if (key.first == n) registered.emplace(key.second, rec.pid);
+      }
+      quarantined |= t->Audit(now, registered);
+    }
+    if (quarantined) ArmQuarantineTimer();
+    ArmAuditTimer();
+  });
+}
+
 void Broker::Impl::EndGrace() {
   in_grace = false;
   const auto now = Clock::now();
@@ -590,6 +614,7 @@ void Broker::Impl::Shutdown() {
   std::filesystem::remove(config.socket, fec);
   grace_timer.cancel();
   quarantine_timer.cancel();
+  audit_timer.cancel();
   hold_timer.cancel();
   log_flush_timer.cancel();
   FlushLimitedLogs(/*all=*/true);  // what the rate limit held back is counted in the log
@@ -708,6 +733,7 @@ int Broker::Run() {
     });
   }
   b.ArmQuarantineTimer();
+  b.ArmAuditTimer();
   b.ArmLogFlushTimer();
   // A limit_command answers before the first client is served, so no client
   // sees the configured ceiling when the server's cap is lower.

@@ -73,6 +73,10 @@ struct Broker::Impl {
   asio::signal_set signals{io, SIGTERM, SIGINT};
   asio::steady_timer grace_timer{io};
   asio::steady_timer quarantine_timer{io};
+  // Audits every segment (Target::Audit) this often (issue 9: repairs what a
+  // client wrote that only the broker may write).
+  static constexpr std::chrono::seconds kAuditInterval{1};
+  asio::steady_timer audit_timer{io};
   // Flushes the rate-limited log's counts (common/limited_log.h) every second;
   // cancelled by Shutdown, which writes what is still pending.
   asio::steady_timer log_flush_timer{io};
@@ -162,6 +166,7 @@ struct Broker::Impl {
   void StartAccept();
   std::unique_ptr<LocalServer> local;
   void ArmQuarantineTimer();
+  void ArmAuditTimer();
   void EndGrace();
   void Shutdown();
 

@@ -1,7 +1,11 @@
 #include "broker/target.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <spdlog/spdlog.h>
 
 namespace dsb::broker {
@@ -25,10 +29,37 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
   t->config_ = target;
   const std::string segment = shm::SegmentName(broker.shm_prefix, target.name);
   const auto slots = static_cast<std::uint32_t>(target.slots);
+  // Only a segment this broker's uid made, open to nobody else, is adopted
+  // (issue 9: a segment planted by another user before the broker's first
+  // start, after a clean stop or a reboot was adopted and its slots freed).
+  const uid_t self = ::geteuid();
+  const std::string path = "/dev/shm/" + segment;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == self &&
+      (st.st_mode & 0007) == 0 && static_cast<std::size_t>(st.st_size) < shm::HeaderBytes()) {
+    // Ours, but smaller than a header: left by a create that failed before
+    // the header was written (ENOSPC in an older build). Nothing can be in
+    // it, and nobody but this uid can have replaced it (/dev/shm is sticky).
+    spdlog::warn("target {}: segment {} is {} bytes, smaller than a slot-table header: left by a "
+                 "failed create, it holds nothing; removing and re-creating it",
+                 target.name, path, st.st_size);
+    (void)shm::SlotTable::Remove(segment);
+  }
   if (shm::SlotTable::Exists(segment)) {
     t->existed_ = true;
-    auto attached = shm::SlotTable::Attach(segment);
+    auto attached = shm::SlotTable::Attach(segment, shm::AttachOptions{.owner = self});
     if (!attached.ok()) {
+      struct stat now_st {};
+      const bool foreign = ::lstat(path.c_str(), &now_st) == 0 &&
+                           (now_st.st_uid != self || (now_st.st_mode & 0007) != 0 ||
+                            !S_ISREG(now_st.st_mode));
+      if (foreign) {
+        return Status{attached.status().code(),
+                      "target " + target.name + ": " + attached.status().message() +
+                          ". This broker (uid " + std::to_string(self) +
+                          ") adopts only segments it made; it did not touch this one. Find out "
+                          "who made it (owner above), remove it, and start again"};
+      }
       return Status{attached.status().code(),
                     attached.status().message() +
                         ". If no DigiScope instance uses it, remove /dev/shm/" + segment +
@@ -59,14 +90,20 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
       t->adopted_ = true;
       t->table_->BumpBrokerGeneration(::getpid());
       // The config's cooldown, not the earlier broker's; slots already
-      // cooling keep their deadlines.
+      // cooling keep their deadlines (up to the earlier cooldown from now).
+      t->inherited_cooling_until_ns_ = NsOf(now) + t->table_->release_cooldown_ns();
       t->table_->SetReleaseCooldown(target.release_cooldown);
       for (const auto& [owner, holdings] : t->table_->HoldingsByOwner()) {
         t->pending_.insert(owner);
       }
       t->in_grace_ = true;
-      // Learn how many ids earlier brokers handed out (this one is wasted).
-      t->last_owner_at_open_ = t->table_->AllocateOwner() - 1;
+      // Learn how many ids earlier brokers handed out: the segment's record
+      // and every id in it (a client may have rewound the record). From here
+      // on ids come from the table's own counter (SlotTable::AllocateOwner),
+      // after a gap: an idle earlier client's id is in no word, and if the
+      // record was rewound it lies above the seed (it is then refused
+      // re-adoption and registers anew, but its id is never handed out).
+      t->last_owner_at_open_ = t->table_->SeedOwners(shm::SlotTable::kAdoptionOwnerGap);
       // Whatever was quarantined stays so until the latest end an earlier
       // broker recorded (no later than a full period from now); a segment
       // without a record gets a full period again.
@@ -225,6 +262,182 @@ void Target::ServiceQueue(Clock::time_point now) {
     queue_holder_logged_ = q.holder_tid;
   }
 }
+
+namespace {
+
+// The processes that have `segment` mapped (from /proc/<pid>/maps), at most
+// `max` of them: whoever wrote what the audit found is one of them (or has
+// since unmapped it). Only read when the audit found something.
+std::vector<pid_t> MappersOf(const std::string& segment, std::size_t max) {
+  std::vector<pid_t> out;
+  const std::string needle = "/dev/shm/" + segment;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string pid_text = it->path().filename().string();
+    if (pid_text.empty() ||
+        !std::all_of(pid_text.begin(), pid_text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    std::ifstream maps(it->path() / "maps");
+    std::string line;
+    while (std::getline(maps, line)) {
+      // The path ends the line (a removed segment adds " (deleted)").
+      const std::size_t at = line.find(needle);
+      if (at != std::string::npos &&
+          (at + needle.size() == line.size() || line[at + needle.size()] == ' ')) {
+        out.push_back(static_cast<pid_t>(std::stol(pid_text)));
+        break;
+      }
+    }
+    if (out.size() >= max) break;
+  }
+  return out;
+}
+
+}  // namespace
+
+bool Target::Audit(Clock::time_point now, const std::map<std::uint32_t, pid_t>& registered) {
+  shm::SlotTable::AuditPolicy p;
+  p.now_ns = NsOf(now);
+  p.known_owner = [&](std::uint32_t owner) {
+    return registered.count(owner) > 0 || pending_.count(owner) > 0 ||
+           (in_grace_ && owner <= last_owner_at_open_);
+  };
+  for (const auto& [end, slot] : quarantine_) p.quarantined.push_back(slot);
+  std::sort(p.quarantined.begin(), p.quarantined.end());
+  p.quarantine = config_.quarantine.count() > 0;
+  p.cooling_horizon_ns =
+      std::max(NsOf(now) + table_->release_cooldown_ns(), inherited_cooling_until_ns_);
+  if (p.quarantine) p.quarantine_end_ns = NsOf(QuarantineEnd(now));  // recorded before any slot
+  const shm::SlotTable::AuditFindings f = table_->Audit(p);
+  ++audit_.runs;
+  // Every slot the audit quarantined gets a full period from now: the
+  // server may hold a session on it (with quarantine 0 it ends at the next
+  // expiry, and comes back free or disabled per capacity).
+  Quarantine(f.quarantined, now);
+  slots_reclaimed_ += f.forged_owners;
+  ServiceQueue(now);
+  if (!f.any()) {
+    LogAudit(now, registered);  // what earlier runs found, once the interval allows
+    return false;
+  }
+  audit_.excess_enabled += f.excess_enabled;
+  audit_.lost_capacity += f.lost_capacity;
+  audit_.forged_owners += f.forged_owners;
+  audit_.forged_waiters += f.forged_waiters;
+  audit_.stray_quarantine += f.stray_quarantine;
+  audit_.quarantine_cleared += f.quarantine_cleared;
+  audit_.future_cooling += f.future_cooling;
+  audit_.invalid_words += f.invalid_words;
+  audit_.header_fields += f.header_fields;
+  audit_.queue_repairs += f.queue_repairs;
+
+  for (const std::uint32_t o : f.forged_owner_ids) {
+    if (forged_ids_seen_.size() < 8 &&
+        std::find(forged_ids_seen_.begin(), forged_ids_seen_.end(), o) == forged_ids_seen_.end()) {
+      forged_ids_seen_.push_back(o);
+    }
+  }
+  LogAudit(now, registered);
+  return !f.quarantined.empty();
+}
+
+void Target::LogAudit(Clock::time_point now, const std::map<std::uint32_t, pid_t>& registered) {
+  // One report per target per kAuditLogInterval at most, with the counts
+  // since the last one: a client rewriting the segment in a loop cannot
+  // flood the log (and /proc is scanned at that rate at most).
+  if (audit_.findings() == audit_logged_.findings()) return;
+  if (last_audit_log_ && now - *last_audit_log_ < kAuditLogInterval) return;
+  last_audit_log_ = now;
+  AuditCounters d = audit_;
+  d.excess_enabled -= audit_logged_.excess_enabled;
+  d.lost_capacity -= audit_logged_.lost_capacity;
+  d.forged_owners -= audit_logged_.forged_owners;
+  d.forged_waiters -= audit_logged_.forged_waiters;
+  d.stray_quarantine -= audit_logged_.stray_quarantine;
+  d.quarantine_cleared -= audit_logged_.quarantine_cleared;
+  d.future_cooling -= audit_logged_.future_cooling;
+  d.invalid_words -= audit_logged_.invalid_words;
+  d.header_fields -= audit_logged_.header_fields;
+  d.queue_repairs -= audit_logged_.queue_repairs;
+  audit_logged_ = audit_;
+  // Who may have written it: the processes with the segment mapped.
+  std::string mappers;
+  for (const pid_t pid : MappersOf(table_->name(), 16)) {
+    if (pid == ::getpid()) continue;
+    std::string owner = "not registered";
+    for (const auto& [o, client_pid] : registered) {
+      if (client_pid == pid) owner = "owner " + std::to_string(o);
+    }
+    mappers += (mappers.empty() ? "" : ", ") + std::to_string(pid) + " (" + owner + ")";
+  }
+  const std::string who =
+      "; written by a process with write access to the segment (mapped now by pid(s) " +
+      (mappers.empty() ? std::string("none") : mappers) + ")";
+  const std::string q_ms = std::to_string(
+      std::chrono::duration_cast<std::chrono::milliseconds>(config_.quarantine).count());
+  const std::string& n = config_.name;
+  const std::string& seg = table_->name();
+  if (d.excess_enabled > 0) {
+    spdlog::warn("target {}: audit: segment {} had {} enabled slot(s) above the capacity {} this "
+                 "broker set (FREE written over DISABLED words): disabled, or asked back from "
+                 "their holders{}",
+                 n, seg, d.excess_enabled, capacity_, who);
+  }
+  if (d.lost_capacity > 0) {
+    spdlog::warn("target {}: audit: segment {} had {} enabled slot(s) fewer than the capacity {} "
+                 "(DISABLED written over usable words): enabled again{}",
+                 n, seg, d.lost_capacity, capacity_, who);
+  }
+  if (d.forged_owners > 0) {
+    std::string ids;
+    for (const std::uint32_t o : forged_ids_seen_) ids += (ids.empty() ? "" : ", ") + std::to_string(o);
+    spdlog::warn("target {}: audit: {} slot(s) in segment {} were held by owner id(s) {} that no "
+                 "registered client has (forged, or never handed out; ids up to {} were): "
+                 "reclaimed{}{}",
+                 n, d.forged_owners, seg, ids, table_->owner_high_water(),
+                 config_.quarantine.count() > 0 ? ", quarantined for " + q_ms + " ms" : std::string(), who);
+  }
+  if (d.forged_waiters > 0) {
+    spdlog::warn("target {}: audit: {} waiter entr(ies) in segment {} of unknown owners or with "
+                 "invalid words: cancelled{}",
+                 n, d.forged_waiters, seg, who);
+  }
+  if (d.stray_quarantine > 0) {
+    spdlog::warn("target {}: audit: {} slot(s) in segment {} were QUARANTINED without this broker "
+                 "quarantining them (no end scheduled): quarantined for a full {} ms from now{}",
+                 n, d.stray_quarantine, seg, q_ms, who);
+  }
+  if (d.quarantine_cleared > 0) {
+    spdlog::warn("target {}: audit: {} slot(s) this broker holds in quarantine in segment {} were "
+                 "written over (free ones put back in quarantine){}",
+                 n, d.quarantine_cleared, seg, who);
+  }
+  if (d.future_cooling > 0) {
+    spdlog::warn("target {}: audit: {} cooling slot(s) in segment {} had a deadline beyond the "
+                 "target's release_cooldown: clamped to it{}",
+                 n, d.future_cooling, seg, who);
+  }
+  if (d.invalid_words > 0) {
+    spdlog::warn("target {}: audit: {} slot word(s) in segment {} were no valid state: treated as "
+                 "held by an unknown owner{}{}",
+                 n, d.invalid_words, seg,
+                 config_.quarantine.count() > 0 ? ", quarantined for " + q_ms + " ms" : std::string(), who);
+  }
+  if (d.header_fields > 0) {
+    spdlog::warn("target {}: audit: {} field(s) of segment {}'s header that only the broker "
+                 "writes (capacity, scan bound, cooldown, lease fence, owner counter, quarantine "
+                 "record) were changed: restored{}",
+                 n, d.header_fields, seg, who);
+  }
+  if (d.queue_repairs > 0) {
+    spdlog::warn("target {}: audit: segment {}'s waiter queue had impossible indices or an "
+                 "impossible waiter count: repaired{}",
+                 n, seg, who);
+  }
+  forged_ids_seen_.clear();
+}
+
 
 void Target::SetCapacity(std::uint32_t capacity) {
   capacity_ = capacity;

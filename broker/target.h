@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <sys/types.h>
 #include <string>
 #include <vector>
 
@@ -115,6 +116,40 @@ class Target {
   // clients poll meanwhile. Called by the broker's timers and events.
   void ServiceQueue(Clock::time_point now);
 
+  // What the periodic audits found and repaired, per kind, since the start
+  // (see shm::SlotTable::AuditFindings for each kind).
+  struct AuditCounters {
+    std::uint64_t runs = 0;
+    std::uint64_t excess_enabled = 0;
+    std::uint64_t lost_capacity = 0;
+    std::uint64_t forged_owners = 0;
+    std::uint64_t forged_waiters = 0;
+    std::uint64_t stray_quarantine = 0;
+    std::uint64_t quarantine_cleared = 0;
+    std::uint64_t future_cooling = 0;
+    std::uint64_t invalid_words = 0;
+    std::uint64_t header_fields = 0;
+    std::uint64_t queue_repairs = 0;
+    std::uint64_t findings() const {
+      return excess_enabled + lost_capacity + forged_owners + forged_waiters + stray_quarantine +
+             quarantine_cleared + future_cooling + invalid_words + header_fields + queue_repairs;
+    }
+  };
+  // Checks the segment against what this broker knows and repairs what a
+  // client process wrote that only the broker may write (issue 9): enabled
+  // slots above capacity, held words or waiters of owners that are neither in
+  // `registered` nor pending adoption (nor, during the grace, ids an earlier
+  // broker handed out), quarantined words it did not put there (given a full
+  // quarantine), its own quarantined slots written over, cooling stamps beyond
+  // the cooldown (clamped), invalid words (quarantined), broker-written header
+  // fields, the queue (ServiceQueue). Logs one line per finding kind with
+  // counts and the processes that have the segment mapped (the culprit is one
+  // of them). Never waits. Returns true if it put slots in quarantine (the
+  // caller re-arms its quarantine timer).
+  // `registered`: owner -> pid of this target's registered clients.
+  bool Audit(Clock::time_point now, const std::map<std::uint32_t, pid_t>& registered);
+  const AuditCounters& audit_counters() const { return audit_; }
+
   void CountSessionLimitReport() { ++session_limit_reports_; }
   std::uint64_t session_limit_reports() const { return session_limit_reports_; }
   std::uint64_t slots_reclaimed() const { return slots_reclaimed_; }
@@ -138,6 +173,16 @@ class Target {
   std::optional<std::pair<std::uint32_t, std::uint64_t>> retire_first_;
   std::uint64_t session_limit_reports_ = 0;
   std::uint64_t slots_reclaimed_ = 0;
+  // Audit reports are logged at most this often per target (with counts).
+  static constexpr std::chrono::seconds kAuditLogInterval{10};
+  void LogAudit(Clock::time_point now, const std::map<std::uint32_t, pid_t>& registered);
+  AuditCounters audit_;
+  AuditCounters audit_logged_;                    // counts already in the log
+  std::optional<Clock::time_point> last_audit_log_;
+  std::vector<std::uint32_t> forged_ids_seen_;   // since the last report (a few)
+  // Cooling deadlines an earlier broker's cooldown may have made (adopted
+  // segment): the audit clamps only stamps past both this and now + cooldown.
+  std::int64_t inherited_cooling_until_ns_ = 0;
   std::optional<Clock::time_point> queue_busy_since_;  // Pump found the mutex held
   pid_t queue_holder_logged_ = 0;                       // last live holder logged
 };

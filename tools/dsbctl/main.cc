@@ -174,6 +174,23 @@ int CmdStatus(const Options& o) {
     std::printf("effective limit unknown (LIMIT shows the configured ceiling): %s\n",
                 Str(*e).c_str());
   }
+  // What the broker's segment audit repaired (a client wrote what only the
+  // broker may write): one line per target with findings, none otherwise.
+  for (const auto& tv : r->at("targets").as_array()) {
+    const json::value* audit = tv.as_object().if_contains("audit");
+    if (audit == nullptr || !audit->is_object()) continue;
+    std::string found;
+    for (const auto& kv : audit->as_object()) {
+      if (kv.key() == "runs" || !kv.value().is_number() || kv.value().to_number<double>() == 0) {
+        continue;
+      }
+      found += (found.empty() ? "" : ", ") + std::string(kv.key()) + " " + Str(kv.value());
+    }
+    if (!found.empty()) {
+      std::printf("target %s: segment audit repaired: %s (see the broker's log)\n",
+                  Str(tv.as_object().at("name")).c_str(), found.c_str());
+    }
+  }
   return 0;
 }
 
