@@ -6,6 +6,7 @@
 // paths of the wrong kind naming the key; key and config files need safe modes.
 // Tests that need throw-away users skip (with the reason) where they cannot be made.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -238,6 +239,43 @@ TEST_F(SecureFiles, ASegmentLockPlantedByAnotherUserIsRefusedAndTheFailedStartLe
   EXPECT_FALSE(fs::exists(dir_.path() / "run")) << out;
   EXPECT_FALSE(fs::exists("/dev/shm/" + Segment())) << out;
   EXPECT_EQ(Slurp(lock), "31337 HACKED");
+}
+
+// "The broker's user" is its effective uid: a broker run by a plain user makes
+// and uses a folder of its own, and refuses even a root folder it cannot own.
+TEST_F(SecureFiles, ABrokerRunByAUserUsesItsOwnFolderAndRefusesAnother) {
+  auto dsb_user = User();
+  if (!dsb_user) GTEST_SKIP() << skip_;
+  ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);  // let it reach its folder
+  const fs::path mine = dir_.path() / "mine";
+  ASSERT_EQ(::mkdir(mine.c_str(), 0755), 0);
+  ASSERT_EQ(::chown(mine.c_str(), dsb_user->uid(), dsb_user->gid()), 0);
+  const fs::path config = WriteConfig(mine / "run" / "dsb.sock",
+                                      "state_dir = \"" + (mine / "state").string() + "\"");
+  {
+    dsb::testing::ProcessAs broker(dsb_user->identity(),
+                                   {dsb::testing::BinPath("dsb-broker"), "--config",
+                                    config.string()});
+    ASSERT_TRUE(broker.WaitForOutput("ready on", 20s)) << broker.output();
+    for (const fs::path& p : {mine / "run", mine / "run" / "dsb.sock",
+                              mine / "run" / "dsb.sock.lock", mine / "state"}) {
+      EXPECT_EQ(Lstat(p).st_uid, dsb_user->uid()) << p;
+    }
+    EXPECT_EQ(Lstat(mine / "state").st_mode & 07777, 0700u);
+    EXPECT_EQ(broker.Stop(SIGTERM), 0) << broker.output();
+  }
+  const fs::path roots = dir_.path() / "roots";
+  ASSERT_EQ(::mkdir(roots.c_str(), 0755), 0);
+  const auto refused = dsb::testing::RunProgramAs(
+      dsb_user->identity(),
+      {dsb::testing::BinPath("dsb-broker"), "--config", WriteConfig(roots / "dsb.sock").string()},
+      20s);
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_TRUE(Contains(refused.output, roots.string() + " is owned by uid 0 (root) (mode 0755), "
+                                       "not by this broker (uid " +
+                                           std::to_string(dsb_user->uid()) + " (" +
+                                           dsb_user->name() + "))"))
+      << refused.output;
 }
 
 TEST_F(SecureFiles, CheckRefusesPathsOfTheWrongKindNamingTheKey) {
