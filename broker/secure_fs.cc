@@ -205,8 +205,11 @@ Status EnsurePrivateFolder(const fs::path& folder, std::string_view what,
         }
       } else if (errno != EEXIST) {
         return Refuse(what, folder, "cannot create " + cur.string() + ": " + Errno(errno));
+      } else if (Status st = CheckChain(cur, what, folder, Last::kParent); !st.ok()) {
+        // Made by someone else since the check (a link, another user's folder):
+        // build nothing below it.
+        return st;
       }
-      // EEXIST: made by someone else meanwhile; the final check judges it.
     }
   }
   return CheckPrivateFolder(folder, what);
