@@ -204,7 +204,12 @@ Status EnsurePrivateFolder(const fs::path& folder, std::string_view what,
           return st;
         }
       } else if (errno != EEXIST) {
-        return Refuse(what, folder, "cannot create " + cur.string() + ": " + Errno(errno));
+        // Typically a plain user's broker under /run: an administrator makes it once.
+        return {Errc::kConfig, std::string(what) + " " + folder.string() + ": cannot create " +
+                                   cur.string() + ": " + Errno(errno) +
+                                   "; make it as root for this broker's user (`install -d -o " +
+                                   std::to_string(::geteuid()) + " -m 0750 " + abs.string() +
+                                   "`) or use a folder this broker can create"};
       } else if (Status st = CheckChain(cur, what, folder, Last::kParent); !st.ok()) {
         // Made by someone else since the check (a link, another user's folder):
         // build nothing below it.

@@ -275,7 +275,19 @@ TEST_F(SecureFiles, ABrokerRunByAUserUsesItsOwnFolderAndRefusesAnother) {
                                        "not by this broker (uid " +
                                            std::to_string(dsb_user->uid()) + " (" +
                                            dsb_user->name() + "))"))
-      << refused.output;
+      << refused.output;  // Below a root folder it cannot write: says how an administrator makes it.
+  const auto denied = dsb::testing::RunProgramAs(
+      dsb_user->identity(),
+      {dsb::testing::BinPath("dsb-broker"), "--config",
+       WriteConfig(roots / "sub" / "dsb.sock").string()},
+      20s);
+  EXPECT_EQ(denied.exit_code, 1) << denied.output;
+  EXPECT_TRUE(Contains(denied.output, "cannot create " + (roots / "sub").string() +
+                                          ": Permission denied; make it as root for this "
+                                          "broker's user (`install -d -o " +
+                                          std::to_string(dsb_user->uid()) + " -m 0750 " +
+                                          (roots / "sub").string() + "`)"))
+      << denied.output;
 }
 
 TEST_F(SecureFiles, CheckRefusesPathsOfTheWrongKindNamingTheKey) {
