@@ -236,14 +236,20 @@ struct ClusterNode::Impl {
     }
     const lease::Verdict v = agent->verdict();
     if (v != logged_verdict || agent->verdict_reason() != logged_reason) {
-      const std::string why = agent->verdict_reason().empty() ? "" : ": " + agent->verdict_reason();
+      const std::string why =
+          agent->verdict_reason().empty() ? "" : ": " + EscapeText(agent->verdict_reason(), 1024);
+      // Logged on each change; a coordinator whose word flaps (every renew,
+      // up to every D/24) is rate-limited per verdict.
+      const std::string key = coord_id + " " + lease::VerdictName(v);
       if (v == lease::Verdict::kAccepted || v == lease::Verdict::kPending) {
-        spdlog::info("coordinator {}: this broker (epoch {}) is {}{}", coord_id, agent->epoch(),
-                     lease::VerdictName(v), why);
+        LogLimited(spdlog::level::info, "coordinator's verdict", key,
+                   "coordinator {}: this broker (epoch {}) is {}{}", coord_id, agent->epoch(),
+                   lease::VerdictName(v), why);
       } else {
-        spdlog::error("coordinator {} {} this broker{} -- it admits no action above floor 0 and no "
-                      "new registration (registrations it has stay)",
-                      coord_id, lease::VerdictName(v), why);
+        LogLimited(spdlog::level::err, "coordinator's verdict", key,
+                   "coordinator {} {} this broker{} -- it admits no action above floor 0 and no "
+                   "new registration (registrations it has stay)",
+                   coord_id, lease::VerdictName(v), why);
       }
       logged_verdict = v;
       logged_reason = agent->verdict_reason();

@@ -43,7 +43,7 @@ std::optional<LogLimiter::Clock::time_point> FlushLimitedLogs(bool all) {
     next = Limiter().NextFlush();
   }
   for (const LogLimiter::Summary& s : summaries) {
-    spdlog::warn("{} more line(s) like '{}' from {} suppressed over {} s", s.suppressed, s.site,
+    spdlog::warn("{} more '{}' line(s) ({}) suppressed over {} s", s.suppressed, s.site,
                  s.peer, Seconds(s.over));
   }
   return next;

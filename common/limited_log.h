@@ -45,7 +45,7 @@ void LogLimited(spdlog::level::level_enum level, std::string_view site, std::str
 }
 
 // Logs (warn) one summary line per key whose interval ended with suppressed
-// lines: "N more line(s) like '<site>' from <peer> suppressed over S s".
+// lines: "N more '<site>' line(s) (<peer>) suppressed over S s".
 // `all`: every pending count (at shutdown). Returns when to call it next
 // (nullopt: nothing pending). Call it about once a second from a timer.
 std::optional<LogLimiter::Clock::time_point> FlushLimitedLogs(bool all = false);

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/escape.h"
 #include "common/limited_log.h"
 
 namespace dsb::wire {
@@ -262,8 +263,9 @@ asio::awaitable<Result<Channel>> Channel::Accept(tcp::socket socket, Credentials
   Handshake hs = Handshake::Server(std::move(credentials));
   Status s = co_await RunHandshake(*impl, hs, timeout);
   if (!s.ok()) {
-    const std::string claims =
-        hs.peer().broker_id.empty() ? "" : " (claims broker '" + hs.peer().broker_id + "')";
+    const std::string claims = hs.peer().broker_id.empty()
+                                   ? ""
+                                   : " (claims broker '" + EscapeText(hs.peer().broker_id) + "')";
     if (log_failure) {
       // An unauthenticated peer may retry in a loop: rate-limited per address
       // (without the port, which changes with every connection).
