@@ -170,6 +170,12 @@ class ClientImpl {
       }
       system_slot_ = *slot;
     }
+    {
+      // Registered from here on (before the reader runs: a Client destroyed
+      // at once still says goodbye).
+      std::lock_guard lock(mu_);
+      connected_ = true;
+    }
     reader_ = std::thread([this] { ReaderLoop(); });
     if (const json::value* m = r.if_contains("mode"); m != nullptr && m->is_string() &&
                                                        m->as_string() == "cluster") {
@@ -338,11 +344,6 @@ class ClientImpl {
   }
 
   void ReaderLoop() {
-    {
-      std::lock_guard lock(mu_);
-      connected_ = true;
-    }
-    cv_.notify_all();
     for (;;) {
       auto frame = ReadFrame(fd_, std::chrono::milliseconds(-1));
       std::unique_lock lock(mu_);
