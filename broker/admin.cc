@@ -184,8 +184,23 @@ awaitable<json::object> Broker::Impl::StatusAsync() {
   co_return reply;
 }
 
+std::optional<json::object> Broker::Impl::RefuseUnlessAdmin(const char* op, uid_t peer_uid,
+                                                            pid_t peer_pid) const {
+  // Changes reach every DigiScope instance of the machine (or the cluster):
+  // group members may read, only root and the broker's own user may change.
+  if (peer_uid == 0 || peer_uid == ::geteuid()) return std::nullopt;
+  LogLimited(spdlog::level::warn, "admin-refused", "uid " + std::to_string(peer_uid),
+             "refused {} from uid {} (pid {}): only root or the broker's user may change it",
+             op, peer_uid, peer_pid);
+  return ErrorReply(Errc::kPermissionDenied,
+                    std::string(op) + " changes what every client may use: only root or the "
+                    "broker's user (uid " + std::to_string(::geteuid()) + ") may do it; uid " +
+                    std::to_string(peer_uid) + " may read (status, clients, leases)");
+}
+
 awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, uid_t peer_uid,
                                                pid_t peer_pid) {
+  if (auto refused = RefuseUnlessAdmin("set_limit", peer_uid, peer_pid)) co_return *refused;
   // ParseLocalRequest checked the types and the range 1..65535.
   const std::string& name = req.target;
   auto it = targets.find(name);
@@ -213,6 +228,7 @@ awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, uid_t pe
 
 awaitable<json::object> Broker::Impl::ConfirmStopped(const LocalRequest& req, uid_t peer_uid,
                                                      pid_t peer_pid) {
+  if (auto refused = RefuseUnlessAdmin("confirm_stopped", peer_uid, peer_pid)) co_return *refused;
   if (!cluster) {
     co_return ErrorReply(Errc::kInvalidArgument,
                          "broker " + config.id + " runs in single-machine mode: no coordinator");

@@ -175,6 +175,11 @@ struct Broker::Impl {
   json::object HandleRefusal(Session& s, const LocalRequest& req);
   // `peer_uid`/`peer_pid`: the requester (SO_PEERCRED), named in the log.
   awaitable<json::object> SetLimit(const LocalRequest& req, uid_t peer_uid, pid_t peer_pid);
+  // Write requests (set_limit, confirm_stopped) are for root and the broker's
+  // own uid: nullopt if `peer_uid` is one, else the refusal to send (logged,
+  // rate-limited per uid).
+  std::optional<json::object> RefuseUnlessAdmin(const char* op, uid_t peer_uid,
+                                                pid_t peer_pid) const;
   awaitable<json::object> StatusAsync();
   std::size_t IndexOf(const Target& t) const;
   // Single mode: capacity follows the effective limit (write-ahead on a raise).
