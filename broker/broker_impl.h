@@ -30,8 +30,6 @@
 #include "broker/secure_fs.h"
 #include "broker/state_file.h"
 #include "broker/target.h"
-#include "common/escape.h"
-#include "common/limited_log.h"
 #include "common/local_frame.h"
 
 namespace dsb::broker {
@@ -73,14 +71,14 @@ struct Broker::Impl {
   asio::signal_set signals{io, SIGTERM, SIGINT};
   asio::steady_timer grace_timer{io};
   asio::steady_timer quarantine_timer{io};
-  // Audits every segment (Target::Audit) this often (issue 9: repairs what a
-  // client wrote that only the broker may write).
-  static constexpr std::chrono::seconds kAuditInterval{1};
-  asio::steady_timer audit_timer{io};
   // Flushes the rate-limited log's counts (common/limited_log.h) every second;
   // cancelled by Shutdown, which writes what is still pending.
   asio::steady_timer log_flush_timer{io};
   void ArmLogFlushTimer();
+  // Audits every segment (Target::Audit) this often (issue 9: repairs what a
+  // client wrote that only the broker may write).
+  static constexpr std::chrono::seconds kAuditInterval{1};
+  asio::steady_timer audit_timer{io};
   std::map<std::string, std::unique_ptr<Target>> targets;
   std::vector<Target*> ordered;  // config order (the lease agent's indices)
   std::unique_ptr<ClusterNode> cluster;
