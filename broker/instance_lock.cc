@@ -75,6 +75,11 @@ Result<InstanceLock> InstanceLock::Acquire(const std::filesystem::path& path,
     } else if (locked.st_uid != ::geteuid()) {
       why = "it was made by " + DescribeOwner(locked.st_uid) + ", not by this broker (" +
             DescribeOwner(::geteuid()) + "): remove it as root";
+    } else if (locked.st_nlink != 1) {
+      // A hard link to another file of ours (a segment a group member may
+      // link): truncating it to write the pid would destroy that file.
+      why = "it has " + std::to_string(locked.st_nlink) +
+            " names (a hard link to another file): remove this name as root";
     }
     if (!why.empty()) {
       ::close(fd);

@@ -115,6 +115,49 @@ Status CheckChain(const fs::path& resolved, std::string_view what, const fs::pat
   return Status::Ok();
 }
 
+// The symbolic links on the way to `abs` (absolute, existing), followed as
+// the kernel follows them: each link must be owned by root or the broker,
+// in a folder others cannot write (or a sticky one of root's or the
+// broker's), or whoever may change it could later point the broker's files
+// elsewhere (the broker keeps using the configured path, not its target).
+Status CheckLinks(const fs::path& abs, std::string_view what, const fs::path& folder,
+                  int depth = 0) {
+  if (depth > 40) return Refuse(what, folder, "too many levels of symbolic links");
+  fs::path cur = "/";
+  for (auto it = std::next(abs.begin()); it != abs.end(); ++it) {
+    const fs::path next = cur / *it;
+    struct stat st {};
+    if (::lstat(next.c_str(), &st) != 0) return Status::Ok();  // the rest is created later
+    if (!S_ISLNK(st.st_mode)) {
+      cur = next;
+      continue;
+    }
+    struct stat dir {};
+    if (::lstat(cur.c_str(), &dir) != 0) {
+      return Refuse(what, folder, cur.string() + " cannot be examined: " + Errno(errno));
+    }
+    const bool others_write = (dir.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+    const bool dir_safe =
+        IsTrustedOwner(dir.st_uid) && (!others_write || (dir.st_mode & S_ISVTX) != 0);
+    if (!IsTrustedOwner(st.st_uid) || !dir_safe) {
+      return Refuse(what, folder,
+                    next.string() + " is a symbolic link owned by " + DescribeOwner(st.st_uid) +
+                        " in " + cur.string() + " (" + OwnerAndMode(dir) +
+                        "): whoever may change it could point the broker's files elsewhere",
+                    "name the folder it points to instead");
+    }
+    char target[PATH_MAX];
+    const ssize_t n = ::readlink(next.c_str(), target, sizeof target - 1);
+    if (n < 0) return Refuse(what, folder, next.string() + " cannot be read: " + Errno(errno));
+    fs::path rest;
+    for (auto r = std::next(it); r != abs.end(); ++r) rest /= *r;
+    const fs::path to(std::string(target, static_cast<std::size_t>(n)));
+    const fs::path joined = ((to.is_absolute() ? to : cur / to) / rest).lexically_normal();
+    return CheckLinks(joined, what, folder, depth + 1);
+  }
+  return Status::Ok();
+}
+
 // The deepest existing ancestor of `abs` (itself included), following links.
 fs::path DeepestExisting(const fs::path& abs) {
   fs::path p = abs;
@@ -125,6 +168,7 @@ fs::path DeepestExisting(const fs::path& abs) {
 
 Status CheckFolder(const fs::path& folder, std::string_view what, Last last) {
   const fs::path abs = fs::absolute(folder).lexically_normal();
+  if (Status st = CheckLinks(abs, what, folder); !st.ok()) return st;
   int err = 0;
   const std::optional<fs::path> resolved = Resolve(abs, &err);
   if (!resolved) {
@@ -185,6 +229,7 @@ Status EnsurePrivateFolder(const fs::path& folder, std::string_view what,
                            const PrivateFolderSpec& spec, std::vector<fs::path>* created) {
   const fs::path abs = fs::absolute(folder).lexically_normal();
   const fs::path base = DeepestExisting(abs);
+  if (Status st = CheckLinks(abs, what, folder); !st.ok()) return st;
   int err = 0;
   const std::optional<fs::path> resolved_base = Resolve(base, &err);
   if (!resolved_base) return Refuse(what, folder, base.string() + " cannot be resolved: " + Errno(err));
@@ -235,6 +280,7 @@ Status CheckPrivateFolderOrCreatable(const fs::path& folder, std::string_view wh
     return {Errc::kConfig, std::string(what) + " " + folder.string() + ": " + base.string() +
                                " is " + KindOf(st.st_mode) + ", not a folder"};
   }
+  if (Status st = CheckLinks(abs, what, folder); !st.ok()) return st;
   int err = 0;
   const std::optional<fs::path> resolved_base = Resolve(base, &err);
   if (!resolved_base) return Refuse(what, folder, base.string() + " cannot be resolved: " + Errno(err));

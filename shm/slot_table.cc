@@ -178,6 +178,16 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
                             " without access for others: it was not made by the broker; "
                             "refused and left alone"};
         }
+        if (st.st_nlink != 1) {
+          // Another name for some segment (a group member may hard-link
+          // one): adopting or using it would share one table between two
+          // brokers' books.
+          return Status{Errc::kSegmentInvalid,
+                        "segment " + name + " (" + ShmPath(name) + ") has " +
+                            std::to_string(st.st_nlink) +
+                            " names: a hard link to a segment, not one the broker made "
+                            "under this name; refused and left alone (remove the extra name)"};
+        }
       }
       bip::offset_t s = 0;
       if (!shm.get_size(s) || s < 0) {

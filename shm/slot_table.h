@@ -70,8 +70,10 @@ struct CreateOptions {
 // What Attach() requires of the segment file before trusting it (issue 9:
 // a segment planted by another user must never be adopted or used).
 struct AttachOptions {
-  // Required owner: the file's uid must be this one and others (not owner,
-  // not group) must have no access. nullopt: no check (tests, tools).
+  // Required owner: the file's uid must be this one, others (not owner,
+  // not group) must have no access, and the file must have one name (no
+  // hard link: a link is another segment under a second name). nullopt: no
+  // check (tests, tools).
   std::optional<uid_t> owner;
 };
 

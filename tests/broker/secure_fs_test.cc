@@ -316,5 +316,41 @@ TEST_F(SecureFs, ALinkOrFifoAtTheLockNameIsRefused) {
               HasSubstr("not a regular file"));
 }
 
+TEST_F(SecureFs, AHardLinkAtTheLockNameIsRefusedAndItsOtherNameKeptIntact) {
+  // A group member may hard-link a segment (0660) to a lock file's name:
+  // truncating the "lock" to write the pid would destroy that segment.
+  WriteText(P("segment"), std::string(4096, 'S'), 0600);
+  ASSERT_EQ(::link(P("segment").c_str(), P("seg.lock").c_str()), 0);
+  auto lock = InstanceLock::Acquire(P("seg.lock"), "segment dsb-x-exch01 (target exch01)");
+  ASSERT_FALSE(lock.ok());
+  EXPECT_THAT(lock.status().message(), HasSubstr("has 2 names (a hard link"));
+  EXPECT_EQ(Slurp(P("segment")), std::string(4096, 'S'));
+}
+
+TEST_F(SecureFs, ALinkOnTheWayIsTrustedOnlyIfNobodyElseCanChangeIt) {
+  REQUIRE_ROOT();
+  fs::create_directory(P("real"));
+  // A link of another user (in a folder of ours): it could be re-pointed.
+  fs::create_directory_symlink(P("real"), P("theirs"));
+  ASSERT_EQ(::lchown(P("theirs").c_str(), kStranger, kStranger), 0);
+  for (const fs::path& f : {P("theirs"), P("theirs/run")}) {
+    EXPECT_THAT(CheckPrivateFolder(f, "broker.state_dir").message(),
+                HasSubstr(P("theirs").string() + " is a symbolic link owned by uid 4242"))
+        << f;
+    EXPECT_THAT(CheckPrivateFolderOrCreatable(f, "broker.socket").message(),
+                HasSubstr("is a symbolic link owned by uid 4242"));
+    EXPECT_THAT(EnsurePrivateFolder(f, "broker.socket", {}).message(),
+                HasSubstr("is a symbolic link owned by uid 4242"));
+  }
+  EXPECT_FALSE(fs::exists(P("real/run")));
+  // Ours, pointing through a second link of theirs: the chain is followed.
+  fs::create_directory_symlink(P("theirs"), P("ours"));
+  EXPECT_THAT(CheckPrivateFolder(P("ours"), "x").message(),
+              HasSubstr("is a symbolic link owned by uid 4242"));
+  // Ours all the way: fine (as /var/run -> /run is).
+  fs::create_directory_symlink(P("real"), P("ours2"));
+  EXPECT_TRUE(CheckPrivateFolder(P("ours2"), "x").ok());
+}
+
 }  // namespace
 }  // namespace dsb::broker

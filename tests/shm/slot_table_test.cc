@@ -1,5 +1,6 @@
 #include "shm/slot_table.h"
 
+#include <unistd.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -292,6 +293,23 @@ TEST_F(CorruptSegmentTest, MissingSegmentIsUnavailable) {
   auto a = SlotTable::Attach(UniqueName("dsb-nope"));
   EXPECT_EQ(a.status().code(), Errc::kSegmentUnavailable);
   EXPECT_NE(a.status().message().find("does not exist"), std::string::npos);
+}
+
+TEST_F(CorruptSegmentTest, AHardLinkedSegmentIsRefusedUnderEitherNameWhenTheOwnerIsChecked) {
+  // A group member may hard-link a segment (0660) under another broker's
+  // segment name: that broker would adopt, audit and hand out this table.
+  auto t = Make(8, 8);
+  const std::string other = UniqueName("dsb-linked");
+  ASSERT_EQ(::link(("/dev/shm/" + name_).c_str(), ("/dev/shm/" + other).c_str()), 0);
+  for (const std::string& n : {other, name_}) {
+    auto a = SlotTable::Attach(n, AttachOptions{::geteuid()});
+    ASSERT_FALSE(a.ok()) << n;
+    EXPECT_EQ(a.status().code(), Errc::kSegmentInvalid);
+    EXPECT_NE(a.status().message().find("has 2 names"), std::string::npos)
+        << a.status().message();
+  }
+  ::unlink(("/dev/shm/" + other).c_str());
+  EXPECT_TRUE(SlotTable::Attach(name_, AttachOptions{::geteuid()}).ok());
 }
 
 TEST_F(CorruptSegmentTest, WrongMagicIsRefusedNamingTheSegment) {
