@@ -248,23 +248,8 @@ std::string FrameHeader(std::size_t length) {
 }
 
 Status WriteFrame(int fd, std::string_view payload) {
-  if (payload.size() > kMaxLocalFrame) {
-    return {Errc::kProtocol, "message of " + std::to_string(payload.size()) +
-                                 " bytes exceeds the " + std::to_string(kMaxLocalFrame) +
-                                 "-byte limit"};
-  }
-  std::string buf = FrameHeader(payload.size());
-  buf.append(payload);
-  std::size_t sent = 0;
-  while (sent < buf.size()) {
-    const ssize_t w = ::send(fd, buf.data() + sent, buf.size() - sent, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return {Errc::kBrokerUnavailable, std::string("writing to broker: ") + std::strerror(errno)};
-    }
-    sent += static_cast<std::size_t>(w);
-  }
-  return Status::Ok();
+  // Blocks until the broker takes the request (no deadline).
+  return WriteFrame(fd, payload, Deadline::max());
 }
 
 Status WriteFrame(int fd, std::string_view payload, Deadline deadline, bool* partial) {

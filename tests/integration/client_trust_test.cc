@@ -32,6 +32,7 @@
 #include "dsb/client.h"
 #include "shm/segment_layout.h"
 #include "shm/slot_table.h"
+#include "tests/support/segment_tamper.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/os_users.h"
 #include "tests/support/unique_name.h"
@@ -349,45 +350,6 @@ TEST_F(ClientTrustTest, ClosingAClientDuringAReRegistrationReturnsPromptly) {
   broker.RemoveSegments();
 }
 
-// A child that maps `segment`, locks its queue mutex and stops (SIGSTOP) while
-// holding it: a DigiScope instance in a debugger. Let go by the destructor.
-class StoppedMutexHolder {
- public:
-  explicit StoppedMutexHolder(const std::string& segment) {
-    int fds[2];
-    EXPECT_EQ(::pipe(fds), 0);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(fds[0]);
-      const int fd = ::shm_open(("/" + segment).c_str(), O_RDWR, 0);
-      if (fd < 0) _exit(2);
-      void* base = ::mmap(nullptr, shm::HeaderBytes(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-      if (base == MAP_FAILED) _exit(2);
-      auto* h = static_cast<shm::SegmentHeader*>(base);
-      if (pthread_mutex_lock(&h->queue_mutex) != 0) _exit(2);
-      const char c = 1;
-      if (::write(fds[1], &c, 1) != 1) _exit(3);
-      ::raise(SIGSTOP);
-      pthread_mutex_unlock(&h->queue_mutex);
-      _exit(0);
-    }
-    ::close(fds[1]);
-    char c = 0;
-    EXPECT_EQ(::read(fds[0], &c, 1), 1) << "the holder did not take the mutex";
-    ::close(fds[0]);
-    int st = 0;
-    EXPECT_EQ(::waitpid(pid_, &st, WUNTRACED), pid_);
-    EXPECT_TRUE(WIFSTOPPED(st));
-  }
-  ~StoppedMutexHolder() {
-    ::kill(pid_, SIGCONT);
-    ::waitpid(pid_, nullptr, 0);
-  }
-
- private:
-  pid_t pid_ = -1;
-};
-
 // Writes `word` into the first four bytes of the segment's queue mutex.
 void WriteMutexWord(const std::string& segment, std::uint32_t word) {
   const int fd = ::shm_open(("/" + segment).c_str(), O_RDWR, 0);
@@ -432,7 +394,8 @@ TEST_F(ClientTrustTest, ConnectAndAcquireReturnByTheirTimeoutsWhateverTheQueueMu
   };
   check("queue mutex free");
   {
-    StoppedMutexHolder holder(segment);
+    testing::StoppedHolder holder(segment);
+    ASSERT_TRUE(holder.ok()) << "the holder did not stop holding the queue mutex";
     check("queue mutex held by a stopped process");
     // With a slot free, registering is not held up by the stopped holder.
     held.Release();

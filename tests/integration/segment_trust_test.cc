@@ -29,6 +29,7 @@
 #include "dsb/client.h"
 #include "shm/segment_layout.h"
 #include "shm/slot_table.h"
+#include "tests/support/segment_tamper.h"
 #include "tests/support/broker_admin.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/os_users.h"
@@ -47,6 +48,7 @@ using tools_test::ScratchDir;
 using tools_test::SimServerProcess;
 namespace json = boost::json;
 using Ms = std::chrono::duration<double, std::milli>;
+using testing::StoppedHolder;
 
 constexpr int kLimit = 4;
 constexpr const char* kUser = "svc-digiscope";
@@ -413,42 +415,6 @@ TEST(OwnerIds, ARewoundCounterInTheSegmentNeverGivesOneIdToTwoClients) {
 
 // ---------------------------------------------------------------------------
 // Nothing a client holds in the queue stalls the broker (single mode).
-
-// A child that locks the segment's queue mutex and stops holding it.
-class StoppedHolder {
- public:
-  explicit StoppedHolder(const std::string& segment) {
-    int fds[2];
-    if (::pipe(fds) != 0) return;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(fds[0]);
-      RawSegment raw(segment);
-      if (!raw.ok() || pthread_mutex_lock(&raw.header().queue_mutex) != 0) _exit(2);
-      const char c = 1;
-      if (::write(fds[1], &c, 1) != 1) _exit(3);
-      ::raise(SIGSTOP);
-      pthread_mutex_unlock(&raw.header().queue_mutex);
-      _exit(0);
-    }
-    ::close(fds[1]);
-    char c = 0;
-    ok_ = ::read(fds[0], &c, 1) == 1;
-    ::close(fds[0]);
-    int st = 0;
-    ok_ = ok_ && ::waitpid(pid_, &st, WUNTRACED) == pid_ && WIFSTOPPED(st);
-  }
-  ~StoppedHolder() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGCONT);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  bool ok() const { return ok_; }
-
- private:
-  pid_t pid_ = -1;
-  bool ok_ = false;
-};
 
 // Status, ping and a registration (with a system slot taken) must each be
 // answered within `bound`; returns the slowest in ms.

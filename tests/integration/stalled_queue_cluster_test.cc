@@ -24,6 +24,7 @@
 
 #include "dsb/client.h"
 #include "shm/slot_table.h"
+#include "tests/support/segment_tamper.h"
 #include "tests/support/broker_admin.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/test_cluster.h"
@@ -42,65 +43,11 @@ using tools_test::ScratchDir;
 using tools_test::SimServerProcess;
 namespace json = boost::json;
 using Ms = std::chrono::duration<double, std::milli>;
+using testing::RawHeader;
+using testing::StoppedHolder;
 
 constexpr int kLimit = 32;
 constexpr const char* kUser = "svc-digiscope";
-
-// The segment's header, mapped the way any process of the group can.
-struct RawHeader {
-  shm::SegmentHeader* h = nullptr;
-  void* base = MAP_FAILED;
-  explicit RawHeader(const std::string& segment) {
-    const int fd = ::shm_open(("/" + segment).c_str(), O_RDWR, 0);
-    if (fd < 0) return;
-    base = ::mmap(nullptr, shm::HeaderBytes(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-    if (base != MAP_FAILED) h = static_cast<shm::SegmentHeader*>(base);
-  }
-  ~RawHeader() {
-    if (base != MAP_FAILED) ::munmap(base, shm::HeaderBytes());
-  }
-};
-
-// A child process that locks `segment`'s queue mutex and stops (SIGSTOP)
-// holding it, like an instance suspended inside the slow path. Let go (SIGCONT)
-// and reaped by Release() or the destructor.
-class StoppedHolder {
- public:
-  explicit StoppedHolder(const std::string& segment) {
-    int fds[2];
-    if (::pipe(fds) != 0) return;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(fds[0]);
-      RawHeader raw(segment);
-      if (raw.h == nullptr || pthread_mutex_lock(&raw.h->queue_mutex) != 0) _exit(2);
-      const char c = 1;
-      if (::write(fds[1], &c, 1) != 1) _exit(3);
-      ::raise(SIGSTOP);
-      pthread_mutex_unlock(&raw.h->queue_mutex);
-      _exit(0);
-    }
-    ::close(fds[1]);
-    char c = 0;
-    ok_ = ::read(fds[0], &c, 1) == 1;
-    ::close(fds[0]);
-    int st = 0;
-    ok_ = ok_ && ::waitpid(pid_, &st, WUNTRACED) == pid_ && WIFSTOPPED(st);
-  }
-  ~StoppedHolder() { Release(); }
-  bool ok() const { return ok_; }
-  void Release() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGCONT);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  bool ok_ = false;
-};
 
 class StalledQueueCluster : public ::testing::Test {
  protected:

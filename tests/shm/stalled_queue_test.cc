@@ -19,6 +19,7 @@
 
 #include "shm/slot_table.h"
 #include "tests/shm/segment_fixture.h"
+#include "tests/support/segment_tamper.h"
 #include "tests/support/wait.h"
 
 namespace dsb::shm {
@@ -26,62 +27,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using Ms = std::chrono::duration<double, std::milli>;
-
-// The segment's header as another process maps it.
-struct RawHeader {
-  SegmentHeader* h = nullptr;
-  void* base = nullptr;
-  std::size_t size = 0;
-  explicit RawHeader(const std::string& name) {
-    const int fd = ::shm_open(("/" + name).c_str(), O_RDWR, 0);
-    EXPECT_GE(fd, 0);
-    size = HeaderBytes();
-    base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-    EXPECT_NE(base, MAP_FAILED);
-    h = static_cast<SegmentHeader*>(base);
-  }
-  ~RawHeader() { ::munmap(base, size); }
-};
-
-// A child process that locks the queue mutex and stops itself (SIGSTOP)
-// while holding it. The destructor lets it go (SIGCONT) and reaps it.
-class StoppedHolder {
- public:
-  explicit StoppedHolder(const std::string& segment) {
-    int fds[2];
-    EXPECT_EQ(::pipe(fds), 0);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(fds[0]);
-      RawHeader raw(segment);
-      if (pthread_mutex_lock(&raw.h->queue_mutex) != 0) _exit(2);
-      const char c = 1;
-      if (::write(fds[1], &c, 1) != 1) _exit(3);
-      ::raise(SIGSTOP);
-      pthread_mutex_unlock(&raw.h->queue_mutex);
-      _exit(0);
-    }
-    ::close(fds[1]);
-    char c = 0;
-    EXPECT_EQ(::read(fds[0], &c, 1), 1) << "the holder did not take the mutex";
-    ::close(fds[0]);
-    int st = 0;
-    EXPECT_EQ(::waitpid(pid_, &st, WUNTRACED), pid_);
-    EXPECT_TRUE(WIFSTOPPED(st));
-  }
-  ~StoppedHolder() { Release(); }
-  void Release() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGCONT);
-    int st = 0;
-    ::waitpid(pid_, &st, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
+using testing::RawHeader;
+using testing::StoppedHolder;
 
 // A client process that calls Acquire(timeout) and reports the outcome and
 // how long the call took through a pipe.
@@ -154,6 +101,7 @@ TEST_F(StalledQueueTest, BrokerSideCallsNeverWaitOnAStoppedMutexHolder) {
   const std::uint64_t dead_word = HeldWord(dead, false);
   ASSERT_NE(t->TryAcquireIndex(dead_word), SlotTable::kNoSlot);
   StoppedHolder holder(name_);
+  ASSERT_TRUE(holder.ok()) << "the holder did not stop holding the queue mutex";
   double ms = 0;
   std::vector<std::uint32_t> quarantined;
   const bool returned = ReturnsWithin(
@@ -186,6 +134,7 @@ TEST_F(StalledQueueTest, AWaitingClientGetsAFreedSlotOrTimesOutBoundedly) {
   WaitingClient early(name_, HeldWord(t->AllocateOwner(), false), 20s);
   ASSERT_TRUE(dsb::testing::WaitUntil([&] { return t->Count().waiters == 1; }, 20s));
   StoppedHolder holder(name_);
+  ASSERT_TRUE(holder.ok()) << "the holder did not stop holding the queue mutex";
   WaitingClient late(name_, HeldWord(t->AllocateOwner(), false), 20s);
   WaitingClient gives_up(name_, HeldWord(t->AllocateOwner(), false), 300ms);
   const WaitingClient::Outcome g = gives_up.Result();
