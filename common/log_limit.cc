@@ -8,6 +8,16 @@ LogLimiter::LogLimiter(Options options) : options_(options) {
   options_.burst = std::max<std::uint32_t>(options_.burst, 1);
   if (options_.interval <= Clock::duration::zero()) options_.interval = Clock::duration(1);
   options_.max_keys = std::max<std::size_t>(options_.max_keys, 1);
+  options_.site_keys = std::max<std::size_t>(options_.site_keys, 1);
+}
+
+std::size_t LogLimiter::PeersAt(const std::string& site) const {
+  std::size_t n = 0;
+  for (auto it = keys_.lower_bound(Key{site, ""}); it != keys_.end() && it->first.first == site;
+       ++it) {
+    if (it->first.second != kOtherPeers) ++n;
+  }
+  return n;
 }
 
 void LogLimiter::DropIdle(Clock::time_point now) {
@@ -26,8 +36,10 @@ LogLimiter::Admission LogLimiter::Admit(std::string_view site, std::string_view 
   Key key{std::string(site), std::string(peer)};
   auto it = keys_.find(key);
   if (it == keys_.end()) {
-    if (keys_.size() >= options_.max_keys) DropIdle(now);
-    if (keys_.size() >= options_.max_keys) {
+    if (keys_.size() >= options_.max_keys || PeersAt(key.first) >= options_.site_keys) {
+      DropIdle(now);
+    }
+    if (keys_.size() >= options_.max_keys || PeersAt(key.first) >= options_.site_keys) {
       // Full of busy keys: this peer shares its site's overflow key (which
       // may take the table one above max_keys per site: sites are constants).
       key.second = std::string(kOtherPeers);

@@ -13,9 +13,10 @@
 //
 // Memory is bounded: at most `max_keys` keys. A key that is new while the
 // table is full (after dropping keys whose interval ended with nothing to
-// report) is counted under its site's shared overflow key (peer "(other
-// peers)"), so many peers at one site still write at most
-// (max_keys + sites) * (burst + 1) lines per interval.
+// report), or while its site already has `site_keys` peers, is counted under
+// its site's shared overflow key (peer "(other peers)"), so many peers at
+// one site still write at most (site_keys + 1) * (burst + 1) lines per
+// interval.
 //
 // Time is an input: every call takes `now`; the class never reads a clock.
 // Thread rule: not thread-safe; the owner serializes calls (see
@@ -43,6 +44,11 @@ class LogLimiter {
     std::uint32_t burst = 5;                            // >= 1
     Clock::duration interval = std::chrono::seconds(10);  // > 0
     std::size_t max_keys = 256;                         // >= 1
+    // Peers with a key of their own per site (>= 1); further peers of the
+    // site share its overflow key, so a flood from many peers (rotating
+    // source addresses) writes at most (site_keys + 1) * (burst + 1) lines
+    // per site per interval.
+    std::size_t site_keys = 8;
   };
 
   // What to do with one line.
@@ -100,6 +106,8 @@ class LogLimiter {
 
   // Drops keys whose window ended with nothing pending.
   void DropIdle(Clock::time_point now);
+  // Keys of `site` other than its overflow key.
+  std::size_t PeersAt(const std::string& site) const;
 
   Options options_;
   std::map<Key, Entry> keys_;

@@ -134,6 +134,24 @@ TEST(LogLimiter, ManyPeersShareAnOverflowKeyWhenTheTableIsFull) {
   EXPECT_LE(l.keys(), 4u);
 }
 
+TEST(LogLimiter, PeersRotatingAtOneSiteShareItsOverflowKeyAndOtherSitesKeepTheirs) {
+  // A network peer that changes its source address for every connection
+  // (500 addresses on 127.0.0.0/8) must not get 256 keys of its own.
+  LogLimiter l(Opts(5, seconds(30)));  // 256 keys, 8 per site
+  const Clock::time_point t0{};
+  int emitted = 0;
+  for (int round = 0; round < 20; ++round) {
+    for (int peer = 0; peer < 500; ++peer) {
+      emitted += l.Admit("wire handshake refused", "127.0." + std::to_string(peer), t0).emit;
+    }
+  }
+  EXPECT_EQ(emitted, (8 + 1) * 5);
+  EXPECT_EQ(l.keys(), 9u);
+  EXPECT_TRUE(l.Admit("malformed local request", "uid 1000", t0).emit);
+  const auto s = l.Flush(t0 + seconds(30));
+  EXPECT_EQ(s.size(), 9u);  // one summary line per key, not per address
+}
+
 TEST(LogLimiter, DegenerateOptionsAreRaised) {
   LogLimiter l(Opts(0, Clock::duration::zero(), 0));
   EXPECT_EQ(l.options().burst, 1u);
