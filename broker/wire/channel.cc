@@ -46,6 +46,9 @@ struct Channel::Impl {
   tcp::resolver resolver;
   std::uint64_t deadline_generation = 0;
   bool timed_out = false;
+  // The last read ended because the peer closed between frames (a normal end
+  // of a conversation, e.g. the coordinator's hello every second).
+  bool closed_between_frames = false;
   bool open = true;
   bool sending = false;
   bool receiving = false;
@@ -139,6 +142,7 @@ asio::awaitable<Result<Bytes>> ReadFrame(ImplT& impl, std::size_t max_payload,
                                          std::chrono::steady_clock::duration timeout) {
   Bytes frame(kHeaderSize);
   auto [ec, n] = co_await asio::async_read(impl.socket, asio::buffer(frame), kUse);
+  impl.closed_between_frames = ec == asio::error::eof && n == 0;
   if (ec) co_return IoError(impl, ec, n, kHeaderSize, what, timeout);
   Result<FrameHeader> header = DecodeHeader(frame, max_payload);
   if (!header.ok()) co_return header.status();
@@ -326,8 +330,9 @@ asio::awaitable<Result<Message>> Channel::Receive(Clock::duration timeout) {
                  "wire[{}]: refused frame from {}, closing: {} ({})", self->local_id,
                  self->PeerName(), s.message(), ErrcName(s.code()));
     } else {
-      spdlog::info("wire[{}]: closing connection with {}: {}", self->local_id, self->PeerName(),
-                   s.message());
+      spdlog::log(self->closed_between_frames ? spdlog::level::debug : spdlog::level::info,
+                  "wire[{}]: closing connection with {}: {}", self->local_id, self->PeerName(),
+                  s.message());
     }
     self->CloseSocket();
   }
