@@ -180,6 +180,24 @@ Status Broker::Impl::Open() {
     if (!node.ok()) return node.status();
     cluster = std::move(node).value();
   }
+  // Before the socket accepts anyone: who registered the owners of the
+  // adopted segments (only they may adopt them); records of other segment
+  // instances are dropped.
+  std::map<std::string, std::uint64_t> adopted_instances;
+  for (const auto& [n, t] : targets) {
+    if (t->adopted_segment()) adopted_instances[n] = t->table().instance_id();
+  }
+  if (Status st = owner_records.Load(OwnerRecords::Beside(config.socket), adopted_instances);
+      !st.ok()) {
+    spdlog::warn("{}; no owner is recorded, so only root or the broker's user may re-adopt the "
+                 "previous broker's owners (other clients register anew)",
+                 st.message());
+  } else if (!adopted_instances.empty()) {
+    spdlog::info("{} owner(s) of the previous broker recorded with the uid that registered them",
+                 owner_records.size());
+  }
+  // Written by Run once the start succeeded (a failed start leaves the file
+  // as the previous broker wrote it, for the segments it keeps).
   if (Status s = BindSocket(); !s.ok()) return s;
   return cluster ? cluster->Start() : Status::Ok();
 }
@@ -478,6 +496,15 @@ json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
       return ErrorReply(Errc::kNotRegistered, "segment of target '" + target_name +
                                                   "' was re-created; register anew");
     }
+    // The owner id and instance are readable by every group member: only
+    // the uid that registered the owner may adopt it (owner_records.h).
+    // Checked before Adopt, which would take the owner off the waiting list.
+    if (auto refusal = owner_records.AdoptionRefusal(target_name, owner, rec.uid)) {
+      LogLimited(spdlog::level::warn, "adoption refused", "uid " + std::to_string(rec.uid),
+                 "target {}: refused adoption by pid {} ({}): {}", target_name, rec.pid,
+                 EscapeText(name, 64), *refusal);
+      return ErrorReply(Errc::kNotRegistered, *refusal + "; register anew");
+    }
     if (clients.count({target_name, owner}) > 0 || !target.Adopt(owner)) {
       return ErrorReply(Errc::kNotRegistered,
                         "owner " + std::to_string(owner) + " is not waiting for adoption on '" +
@@ -500,6 +527,9 @@ json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
   }
   s.record() = rec;
   clients[{rec.target, rec.owner}] = rec;
+  owner_records.Set(rec.target, rec.owner,
+                    {.instance = target.table().instance_id(), .uid = rec.uid});
+  SaveOwnerRecords();
   return json::object{{"ok", true},
                       {"owner", rec.owner},
                       {"segment", target.table().name()},
@@ -515,6 +545,8 @@ void Broker::Impl::OnSessionClosed(Session& s) {
   const ClientRecord rec = *s.record();
   s.record().reset();
   clients.erase({rec.target, rec.owner});
+  owner_records.Erase(rec.target, rec.owner);
+  SaveOwnerRecords();
   auto it = targets.find(rec.target);
   if (it == targets.end()) return;
   // Whatever is still marked with the owner may hold a session: quarantined
@@ -583,6 +615,15 @@ void Broker::Impl::ArmAuditTimer() {
   });
 }
 
+void Broker::Impl::SaveOwnerRecords() {
+  if (Status st = owner_records.Save(); !st.ok()) {
+    LogLimited(spdlog::level::err, "owner records not written", "",
+               "{}: clients registered since cannot re-adopt their slots after a broker "
+               "restart",
+               st.message());
+  }
+}
+
 void Broker::Impl::EndGrace() {
   in_grace = false;
   const auto now = Clock::now();
@@ -599,6 +640,11 @@ void Broker::Impl::EndGrace() {
                    n, missing, freed);
     }
   }
+  // Owners that did not come back can no longer be adopted.
+  owner_records.Retain([this](const std::string& target, std::uint32_t owner) {
+    return clients.count({target, owner}) > 0;
+  });
+  SaveOwnerRecords();
   ArmQuarantineTimer();
 }
 
@@ -645,6 +691,7 @@ void Broker::Impl::Shutdown() {
       if (Status st = WriteState(*state_path, state); !st.ok()) spdlog::error("{}", st.message());
     }
     for (InstanceLock& l : segment_locks) l.RemoveFile();
+    owner_records.RemoveFile();  // lives as long as the segments
     spdlog::info("shutting down; nothing held, segments removed");
   }
   // Sessions end without reclaiming (stopping is set): running clients keep
@@ -732,6 +779,7 @@ int Broker::Run() {
       if (!ec) b.EndGrace();
     });
   }
+  b.SaveOwnerRecords();  // before the first client: only the adopted segments' records
   b.ArmQuarantineTimer();
   b.ArmAuditTimer();
   b.ArmLogFlushTimer();

@@ -26,6 +26,7 @@
 #include "broker/limit_keeper.h"
 #include "broker/local_request.h"
 #include "broker/local_server.h"
+#include "broker/owner_records.h"
 #include "broker/peer_access.h"
 #include "broker/secure_fs.h"
 #include "broker/state_file.h"
@@ -153,6 +154,12 @@ struct Broker::Impl {
   std::map<Session*, std::weak_ptr<Session>> sessions;
   // Registered clients by (target, owner): owner ids are per segment.
   std::map<std::pair<std::string, std::uint32_t>, ClientRecord> clients;
+  // Who registered each owner id, in "<socket>.owners" (owner_records.h):
+  // after a restart only that uid may adopt the owner. Loaded by Open.
+  OwnerRecords owner_records;
+  // Writes owner_records; a failure is logged (rate-limited): a client whose
+  // record is missing is later refused adoption and registers anew.
+  void SaveOwnerRecords();
   Clock::time_point started = Clock::now();
   bool in_grace = false;
   bool stopping = false;

@@ -24,6 +24,7 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/limit_command.cc
   ${CMAKE_CURRENT_LIST_DIR}/limit_keeper.cc
   ${CMAKE_CURRENT_LIST_DIR}/log_file.cc
+  ${CMAKE_CURRENT_LIST_DIR}/owner_records.cc
   ${CMAKE_CURRENT_LIST_DIR}/start_checks.cc
   ${CMAKE_CURRENT_LIST_DIR}/state_file.cc
   ${CMAKE_CURRENT_LIST_DIR}/target.cc)

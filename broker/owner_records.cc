@@ -1,0 +1,169 @@
+#include "broker/owner_records.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cerrno>
+#include <cstring>
+
+#include "broker/secure_fs.h"
+
+namespace dsb::broker {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+namespace {
+
+// A record per registered client (max_clients is at most a few thousand):
+// far below this.
+constexpr std::size_t kMaxFileBytes = 8u << 20;
+
+// A non-negative integer up to `max` (boost parses small ones as int64).
+std::optional<std::uint64_t> Unsigned(const json::value* v, std::uint64_t max) {
+  if (v == nullptr) return std::nullopt;
+  boost::system::error_code ec;
+  const auto n = v->to_number<std::uint64_t>(ec);
+  if (ec || n > max || !(v->is_int64() || v->is_uint64())) return std::nullopt;
+  return n;
+}
+
+}  // namespace
+
+fs::path OwnerRecords::Beside(const fs::path& socket) {
+  fs::path p = socket;
+  p += ".owners";
+  return p;
+}
+
+Status OwnerRecords::Load(const fs::path& file,
+                          const std::map<std::string, std::uint64_t>& adopted) {
+  file_ = file;
+  records_.clear();
+  auto read = ReadFileNoFollow(file, kMaxFileBytes);
+  if (!read.ok()) return read.status();
+  if (!read->has_value()) return Status::Ok();
+  auto bad = [&](const std::string& why) {
+    return Status{Errc::kConfig, file.string() + ": " + why +
+                                     " (the broker's record of who registered each owner id)"};
+  };
+  boost::system::error_code ec;
+  const json::value v = json::parse(**read, ec);
+  if (ec) return bad("not JSON: " + ec.message());
+  const json::object* root = v.if_object();
+  const json::value* list = root ? root->if_contains("records") : nullptr;
+  if (list == nullptr || !list->is_array()) return bad("no \"records\" array");
+  std::map<std::pair<std::string, std::uint32_t>, Entry> kept;
+  for (const json::value& r : list->as_array()) {
+    const json::object* o = r.if_object();
+    const json::value* target = o ? o->if_contains("target") : nullptr;
+    const auto instance = Unsigned(o ? o->if_contains("instance") : nullptr, UINT64_MAX);
+    const auto owner = Unsigned(o ? o->if_contains("owner") : nullptr, UINT32_MAX);
+    const auto uid = Unsigned(o ? o->if_contains("uid") : nullptr, UINT32_MAX);
+    if (target == nullptr || !target->is_string() || !instance || !owner || !uid) {
+      return bad("a record is not {\"target\": string, \"instance\": uint64, \"owner\": uint32, "
+                 "\"uid\": uint32}");
+    }
+    const std::string name(target->as_string());
+    auto it = adopted.find(name);
+    if (it == adopted.end() || it->second != *instance) continue;
+    kept[{name, static_cast<std::uint32_t>(*owner)}] =
+        Entry{*instance, static_cast<uid_t>(*uid)};
+  }
+  records_ = std::move(kept);
+  return Status::Ok();
+}
+
+std::optional<std::string> OwnerRecords::AdoptionRefusal(const std::string& target,
+                                                         std::uint32_t owner, uid_t uid) const {
+  auto it = records_.find({target, owner});
+  const std::string what = "owner " + std::to_string(owner) + " of target '" + target + "'";
+  if (it != records_.end()) {
+    if (it->second.uid == uid) return std::nullopt;
+    return what + " was registered by " + DescribeOwner(it->second.uid) + "; " +
+           DescribeOwner(uid) + " may not adopt it";
+  }
+  // No record: the earlier broker wrote none (an upgrade) or the file was
+  // lost. Root and the broker's user could take any slot anyway.
+  if (IsTrustedOwner(uid)) return std::nullopt;
+  return "the broker has no record of who registered " + what + " (" + file_.string() +
+         " was missing, unreadable or lacks it), so only root or the broker's user may adopt "
+         "it, not " + DescribeOwner(uid);
+}
+
+void OwnerRecords::Set(const std::string& target, std::uint32_t owner, Entry entry) {
+  records_[{target, owner}] = entry;
+}
+
+void OwnerRecords::Erase(const std::string& target, std::uint32_t owner) {
+  records_.erase({target, owner});
+}
+
+void OwnerRecords::Retain(const std::function<bool(const std::string&, std::uint32_t)>& keep) {
+  for (auto it = records_.begin(); it != records_.end();) {
+    it = keep(it->first.first, it->first.second) ? std::next(it) : records_.erase(it);
+  }
+}
+
+std::string OwnerRecords::Serialize(
+    const std::map<std::pair<std::string, std::uint32_t>, Entry>& records) {
+  json::array list;
+  list.reserve(records.size());
+  for (const auto& [key, e] : records) {
+    list.push_back(json::object{{"target", key.first},
+                                {"instance", e.instance},
+                                {"owner", key.second},
+                                {"uid", static_cast<std::uint64_t>(e.uid)}});
+  }
+  return json::serialize(json::object{{"version", 1}, {"records", std::move(list)}}) + "\n";
+}
+
+Status OwnerRecords::Save() const {
+  const std::string text = Serialize(records_);
+  std::string tmpl = file_.string() + ".tmp.XXXXXX";
+  // As WriteFileAtomically (secure_fs.h) without the fsyncs: O_CREAT |
+  // O_EXCL under a random name, renamed over the file (a link there is
+  // replaced, never followed). Readable by the broker only.
+  const int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
+  auto failed = [&](const std::string& p, const char* step, int e) {
+    return Status{Errc::kInternal, p + ": " + step + " failed: " + std::strerror(e)};
+  };
+  if (fd < 0) return failed(tmpl, "create", errno);
+  auto discard = [&](const char* step) {
+    const int e = errno;
+    ::close(fd);
+    ::unlink(tmpl.c_str());
+    return failed(tmpl, step, e);
+  };
+  if (::fchmod(fd, 0600) != 0) return discard("chmod");
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return discard("write");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::close(fd) != 0) {
+    const int e = errno;
+    ::unlink(tmpl.c_str());
+    return failed(tmpl, "close", e);
+  }
+  if (::rename(tmpl.c_str(), file_.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmpl.c_str());
+    return failed(file_.string(), "rename", e);
+  }
+  return Status::Ok();
+}
+
+void OwnerRecords::RemoveFile() const {
+  if (!file_.empty()) ::unlink(file_.c_str());
+}
+
+}  // namespace dsb::broker
