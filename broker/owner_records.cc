@@ -122,44 +122,9 @@ std::string OwnerRecords::Serialize(
 }
 
 Status OwnerRecords::Save() const {
-  const std::string text = Serialize(records_);
-  std::string tmpl = file_.string() + ".tmp.XXXXXX";
-  // As WriteFileAtomically (secure_fs.h) without the fsyncs: O_CREAT |
-  // O_EXCL under a random name, renamed over the file (a link there is
-  // replaced, never followed). Readable by the broker only.
-  const int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
-  auto failed = [&](const std::string& p, const char* step, int e) {
-    return Status{Errc::kInternal, p + ": " + step + " failed: " + std::strerror(e)};
-  };
-  if (fd < 0) return failed(tmpl, "create", errno);
-  auto discard = [&](const char* step) {
-    const int e = errno;
-    ::close(fd);
-    ::unlink(tmpl.c_str());
-    return failed(tmpl, step, e);
-  };
-  if (::fchmod(fd, 0600) != 0) return discard("chmod");
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = EIO;
-      return discard("write");
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::close(fd) != 0) {
-    const int e = errno;
-    ::unlink(tmpl.c_str());
-    return failed(tmpl, "close", e);
-  }
-  if (::rename(tmpl.c_str(), file_.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmpl.c_str());
-    return failed(file_.string(), "rename", e);
-  }
-  return Status::Ok();
+  // No fsync: the file lives beside the socket (tmpfs), no longer than the
+  // segments whose owners it names.
+  return WriteFileAtomically(file_, Serialize(records_), 0600, /*durable=*/false);
 }
 
 void OwnerRecords::RemoveFile() const {

@@ -295,7 +295,8 @@ std::vector<fs::path> RemoveCreatedFolders(const std::vector<fs::path>& created)
   return removed;
 }
 
-Status WriteFileAtomically(const fs::path& path, std::string_view text, mode_t mode) {
+Status WriteFileAtomically(const fs::path& path, std::string_view text, mode_t mode,
+                           bool durable) {
   std::string tmpl = path.string() + ".tmp.XXXXXX";
   // mkostemp: O_CREAT | O_EXCL (a link at the name is never followed) under
   // a random name, so nobody can plant anything there in advance.
@@ -321,7 +322,7 @@ Status WriteFileAtomically(const fs::path& path, std::string_view text, mode_t m
     }
     done += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0) return discard("fsync");
+  if (durable && ::fsync(fd) != 0) return discard("fsync");
   if (::close(fd) != 0) {
     const int e = errno;
     ::unlink(tmpl.c_str());
@@ -332,6 +333,7 @@ Status WriteFileAtomically(const fs::path& path, std::string_view text, mode_t m
     ::unlink(tmpl.c_str());
     return failed(path, "rename", e);
   }
+  if (!durable) return Status::Ok();
   const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {

@@ -104,8 +104,10 @@ std::vector<std::filesystem::path> RemoveCreatedFolders(
 // cannot be swapped between the checks and the rename.
 // Failure: kInternal "<file>: <step> failed: <reason>"; the temporary file
 // is removed and `path` is unchanged.
+// `durable` false skips both fsyncs (a file on tmpfs that lives no longer
+// than the machine's run, e.g. beside the socket).
 Status WriteFileAtomically(const std::filesystem::path& path, std::string_view text,
-                           mode_t mode = 0600);
+                           mode_t mode = 0600, bool durable = true);
 
 // Reads a file the broker wrote, without following a symbolic link.
 // Success: nullopt if there is no such file; the text otherwise.
