@@ -49,6 +49,7 @@ using tools_test::SimServerProcess;
 namespace json = boost::json;
 using Ms = std::chrono::duration<double, std::milli>;
 using testing::StoppedHolder;
+using testing::RawSegment;
 
 constexpr int kLimit = 4;
 constexpr const char* kUser = "svc-digiscope";
@@ -74,37 +75,6 @@ BrokerSetup WriteConfig(const ScratchDir& dir, const std::string& stem, const st
     << "\"\nslots = " << slots << "\ndiscover = false\n";
   return s;
 }
-
-// The whole segment mapped read-write, as any process of the group can.
-class RawSegment {
- public:
-  explicit RawSegment(const std::string& name) {
-    const int fd = ::shm_open(("/" + name).c_str(), O_RDWR, 0);
-    if (fd < 0) return;
-    struct stat st {};
-    if (::fstat(fd, &st) == 0) {
-      size_ = static_cast<std::size_t>(st.st_size);
-      base_ = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    }
-    ::close(fd);
-  }
-  ~RawSegment() {
-    if (base_ != MAP_FAILED) ::munmap(base_, size_);
-  }
-  bool ok() const { return base_ != MAP_FAILED; }
-  shm::SegmentHeader& header() { return *static_cast<shm::SegmentHeader*>(base_); }
-  std::uint32_t slot_count() { return header().slot_count; }
-  std::atomic<std::uint64_t>& word(std::uint32_t i) {
-    auto* slots = reinterpret_cast<shm::SlotCell*>(
-        static_cast<char*>(base_) + shm::HeaderBytes() +
-        std::size_t{header().waiter_capacity} * sizeof(shm::WaitEntry));
-    return slots[i].word;
-  }
-
- private:
-  void* base_ = MAP_FAILED;
-  std::size_t size_ = 0;
-};
 
 const json::object* TargetStatus(const json::object& status) {
   const json::value* ts = status.if_contains("targets");

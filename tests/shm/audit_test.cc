@@ -24,46 +24,14 @@
 #include "shm/segment_layout.h"
 #include "shm/slot_table.h"
 #include "tests/shm/segment_fixture.h"
+#include "tests/support/segment_tamper.h"
 #include "tests/support/unique_name.h"
 
 namespace dsb::shm {
 namespace {
 
 using namespace std::chrono_literals;
-
-// The whole segment mapped by "another process" (a second mapping of the
-// file): what a hostile group member writes through.
-class RawSegment {
- public:
-  explicit RawSegment(const std::string& name) {
-    const int fd = ::shm_open(("/" + name).c_str(), O_RDWR, 0);
-    if (fd < 0) return;
-    struct stat st {};
-    if (::fstat(fd, &st) == 0) {
-      size_ = static_cast<std::size_t>(st.st_size);
-      base_ = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    }
-    ::close(fd);
-  }
-  ~RawSegment() {
-    if (base_ != MAP_FAILED) ::munmap(base_, size_);
-  }
-  bool ok() const { return base_ != MAP_FAILED; }
-  SegmentHeader& header() { return *static_cast<SegmentHeader*>(base_); }
-  WaitEntry& entry(std::uint32_t i) {
-    return reinterpret_cast<WaitEntry*>(static_cast<char*>(base_) + HeaderBytes())[i];
-  }
-  std::atomic<std::uint64_t>& word(std::uint32_t i) {
-    auto* slots = reinterpret_cast<SlotCell*>(static_cast<char*>(base_) + HeaderBytes() +
-                                              std::size_t{header().waiter_capacity} *
-                                                  sizeof(WaitEntry));
-    return slots[i].word;
-  }
-
- private:
-  void* base_ = MAP_FAILED;
-  std::size_t size_ = 0;
-};
+using testing::RawSegment;
 
 // What the broker knows: registered owners, its own quarantined slots.
 SlotTable::AuditPolicy Policy(const std::set<std::uint32_t>* known,

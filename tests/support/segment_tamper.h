@@ -10,9 +10,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "shm/segment_layout.h"
@@ -36,6 +39,45 @@ struct RawHeader {
   }
   RawHeader(const RawHeader&) = delete;
   RawHeader& operator=(const RawHeader&) = delete;
+};
+
+// The whole segment `name` mapped read-write by a second mapping of the
+// file: what a hostile group member writes through. ok() false if it
+// cannot be opened.
+class RawSegment {
+ public:
+  explicit RawSegment(const std::string& name) {
+    const int fd = ::shm_open(("/" + name).c_str(), O_RDWR, 0);
+    if (fd < 0) return;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) {
+      size_ = static_cast<std::size_t>(st.st_size);
+      base_ = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    }
+    ::close(fd);
+  }
+  ~RawSegment() {
+    if (base_ != MAP_FAILED) ::munmap(base_, size_);
+  }
+  RawSegment(const RawSegment&) = delete;
+  RawSegment& operator=(const RawSegment&) = delete;
+
+  bool ok() const { return base_ != MAP_FAILED; }
+  shm::SegmentHeader& header() { return *static_cast<shm::SegmentHeader*>(base_); }
+  std::uint32_t slot_count() { return header().slot_count; }
+  shm::WaitEntry& entry(std::uint32_t i) {
+    return reinterpret_cast<shm::WaitEntry*>(static_cast<char*>(base_) + shm::HeaderBytes())[i];
+  }
+  std::atomic<std::uint64_t>& word(std::uint32_t i) {
+    auto* slots = reinterpret_cast<shm::SlotCell*>(
+        static_cast<char*>(base_) + shm::HeaderBytes() +
+        std::size_t{header().waiter_capacity} * sizeof(shm::WaitEntry));
+    return slots[i].word;
+  }
+
+ private:
+  void* base_ = MAP_FAILED;
+  std::size_t size_ = 0;
 };
 
 // A child process that locks `segment`'s queue mutex and stops itself
