@@ -1,6 +1,8 @@
 // Internals of the broker daemon shared by its translation units: broker.cc
-// (start, registration, death detection, shutdown) and admin.cc (the admin
-// requests: status, clients, leases, set_limit, refusal reports). Not public.
+// (start, capacity, shutdown), clients.cc (registration, adoption, a
+// client's end, the segment audit), local_server.cc (the local socket's
+// connections) and admin.cc (the admin requests: status, clients, leases,
+// set_limit, refusal reports). Not public.
 //
 // Thread rule: as Broker (everything on the single-threaded io_context).
 #ifndef DSB_BROKER_BROKER_IMPL_H_

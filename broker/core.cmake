@@ -14,6 +14,7 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/accept_guard.cc
   ${CMAKE_CURRENT_LIST_DIR}/admin.cc
   ${CMAKE_CURRENT_LIST_DIR}/broker.cc
+  ${CMAKE_CURRENT_LIST_DIR}/clients.cc
   ${CMAKE_CURRENT_LIST_DIR}/cluster.cc
   ${CMAKE_CURRENT_LIST_DIR}/cluster_gate.cc
   ${CMAKE_CURRENT_LIST_DIR}/file_limit.cc
