@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -91,6 +92,9 @@ class StoppedHolder {
     if (::pipe(fds) != 0) return;
     pid_ = ::fork();
     if (pid_ == 0) {
+      // Dies with the test (a test killed by its timeout must not leave a
+      // stopped process holding the mutex behind).
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       ::close(fds[0]);
       RawHeader raw(segment);
       if (raw.h == nullptr || pthread_mutex_lock(&raw.h->queue_mutex) != 0) _exit(2);
