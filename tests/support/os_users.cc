@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -259,7 +260,13 @@ int ProcessAs::Wait(Ms timeout) {
     if (out_fd_ >= 0) {
       Pump(std::min(left, Ms(20)));
     } else {
-      std::this_thread::sleep_for(std::min(left, Ms(5)));  // output closed; poll the exit
+      // Output closed but still running: wait for the exit itself (a pidfd
+      // turns readable when the process ends).
+      const int pfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+      if (pfd < 0) return -1;
+      pollfd p{pfd, POLLIN, 0};
+      (void)::poll(&p, 1, static_cast<int>(left.count()));
+      ::close(pfd);
     }
   }
 }
