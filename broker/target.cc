@@ -321,16 +321,7 @@ bool Target::Audit(Clock::time_point now, const std::map<std::uint32_t, pid_t>& 
     LogAudit(now, registered);  // what earlier runs found, once the interval allows
     return false;
   }
-  audit_.excess_enabled += f.excess_enabled;
-  audit_.lost_capacity += f.lost_capacity;
-  audit_.forged_owners += f.forged_owners;
-  audit_.forged_waiters += f.forged_waiters;
-  audit_.stray_quarantine += f.stray_quarantine;
-  audit_.quarantine_cleared += f.quarantine_cleared;
-  audit_.future_cooling += f.future_cooling;
-  audit_.invalid_words += f.invalid_words;
-  audit_.header_fields += f.header_fields;
-  audit_.queue_repairs += f.queue_repairs;
+  audit_.Add(f);
 
   for (const std::uint32_t o : f.forged_owner_ids) {
     if (forged_ids_seen_.size() < 8 &&

@@ -130,6 +130,18 @@ class Target {
     std::uint64_t invalid_words = 0;
     std::uint64_t header_fields = 0;
     std::uint64_t queue_repairs = 0;
+    void Add(const shm::SlotTable::AuditFindings& f) {
+      excess_enabled += f.excess_enabled;
+      lost_capacity += f.lost_capacity;
+      forged_owners += f.forged_owners;
+      forged_waiters += f.forged_waiters;
+      stray_quarantine += f.stray_quarantine;
+      quarantine_cleared += f.quarantine_cleared;
+      future_cooling += f.future_cooling;
+      invalid_words += f.invalid_words;
+      header_fields += f.header_fields;
+      queue_repairs += f.queue_repairs;
+    }
     std::uint64_t findings() const {
       return excess_enabled + lost_capacity + forged_owners + forged_waiters + stray_quarantine +
              quarantine_cleared + future_cooling + invalid_words + header_fields + queue_repairs;
