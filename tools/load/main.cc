@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -233,6 +234,7 @@ int Run(int argc, char** argv) {
       KillAll(children, SIGKILL);
       return 1;
     }
+    const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) {
       std::perror("dsb-load: fork");
@@ -240,6 +242,10 @@ int Run(int argc, char** argv) {
       return 1;
     }
     if (pid == 0) {
+      // An instance ends with dsb-load (a `kill -9` of dsb-load must not leave
+      // DigiScope stand-ins holding sessions until their --duration ends).
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) std::_Exit(1);  // dsb-load died before prctl
       ::close(fds[0]);
       for (int j = 0; j < i; ++j) ::close(children[static_cast<std::size_t>(j)].fd);
       std::_Exit(RunInstance(o, i, fds[1]));
