@@ -4,10 +4,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/hex.h"
+
 namespace dsb {
 namespace {
-
-constexpr char kHex[] = "0123456789abcdef";
 
 bool IsContinuation(unsigned char b) { return (b & 0xc0) == 0x80; }
 
@@ -52,8 +52,7 @@ bool IsControlCodePoint(char32_t c) {
 
 void AppendByteEscape(std::string& out, unsigned char b) {
   out += "\\x";
-  out += kHex[b >> 4];
-  out += kHex[b & 0xf];
+  AppendHexByte(out, b);
 }
 
 void AppendCodePointEscape(std::string& out, char32_t c) {
@@ -62,7 +61,7 @@ void AppendCodePointEscape(std::string& out, char32_t c) {
   for (int shift = 20; shift >= 0; shift -= 4) {
     const auto digit = static_cast<unsigned>((c >> shift) & 0xf);
     if (digit != 0 || started || shift <= 12) {  // at least four digits
-      out += kHex[digit];
+      out += HexDigit(digit);
       started = true;
     }
   }

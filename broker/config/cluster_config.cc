@@ -7,10 +7,12 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <span>
 
 #include "broker/config/quote.h"
 #include "broker/config/toml_reader.h"
 #include "common/check.h"
+#include "common/hex.h"
 
 namespace dsb::config {
 namespace {
@@ -236,14 +238,7 @@ std::string Sha256Hex(std::string_view bytes) {
   unsigned int size = 0;
   const int ok = EVP_Digest(bytes.data(), bytes.size(), digest, &size, EVP_sha256(), nullptr);
   DSB_CHECK(ok == 1 && size == 32, "EVP_Digest(sha256) failed");
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * size);
-  for (unsigned int i = 0; i < size; ++i) {
-    out += kHex[digest[i] >> 4];
-    out += kHex[digest[i] & 0xf];
-  }
-  return out;
+  return HexEncode(std::span<const std::uint8_t>(digest, size));
 }
 
 Result<ClusterConfig> ParseClusterConfig(std::string_view text, std::string_view file_name) {

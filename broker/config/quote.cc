@@ -1,10 +1,11 @@
 #include "broker/config/quote.h"
 
+#include "common/hex.h"
+
 namespace dsb::config {
 namespace {
 
 std::string Escape(std::string_view text, std::size_t max_bytes, bool quoted) {
-  static constexpr char kHex[] = "0123456789abcdef";
   const bool cut = text.size() > max_bytes;
   if (cut) text = text.substr(0, max_bytes);
   std::string out = quoted ? "\"" : "";
@@ -17,8 +18,7 @@ std::string Escape(std::string_view text, std::size_t max_bytes, bool quoted) {
       out += c;
     } else {
       out += "\\x";
-      out += kHex[byte >> 4];
-      out += kHex[byte & 0xf];
+      AppendHexByte(out, byte);
     }
   }
   if (cut) out += "...";

@@ -21,6 +21,7 @@
 
 #include "broker/secure_fs.h"
 #include "common/check.h"
+#include "common/hex.h"
 
 namespace dsb::wire {
 namespace {
@@ -82,13 +83,6 @@ bool SameMac(ByteView a, ByteView b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-int HexValue(std::uint8_t c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 }  // namespace
 
 // ---- ClusterKey ----
@@ -117,7 +111,7 @@ Result<ClusterKey> ClusterKey::Parse(ByteView contents, std::string_view source)
   while (end > 0 && is_space(contents[end - 1])) --end;
   const ByteView trimmed = contents.first(end);
   const bool all_hex = !trimmed.empty() && std::all_of(trimmed.begin(), trimmed.end(), [](auto c) {
-    return HexValue(c) >= 0;
+    return HexValue(static_cast<char>(c)) >= 0;
   });
   if (!all_hex) {
     Result<ClusterKey> key = FromBytes(contents);
@@ -130,8 +124,8 @@ Result<ClusterKey> ClusterKey::Parse(ByteView contents, std::string_view source)
   }
   Bytes decoded(trimmed.size() / 2);
   for (std::size_t i = 0; i < decoded.size(); ++i) {
-    decoded[i] = static_cast<std::uint8_t>(HexValue(trimmed[2 * i]) * 16 +
-                                           HexValue(trimmed[2 * i + 1]));
+    decoded[i] = static_cast<std::uint8_t>(HexValue(static_cast<char>(trimmed[2 * i])) * 16 +
+                                           HexValue(static_cast<char>(trimmed[2 * i + 1])));
   }
   Result<ClusterKey> key = FromBytes(decoded);
   OPENSSL_cleanse(decoded.data(), decoded.size());

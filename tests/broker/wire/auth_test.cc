@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "common/hex.h"
 #include "tests/broker/wire/test_messages.h"
 
 namespace dsb::wire {
@@ -76,13 +77,7 @@ TEST(WireAuth, HmacMatchesRfc4231TestCase2) {
   const std::string data = "what do ya want for nothing?";
   const Proof mac = HmacSha256({reinterpret_cast<const std::uint8_t*>(key.data()), key.size()},
                                {reinterpret_cast<const std::uint8_t*>(data.data()), data.size()});
-  std::string hex;
-  for (std::uint8_t b : mac) {
-    char buf[3];
-    std::snprintf(buf, sizeof buf, "%02x", b);
-    hex += buf;
-  }
-  EXPECT_EQ(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  EXPECT_EQ(HexEncode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
 TEST(WireAuth, HandshakeAuthenticatesBothAndCarriesMessagesBothWays) {
