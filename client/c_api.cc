@@ -5,6 +5,21 @@
 
 #include "client/permit_access.h"
 #include "dsb/client.h"
+#include "dsb/version.h"
+
+// The C codes and dsb::Errc come from one list (dsb/errc_list.h); these
+// checks fail the build if either side stops expanding it faithfully.
+#define DSB_ERRC_CHECK_(c_name, cpp_name, value, wire_name, message)         \
+  static_assert(static_cast<int>(c_name) == (value) &&                      \
+                    static_cast<int>(dsb::Errc::cpp_name) == (value),        \
+                #c_name " and dsb::Errc::" #cpp_name " must both be " #value);
+DSB_ERRC_LIST(DSB_ERRC_CHECK_)
+#undef DSB_ERRC_CHECK_
+
+static_assert(DSB_LOG_DEBUG == static_cast<int>(dsb::LogLevel::kDebug) &&
+              DSB_LOG_INFO == static_cast<int>(dsb::LogLevel::kInfo) &&
+              DSB_LOG_WARNING == static_cast<int>(dsb::LogLevel::kWarning) &&
+              DSB_LOG_ERROR == static_cast<int>(dsb::LogLevel::kError));
 
 struct dsb_client {
   std::unique_ptr<dsb::Client> client;
@@ -154,5 +169,24 @@ const char* dsb_strerror(dsb_status code) {
 }
 
 const char* dsb_last_error(void) { return tl_last_error.c_str(); }
+
+const char* dsb_version(void) { return DSB_VERSION_STRING; }
+
+void dsb_set_log_callback(dsb_log_callback callback, void* context) {
+  if (callback == nullptr) {
+    dsb::SetLogSink(nullptr);
+    return;
+  }
+  try {
+    dsb::SetLogSink([callback, context](dsb::LogLevel level, std::string_view message) {
+      const std::string line(message);  // NUL-terminated for C
+      callback(static_cast<int32_t>(level), line.c_str(), context);
+    });
+  } catch (...) {
+    // Out of memory building the sink: back to stderr (the previous callback
+    // must not be called after this returns, its context may be freed).
+    dsb::SetLogSink(nullptr);
+  }
+}
 
 }  // extern "C"

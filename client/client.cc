@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "client/log.h"
 #include "client/permit_access.h"
 #include "common/local_frame.h"
 #include "shm/futex.h"
@@ -371,11 +372,23 @@ class ClientImpl {
       ++connection_generation_;
       lock.unlock();
       cv_.notify_all();
+      client_log::Logf(LogLevel::kWarning,
+                       "lost the connection to the broker at %s; re-registering for target '%s'",
+                       options_.socket_path.c_str(), options_.target.c_str());
       if (!Reconnect()) {
         lost_.store(true, std::memory_order_release);
         cv_.notify_all();
+        lock.lock();
+        if (closing_) return;  // the host closed the Client: nothing was lost
+        lock.unlock();
+        client_log::Logf(LogLevel::kError,
+                         "could not re-register for target '%s' with the broker at %s: the "
+                         "registration is lost (kNotRegistered)",
+                         options_.target.c_str(), options_.socket_path.c_str());
         return;
       }
+      client_log::Logf(LogLevel::kInfo, "re-registered for target '%s' with the broker at %s",
+                       options_.target.c_str(), options_.socket_path.c_str());
     }
   }
 
@@ -396,10 +409,10 @@ class ClientImpl {
       cv_.wait_for(lock, wait, [&] { return closing_; });
       if (closing_) return;
       if (table_->NoteLeaseLapse(shm::MonotonicNs())) {
-        std::fprintf(stderr,
-                     "dsb: the broker did not renew the lease of segment %s by its deadline; "
-                     "capacity above the floor is closed until it does\n",
-                     segment_.c_str());
+        client_log::Logf(LogLevel::kWarning,
+                         "the broker did not renew the lease of segment %s by its deadline; "
+                         "capacity above the floor is closed until it does",
+                         segment_.c_str());
       }
     }
   }
@@ -422,8 +435,8 @@ class ClientImpl {
       if (!conn.ok() && conn.status().code() == Errc::kPermissionDenied && !said_untrusted) {
         // Keep trying (the real broker may come back); say it once.
         said_untrusted = true;
-        std::fprintf(stderr, "dsb: re-registering for target '%s': %s\n",
-                     options_.target.c_str(), conn.status().message().c_str());
+        client_log::Logf(LogLevel::kWarning, "re-registering for target '%s': %s",
+                         options_.target.c_str(), conn.status().message().c_str());
       }
       if (conn.ok()) {
         const int fd = conn->fd;
@@ -449,8 +462,8 @@ class ClientImpl {
         }
         if (reply.ok()) {
           if (Status s = CheckSameSegment(*reply, conn->peer.uid); !s.ok()) {
-            std::fprintf(stderr, "dsb: re-registering for target '%s': %s\n",
-                         options_.target.c_str(), s.message().c_str());
+            client_log::Logf(LogLevel::kError, "re-registering for target '%s': %s",
+                             options_.target.c_str(), s.message().c_str());
             ::close(fd);
             return false;
           }

@@ -12,33 +12,12 @@ struct Entry {
   const char* message;
 };
 
+// From the one list of codes (dsb/errc_list.h): every Errc has its entry.
 constexpr Entry kEntries[] = {
-    {Errc::kOk, "ok", "success"},
-    {Errc::kTimeout, "timeout", "no slot became free before the deadline"},
-    {Errc::kCancelled, "cancelled", "the wait was cancelled"},
-    {Errc::kBrokerUnavailable, "broker_unavailable",
-     "cannot reach the dsb broker socket; is dsb-broker running and is the socket path right?"},
-    {Errc::kUnknownTarget, "unknown_target", "the broker serves no target of that name"},
-    {Errc::kProtocol, "protocol", "malformed, oversized or unexpected message"},
-    {Errc::kPermissionDenied, "permission_denied",
-     "peer credentials refused; run as the broker's user or a member of its configured group"},
-    {Errc::kSegmentInvalid, "segment_invalid",
-     "shared-memory segment failed validation (magic, version, size or checksum)"},
-    {Errc::kSegmentUnavailable, "segment_unavailable",
-     "shared-memory segment is missing or cannot be mapped"},
-    {Errc::kConfig, "config", "configuration refused"},
-    {Errc::kCapacityExhausted, "capacity_exhausted", "no free slot right now"},
-    {Errc::kTooManyClients, "too_many_clients",
-     "this broker already has system_slots registered clients; raise system_slots in the "
-     "cluster file"},
-    {Errc::kNotRegistered, "not_registered",
-     "the registration with the broker was lost; reconnect"},
-    {Errc::kInvalidArgument, "invalid_argument", "invalid argument"},
-    {Errc::kTooManyWaiters, "too_many_waiters", "the segment's waiter queue is full"},
-    {Errc::kInternal, "internal", "internal error"},
-    {Errc::kShuttingDown, "shutting_down", "the broker is shutting down"},
-    {Errc::kAuthFailed, "auth_failed", "peer authentication failed"},
-    {Errc::kConflict, "conflict", "peer or file disagrees"},
+#define DSB_ERRC_ENTRY_(c_name, cpp_name, value, wire_name, message) \
+  {Errc::cpp_name, wire_name, message},
+    DSB_ERRC_LIST(DSB_ERRC_ENTRY_)
+#undef DSB_ERRC_ENTRY_
 };
 
 const Entry* Find(int code) {

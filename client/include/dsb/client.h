@@ -44,6 +44,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -225,6 +226,25 @@ class Client {
   explicit Client(std::unique_ptr<ClientImpl> impl);
   std::unique_ptr<ClientImpl> impl_;
 };
+
+// The version of this library as "MAJOR.MINOR.PATCH" (static storage): the
+// library the program runs with, which may be newer than the dsb/version.h it
+// was built with (DSB_VERSION_STRING).
+const char* Version() noexcept;
+
+// Where the library's messages go (a broker restart, re-registering, a lease
+// not renewed): by default each is written to stderr as "dsb: <message>".
+enum class LogLevel : int { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
+// Receives one message: one line, no trailing newline, valid only during the
+// call. Called from the library's own threads, one call at a time.
+using LogSink = std::function<void(LogLevel level, std::string_view message)>;
+
+// Sends the library's messages to `sink` instead of stderr; an empty sink
+// restores stderr. Thread-safe; when it returns the previous sink is neither
+// running nor called again. Process-wide for this library. REQUIRES: the
+// sink does not call SetLogSink and returns soon (the library's thread waits
+// for it); an exception it throws is swallowed (the message is lost).
+void SetLogSink(LogSink sink) noexcept;
 
 }  // namespace dsb
 

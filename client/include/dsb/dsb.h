@@ -9,6 +9,9 @@
  * dsb_permit is a plain value owned by the caller (no allocation): pass it back
  * to dsb_release exactly once. Release every permit before dsb_close.
  *
+ * Compatibility: within one major version (the SONAME, libdsb.so.0) functions
+ * and codes are only added; none changes meaning or goes away.
+ *
  * .NET: [DllImport("dsb")] finds libdsb.so on Linux and dsb.dll on Windows;
  * dsb_permit maps to a [StructLayout(LayoutKind.Sequential)] struct
  * { uint index; uint reserved; ulong word; }.
@@ -18,35 +21,37 @@
 
 #include <stdint.h>
 
+#include "dsb/errc_list.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#if defined(_WIN32)
+/* DSB_API marks the functions of the C ABI. Windows: dllexport while the
+ * library itself is built (DSB_BUILDING_LIBRARY, set by its build only),
+ * dllimport for everyone using it. Elsewhere: default visibility (the
+ * library is built with hidden visibility, and a linker version script,
+ * client/dsb.symbols, lets only these functions out). */
+#if defined(_WIN32) || defined(__CYGWIN__)
+#if defined(DSB_BUILDING_LIBRARY)
 #define DSB_API __declspec(dllexport)
 #else
+#define DSB_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__) || defined(__clang__)
 #define DSB_API __attribute__((visibility("default")))
+#else
+#define DSB_API
 #endif
 
-/* Values mirror dsb::Errc (client/include/dsb/errc.h). Never renumbered. */
+/* Status codes: DSB_OK (0) and DSB_E_* (dsb/errc_list.h gives each one's
+ * number, meaning and dsb_strerror text). The same list defines dsb::Errc
+ * (errc.h), so the two cannot drift apart; the numbers are never renumbered,
+ * only appended to (a .NET caller may hard-code them). */
 typedef int32_t dsb_status;
-#define DSB_OK 0
-#define DSB_E_TIMEOUT 1
-#define DSB_E_CANCELLED 2
-#define DSB_E_BROKER_UNAVAILABLE 3
-#define DSB_E_UNKNOWN_TARGET 4
-#define DSB_E_PROTOCOL 5
-#define DSB_E_PERMISSION_DENIED 6
-#define DSB_E_SEGMENT_INVALID 7
-#define DSB_E_SEGMENT_UNAVAILABLE 8
-#define DSB_E_CONFIG 9
-#define DSB_E_CAPACITY_EXHAUSTED 10
-#define DSB_E_TOO_MANY_CLIENTS 11
-#define DSB_E_NOT_REGISTERED 12
-#define DSB_E_INVALID_ARGUMENT 13
-#define DSB_E_TOO_MANY_WAITERS 14
-#define DSB_E_INTERNAL 15
-#define DSB_E_SHUTTING_DOWN 16
+#define DSB_ERRC_C_ENUMERATOR_(c_name, cpp_name, value, wire_name, message) c_name = value,
+enum dsb_status_code { DSB_ERRC_LIST(DSB_ERRC_C_ENUMERATOR_) };
+#undef DSB_ERRC_C_ENUMERATOR_
 
 typedef struct dsb_client dsb_client;
 typedef struct dsb_cancel dsb_cancel;
@@ -114,6 +119,32 @@ DSB_API dsb_status dsb_report_refusal(dsb_client* client, const dsb_permit* refu
 DSB_API dsb_cancel* dsb_cancel_create(void);
 DSB_API void dsb_cancel_fire(dsb_cancel* cancel);
 DSB_API void dsb_cancel_destroy(dsb_cancel* cancel);
+
+/* The version of this library as "MAJOR.MINOR.PATCH" (static storage, never
+ * NULL): the library the program runs with, which may be newer than the
+ * dsb/version.h it was built with (DSB_VERSION_STRING). */
+DSB_API const char* dsb_version(void);
+
+/* Log levels passed to a dsb_log_callback. */
+#define DSB_LOG_DEBUG 0
+#define DSB_LOG_INFO 1
+#define DSB_LOG_WARNING 2
+#define DSB_LOG_ERROR 3
+
+/* Receives one message of the library: level (DSB_LOG_*), message (one line,
+ * no trailing newline, UTF-8, valid only during the call) and the context
+ * given to dsb_set_log_callback. Called from the library's own threads (e.g.
+ * the one re-registering after a broker restart), one call at a time. It must
+ * not block for long, must not call dsb_set_log_callback, and must not let an
+ * exception or longjmp cross it. */
+typedef void (*dsb_log_callback)(int32_t level, const char* message, void* context);
+
+/* Sends the library's messages to callback (with context) instead of stderr;
+ * callback NULL restores the default (each message written to stderr as
+ * "dsb: <message>"). Thread-safe. When it returns, the previous callback is
+ * neither running nor called again, so its context may be freed. Process-wide
+ * for this library (libdsb); the C++ library has its own, dsb::SetLogSink. */
+DSB_API void dsb_set_log_callback(dsb_log_callback callback, void* context);
 
 /* Fixed text of a status code (never NULL, static storage). */
 DSB_API const char* dsb_strerror(dsb_status code);
