@@ -16,13 +16,13 @@ json::object Broker::Impl::HandleRefusal(Session& s, const LocalRequest& req) {
   // What dsb held for the account at this instant: every slot the server may
   // count (held, cooling, quarantined), less the refused attempt if the client
   // still holds its permit (it names the slot; checked against the table).
-  const shm::Counts c = t.table().Count();
+  const shm::Counts c = t.Counts();
   std::uint32_t held = c.held_action + c.held_system + c.quarantined + c.cooling;
   if (req.slot && req.word) {
     const std::uint32_t index = *req.slot;
     const std::uint64_t w = *req.word;
     // Retiring or not: a slot an earlier shrink asked back is still held.
-    if (shm::OwnerOf(w) == s.record()->owner && t.table().HeldBy(index, w) && held > 0) {
+    if (shm::OwnerOf(w) == s.record()->owner && t.HeldBy(index, w) && held > 0) {
       --held;
       // If capacity shrinks now, this slot is the one to leave the table:
       // its session was refused, so nobody loses one, and it will not be
@@ -33,7 +33,7 @@ json::object Broker::Impl::HandleRefusal(Session& s, const LocalRequest& req) {
     // An older client names no slot. It is told to report while it still
     // holds the refused attempt's permit: if it holds an action slot, leave
     // one out (at worst discovery settles one below the cap: safe).
-    const auto holdings = t.table().HoldingsByOwner();
+    const auto holdings = t.HoldingsByOwner();
     if (auto h = holdings.find(s.record()->owner); h != holdings.end() && h->second.action > 0) {
       --held;
     }
@@ -64,7 +64,7 @@ json::object Broker::Impl::StatusReply() {
   json::array ts;
   const auto now = Clock::now();
   for (auto& [n, t] : targets) {
-    const shm::Counts c = t->table().Count();
+    const shm::Counts c = t->Counts();
     json::object o{{"name", n},
                    {"limit", t->config().limit},
                    {"reserve", t->config().reserve},
@@ -82,9 +82,9 @@ json::object Broker::Impl::StatusReply() {
                    {"retiring", c.retiring},
                    {"clients", RegisteredOn(n)},
                    {"pending_adoption", t->pending_owners().size()},
-                   {"slots", t->table().slot_count()},
-                   {"segment", t->table().name()},
-                   {"revocation_generation", t->table().revocation_generation()},
+                   {"slots", t->slot_count()},
+                   {"segment", t->segment_name()},
+                   {"revocation_generation", t->revocation_generation()},
                    {"session_limit_reports", t->session_limit_reports()},
                    {"slots_reclaimed", t->slots_reclaimed()},
                    {"quarantine_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -131,7 +131,7 @@ json::object Broker::Impl::Clients() {
   const auto now = Clock::now();
   for (auto& [key, rec] : clients) {
     const std::uint32_t owner = rec.owner;
-    const auto holdings = targets.at(rec.target)->table().HoldingsByOwner();
+    const auto holdings = targets.at(rec.target)->HoldingsByOwner();
     auto h = holdings.find(owner);
     cs.push_back(json::object{
         {"owner", owner},

@@ -109,10 +109,10 @@ Status Broker::Impl::Open() {
     Target& tg = **target;
     // A segment left by a cluster-mode broker carries a lease fence; a
     // single-machine broker has no lease: clear it, or clients would fence.
-    if (!config.cluster_mode()) tg.table().SetLeaseFence(0, 0);
+    if (!config.cluster_mode()) tg.ClearLeaseFence();
     if (keep_lower && tg.adopted_segment() && tg.capacity() < capacity) {
       limits->Seed(target_index(t), tg.capacity() + static_cast<std::uint32_t>(t.reserve),
-                   "kept from segment " + tg.table().name() +
+                   "kept from segment " + tg.segment_name() +
                        " adopted from the previous broker (set broker.state_dir to keep the "
                        "limit and its source across restarts; dsbctl set-limit raises it)");
     }
@@ -120,12 +120,12 @@ Status Broker::Impl::Open() {
       in_grace = true;
       spdlog::info("target {}: adopted existing segment {}: {} owners hold slots; they have {} "
                    "ms to reconnect",
-                   t.name, tg.table().name(), tg.pending_owners().size(),
+                   t.name, tg.segment_name(), tg.pending_owners().size(),
                    std::chrono::duration_cast<std::chrono::milliseconds>(config.adopt_grace)
                        .count());
     } else {
       spdlog::info("target {}: segment {} created, {} slots, capacity {}", t.name,
-                   tg.table().name(), tg.table().slot_count(), capacity);
+                   tg.segment_name(), tg.slot_count(), capacity);
       // Only when no segment existed: a re-shaped one showed nothing held.
       if (unclean && !tg.segment_existed()) HoldBackAfterUncleanEnd(tg, *unclean, now);
     }
@@ -137,7 +137,7 @@ Status Broker::Impl::Open() {
     hooks.usage = [this] {
       std::vector<lease::TargetUsage> usage;
       for (Target* t : ordered) {
-        const shm::Counts c = t->table().Count();
+        const shm::Counts c = t->Counts();
         // Quarantined and cooling slots count as held: the server may still
         // have them (B2). The B2 report uses every slot not disabled (free
         // ones included): a scan racing clients can undercount held slots,
@@ -156,18 +156,11 @@ Status Broker::Impl::Open() {
     };
     // R5: a clean stop admits nothing new before its goodbye counts what is held.
     hooks.freeze = [this] {
-      for (Target* t : ordered) {
-        const shm::Counts c = t->table().Count();
-        const std::uint32_t held = c.held_action - std::min(c.retiring, c.held_action);
-        if (held < t->table().capacity()) t->SetCapacity(held);
-      }
+      for (Target* t : ordered) t->FreezeAtHeld();
     };
     // R1: adopted action slots are kept until the previous broker's lease deadline.
     for (Target* t : ordered) {
-      const std::int64_t ns = t->adopted_segment() ? t->table().lease_deadline_ns() : 0;
-      hooks.inherited.push_back(ns > 0 ? std::optional<Clock::time_point>(
-                                             Clock::time_point(std::chrono::nanoseconds(ns)))
-                                       : std::nullopt);
+      hooks.inherited.push_back(t->adopted_segment() ? t->lease_deadline() : std::nullopt);
     }
     hooks.apply = [this](std::size_t i, const lease::TargetCapacity& cap) {
       if (i >= ordered.size()) return;
@@ -184,7 +177,7 @@ Status Broker::Impl::Open() {
   // instances are dropped.
   std::map<std::string, std::uint64_t> adopted_instances;
   for (const auto& [n, t] : targets) {
-    if (t->adopted_segment()) adopted_instances[n] = t->table().instance_id();
+    if (t->adopted_segment()) adopted_instances[n] = t->instance_id();
   }
   if (Status st = owner_records.Load(OwnerRecords::Beside(config.socket), adopted_instances);
       !st.ok()) {
@@ -340,14 +333,14 @@ void Broker::Impl::HoldBackAfterUncleanEnd(Target& tg, const UncleanEnd& unclean
     spdlog::warn("target {}: {} ended without a clean stop and segment {} is gone (machine "
                  "restart?); its clients' sessions may still be open on the server, but "
                  "quarantine is 0 for this target: nothing held back",
-                 t.name, unclean.who, tg.table().name());
+                 t.name, unclean.who, tg.segment_name());
     return;
   }
   const std::uint32_t held_back = tg.HoldBackAfterUncleanEnd(slots, registrations, now);
   spdlog::warn("target {}: {} ended without a clean stop and segment {} is gone (machine "
                "restart?): up to {} session(s) of its clients may still be open on the server; "
                "{} slot(s){} held in quarantine for {} ms",
-               t.name, unclean.who, tg.table().name(), slots + registrations, held_back,
+               t.name, unclean.who, tg.segment_name(), slots + registrations, held_back,
                registrations > 0 ? " and " + std::to_string(registrations) + " registration(s)"
                                  : std::string(),
                std::chrono::duration_cast<std::chrono::milliseconds>(t.quarantine).count());
@@ -430,7 +423,7 @@ void Broker::Impl::Shutdown() {
   bool any_held = !clients.empty();  // a registered client may take slots any time
   std::uint64_t slots_kept = 0;
   for (auto& [n, t] : targets) {
-    const shm::Counts c = t->table().Count();
+    const shm::Counts c = t->Counts();
     // Cooling slots too: the server may still count their sessions.
     slots_kept += c.held_action + c.held_system + c.quarantined + c.cooling;
     if (c.held_action + c.held_system + c.quarantined + c.cooling > 0 ||
@@ -447,7 +440,7 @@ void Broker::Impl::Shutdown() {
                  "segments kept for the next broker to adopt (within its adopt_grace)",
                  clients.size(), slots_kept);
   } else {
-    for (auto& [n, t] : targets) (void)shm::SlotTable::Remove(t->table().name());
+    for (auto& [n, t] : targets) (void)t->RemoveSegment();
     if (state_path) {
       state.clean = true;
       if (Status st = WriteState(*state_path, state); !st.ok()) spdlog::error("{}", st.message());
@@ -482,12 +475,12 @@ void Broker::Impl::UndoFailedOpen() {
   }
   bool adopted_any = false;
   for (std::size_t i = 0; i < ordered.size(); ++i) {
-    const std::string& name = ordered[i]->table().name();
+    const std::string& name = ordered[i]->segment_name();
     if (ordered[i]->adopted_segment()) {
       // Clients of an earlier broker may hold its slots: the next broker adopts it.
       adopted_any = true;
       kept.push_back("segment " + name + " (adopted)");
-    } else if (shm::SlotTable::Remove(name).ok()) {
+    } else if (ordered[i]->RemoveSegment().ok()) {
       removed.push_back("segment " + name);
     }
   }

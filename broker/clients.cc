@@ -86,7 +86,7 @@ json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
   rec.pid = s.peer_pid();
   rec.uid = s.peer_uid();
   rec.since = Clock::now();
-  const std::string instance = std::to_string(target.table().instance_id());
+  const std::string instance = std::to_string(target.instance_id());
   if (req.owner) {
     // A client of the previous broker instance reconnects to keep its slots.
     const std::uint32_t owner = *req.owner;
@@ -113,10 +113,10 @@ json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
     spdlog::info("target {}: adopted owner {} (pid {}, {}) after broker restart", target_name,
                  owner, rec.pid, name);
   } else {
-    rec.owner = target.table().AllocateOwner();
+    rec.owner = target.AllocateOwner();
     if (rec.owner == 0) {
       return ErrorReply(Errc::kTooManyClients,
-                        "segment " + target.table().name() +
+                        "segment " + target.segment_name() +
                             " has handed out every owner id; restart the broker with no client "
                             "registered on target '" + target_name + "' to re-create it");
     }
@@ -126,11 +126,11 @@ json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
   s.record() = rec;
   clients[{rec.target, rec.owner}] = rec;
   owner_records.Set(rec.target, rec.owner,
-                    {.instance = target.table().instance_id(), .uid = rec.uid});
+                    {.instance = target.instance_id(), .uid = rec.uid});
   SaveOwnerRecords();
   return json::object{{"ok", true},
                       {"owner", rec.owner},
-                      {"segment", target.table().name()},
+                      {"segment", target.segment_name()},
                       {"instance", instance},
                       {"system_slot", config.cluster_mode() ? "none" : "table"},
                       {"mode", config.cluster_mode() ? "cluster" : "single"},

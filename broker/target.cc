@@ -150,6 +150,18 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
   return t;
 }
 
+std::optional<Clock::time_point> Target::lease_deadline() const {
+  const std::int64_t ns = table_->lease_deadline_ns();
+  if (ns <= 0) return std::nullopt;
+  return Clock::time_point(std::chrono::nanoseconds(ns));
+}
+
+void Target::FreezeAtHeld() {
+  const shm::Counts c = table_->Count();
+  const std::uint32_t held = c.held_action - std::min(c.retiring, c.held_action);
+  if (held < table_->capacity()) SetCapacity(held);
+}
+
 bool Target::Adopt(std::uint32_t owner) {
   if (pending_.erase(owner) > 0) return true;
   return in_grace_ && owner != 0 && owner <= last_owner_at_open_;

@@ -44,12 +44,44 @@ class Target {
 
   const std::string& name() const { return config_.name; }
   const config::TargetConfig& config() const { return config_; }
-  shm::SlotTable& table() { return *table_; }
-  const shm::SlotTable& table() const { return *table_; }
   bool adopted_segment() const { return adopted_; }
   // A segment of this name existed at Open (adopted, or re-created because its
   // shape changed while nothing was held or quarantined in it).
   bool segment_existed() const { return existed_; }
+
+  // The segment (the target's slot table), read and written only through
+  // these: the table itself stays inside Target, which keeps its quarantine
+  // bookkeeping and capacity in step with it.
+  const std::string& segment_name() const { return table_->name(); }
+  std::uint32_t slot_count() const { return table_->slot_count(); }
+  // Changes with every re-creation of the segment: a client names it to
+  // re-adopt its owner after a broker restart.
+  std::uint64_t instance_id() const { return table_->instance_id(); }
+  std::uint64_t revocation_generation() const { return table_->revocation_generation(); }
+  // A scan of the slots and waiters (racing clients: a snapshot).
+  shm::Counts Counts() const { return table_->Count(); }
+  // Per owner, what it holds now.
+  std::map<std::uint32_t, shm::OwnerHoldings> HoldingsByOwner() const {
+    return table_->HoldingsByOwner();
+  }
+  // True if slot `index` holds `word` now (retiring or not).
+  bool HeldBy(std::uint32_t index, std::uint64_t word) const { return table_->HeldBy(index, word); }
+  // A new owner id for a registering client; 0 if the segment has handed out
+  // every id (shm::SlotTable::AllocateOwner).
+  std::uint32_t AllocateOwner() { return table_->AllocateOwner(); }
+  // The lease deadline recorded in the segment (by this broker or, in an
+  // adopted segment, by the previous one); nullopt if none.
+  std::optional<Clock::time_point> lease_deadline() const;
+  // Single-machine mode: no lease. Clears a fence a cluster-mode broker left
+  // in the segment, or clients would fence their lease slots.
+  void ClearLeaseFence() { table_->SetLeaseFence(0, 0); }
+  // Cluster mode, a clean stop (R5): admits nothing new, capacity down to the
+  // held action slots that are not retiring (never raised).
+  void FreezeAtHeld();
+  // Removes the segment's name (shm::SlotTable::Remove); the mapping stays
+  // valid until this Target is destroyed. Only when nothing is held in it
+  // (a clean stop) or this start made it (a failed start).
+  Status RemoveSegment() const { return shm::SlotTable::Remove(table_->name()); }
 
   // Owners found holding slots in an adopted segment, still waiting to reconnect.
   const std::set<std::uint32_t>& pending_owners() const { return pending_; }
