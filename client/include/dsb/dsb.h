@@ -29,11 +29,14 @@ extern "C" {
 
 /* DSB_API marks the functions of the C ABI. Windows: dllexport while the
  * library itself is built (DSB_BUILDING_LIBRARY, set by its build only),
- * dllimport for everyone using it. Elsewhere: default visibility (the
- * library is built with hidden visibility, and a linker version script,
- * client/dsb.symbols, lets only these functions out). */
+ * dllimport for everyone using it, nothing when DSB_STATIC is defined (a
+ * static build of the library; only Linux builds exist today). Elsewhere: default visibility (the library is built with
+ * hidden visibility, and a linker version script, client/dsb.symbols, lets
+ * only these functions out). */
 #if defined(_WIN32) || defined(__CYGWIN__)
-#if defined(DSB_BUILDING_LIBRARY)
+#if defined(DSB_STATIC)
+#define DSB_API
+#elif defined(DSB_BUILDING_LIBRARY)
 #define DSB_API __declspec(dllexport)
 #else
 #define DSB_API __declspec(dllimport)
