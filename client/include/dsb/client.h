@@ -242,8 +242,10 @@ using LogSink = std::function<void(LogLevel level, std::string_view message)>;
 // Sends the library's messages to `sink` instead of stderr; an empty sink
 // restores stderr. Thread-safe; when it returns the previous sink is neither
 // running nor called again. Process-wide for this library. REQUIRES: the
-// sink does not call SetLogSink and returns soon (the library's thread waits
-// for it); an exception it throws is swallowed (the message is lost).
+// sink does not call into dsb (SetLogSink from it would deadlock, a Client's
+// destructor would wait for the very thread running it) and returns soon (the
+// library's thread waits for it); an exception it throws is swallowed (the
+// message is lost).
 void SetLogSink(LogSink sink) noexcept;
 
 }  // namespace dsb

@@ -138,8 +138,8 @@ DSB_API const char* dsb_version(void);
  * no trailing newline, UTF-8, valid only during the call) and the context
  * given to dsb_set_log_callback. Called from the library's own threads (e.g.
  * the one re-registering after a broker restart), one call at a time. It must
- * not block for long, must not call dsb_set_log_callback, and must not let an
- * exception or longjmp cross it. */
+ * not block for long, must not call any dsb_* function (dsb_set_log_callback
+ * from it would deadlock), and must not let an exception or longjmp cross it. */
 typedef void (*dsb_log_callback)(int32_t level, const char* message, void* context);
 
 /* Sends the library's messages to callback (with context) instead of stderr;
