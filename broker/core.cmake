@@ -1,11 +1,13 @@
 # The cluster file's lease configs (cluster_lease.h); also linked by config_parse_fuzz.
 add_library(dsb_cluster_lease STATIC ${CMAKE_CURRENT_LIST_DIR}/cluster_lease.cc)
 add_library(dsb::cluster_lease ALIAS dsb_cluster_lease)
+dsb_include_root(dsb_cluster_lease PUBLIC broker/cluster_lease.h)
 target_link_libraries(dsb_cluster_lease PUBLIC dsb::config dsb::lease PRIVATE dsb::warnings)
 
 # The local socket's request parser (local_request.h); also linked by local_request_fuzz.
 add_library(dsb_local_request STATIC ${CMAKE_CURRENT_LIST_DIR}/local_request.cc)
 add_library(dsb::local_request ALIAS dsb_local_request)
+dsb_include_root(dsb_local_request PUBLIC broker/local_request.h)
 target_link_libraries(dsb_local_request PUBLIC dsb::common PRIVATE dsb::config Boost::json
   dsb::warnings)
 
@@ -30,6 +32,7 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/state_file.cc
   ${CMAKE_CURRENT_LIST_DIR}/target.cc)
 add_library(dsb::broker_core ALIAS dsb_broker_core)
+dsb_include_root(dsb_broker_core PUBLIC broker)
 target_link_libraries(dsb_broker_core
   PUBLIC dsb::common dsb::limited_log dsb::shm dsb::config dsb::lease dsb::cluster_lease
     dsb::local_request
