@@ -1,4 +1,5 @@
 #include "broker/broker_impl.h"
+#include "broker/service_notify.h"
 #include "common/limited_log.h"
 
 #include <fcntl.h>
@@ -406,6 +407,7 @@ void Broker::Impl::StartAccept() {
 void Broker::Impl::Shutdown() {
   if (stopping) return;
   stopping = true;
+  NotifyServiceStopping("stopping");  // a Type=notify unit: stopping, not dead
   if (cluster) cluster->Stop();
   if (limits) limits->Stop();
   boost::system::error_code ec;

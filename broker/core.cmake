@@ -41,4 +41,5 @@ target_link_libraries(dsb_broker_core
 
 add_executable(dsb-broker ${CMAKE_CURRENT_LIST_DIR}/main.cc)
 target_link_libraries(dsb-broker PRIVATE dsb::broker_core CLI11::CLI11 spdlog::spdlog dsb::warnings)
-install(TARGETS dsb-broker RUNTIME DESTINATION bin)
+include(GNUInstallDirs)
+install(TARGETS dsb-broker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

@@ -8,6 +8,9 @@
 #include "broker/log_file.h"
 #include "broker/start_checks.h"
 #include "broker/file_limit.h"
+#include "broker/service_notify.h"
+#include "broker/wire/format.h"
+#include "dsb/version.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"dsb-broker: the DigiScope session broker daemon"};
@@ -15,6 +18,9 @@ int main(int argc, char** argv) {
   bool check_only = false;
   app.add_option("-c,--config", config_path, "broker config file (TOML)")->required();
   app.add_flag("--check", check_only, "validate the config and exit");
+  app.set_version_flag("--version", std::string("dsb-broker ") + DSB_VERSION_STRING +
+                                        " (wire protocol " +
+                                        std::to_string(dsb::wire::kVersion) + ")");
   CLI11_PARSE(app, argc, argv);
 
   auto config = dsb::config::LoadBrokerConfig(config_path);
@@ -65,11 +71,17 @@ int main(int argc, char** argv) {
   } else if (!budget->note.empty()) {
     spdlog::info("{}", budget->note);
   }
+  const std::string ready_status = "serving " + std::to_string(config->targets.size()) +
+                                   " target(s) on " + config->socket.string() + " (" +
+                                   (config->cluster_mode() ? "cluster" : "single") + " mode)";
   auto broker = dsb::broker::Broker::Create(std::move(config).value());
   if (!broker.ok()) {
     spdlog::error("cannot start: {}", broker.status().message());
     std::fprintf(stderr, "dsb-broker: %s\n", broker.status().message().c_str());
     return 1;
   }
+  // Create returned with the local socket bound and listening: a unit ordered
+  // after ours may connect now (its requests are served once Run starts).
+  dsb::broker::NotifyServiceReady(ready_status);
   return (*broker)->Run();
 }

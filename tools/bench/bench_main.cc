@@ -28,6 +28,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -35,6 +36,7 @@
 #include "shm/futex.h"
 #include "tools/bench/bench_support.h"
 #include "tools/bench/primitives.h"
+#include "dsb/version.h"
 
 namespace dsb::bench {
 namespace {
@@ -755,6 +757,10 @@ std::string FirstLine(const char* path) {
 
 int main(int argc, char** argv) {
   namespace bench = dsb::bench;
+  if (argc == 2 && std::string_view(argv[1]) == "--version") {
+    std::printf("dsb-bench %s\n", DSB_VERSION_STRING);
+    return 0;
+  }
   std::filesystem::path broker_path;
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {

@@ -13,6 +13,7 @@
 #include "common/escape.h"
 #include "common/local_frame.h"
 #include "tools/dsbctl/probe.h"
+#include "dsb/version.h"
 #ifdef DSBCTL_HAS_CONFIG
 #include "broker/config/broker_config.h"
 #endif
@@ -413,6 +414,7 @@ int CmdLeases(const Options& o) {
 
 int main(int argc, char** argv) {
   CLI::App app{"dsbctl: inspect and change a dsb broker"};
+  app.set_version_flag("--version", std::string("dsbctl ") + DSB_VERSION_STRING);
   app.require_subcommand(1);
   Options o;
   app.add_option("-s,--socket", o.socket, "broker socket (default: $DSB_SOCKET or /run/dsb/dsb.sock)");

@@ -28,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include "dsb/version.h"
+
 namespace dsb::faultproxy {
 namespace {
 
@@ -446,6 +448,7 @@ int Run(int argc, char** argv) {
   spdlog::set_pattern("%H:%M:%S.%e faultproxy %v");
   Options o;
   CLI::App app{"dsb-faultproxy: a seeded fault-injecting TCP proxy (chaos tests)"};
+  app.set_version_flag("--version", std::string("dsb-faultproxy ") + DSB_VERSION_STRING);
   app.add_option("--listen", o.listen, "HOST:PORT to accept on (port 0 picks one)")->required();
   app.add_option("--connect", o.connect, "HOST:PORT of the upstream (IP literal)")->required();
   app.add_option("--control", o.control, "Unix socket path for fault commands")->required();

@@ -21,13 +21,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "broker/lease/ledger.h"
 #include "broker/lease/messages.h"
 #include "common/check.h"
+#include "dsb/version.h"
 
 namespace dsb::lease {
 namespace {
@@ -205,4 +208,15 @@ BENCHMARK(BM_Snapshot)->ArgNames({"brokers", "targets"})->ArgsProduct({{20, 200}
 }  // namespace
 }  // namespace dsb::lease
 
-BENCHMARK_MAIN();
+// BENCHMARK_MAIN, plus --version.
+int main(int argc, char** argv) {
+  if (argc == 2 && std::string_view(argv[1]) == "--version") {
+    std::printf("dsb-lease-bench %s\n", DSB_VERSION_STRING);
+    return 0;
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

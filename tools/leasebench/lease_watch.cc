@@ -20,6 +20,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <optional>
@@ -27,6 +28,7 @@
 #include <string_view>
 #include <thread>
 
+#include "dsb/version.h"
 #include "common/local_frame.h"
 
 namespace {
@@ -92,6 +94,10 @@ int Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string_view(argv[1]) == "--version") {
+    std::printf("dsb-lease-watch %s\n", DSB_VERSION_STRING);
+    return 0;
+  }
   std::string coordinator, agent_socket, from, to;
   std::int64_t at_least = -1, timeout_ms = 60000, interval_ms = 5;
   for (int i = 1; i + 1 < argc; i += 2) {

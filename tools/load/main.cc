@@ -27,6 +27,7 @@
 #include "tools/load/histogram.h"
 #include "tools/load/instance.h"
 #include "tools/load/line_client.h"
+#include "dsb/version.h"
 #include "tools/load/pg_client.h"
 
 namespace dsb::load {
@@ -102,6 +103,7 @@ const CLI::Validator kFinite(
 int Run(int argc, char** argv) {
   LoadOptions o;
   CLI::App app{"dsb-load: behaves like DigiScope (instances x action threads holding sessions)"};
+  app.set_version_flag("--version", std::string("dsb-load ") + DSB_VERSION_STRING);
   app.add_option("--instances", o.instances, "DigiScope processes")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));

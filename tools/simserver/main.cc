@@ -20,6 +20,7 @@
 
 #include "tools/simserver/protocol.h"
 #include "tools/simserver/session_table.h"
+#include "dsb/version.h"
 
 namespace dsb::sim {
 namespace {
@@ -344,6 +345,7 @@ int Run(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("simserver"));
   Options o;
   CLI::App app{"dsb-simserver: a stand-in for Exchange's per-user session cap"};
+  app.set_version_flag("--version", std::string("dsb-simserver ") + DSB_VERSION_STRING);
   app.add_option("--listen", o.listen, "HOST:PORT to listen on (port 0 picks one)")
       ->capture_default_str();
   app.add_option("--port-file", o.port_file, "write HOST:PORT here once listening");
