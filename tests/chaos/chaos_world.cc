@@ -5,7 +5,6 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -17,57 +16,35 @@
 
 #include "tests/support/wait.h"
 
-extern char** environ;
-
 namespace dsb::chaos {
 
 bool Sh(const std::string& command, const std::filesystem::path& log) {
-  const std::string full = "(" + command + ") >>'" + log.string() + "' 2>&1";
-  const int rc = std::system(full.c_str());
-  return rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0;
+  testing::SpawnOptions options;
+  options.output = testing::Output::kFiles;
+  options.stdout_file = log;
+  options.stderr_file = log;
+  options.append = true;
+  options.new_process_group = true;  // a timeout takes what the command started along
+  // ip and nft return in milliseconds; the bound only catches a hung command.
+  return testing::RunProgram({"/bin/sh", "-c", command}, std::chrono::minutes(2), options)
+             .exit_code == 0;
 }
 
 bool Proc::Start(const std::vector<std::string>& argv, const std::filesystem::path& log) {
   Kill();
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  const int rc = ::posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) pid_ = -1;
-  return rc == 0;
-}
-
-bool Proc::alive() {
-  if (pid_ <= 0) return false;
-  int status = 0;
-  if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-    pid_ = -1;
-    return false;
-  }
-  return true;
-}
-
-bool Proc::Signal(int sig) const { return pid_ > 0 && ::kill(pid_, sig) == 0; }
-
-void Proc::Kill() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGKILL);
-  ::kill(pid_, SIGCONT);
-  int status = 0;
-  ::waitpid(pid_, &status, 0);
-  pid_ = -1;
+  testing::SpawnOptions options;
+  options.output = testing::Output::kFiles;
+  options.stdout_file = log;
+  options.stderr_file = log;
+  options.append = true;
+  return process_.Start(argv, options);
 }
 
 bool Proc::Stop(int sig, std::chrono::milliseconds timeout) {
   if (!alive()) return true;
-  ::kill(pid_, SIGCONT);
-  ::kill(pid_, sig);
-  const bool exited = testing::WaitUntil([&] { return !alive(); }, timeout);
+  process_.Signal(SIGCONT);
+  process_.Signal(sig);
+  const bool exited = process_.Wait(timeout).has_value();
   Kill();
   return exited;
 }

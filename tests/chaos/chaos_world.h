@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/process.h"
+
 namespace dsb::chaos {
 
 using Clock = std::chrono::steady_clock;
@@ -24,6 +26,7 @@ using Clock = std::chrono::steady_clock;
 bool Sh(const std::string& command, const std::filesystem::path& log);
 
 // A child process (argv[0] absolute) with stdout and stderr appended to `log`. Ended by PID only.
+// A testing::Process underneath (it dies with the test).
 class Proc {
  public:
   Proc() = default;
@@ -33,16 +36,16 @@ class Proc {
 
   bool Start(const std::vector<std::string>& argv, const std::filesystem::path& log);
   // True while started and not yet reaped (a stopped process counts as alive).
-  bool alive();
-  pid_t pid() const { return pid_; }
-  bool Signal(int sig) const;
-  // SIGKILL (SIGCONT first, so a stopped process dies at once) and reap.
-  void Kill();
+  bool alive() { return process_.alive(); }
+  pid_t pid() const { return process_.running() ? process_.pid() : -1; }
+  bool Signal(int sig) { return process_.Signal(sig); }
+  // SIGKILL (SIGCONT too, so a stopped process dies at once) and reap.
+  void Kill() { process_.Kill(); }
   // `sig`, then waits up to `timeout` for the exit; SIGKILL after that. True if it exited in time.
   bool Stop(int sig, std::chrono::milliseconds timeout);
 
  private:
-  pid_t pid_ = -1;
+  testing::Process process_;
 };
 
 // Three workstation namespaces and a hub namespace holding the bridge.

@@ -662,8 +662,9 @@ TEST_F(ClientTest, SocketAndSegmentBelongToTheConfiguredGroup) {
 
 TEST_F(ClientTest, CApiProgramRuns) {
   StartBroker({BrokerTarget{"exch01", 3}});
-  const std::string cmd = testing::BinPath("c_api_test_prog") + " " + broker_->socket().string();
-  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  const testing::Outcome r = testing::RunProgram(
+      {testing::BinPath("c_api_test_prog"), broker_->socket().string()}, 60s);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 // A broker whose one target ("exch01") has a release cooldown.
@@ -748,9 +749,9 @@ TEST_F(CoolingClientTest, RefusalReportNamingThePermitIsAcceptedThenReleasedConf
 
 TEST_F(CoolingClientTest, CApiProgramRunsWithACooldown) {
   StartCoolingBroker(3, "300ms");
-  const std::string cmd = testing::BinPath("c_api_test_prog") + " " +
-                          broker_->socket().string() + " cooldown";
-  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  const testing::Outcome r = testing::RunProgram(
+      {testing::BinPath("c_api_test_prog"), broker_->socket().string(), "cooldown"}, 60s);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 }  // namespace

@@ -88,6 +88,9 @@ TEST(BadClusterConfig, StartFailingAfterItsSegmentsRemovesWhatItCreated) {
   const std::uint16_t port = FirstBrokerPort(cluster_file);
   ASSERT_NE(port, 0);
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  // SO_REUSEADDR: `files` still holds the port reserved (not listening) for the broker.
+  const int one = 1;
+  ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

@@ -4,11 +4,8 @@
 // segment a registered client still uses; an idle client is re-adopted after
 // a restart and no newcomer takes its system slot meanwhile; a dead client's
 // registration stays counted for the quarantine.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +15,7 @@
 #include "dsb/client.h"
 #include "tests/support/broker_admin.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/ports.h"
 #include "tests/support/unique_name.h"
 #include "tests/support/wait.h"
 
@@ -27,20 +25,6 @@ namespace {
 using namespace std::chrono_literals;
 using testing::BrokerProcess;
 
-// A loopback port the kernel just had free (picked from the ephemeral range, so
-// no other process is using it at this moment).
-std::uint16_t FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 class ClusterBrokerTest : public ::testing::Test {
  protected:
   void Write(const std::string& quarantine, const std::string& extra = "") {
@@ -49,7 +33,7 @@ class ClusterBrokerTest : public ::testing::Test {
     ::chmod((dir / "key").c_str(), 0600);
     std::ofstream(dir / "cluster.toml")
         << "[cluster]\ncoordinator = \"solo\"\nterm = \"1s\"\ndrain = \"1s\"\n"
-        << "[[brokers]]\nid = \"solo\"\naddress = \"127.0.0.1:" << FreePort()
+        << "[[brokers]]\nid = \"solo\"\naddress = \"" << port_.address()
         << "\"\nsystem_slots = 1\nfloor = 2\n"
         << "[[targets]]\nname = \"exA\"\nlimit = 8\nquarantine = \"" << quarantine << "\"\n"
         << "[[targets]]\nname = \"exB\"\nlimit = 8\nquarantine = \"" << quarantine << "\"\n";
@@ -76,6 +60,8 @@ class ClusterBrokerTest : public ::testing::Test {
     return Client::Connect(o, ec, msg);
   }
   testing::ScratchDir scratch_;
+  // The cluster listener's port, held until the test ends (the broker binds it with SO_REUSEADDR).
+  testing::PortReservation port_;
   std::string prefix_;
   std::unique_ptr<BrokerProcess> broker_;
 };

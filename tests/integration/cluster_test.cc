@@ -208,11 +208,12 @@ TEST_F(ClusterTest, PeerWithAnotherKeyGetsNothing) {
   std::ofstream(dir_.File("bad.key")) << std::string(64, 'a');
   ::chmod(dir_.File("bad.key").c_str(), 0600);
   std::string cluster = tools_test::ReadFile(dir_.File("cluster.toml"));
+  const testing::PortReservation listen;
   std::ofstream(dir_.File("ws2bad.toml"))
       << "[broker]\nid = \"ws2\"\nsocket = \"" << dir_.File("ws2bad.sock")
       << "\"\nshm_prefix = \"bad" << ::getpid() << "\"\ncluster = \"cluster.toml\"\n"
       << "key_file = \"bad.key\"\nstate_dir = \"" << dir_.File("bad-state")
-      << "\"\nlisten = \"127.0.0.1:" << testing::FreeLoopbackPort() << "\"\n";
+      << "\"\nlisten = \"" << listen.address() << "\"\n";
   BrokerProcess bad(dir_.File("ws2bad.toml"), dir_.File("ws2bad.sock"),
                     {"dsb-bad" + std::to_string(::getpid()) + "-exch01"});
   ASSERT_TRUE(bad.Start()) << bad.log();

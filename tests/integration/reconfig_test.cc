@@ -160,12 +160,16 @@ class ReconfigTest : public ::testing::Test {
     }
   }
 
-  // A free loopback port no other broker of this test uses (the kernel may
-  // hand out a port it just reported free again).
+  // A loopback port no other broker of this test uses, held for the test
+  // (a broker binds it with SO_REUSEADDR meanwhile).
   std::uint16_t NewPort() {
     for (;;) {
-      const std::uint16_t p = testing::FreeLoopbackPort();
-      if (ports_.insert(p).second) return p;
+      testing::PortReservation r;
+      const std::uint16_t p = r.port();
+      if (r.ok() && ports_.insert(p).second) {
+        reserved_.push_back(std::move(r));
+        return p;
+      }
     }
   }
 
@@ -371,6 +375,7 @@ class ReconfigTest : public ::testing::Test {
   std::unique_ptr<SimServerProcess> server_;
   std::map<std::string, Node> nodes_;
   std::set<std::uint16_t> ports_;
+  std::vector<testing::PortReservation> reserved_;
   int loads_ = 0;
 };
 

@@ -130,17 +130,13 @@ TEST_F(PgDiscovery, LimitCommandReadsTheRoleCap) {
 TEST_F(PgDiscovery, ProbeCountsTheRoleCapAndApplies) {
   testing::BrokerProcess& broker = StartBroker(TargetToml(20, 0, "0s"));
   ASSERT_TRUE(broker.running()) << broker.log();
-  std::string out;
-  const std::string cmd = std::string(DSB_BIN_DIR) + "/dsbctl --socket " +
-                          broker.socket().string() + " probe pg --server " + server_.RoleUrl() +
-                          " --apply --json 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
-  const int rc = ::pclose(p);
+  const testing::Outcome probe =
+      testing::RunProgram({testing::BinPath("dsbctl"), "--socket", broker.socket().string(), "probe",
+                           "pg", "--server", server_.RoleUrl(), "--apply", "--json"},
+                          120s);
+  const std::string& out = probe.output;
   std::printf("dsbctl probe: %s", out.c_str());
-  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(probe.exit_code, 0) << out;
   EXPECT_NE(out.find("\"cap\":12"), std::string::npos) << out;
   const boost::json::object st = TargetStatus(broker.socket());
   EXPECT_EQ(Num(st, "limit"), kCap);

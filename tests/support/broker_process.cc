@@ -1,15 +1,11 @@
 #include "tests/support/broker_process.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
 
 namespace dsb::testing {
-
-std::string BinPath(const std::string& name) { return std::string(DSB_BIN_DIR) + "/" + name; }
 
 BrokerProcess::BrokerProcess(std::filesystem::path dir, std::string prefix,
                              std::vector<BrokerTarget> targets, std::string extra)
@@ -31,7 +27,7 @@ BrokerProcess::BrokerProcess(std::filesystem::path config, std::filesystem::path
     : socket_(std::move(socket)), config_(std::move(config)), segments_(std::move(segments)) {}
 
 BrokerProcess::~BrokerProcess() {
-  if (pid_ > 0) Stop(SIGKILL);
+  if (process_.running()) Stop(SIGKILL);
   RemoveSegments();
 }
 
@@ -47,63 +43,21 @@ void BrokerProcess::RemoveSegments() {
 }
 
 bool BrokerProcess::Start(std::chrono::milliseconds timeout) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return false;
-  const std::string bin = BinPath("dsb-broker");
-  const std::string cfg = config_.string();
-  {
-    std::lock_guard lock(mu_);
-    log_.clear();
-    eof_ = false;
-  }
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    ::dup2(fds[1], 1);
-    ::dup2(fds[1], 2);
-    ::execl(bin.c_str(), bin.c_str(), "--config", cfg.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  ::close(fds[1]);
-  out_fd_ = fds[0];
-  if (reader_.joinable()) reader_.join();
-  reader_ = std::thread([this, fd = out_fd_] {
-    char buf[4096];
-    for (;;) {
-      const ssize_t n = ::read(fd, buf, sizeof buf);
-      std::lock_guard lock(mu_);
-      if (n <= 0) {
-        eof_ = true;
-        cv_.notify_all();
-        break;
-      }
-      log_.append(buf, static_cast<std::size_t>(n));
-      cv_.notify_all();
-    }
-    ::close(fd);
-  });
+  if (!process_.Start({BinPath("dsb-broker"), "--config", config_.string()})) return false;
   return WaitForLog(" ready on ", timeout);
 }
 
 bool BrokerProcess::WaitForLog(const std::string& needle, std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  return cv_.wait_for(lock, timeout,
-                      [&] { return log_.find(needle) != std::string::npos || eof_; }) &&
-         log_.find(needle) != std::string::npos;
+  return process_.WaitForOutput(needle, timeout);
 }
 
-std::string BrokerProcess::log() const {
-  std::lock_guard lock(mu_);
-  return log_;
-}
+std::string BrokerProcess::log() const { return process_.output(); }
 
 int BrokerProcess::Stop(int sig) {
-  if (pid_ <= 0) return -1;
-  ::kill(pid_, sig);
-  int status = 0;
-  ::waitpid(pid_, &status, 0);
-  pid_ = -1;
-  if (reader_.joinable()) reader_.join();
-  return status;
+  if (!process_.running()) return -1;
+  process_.Signal(sig);
+  if (!process_.Wait(std::chrono::minutes(1))) process_.Kill();
+  return process_.wait_status().value_or(-1);
 }
 
 int BrokerProcess::RunToExit(const std::filesystem::path& config, std::string* output) {
@@ -111,14 +65,11 @@ int BrokerProcess::RunToExit(const std::filesystem::path& config, std::string* o
 }
 
 int BrokerProcess::RunArgsToExit(const std::string& args, std::string* output) {
-  const std::string cmd = BinPath("dsb-broker") + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
-  const int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  // Through the shell: `args` is a shell-quoted string.
+  const Outcome o = RunProgram({"/bin/sh", "-c", "exec " + BinPath("dsb-broker") + " " + args},
+                               std::chrono::minutes(2));
+  output->append(o.output);
+  return o.exit_code >= 0 && o.exit_code < 128 && !o.timed_out ? o.exit_code : -1;
 }
 
 }  // namespace dsb::testing

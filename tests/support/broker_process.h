@@ -1,18 +1,19 @@
-// BrokerProcess: a real dsb-broker child process for integration tests.
-// Writes a config into a scratch folder, starts the daemon, follows its log
-// (so tests wait on log events instead of sleeping) and stops it by PID.
+// BrokerProcess: the broker fixture, a real dsb-broker child process for
+// integration tests. Writes a config into a scratch folder, starts the daemon
+// (a Process: it dies with the test), waits until it logs that it is ready
+// (its socket is bound then), follows its log (so tests wait on log events
+// instead of sleeping) and stops it by PID.
 #ifndef DSB_TESTS_SUPPORT_BROKER_PROCESS_H_
 #define DSB_TESTS_SUPPORT_BROKER_PROCESS_H_
 
 #include <sys/types.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
+
+#include "tests/support/process.h"
 
 namespace dsb::testing {
 
@@ -36,10 +37,11 @@ class BrokerProcess {
   // Starts the daemon and waits until it logs that it is ready. False (with
   // the log in `log()`) if it exits or does not get ready within `timeout`.
   bool Start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
-  // Sends `sig` and waits for the exit; returns the wait status.
+  // Sends `sig` and waits for the exit (SIGKILL after a minute); returns the
+  // raw wait status, -1 if not running.
   int Stop(int sig = 15);
-  bool running() const { return pid_ > 0; }
-  pid_t pid() const { return pid_; }
+  bool running() const { return process_.running(); }
+  pid_t pid() const { return process_.running() ? process_.pid() : -1; }
 
   // Waits until a log line containing `needle` appears (counting lines since
   // the start), at most `timeout`. Returns true if it did.
@@ -66,16 +68,8 @@ class BrokerProcess {
   std::filesystem::path socket_;
   std::filesystem::path config_;
   std::vector<std::string> segments_;
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  std::thread reader_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::string log_;
-  bool eof_ = false;
+  Process process_;
 };
-
-std::string BinPath(const std::string& name);
 
 }  // namespace dsb::testing
 

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/process.h"
+
 namespace dsb::testing {
 
 // True when the process can make users and switch to them.
@@ -39,13 +41,6 @@ class TempGroup {
   TempGroup() = default;
   std::string name_;
   gid_t gid_ = 0;
-};
-
-// Who a child process runs as.
-struct Identity {
-  uid_t uid = 0;
-  gid_t gid = 0;                 // primary group
-  std::vector<gid_t> groups;     // supplementary groups
 };
 
 class TempUser {
@@ -71,15 +66,10 @@ class TempUser {
   bool own_group_ = false;
 };
 
-struct Outcome {
-  int exit_code = -1;  // 128 + signal if killed; -1 if it could not start
-  std::string output;  // stdout and stderr, interleaved
-  bool timed_out = false;
-};
-
 // Runs `argv` (argv[0] an absolute path) as `who` (setgroups, setgid, setuid
-// in the child before exec), stdout+stderr captured; `env` entries
-// ("K=V") are added to the environment. Killed (SIGKILL) after `timeout`.
+// in the child before exec; Process does it), in a process group of its own,
+// stdout+stderr captured; `env` entries ("K=V") are added to the environment.
+// Killed (SIGKILL, with its group) after `timeout`.
 Outcome RunProgramAs(const Identity& who, const std::vector<std::string>& argv,
                      std::chrono::milliseconds timeout, const std::vector<std::string>& env = {});
 
@@ -93,21 +83,22 @@ class ProcessAs {
   ProcessAs(const ProcessAs&) = delete;
   ProcessAs& operator=(const ProcessAs&) = delete;
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_.pid(); }
   // Waits until the output contains `needle`; false after `timeout` or at EOF.
-  bool WaitForOutput(const std::string& needle, std::chrono::milliseconds timeout);
-  // Sends `sig`, waits for the exit; returns the exit code (128 + signal).
-  int Stop(int sig);
+  bool WaitForOutput(const std::string& needle, std::chrono::milliseconds timeout) {
+    return process_.WaitForOutput(needle, timeout);
+  }
+  // Sends `sig`, waits for the exit (SIGKILL after 10 s); returns the exit
+  // code (128 + signal).
+  int Stop(int sig) { return process_.Stop(sig); }
   // Waits for the exit up to `timeout`; the exit code, or -1 if still running.
-  int Wait(std::chrono::milliseconds timeout);
-  std::string output() const;
+  int Wait(std::chrono::milliseconds timeout) {
+    return process_.Wait(timeout) ? process_.exit_code() : -1;
+  }
+  std::string output() const { return process_.output(); }
 
  private:
-  void Pump(std::chrono::milliseconds budget);
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  int status_ = -1;
-  std::string output_;
+  Process process_;
 };
 
 }  // namespace dsb::testing

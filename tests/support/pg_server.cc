@@ -1,5 +1,7 @@
 #include "tests/support/pg_server.h"
 
+#include "tests/support/ports.h"
+
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
@@ -32,24 +34,6 @@ std::string Tail(const fs::path& file, std::size_t bytes = 2000) {
   ss << in.rdbuf();
   std::string s = ss.str();
   return s.size() > bytes ? "..." + s.substr(s.size() - bytes) : s;
-}
-
-// A port the kernel reports free on 127.0.0.1 (bind to 0, read it back). Another process may
-// take it before the server binds; Start retries with a new port then.
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
 }
 
 // runuser(1) from util-linux; "" when missing.
@@ -94,31 +78,16 @@ bool PgServer::RunTool(const std::vector<std::string>& argv, const fs::path& out
   std::vector<std::string> full;
   if (as_root_) full = {RunuserPath(), "-u", "postgres", "--"};
   full.insert(full.end(), argv.begin(), argv.end());
-  std::vector<char*> args;
-  for (std::string& a : full) args.push_back(a.data());
-  args.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    error = "fork failed";
-    return false;
-  }
-  if (pid == 0) {
-    const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-    }
-    const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null_fd >= 0) ::dup2(null_fd, 0);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
-  error = fs::path(argv[0]).filename().string() + " failed (status " + std::to_string(status) +
-          "): " + Tail(out);
+  SpawnOptions options;
+  options.output = Output::kFiles;
+  options.stdout_file = out;
+  options.stderr_file = out;
+  options.append = true;
+  // pg_ctl -w -t 60 bounds itself; the extra minute only catches a hung tool.
+  const Outcome o = RunProgram(full, std::chrono::minutes(2), options);
+  if (o.exit_code == 0) return true;
+  error = fs::path(argv[0]).filename().string() + " failed (exit " + std::to_string(o.exit_code) +
+          (o.timed_out ? ", timed out" : "") + "): " + o.output + Tail(out);
   return false;
 }
 
@@ -151,10 +120,16 @@ bool PgServer::Start(const Options& options, std::string& error) {
                          " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                          " -c log_connections=off -c log_disconnections=off";
   for (const std::string& s : options.settings) settings += " -c " + s;
-  // The port can be taken between FreePort and the server's bind: try a few.
+  // The port stays reserved until pg_ctl -w returns (the server listens then; PostgreSQL sets
+  // SO_REUSEADDR, so it can bind it meanwhile). Retried in case something outside the tests
+  // took that very port.
   for (int attempt = 0; attempt < 3 && !started_; ++attempt) {
-    port_ = FreePort();
-    if (port_ == 0) continue;
+    PortReservation reserved;
+    port_ = reserved.port();
+    if (!reserved.ok()) {
+      error = reserved.error();
+      continue;
+    }
     const std::string opts =
         "-p " + std::to_string(port_) + " -k " + dir_.string() + " -h 127.0.0.1" + settings;
     started_ = RunTool({(bin / "pg_ctl").string(), "-D", data_.string(), "-l", log_.string(), "-w",
@@ -184,36 +159,25 @@ void PgServer::StartWatchdog() {
                            (BinDir() / "pg_ctl").string() + " -D '" + data_.string() +
                            "' -m immediate -w stop";
   // Runs only when the pipe reaches EOF without Stop() having killed it first: the test
-  // process is gone.
+  // process is gone. So it must not die with the test, and leads a session of its own to
+  // outlive a kill of the test's process group.
   const std::string script = "read -r _; " + stop + "; rm -rf '" + dir_.string() + "'";
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setsid();  // outlive a kill of the test's process group
-    ::dup2(fds[0], 0);
-    const int null_fd = ::open("/dev/null", O_WRONLY);
-    if (null_fd >= 0) {
-      ::dup2(null_fd, 1);
-      ::dup2(null_fd, 2);
-    }
-    ::execl("/bin/sh", "sh", "-c", script.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
+  SpawnOptions options;
+  options.output = Output::kNull;
+  options.stdin_fd = fds[0];
+  options.die_with_parent = false;
+  options.new_session = true;
+  const bool started = watchdog_.Start({"/bin/sh", "-c", script}, options);
   ::close(fds[0]);
-  if (pid < 0) {
+  if (!started) {
     ::close(fds[1]);
     return;
   }
-  watchdog_ = pid;
   watchdog_fd_ = fds[1];
 }
 
 void PgServer::StopWatchdog() {
-  if (watchdog_ > 0) {
-    ::kill(watchdog_, SIGKILL);
-    while (::waitpid(watchdog_, nullptr, 0) < 0 && errno == EINTR) {
-    }
-    watchdog_ = -1;
-  }
+  watchdog_.Kill();
   if (watchdog_fd_ >= 0) ::close(watchdog_fd_);
   watchdog_fd_ = -1;
 }

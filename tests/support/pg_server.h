@@ -3,8 +3,8 @@
 //
 // As root, the folder (mktemp -d /tmp/dsb-pg.XXXXXX) is given to the `postgres` user and
 // initdb/pg_ctl run through `runuser -u postgres` (they refuse to run as root); as another user
-// they run as that user. Trust authentication for local and loopback connections; a port the
-// kernel reported free; the Unix socket inside the folder; fsync off. The destructor stops the
+// they run as that user. Trust authentication for local and loopback connections; a port held
+// for it until it listens (PortReservation); the Unix socket inside the folder; fsync off. The destructor stops the
 // server (pg_ctl stop -m fast) and removes the folder (DSB_KEEP_SCRATCH=1 keeps it). If the
 // test process dies first (a crash, a CTest timeout's SIGKILL), a watchdog child of its own
 // session, waiting on a pipe, stops the server (immediate) and removes the folder.
@@ -25,6 +25,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "tests/support/process.h"
 
 namespace dsb::testing {
 
@@ -91,7 +93,7 @@ class PgServer {
   int port_ = 0;
   bool started_ = false;
   bool as_root_ = false;
-  pid_t watchdog_ = -1;   // our child; killed by PID in Stop
+  Process watchdog_;      // our child; killed by PID in Stop
   int watchdog_fd_ = -1;  // write end of its pipe (close-on-exec)
 };
 

@@ -1,8 +1,5 @@
 #include "tests/support/test_cluster.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,19 +8,6 @@
 #include <random>
 
 namespace dsb::testing {
-
-std::uint16_t FreeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 TestClusterFiles WriteTestCluster(const std::filesystem::path& dir, const TestClusterSpec& spec) {
   {
@@ -37,8 +21,9 @@ TestClusterFiles WriteTestCluster(const std::filesystem::path& dir, const TestCl
     std::ofstream cluster(dir / "cluster.toml");
     cluster << "[cluster]\ncoordinator = \"ws1\"\n" << spec.cluster_keys << "\n";
     for (int i = 1; i <= spec.brokers; ++i) {
-      cluster << "[[brokers]]\nid = \"ws" << i << "\"\naddress = \"127.0.0.1:"
-              << FreeLoopbackPort() << "\"\n"
+      files.ports.emplace_back();
+      cluster << "[[brokers]]\nid = \"ws" << i << "\"\naddress = \""
+              << files.ports.back().address() << "\"\n"
               << spec.broker_keys << "\n";
     }
     cluster << spec.targets_toml;

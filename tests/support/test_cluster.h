@@ -9,10 +9,9 @@
 #include <string>
 #include <vector>
 
-namespace dsb::testing {
+#include "tests/support/ports.h"
 
-// A TCP port on 127.0.0.1 the kernel reported free a moment ago.
-std::uint16_t FreeLoopbackPort();
+namespace dsb::testing {
 
 struct TestClusterSpec {
   int brokers = 3;            // ws1..wsN; ws1 coordinates
@@ -27,6 +26,9 @@ struct TestClusterFiles {
   std::vector<std::filesystem::path> configs;  // ws1.toml ...
   std::vector<std::filesystem::path> sockets;
   std::vector<std::string> ids;
+  // The brokers' cluster ports, held until these files are dropped (each broker binds its
+  // own with SO_REUSEADDR meanwhile): no other test takes one between writing and binding.
+  std::vector<PortReservation> ports;
   // The segment of `target` on broker i (for BrokerProcess' clean-up list).
   std::string Segment(const TestClusterSpec& spec, std::size_t i,
                       const std::string& target) const {
