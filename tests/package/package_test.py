@@ -17,7 +17,8 @@
    set to a datagram socket this test reads. READY=1 (with MAINPID) must
    arrive, and then the socket exists and `dsbctl status` answers; SIGTERM
    brings STOPPING=1 and exit status 0.
-6. dpkg --purge removes the files, the conffile and the state folder.
+6. Installed again over itself: one user dsb, the edited conffile kept.
+7. dpkg --purge removes the files, the conffile and the state folder.
 
 Exit 0: all passed. 77 (CTest SKIP_RETURN_CODE): a tool is missing, or not
 run as root (dpkg --root must chown files to root); the reason is printed.
@@ -54,8 +55,9 @@ def check(cond, what):
 
 def run(cmd, **kw):
     """Runs cmd; a non-zero exit is a failure naming the command and its output."""
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=kw.pop("timeout", 600), **kw)
+    # No terminal: a tool that wants to ask (dpkg about a conffile) fails instead.
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=kw.pop("timeout", 600), **kw)
     if p.returncode != 0:
         raise Failure(f"`{shlex.join(cmd)}` exited {p.returncode}:\n{p.stdout}")
     return p.stdout
@@ -363,6 +365,17 @@ def main():
         verify_unit(root, unit_path, work)
         start_unit(root, exec_start, config_in_root, work, shm_prefix)
         if is_root:
+            # Again over itself: the postinst is idempotent (one user dsb), and the
+            # conffile the operator changed (start_unit did) is kept, without a prompt.
+            with open(config_in_root) as f:
+                edited = f.read()
+            dpkg_root(root, "-i", deb)
+            with open(config_in_root) as f:
+                check(f.read() == edited, "reinstalling replaced the edited /etc/dsb/dsb.toml")
+            with open(os.path.join(root, "etc/passwd")) as f:
+                users = [l for l in f if l.startswith("dsb:")]
+            check(len(users) == 1, f"after reinstalling, /etc/passwd has {len(users)} users dsb")
+            print("reinstall: edited conffile kept, one user dsb")
             dpkg_root(root, "--purge", "dsb")
             for gone in ("usr/bin/dsb-broker", "etc/dsb/dsb.toml", "var/lib/dsb", "run/dsb"):
                 check(not os.path.lexists(os.path.join(root, gone)),
