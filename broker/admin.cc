@@ -3,6 +3,7 @@
 #include "broker/broker_impl.h"
 #include "broker/config/quote.h"
 #include "common/escape.h"
+#include "common/local_protocol.h"
 #include "common/limited_log.h"
 
 // The admin requests of the local socket: status, clients, leases, set_limit,
@@ -57,7 +58,9 @@ json::object Broker::Impl::HandleRefusal(Session& s, const LocalRequest& req) {
     if (t.config().discover) HoldAfterRefusal(index, held - std::min(held, c.held_system));
   }
   t.ClearRetireFirst();
-  return json::object{{"ok", true}, {"held", held}};
+  json::object reply = local_protocol::OkReply();
+  reply[local_protocol::rep::kHeld] = held;
+  return reply;
 }
 
 json::object Broker::Impl::StatusReply() {
@@ -200,7 +203,7 @@ std::optional<json::object> Broker::Impl::RefuseUnlessAdmin(const char* op, uid_
 
 awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, uid_t peer_uid,
                                                pid_t peer_pid) {
-  if (auto refused = RefuseUnlessAdmin("set_limit", peer_uid, peer_pid)) co_return *refused;
+  // Admin only: the dispatch table (local_server.cc) checked RefuseUnlessAdmin.
   // ParseLocalRequest checked the types and the range 1..65535.
   const std::string& name = req.target;
   auto it = targets.find(name);
@@ -219,8 +222,8 @@ awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, uid_t pe
       co_return ErrorReply(st.code(), "target " + name + ": " + st.message());
     }
     json::object o = limits->Json(index);
-    o["ok"] = true;
-    o["target"] = name;
+    o[local_protocol::rep::kOk] = true;
+    o[local_protocol::rep::kTarget] = name;
     co_return o;
   }
   co_return co_await cluster->SetLimit(index, static_cast<std::uint32_t>(value), who);
@@ -228,7 +231,7 @@ awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, uid_t pe
 
 awaitable<json::object> Broker::Impl::ConfirmStopped(const LocalRequest& req, uid_t peer_uid,
                                                      pid_t peer_pid) {
-  if (auto refused = RefuseUnlessAdmin("confirm_stopped", peer_uid, peer_pid)) co_return *refused;
+  // Admin only: the dispatch table (local_server.cc) checked RefuseUnlessAdmin.
   if (!cluster) {
     co_return ErrorReply(Errc::kInvalidArgument,
                          "broker " + config.id + " runs in single-machine mode: no coordinator");

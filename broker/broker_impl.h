@@ -34,6 +34,7 @@
 #include "broker/state_file.h"
 #include "broker/target.h"
 #include "common/local_frame.h"
+#include "common/local_protocol.h"
 
 namespace dsb::broker {
 
@@ -46,7 +47,7 @@ inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
 // Helpers shared by broker.cc and admin.cc.
 inline json::object ErrorReply(Errc code, const std::string& message) {
-  return json::object{{"ok", false}, {"error", ErrcName(code)}, {"message", message}};
+  return local_protocol::ErrorReply(code, message);
 }
 
 inline std::int64_t AgoMs(Clock::time_point then, Clock::time_point now) {
@@ -177,7 +178,6 @@ struct Broker::Impl {
   void EndGrace();
   void Shutdown();
 
-  json::object Handle(Session& s, const LocalRequest& req);
   json::object HandleRegister(Session& s, const LocalRequest& req);
   json::object HandleRefusal(Session& s, const LocalRequest& req);
   // `peer_uid`/`peer_pid`: the requester (SO_PEERCRED), named in the log.

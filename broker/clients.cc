@@ -5,6 +5,7 @@
 // the broker's io_context.
 #include "broker/broker_impl.h"
 #include "common/escape.h"
+#include "common/local_protocol.h"
 #include "common/limited_log.h"
 
 namespace dsb::broker {
@@ -13,25 +14,6 @@ std::uint32_t Broker::Impl::RegisteredOn(const std::string& target) const {
   std::uint32_t n = 0;
   for (const auto& [key, rec] : clients) n += rec.target == target ? 1u : 0u;
   return n;
-}
-
-json::object Broker::Impl::Handle(Session& s, const LocalRequest& req) {
-  if (stopping) return ErrorReply(Errc::kShuttingDown, "broker is shutting down");
-  if (req.op == LocalOp::kRegister) return HandleRegister(s, req);
-  if (req.op == LocalOp::kGoodbye) {
-    // A clean close: the client gave its system slot back first and closes
-    // the socket next. Its end is then logged as a departure, not a death,
-    // and (cluster mode) its registration is not quarantined.
-    if (!s.record()) return ErrorReply(Errc::kNotRegistered, "register first");
-    s.record()->leaving = true;
-    return json::object{{"ok", true}};
-  }
-  if (req.op == LocalOp::kReportSessionLimit) return HandleRefusal(s, req);
-  if (req.op == LocalOp::kClients) return Clients();
-  if (req.op == LocalOp::kPing) return json::object{{"ok", true}};
-  // Session::Run sends status, leases and set_limit elsewhere.
-  return ErrorReply(Errc::kInternal,
-                    std::string("op '") + LocalOpName(req.op) + "' is not handled here");
 }
 
 json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
@@ -128,13 +110,15 @@ json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
   owner_records.Set(rec.target, rec.owner,
                     {.instance = target.instance_id(), .uid = rec.uid});
   SaveOwnerRecords();
-  return json::object{{"ok", true},
-                      {"owner", rec.owner},
-                      {"segment", target.segment_name()},
-                      {"instance", instance},
-                      {"system_slot", config.cluster_mode() ? "none" : "table"},
-                      {"mode", config.cluster_mode() ? "cluster" : "single"},
-                      {"capacity", target.capacity()}};
+  // The handshake's answer: the version both speak (ParseLocalRequest
+  // refused any the broker does not, so it is the client's).
+  return local_protocol::EncodeRegisterReply({.owner = rec.owner,
+                                              .segment = target.segment_name(),
+                                              .instance = instance,
+                                              .system_slot_in_table = !config.cluster_mode(),
+                                              .cluster = config.cluster_mode(),
+                                              .capacity = target.capacity(),
+                                              .version = req.version});
 }
 
 void Broker::Impl::OnSessionClosed(Session& s) {

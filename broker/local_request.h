@@ -1,17 +1,8 @@
 // The requests clients and dsbctl send on the broker's local socket, parsed from one
 // frame's body (a JSON object; the framing is common/local_frame.h). A pure function of
-// the bytes: the broker dispatches on the result, tests/fuzz/local_request_fuzz.cc fuzzes it.
-//
-// Requests (every one {"op": NAME, ...}; unknown keys are ignored):
-//   register              "target": string; optional "name": string (escaped, cut to 64
-//                         bytes: see LocalRequest::name);
-//                         optional "owner": integer 1..2^32-1 with "instance": string
-//                         (a client of the previous broker reconnecting to keep its slots)
-//   goodbye, ping, status, clients, leases   no arguments
-//   report_session_limit  optional "slot": integer and "word": integer (both, or the pair is
-//                         ignored, as from an older client); optional "detail": string
-//                         (escaped, cut to 200 bytes)
-//   set_limit             "target": string, "limit": integer 1..65535
+// the bytes: the broker dispatches on the result (its dispatch table is in
+// local_server.cc), tests/fuzz/local_request_fuzz.cc fuzzes it. Every op, field and
+// range, and the version rule, are documented in common/local_protocol.h.
 #ifndef DSB_BROKER_LOCAL_REQUEST_H_
 #define DSB_BROKER_LOCAL_REQUEST_H_
 
@@ -20,25 +11,20 @@
 #include <string>
 #include <string_view>
 
+#include "common/local_protocol.h"
 #include "common/status.h"
 
 namespace dsb::broker {
 
-enum class LocalOp {
-  kRegister,
-  kGoodbye,
-  kReportSessionLimit,
-  kStatus,
-  kClients,
-  kLeases,
-  kSetLimit,
-  kPing,
-  kConfirmStopped,  // R3: an operator says a broker runs no coordinator (its machine is gone)
-};
+// The ops (common/local_protocol.h names them on the wire).
+using LocalOp = local_protocol::Op;
 
 // One parsed request. Only the fields of `op` are set; the others keep their defaults.
 struct LocalRequest {
   LocalOp op = LocalOp::kPing;
+  // The protocol version the peer speaks (1 when it sent none); within
+  // [kMinLocalProtocolVersion, kLocalProtocolVersion] (others are refused).
+  std::int64_t version = 1;
   // kRegister, kSetLimit: the target's name as sent (unchecked against the config).
   std::string target;
   // kConfirmStopped: the broker id (1..128 bytes, unchecked against the config).
@@ -63,8 +49,10 @@ struct LocalRequest {
 
 // Parses one request body.
 // Success: the request, every field within the ranges above.
-// Failure: kProtocol "request is not a JSON object", "request has no 'op'", "unknown op
-//   '<op>' (known: ...)", "register needs a string 'target'", "register: 'owner' must be
+// Failure: kProtocol "request is not a JSON object", "'version' must be an integer",
+//   the version refusal of local_protocol::CheckClientVersion (checked before the op),
+//   "request has no 'op'", "unknown op '<op>' (known: <every op of local_protocol::kOps>)",
+//   "register needs a string 'target'", "register: 'owner' must be
 //   an integer between 1 and 4294967295"; kInvalidArgument "set_limit needs a string
 //   'target' and an integer 'limit'", "limit must be between 1 and 65535, got N".
 //   Messages are printable ASCII whatever the input (echoed bytes are escaped).

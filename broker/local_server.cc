@@ -5,7 +5,9 @@
 #include <sys/socket.h>
 
 #include "broker/broker_impl.h"
+#include "common/check.h"
 #include "common/escape.h"
+#include "common/local_protocol.h"
 #include "common/limited_log.h"
 
 namespace dsb::broker {
@@ -15,6 +17,92 @@ namespace {
 std::string Frame(const json::object& reply) {
   const std::string body = json::serialize(reply);
   return FrameHeader(body.size()) + body;
+}
+
+// ---- The dispatch table ---------------------------------------------------
+// One row per op of common/local_protocol.h, in the order of
+// local_protocol::kOps (checked below, so the "unknown op" error, built from
+// kOps, lists exactly the ops this table serves): who may call it, whether it
+// is refused while the broker shuts down, and its handler.
+
+enum class Caller {
+  kAnyPeer,  // any peer the socket admits (peer_access.h): root, the broker's uid, broker.group
+  kAdmin,    // root and the broker's own uid only (Broker::Impl::RefuseUnlessAdmin)
+};
+
+using Handler = awaitable<json::object> (*)(Broker::Impl&, Session&, const LocalRequest&);
+
+struct Route {
+  LocalOp op;
+  Caller caller;
+  bool refused_while_stopping;  // answered kShuttingDown once the broker is stopping
+  Handler handler;
+};
+
+// The handlers take references that live in Session::Answer's frame, which
+// awaits them at once.
+awaitable<json::object> OnRegister(Broker::Impl& b, Session& s, const LocalRequest& r) {
+  co_return b.HandleRegister(s, r);
+}
+awaitable<json::object> OnReportSessionLimit(Broker::Impl& b, Session& s, const LocalRequest& r) {
+  co_return b.HandleRefusal(s, r);
+}
+awaitable<json::object> OnStatus(Broker::Impl& b, Session&, const LocalRequest&) {
+  co_return co_await b.StatusAsync();
+}
+awaitable<json::object> OnClients(Broker::Impl& b, Session&, const LocalRequest&) {
+  co_return b.Clients();
+}
+awaitable<json::object> OnLeases(Broker::Impl& b, Session&, const LocalRequest&) {
+  co_return co_await b.Leases();
+}
+awaitable<json::object> OnSetLimit(Broker::Impl& b, Session& s, const LocalRequest& r) {
+  co_return co_await b.SetLimit(r, s.peer_uid(), s.peer_pid());
+}
+awaitable<json::object> OnGoodbye(Broker::Impl&, Session& s, const LocalRequest&) {
+  // A clean close: the client gave its system slot back first and closes
+  // the socket next. Its end is then logged as a departure, not a death,
+  // and (cluster mode) its registration is not quarantined.
+  if (!s.record()) co_return ErrorReply(Errc::kNotRegistered, "register first");
+  s.record()->leaving = true;
+  co_return local_protocol::OkReply();
+}
+awaitable<json::object> OnPing(Broker::Impl&, Session&, const LocalRequest&) {
+  co_return local_protocol::OkReply();
+}
+awaitable<json::object> OnConfirmStopped(Broker::Impl& b, Session& s, const LocalRequest& r) {
+  co_return co_await b.ConfirmStopped(r, s.peer_uid(), s.peer_pid());
+}
+
+constexpr Route kRoutes[] = {
+    {LocalOp::kRegister, Caller::kAnyPeer, true, &OnRegister},
+    {LocalOp::kReportSessionLimit, Caller::kAnyPeer, true, &OnReportSessionLimit},
+    {LocalOp::kStatus, Caller::kAnyPeer, false, &OnStatus},
+    {LocalOp::kClients, Caller::kAnyPeer, true, &OnClients},
+    {LocalOp::kLeases, Caller::kAnyPeer, false, &OnLeases},
+    {LocalOp::kSetLimit, Caller::kAdmin, false, &OnSetLimit},
+    {LocalOp::kGoodbye, Caller::kAnyPeer, true, &OnGoodbye},
+    {LocalOp::kPing, Caller::kAnyPeer, true, &OnPing},
+    {LocalOp::kConfirmStopped, Caller::kAdmin, false, &OnConfirmStopped},
+};
+
+constexpr bool RoutesFollowKnownOps() {
+  if (std::size(kRoutes) != local_protocol::kOpCount) return false;
+  for (std::size_t i = 0; i < std::size(kRoutes); ++i) {
+    if (kRoutes[i].op != local_protocol::kOps[i].op) return false;
+  }
+  return true;
+}
+static_assert(RoutesFollowKnownOps(),
+              "one route per op of local_protocol::kOps, in its order");
+
+const Route& RouteOf(LocalOp op) {
+  for (const Route& r : kRoutes) {
+    if (r.op == op) return r;
+  }
+  DSB_CHECK(false, "ParseLocalRequest returned op %d, which the dispatch table lacks",
+            static_cast<int>(op));
+  return kRoutes[0];
 }
 
 }  // namespace
@@ -156,11 +244,10 @@ void Session::ArmIdleTimer() {
 awaitable<void> Session::Run() {
   for (;;) {
     if (!record_) ArmIdleTimer();
-    unsigned char header[4];
+    unsigned char header[kFrameHeaderBytes];
     auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(header), use_nothrow);
     if (ec) break;
-    const std::size_t len = (std::size_t{header[0]} << 24) | (std::size_t{header[1]} << 16) |
-                            (std::size_t{header[2]} << 8) | std::size_t{header[3]};
+    const std::size_t len = DecodeFrameLength(header);
     if (len > kMaxLocalFrame) {
       LogLimited(spdlog::level::warn, "oversize local request", "uid " + std::to_string(peer_.uid),
                  "local peer pid {} uid {}: announced a {}-byte request (limit {}); closing",
@@ -197,13 +284,16 @@ awaitable<void> Session::Run() {
 
 awaitable<json::object> Session::Answer(const LocalRequest& req) {
   try {
-    if (req.op == LocalOp::kLeases) co_return co_await broker_.Leases();
-    if (req.op == LocalOp::kSetLimit) co_return co_await broker_.SetLimit(req, peer_.uid, peer_.pid);
-    if (req.op == LocalOp::kConfirmStopped) {
-      co_return co_await broker_.ConfirmStopped(req, peer_.uid, peer_.pid);
+    const Route& route = RouteOf(req.op);
+    if (route.refused_while_stopping && broker_.stopping) {
+      co_return ErrorReply(Errc::kShuttingDown, "broker is shutting down");
     }
-    if (req.op == LocalOp::kStatus) co_return co_await broker_.StatusAsync();
-    co_return broker_.Handle(*this, req);
+    if (route.caller == Caller::kAdmin) {
+      if (auto refused = broker_.RefuseUnlessAdmin(LocalOpName(req.op), peer_.uid, peer_.pid)) {
+        co_return *refused;
+      }
+    }
+    co_return co_await route.handler(broker_, *this, req);
   } catch (const std::exception& e) {
     // A bug, not the peer's input (ParseLocalRequest checked it): the
     // exception's text (a library's, with its source paths) goes to the log,

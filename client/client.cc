@@ -14,12 +14,14 @@
 #include "client/log.h"
 #include "client/permit_access.h"
 #include "common/local_frame.h"
+#include "common/local_protocol.h"
 #include "shm/futex.h"
 #include "shm/slot_table.h"
 
 namespace dsb {
 
 namespace json = boost::json;
+namespace lp = local_protocol;
 
 // Binds a public CancelToken to the slot table's wait protocol.
 class CancelBinding final : public shm::WaitInterrupt {
@@ -71,7 +73,7 @@ class ClientImpl {
       registered = connected_;
     }
     if (reader_.joinable() && registered) {
-      (void)Request(json::object{{"op", "goodbye"}}, std::chrono::milliseconds(1000));
+      (void)Request(lp::Request(lp::Op::kGoodbye), std::chrono::milliseconds(1000));
     }
     {
       std::lock_guard lock(mu_);
@@ -103,12 +105,7 @@ class ClientImpl {
     for (;;) {
       auto conn = ConnectBroker(options_.socket_path, trust_, deadline);
       if (conn.ok()) {
-        json::object req{{"op", "register"},
-                         {"version", kLocalProtocolVersion},
-                         {"target", options_.target},
-                         {"name", options_.name},
-                         {"pid", static_cast<std::int64_t>(::getpid())}};
-        reply = RoundTrip(conn->fd, req, deadline);
+        reply = RoundTrip(conn->fd, lp::RegisterRequest(Registration()), deadline);
         if (reply.ok()) {
           fd_ = conn->fd;
           broker_uid_ = conn->peer.uid;
@@ -132,11 +129,13 @@ class ClientImpl {
       std::unique_lock lock(mu_);
       cv_.wait_for(lock, std::chrono::milliseconds(100));
     }
-    const json::object& r = *reply;
-    owner_ = static_cast<std::uint32_t>(r.at("owner").to_number<std::uint64_t>());
-    segment_ = json::value_to<std::string>(r.at("segment"));
-    instance_ = json::value_to<std::string>(r.at("instance"));
-    const bool table_system_slot = json::value_to<std::string>(r.at("system_slot")) == "table";
+    auto registered = ReadRegisterReply(*reply);
+    if (!registered.ok()) return registered.status();
+    const lp::RegisterReply& r = *registered;
+    owner_ = r.owner;
+    segment_ = r.segment;
+    instance_ = r.instance;
+    const bool table_system_slot = r.system_slot_in_table;
     // Only a segment the broker itself made: owned by its uid, no access for
     // others (a planted one could hand out any number of slots).
     auto table = shm::SlotTable::Attach(segment_, shm::AttachOptions{.owner = broker_uid_});
@@ -178,10 +177,7 @@ class ClientImpl {
       connected_ = true;
     }
     reader_ = std::thread([this] { ReaderLoop(); });
-    if (const json::value* m = r.if_contains("mode"); m != nullptr && m->is_string() &&
-                                                       m->as_string() == "cluster") {
-      fence_ = std::thread([this] { FenceLoop(); });
-    }
+    if (r.cluster) fence_ = std::thread([this] { FenceLoop(); });
     return Status::Ok();
   }
 
@@ -249,13 +245,8 @@ class ClientImpl {
   // `refused` (nullptr: none) is the permit the refused attempt holds.
   std::error_code ReportSessionLimit(std::string_view detail,
                                      const std::pair<std::uint32_t, std::uint64_t>* refused) {
-    json::object req{{"op", "report_session_limit"},
-                     {"detail", std::string(detail.substr(0, 512))}};
-    if (refused != nullptr) {
-      req["slot"] = refused->first;
-      req["word"] = refused->second;  // a JSON integer up to 2^64-1, not a double
-    }
-    auto r = Request(req);
+    auto r = Request(lp::ReportSessionLimitRequest(
+        detail.substr(0, 512), refused != nullptr ? std::optional(*refused) : std::nullopt));
     return r.ok() ? std::error_code{} : make_error_code(r.status().code());
   }
 
@@ -281,26 +272,39 @@ class ClientImpl {
     return ParseReply(*frame);
   }
 
+  // A reply whose "ok" is true, else the broker's error (local_protocol.h).
   static Result<json::object> ParseReply(const std::string& text) {
-    boost::system::error_code jec;
-    json::value v = json::parse(text, jec);
-    if (jec || !v.is_object()) return Status{Errc::kProtocol, "broker sent a malformed reply"};
-    json::object& o = v.as_object();
-    const json::value* ok = o.if_contains("ok");
-    if (ok == nullptr || !ok->is_bool()) return Status{Errc::kProtocol, "reply without 'ok'"};
-    if (!ok->as_bool()) {
-      const json::value* e = o.if_contains("error");
-      const json::value* m = o.if_contains("message");
-      Errc code = e != nullptr && e->is_string() ? ErrcFromName(e->as_string().c_str())
-                                                 : Errc::kInternal;
-      return Status{code, m != nullptr && m->is_string() ? std::string(m->as_string()) : ""};
+    auto o = lp::ParseReply(text);
+    if (!o.ok()) return o.status();
+    if (Status s = lp::ReplyStatus(*o); !s.ok()) return s;
+    return o;
+  }
+
+  // This client's registration (adopting `owner_` when `adopt`).
+  lp::RegisterArgs Registration(bool adopt = false) const {
+    lp::RegisterArgs a;
+    a.target = options_.target;
+    a.name = options_.name;
+    a.pid = static_cast<std::int64_t>(::getpid());
+    if (adopt) {
+      a.owner = owner_;
+      a.instance = instance_;
     }
-    try {
-      // Validate the fields a register reply must carry, if it is one.
-      return std::move(o);
-    } catch (...) {
-      return Status{Errc::kProtocol, "broker reply has wrong field types"};
+    return a;
+  }
+
+  // A register reply's fields, and the version handshake's end: the broker
+  // must answer in a version this client speaks.
+  Result<lp::RegisterReply> ReadRegisterReply(const json::object& reply) const {
+    auto r = lp::DecodeRegisterReply(reply);
+    if (!r.ok()) {
+      return Status{r.status().code(),
+                    "the broker at " + options_.socket_path + ": " + r.status().message()};
     }
+    if (Status s = lp::CheckBrokerVersion(r->version); !s.ok()) {
+      return Status{s.code(), "the broker at " + options_.socket_path + ": " + s.message()};
+    }
+    return r;
   }
 
   // A request over the live connection; the reader thread delivers the reply.
@@ -448,14 +452,8 @@ class ClientImpl {
           }
           attempt_fd_ = fd;  // the destructor may shut it down; only we close it
         }
-        json::object req{{"op", "register"},
-                         {"version", kLocalProtocolVersion},
-                         {"target", options_.target},
-                         {"name", options_.name},
-                         {"pid", static_cast<std::int64_t>(::getpid())},
-                         {"owner", owner_},
-                         {"instance", instance_}};
-        auto reply = RoundTrip(fd, req, attempt_deadline);
+        auto reply = RoundTrip(fd, lp::RegisterRequest(Registration(/*adopt=*/true)),
+                               attempt_deadline);
         {
           std::lock_guard lock(mu_);
           attempt_fd_ = -1;
@@ -497,8 +495,9 @@ class ClientImpl {
   // (no access for others) and be the same instance. Else the slots we hold
   // are not in the table it serves.
   Status CheckSameSegment(const json::object& reply, uid_t broker_uid) const {
-    const json::value* seg = reply.if_contains("segment");
-    if (seg == nullptr || !seg->is_string() || seg->as_string() != segment_) {
+    auto r = ReadRegisterReply(reply);
+    if (!r.ok()) return r.status();
+    if (r->segment != segment_) {
       return {Errc::kSegmentInvalid, "the restarted broker at " + options_.socket_path +
                                          " names another segment than " + segment_};
     }

@@ -294,12 +294,11 @@ Result<std::string> ReadFrame(int fd, std::chrono::milliseconds timeout) {
   const bool forever = timeout.count() < 0;
   const auto deadline = std::chrono::steady_clock::now() + (forever ? std::chrono::milliseconds(0)
                                                                     : timeout);
-  unsigned char h[4];
-  if (Status s = ReadExact(fd, reinterpret_cast<char*>(h), 4, deadline, forever); !s.ok()) {
+  unsigned char h[kFrameHeaderBytes];
+  if (Status s = ReadExact(fd, reinterpret_cast<char*>(h), sizeof h, deadline, forever); !s.ok()) {
     return s;
   }
-  const std::size_t len = (std::size_t{h[0]} << 24) | (std::size_t{h[1]} << 16) |
-                          (std::size_t{h[2]} << 8) | std::size_t{h[3]};
+  const std::size_t len = DecodeFrameLength(h);
   if (len > kMaxLocalFrame) {
     return Status{Errc::kProtocol, "peer announced a " + std::to_string(len) +
                                        "-byte message; the limit is " +

@@ -3,7 +3,8 @@
 // A frame is a 4-byte big-endian length followed by that many bytes of UTF-8
 // JSON (one object). Frames above kMaxLocalFrame are refused by both sides.
 // These helpers work on blocking file descriptors (client library, dsbctl);
-// the broker has its own Asio reader with the same rules.
+// the broker has its own Asio reader, which decodes the length with
+// DecodeFrameLength below. What the JSON says: common/local_protocol.h.
 #ifndef DSB_COMMON_LOCAL_FRAME_H_
 #define DSB_COMMON_LOCAL_FRAME_H_
 
@@ -21,7 +22,7 @@
 namespace dsb {
 
 inline constexpr std::size_t kMaxLocalFrame = 64 * 1024;
-inline constexpr int kLocalProtocolVersion = 1;
+inline constexpr std::size_t kFrameHeaderBytes = 4;
 
 using Deadline = std::chrono::steady_clock::time_point;
 
@@ -109,6 +110,13 @@ Result<std::string> ReadFrame(int fd, Deadline deadline);
 
 // Encodes the 4-byte length prefix.
 std::string FrameHeader(std::size_t length);
+
+// Decodes a 4-byte length prefix (the only place that does). The caller
+// refuses a length above kMaxLocalFrame (with a message of its own).
+constexpr std::size_t DecodeFrameLength(const unsigned char (&header)[kFrameHeaderBytes]) {
+  return (std::size_t{header[0]} << 24) | (std::size_t{header[1]} << 16) |
+         (std::size_t{header[2]} << 8) | std::size_t{header[3]};
+}
 
 }  // namespace dsb
 

@@ -1,32 +1,30 @@
-// One admin request to a broker's local socket (what dsbctl does), for tests.
+// Admin requests to a broker's local socket (what dsbctl does), for tests.
 #ifndef DSB_TESTS_SUPPORT_BROKER_ADMIN_H_
 #define DSB_TESTS_SUPPORT_BROKER_ADMIN_H_
-
-#include <unistd.h>
 
 #include <boost/json.hpp>
 #include <cstdint>
 #include <filesystem>
 #include <string>
 
-#include "common/local_frame.h"
+#include "common/admin_client.h"
+#include "common/local_protocol.h"
 
 namespace dsb::testing {
 
-// Sends `request` and returns the reply object; an empty object if the
-// broker cannot be reached or answers something that is not a JSON object.
+// Sends `request` through the admin client (common/admin_client.h) and
+// returns the reply object, whatever its "ok"; an empty object if the broker
+// cannot be reached or answers something that is not a JSON object.
 inline boost::json::object AskBroker(const std::filesystem::path& socket,
                                      const boost::json::object& request) {
-  auto fd = ConnectLocal(socket.string());
-  if (!fd.ok()) return {};
-  auto frame = WriteFrame(*fd, boost::json::serialize(request)).ok()
-                   ? ReadFrame(*fd, std::chrono::seconds(10))
-                   : Result<std::string>(Status{Errc::kBrokerUnavailable, ""});
-  ::close(*fd);
-  if (!frame.ok()) return {};
-  boost::system::error_code ec;
-  boost::json::value v = boost::json::parse(*frame, ec);
-  return !ec && v.is_object() ? v.as_object() : boost::json::object{};
+  auto reply = AdminRequest(socket.string(), request, std::chrono::seconds(10));
+  return reply.ok() ? std::move(*reply) : boost::json::object{};
+}
+
+// One request that is only an op (status, leases, clients, ping, goodbye).
+inline boost::json::object AskBroker(const std::filesystem::path& socket,
+                                     local_protocol::Op op) {
+  return AskBroker(socket, local_protocol::Request(op));
 }
 
 // The coordinator's ledger as broker `socket` reports it (`dsbctl leases`),
@@ -39,7 +37,7 @@ inline const boost::json::object* LedgerOf(const boost::json::object& leases_rep
 // True once the coordinator (asked through broker `socket`) answers and has
 // left its learning period (C3).
 inline bool LearningOver(const std::filesystem::path& socket) {
-  const boost::json::object r = AskBroker(socket, {{"op", "leases"}});
+  const boost::json::object r = AskBroker(socket, local_protocol::Op::kLeases);
   const boost::json::object* l = LedgerOf(r);
   return l != nullptr && l->contains("learning") && l->at("learning").is_bool() &&
          !l->at("learning").as_bool();
@@ -47,7 +45,7 @@ inline bool LearningOver(const std::filesystem::path& socket) {
 
 // The first target's broker rows of the coordinator's ledger (empty if unavailable).
 inline boost::json::array LedgerBrokers(const std::filesystem::path& socket) {
-  const boost::json::object r = AskBroker(socket, {{"op", "leases"}});
+  const boost::json::object r = AskBroker(socket, local_protocol::Op::kLeases);
   const boost::json::object* l = LedgerOf(r);
   if (l == nullptr) return {};
   return l->at("targets").as_array()[0].as_object().at("brokers").as_array();

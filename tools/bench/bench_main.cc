@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "common/local_frame.h"
+#include "common/local_protocol.h"
 #include "shm/futex.h"
 #include "tools/bench/bench_support.h"
 #include "tools/bench/primitives.h"
@@ -97,7 +98,10 @@ void BM_Pair(benchmark::State& state) {
 // Unix-socket round trips: the real broker's "ping", and an echo floor.
 // =============================================================================
 
-constexpr std::string_view kPing = R"({"op":"ping"})";
+// The ping request's frame body, as the admin client sends it; the
+// connection stays open, so each round trip is framing + dispatch only.
+const std::string kPing =
+    boost::json::serialize(local_protocol::Request(local_protocol::Op::kPing));
 
 void PingLoop(benchmark::State& state, int fd) {
   for (auto _ : state) {
@@ -129,11 +133,12 @@ void BM_SocketBrokerEchoFloor(benchmark::State& state) {
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return Fail(state, "socketpair failed");
   }
+  const std::string kOkReply = boost::json::serialize(local_protocol::OkReply());
   auto child = ChildProcess::Spawn([&] {
     ::close(sv[0]);
     for (;;) {
       if (!ReadFrame(sv[1], milliseconds(-1)).ok()) return 0;  // EOF: the bench is done
-      if (!WriteFrame(sv[1], R"({"ok":true})").ok()) return 0;
+      if (!WriteFrame(sv[1], kOkReply).ok()) return 0;
     }
   });
   ::close(sv[1]);

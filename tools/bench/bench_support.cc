@@ -19,7 +19,9 @@
 #include <sstream>
 #include <thread>
 
+#include "common/admin_client.h"
 #include "common/local_frame.h"
+#include "common/local_protocol.h"
 #include "shm/slot_table.h"
 
 namespace dsb::bench {
@@ -88,19 +90,9 @@ void RegisterPath(const std::string& path, bool is_dir) {
 }
 
 Status Ping(const std::string& socket) {
-  auto fd = ConnectLocal(socket);
-  if (!fd.ok()) return fd.status();
-  Status s = WriteFrame(*fd, R"({"op":"ping"})");
-  if (s.ok()) {
-    auto reply = ReadFrame(*fd, std::chrono::milliseconds(2000));
-    if (!reply.ok()) {
-      s = reply.status();
-    } else if (reply->find("\"ok\":true") == std::string::npos) {
-      s = Status{Errc::kProtocol, "unexpected ping reply: " + *reply};
-    }
-  }
-  ::close(*fd);
-  return s;
+  auto reply = AdminCall(socket, local_protocol::Request(local_protocol::Op::kPing),
+                         std::chrono::milliseconds(2000));
+  return reply.ok() ? Status::Ok() : reply.status();
 }
 
 std::string ReadFileText(const std::filesystem::path& path) {

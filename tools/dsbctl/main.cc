@@ -1,5 +1,6 @@
-// dsbctl: the admin tool. Talks to a broker's local socket (4-byte length +
-// JSON frames, see common/local_frame.h) and prints tables or --json.
+// dsbctl: the admin tool. Talks to a broker's local socket through the admin
+// client (common/admin_client.h; requests from common/local_protocol.h) and
+// prints tables or --json.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -11,7 +12,9 @@
 #include <vector>
 
 #include "common/escape.h"
+#include "common/admin_client.h"
 #include "common/local_frame.h"
+#include "common/local_protocol.h"
 #include "tools/dsbctl/probe.h"
 #include "dsb/version.h"
 #ifdef DSBCTL_HAS_CONFIG
@@ -19,6 +22,7 @@
 #endif
 
 namespace json = boost::json;
+namespace lp = dsb::local_protocol;
 
 namespace {
 
@@ -81,35 +85,17 @@ std::optional<json::object> Call(const Options& o, const json::object& req) {
     Fail(trust.status().message(), 2);
     return std::nullopt;
   }
-  auto conn = dsb::ConnectBroker(path, *trust, deadline);
-  if (!conn.ok()) {
-    Fail(conn.status().message());
+  auto reply = dsb::AdminRequest(path, req, *trust, deadline);
+  if (!reply.ok()) {
+    Fail(reply.status().message());
     return std::nullopt;
   }
-  const int fd = conn->fd;
-  auto status = dsb::WriteFrame(fd, json::serialize(req), deadline);
-  auto frame = status.ok() ? dsb::ReadFrame(fd, deadline) : dsb::Result<std::string>(status);
-  ::close(fd);
-  if (!frame.ok()) {
-    Fail(frame.status().message());
+  if (dsb::Status s = lp::ReplyStatus(*reply); !s.ok()) {
+    if (o.json) std::cout << json::serialize(*reply) << "\n";
+    Fail(s.message().empty() ? "request failed" : s.message());
     return std::nullopt;
   }
-  boost::system::error_code ec;
-  json::value v = json::parse(*frame, ec);
-  if (ec || !v.is_object()) {
-    Fail("broker sent a malformed reply");
-    return std::nullopt;
-  }
-  json::object& r = v.as_object();
-  if (!r.contains("ok") || !r.at("ok").is_bool() || !r.at("ok").as_bool()) {
-    std::string msg = r.contains("message") && r.at("message").is_string()
-                          ? std::string(r.at("message").as_string())
-                          : "request failed";
-    if (o.json) std::cout << json::serialize(r) << "\n";
-    Fail(msg);
-    return std::nullopt;
-  }
-  return std::move(r);
+  return std::move(*reply);
 }
 
 // A reply's value for the human output. Strings are escaped: names and
@@ -145,7 +131,7 @@ void PrintTable(const std::vector<std::string>& header,
 }
 
 int CmdStatus(const Options& o) {
-  auto r = Call(o, {{"op", "status"}});
+  auto r = Call(o, lp::Request(lp::Op::kStatus));
   if (!r) return 1;
   if (o.json) {
     std::cout << json::serialize(*r) << "\n";
@@ -196,9 +182,8 @@ int CmdStatus(const Options& o) {
 }
 
 int CmdSetLimit(const Options& o, const std::string& target, int limit) {
-  char who[64];
-  std::snprintf(who, sizeof who, "dsbctl uid %u", static_cast<unsigned>(::getuid()));
-  auto r = Call(o, {{"op", "set_limit"}, {"target", target}, {"limit", limit}, {"who", who}});
+  // Who did it is the broker's to see (SO_PEERCRED), not ours to say.
+  auto r = Call(o, lp::SetLimitRequest(target, limit));
   if (!r) return 1;
   if (o.json) {
     std::cout << json::serialize(*r) << "\n";
@@ -221,7 +206,7 @@ int CmdConfirmStopped(const Options& o, const std::string& broker, bool yes) {
                  broker.c_str());
     return 2;
   }
-  auto r = Call(o, {{"op", "confirm_stopped"}, {"broker", broker}});
+  auto r = Call(o, lp::ConfirmStoppedRequest(broker));
   if (!r) return 1;
   if (o.json) {
     std::cout << json::serialize(*r) << "\n";
@@ -235,7 +220,7 @@ int CmdConfirmStopped(const Options& o, const std::string& broker, bool yes) {
 
 // The target's line of `status`, or nullopt (error printed).
 std::optional<json::object> TargetStatus(const Options& o, const std::string& target) {
-  auto r = Call(o, {{"op", "status"}});
+  auto r = Call(o, lp::Request(lp::Op::kStatus));
   if (!r) return std::nullopt;
   for (const auto& tv : r->at("targets").as_array()) {
     if (tv.as_object().at("name") == json::value(target)) return tv.as_object();
@@ -309,7 +294,7 @@ int CmdProbe(const Options& o, const std::string& target, dsb::ctl::ProbeOptions
 }
 
 int CmdClients(const Options& o) {
-  auto r = Call(o, {{"op", "clients"}});
+  auto r = Call(o, lp::Request(lp::Op::kClients));
   if (!r) return 1;
   if (o.json) {
     std::cout << json::serialize(*r) << "\n";
@@ -342,7 +327,7 @@ std::string MsText(const json::value& v) {
 }
 
 int CmdLeases(const Options& o) {
-  auto r = Call(o, {{"op", "leases"}});
+  auto r = Call(o, lp::Request(lp::Op::kLeases));
   if (!r) return 1;
   if (o.json) {
     std::cout << json::serialize(*r) << "\n";
@@ -414,7 +399,9 @@ int CmdLeases(const Options& o) {
 
 int main(int argc, char** argv) {
   CLI::App app{"dsbctl: inspect and change a dsb broker"};
-  app.set_version_flag("--version", std::string("dsbctl ") + DSB_VERSION_STRING);
+  app.set_version_flag("--version", std::string("dsbctl ") + DSB_VERSION_STRING +
+                                        " (local protocol " +
+                                        std::to_string(dsb::kLocalProtocolVersion) + ")");
   app.require_subcommand(1);
   Options o;
   app.add_option("-s,--socket", o.socket, "broker socket (default: $DSB_SOCKET or /run/dsb/dsb.sock)");

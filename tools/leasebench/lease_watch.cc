@@ -28,8 +28,9 @@
 #include <string_view>
 #include <thread>
 
+#include "common/admin_client.h"
+#include "common/local_protocol.h"
 #include "dsb/version.h"
-#include "common/local_frame.h"
 
 namespace {
 
@@ -42,20 +43,13 @@ std::int64_t EpochMs() {
       .count();
 }
 
-// One local request (`leases` or `status`); the reply object, or nullopt if
-// the broker did not answer.
-std::optional<json::object> Ask(const std::string& socket, std::string_view request) {
-  auto fd = dsb::ConnectLocal(socket);
-  if (!fd.ok()) return std::nullopt;
-  const dsb::Status sent = dsb::WriteFrame(*fd, request);
-  auto frame = sent.ok() ? dsb::ReadFrame(*fd, std::chrono::milliseconds(2000))
-                         : dsb::Result<std::string>(sent);
-  ::close(*fd);
-  if (!frame.ok()) return std::nullopt;
-  boost::system::error_code ec;
-  json::value v = json::parse(*frame, ec);
-  if (ec || !v.is_object()) return std::nullopt;
-  return std::move(v.as_object());
+// One local request (`leases` or `status`) through the admin client; the
+// reply object, or nullopt if the broker did not answer.
+std::optional<json::object> Ask(const std::string& socket, dsb::local_protocol::Op op) {
+  auto reply = dsb::AdminRequest(socket, dsb::local_protocol::Request(op),
+                                 std::chrono::milliseconds(2000));
+  if (!reply.ok()) return std::nullopt;
+  return std::move(*reply);
 }
 
 // A broker's numeric field in the ledger's first target, or nullopt.
@@ -132,7 +126,7 @@ int main(int argc, char** argv) {
   const Clock::time_point deadline = start + std::chrono::milliseconds(timeout_ms);
   while (Clock::now() < deadline && !(release_ms && move_ms && agent_ms)) {
     ++polls;
-    if (auto r = Ask(coordinator, R"({"op":"leases"})")) {
+    if (auto r = Ask(coordinator, dsb::local_protocol::Op::kLeases)) {
       const std::int64_t t = EpochMs();
       if (!release_ms && LedgerField(*r, from, "owed") == 0) release_ms = t;
       if (!move_ms) {
@@ -144,7 +138,7 @@ int main(int argc, char** argv) {
       // `status`, not `leases`: a non-coordinator answers `leases` by asking
       // the coordinator over a new TCP connection, which would load the very
       // process being measured. `status` carries the agent's view locally.
-      if (auto r = Ask(agent_socket, R"({"op":"status"})")) {
+      if (auto r = Ask(agent_socket, dsb::local_protocol::Op::kStatus)) {
         const auto lease = AgentLease(*r);
         if (lease && *lease >= at_least) agent_ms = EpochMs();
       }
