@@ -10,6 +10,7 @@
 #include "broker/file_limit.h"
 #include "broker/service_notify.h"
 #include "broker/wire/format.h"
+#include "common/local_protocol.h"
 #include "dsb/version.h"
 
 int main(int argc, char** argv) {
@@ -18,8 +19,14 @@ int main(int argc, char** argv) {
   bool check_only = false;
   app.add_option("-c,--config", config_path, "broker config file (TOML)")->required();
   app.add_flag("--check", check_only, "validate the config and exit");
+  // The local protocol versions it serves ("1", or "1-2"), and its wire version.
+  std::string local_versions = std::to_string(dsb::kLocalProtocolVersion);
+  if (dsb::kMinLocalProtocolVersion != dsb::kLocalProtocolVersion) {
+    local_versions.insert(0, std::to_string(dsb::kMinLocalProtocolVersion) + "-");
+  }
   app.set_version_flag("--version", std::string("dsb-broker ") + DSB_VERSION_STRING +
-                                        " (wire protocol " +
+                                        " (local protocol " + local_versions +
+                                        ", wire protocol " +
                                         std::to_string(dsb::wire::kVersion) + ")");
   CLI11_PARSE(app, argc, argv);
 
