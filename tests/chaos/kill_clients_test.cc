@@ -125,7 +125,7 @@ TEST(Chaos, KilledClientsNeverPushTheServerOverTheLimitAndLeakNothing) {
   }
   // Quiesce: every slot comes back once the quarantine of the last kills ends.
   auto held_and_free = [&] {
-    json::object r = testing::AskBroker(broker.socket(), {{"op", "status"}});
+    json::object r = testing::AskBroker(broker.socket(), local_protocol::Op::kStatus);
     if (r.empty()) return std::pair<std::int64_t, std::int64_t>{-1, -1};
     const auto& t = r.at("targets").as_array()[0].as_object();
     return std::pair{t.at("held").to_number<std::int64_t>(), t.at("free").to_number<std::int64_t>()};

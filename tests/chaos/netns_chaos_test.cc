@@ -311,7 +311,10 @@ class ChaosRun {
   std::size_t faults() const { return log_.size(); }
   std::string StatusDump() {
     std::string out;
-    for (auto& w : ws_) out += w.id + ": " + json::serialize(testing::AskBroker(w.socket, {{"op", "status"}})) + "\n";
+    for (auto& w : ws_) {
+      out += w.id + ": " +
+             json::serialize(testing::AskBroker(w.socket, local_protocol::Op::kStatus)) + "\n";
+    }
     return out;
   }
 
@@ -606,7 +609,7 @@ class ChaosRun {
   // Every broker answers and holds a lease above its floor (its clients want more).
   bool ServesEverywhere() {
     for (auto& w : ws_) {
-      json::object s = testing::AskBroker(w.socket, {{"op", "status"}});
+      json::object s = testing::AskBroker(w.socket, local_protocol::Op::kStatus);
       const auto* lease = s.if_contains("lease");
       if (lease == nullptr || !lease->is_object()) return false;
       const auto& ts = lease->as_object().at("targets").as_array();
@@ -619,7 +622,7 @@ class ChaosRun {
   std::int64_t Leaked() {
     std::int64_t sum = 0;
     for (auto& w : ws_) {
-      json::object s = testing::AskBroker(w.socket, {{"op", "status"}});
+      json::object s = testing::AskBroker(w.socket, local_protocol::Op::kStatus);
       const auto* ts = s.if_contains("targets");
       if (ts == nullptr || !ts->is_array() || ts->as_array().empty()) return -1;
       sum += ts->as_array()[0].as_object().at("held").to_number<std::int64_t>();

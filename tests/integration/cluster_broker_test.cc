@@ -138,7 +138,7 @@ std::int64_t Field(const boost::json::object& o, const char* key) {
 
 // Status of target `name` and this broker's row of the ledger for it.
 boost::json::object TargetRow(const std::filesystem::path& socket, const std::string& name) {
-  boost::json::object s = testing::AskBroker(socket, {{"op", "status"}});
+  boost::json::object s = testing::AskBroker(socket, local_protocol::Op::kStatus);
   if (!s.contains("targets")) return {};
   for (auto& t : s["targets"].as_array()) {
     if (t.as_object().at("name").as_string() == name) return t.as_object();
@@ -148,7 +148,7 @@ boost::json::object TargetRow(const std::filesystem::path& socket, const std::st
 
 // What this broker last reported as held (B2) for `name`, as the ledger has it.
 std::int64_t ReportedHeld(const std::filesystem::path& socket, const std::string& name) {
-  boost::json::object l = testing::AskBroker(socket, {{"op", "leases"}});
+  boost::json::object l = testing::AskBroker(socket, local_protocol::Op::kLeases);
   const boost::json::value* ledger = l.if_contains("ledger");
   if (ledger == nullptr || !ledger->is_object()) return -1;
   const boost::json::value* targets = ledger->as_object().if_contains("targets");
@@ -196,7 +196,7 @@ TEST_F(ClusterBrokerTest, UncleanEndThenLostSegmentsReportsTheHeldBackSlots) {
   EXPECT_FALSE(c);
   ASSERT_TRUE(testing::WaitUntil(
       [&] {
-        const auto r = testing::AskBroker(broker_->socket(), {{"op", "leases"}});
+        const auto r = testing::AskBroker(broker_->socket(), local_protocol::Op::kLeases);
         const auto* agent = r.if_contains("agent");
         return agent != nullptr && agent->is_object() &&
                agent->as_object().at("verdict").as_string() == "accepted";
@@ -209,7 +209,7 @@ TEST_F(ClusterBrokerTest, UncleanEndThenLostSegmentsReportsTheHeldBackSlots) {
   EXPECT_TRUE(testing::WaitUntil(
       [&] { return ReportedHeld(broker_->socket(), "exA") >= held_back; }, 10s))
       << "the coordinator never saw the held-back slots: "
-      << boost::json::serialize(testing::AskBroker(broker_->socket(), {{"op", "leases"}}));
+      << boost::json::serialize(testing::AskBroker(broker_->socket(), local_protocol::Op::kLeases));
 }
 
 }  // namespace

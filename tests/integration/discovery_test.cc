@@ -56,7 +56,7 @@ std::string StrOf(const json::object& o, const char* key) {
 
 // The status line of target `name` at a broker (empty if unreachable).
 json::object TargetStatus(const std::filesystem::path& socket, const std::string& name = "exch01") {
-  json::object r = testing::AskBroker(socket, {{"op", "status"}});
+  json::object r = testing::AskBroker(socket, local_protocol::Op::kStatus);
   const json::value* ts = r.if_contains("targets");
   if (ts == nullptr || !ts->is_array()) return {};
   for (const json::value& t : ts->as_array()) {

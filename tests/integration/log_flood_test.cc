@@ -139,7 +139,7 @@ TEST_F(LogFlood, ReportSessionLimitInALoopWritesABoundedLog) {
   ASSERT_EQ(refused, kJunk);
 
   // The broker still serves, counted every report, and the limit is sane.
-  const json::object status = testing::AskBroker(broker_->socket(), {{"op", "status"}});
+  const json::object status = testing::AskBroker(broker_->socket(), local_protocol::Op::kStatus);
   ASSERT_TRUE(Ok(status)) << json::serialize(status);
   const json::object& t = status.at("targets").as_array()[0].as_object();
   EXPECT_EQ(Num(t, "session_limit_reports"), kReports);

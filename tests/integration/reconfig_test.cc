@@ -250,7 +250,7 @@ class ReconfigTest : public ::testing::Test {
 
   // `dsbctl leases --json` on node `name` (what the operator reads).
   json::object Leases(const std::string& name) {
-    return testing::AskBroker(N(name).socket, {{"op", "leases"}});
+    return testing::AskBroker(N(name).socket, local_protocol::Op::kLeases);
   }
   static std::string Str(const json::object& o, const char* key) {
     const json::value* v = o.if_contains(key);

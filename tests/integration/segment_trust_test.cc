@@ -134,7 +134,7 @@ void ExpectRefusedAndLeftAlone(const BrokerSetup& s, uid_t owner, const char* mo
   EXPECT_EQ(raw.header().broker_generation.load(), 0u) << "a broker took it over";
   for (std::uint32_t i = 0; i < raw.slot_count(); ++i) ASSERT_EQ(raw.word(i).load(), shm::kFree);
   // The broker does not serve: no socket answers.
-  EXPECT_TRUE(testing::AskBroker(s.socket, {{"op", "ping"}}).empty());
+  EXPECT_TRUE(testing::AskBroker(s.socket, local_protocol::Op::kPing).empty());
   std::printf("refusal: %s\n", out.substr(out.find("segment " + s.segment)).c_str());
 }
 
@@ -167,7 +167,7 @@ TEST(SegmentTrust, AnEmptySegmentLeftByAFailedCreateIsRecreated) {
   ASSERT_TRUE(broker.Start()) << broker.log();
   EXPECT_TRUE(broker.WaitForLog("smaller than a slot-table header")) << broker.log();
   const json::object* t = nullptr;
-  const json::object status = testing::AskBroker(s.socket, {{"op", "status"}});
+  const json::object status = testing::AskBroker(s.socket, local_protocol::Op::kStatus);
   t = TargetStatus(status);
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->at("capacity").as_int64(), kLimit);
@@ -228,7 +228,7 @@ class AuditUnderLoad : public ::testing::Test {
     ASSERT_TRUE(testing::WaitUntil(
         [&] {
           const json::object* t = nullptr;
-          const json::object st = testing::AskBroker(s_.socket, {{"op", "status"}});
+          const json::object st = testing::AskBroker(s_.socket, local_protocol::Op::kStatus);
           t = TargetStatus(st);
           return t != nullptr && t->at("clients").as_int64() == 2 &&
                  Num(server_->UserStats(kUser), "opened") > 50;
@@ -275,14 +275,14 @@ TEST_F(AuditUnderLoad, FreeWrittenOverDisabledIsRepairedAndTheServerIsBackAtTheL
   ASSERT_TRUE(testing::WaitUntil(
       [&] {
         const json::object* t = nullptr;
-        const json::object st = testing::AskBroker(s_.socket, {{"op", "status"}});
+        const json::object st = testing::AskBroker(s_.socket, local_protocol::Op::kStatus);
         t = TargetStatus(st);
         return t != nullptr && t->at("retiring").as_int64() == 0 &&
                t->at("held").as_int64() <= kLimit;
       },
       10s));
   const double after = PeakSince(2000ms);
-  const json::object status = testing::AskBroker(s_.socket, {{"op", "status"}});
+  const json::object status = testing::AskBroker(s_.socket, local_protocol::Op::kStatus);
   std::printf("server peak: %.0f before, %.0f in the window the audit repaired (%u words "
               "written FREE), %.0f in 2 s after; audit excess_enabled %llu; limit %d\n",
               before, during, written, after,
@@ -311,15 +311,15 @@ TEST_F(AuditUnderLoad, ForgedOwnersAreReclaimedAndCapacityComesBack) {
   ASSERT_TRUE(broker_->WaitForLog("no registered client has", 10s)) << broker_->log();
   ASSERT_TRUE(testing::WaitUntil(
       [&] {
-        return AuditCount(testing::AskBroker(s_.socket, {{"op", "status"}}), "forged_owners") >=
-               forged;
+        return AuditCount(testing::AskBroker(s_.socket, local_protocol::Op::kStatus),
+                          "forged_owners") >= forged;
       },
       10s));
   // The load is served again, and the server never saw more than the limit.
   const double opened = Num(server_->UserStats(kUser), "opened");
   ASSERT_TRUE(testing::WaitUntil(
       [&] { return Num(server_->UserStats(kUser), "opened") > opened + 50; }, 10s));
-  const json::object status = testing::AskBroker(s_.socket, {{"op", "status"}});
+  const json::object status = testing::AskBroker(s_.socket, local_protocol::Op::kStatus);
   const double peak = Num(server_->UserStats(kUser), "peak");
   std::printf("%u slot(s) taken with a forged owner; audit forged_owners %llu; server peak %.0f "
               "of %d since the start of the attack\n",
@@ -362,7 +362,7 @@ TEST(OwnerIds, ARewoundCounterInTheSegmentNeverGivesOneIdToTwoClients) {
     clients.push_back(Client::Connect(o, ec, &message));
     ASSERT_TRUE(clients.back()) << message;
   }
-  const json::object r = testing::AskBroker(s.socket, {{"op", "clients"}});
+  const json::object r = testing::AskBroker(s.socket, local_protocol::Op::kClients);
   ASSERT_TRUE(r.contains("clients")) << json::serialize(r);
   std::set<std::int64_t> owners;
   for (const auto& c : r.at("clients").as_array()) {

@@ -120,7 +120,7 @@ TEST_F(StalledQueueCluster, AStoppedQueueMutexHolderKeepsTheServerAtTheLimit) {
   int answered = 0;
   while (std::chrono::steady_clock::now() - stopped < 6s) {
     const auto ask = std::chrono::steady_clock::now();
-    json::object status = testing::AskBroker(brokers_[1]->socket(), {{"op", "status"}});
+    json::object status = testing::AskBroker(brokers_[1]->socket(), local_protocol::Op::kStatus);
     slowest_status_ms = std::max(slowest_status_ms, Ms(std::chrono::steady_clock::now() - ask).count());
     if (!status.empty()) ++answered;
     longest_silence_ms = std::max(longest_silence_ms, Ledger("ws2", "last_seen_ms"));
@@ -262,7 +262,7 @@ TEST(StalledQueueSingle, GarbageInTheMutexWordAndARestartedBroker) {
   Permit none = client->Acquire(200ms, ec);
   EXPECT_FALSE(none.valid());
   EXPECT_LT(Ms(std::chrono::steady_clock::now() - start).count(), 5000);
-  EXPECT_FALSE(testing::AskBroker(broker.socket(), {{"op", "status"}}).empty());
+  EXPECT_FALSE(testing::AskBroker(broker.socket(), local_protocol::Op::kStatus).empty());
   permits.clear();
   client.reset();
   // Restart on the same segment (SIGKILL: an unclean end keeps it).

@@ -17,7 +17,7 @@ using Clock = std::chrono::steady_clock;
 
 // The target line of `status` at `socket` (empty when missing).
 boost::json::object TargetStatus(const std::filesystem::path& socket) {
-  boost::json::object r = testing::AskBroker(socket, {{"op", "status"}});
+  boost::json::object r = testing::AskBroker(socket, local_protocol::Op::kStatus);
   const boost::json::value* ts = r.if_contains("targets");
   if (ts == nullptr || !ts->is_array() || ts->as_array().empty()) return {};
   return ts->as_array()[0].as_object();

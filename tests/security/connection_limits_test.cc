@@ -564,7 +564,7 @@ TEST(ClusterPortLimits, AnUnauthenticatedFloodLeavesTheBrokerAnsweringAndRenewin
   EXPECT_LT(TicksToSeconds(cpu_quiet - cpu_flooded), 0.5);
   // dsbctl answers; both brokers still renew (their ledger rows are fresh)
   // and a client of the other broker registers (it needs its acceptance).
-  const json::object st = AskBroker(files.sockets[0], {{"op", "status"}});
+  const json::object st = AskBroker(files.sockets[0], local_protocol::Op::kStatus);
   EXPECT_TRUE(Ok(st)) << json::serialize(st);
   const json::array rows = LedgerBrokers(files.sockets[0]);
   for (const char* id : {"ws1", "ws2"}) {

@@ -34,7 +34,7 @@ using std::chrono::milliseconds;
 
 // The target's row of the broker's status (empty if unavailable).
 json::object TargetRow(const fs::path& socket) {
-  const json::object s = AskBroker(socket, {{"op", "status"}});
+  const json::object s = AskBroker(socket, local_protocol::Op::kStatus);
   if (const json::value* ts = s.if_contains("targets"); ts != nullptr && ts->is_array()) {
     for (const json::value& t : ts->as_array()) {
       if (t.as_object().at("name").as_string() == "exch01") return t.as_object();
@@ -113,7 +113,7 @@ TEST(OwnerAdoption, AnotherGroupMemberCannotAdoptAnOwnerTheRealClientStillCan) {
   // Every owner came back, so the grace ends silently: wait for the status.
   ASSERT_TRUE(WaitUntil(
       [&] {
-        const json::object st = AskBroker(broker.socket(), {{"op", "status"}});
+        const json::object st = AskBroker(broker.socket(), local_protocol::Op::kStatus);
         const json::value* g = st.if_contains("adoption_grace");
         return g != nullptr && g->is_bool() && !g->as_bool();
       },
