@@ -29,6 +29,14 @@ constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
+// Sends `message` and waits up to `timeout` for the answer. Failure: the
+// send's (the channel is then closed), or Receive's.
+awaitable<Result<wire::Message>> Ask(wire::Channel& channel, wire::Message message,
+                                     Clock::duration timeout) {
+  if (Status s = co_await channel.Send(std::move(message)); !s.ok()) co_return s;
+  co_return co_await channel.Receive(timeout);
+}
+
 std::int64_t Ms(lease::Duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
 }
@@ -390,10 +398,10 @@ struct ClusterNode::Impl {
                              {"message", "cannot reach coordinator " + cid + ": " +
                                              ch.status().message()}};
     }
+    // A named message, no temporary in the co_await expression (GCC 12 may
+    // destroy such a temporary twice).
     wire::Message m = wire::AdminRequest{std::move(request)};
-    Status s = co_await ch->Send(std::move(m));
-    Result<wire::Message> reply(s);
-    if (s.ok()) reply = co_await ch->Receive(timeout);
+    Result<wire::Message> reply = co_await Ask(*ch, std::move(m), timeout);
     ch->Close();
     if (reply.ok()) {
       if (auto* a = std::get_if<wire::AdminReply>(&*reply)) {
@@ -660,9 +668,7 @@ struct ClusterNode::Impl {
     hello_state[id] = "answered";
     wire::Message m = wire::CoordinatorHello{cfg.id, cfg.cluster->generation, cfg.cluster->hash,
                                              SelfAddress()};
-    Status s = co_await ch->Send(std::move(m));
-    Result<wire::Message> reply(s);
-    if (s.ok()) reply = co_await ch->Receive(std::chrono::seconds(2));
+    Result<wire::Message> reply = co_await Ask(*ch, std::move(m), std::chrono::seconds(2));
     ch->Close();
     if (!reply.ok() || stopping) co_return;
     auto* r = std::get_if<wire::HelloReply>(&*reply);

@@ -61,7 +61,8 @@ class InstanceLock {
   // path with ".lock" appended.
   static std::filesystem::path Beside(const std::filesystem::path& file);
 
-  InstanceLock() = default;  // holds nothing
+  // A lock comes only from Acquire (held). A moved-from one holds nothing:
+  // its destructor and RemoveFile do nothing.
   InstanceLock(InstanceLock&& other) noexcept;
   InstanceLock& operator=(InstanceLock&& other) noexcept;
   InstanceLock(const InstanceLock&) = delete;

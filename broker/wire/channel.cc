@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <optional>
 #include <utility>
 
 #include "common/check.h"
@@ -194,7 +195,6 @@ asio::awaitable<Status> RunHandshake(ImplT& impl, Handshake& hs,
 
 }  // namespace
 
-Channel::Channel() = default;
 Channel::Channel(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Channel::~Channel() { Close(); }
 Channel::Channel(Channel&&) noexcept = default;
@@ -314,11 +314,12 @@ asio::awaitable<Result<Message>> Channel::Receive(Clock::duration timeout) {
   }
   DSB_CHECK(!self->receiving, "two Receive() in flight on one channel");
   self->receiving = true;
-  Result<Bytes> frame = Status();
-  {
-    Deadline deadline(self, timeout);
-    frame = co_await ReadFrame(*self, self->session.max_payload(), "receive", timeout);
-  }
+  // The deadline ends (disarmed) as soon as the frame is read.
+  std::optional<Deadline<Impl>> deadline;
+  deadline.emplace(self, timeout);
+  Result<Bytes> frame =
+      co_await ReadFrame(*self, self->session.max_payload(), "receive", timeout);
+  deadline.reset();
   self->receiving = false;
   Result<Message> message = frame.ok() ? self->session.Open(*frame) : Result<Message>(frame.status());
   if (!message.ok()) {

@@ -31,7 +31,8 @@ class Channel {
  public:
   using Clock = std::chrono::steady_clock;
 
-  Channel();  // closed: every call fails
+  // A channel comes only from Connect or Accept (open). A moved-from one is
+  // closed: every call on it fails, and peer()/remote_address() are empty.
   ~Channel();  // closes
   Channel(Channel&&) noexcept;
   Channel& operator=(Channel&&) noexcept;
@@ -85,7 +86,7 @@ class Channel {
   void Close();
 
   bool is_open() const;
-  // The authenticated peer (empty for a closed default channel).
+  // The authenticated peer (empty for a moved-from channel).
   const PeerIdentity& peer() const;
   // "address:port" of the remote end, for logs.
   const std::string& remote_address() const;
