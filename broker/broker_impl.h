@@ -1,8 +1,11 @@
-// Internals of the broker daemon shared by its translation units: broker.cc
-// (start, capacity, shutdown), clients.cc (registration, adoption, a
-// client's end, the segment audit), local_server.cc (the local socket's
-// connections) and admin.cc (the admin requests: status, clients, leases,
-// set_limit, refusal reports). Not public.
+// Internals of the broker daemon shared by its translation units, one per
+// concern: broker.cc (Create, Run, Stop), startup.cc (Open, UndoFailedOpen),
+// state_policy.cc (the state file: an unclean end, the capacity high water),
+// capacity.cc (limit, lease and refusal holds; the cluster node's hooks),
+// listen.cc (binding the local socket), shutdown.cc (the clean stop),
+// clients.cc (registration, adoption, a client's end, the segment audit),
+// local_server.cc (the local socket's connections) and admin.cc (the admin
+// requests: status, clients, leases, set_limit, refusal reports). Not public.
 //
 // Thread rule: as Broker (everything on the single-threaded io_context).
 #ifndef DSB_BROKER_BROKER_IMPL_H_
@@ -45,7 +48,7 @@ using asio::use_awaitable;
 using local_stream = asio::local::stream_protocol;
 inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
-// Helpers shared by broker.cc and admin.cc.
+// Helpers shared by the translation units above.
 inline json::object ErrorReply(Errc code, const std::string& message) {
   return local_protocol::ErrorReply(code, message);
 }
@@ -114,6 +117,11 @@ struct Broker::Impl {
   // Re-applies every target's capacity at `at` (when refusal holds end).
   void ArmHoldTimer(Clock::time_point at);
   void ApplyLease(std::size_t index);
+  // Cluster mode: what the cluster node asks of the targets (their usage, a
+  // freeze before a clean stop's goodbye, the lease deadlines adopted
+  // segments inherited) and how it applies a grant (ApplyLease). Called by
+  // Open once every target is open.
+  ClusterNode::Hooks ClusterHooks();
   // Held for the broker's life: its socket and every segment it manages.
   std::optional<InstanceLock> socket_lock;
   std::vector<InstanceLock> segment_locks;

@@ -16,6 +16,7 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/accept_guard.cc
   ${CMAKE_CURRENT_LIST_DIR}/admin.cc
   ${CMAKE_CURRENT_LIST_DIR}/broker.cc
+  ${CMAKE_CURRENT_LIST_DIR}/capacity.cc
   ${CMAKE_CURRENT_LIST_DIR}/clients.cc
   ${CMAKE_CURRENT_LIST_DIR}/cluster.cc
   ${CMAKE_CURRENT_LIST_DIR}/cluster_gate.cc
@@ -26,10 +27,14 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/instance_lock.cc
   ${CMAKE_CURRENT_LIST_DIR}/limit_command.cc
   ${CMAKE_CURRENT_LIST_DIR}/limit_keeper.cc
+  ${CMAKE_CURRENT_LIST_DIR}/listen.cc
   ${CMAKE_CURRENT_LIST_DIR}/log_file.cc
   ${CMAKE_CURRENT_LIST_DIR}/owner_records.cc
+  ${CMAKE_CURRENT_LIST_DIR}/shutdown.cc
   ${CMAKE_CURRENT_LIST_DIR}/start_checks.cc
+  ${CMAKE_CURRENT_LIST_DIR}/startup.cc
   ${CMAKE_CURRENT_LIST_DIR}/state_file.cc
+  ${CMAKE_CURRENT_LIST_DIR}/state_policy.cc
   ${CMAKE_CURRENT_LIST_DIR}/target.cc)
 add_library(dsb::broker_core ALIAS dsb_broker_core)
 dsb_include_root(dsb_broker_core PUBLIC broker)

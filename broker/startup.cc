@@ -1,0 +1,211 @@
+// The broker's start: Open() takes the locks (socket, state file, every
+// segment), decides each target's first capacity (the limit keeper in single
+// mode, the floor in cluster mode), opens or adopts the segments, starts the
+// cluster node and binds the socket; UndoFailedOpen() removes what a failed
+// start made. What the state file means for the start (an unclean end, the
+// capacity high water) is in state_policy.cc.
+#include "broker/broker_impl.h"
+
+namespace dsb::broker {
+
+Status Broker::Impl::Open() {
+  const auto now = Clock::now();
+  if (config.metrics) {
+    spdlog::warn("broker.metrics ({}) is accepted but this build serves no Prometheus endpoint "
+                 "yet; use `dsbctl status --json`",
+                 config.metrics->ToString());
+  }
+  // Lock before touching anything: a second broker with an overlapping config
+  // must not attach to, bump, re-shape or free a running broker's segments,
+  // nor write this broker's state file.
+  const std::optional<gid_t> group =
+      config.group ? std::optional<gid_t>(static_cast<gid_t>(config.group->gid)) : std::nullopt;
+  // The socket's folder holds the socket and its lock: only this broker may
+  // write it, or another user could swap the socket (secure_fs.h). Clients
+  // of the group need to search it.
+  if (Status st = EnsurePrivateFolder(config.socket.parent_path(), "broker.socket's folder",
+                                      {.mode = mode_t(group ? 0750 : 0755), .group = group},
+                                      &created_socket_folders);
+      !st.ok()) {
+    return st;
+  }
+  auto sock_lock = InstanceLock::Acquire(InstanceLock::Beside(config.socket),
+                                         "socket " + config.socket.string());
+  if (!sock_lock.ok()) return sock_lock.status();
+  socket_lock.emplace(std::move(sock_lock).value());
+  std::optional<UncleanEnd> unclean;
+  if (Status st = OpenState(&unclean); !st.ok()) return st;
+  previous_unclean = unclean.has_value();
+  for (const config::TargetConfig& t : config.targets) {
+    const std::string segment = shm::SegmentName(config.shm_prefix, t.name);
+    auto seg_lock = InstanceLock::Acquire(InstanceLock::ForSegment(segment),
+                                          "segment " + segment + " (target " + t.name + ")");
+    if (!seg_lock.ok()) return seg_lock.status();
+    segment_locks.push_back(std::move(seg_lock).value());
+  }
+  if (!config.cluster_mode()) {
+    // Before any segment is opened: the effective limits (restored from the
+    // state_dir if an earlier life recorded them) decide the first capacity.
+    std::vector<std::uint32_t> minimum;
+    for (const config::TargetConfig& t : config.targets) {
+      // One instance's system connection and one action slot above the reserve.
+      minimum.push_back(static_cast<std::uint32_t>(std::min(t.limit, t.reserve + 2)));
+    }
+    std::optional<std::filesystem::path> limits_file;
+    if (config.state_dir) limits_file = *config.state_dir / (config.id + ".limits");
+    auto keeper = LimitKeeper::Create(
+        io, config.targets, minimum,
+        {[this](std::size_t i, const lease::LimitChange& c) { ApplyLimit(i, c); }}, limits_file);
+    if (!keeper.ok()) return keeper.status();
+    limits = std::move(keeper).value();
+  }
+  auto target_index = [&](const config::TargetConfig& t) {
+    return static_cast<std::size_t>(&t - config.targets.data());
+  };
+  auto initial_capacity = [&](const config::TargetConfig& t) {
+    if (config.cluster_mode()) return static_cast<std::uint32_t>(config.self().floor);  // B1
+    const std::uint32_t limit = limits->limit(target_index(t));
+    const auto reserve = static_cast<std::uint32_t>(t.reserve);
+    return limit > reserve ? limit - reserve : 0;
+  };
+  if (state_path) {
+    // Written before any segment is touched: what this life may hand out is
+    // on disk before a client can use it. After an unclean end the earlier
+    // high water is carried on (sessions of that life may still be open).
+    state.pid = ::getpid();
+    state.clean = false;
+    for (const config::TargetConfig& t : config.targets) {
+      state.capacity_high_water[t.name] =
+          std::max(initial_capacity(t), unclean ? unclean->For(t) : 0);
+    }
+    if (unclean && unclean->high_water) {
+      for (const auto& [name, hw] : *unclean->high_water) {
+        if (hw > 0 && state.capacity_high_water.count(name) == 0) {
+          spdlog::warn("state file lists target '{}' (up to {} session(s) after an unclean end) "
+                       "but the config has no such target any more: if it was renamed, those "
+                       "sessions may still be open on the server and are not held back",
+                       name, hw);
+        }
+      }
+    }
+    if (Status st = WriteState(*state_path, state); !st.ok()) {
+      return {Errc::kConfig, "broker.state_dir: " + st.message()};
+    }
+  }
+  for (const config::TargetConfig& t : config.targets) {
+    const std::uint32_t capacity = initial_capacity(t);
+    // Single mode without a recorded limit: an adopted segment is not raised
+    // above the capacity the previous broker left (its effective limit may
+    // have been discovered or set by an operator: raising it to the config
+    // would send clients into refusals until rediscovered).
+    const bool keep_lower = !config.cluster_mode() && !limits->restored(target_index(t));
+    // Cluster mode (R1): nothing new until the coordinator accepts this
+    // instance: a new segment starts empty, an adopted one keeps only what is
+    // in use (its clients keep what they hold).
+    auto target = Target::Open(config, t, config.cluster_mode() ? 0 : capacity, now, keep_lower,
+                               config.cluster_mode());
+    if (!target.ok()) return target.status();
+    Target& tg = **target;
+    // A segment left by a cluster-mode broker carries a lease fence; a
+    // single-machine broker has no lease: clear it, or clients would fence.
+    if (!config.cluster_mode()) tg.ClearLeaseFence();
+    if (keep_lower && tg.adopted_segment() && tg.capacity() < capacity) {
+      limits->Seed(target_index(t), tg.capacity() + static_cast<std::uint32_t>(t.reserve),
+                   "kept from segment " + tg.segment_name() +
+                       " adopted from the previous broker (set broker.state_dir to keep the "
+                       "limit and its source across restarts; dsbctl set-limit raises it)");
+    }
+    if (tg.adopted_segment()) {
+      in_grace = true;
+      spdlog::info("target {}: adopted existing segment {}: {} owners hold slots; they have {} "
+                   "ms to reconnect",
+                   t.name, tg.segment_name(), tg.pending_owners().size(),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(config.adopt_grace)
+                       .count());
+    } else {
+      spdlog::info("target {}: segment {} created, {} slots, capacity {}", t.name,
+                   tg.segment_name(), tg.slot_count(), capacity);
+      // Only when no segment existed: a re-shaped one showed nothing held.
+      if (unclean && !tg.segment_existed()) HoldBackAfterUncleanEnd(tg, *unclean, now);
+    }
+    ordered.push_back(target->get());
+    targets.emplace(t.name, std::move(target).value());
+  }
+  if (config.cluster_mode()) {
+    auto node = ClusterNode::Create(io, config, ClusterHooks());
+    if (!node.ok()) return node.status();
+    cluster = std::move(node).value();
+  }
+  // Before the socket accepts anyone: who registered the owners of the
+  // adopted segments (only they may adopt them); records of other segment
+  // instances are dropped.
+  std::map<std::string, std::uint64_t> adopted_instances;
+  for (const auto& [n, t] : targets) {
+    if (t->adopted_segment()) adopted_instances[n] = t->instance_id();
+  }
+  if (Status st = owner_records.Load(OwnerRecords::Beside(config.socket), adopted_instances);
+      !st.ok()) {
+    spdlog::warn("{}; no owner is recorded, so only root or the broker's user may re-adopt the "
+                 "previous broker's owners (other clients register anew)",
+                 st.message());
+  } else if (!adopted_instances.empty()) {
+    spdlog::info("{} owner(s) of the previous broker recorded with the uid that registered them",
+                 owner_records.size());
+  }
+  // Written by Run once the start succeeded (a failed start leaves the file
+  // as the previous broker wrote it, for the segments it keeps).
+  if (Status s = BindSocket(); !s.ok()) return s;
+  return cluster ? cluster->Start() : Status::Ok();
+}
+
+void Broker::Impl::UndoFailedOpen() {
+  // A failed start handed nothing out (the socket never accepted a client), so
+  // what it created goes; the next start then begins where this one did
+  // (an unclean mark left by this start would hold capacity back for a quarantine).
+  std::vector<std::string> removed;
+  std::vector<std::string> kept;
+  boost::system::error_code ec;
+  std::error_code fec;
+  if (acceptor.is_open()) {
+    const auto bound = acceptor.local_endpoint(ec);
+    acceptor.close(ec);
+    // Only a socket this start bound (BindSocket refuses a live one of another broker).
+    if (!bound.path().empty() && std::filesystem::remove(config.socket, fec)) {
+      removed.push_back("socket " + config.socket.string());
+    }
+  }
+  bool adopted_any = false;
+  for (std::size_t i = 0; i < ordered.size(); ++i) {
+    const std::string& name = ordered[i]->segment_name();
+    if (ordered[i]->adopted_segment()) {
+      // Clients of an earlier broker may hold its slots: the next broker adopts it.
+      adopted_any = true;
+      kept.push_back("segment " + name + " (adopted)");
+    } else if (ordered[i]->RemoveSegment().ok()) {
+      removed.push_back("segment " + name);
+    }
+  }
+  if (state_path && state_lock && !previous_unclean && !adopted_any) {
+    state.clean = true;
+    if (Status st = WriteState(*state_path, state); !st.ok()) spdlog::error("{}", st.message());
+  }
+  // As in Shutdown: lock files after the state file, the socket's last; a
+  // segment kept keeps its lock file, the state file's lock stays (as always).
+  for (std::size_t i = 0; i < segment_locks.size(); ++i) {
+    if (i >= ordered.size() || !ordered[i]->adopted_segment()) segment_locks[i].RemoveFile();
+  }
+  if (socket_lock) {
+    socket_lock->RemoveFile();
+    removed.push_back("lock file " + socket_lock->path().string());
+  }
+  // The socket's folders this start made, if empty now.
+  for (const std::filesystem::path& f : RemoveCreatedFolders(created_socket_folders)) {
+    removed.push_back("folder " + f.string());
+  }
+  std::string list;
+  for (const std::string& r : removed) list += (list.empty() ? "" : ", ") + r;
+  for (const std::string& k : kept) list += (list.empty() ? "kept " : ", kept ") + k;
+  spdlog::info("start failed; undone: {}", list.empty() ? "nothing was created" : list);
+}
+
+}  // namespace dsb::broker
