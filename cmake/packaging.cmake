@@ -21,6 +21,11 @@ install(FILES ${_dsb_pkg}/sysusers.conf RENAME dsb.conf
 install(FILES ${_dsb_pkg}/dsb.toml DESTINATION /etc/dsb COMPONENT service EXCLUDE_FROM_ALL)
 install(FILES ${_dsb_pkg}/README.md
   DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/dsb COMPONENT service EXCLUDE_FROM_ALL)
+# Debian policy 12.5: every package carries its copyright and license there.
+install(FILES ${PROJECT_SOURCE_DIR}/LICENSE RENAME copyright
+  DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/dsb COMPONENT service EXCLUDE_FROM_ALL)
+install(FILES ${PROJECT_SOURCE_DIR}/CHANGELOG.md
+  DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/dsb COMPONENT service EXCLUDE_FROM_ALL)
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME dsb)

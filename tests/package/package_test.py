@@ -100,6 +100,7 @@ def inspect_contents(deb):
         "./etc/dsb/dsb.toml": "-rw-r--r--",
         "./usr/include/dsb/dsb.h": "-rw-r--r--",
         "./usr/include/dsb/version.h": "-rw-r--r--",
+        "./usr/share/doc/dsb/copyright": "-rw-r--r--",
     }
     for path, mode in want.items():
         check(path in entries, f"{path} is not in the package; it has:\n{listing}")
