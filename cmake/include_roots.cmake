@@ -12,6 +12,11 @@
 # its own headers and those of what it links, nothing else; the compiler says
 # "No such file" for the rest. No source file moves.
 #
+# A path with ".." ("shm/../broker/target.h") would climb out of the root
+# through the link into the repository and reach anything: the test
+# include_no_dotdot (cmake/check_includes.cmake) fails on any #include holding
+# ".." in common, shm, client, broker, tools and tests.
+#
 # Remaining leak (a compiler rule, not ours): a quoted include is first looked
 # up beside the including file, so "x.h" finds a sibling header in the same
 # source folder. Repository-rooted includes never rely on that.
