@@ -87,10 +87,22 @@ Result<PeerCredentials> GetPeerCredentials(int fd) {
   return PeerCredentials{cred.pid, cred.uid, cred.gid};
 }
 
+#ifndef DSB_DEFAULT_BROKER_USER
+#error "DSB_DEFAULT_BROKER_USER is set by common/CMakeLists.txt (the cache variable of that name)"
+#endif
+const char* const kDefaultBrokerUser = DSB_DEFAULT_BROKER_USER;
+
 Result<BrokerTrust> ResolveBrokerTrust(std::string_view spec, std::string_view spec_source,
                                        std::string how_to_trust) {
+  return ResolveBrokerTrust(spec, spec_source, std::move(how_to_trust), kDefaultBrokerUser);
+}
+
+Result<BrokerTrust> ResolveBrokerTrust(std::string_view spec, std::string_view spec_source,
+                                       std::string how_to_trust, std::string_view default_user) {
   BrokerTrust trust;
   trust.how_to_trust = std::move(how_to_trust);
+  // By name only (a uid would always "exist"): present only where root made it.
+  if (!default_user.empty()) trust.default_uid = LookupUser(std::string(default_user));
   std::string value(spec);
   std::string source = std::string(spec_source) + " '" + value + "'";
   if (value.empty()) {
@@ -120,7 +132,8 @@ Result<BrokerTrust> ResolveBrokerTrust(std::string_view spec, std::string_view s
 Status CheckBrokerPeer(const PeerCredentials& peer, const std::string& path,
                        const BrokerTrust& trust) {
   const uid_t self = ::geteuid();
-  if (peer.uid == 0 || peer.uid == self || (trust.broker_uid && peer.uid == *trust.broker_uid)) {
+  if (peer.uid == 0 || peer.uid == self || (trust.broker_uid && peer.uid == *trust.broker_uid) ||
+      (trust.default_uid && peer.uid == *trust.default_uid)) {
     return Status::Ok();
   }
   // "root", "root or this process's uid 1000 (alice)", "root, this
@@ -134,6 +147,9 @@ Status CheckBrokerPeer(const PeerCredentials& peer, const std::string& path,
   std::string trusted;
   for (std::size_t i = 0; i < who.size(); ++i) {
     trusted += (i == 0 ? "" : i + 1 == who.size() ? " or " : ", ") + who[i];
+  }
+  if (trust.default_uid) {
+    trusted += " or the default broker user " + DescribeUid(*trust.default_uid);
   }
   if (!trust.broker_uid) trusted += " (no broker user is named)";
   return Status{Errc::kPermissionDenied,

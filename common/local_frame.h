@@ -40,8 +40,16 @@ Result<int> ConnectLocal(const std::string& path, Deadline deadline);
 // ---- Who may answer on the broker's socket (issue 9) ------------------------
 // Whoever can write the socket's folder can put a listener of its own at the
 // path. A client or dsbctl believes the peer only if the kernel says
-// (SO_PEERCRED) it runs as root, as the caller's effective uid, or as the
-// broker user the application named; it checks that before it sends a byte.
+// (SO_PEERCRED) it runs as root, as the caller's effective uid, as the
+// default broker user of this build if that user exists, or as the broker
+// user the application named; it checks that before it sends a byte.
+
+// The broker's account trusted without being named (the CMake cache variable
+// DSB_DEFAULT_BROKER_USER, "dsb" by default: the package's unit runs the
+// broker as that user), but only if a user of that name exists on this
+// machine: only root makes accounts, so a name that resolves to no user adds
+// nothing. Empty: no default.
+extern const char* const kDefaultBrokerUser;
 
 // The environment variable read when the application names no broker user:
 // a user name or a decimal uid.
@@ -60,6 +68,8 @@ Result<PeerCredentials> GetPeerCredentials(int fd);
 struct BrokerTrust {
   // Trusted besides root and the caller's effective uid. nullopt: none.
   std::optional<uid_t> broker_uid;
+  // The default broker user's uid, if that user exists; trusted as well.
+  std::optional<uid_t> default_uid;
   // Where broker_uid came from ("ClientOptions::broker_user 'dsb'",
   // "DSB_BROKER_USER='dsb'"), for messages.
   std::string source;
@@ -71,9 +81,14 @@ struct BrokerTrust {
 // The broker user from `spec` (a user name or a decimal uid; `spec_source`
 // says where it came from) or, if `spec` is empty, from $DSB_BROKER_USER (if
 // set and non-empty); neither: no extra uid. kInvalidArgument naming the
-// value and its source if it is no user of this machine.
+// value and its source if it is no user of this machine. Also the uid of the
+// user named kDefaultBrokerUser, if there is one (default_uid).
 Result<BrokerTrust> ResolveBrokerTrust(std::string_view spec, std::string_view spec_source,
                                        std::string how_to_trust);
+// As above with `default_user` in place of the compiled-in kDefaultBrokerUser
+// (a user name; empty or no such user: no default_uid), for tests.
+Result<BrokerTrust> ResolveBrokerTrust(std::string_view spec, std::string_view spec_source,
+                                       std::string how_to_trust, std::string_view default_user);
 
 // "uid 1001 (mallory)", or "uid 1001" if the uid has no name.
 std::string DescribeUid(uid_t uid);

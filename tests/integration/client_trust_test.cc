@@ -209,6 +209,53 @@ TEST_F(ClientTrustTest, AClientAndDsbctlRefuseABrokerRunByAnotherUserAndSendItNo
   EXPECT_TRUE(fake.WaitForOutput("received status", 20s)) << fake.output();
 }
 
+// The default broker user (DSB_DEFAULT_BROKER_USER, compiled in; the seam is
+// ResolveBrokerTrust's default_user): a broker run as a user of that name is
+// trusted without DSB_BROKER_USER or broker_user; a default that names no user
+// adds nothing, and a broker of any other user is still refused.
+TEST_F(ClientTrustTest, ABrokerRunAsTheDefaultBrokerUserIsTrustedIfThatUserExists) {
+  std::string why;
+  if (!testing::CanSwitchUsers(&why)) GTEST_SKIP() << why;
+  ASSERT_EQ(::unsetenv(kBrokerUserEnv), 0);
+  auto dsb_user = MakeUser();  // stands for "dsb": a user root made
+  ASSERT_TRUE(dsb_user);
+  const auto folder = FolderOf(dsb_user->uid(), dsb_user->gid());
+  const std::string socket = (folder / "dsb.sock").string();
+  ProcessAs fake(dsb_user->identity(), {BinPath("fake_broker"), "--socket", socket, "--mode",
+                                        "silent"});
+  ASSERT_TRUE(fake.WaitForOutput("fake broker ready", 20s)) << fake.output();
+  const auto connect = [&](std::string_view default_user) {
+    auto trust = ResolveBrokerTrust("", "broker_user", "name it", default_user);
+    EXPECT_TRUE(trust.ok()) << trust.status().message();
+    auto c = ConnectBroker(socket, *trust, std::chrono::steady_clock::now() + 10s);
+    if (c.ok()) ::close(c->fd);
+    return c.ok() ? Status::Ok() : c.status();
+  };
+
+  // Named as the default: trusted, with nothing else named.
+  EXPECT_TRUE(connect(dsb_user->name()).ok());
+  // A default that is no user of this machine: refused, nothing added.
+  Status none = connect("no-such-user-dsb9");
+  EXPECT_EQ(none.code(), Errc::kPermissionDenied) << none.message();
+  EXPECT_NE(none.message().find("(no broker user is named)"), std::string::npos) << none.message();
+  EXPECT_EQ(none.message().find("default broker user"), std::string::npos) << none.message();
+  // The default is another user that exists: this broker is still refused,
+  // and the message says whom it would have trusted.
+  auto other = MakeUser();
+  ASSERT_TRUE(other);
+  Status refused = connect(other->name());
+  EXPECT_EQ(refused.code(), Errc::kPermissionDenied) << refused.message();
+  EXPECT_NE(refused.message().find("the default broker user uid " + std::to_string(other->uid()) +
+                                   " (" + other->name() + ")"),
+            std::string::npos)
+      << refused.message();
+  std::printf("other default: %s\n", refused.message().c_str());
+  // Empty default: none.
+  auto empty = ResolveBrokerTrust("", "broker_user", "name it", "");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_FALSE(empty->default_uid);
+}
+
 TEST_F(ClientTrustTest, ABrokerUserThatIsNoUserIsRefusedNamingIt) {
   Timed t = ConnectTimed("/nonexistent/dsb.sock", 1000ms, "no-such-user-dsb9");
   EXPECT_EQ(t.ec, Errc::kInvalidArgument) << t.message;

@@ -412,8 +412,9 @@ int main(int argc, char** argv) {
   app.add_option("--timeout-ms", o.timeout_ms, "how long to wait for the broker")
       ->check(CLI::Range(1, 600000));
   app.add_option("--broker-user", o.broker_user,
-                 "trust a broker running as this user (name or uid) besides root and yourself "
-                 "(default: $DSB_BROKER_USER)");
+                 std::string("trust a broker running as this user (name or uid) besides root, "
+                             "yourself and the default broker user '") +
+                     dsb::kDefaultBrokerUser + "' if it exists (default: $DSB_BROKER_USER)");
   auto* status = app.add_subcommand("status", "targets: limit, capacity, held, waiting, quarantined, cooling");
   auto* clients = app.add_subcommand("clients", "registered clients: pid, user, held slots");
   auto* leases = app.add_subcommand("leases", "cluster ledger: per target and broker owed, granted, held, demand, expiry");

@@ -76,10 +76,13 @@ struct ClientOptions {
   // the earlier ones in order keeps compiling). Whoever can write the
   // socket's folder can put a program of its own at that path, so the client
   // believes the process listening there only if the kernel (SO_PEERCRED)
-  // says it runs as root, as this process's effective uid, or as this user
-  // (a user name or a decimal uid; for a broker run as a service account such
-  // as "dsb"). Empty: the environment variable DSB_BROKER_USER (same form) if
-  // set, else only root and this process's uid. The same uid must own the
+  // says it runs as root, as this process's effective uid, as the default
+  // broker user if a user of that name exists on this machine ("dsb", the
+  // packaged broker's account, unless the library was built with another
+  // DSB_DEFAULT_BROKER_USER), or as this user (a user name or a decimal uid;
+  // for a broker run as another account). Empty: the environment variable
+  // DSB_BROKER_USER (same form) if set, else only root, this process's uid and
+  // the default broker user. The same uid must own the
   // segment the broker hands out (no access for others), else kSegmentInvalid.
   std::string broker_user;
 };

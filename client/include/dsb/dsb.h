@@ -68,8 +68,11 @@ typedef struct dsb_permit {
 /* Registers with the broker at socket_path for target and takes the system
  * slot, returning within connect_timeout_ms. name may be NULL. The process
  * serving the socket is trusted only if it runs as root, as this process's
- * effective uid, or as the user in the environment variable DSB_BROKER_USER
- * (a user name or a decimal uid); anything else is DSB_E_PERMISSION_DENIED
+ * effective uid, as the library's default broker user if a user of that name
+ * exists on this machine ("dsb" unless built with another
+ * DSB_DEFAULT_BROKER_USER: the packaged broker's account), or as the user in
+ * the environment variable DSB_BROKER_USER (a user name or a decimal uid);
+ * anything else is DSB_E_PERMISSION_DENIED
  * (dsb_last_error names the socket, the peer's pid and uid) and nothing is
  * sent to it. The segment it names must be owned by its uid with no access
  * for others (else DSB_E_SEGMENT_INVALID). */
@@ -77,7 +80,8 @@ DSB_API dsb_status dsb_connect(const char* socket_path, const char* target, cons
                                int32_t connect_timeout_ms, dsb_client** out);
 /* As dsb_connect, naming the broker's user: broker_user (a user name or a
  * decimal uid; NULL or "" = DSB_BROKER_USER, as dsb_connect) is trusted
- * besides root and this process's uid. A name that is no user is
+ * besides root, this process's uid and the default broker user (as
+ * dsb_connect). A name that is no user is
  * DSB_E_INVALID_ARGUMENT. */
 DSB_API dsb_status dsb_connect_ex(const char* socket_path, const char* target, const char* name,
                                   const char* broker_user, int32_t connect_timeout_ms,
