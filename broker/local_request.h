@@ -22,8 +22,8 @@ using LocalOp = local_protocol::Op;
 // One parsed request. Only the fields of `op` are set; the others keep their defaults.
 struct LocalRequest {
   LocalOp op = LocalOp::kPing;
-  // The protocol version the peer speaks (1 when it sent none); within
-  // [kMinLocalProtocolVersion, kLocalProtocolVersion] (others are refused).
+  // The protocol version spoken on this request: the newest the peer and the
+  // broker both speak (local_protocol::NegotiateVersion; 1 when it sent none).
   std::int64_t version = 1;
   // kRegister, kSetLimit: the target's name as sent (unchecked against the config).
   std::string target;
@@ -38,7 +38,7 @@ struct LocalRequest {
   std::string name = "client";
   // kRegister: adoption by a client of the previous broker (owner != 0 when set).
   std::optional<std::uint32_t> owner;
-  std::optional<std::string> instance;  // as sent; nullopt when missing or not a string
+  std::optional<std::string> instance;  // as sent, with `owner`; one not a string is refused
   // kReportSessionLimit: the refused attempt's permit, both or neither.
   std::optional<std::uint32_t> slot;
   std::optional<std::uint64_t> word;
@@ -47,14 +47,30 @@ struct LocalRequest {
   std::uint32_t limit = 0;
 };
 
-// Parses one request body.
-// Success: the request, every field within the ranges above.
-// Failure: kProtocol "request is not a JSON object", "'version' must be an integer",
-//   the version refusal of local_protocol::CheckClientVersion (checked before the op),
-//   "request has no 'op'", "unknown op '<op>' (known: <every op of local_protocol::kOps>)",
-//   "register needs a string 'target'", "register: 'owner' must be
-//   an integer between 1 and 4294967295"; kInvalidArgument "set_limit needs a string
-//   'target' and an integer 'limit'", "limit must be between 1 and 65535, got N".
+// Parses one request body. One rule for every integer field (version,
+// min_version, owner, slot, word, limit): a JSON integer, digits only (1.0,
+// 1e3, "1", true are refused whatever their value), within the field's range.
+// Success: the request, every field within the ranges above; `version` is the
+//   one negotiated (local_protocol::NegotiateVersion).
+// Failure (every message names the field and echoes the value, escaped and
+//   cut, with its JSON type):
+//   kProtocol "request is not a JSON object: <the parser's error, e.g. its
+//   nesting limit, or the value's type>"; "'version' must be an integer between
+//   .., got V (T)" (likewise 'min_version', at most 'version'); the refusal of
+//   NegotiateVersion (checked before the op; the broker's reply adds its range,
+//   local_protocol::RefusalReply); "request has no 'op'", "'op' must be a string,
+//   got V (T)", "unknown op '<op>' (known: <every op of local_protocol::kOps>)";
+//   "register: needs a string 'target'", "register: 'target'|'instance' must be a
+//   string, got V (T)", "register: 'owner' must be an integer between 1 and
+//   4294967295, got V (T)".
+//   kInvalidArgument "set_limit: needs a string 'target'" / "needs an integer
+//   'limit'", "set_limit: 'target' must be a string, got V (T)", "set_limit:
+//   'limit' must be an integer between .., got V (T)", "set_limit: limit must be
+//   between 1 and 65535, got N" (local_protocol::CheckLimit); "confirm_stopped:
+//   needs a string 'broker'", "confirm_stopped: 'broker': a broker id must be
+//   1..128 bytes, got N" (local_protocol::CheckBrokerId).
+//   report_session_limit never fails over its permit: a slot or word that is
+//   missing or invalid drops the pair (an older client's report).
 //   Messages are printable ASCII whatever the input (echoed bytes are escaped).
 // Never throws (but std::bad_alloc).
 Result<LocalRequest> ParseLocalRequest(std::string_view body);

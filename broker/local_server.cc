@@ -14,9 +14,12 @@ namespace dsb::broker {
 
 namespace {
 
+// A reply's frame (EncodeFrame); a reply above kMaxLocalFrame is replaced
+// by kInternal "reply too large", so a peer always gets a frame it can read.
 std::string Frame(const json::object& reply) {
-  const std::string body = json::serialize(reply);
-  return FrameHeader(body.size()) + body;
+  Result<std::string> frame = EncodeFrame(json::serialize(reply));
+  if (frame.ok()) return std::move(*frame);
+  return *EncodeFrame(json::serialize(ErrorReply(Errc::kInternal, "reply too large")));
 }
 
 // ---- The dispatch table ---------------------------------------------------
@@ -67,8 +70,10 @@ awaitable<json::object> OnGoodbye(Broker::Impl&, Session& s, const LocalRequest&
   s.record()->leaving = true;
   co_return local_protocol::OkReply();
 }
-awaitable<json::object> OnPing(Broker::Impl&, Session&, const LocalRequest&) {
-  co_return local_protocol::OkReply();
+awaitable<json::object> OnPing(Broker::Impl&, Session&, const LocalRequest& r) {
+  json::object reply = local_protocol::OkReply();
+  reply[local_protocol::rep::kVersion] = r.version;  // the version both speak
+  co_return reply;
 }
 awaitable<json::object> OnConfirmStopped(Broker::Impl& b, Session& s, const LocalRequest& r) {
   co_return co_await b.ConfirmStopped(r, s.peer_uid(), s.peer_pid());
@@ -272,7 +277,7 @@ awaitable<void> Session::Run() {
       LogLimited(spdlog::level::warn, "malformed local request", "uid " + std::to_string(peer_.uid),
                  "local peer pid {} uid {}: malformed request ({} bytes): {}", peer_.pid,
                  peer_.uid, len, req.status().message());
-      reply = ErrorReply(req.status().code(), req.status().message());
+      reply = local_protocol::RefusalReply(req.status());  // with the broker's versions
     } else {
       reply = co_await Answer(*req);
     }
@@ -308,11 +313,7 @@ awaitable<json::object> Session::Answer(const LocalRequest& req) {
 }
 
 awaitable<bool> Session::Send(const json::object& reply) {
-  std::string body = json::serialize(reply);
-  if (body.size() > kMaxLocalFrame) {
-    body = json::serialize(ErrorReply(Errc::kInternal, "reply too large"));
-  }
-  std::string frame = FrameHeader(body.size()) + body;
+  const std::string frame = Frame(reply);
   writing_ = true;
   auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), use_nothrow);
   writing_ = false;

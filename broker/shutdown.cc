@@ -31,8 +31,9 @@ void Broker::Impl::Shutdown() {
   for (auto& [n, t] : targets) {
     const shm::Counts c = t->Counts();
     // Cooling slots too: the server may still count their sessions.
-    slots_kept += c.held_action + c.held_system + c.quarantined + c.cooling;
-    if (c.held_action + c.held_system + c.quarantined + c.cooling > 0 ||
+    const std::uint64_t kept = c.held_action + c.held_system + c.quarantined + c.cooling;
+    slots_kept += kept;
+    if (kept > 0 ||
         !t->pending_owners().empty() ||
         t->quarantined_registrations() > 0) {
       any_held = true;

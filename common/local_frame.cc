@@ -268,15 +268,22 @@ Status WriteFrame(int fd, std::string_view payload) {
   return WriteFrame(fd, payload, Deadline::max());
 }
 
-Status WriteFrame(int fd, std::string_view payload, Deadline deadline, bool* partial) {
-  if (partial != nullptr) *partial = false;
+Result<std::string> EncodeFrame(std::string_view payload) {
   if (payload.size() > kMaxLocalFrame) {
-    return {Errc::kProtocol, "message of " + std::to_string(payload.size()) +
-                                 " bytes exceeds the " + std::to_string(kMaxLocalFrame) +
-                                 "-byte limit"};
+    return Status{Errc::kProtocol, "message of " + std::to_string(payload.size()) +
+                                       " bytes exceeds the " + std::to_string(kMaxLocalFrame) +
+                                       "-byte limit"};
   }
   std::string buf = FrameHeader(payload.size());
   buf.append(payload);
+  return buf;
+}
+
+Status WriteFrame(int fd, std::string_view payload, Deadline deadline, bool* partial) {
+  if (partial != nullptr) *partial = false;
+  Result<std::string> frame = EncodeFrame(payload);
+  if (!frame.ok()) return frame.status();
+  const std::string& buf = *frame;
   std::size_t sent = 0;
   while (sent < buf.size()) {
     const ssize_t w = ::send(fd, buf.data() + sent, buf.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -123,8 +123,13 @@ Result<std::string> ReadFrame(int fd, std::chrono::milliseconds timeout);
 // As above, until `deadline` (kTimeout if it has passed before a whole frame).
 Result<std::string> ReadFrame(int fd, Deadline deadline);
 
-// Encodes the 4-byte length prefix.
+// Encodes the 4-byte length prefix (alone: tests that send a bad frame).
 std::string FrameHeader(std::size_t length);
+
+// One frame: the length prefix, then `payload` (the one encoder of frames
+// that WriteFrame and the broker's replies use). kProtocol naming the size
+// if `payload` exceeds kMaxLocalFrame.
+Result<std::string> EncodeFrame(std::string_view payload);
 
 // Decodes a 4-byte length prefix (the only place that does). The caller
 // refuses a length above kMaxLocalFrame (with a message of its own).

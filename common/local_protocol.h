@@ -32,23 +32,31 @@
 // Replies: {"ok": true, ...} or {"ok": false, "error": ERRC_NAME, "message": text}
 // (ERRC_NAME as ErrcName: "protocol", "permission_denied", ...).
 //
-// Versions (the handshake). Every request may carry "version": the protocol
-// version its sender speaks (absent: 1, what every client before the handshake
-// sent or meant). The broker accepts a request whose version lies in
-// [kMinLocalProtocolVersion, kLocalProtocolVersion] of its own release and
-// answers a register with "version": the one both speak (the client's, as it
-// is within the broker's range). Any other version is refused before the op is
-// looked at (nothing happens: no registration, no slot, no change) with
-// kProtocol and a message naming both versions and which side to upgrade.
-// The client accepts a register reply whose "version" (absent: 1, a broker
-// before the handshake) lies in its own range, else fails with kProtocol
-// naming both versions. A version is bumped only for a change an older peer
-// would misread; then kMinLocalProtocolVersion says whether the older one is
-// still served. Version 1: everything above.
+// Versions (the handshake). Every request may carry "version", the newest
+// protocol version its sender speaks, and "min_version", the oldest (absent
+// "version": 1, what every client before the handshake sent or meant; absent
+// "min_version": the same as "version"). Integers only (local_request.h).
+// The broker, speaking [kMinLocalProtocolVersion, kLocalProtocolVersion] of its
+// release, picks min(client's newest, broker's newest) if that is >= max(client's
+// oldest, broker's oldest) (NegotiateVersion) and answers a register and a ping
+// with it in "version": the version both speak on this connection. Otherwise
+// the request is refused before the op is looked at (nothing happens: no
+// registration, no slot, no change) with kProtocol, a message naming both
+// ranges and which side to upgrade, and "min_version"/"max_version": the
+// broker's range (every kProtocol refusal of a request the broker could not
+// take carries them). The client accepts a reply "version" (absent: 1, a broker
+// before the handshake) within its own range, else fails with kProtocol naming
+// both (CheckBrokerVersion). A version is bumped only for a change an older
+// peer would misread; kMinLocalProtocolVersion is the oldest this release still
+// speaks. Every broker of this release on follows the rule, so a client of a
+// later release that speaks 1 to 2 is served by any of them at version 1
+// (a broker before the handshake ignores both fields and speaks 1).
+// Version 1: everything above.
 #ifndef DSB_COMMON_LOCAL_PROTOCOL_H_
 #define DSB_COMMON_LOCAL_PROTOCOL_H_
 
 #include <boost/json.hpp>
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -59,7 +67,8 @@
 
 namespace dsb {
 
-// The newest version this release speaks, and the oldest its broker serves.
+// The newest version this release speaks, and the oldest it still speaks
+// (the broker serves, and the client accepts, every version in between).
 inline constexpr int kLocalProtocolVersion = 1;
 inline constexpr int kMinLocalProtocolVersion = 1;
 
@@ -67,7 +76,8 @@ namespace local_protocol {
 
 namespace json = boost::json;
 
-// Every op. Never renumber (the fuzz corpus and the dispatch table follow this order).
+// Every op. Never renumber: tests and logs may print the numbers. (The wire
+// carries names, kOps below; the dispatch table follows kOps' order.)
 enum class Op {
   kRegister,
   kGoodbye,
@@ -121,7 +131,8 @@ inline std::string KnownOps() {
 // Request fields.
 namespace req {
 inline constexpr std::string_view kOp = "op";
-inline constexpr std::string_view kVersion = "version";
+inline constexpr std::string_view kVersion = "version";        // the sender's newest
+inline constexpr std::string_view kMinVersion = "min_version";  // the sender's oldest
 inline constexpr std::string_view kTarget = "target";    // register, set_limit
 inline constexpr std::string_view kName = "name";        // register
 inline constexpr std::string_view kPid = "pid";          // register
@@ -147,7 +158,10 @@ inline constexpr std::string_view kInstance = "instance";
 inline constexpr std::string_view kSystemSlot = "system_slot";
 inline constexpr std::string_view kMode = "mode";
 inline constexpr std::string_view kCapacity = "capacity";
-inline constexpr std::string_view kVersion = "version";
+inline constexpr std::string_view kVersion = "version";  // register, ping: the one spoken
+// A version refusal: the broker's range.
+inline constexpr std::string_view kMinVersion = "min_version";
+inline constexpr std::string_view kMaxVersion = "max_version";
 inline constexpr std::string_view kHeld = "held";      // report_session_limit
 inline constexpr std::string_view kTarget = "target";  // set_limit (with the limit's view)
 // Values of kSystemSlot and kMode.
@@ -159,10 +173,13 @@ inline constexpr std::string_view kModeCluster = "cluster";
 
 // ---- Requests ------------------------------------------------------------
 
-// {"op": NAME, "version": kLocalProtocolVersion}: the whole request of goodbye,
-// ping, status, clients and leases, and the start of every other.
+// {"op": NAME, "version": kLocalProtocolVersion, "min_version":
+// kMinLocalProtocolVersion}: the whole request of goodbye, ping, status,
+// clients and leases, and the start of every other.
 inline json::object Request(Op op) {
-  return json::object{{req::kOp, OpWireName(op)}, {req::kVersion, kLocalProtocolVersion}};
+  return json::object{{req::kOp, OpWireName(op)},
+                      {req::kVersion, kLocalProtocolVersion},
+                      {req::kMinVersion, kMinLocalProtocolVersion}};
 }
 
 struct RegisterArgs {
@@ -211,30 +228,67 @@ inline json::object ConfirmStoppedRequest(std::string_view broker) {
   return o;
 }
 
+// ---- Ranges of arguments (the local parser's and the coordinator's) -------
+
+inline constexpr std::int64_t kMinLimit = 1;
+inline constexpr std::int64_t kMaxLimit = 65535;
+inline constexpr std::size_t kMaxBrokerIdBytes = 128;
+
+// set_limit's "limit": OK within [kMinLimit, kMaxLimit]; else
+// kInvalidArgument "limit must be between 1 and 65535, got N".
+inline Status CheckLimit(std::int64_t limit) {
+  if (limit >= kMinLimit && limit <= kMaxLimit) return Status::Ok();
+  return Status{Errc::kInvalidArgument, "limit must be between " + std::to_string(kMinLimit) +
+                                            " and " + std::to_string(kMaxLimit) + ", got " +
+                                            std::to_string(limit)};
+}
+
+// confirm_stopped's "broker": OK for 1..kMaxBrokerIdBytes bytes; else
+// kInvalidArgument naming the length (the id itself is not echoed: the
+// caller escapes it if it shows it).
+inline Status CheckBrokerId(std::string_view id) {
+  if (!id.empty() && id.size() <= kMaxBrokerIdBytes) return Status::Ok();
+  return Status{Errc::kInvalidArgument,
+                "a broker id must be 1.." + std::to_string(kMaxBrokerIdBytes) + " bytes, got " +
+                    std::to_string(id.size())};
+}
+
 // ---- Versions ------------------------------------------------------------
 
-// The broker's check of a request's "version" (`version`: as sent, nullopt if
-// absent). OK within [kMinLocalProtocolVersion, kLocalProtocolVersion]; else
-// kProtocol naming both versions and what to upgrade.
-inline Status CheckClientVersion(std::optional<std::int64_t> version) {
-  const std::int64_t v = version.value_or(1);
-  if (v >= kMinLocalProtocolVersion && v <= kLocalProtocolVersion) return Status::Ok();
-  const std::string speaks = "this broker speaks local protocol version" +
-                             (kMinLocalProtocolVersion == kLocalProtocolVersion
-                                  ? " " + std::to_string(kLocalProtocolVersion)
-                                  : "s " + std::to_string(kMinLocalProtocolVersion) + " to " +
-                                        std::to_string(kLocalProtocolVersion));
-  if (v > kLocalProtocolVersion) {
+// A range of protocol versions, oldest to newest.
+struct VersionRange {
+  std::int64_t min = 1;
+  std::int64_t max = 1;
+};
+inline constexpr VersionRange kOwnVersions{kMinLocalProtocolVersion, kLocalProtocolVersion};
+
+// "version 1" or "versions 1 to 3".
+inline std::string DescribeVersions(VersionRange r) {
+  return r.min == r.max ? "version " + std::to_string(r.min)
+                        : "versions " + std::to_string(r.min) + " to " + std::to_string(r.max);
+}
+
+// The handshake's rule, a pure function: the version a client speaking
+// `client` and a broker speaking `broker` use, the newest both speak:
+// min(client.max, broker.max) if that is >= max(client.min, broker.min).
+// REQUIRES: client.min <= client.max, broker.min <= broker.max.
+// Failure: kProtocol naming both ranges and which side to upgrade (the
+// broker if the client's oldest is newer than the broker's newest, else the
+// client).
+inline Result<std::int64_t> NegotiateVersion(VersionRange client, VersionRange broker) {
+  const std::int64_t common = std::min(client.max, broker.max);
+  if (common >= std::max(client.min, broker.min)) return common;
+  const std::string both = "the client speaks local protocol " + DescribeVersions(client) +
+                           " but this broker speaks local protocol " + DescribeVersions(broker);
+  if (client.min > broker.max) {
     return Status{Errc::kProtocol,
-                  "the client speaks local protocol version " + std::to_string(v) + " but " +
-                      speaks + ": upgrade dsb-broker to a release that speaks version " +
-                      std::to_string(v) + " (or use the client library and dsbctl of the "
-                      "broker's release)"};
+                  both + ": upgrade dsb-broker to a release that speaks version " +
+                      std::to_string(client.min) + " or later (or use the client library "
+                      "and dsbctl of the broker's release)"};
   }
   return Status{Errc::kProtocol,
-                "the client speaks local protocol version " + std::to_string(v) + " but " + speaks +
-                    ": upgrade the client (libdsb, dsbctl) to a release that speaks version " +
-                    std::to_string(kMinLocalProtocolVersion) + " or later"};
+                both + ": upgrade the client (libdsb, dsbctl) to a release that speaks version " +
+                    std::to_string(broker.min) + " or later"};
 }
 
 // The client's check of the version a broker answered (`version`: nullopt
@@ -243,13 +297,9 @@ inline Status CheckClientVersion(std::optional<std::int64_t> version) {
 inline Status CheckBrokerVersion(std::optional<std::int64_t> version) {
   const std::int64_t v = version.value_or(1);
   if (v >= kMinLocalProtocolVersion && v <= kLocalProtocolVersion) return Status::Ok();
-  const std::string range = std::to_string(kMinLocalProtocolVersion) +
-                            (kMinLocalProtocolVersion == kLocalProtocolVersion
-                                 ? std::string()
-                                 : " to " + std::to_string(kLocalProtocolVersion));
   return Status{Errc::kProtocol,
                 "the broker answered in local protocol version " + std::to_string(v) +
-                    " but this client speaks version " + range + ": upgrade " +
+                    " but this client speaks " + DescribeVersions(kOwnVersions) + ": upgrade " +
                     (v > kLocalProtocolVersion ? "the client (libdsb, dsbctl)" : "dsb-broker") +
                     " so that both speak one version"};
 }
@@ -260,6 +310,17 @@ inline json::object OkReply() { return json::object{{rep::kOk, true}}; }
 
 inline json::object ErrorReply(Errc code, const std::string& message) {
   return json::object{{rep::kOk, false}, {rep::kError, ErrcName(code)}, {rep::kMessage, message}};
+}
+
+// The broker's refusal of a request it could not take (`s` not OK): the
+// ErrorReply, plus the broker's version range when `s` is kProtocol.
+inline json::object RefusalReply(const Status& s, VersionRange broker = kOwnVersions) {
+  json::object o = ErrorReply(s.code(), s.message());
+  if (s.code() == Errc::kProtocol) {
+    o[rep::kMinVersion] = broker.min;
+    o[rep::kMaxVersion] = broker.max;
+  }
+  return o;
 }
 
 // A reply's text as an object, whatever its "ok". kProtocol "broker sent a

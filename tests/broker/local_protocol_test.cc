@@ -6,6 +6,7 @@
 
 #include <boost/json.hpp>
 #include <string>
+#include <vector>
 
 #include "broker/local_request.h"
 #include "common/local_protocol.h"
@@ -85,6 +86,7 @@ TEST(LocalProtocol, VersionOutsideTheBrokersRangeIsRefusedBeforeTheOp) {
     json::object reg = lp::RegisterRequest(
         {.target = "t", .name = "n", .pid = 1, .owner = std::nullopt, .instance = {}});
     reg[lp::req::kVersion] = c.version;
+    reg.erase(lp::req::kMinVersion);  // a client that speaks this one version
     auto r = Parse(reg);
     EXPECT_EQ(r.ok(), c.ok) << (r.ok() ? "" : r.status().message());
     if (c.ok) continue;
@@ -101,6 +103,98 @@ TEST(LocalProtocol, VersionOutsideTheBrokersRangeIsRefusedBeforeTheOp) {
   auto none = ParseLocalRequest(R"({"op":"ping"})");
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(none->version, 1);
+}
+
+// The handshake's rule as a pure function: the newest version both speak,
+// min(client max, broker max), if it is >= max(client min, broker min).
+TEST(LocalProtocol, NegotiateVersionPicksTheNewestVersionBothSpeak) {
+  struct Case {
+    lp::VersionRange client;
+    lp::VersionRange broker;
+    std::int64_t agreed;  // 0: refused
+    std::vector<std::string> says;
+  };
+  const Case cases[] = {
+      {{1, 1}, {1, 1}, 1, {}},
+      {{1, 2}, {1, 1}, 1, {}},  // a later client that still speaks 1, a broker of version 1
+      {{1, 1}, {1, 2}, 1, {}},  // an older client, a later broker that still serves 1
+      {{2, 3}, {1, 2}, 2, {}},
+      {{1, 5}, {3, 4}, 4, {}},
+      {{3, 4}, {1, 5}, 4, {}},
+      {{2, 2}, {2, 2}, 2, {}},
+      {{2, 2},
+       {1, 1},
+       0,
+       {"the client speaks local protocol version 2 but this broker speaks local protocol "
+        "version 1",
+        "upgrade dsb-broker to a release that speaks version 2"}},
+      {{5, 7},
+       {1, 3},
+       0,
+       {"client speaks local protocol versions 5 to 7", "broker speaks local protocol versions "
+        "1 to 3", "upgrade dsb-broker to a release that speaks version 5"}},
+      {{1, 1},
+       {2, 3},
+       0,
+       {"client speaks local protocol version 1 but this broker speaks local protocol versions "
+        "2 to 3",
+        "upgrade the client (libdsb, dsbctl) to a release that speaks version 2"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(lp::DescribeVersions(c.client) + " / " + lp::DescribeVersions(c.broker));
+    auto v = lp::NegotiateVersion(c.client, c.broker);
+    if (c.agreed != 0) {
+      ASSERT_TRUE(v.ok()) << v.status().message();
+      EXPECT_EQ(*v, c.agreed);
+      continue;
+    }
+    ASSERT_FALSE(v.ok()) << "agreed on " << *v;
+    EXPECT_EQ(v.status().code(), Errc::kProtocol);
+    for (const std::string& says : c.says) EXPECT_THAT(v.status().message(), HasSubstr(says));
+  }
+}
+
+// The parser applies the rule to "version" and "min_version", and a refusal's
+// reply carries the broker's range.
+TEST(LocalProtocol, ParserNegotiatesFromTheClientsRange) {
+  json::object overlapping = lp::Request(lp::Op::kPing);
+  overlapping[lp::req::kVersion] = kLocalProtocolVersion + 1;
+  overlapping[lp::req::kMinVersion] = kLocalProtocolVersion;
+  auto ok = Parse(overlapping);
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->version, kLocalProtocolVersion);
+
+  json::object disjoint = lp::Request(lp::Op::kPing);
+  disjoint[lp::req::kVersion] = kLocalProtocolVersion + 2;
+  disjoint[lp::req::kMinVersion] = kLocalProtocolVersion + 1;
+  auto refused = Parse(disjoint);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("client speaks local protocol versions " +
+                        std::to_string(kLocalProtocolVersion + 1) + " to " +
+                        std::to_string(kLocalProtocolVersion + 2)));
+  const json::object reply = lp::RefusalReply(refused.status());
+  EXPECT_EQ(lp::ReplyStatus(reply).code(), Errc::kProtocol);
+  EXPECT_EQ(reply.at(lp::rep::kMinVersion).as_int64(), kMinLocalProtocolVersion);
+  EXPECT_EQ(reply.at(lp::rep::kMaxVersion).as_int64(), kLocalProtocolVersion);
+  // Not a protocol refusal: no range.
+  EXPECT_FALSE(lp::RefusalReply(Status{Errc::kInvalidArgument, "x"}).contains(lp::rep::kMinVersion));
+
+  // What the builders send: the client's whole range.
+  const json::object sent = lp::Request(lp::Op::kStatus);
+  EXPECT_EQ(sent.at(lp::req::kVersion).as_int64(), kLocalProtocolVersion);
+  EXPECT_EQ(sent.at(lp::req::kMinVersion).as_int64(), kMinLocalProtocolVersion);
+}
+
+TEST(LocalProtocol, SharedArgumentChecks) {
+  EXPECT_TRUE(lp::CheckLimit(1).ok());
+  EXPECT_TRUE(lp::CheckLimit(65535).ok());
+  EXPECT_THAT(lp::CheckLimit(0).message(), HasSubstr("between 1 and 65535, got 0"));
+  EXPECT_EQ(lp::CheckLimit(65536).code(), Errc::kInvalidArgument);
+  EXPECT_TRUE(lp::CheckBrokerId("ws2").ok());
+  EXPECT_TRUE(lp::CheckBrokerId(std::string(128, 'b')).ok());
+  EXPECT_THAT(lp::CheckBrokerId("").message(), HasSubstr("1..128 bytes, got 0"));
+  EXPECT_EQ(lp::CheckBrokerId(std::string(129, 'b')).code(), Errc::kInvalidArgument);
 }
 
 TEST(LocalProtocol, ClientAcceptsOnlyBrokerVersionsItSpeaks) {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace dsb::broker {
 namespace {
@@ -86,6 +87,8 @@ TEST(LocalRequest, AnOlderClientsReportWithoutAUsablePermitIsStillAReport) {
                            R"({"op":"report_session_limit","slot":3})",
                            R"({"op":"report_session_limit","slot":-1,"word":5})",
                            R"({"op":"report_session_limit","slot":1.5,"word":5})",
+                           R"({"op":"report_session_limit","slot":1.0,"word":5})",
+                           R"({"op":"report_session_limit","slot":1,"word":"5"})",
                            R"({"op":"report_session_limit","slot":4294967296,"word":5})"}) {
     auto r = ParseLocalRequest(body);
     ASSERT_TRUE(r.ok()) << body;
@@ -95,44 +98,99 @@ TEST(LocalRequest, AnOlderClientsReportWithoutAUsablePermitIsStillAReport) {
 }
 
 TEST(LocalRequest, RefusesBadRequestsWithPrintableMessages) {
+  const std::string deep = std::string(5000, '[') + std::string(5000, ']');
+  const std::string deep_value =
+      R"({"op":"ping","x":)" + std::string(5000, '[') + std::string(5000, ']') + "}";
   const struct {
     std::string body;
     Errc code;
-    const char* expected;
+    std::vector<std::string> says;  // each must be in the message
   } cases[] = {
-      {"", Errc::kProtocol, "request is not a JSON object"},
-      {"[1]", Errc::kProtocol, "request is not a JSON object"},
-      {R"({"op":"register","target":"ex)", Errc::kProtocol, "request is not a JSON object"},
-      {R"({"opx":1})", Errc::kProtocol, "request has no 'op'"},
-      {R"({"op":7})", Errc::kProtocol, "request has no 'op'"},
-      {R"({"op":"frob\u0001"})", Errc::kProtocol, "unknown op 'frob\\x01' (known: register"},
-      {R"({"op":"register"})", Errc::kProtocol, "register needs a string 'target'"},
-      {R"({"op":"register","target":1})", Errc::kProtocol, "register needs a string 'target'"},
+      {"", Errc::kProtocol, {"request is not a JSON object: "}},
+      {"[1]", Errc::kProtocol, {"request is not a JSON object: got [1] (an array)"}},
+      {R"({"op":"register","target":"ex)", Errc::kProtocol, {"request is not a JSON object: "}},
+      // The parser's own error, with its nesting limit.
+      {deep, Errc::kProtocol, {"request is not a JSON object: ", "levels of nesting"}},
+      {deep_value, Errc::kProtocol, {"request is not a JSON object: ", "levels of nesting"}},
+      {R"({"opx":1})", Errc::kProtocol, {"request has no 'op'"}},
+      {R"({"op":7})", Errc::kProtocol, {"'op' must be a string, got 7 (an integer)"}},
+      {R"({"op":3})", Errc::kProtocol, {"'op' must be a string, got 3 (an integer)"}},
+      {R"({"op":null})", Errc::kProtocol, {"'op' must be a string, got null (null)"}},
+      {R"({"op":"frob\u0001"})", Errc::kProtocol, {"unknown op 'frob\\x01' (known: register"}},
+      // The version: the value and its type, whatever it is.
+      {R"({"op":"ping","version":9223372036854775808})", Errc::kProtocol,
+       {"'version' must be an integer", "got 9223372036854775808 (an integer)"}},
+      {R"({"op":"ping","version":1.0})", Errc::kProtocol,
+       {"'version' must be an integer", "got 1E0 (a number with a fraction or exponent)"}},
+      {R"({"op":"ping","version":null})", Errc::kProtocol,
+       {"'version' must be an integer", "got null (null)"}},
+      {R"({"op":"ping","version":"1"})", Errc::kProtocol,
+       {"'version' must be an integer", "got \"1\" (a string)"}},
+      {R"({"op":"ping","version":1,"min_version":2})", Errc::kProtocol,
+       {"'min_version' must be an integer", "got 2 (an integer)", "at most 'version', 1"}},
+      {R"({"op":"ping","min_version":true})", Errc::kProtocol,
+       {"'min_version' must be an integer", "got true (a boolean)"}},
+      {R"({"op":"register"})", Errc::kProtocol, {"register: needs a string 'target'"}},
+      {R"({"op":"register","target":1})", Errc::kProtocol,
+       {"register: 'target' must be a string, got 1 (an integer)"}},
+      // An instance that is not a string used to be ignored silently.
+      {R"({"op":"register","target":"t","owner":5,"instance":5})", Errc::kProtocol,
+       {"register: 'instance' must be a string, got 5 (an integer)"}},
+      {R"({"op":"register","target":"t","instance":[1]})", Errc::kProtocol,
+       {"register: 'instance' must be a string, got [1] (an array)"}},
       // An owner that is not a 32-bit id used to throw (a string) or be truncated (2^32 + 5
       // adopted owner 5).
       {R"({"op":"register","target":"t","owner":"5"})", Errc::kProtocol,
-       "register: 'owner' must be an integer between 1 and 4294967295"},
+       {"register: 'owner' must be an integer between 1 and 4294967295, got \"5\" (a string)"}},
       {R"({"op":"register","target":"t","owner":4294967301})", Errc::kProtocol,
-       "register: 'owner' must be an integer between 1 and 4294967295"},
+       {"register: 'owner' must be an integer between 1 and 4294967295, got 4294967301 (an "
+        "integer)"}},
       {R"({"op":"register","target":"t","owner":0})", Errc::kProtocol,
-       "register: 'owner' must be an integer between 1 and 4294967295"},
+       {"register: 'owner' must be an integer between 1 and 4294967295, got 0 (an integer)"}},
+      // One rule for every integer: 1.0 is no integer here either.
+      {R"({"op":"register","target":"t","owner":1.0})", Errc::kProtocol,
+       {"register: 'owner' must be an integer", "got 1E0 (a number with a fraction or exponent)"}},
       {R"({"op":"set_limit","target":"t"})", Errc::kInvalidArgument,
-       "set_limit needs a string 'target' and an integer 'limit'"},
+       {"set_limit: needs an integer 'limit'"}},
+      {R"({"op":"set_limit","limit":5})", Errc::kInvalidArgument,
+       {"set_limit: needs a string 'target'"}},
+      {R"({"op":"set_limit","target":5,"limit":5})", Errc::kInvalidArgument,
+       {"set_limit: 'target' must be a string, got 5 (an integer)"}},
       {R"({"op":"set_limit","target":"t","limit":1.5})", Errc::kInvalidArgument,
-       "set_limit needs a string 'target' and an integer 'limit'"},
+       {"set_limit: 'limit' must be an integer", "got 1.5E0 (a number with a fraction"}},
+      {R"({"op":"set_limit","target":"t","limit":5.0})", Errc::kInvalidArgument,
+       {"set_limit: 'limit' must be an integer", "got 5E0 (a number with a fraction"}},
+      {R"({"op":"set_limit","target":"t","limit":1e20})", Errc::kInvalidArgument,
+       {"set_limit: 'limit' must be an integer", "got 1E20 (a number with a fraction"}},
+      {R"({"op":"set_limit","target":"t","limit":18446744073709551615})", Errc::kInvalidArgument,
+       {"set_limit: 'limit' must be an integer", "got 18446744073709551615 (an integer)"}},
       {R"({"op":"set_limit","target":"t","limit":0})", Errc::kInvalidArgument,
-       "limit must be between 1 and 65535, got 0"},
+       {"set_limit: limit must be between 1 and 65535, got 0"}},
       {R"({"op":"set_limit","target":"t","limit":65536})", Errc::kInvalidArgument,
-       "limit must be between 1 and 65535, got 65536"},
+       {"set_limit: limit must be between 1 and 65535, got 65536"}},
+      {R"({"op":"confirm_stopped","broker":""})", Errc::kInvalidArgument,
+       {"confirm_stopped: 'broker': a broker id must be 1..128 bytes, got 0"}},
+      {R"({"op":"confirm_stopped","broker":")" + std::string(129, 'b') + "\"}",
+       Errc::kInvalidArgument, {"a broker id must be 1..128 bytes, got 129"}},
+      {R"({"op":"confirm_stopped","broker":7})", Errc::kInvalidArgument,
+       {"confirm_stopped: 'broker' must be a string, got 7 (an integer)"}},
   };
   for (const auto& c : cases) {
-    SCOPED_TRACE(c.body);
+    SCOPED_TRACE(c.body.substr(0, 120));
     auto r = ParseLocalRequest(c.body);
-    ASSERT_FALSE(r.ok());
+    ASSERT_FALSE(r.ok()) << "accepted";
     EXPECT_EQ(r.status().code(), c.code);
-    EXPECT_THAT(r.status().message(), HasSubstr(c.expected));
+    for (const std::string& says : c.says) EXPECT_THAT(r.status().message(), HasSubstr(says));
     for (char ch : r.status().message()) EXPECT_TRUE(ch >= 0x20 && ch < 0x7f);
   }
+}
+
+// Echoed values are cut: a huge value does not make a huge message.
+TEST(LocalRequest, EchoedValuesAreCut) {
+  auto r = ParseLocalRequest(R"({"op":"ping","version":")" + std::string(10000, 'v') + "\"}");
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("(a string)"));
+  EXPECT_LT(r.status().message().size(), 200u);
 }
 
 }  // namespace

@@ -51,6 +51,14 @@ json::object RegisterAs(std::int64_t version) {
   json::object r = lp::RegisterRequest({.target = "exch01", .name = "versioned", .pid = ::getpid(),
                                         .owner = std::nullopt, .instance = {}});
   r[lp::req::kVersion] = version;
+  r.erase(lp::req::kMinVersion);  // a client that speaks this one version
+  return r;
+}
+
+// A register from a client speaking versions [min, max].
+json::object RegisterSpeaking(std::int64_t min, std::int64_t max) {
+  json::object r = RegisterAs(max);
+  r[lp::req::kMinVersion] = min;
   return r;
 }
 
@@ -110,6 +118,7 @@ TEST_F(ProtocolVersion, BrokerRefusesANewerClientNamingBothVersionsAndChangesNot
   const json::object status = [&] {
     json::object r = lp::Request(lp::Op::kStatus);
     r[lp::req::kVersion] = newer;
+    r.erase(lp::req::kMinVersion);
     return RawRequest(broker_->socket(), r);
   }();
   EXPECT_EQ(lp::ReplyStatus(status).code(), Errc::kProtocol) << json::serialize(status);
@@ -166,6 +175,56 @@ TEST_F(ProtocolVersion, CurrentAndVersionlessClientsRegisterAndAreToldTheVersion
   EXPECT_EQ(decoded->version, 1);
   EXPECT_EQ(FootprintOf(*broker_).clients, 2u);
   ::close(*fd);
+}
+
+// A client of a later release that still speaks this release's version is
+// served in it: the broker answers the newest version both speak.
+TEST_F(ProtocolVersion, AClientRangeOverlappingTheBrokersGetsTheCommonVersion) {
+  const std::int64_t later = kLocalProtocolVersion + 1;
+  auto fd = ConnectLocal(broker_->socket().string());
+  ASSERT_TRUE(fd.ok()) << fd.status().message();
+  ASSERT_TRUE(
+      WriteFrame(*fd, json::serialize(RegisterSpeaking(kLocalProtocolVersion, later))).ok());
+  auto frame = ReadFrame(*fd, 10000ms);
+  ASSERT_TRUE(frame.ok()) << frame.status().message();
+  auto reply = lp::ParseReply(*frame);
+  ASSERT_TRUE(reply.ok());
+  ASSERT_TRUE(lp::ReplyStatus(*reply).ok()) << *frame;
+  auto decoded = lp::DecodeRegisterReply(*reply);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+  EXPECT_EQ(decoded->version, kLocalProtocolVersion);
+  EXPECT_EQ(FootprintOf(*broker_).clients, 1u);
+  // A ping says the version too.
+  json::object ping = lp::Request(lp::Op::kPing);
+  ping[lp::req::kVersion] = later + 5;
+  ping[lp::req::kMinVersion] = kMinLocalProtocolVersion;
+  const json::object pong = RawRequest(broker_->socket(), ping);
+  ASSERT_TRUE(lp::ReplyStatus(pong).ok()) << json::serialize(pong);
+  ASSERT_TRUE(pong.contains(lp::rep::kVersion)) << json::serialize(pong);
+  EXPECT_EQ(pong.at(lp::rep::kVersion).as_int64(), kLocalProtocolVersion);
+  ::close(*fd);
+}
+
+// A client range disjoint from the broker's is refused with the broker's range
+// in machine-readable fields, and nothing changes.
+TEST_F(ProtocolVersion, ADisjointClientRangeIsRefusedWithTheBrokersRange) {
+  const std::int64_t lo = kLocalProtocolVersion + 1;
+  const std::int64_t hi = kLocalProtocolVersion + 3;
+  const json::object reply = RawRequest(broker_->socket(), RegisterSpeaking(lo, hi));
+  ASSERT_FALSE(reply.empty()) << "no answer";
+  EXPECT_EQ(lp::ReplyStatus(reply).code(), Errc::kProtocol) << json::serialize(reply);
+  EXPECT_THAT(lp::ReplyStatus(reply).message(),
+              HasSubstr("client speaks local protocol versions " + std::to_string(lo) + " to " +
+                        std::to_string(hi)));
+  EXPECT_THAT(lp::ReplyStatus(reply).message(), HasSubstr("upgrade dsb-broker"));
+  ASSERT_TRUE(reply.contains(lp::rep::kMinVersion)) << json::serialize(reply);
+  ASSERT_TRUE(reply.contains(lp::rep::kMaxVersion)) << json::serialize(reply);
+  EXPECT_EQ(reply.at(lp::rep::kMinVersion).as_int64(), kMinLocalProtocolVersion);
+  EXPECT_EQ(reply.at(lp::rep::kMaxVersion).as_int64(), kLocalProtocolVersion);
+  EXPECT_FALSE(reply.contains(lp::rep::kOwner));
+  const Footprint after = FootprintOf(*broker_);
+  EXPECT_EQ(after.clients, 0u) << "a refused client was registered";
+  EXPECT_EQ(after.held, 0) << "a refused client holds a slot";
 }
 
 // A listener that answers every register in `version` (with a reply that is
