@@ -24,13 +24,43 @@ install(FILES ${_dsb_pkg}/README.md
 # Debian policy 12.5: every package carries its copyright and license there.
 install(FILES ${PROJECT_SOURCE_DIR}/LICENSE RENAME copyright
   DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/dsb COMPONENT service EXCLUDE_FROM_ALL)
-install(FILES ${PROJECT_SOURCE_DIR}/CHANGELOG.md
+# The changelog as Debian policy 12.7 wants it: changelog.gz, compressed with
+# gzip -9n (-n: no name or time stamp in the gzip header). One entry in
+# Debian's format (dpkg-parsechangelog, lintian), then CHANGELOG.md after the
+# "Old Changelog:" line that parsers stop at. The entry's date: now, or
+# SOURCE_DATE_EPOCH for a reproducible build. Configured again when
+# CHANGELOG.md changes.
+set(_dsb_contact "dsb maintainers <dsb-maintainers@users.noreply.github.com>")
+set(_dsb_gen ${PROJECT_BINARY_DIR}/packaging)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/CHANGELOG.md)
+file(READ ${PROJECT_SOURCE_DIR}/CHANGELOG.md _dsb_changes)
+string(TIMESTAMP _dsb_date "%a, %d %b %Y %H:%M:%S +0000" UTC)
+file(WRITE ${_dsb_gen}/changelog
+  "dsb (${PROJECT_VERSION}) unstable; urgency=medium\n\n"
+  "  * Built from the project's sources; its changes are in CHANGELOG.md, below.\n\n"
+  " -- ${_dsb_contact}  ${_dsb_date}\n\n"
+  "Old Changelog:\n${_dsb_changes}")
+# The manual pages (packaging/*.8), gzipped the same way into usr/share/man/man8.
+set(_dsb_man)
+foreach(page dsb-broker.8 dsbctl.8)
+  configure_file(${_dsb_pkg}/${page} ${_dsb_gen}/${page} COPYONLY)
+  list(APPEND _dsb_man ${_dsb_gen}/${page}.gz)
+endforeach()
+foreach(plain changelog dsb-broker.8 dsbctl.8)
+  execute_process(COMMAND gzip -9nf ${_dsb_gen}/${plain} RESULT_VARIABLE _dsb_gz)
+  if(NOT _dsb_gz EQUAL 0)
+    message(FATAL_ERROR "gzip -9nf ${_dsb_gen}/${plain} failed (${_dsb_gz})")
+  endif()
+endforeach()
+install(FILES ${_dsb_gen}/changelog.gz
   DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/dsb COMPONENT service EXCLUDE_FROM_ALL)
+install(FILES ${_dsb_man}
+  DESTINATION ${CMAKE_INSTALL_MANDIR}/man8 COMPONENT service EXCLUDE_FROM_ALL)
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME dsb)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
-set(CPACK_PACKAGE_CONTACT "dsb maintainers <dsb@localhost>")
+set(CPACK_PACKAGE_CONTACT "${_dsb_contact}")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}: share a server's per-account session limit")
 set(CPACK_PACKAGE_DESCRIPTION "dsb-broker hands out session slots to DigiScope instances so\n\
 that all of them together never exceed the server account's session limit, and\n\
@@ -55,9 +85,24 @@ set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "systemd")
 # A shlibs file for libdsb, so programs built against it get a Depends on this
 # package; the ldconfig trigger (debian/triggers) updates the loader's cache.
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
+# "libdsb 0 dsb (>= <version>)": a later 0.y only adds to the ABI (the SONAME
+# promise, CHANGELOG.md), so a program built against this version runs with
+# any later one; "=" (CPack's default) would block every upgrade.
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
   ${_dsb_pkg}/debian/postinst ${_dsb_pkg}/debian/prerm ${_dsb_pkg}/debian/postrm
   ${_dsb_pkg}/debian/conffiles ${_dsb_pkg}/debian/triggers)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+
+# The unit is Type=notify: a broker without sd_notify would be killed when
+# systemd's start timeout runs out. cpack reads CPACK_* variables from
+# CPackConfig.cmake; packaging/cpack_checks.cmake refuses when this is OFF.
+get_property(_dsb_sd_notify GLOBAL PROPERTY DSB_BROKER_SD_NOTIFY)
+if(TARGET dsb-broker AND NOT _dsb_sd_notify)
+  set(CPACK_DSB_BROKER_SD_NOTIFY OFF)
+else()
+  set(CPACK_DSB_BROKER_SD_NOTIFY ON)
+endif()
+set(CPACK_PROJECT_CONFIG_FILE ${_dsb_pkg}/cpack_checks.cmake)
 
 include(CPack)

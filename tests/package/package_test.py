@@ -3,15 +3,15 @@
 
 1. cpack -G DEB (into a temporary folder) makes dsb_<version>_<arch>.deb.
 2. dpkg-deb -c / -I / -e: the files, their owners and modes, Depends, conffiles,
-   maintainer scripts.
+   maintainer scripts, shlibs ("dsb (>= version)").
 3. dpkg --root=R (R a throw-away folder with an empty dpkg database;
    --force-script-chrootless: the maintainer scripts run with DPKG_ROOT=R and
    change only files below R, never this machine's users or /etc) installs it;
    the user dsb, /run/dsb and /var/lib/dsb are made below R as the unit expects.
 4. The unit's files agree: ExecStart's program and config exist below R, the
    config's socket folder is the unit's RuntimeDirectory and the tmpfiles.d
-   folder, its state_dir the StateDirectory. systemd-analyze verify, when
-   installed.
+   folder, its state_dir the StateDirectory; the broker links libsystemd.so.0
+   (readelf -d). systemd-analyze verify, when installed.
 5. A unit that starts: the unit's ExecStart, with R in front of its paths and
    the installed config pointed at temporary folders, runs with NOTIFY_SOCKET
    set to a datagram socket this test reads. READY=1 (with MAINPID) must
@@ -101,6 +101,9 @@ def inspect_contents(deb):
         "./usr/include/dsb/dsb.h": "-rw-r--r--",
         "./usr/include/dsb/version.h": "-rw-r--r--",
         "./usr/share/doc/dsb/copyright": "-rw-r--r--",
+        "./usr/share/doc/dsb/changelog.gz": "-rw-r--r--",
+        "./usr/share/man/man8/dsb-broker.8.gz": "-rw-r--r--",
+        "./usr/share/man/man8/dsbctl.8.gz": "-rw-r--r--",
     }
     for path, mode in want.items():
         check(path in entries, f"{path} is not in the package; it has:\n{listing}")
@@ -134,6 +137,14 @@ def inspect_control(args, deb, work):
         p = os.path.join(ctrl, script)
         check(os.path.isfile(p) and os.access(p, os.X_OK), f"{script} missing or not executable")
         run(["sh", "-n", p])
+    # Programs built against libdsb depend on this version or a later one (0.y
+    # only adds to the ABI): ">=", never "=" (which would block upgrades).
+    with open(os.path.join(ctrl, "shlibs")) as f:
+        shlibs = [l.split(None, 2) for l in f if l.strip()]
+    check(any(lib == "libdsb" for lib, _, _ in shlibs), f"shlibs has no libdsb: {shlibs}")
+    for lib, major, dep in shlibs:
+        check(dep.strip() == f"dsb (>= {args.version})",
+              f"shlibs: {lib} {major} {dep.strip()!r}, expected 'dsb (>= {args.version})'")
     with open(os.path.join(ctrl, "conffiles")) as f:
         conffiles = f.read().split()
     check(conffiles == ["/etc/dsb/dsb.toml"], f"conffiles: {conffiles}")
@@ -224,7 +235,14 @@ def check_installed(root, has_scripts):
                   f"{folder} below the root: uid {st.st_uid} gid {st.st_gid} mode "
                   f"{oct(stat.S_IMODE(st.st_mode))}, expected dsb {ids} {oct(mode)}")
         print(f"postinst: user dsb {ids}, /run/dsb 0750 and /var/lib/dsb 0700 below the root")
-    print(f"unit: ExecStart={unit['ExecStart']}; socket {sock}, state_dir {state}")
+    # The unit is Type=notify: a broker without libsystemd would never say
+    # READY=1 (cpack refuses such a build; this checks what was shipped).
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                        run(["readelf", "-d", program]))
+    check("libsystemd.so.0" in needed,
+          f"{exec_start[0]} does not link libsystemd.so.0 (no sd_notify); NEEDED: {needed}")
+    print(f"unit: ExecStart={unit['ExecStart']}; socket {sock}, state_dir {state}; "
+          f"the broker links libsystemd.so.0")
     return unit_path, exec_start, config_in_root
 
 
@@ -337,10 +355,10 @@ def main():
     ap.add_argument("--cpack", required=True)
     args = ap.parse_args()
 
-    for tool in ("dpkg-deb", "dpkg", "dpkg-shlibdeps"):
+    for tool in ("dpkg-deb", "dpkg", "dpkg-shlibdeps", "readelf"):
         if not shutil.which(tool):
-            skip(f"{tool} is not installed (Debian: dpkg-dev); the package cannot be built "
-                 "or inspected")
+            skip(f"{tool} is not installed (Debian: dpkg-dev, binutils); the package cannot "
+                 "be built or inspected")
     if not hasattr(os, "pidfd_open"):
         skip("this Python has no os.pidfd_open (needs 3.9 and Linux 5.3)")
 
