@@ -16,6 +16,7 @@
 #include "broker/limit_keeper.h"
 #include "broker/wire/channel.h"
 #include "common/escape.h"
+#include "common/local_protocol.h"
 #include "common/limited_log.h"
 
 namespace dsb::broker {
@@ -369,7 +370,7 @@ struct ClusterNode::Impl {
 
   json::object SetLimitHere(std::size_t index, std::uint32_t value, const std::string& who) {
     if (index >= cfg.targets.size()) {
-      return json::object{{"ok", false}, {"error", "unknown_target"}, {"message", "no such target"}};
+      return local_protocol::ErrorReply(Errc::kUnknownTarget, "no such target");
     }
     if (Status st = limits->SetOperatorLimit(index, value, who); !st.ok()) {
       return json::object{{"ok", false},
@@ -410,11 +411,10 @@ struct ClusterNode::Impl {
         if (!ec && v.is_object()) co_return v.as_object();
       }
     }
-    co_return json::object{{"ok", false},
-                           {"error", "protocol"},
-                           {"message", "coordinator " + cid + " gave no answer: " +
-                                           (reply.ok() ? std::string("unexpected reply")
-                                                       : reply.status().message())}};
+    co_return local_protocol::ErrorReply(
+        Errc::kProtocol, "coordinator " + cid + " gave no answer: " +
+                             (reply.ok() ? std::string("unexpected reply")
+                                         : reply.status().message()));
   }
 
   // ---- coordinator side ----
@@ -723,7 +723,7 @@ struct ClusterNode::Impl {
     boost::system::error_code ec;
     json::value v = json::parse(text, ec);
     if (ec || !v.is_object() || !v.as_object().contains("op")) {
-      return json::object{{"ok", false}, {"error", "protocol"}, {"message", "bad admin request"}};
+      return local_protocol::ErrorReply(Errc::kProtocol, "bad admin request");
     }
     const auto& op = v.as_object().at("op");
     if (op.is_string() && op.as_string() == "leases") {
@@ -735,10 +735,14 @@ struct ClusterNode::Impl {
     if (op.is_string() && op.as_string() == "confirm_stopped") {
       // R3: an operator says a broker of the file runs no coordinator (its
       // machine is gone). Wrong, it breaks S: dsbctl says so and asks first.
+      // The same checks as the local parser's (local_protocol::CheckBrokerId).
       const json::value* bv = v.as_object().if_contains("broker");
       if (bv == nullptr || !bv->is_string()) {
-        return json::object{{"ok", false}, {"error", "invalid_argument"},
-                            {"message", "confirm_stopped needs a broker id"}};
+        return local_protocol::ErrorReply(Errc::kInvalidArgument,
+                                          "confirm_stopped needs a string 'broker'");
+      }
+      if (Status s = local_protocol::CheckBrokerId(std::string_view(bv->as_string())); !s.ok()) {
+        return local_protocol::ErrorReply(s.code(), "confirm_stopped: " + s.message());
       }
       const std::string id(bv->as_string());
       const bool was_waiting = hello_waiting.erase(id) > 0;
@@ -752,18 +756,21 @@ struct ClusterNode::Impl {
       const json::value* tv = o.if_contains("target");
       const json::value* lv = o.if_contains("limit");
       const json::value* wv = o.if_contains("who");
-      if (tv == nullptr || !tv->is_string() || lv == nullptr || !lv->is_int64() ||
-          lv->as_int64() < 1 || lv->as_int64() > 65535) {
-        return json::object{{"ok", false}, {"error", "invalid_argument"},
-                            {"message", "set_limit needs a target and a limit 1..65535"}};
+      if (tv == nullptr || !tv->is_string() || lv == nullptr || !lv->is_int64()) {
+        return local_protocol::ErrorReply(Errc::kInvalidArgument,
+                                          "set_limit needs a string 'target' and an integer "
+                                          "'limit'");
+      }
+      // The same range as the local parser's (local_protocol::CheckLimit).
+      if (Status s = local_protocol::CheckLimit(lv->as_int64()); !s.ok()) {
+        return local_protocol::ErrorReply(s.code(), "set_limit: " + s.message());
       }
       std::optional<std::size_t> t;
       for (std::size_t i = 0; i < cfg.targets.size(); ++i) {
         if (cfg.targets[i].name == tv->as_string()) t = i;
       }
       if (!t) {
-        return json::object{{"ok", false}, {"error", "unknown_target"},
-                            {"message", "the cluster has no such target"}};
+        return local_protocol::ErrorReply(Errc::kUnknownTarget, "the cluster has no such target");
       }
       std::string who = "via broker " + peer;
       if (wv != nullptr && wv->is_string()) {
@@ -771,7 +778,7 @@ struct ClusterNode::Impl {
       }
       return SetLimitHere(*t, static_cast<std::uint32_t>(lv->as_int64()), who);
     }
-    return json::object{{"ok", false}, {"error", "protocol"}, {"message", "unknown admin op"}};
+    return local_protocol::ErrorReply(Errc::kProtocol, "unknown admin op");
   }
 };
 
