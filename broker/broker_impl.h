@@ -176,7 +176,18 @@ struct Broker::Impl {
   bool stopping = false;
   int exit_code = 0;
 
+  // The start (startup.cc): Open runs the steps below in order; the first
+  // failure ends it (the caller then runs UndoFailedOpen).
   Status Open();
+  Status TakeLocks(std::optional<UncleanEnd>* unclean);
+  Status StartLimitKeeper();
+  Status WriteStartState(const std::optional<UncleanEnd>& unclean);
+  Status OpenTargets(const std::optional<UncleanEnd>& unclean, Clock::time_point now);
+  void LoadOwnerRecords();
+  // A target's capacity when its segment opens: the floor (cluster mode, B1)
+  // or the effective limit less the reserve. REQUIRES: limits (single mode).
+  std::uint32_t InitialCapacity(const config::TargetConfig& t) const;
+  std::size_t ConfigIndex(const config::TargetConfig& t) const;
   Status BindSocket();
   // Starts the local socket's accept loop (LocalServer, local_server.h).
   void StartAccept();

@@ -1,15 +1,16 @@
-// The broker's start: Open() takes the locks (socket, state file, every
-// segment), decides each target's first capacity (the limit keeper in single
-// mode, the floor in cluster mode), opens or adopts the segments, starts the
-// cluster node and binds the socket; UndoFailedOpen() removes what a failed
-// start made. What the state file means for the start (an unclean end, the
+// The broker's start: Open() runs the steps in order: TakeLocks (socket,
+// state file, every segment), StartLimitKeeper (single mode), WriteStartState
+// (the capacity high water, before any segment is touched), OpenTargets (each
+// target's first capacity: the limit keeper's in single mode, the floor in
+// cluster mode; segments opened or adopted), the cluster node,
+// LoadOwnerRecords, BindSocket; UndoFailedOpen() removes what a failed start
+// made. What the state file means for the start (an unclean end, the
 // capacity high water) is in state_policy.cc.
 #include "broker/broker_impl.h"
 
 namespace dsb::broker {
 
 Status Broker::Impl::Open() {
-  const auto now = Clock::now();
   if (config.metrics) {
     spdlog::warn("broker.metrics ({}) is accepted but this build serves no Prometheus endpoint "
                  "yet; use `dsbctl status --json`",
@@ -18,6 +19,29 @@ Status Broker::Impl::Open() {
   // Lock before touching anything: a second broker with an overlapping config
   // must not attach to, bump, re-shape or free a running broker's segments,
   // nor write this broker's state file.
+  std::optional<UncleanEnd> unclean;
+  if (Status st = TakeLocks(&unclean); !st.ok()) return st;
+  if (!config.cluster_mode()) {
+    // Before any segment is opened: the effective limits decide the first capacity.
+    if (Status st = StartLimitKeeper(); !st.ok()) return st;
+  }
+  if (Status st = WriteStartState(unclean); !st.ok()) return st;
+  if (Status st = OpenTargets(unclean, Clock::now()); !st.ok()) return st;
+  if (config.cluster_mode()) {
+    auto node = ClusterNode::Create(io, config, ClusterHooks());
+    if (!node.ok()) return node.status();
+    cluster = std::move(node).value();
+  }
+  // Before the socket accepts anyone: who registered the owners of the
+  // adopted segments (only they may adopt them).
+  LoadOwnerRecords();
+  // The state file is written clean by Run once the start succeeded (a failed
+  // start leaves it as the previous broker wrote it, for the segments it keeps).
+  if (Status s = BindSocket(); !s.ok()) return s;
+  return cluster ? cluster->Start() : Status::Ok();
+}
+
+Status Broker::Impl::TakeLocks(std::optional<UncleanEnd>* unclean) {
   const std::optional<gid_t> group =
       config.group ? std::optional<gid_t>(static_cast<gid_t>(config.group->gid)) : std::nullopt;
   // The socket's folder holds the socket and its lock: only this broker may
@@ -33,9 +57,10 @@ Status Broker::Impl::Open() {
                                          "socket " + config.socket.string());
   if (!sock_lock.ok()) return sock_lock.status();
   socket_lock.emplace(std::move(sock_lock).value());
-  std::optional<UncleanEnd> unclean;
-  if (Status st = OpenState(&unclean); !st.ok()) return st;
-  previous_unclean = unclean.has_value();
+  if (Status st = OpenState(unclean); !st.ok()) return st;
+  // Set at once: a start that fails from here on must not mark the state
+  // file clean over an earlier unclean end (UndoFailedOpen reads it).
+  previous_unclean = unclean->has_value();
   for (const config::TargetConfig& t : config.targets) {
     const std::string segment = shm::SegmentName(config.shm_prefix, t.name);
     auto seg_lock = InstanceLock::Acquire(InstanceLock::ForSegment(segment),
@@ -43,62 +68,73 @@ Status Broker::Impl::Open() {
     if (!seg_lock.ok()) return seg_lock.status();
     segment_locks.push_back(std::move(seg_lock).value());
   }
-  if (!config.cluster_mode()) {
-    // Before any segment is opened: the effective limits (restored from the
-    // state_dir if an earlier life recorded them) decide the first capacity.
-    std::vector<std::uint32_t> minimum;
-    for (const config::TargetConfig& t : config.targets) {
-      // One instance's system connection and one action slot above the reserve.
-      minimum.push_back(static_cast<std::uint32_t>(std::min(t.limit, t.reserve + 2)));
-    }
-    std::optional<std::filesystem::path> limits_file;
-    if (config.state_dir) limits_file = *config.state_dir / (config.id + ".limits");
-    auto keeper = LimitKeeper::Create(
-        io, config.targets, minimum,
-        {[this](std::size_t i, const lease::LimitChange& c) { ApplyLimit(i, c); }}, limits_file);
-    if (!keeper.ok()) return keeper.status();
-    limits = std::move(keeper).value();
+  return Status::Ok();
+}
+
+Status Broker::Impl::StartLimitKeeper() {
+  // The effective limits, restored from the state_dir if an earlier life recorded them.
+  std::vector<std::uint32_t> minimum;
+  for (const config::TargetConfig& t : config.targets) {
+    // One instance's system connection and one action slot above the reserve.
+    minimum.push_back(static_cast<std::uint32_t>(std::min(t.limit, t.reserve + 2)));
   }
-  auto target_index = [&](const config::TargetConfig& t) {
-    return static_cast<std::size_t>(&t - config.targets.data());
-  };
-  auto initial_capacity = [&](const config::TargetConfig& t) {
-    if (config.cluster_mode()) return static_cast<std::uint32_t>(config.self().floor);  // B1
-    const std::uint32_t limit = limits->limit(target_index(t));
-    const auto reserve = static_cast<std::uint32_t>(t.reserve);
-    return limit > reserve ? limit - reserve : 0;
-  };
-  if (state_path) {
-    // Written before any segment is touched: what this life may hand out is
-    // on disk before a client can use it. After an unclean end the earlier
-    // high water is carried on (sessions of that life may still be open).
-    state.pid = ::getpid();
-    state.clean = false;
-    for (const config::TargetConfig& t : config.targets) {
-      state.capacity_high_water[t.name] =
-          std::max(initial_capacity(t), unclean ? unclean->For(t) : 0);
-    }
-    if (unclean && unclean->high_water) {
-      for (const auto& [name, hw] : *unclean->high_water) {
-        if (hw > 0 && state.capacity_high_water.count(name) == 0) {
-          spdlog::warn("state file lists target '{}' (up to {} session(s) after an unclean end) "
-                       "but the config has no such target any more: if it was renamed, those "
-                       "sessions may still be open on the server and are not held back",
-                       name, hw);
-        }
+  std::optional<std::filesystem::path> limits_file;
+  if (config.state_dir) limits_file = *config.state_dir / (config.id + ".limits");
+  auto keeper = LimitKeeper::Create(
+      io, config.targets, minimum,
+      {[this](std::size_t i, const lease::LimitChange& c) { ApplyLimit(i, c); }}, limits_file);
+  if (!keeper.ok()) return keeper.status();
+  limits = std::move(keeper).value();
+  return Status::Ok();
+}
+
+std::size_t Broker::Impl::ConfigIndex(const config::TargetConfig& t) const {
+  return static_cast<std::size_t>(&t - config.targets.data());
+}
+
+std::uint32_t Broker::Impl::InitialCapacity(const config::TargetConfig& t) const {
+  if (config.cluster_mode()) return static_cast<std::uint32_t>(config.self().floor);  // B1
+  const std::uint32_t limit = limits->limit(ConfigIndex(t));
+  const auto reserve = static_cast<std::uint32_t>(t.reserve);
+  return limit > reserve ? limit - reserve : 0;
+}
+
+Status Broker::Impl::WriteStartState(const std::optional<UncleanEnd>& unclean) {
+  if (!state_path) return Status::Ok();
+  // Written before any segment is touched: what this life may hand out is
+  // on disk before a client can use it. After an unclean end the earlier
+  // high water is carried on (sessions of that life may still be open).
+  state.pid = ::getpid();
+  state.clean = false;
+  for (const config::TargetConfig& t : config.targets) {
+    state.capacity_high_water[t.name] =
+        std::max(InitialCapacity(t), unclean ? unclean->For(t) : 0);
+  }
+  if (unclean && unclean->high_water) {
+    for (const auto& [name, hw] : *unclean->high_water) {
+      if (hw > 0 && state.capacity_high_water.count(name) == 0) {
+        spdlog::warn("state file lists target '{}' (up to {} session(s) after an unclean end) "
+                     "but the config has no such target any more: if it was renamed, those "
+                     "sessions may still be open on the server and are not held back",
+                     name, hw);
       }
     }
-    if (Status st = WriteState(*state_path, state); !st.ok()) {
-      return {Errc::kConfig, "broker.state_dir: " + st.message()};
-    }
   }
+  if (Status st = WriteState(*state_path, state); !st.ok()) {
+    return {Errc::kConfig, "broker.state_dir: " + st.message()};
+  }
+  return Status::Ok();
+}
+
+Status Broker::Impl::OpenTargets(const std::optional<UncleanEnd>& unclean,
+                                 Clock::time_point now) {
   for (const config::TargetConfig& t : config.targets) {
-    const std::uint32_t capacity = initial_capacity(t);
+    const std::uint32_t capacity = InitialCapacity(t);
     // Single mode without a recorded limit: an adopted segment is not raised
     // above the capacity the previous broker left (its effective limit may
     // have been discovered or set by an operator: raising it to the config
     // would send clients into refusals until rediscovered).
-    const bool keep_lower = !config.cluster_mode() && !limits->restored(target_index(t));
+    const bool keep_lower = !config.cluster_mode() && !limits->restored(ConfigIndex(t));
     // Cluster mode (R1): nothing new until the coordinator accepts this
     // instance: a new segment starts empty, an adopted one keeps only what is
     // in use (its clients keep what they hold).
@@ -110,7 +146,7 @@ Status Broker::Impl::Open() {
     // single-machine broker has no lease: clear it, or clients would fence.
     if (!config.cluster_mode()) tg.ClearLeaseFence();
     if (keep_lower && tg.adopted_segment() && tg.capacity() < capacity) {
-      limits->Seed(target_index(t), tg.capacity() + static_cast<std::uint32_t>(t.reserve),
+      limits->Seed(ConfigIndex(t), tg.capacity() + static_cast<std::uint32_t>(t.reserve),
                    "kept from segment " + tg.segment_name() +
                        " adopted from the previous broker (set broker.state_dir to keep the "
                        "limit and its source across restarts; dsbctl set-limit raises it)");
@@ -131,14 +167,11 @@ Status Broker::Impl::Open() {
     ordered.push_back(target->get());
     targets.emplace(t.name, std::move(target).value());
   }
-  if (config.cluster_mode()) {
-    auto node = ClusterNode::Create(io, config, ClusterHooks());
-    if (!node.ok()) return node.status();
-    cluster = std::move(node).value();
-  }
-  // Before the socket accepts anyone: who registered the owners of the
-  // adopted segments (only they may adopt them); records of other segment
-  // instances are dropped.
+  return Status::Ok();
+}
+
+void Broker::Impl::LoadOwnerRecords() {
+  // Records of other segment instances than the adopted ones are dropped.
   std::map<std::string, std::uint64_t> adopted_instances;
   for (const auto& [n, t] : targets) {
     if (t->adopted_segment()) adopted_instances[n] = t->instance_id();
@@ -152,10 +185,6 @@ Status Broker::Impl::Open() {
     spdlog::info("{} owner(s) of the previous broker recorded with the uid that registered them",
                  owner_records.size());
   }
-  // Written by Run once the start succeeded (a failed start leaves the file
-  // as the previous broker wrote it, for the segments it keeps).
-  if (Status s = BindSocket(); !s.ok()) return s;
-  return cluster ? cluster->Start() : Status::Ok();
 }
 
 void Broker::Impl::UndoFailedOpen() {
