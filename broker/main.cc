@@ -28,7 +28,12 @@ int main(int argc, char** argv) {
                                         " (local protocol " + local_versions +
                                         ", wire protocol " +
                                         std::to_string(dsb::wire::kVersion) + ")");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version end here with 0; a usage error exits 2 (as a bad config does).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
 
   auto config = dsb::config::LoadBrokerConfig(config_path);
   if (!config.ok()) {

@@ -454,7 +454,12 @@ int main(int argc, char** argv) {
   for (auto* sub : {status, clients, leases, set_limit, probe, confirm_stopped}) {
     sub->add_flag("--json", o.json, "print JSON");
   }
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version end here with 0; a usage error exits 2 (as a bad config does).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   // A reply of the right type with a field missing or of another type (a
   // broker of another version, or not a broker) ends here with a message, not
   // with std::terminate and a library's text.

@@ -365,7 +365,7 @@ int Run(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // --help/--version: 0; a usage error: 2
   }
 
   asio::io_context io(1);
