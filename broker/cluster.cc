@@ -26,6 +26,13 @@ namespace json = boost::json;
 using asio::awaitable;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
+namespace lp = local_protocol;
+
+// The coordinator's admin channel (a broker asking the coordinator for the
+// operator): the local protocol's leases, set_limit and confirm_stopped, with
+// their names and fields (common/local_protocol.h), plus these two.
+constexpr std::string_view kLimitsOp = "limits";  // the cluster's limits (no local op)
+constexpr std::string_view kWho = "who";          // set_limit: the operator, for the log
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
 namespace {
@@ -722,21 +729,26 @@ struct ClusterNode::Impl {
   json::object HandleAdmin(const std::string& text, const std::string& peer) {
     boost::system::error_code ec;
     json::value v = json::parse(text, ec);
-    if (ec || !v.is_object() || !v.as_object().contains("op")) {
+    const json::value* opv = !ec && v.is_object() ? v.as_object().if_contains(lp::req::kOp)
+                                                   : nullptr;
+    if (opv == nullptr || !opv->is_string()) {
       return local_protocol::ErrorReply(Errc::kProtocol, "bad admin request");
     }
-    const auto& op = v.as_object().at("op");
-    if (op.is_string() && op.as_string() == "leases") {
+    // The coordinator's admin ops: the local protocol's leases, confirm_stopped
+    // and set_limit (same names and fields), and its own "limits".
+    const std::string_view op(opv->as_string());
+    if (op == kLimitsOp) return LimitsJson();
+    const std::optional<lp::Op> known = lp::OpNamed(op);
+    if (known == lp::Op::kLeases) {
       return json::object{{"ok", true},
                           {"coordinator", cfg.id},
                           {"ledger", SnapshotJson(ledger->Snapshot(Clock::now()))}};
     }
-    if (op.is_string() && op.as_string() == "limits") return LimitsJson();
-    if (op.is_string() && op.as_string() == "confirm_stopped") {
+    if (known == lp::Op::kConfirmStopped) {
       // R3: an operator says a broker of the file runs no coordinator (its
       // machine is gone). Wrong, it breaks S: dsbctl says so and asks first.
       // The same checks as the local parser's (local_protocol::CheckBrokerId).
-      const json::value* bv = v.as_object().if_contains("broker");
+      const json::value* bv = v.as_object().if_contains(lp::req::kBroker);
       if (bv == nullptr || !bv->is_string()) {
         return local_protocol::ErrorReply(Errc::kInvalidArgument,
                                           "confirm_stopped needs a string 'broker'");
@@ -751,11 +763,11 @@ struct ClusterNode::Impl {
       return json::object{{"ok", true}, {"broker", id}, {"was_awaited", was_waiting},
                           {"gate", lease::GateName(ledger->gate())}};
     }
-    if (op.is_string() && op.as_string() == "set_limit") {
+    if (known == lp::Op::kSetLimit) {
       const json::object& o = v.as_object();
-      const json::value* tv = o.if_contains("target");
-      const json::value* lv = o.if_contains("limit");
-      const json::value* wv = o.if_contains("who");
+      const json::value* tv = o.if_contains(lp::req::kTarget);
+      const json::value* lv = o.if_contains(lp::req::kLimit);
+      const json::value* wv = o.if_contains(kWho);
       if (tv == nullptr || !tv->is_string() || lv == nullptr || !lv->is_int64()) {
         return local_protocol::ErrorReply(Errc::kInvalidArgument,
                                           "set_limit needs a string 'target' and an integer "
@@ -1063,23 +1075,23 @@ void ClusterNode::ReportRefusal(std::size_t target, std::uint32_t held, const st
 awaitable<json::object> ClusterNode::Limits() {
   Impl& n = *impl_;
   if (n.limits) co_return n.LimitsJson();
-  co_return co_await n.AskCoordinator(R"({"op":"limits"})", std::chrono::milliseconds(1000));
+  json::object req;
+  req[lp::req::kOp] = kLimitsOp;
+  co_return co_await n.AskCoordinator(json::serialize(req), std::chrono::milliseconds(1000));
 }
 
 awaitable<json::object> ClusterNode::SetLimit(std::size_t target, std::uint32_t limit,
                                               std::string who) {
   Impl& n = *impl_;
   if (n.limits) co_return n.SetLimitHere(target, limit, who + " on broker " + n.cfg.id);
-  json::object req{{"op", "set_limit"},
-                   {"target", n.cfg.targets.at(target).name},
-                   {"limit", limit},
-                   {"who", who}};
+  json::object req = lp::SetLimitRequest(n.cfg.targets.at(target).name, limit);
+  req[kWho] = who;
   co_return co_await n.AskCoordinator(json::serialize(req), std::chrono::milliseconds(2000));
 }
 
 awaitable<json::object> ClusterNode::ConfirmStopped(std::string broker) {
   Impl& n = *impl_;
-  json::object req{{"op", "confirm_stopped"}, {"broker", broker}};
+  const json::object req = lp::ConfirmStoppedRequest(broker);
   if (n.ledger) co_return n.HandleAdmin(json::serialize(req), n.cfg.id);
   co_return co_await n.AskCoordinator(json::serialize(req), std::chrono::milliseconds(2000));
 }
@@ -1092,7 +1104,7 @@ awaitable<json::object> ClusterNode::Leases() {
     out["ledger"] = SnapshotJson(n.ledger->Snapshot(Clock::now()));
     co_return out;
   }
-  json::object reply = co_await n.AskCoordinator(R"({"op":"leases"})");
+  json::object reply = co_await n.AskCoordinator(json::serialize(lp::Request(lp::Op::kLeases)));
   if (const json::value* ledger = reply.if_contains("ledger")) {
     out["ledger"] = *ledger;
   } else {
