@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "common/local_frame.h"
@@ -227,6 +229,21 @@ TEST_F(ClientTest, CancelTokenStopsAWaitingAcquire) {
 
 TEST_F(ClientTest, BrokerRestartAdoptsLiveClientsAndKeepsTheirSlots) {
   StartBroker({BrokerTarget{"exch01", 5}}, "adopt_grace = \"10s\"\n");
+  // The client's own word that it re-registered: the broker logs the adoption
+  // before the client has read the reply, and a client destroyed before that
+  // has no broker to say goodbye to (its end is then taken for a death).
+  std::mutex mu;
+  std::condition_variable cv;
+  bool re_registered = false;
+  SetLogSink([&](LogLevel, std::string_view m) {
+    if (m.find("re-registered") == std::string_view::npos) return;
+    std::lock_guard lock(mu);
+    re_registered = true;
+    cv.notify_all();
+  });
+  struct ResetSink {
+    ~ResetSink() { SetLogSink({}); }
+  } reset_sink;
   auto c = Connect();
   std::error_code ec;
   std::vector<Permit> permits;
@@ -235,6 +252,10 @@ TEST_F(ClientTest, BrokerRestartAdoptsLiveClientsAndKeepsTheirSlots) {
   broker_->Stop(SIGKILL);
   ASSERT_TRUE(broker_->Start()) << broker_->log();
   ASSERT_TRUE(broker_->WaitForLog("adopted owner")) << broker_->log();
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 20s, [&] { return re_registered; })) << broker_->log();
+  }
   json::object t = TargetStatus(*broker_);
   EXPECT_EQ(Num(t, "held"), 4);  // never two holders: the 4 stay taken
   auto other = Connect();        // the last free slot becomes its system slot
