@@ -47,6 +47,20 @@ json::object RawRequest(const std::filesystem::path& socket, const json::object&
   return reply.ok() ? std::move(*reply) : json::object{};
 }
 
+// Sends a register on `fd` (kept open: a registration lives as long as its
+// connection) and returns the version the broker's reply names.
+Result<std::int64_t> RegisterOn(int fd, const json::object& request) {
+  if (Status st = WriteFrame(fd, json::serialize(request)); !st.ok()) return st;
+  auto frame = ReadFrame(fd, 10000ms);
+  if (!frame.ok()) return frame.status();
+  auto reply = lp::ParseReply(*frame);
+  if (!reply.ok()) return reply.status();
+  if (Status st = lp::ReplyStatus(*reply); !st.ok()) return st;
+  auto decoded = lp::DecodeRegisterReply(*reply);
+  if (!decoded.ok()) return decoded.status();
+  return static_cast<std::int64_t>(decoded->version);
+}
+
 json::object RegisterAs(std::int64_t version) {
   json::object r = lp::RegisterRequest({.target = "exch01", .name = "versioned", .pid = ::getpid(),
                                         .owner = std::nullopt, .instance = {}});
@@ -164,15 +178,9 @@ TEST_F(ProtocolVersion, CurrentAndVersionlessClientsRegisterAndAreToldTheVersion
   ASSERT_TRUE(fd.ok()) << fd.status().message();
   json::object versionless = RegisterAs(1);
   versionless.erase(lp::req::kVersion);
-  ASSERT_TRUE(WriteFrame(*fd, json::serialize(versionless)).ok());
-  auto frame = ReadFrame(*fd, 10000ms);
-  ASSERT_TRUE(frame.ok()) << frame.status().message();
-  auto reply = lp::ParseReply(*frame);
-  ASSERT_TRUE(reply.ok());
-  ASSERT_TRUE(lp::ReplyStatus(*reply).ok()) << *frame;
-  auto decoded = lp::DecodeRegisterReply(*reply);
-  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
-  EXPECT_EQ(decoded->version, 1);
+  const Result<std::int64_t> version = RegisterOn(*fd, versionless);
+  ASSERT_TRUE(version.ok()) << version.status().message();
+  EXPECT_EQ(*version, 1);
   EXPECT_EQ(FootprintOf(*broker_).clients, 2u);
   ::close(*fd);
 }
@@ -183,16 +191,10 @@ TEST_F(ProtocolVersion, AClientRangeOverlappingTheBrokersGetsTheCommonVersion) {
   const std::int64_t later = kLocalProtocolVersion + 1;
   auto fd = ConnectLocal(broker_->socket().string());
   ASSERT_TRUE(fd.ok()) << fd.status().message();
-  ASSERT_TRUE(
-      WriteFrame(*fd, json::serialize(RegisterSpeaking(kLocalProtocolVersion, later))).ok());
-  auto frame = ReadFrame(*fd, 10000ms);
-  ASSERT_TRUE(frame.ok()) << frame.status().message();
-  auto reply = lp::ParseReply(*frame);
-  ASSERT_TRUE(reply.ok());
-  ASSERT_TRUE(lp::ReplyStatus(*reply).ok()) << *frame;
-  auto decoded = lp::DecodeRegisterReply(*reply);
-  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
-  EXPECT_EQ(decoded->version, kLocalProtocolVersion);
+  const Result<std::int64_t> version =
+      RegisterOn(*fd, RegisterSpeaking(kLocalProtocolVersion, later));
+  ASSERT_TRUE(version.ok()) << version.status().message();
+  EXPECT_EQ(*version, kLocalProtocolVersion);
   EXPECT_EQ(FootprintOf(*broker_).clients, 1u);
   // A ping says the version too.
   json::object ping = lp::Request(lp::Op::kPing);
