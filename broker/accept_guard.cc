@@ -1,8 +1,10 @@
 #include "broker/accept_guard.h"
 
+#ifndef _WIN32
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -12,6 +14,13 @@ namespace dsb::broker {
 
 AcceptGuard::AcceptGuard(std::string what) : what_(std::move(what)) { OpenSpare(); }
 
+// Windows (issue 12): no descriptor limit and no spare; the named pipe's
+// accept errors are backed off (Failed) like any other.
+#ifdef _WIN32
+AcceptGuard::~AcceptGuard() = default;
+void AcceptGuard::OpenSpare() {}
+bool AcceptGuard::ShedOne(int, const std::string&) { return false; }
+#else
 AcceptGuard::~AcceptGuard() {
   if (spare_ >= 0) ::close(spare_);
 }
@@ -19,12 +28,14 @@ AcceptGuard::~AcceptGuard() {
 void AcceptGuard::OpenSpare() {
   if (spare_ < 0) spare_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
+#endif
 
 bool AcceptGuard::OutOfDescriptors(const std::error_code& ec) {
   return ec == std::errc::too_many_files_open ||
          ec == std::errc::too_many_files_open_in_system;
 }
 
+#ifndef _WIN32
 bool AcceptGuard::ShedOne(int listen_fd, const std::string& reply) {
   if (spare_ < 0) {
     OpenSpare();  // perhaps a descriptor was freed meanwhile
@@ -41,6 +52,7 @@ bool AcceptGuard::ShedOne(int listen_fd, const std::string& reply) {
   OpenSpare();
   return fd >= 0 && spare_ >= 0;
 }
+#endif
 
 std::chrono::milliseconds AcceptGuard::Failed(const std::error_code& ec, Clock::time_point now) {
   ++failures_;

@@ -1,5 +1,8 @@
 #include <spdlog/spdlog.h>
 
+#include <vector>
+
+#include "broker/admin_rights.h"
 #include "broker/broker_impl.h"
 #include "broker/config/quote.h"
 #include "common/escape.h"
@@ -121,7 +124,7 @@ json::object Broker::Impl::StatusReply() {
   }
   return json::object{{"ok", true},
                       {"broker", config.id},
-                      {"pid", ::getpid()},
+                      {"pid", CurrentProcessId()},
                       {"mode", config.cluster_mode() ? "cluster" : "single"},
                       {"uptime_ms", AgoMs(started, now)},
                       {"adoption_grace", in_grace},
@@ -160,49 +163,87 @@ awaitable<json::object> Broker::Impl::StatusAsync() {
   json::object reply = StatusReply();
   if (cluster) {
     // The coordinator keeps the effective limits: ask it (or our own ledger).
-    json::object limits_reply = co_await cluster->Limits();
-    const json::value* list = limits_reply.if_contains("targets");
-    json::array& ts = reply["targets"].as_array();
-    if (list != nullptr && list->is_array()) {
-      for (json::value& tv : ts) {
-        json::object& o = tv.as_object();
-        for (const json::value& lv : list->as_array()) {
-          if (!lv.is_object()) continue;
-          const json::object& lo = lv.as_object();
-          const json::value* name = lo.if_contains("target");
-          if (name == nullptr || *name != o["name"]) continue;
-          for (const auto& kv : lo) {
-            if (kv.key() != "target") o[kv.key()] = kv.value();
-          }
-        }
-      }
-    } else {
-      // The configured limit is shown, but it is only the ceiling: say the
-      // effective one is unknown here.
-      for (json::value& tv : ts) tv.as_object()["limit_source"] = "unknown";
-      reply["limit_error"] = limits_reply.contains("message") ? limits_reply["message"]
-                                                              : json::value("no answer");
-    }
+    const json::object limits_reply = co_await cluster->Limits();
+    MergeClusterLimits(reply, limits_reply);
   }
   co_return reply;
 }
 
-std::optional<json::object> Broker::Impl::RefuseUnlessAdmin(const char* op, uid_t peer_uid,
-                                                            pid_t peer_pid) const {
-  // Changes reach every DigiScope instance of the machine (or the cluster):
-  // group members may read, only root and the broker's own user may change.
-  if (peer_uid == 0 || peer_uid == ::geteuid()) return std::nullopt;
-  LogLimited(spdlog::level::warn, "admin-refused", "uid " + std::to_string(peer_uid),
-             "refused {} from uid {} (pid {}): only root or the broker's user may change it",
-             op, peer_uid, peer_pid);
-  return ErrorReply(Errc::kPermissionDenied,
-                    std::string(op) + " changes what every client may use: only root or the "
-                    "broker's user (uid " + std::to_string(::geteuid()) + ") may do it; uid " +
-                    std::to_string(peer_uid) + " may read (status, clients, leases)");
+void Broker::Impl::MergeClusterLimits(json::object& reply, const json::object& limits_reply) {
+  const json::value* list = limits_reply.if_contains("targets");
+  json::array& ts = reply["targets"].as_array();
+  if (list != nullptr && list->is_array()) {
+    for (json::value& tv : ts) {
+      json::object& o = tv.as_object();
+      for (const json::value& lv : list->as_array()) {
+        if (!lv.is_object()) continue;
+        const json::object& lo = lv.as_object();
+        const json::value* name = lo.if_contains("target");
+        if (name == nullptr || *name != o["name"]) continue;
+        for (const auto& kv : lo) {
+          if (kv.key() != "target") o[kv.key()] = kv.value();
+        }
+      }
+    }
+  } else {
+    // The configured limit is shown, but it is only the ceiling: say the
+    // effective one is unknown here.
+    for (json::value& tv : ts) tv.as_object()["limit_source"] = "unknown";
+    const json::value* message = limits_reply.if_contains("message");
+    reply["limit_error"] = message != nullptr ? *message : json::value("no answer");
+  }
 }
 
-awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, uid_t peer_uid,
-                                               pid_t peer_pid) {
+std::optional<json::object> Broker::Impl::RefuseUnlessAdmin(const LocalRequest& req,
+                                                            const PeerCredentials& peer) const {
+  // Changes reach every DigiScope instance of the machine (or the cluster):
+  // group members may read; root, the broker's own user and members of
+  // broker.admin_group may change (admin_rights.h).
+  const char* op = LocalOpName(req.op);
+  // The account name is an NSS lookup (LDAP, sssd: it may block this thread):
+  // not for a refusal, which any reader may repeat at will, unless its log
+  // line is written (at most 5 per uid per 30 s). The peer knows its name.
+  const std::string bare =
+      "uid " + AccountText(peer.uid) + ", pid " + std::to_string(peer.pid);
+  Result<AdminReason> right = CheckAdminRight(op, peer, bare, CurrentAccount(), config.admin_group);
+  if (!right.ok()) {
+    const LogLimiter::Admission line =
+        AdmitLimitedLine("admin-refused", "uid " + AccountText(peer.uid));
+    if (line.emit) {
+      spdlog::warn("refused {} from {}: {}{}", op, DescribePeer(peer.uid, peer.pid),
+                   right.status().message(), SuppressedSuffix(line));
+    }
+    return ErrorReply(Errc::kPermissionDenied, right.status().message());
+  }
+  // Who asked and for what, before the change is made (one line; the handler
+  // logs only what changed, the coordinator logs the change with who).
+  std::string what;
+  switch (req.op) {
+    case LocalOp::kSetLimit:
+      what = ": target " + config::Printable(req.target, 128) + " to " + std::to_string(req.limit);
+      break;
+    case LocalOp::kRevoke:
+    case LocalOp::kDrain:
+    case LocalOp::kUndrain:
+      what = ": broker " + config::Printable(req.broker, 128) +
+             (req.target.empty() ? "" : ", target " + config::Printable(req.target, 128)) +
+             (req.force ? ", forced" : "") + (req.confirm_dead ? ", confirmed dead" : "") +
+             (cluster ? " (forwarded to the coordinator)" : "");
+      break;
+    default:
+      break;
+  }
+  spdlog::info("{} requested by {} ({}){}", op, DescribePeer(peer.uid, peer.pid),
+               *right == AdminReason::kRoot         ? "root"
+               : *right == AdminReason::kBrokerUser ? "the broker's user"
+                                                    : "member of admin group '" +
+                                                          config.admin_group->name + "'",
+               what);
+  return std::nullopt;
+}
+
+awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, AccountId peer_uid,
+                                               ProcessId peer_pid) {
   // Admin only: the dispatch table (local_server.cc) checked RefuseUnlessAdmin.
   // ParseLocalRequest checked the types and the range 1..65535.
   const std::string& name = req.target;
@@ -214,7 +255,7 @@ awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, uid_t pe
   const std::uint32_t value = req.limit;
   // Who did it comes from the socket's peer credentials, never from the
   // request (any allowed local user could claim any name).
-  const std::string who = "uid " + std::to_string(peer_uid) + ", pid " + std::to_string(peer_pid);
+  const std::string who = DescribePeer(peer_uid, peer_pid);
   const std::size_t index = IndexOf(*it->second);
   if (limits) {
     if (dsb::Status st = limits->SetOperatorLimit(index, static_cast<std::uint32_t>(value), who);
@@ -229,17 +270,38 @@ awaitable<json::object> Broker::Impl::SetLimit(const LocalRequest& req, uid_t pe
   co_return co_await cluster->SetLimit(index, static_cast<std::uint32_t>(value), who);
 }
 
-awaitable<json::object> Broker::Impl::ConfirmStopped(const LocalRequest& req, uid_t peer_uid,
-                                                     pid_t peer_pid) {
+awaitable<json::object> Broker::Impl::ConfirmStopped(const LocalRequest& req, AccountId peer_uid,
+                                                     ProcessId peer_pid) {
   // Admin only: the dispatch table (local_server.cc) checked RefuseUnlessAdmin.
   if (!cluster) {
     co_return ErrorReply(Errc::kInvalidArgument,
                          "broker " + config.id + " runs in single-machine mode: no coordinator");
   }
-  const std::string who = "uid " + std::to_string(peer_uid) + ", pid " + std::to_string(peer_pid);
+  const std::string who = DescribePeer(peer_uid, peer_pid);
   spdlog::warn("{} confirms that broker {} runs no coordinator (forwarded to the coordinator)",
                who, config::Printable(req.broker, 128));
   co_return co_await cluster->ConfirmStopped(req.broker);
+}
+
+awaitable<json::object> Broker::Impl::SteerBroker(const LocalRequest& req, AccountId peer_uid,
+                                                  ProcessId peer_pid) {
+  // Admin only: the dispatch table (local_server.cc) checked RefuseUnlessAdmin.
+  // revoke, drain and undrain act on the coordinator's ledger (DESIGN C2).
+  if (!cluster) {
+    co_return ErrorReply(Errc::kInvalidArgument,
+                         "no cluster: revoke/drain apply to brokers of a cluster (broker " +
+                             config.id + " runs in single-machine mode; use set-limit to "
+                             "change what its clients may hold)");
+  }
+  // Who did it comes from the socket's peer credentials, never from the
+  // request: uid, the account's name, pid; the coordinator adds the broker.
+  // (RefuseUnlessAdmin logged the request with who asked.)
+  const std::string who = DescribePeer(peer_uid, peer_pid);
+  json::object request = req.op == LocalOp::kRevoke
+                             ? local_protocol::RevokeRequest(req.broker, req.target, req.force,
+                                                             req.confirm_dead)
+                             : local_protocol::DrainRequest(req.op, req.broker);
+  co_return co_await cluster->Steer(std::move(request), who);
 }
 
 void Broker::Impl::ArmLogFlushTimer() {

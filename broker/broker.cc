@@ -23,9 +23,8 @@ Result<std::unique_ptr<Broker>> Broker::Create(config::BrokerConfig config) {
 
 int Broker::Run() {
   Impl& b = *impl_;
-  b.signals.async_wait([&b](boost::system::error_code ec, int sig) {
-    if (ec) return;
-    spdlog::info("signal {} received", sig);
+  b.control.OnStop([&b](const std::string& what) {
+    spdlog::info("{} received", what);  // "signal 15 received"
     b.Shutdown();
   });
   if (b.in_grace) {
@@ -35,10 +34,14 @@ int Broker::Run() {
       if (!ec) b.EndGrace();
     });
   }
+  b.ArmReloadSignal();
   b.SaveOwnerRecords();  // before the first client: only the adopted segments' records
   b.ArmQuarantineTimer();
   b.ArmAuditTimer();
   b.ArmLogFlushTimer();
+  if (b.http) b.http->Start();
+  // The status page and its sampler (docs/status-page.md) on the same endpoint.
+  if (b.http) b.status_page = StatusPage::Start(b, *b.http);
   // A limit_command answers before the first client is served, so no client
   // sees the configured ceiling when the server's cap is lower.
   if (b.limits) {

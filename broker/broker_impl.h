@@ -13,9 +13,11 @@
 
 #include "broker/broker.h"
 
+#ifndef _WIN32  // the Unix socket's headers; Windows serves a named pipe (local_transport.h)
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#endif
 
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -26,7 +28,10 @@
 #include <spdlog/spdlog.h>
 
 #include "broker/cluster.h"
+#include "broker/service/control.h"
 #include "broker/config/quote.h"
+#include "broker/http/server.h"
+#include "broker/http/status_page.h"
 #include "broker/instance_lock.h"
 #include "broker/limit_keeper.h"
 #include "broker/local_request.h"
@@ -61,8 +66,8 @@ struct ClientRecord {
   std::uint32_t owner = 0;
   std::string target;
   std::string name;
-  pid_t pid = 0;
-  uid_t uid = 0;
+  ProcessId pid = 0;
+  AccountId uid{};
   Clock::time_point since;
   bool adopted = false;
   // The client said goodbye (a clean close): its end is not a death.
@@ -74,8 +79,11 @@ class Session;
 struct Broker::Impl {
   config::BrokerConfig config;
   asio::io_context io{1};
-  local_stream::acceptor acceptor{io};
-  asio::signal_set signals{io, SIGTERM, SIGINT};
+  // The local socket, or on Windows the named pipe (local_transport.h).
+  LocalAcceptor acceptor{io.get_executor()};
+  // Stop requests (SIGTERM/SIGINT; on Windows console and service controls)
+  // and reload requests (SIGHUP; the service's PARAMCHANGE): control.h.
+  ControlEvents control{io};
   asio::steady_timer grace_timer{io};
   asio::steady_timer quarantine_timer{io};
   // Flushes the rate-limited log's counts (common/limited_log.h) every second;
@@ -192,21 +200,61 @@ struct Broker::Impl {
   // Starts the local socket's accept loop (LocalServer, local_server.h).
   void StartAccept();
   std::unique_ptr<LocalServer> local;
+  // broker.metrics: the HTTP endpoint (broker/http/server.h), bound by
+  // BindMetrics in Open, accepting from Run, closed by Shutdown. Null
+  // without the key. Routes: /metrics (metrics.cc), others' pages.
+  std::unique_ptr<http::Server> http;
+  // The status page's routes and sampler (broker/http/status_page.h): started
+  // by Run with the endpoint, stopped by Shutdown. Null without broker.metrics.
+  std::unique_ptr<StatusPage> status_page;
+  Status BindMetrics();
+  // The /metrics reply (metrics_collect.cc; docs/metrics.md lists every metric).
+  awaitable<std::string> MetricsText();
+  // Counted for /metrics, per target in config order, for the broker's life.
+  struct TargetMetrics {
+    std::uint64_t lease_grants = 0;     // grants this broker's agent applied
+    std::uint64_t lease_expiries = 0;   // leases that ran out (B1), not replaced
+    std::uint64_t held_past_drain = 0;  // slots above the floor still held H after that
+    // The drain check of the latest expiry: it ends H after the lease did.
+    std::unique_ptr<asio::steady_timer> drain_timer;
+  };
+  std::vector<TargetMetrics> target_metrics;
+  TargetMetrics& MetricsOf(std::size_t index);
+  // Cluster mode, from the apply hook: counts a newly applied grant, and a
+  // lease that ran out (then checks, H later, what is still held above the
+  // floor: DESIGN "H is real time").
+  void CountLeaseEvents(std::size_t index, const lease::TargetCapacity& before,
+                        const lease::TargetCapacity& after, Clock::time_point now);
   void ArmQuarantineTimer();
   void ArmAuditTimer();
   void EndGrace();
   void Shutdown();
+  // SIGHUP or PARAMCHANGE (reload.cc, control.h): waits for it; Reload reopens
+  // the log file and applies what may change while running, logging what
+  // needs a restart. `what` names the request in the log ("SIGHUP").
+  void ArmReloadSignal();
+  void Reload(const std::string& what);
 
   json::object HandleRegister(Session& s, const LocalRequest& req);
   json::object HandleRefusal(Session& s, const LocalRequest& req);
   // `peer_uid`/`peer_pid`: the requester (SO_PEERCRED), named in the log.
-  awaitable<json::object> SetLimit(const LocalRequest& req, uid_t peer_uid, pid_t peer_pid);
-  // Write requests (set_limit, confirm_stopped) are for root and the broker's
-  // own uid: nullopt if `peer_uid` is one, else the refusal to send (logged,
-  // rate-limited per uid).
-  std::optional<json::object> RefuseUnlessAdmin(const char* op, uid_t peer_uid,
-                                                pid_t peer_pid) const;
+  awaitable<json::object> SetLimit(const LocalRequest& req, AccountId peer_uid,
+                                   ProcessId peer_pid);
+  // Write requests (set_limit, confirm_stopped, ...) are for root, the
+  // broker's own uid and members of broker.admin_group (admin_rights.h):
+  // nullopt if `peer` is one (logged with who asked), else the refusal to
+  // send (logged, rate-limited per uid).
+  // The allowed request is logged in one line with what it asks (target and
+  // limit, broker and target); the account name is looked up for a refusal
+  // only if its rate-limited line is written.
+  std::optional<json::object> RefuseUnlessAdmin(const LocalRequest& req,
+                                                const PeerCredentials& peer) const;
   awaitable<json::object> StatusAsync();
+  // Cluster mode: puts the coordinator's effective limits (a ClusterNode::
+  // Limits() reply) into a StatusReply(); a reply without targets marks every
+  // limit_source "unknown" and sets limit_error. StatusAsync and the status
+  // page (broker/http/status_page.h) both build status this way.
+  static void MergeClusterLimits(json::object& reply, const json::object& limits_reply);
   std::size_t IndexOf(const Target& t) const;
   // Single mode: capacity follows the effective limit (write-ahead on a raise).
   void ApplyLimit(std::size_t index, const lease::LimitChange& change);
@@ -214,7 +262,13 @@ struct Broker::Impl {
   awaitable<json::object> Leases();
   // R3: tells the coordinator that `req.broker` runs no coordinator of an older
   // generation (its machine is gone), releasing the new coordinator's wait.
-  awaitable<json::object> ConfirmStopped(const LocalRequest& req, uid_t peer_uid, pid_t peer_pid);
+  awaitable<json::object> ConfirmStopped(const LocalRequest& req, AccountId peer_uid,
+                                         ProcessId peer_pid);
+  // revoke, drain, undrain (DESIGN C2): forwarded to the coordinator with who
+  // asked. Failure: kInvalidArgument in single-machine mode, else the
+  // coordinator's reply (ClusterNode::Steer).
+  awaitable<json::object> SteerBroker(const LocalRequest& req, AccountId peer_uid,
+                                      ProcessId peer_pid);
   json::object Clients();
   void OnSessionClosed(Session& s);
   std::uint32_t RegisteredOn(const std::string& target) const;
@@ -225,7 +279,7 @@ struct Broker::Impl {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   // `id`: the connection's number in LocalServer's admission bookkeeping.
-  Session(Broker::Impl& broker, local_stream::socket socket, PeerCredentials peer,
+  Session(Broker::Impl& broker, LocalStream socket, PeerCredentials peer,
           std::uint64_t id)
       : broker_(broker), socket_(std::move(socket)), idle_timer_(broker_.io), peer_(std::move(peer)),
         id_(id) {}
@@ -235,18 +289,16 @@ class Session : public std::enable_shared_from_this<Session> {
                    asio::detached);
   }
   void Close() {
-    boost::system::error_code ec;
     idle_timer_.cancel();
-    socket_.shutdown(local_stream::socket::shutdown_both, ec);
-    socket_.close(ec);
+    CloseLocalStream(socket_);
   }
   // Writes `frame` first unless a reply is being written (non-blocking, best
   // effort), then closes. For eviction ("broker full") and the idle timeout.
   void CloseWith(const std::string& frame);
 
   std::optional<ClientRecord>& record() { return record_; }
-  pid_t peer_pid() const { return peer_.pid; }
-  uid_t peer_uid() const { return peer_.uid; }
+  ProcessId peer_pid() const { return peer_.pid; }
+  const AccountId& peer_uid() const { return peer_.uid; }
   std::uint64_t id() const { return id_; }
 
  private:
@@ -259,7 +311,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Finish();
 
   Broker::Impl& broker_;
-  local_stream::socket socket_;
+  LocalStream socket_;
   asio::steady_timer idle_timer_;
   std::optional<ClientRecord> record_;
   PeerCredentials peer_;

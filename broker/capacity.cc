@@ -41,6 +41,7 @@ ClusterNode::Hooks Broker::Impl::ClusterHooks() {
   hooks.apply = [this](std::size_t i, const lease::TargetCapacity& cap) {
     if (i >= ordered.size()) return;
     lease_caps.resize(ordered.size());
+    CountLeaseEvents(i, lease_caps[i], cap, Clock::now());  // metrics_collect.cc
     lease_caps[i] = cap;
     ApplyLease(i);
   };

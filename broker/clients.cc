@@ -49,14 +49,27 @@ json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
       return ErrorReply(Errc::kBrokerUnavailable, *why + "; new registrations wait, retry");
     }
     if (!cluster->MayRegister(index, counted)) {
+      // Name why the registrations without a client are counted: a dead
+      // client's is in quarantine (wait for it); a clean exit's only cools
+      // for release_cooldown (retry in a moment).
+      const std::uint32_t cooling = target.cooling_registrations();
+      const std::uint32_t dead = target.quarantined_registrations() - cooling;
+      std::string held_back;
+      if (dead > 0) {
+        held_back += ", " + std::to_string(dead) + " of them a dead client's, in quarantine";
+      }
+      if (cooling > 0) {
+        held_back += ", " + std::to_string(cooling) +
+                     " of them a client's that exited cleanly, cooling for release_cooldown (" +
+                     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        target.config().release_cooldown)
+                                        .count()) +
+                     " ms; retry after it)";
+      }
       return ErrorReply(Errc::kTooManyClients,
                         "broker " + config.id + " already has " + std::to_string(system_slots) +
                             " DigiScope instance(s) registered for target '" + target_name +
-                            "' (system_slots = " + std::to_string(system_slots) +
-                            (target.quarantined_registrations() > 0
-                                 ? ", " + std::to_string(target.quarantined_registrations()) +
-                                       " of them a dead client's, in quarantine"
-                                 : std::string()) +
+                            "' (system_slots = " + std::to_string(system_slots) + held_back +
                             "); raise brokers[id=\"" + config.id +
                             "\"].system_slots in the cluster file");
     }
@@ -80,7 +93,7 @@ json::object Broker::Impl::HandleRegister(Session& s, const LocalRequest& req) {
     // the uid that registered the owner may adopt it (owner_records.h).
     // Checked before Adopt, which would take the owner off the waiting list.
     if (auto refusal = owner_records.AdoptionRefusal(target_name, owner, rec.uid)) {
-      LogLimited(spdlog::level::warn, "adoption refused", "uid " + std::to_string(rec.uid),
+      LogLimited(spdlog::level::warn, "adoption refused", "uid " + AccountText(rec.uid),
                  "target {}: refused adoption by pid {} ({}): {}", target_name, rec.pid,
                  EscapeText(name, 64), *refusal);
       return ErrorReply(Errc::kNotRegistered, *refusal + "; register anew");
@@ -186,7 +199,7 @@ void Broker::Impl::ArmAuditTimer() {
     const auto now = Clock::now();
     bool quarantined = false;
     for (auto& [n, t] : targets) {
-      std::map<std::uint32_t, pid_t> registered;
+      std::map<std::uint32_t, ProcessId> registered;
       for (const auto& [key, rec] : clients) {
         if (key.first == n) registered.emplace(key.second, rec.pid);
       }

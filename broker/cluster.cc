@@ -8,9 +8,11 @@
 #include <set>
 #include <spdlog/spdlog.h>
 
+#include "broker/cluster_admin.h"
 #include "broker/cluster_gate.h"
 #include "broker/cluster_lease.h"
 #include "broker/cluster_state.h"
+#include "broker/etcd/etcd_node.h"
 #include "broker/lease/account_held.h"
 #include "broker/lease/ledger.h"
 #include "broker/limit_keeper.h"
@@ -28,11 +30,6 @@ using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 namespace lp = local_protocol;
 
-// The coordinator's admin channel (a broker asking the coordinator for the
-// operator): the local protocol's leases, set_limit and confirm_stopped, with
-// their names and fields (common/local_protocol.h), plus these two.
-constexpr std::string_view kLimitsOp = "limits";  // the cluster's limits (no local op)
-constexpr std::string_view kWho = "who";          // set_limit: the operator, for the log
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
 namespace {
@@ -45,60 +42,16 @@ awaitable<Result<wire::Message>> Ask(wire::Channel& channel, wire::Message messa
   co_return co_await channel.Receive(timeout);
 }
 
+
 std::int64_t Ms(lease::Duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-}
-
-json::value OptMs(const std::optional<lease::Duration>& d) {
-  return d ? json::value(Ms(*d)) : json::value(nullptr);
-}
-
-json::object SnapshotJson(const lease::LedgerSnapshot& s) {
-  json::array targets;
-  for (const auto& t : s.targets) {
-    json::array brokers;
-    for (const auto& b : t.brokers) {
-      brokers.push_back(json::object{{"broker", b.broker_id},
-                                     {"weight", b.weight},
-                                     {"mode", lease::BrokerModeName(b.mode)},
-                                     {"known", b.known},
-                                     {"epoch", std::to_string(b.epoch)},
-                                     {"owed", b.owed},
-                                     {"granted", b.granted},
-                                     {"pool_held", b.pool_held},
-                                     {"held", b.held},
-                                     {"waiting", b.waiting},
-                                     {"wanted", b.wanted},
-                                     {"lease_left_ms", OptMs(b.lease_left)},
-                                     {"last_seen_ms", OptMs(b.last_seen_ago)},
-                                     {"silence_left_ms", OptMs(b.silence_left)},
-                                     {"verdict", lease::VerdictName(b.verdict)},
-                                     {"instances", b.instances},
-                                     {"counted", b.counted},
-                                     {"in_file", b.in_file}});
-    }
-    targets.push_back(json::object{{"target", t.target},
-                                   {"limit", t.limit},
-                                   {"pool", t.pool},
-                                   {"owed_total", t.owed_total},
-                                   {"free", t.free},
-                                   {"brokers", std::move(brokers)}});
-  }
-  return json::object{{"gate", lease::GateName(s.gate)},
-                      {"generation", std::to_string(s.generation)},
-                      {"learning", s.learning},
-                      {"learning_left_ms", Ms(s.learning_left)},
-                      {"term_ms", Ms(s.term)},
-                      {"drain_ms", Ms(s.drain)},
-                      {"silence_ms", Ms(s.silence)},
-                      {"targets", std::move(targets)}};
 }
 
 }  // namespace
 
 struct ClusterNode::Impl {
   Impl(asio::io_context& io_context, const config::BrokerConfig& c, Hooks h)
-      : io(io_context), cfg(c), hooks(std::move(h)), tick_timer(io), connect_timer(io) {}
+      : io(io_context), cfg(c), hooks(std::move(h)), connect_timer(io) {}
 
   asio::io_context& io;
   config::BrokerConfig cfg;
@@ -107,10 +60,6 @@ struct ClusterNode::Impl {
   // a superseded coordinator named (R3).
   std::string coord_id;
   config::HostPort coord_address;
-  lease::Verdict logged_verdict = lease::Verdict::kPending;
-  std::string logged_reason;
-  bool acceptance_written = false;
-  bool erased = false;
   // Coordinator (R3): brokers that have not answered our hello since start,
   // and the addresses of older coordinators learned from answers.
   std::set<std::string> hello_waiting;
@@ -121,9 +70,11 @@ struct ClusterNode::Impl {
   std::uint64_t mark_written = 0;
   asio::steady_timer hello_timer{io};
   wire::Credentials creds;
-  std::unique_ptr<lease::LeaseAgent> agent;
+  std::unique_ptr<ClusterAgent> side;  // the agent and what it applies (cluster_agent.h)
+  lease::LeaseAgent* agent = nullptr;  // side's
   std::unique_ptr<lease::Ledger> ledger;  // coordinator only
   std::unique_ptr<LimitKeeper> limits;    // coordinator only: the effective limits
+  std::unique_ptr<CoordinatorAdmin> admin;  // coordinator only: dsbctl's requests
   std::vector<lease::RecentOwed> recent_owed;  // coordinator only: per target
   // Messages to the coordinator, written by one writer at a time (a Channel
   // allows one Send in flight).
@@ -131,11 +82,19 @@ struct ClusterNode::Impl {
   bool writing = false;
   std::uint64_t reports_lost = 0;
   std::optional<tcp::acceptor> acceptor;
-  asio::steady_timer tick_timer;
   asio::steady_timer connect_timer;
   std::shared_ptr<wire::Channel> to_coordinator;
-  std::set<std::shared_ptr<wire::Channel>> served;
-  std::vector<lease::TargetCapacity> capacities;
+  // Coordinator: one authenticated broker's channel. Replies and revoke
+  // notices go out through `out` (a Channel allows one Send in flight).
+  struct ServedPeer {
+    std::shared_ptr<wire::Channel> channel;
+    std::string peer;
+    bool notices = false;     // it announced that it reads RevokeNotice (kNoticesOp)
+    std::uint64_t epoch = 0;  // of its newest renew on this channel (0: none yet)
+    std::deque<wire::Message> out;
+    bool writing = false;
+  };
+  std::set<std::shared_ptr<ServedPeer>> served;
   bool stopping = false;
   bool connect_failed_logged = false;
 
@@ -145,46 +104,18 @@ struct ClusterNode::Impl {
     return std::max<Clock::duration>(3 * cfg.cluster->term, std::chrono::seconds(10));
   }
 
-  void Apply(const lease::AgentStep& step) {
-    for (std::size_t i = 0; i < step.targets.size(); ++i) {
-      const lease::TargetCapacity& now = step.targets[i];
-      if (i < capacities.size() && capacities[i].action_capacity != now.action_capacity) {
-        spdlog::info("target {}: action capacity {} -> {} (floor {} + lease {}){}",
-                     cfg.targets[i].name, capacities[i].action_capacity, now.action_capacity,
-                     now.action_capacity - now.lease, now.lease,
-                     now.shrunk ? ": shrink, held slots above it are asked back" : "");
-      }
-      hooks.apply(i, now);
-    }
-    capacities = step.targets;
-  }
-
   // ---- agent side ----
 
-  awaitable<void> AgentLoop() {
-    for (;;) {
-      if (stopping) co_return;
-      const auto usage = hooks.usage();
-      lease::AgentStep step = agent->Tick(Clock::now(), usage);
-      Apply(step);
-      if (step.send) {
-        if (to_coordinator && to_coordinator->is_open()) {
-          auto channel = to_coordinator;
-          // Name the message first: GCC 12 double-destroys temporaries made
-          // inside a co_await expression.
-          wire::Message renew = *step.send;
-          Enqueue(std::move(renew));
-        } else {
-          connect_timer.cancel();  // (re)connect now
-        }
-      }
-      // Look at usage again soon even if nothing is due: the agent renews early
-      // (at most every D/24) when demand or held changed, which moves capacity
-      // between brokers faster. Tick is cheap when nothing changed.
-      const auto poll = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                           cfg.cluster->term / 24);
-      tick_timer.expires_at(std::min<Clock::time_point>(step.deadline, poll));
-      co_await tick_timer.async_wait(use_nothrow);
+  // The agent's requests go on the channel to the coordinator, or make the
+  // connect loop try again now.
+  void Send(const lease::RenewRequest& request) {
+    if (to_coordinator && to_coordinator->is_open()) {
+      // Name the message first: GCC 12 double-destroys temporaries made
+      // inside a co_await expression.
+      wire::Message renew = request;
+      Enqueue(std::move(renew));
+    } else {
+      connect_timer.cancel();  // (re)connect now
     }
   }
 
@@ -202,11 +133,15 @@ struct ClusterNode::Impl {
           connect_failed_logged = false;
           to_coordinator = std::make_shared<wire::Channel>(std::move(r).value());
           asio::co_spawn(io, Reader(to_coordinator), asio::detached);
+          // This broker reads revoke notices (cluster_admin.h, kNoticesOp):
+          // first on the channel, before the renew.
+          outbox.push_front(wire::AdminRequest{
+              json::serialize(json::object{{lp::req::kOp, kNoticesOp}})});
           if (!outbox.empty() && !writing) {
             writing = true;
             asio::co_spawn(io, Flush(to_coordinator), asio::detached);
           }
-          tick_timer.cancel();  // renew now on the new channel
+          side->Poke();  // renew now on the new channel
         } else if (!connect_failed_logged) {
           spdlog::warn("cannot reach coordinator {} at {}: {} (retrying; the lease lapses on "
                        "this broker's clock, then only the floor is used)",
@@ -230,9 +165,12 @@ struct ClusterNode::Impl {
         co_return;
       }
       if (auto* grant = std::get_if<lease::Grant>(&*m)) {
-        Apply(agent->OnGrant(Clock::now(), *grant));
-        OnVerdict(*grant);
-        tick_timer.cancel();  // the new lease may end before the next planned tick
+        side->OnGrant(*grant, "coordinator " + coord_id, coord_id);
+        FollowSuccessor(*grant);
+      } else if (auto* notice = std::get_if<lease::RevokeNotice>(&*m)) {
+        // C2: revoked, drained or undrained: renew now rather than at the
+        // next planned renew, so capacity follows within one round trip.
+        if (notice->broker_id == cfg.id && notice->epoch == agent->epoch()) side->OnRevokeNotice();
       } else if (auto* err = std::get_if<wire::ErrorReply>(&*m)) {
         // Each renew (up to every D/24) may be refused the same way.
         LogLimited(spdlog::level::warn, "coordinator refused our renew", coord_id,
@@ -242,54 +180,13 @@ struct ClusterNode::Impl {
     }
   }
 
-  // R1: logs every change of the coordinator's word on this instance and keeps
-  // the acceptance in state_dir; a removed broker erases it before it reports
-  // again; a superseded coordinator's successor becomes the coordinator.
-  void OnVerdict(const lease::Grant& grant) {
+  // R3: a superseded coordinator's successor becomes the coordinator.
+  void FollowSuccessor(const lease::Grant& grant) {
     if (grant.broker_id != cfg.id || grant.epoch != agent->epoch() ||
         grant.instance != agent->instance()) {
       return;
     }
     const lease::Verdict v = agent->verdict();
-    if (v != logged_verdict || agent->verdict_reason() != logged_reason) {
-      const std::string why =
-          agent->verdict_reason().empty() ? "" : ": " + EscapeText(agent->verdict_reason(), 1024);
-      // Logged on each change; a coordinator whose word flaps (every renew,
-      // up to every D/24) is rate-limited per verdict.
-      const std::string key = coord_id + " " + lease::VerdictName(v);
-      if (v == lease::Verdict::kAccepted || v == lease::Verdict::kPending) {
-        LogLimited(spdlog::level::info, "coordinator's verdict", key,
-                   "coordinator {}: this broker (epoch {}) is {}{}", coord_id, agent->epoch(),
-                   lease::VerdictName(v), why);
-      } else {
-        LogLimited(spdlog::level::err, "coordinator's verdict", key,
-                   "coordinator {} {} this broker{} -- it admits no action above floor 0 and no "
-                   "new registration (registrations it has stay)",
-                   coord_id, lease::VerdictName(v), why);
-      }
-      logged_verdict = v;
-      logged_reason = agent->verdict_reason();
-    }
-    if (v == lease::Verdict::kAccepted && !acceptance_written) {
-      const config::ClusterBroker& self = cfg.self();
-      Status st = WriteAccepted(state_dir(), cfg.id,
-                                {cfg.cluster->generation, coord_id, agent->epoch(),
-                                 static_cast<std::uint32_t>(self.system_slots),
-                                 static_cast<std::uint32_t>(self.floor)});
-      if (!st.ok()) spdlog::error("cannot record the acceptance: {}", st.message());
-      acceptance_written = st.ok();
-    }
-    if (v == lease::Verdict::kRemoved && !erased) {
-      if (Status st = EraseAccepted(state_dir(), cfg.id); st.ok()) {
-        erased = true;
-        agent->MarkErased();
-        spdlog::error("broker {} is not in coordinator {}'s cluster file: its accepted "
-                      "configuration was erased; it stays counted until it holds nothing",
-                      cfg.id, coord_id);
-      } else {
-        spdlog::error("{}", st.message());
-      }
-    }
     if (v == lease::Verdict::kSuperseded && !grant.successor.empty()) {
       const auto at = grant.successor.find('@');
       auto hp = at == std::string::npos
@@ -365,63 +262,11 @@ struct ClusterNode::Impl {
     for (auto& r : recent_owed) r.Observe(*ledger, now);
   }
 
-  json::object LimitsJson() const {
-    json::array ts;
-    for (std::size_t i = 0; i < cfg.targets.size(); ++i) {
-      json::object o = limits->Json(i);
-      o["target"] = cfg.targets[i].name;
-      ts.push_back(std::move(o));
-    }
-    return json::object{{"ok", true}, {"coordinator", cfg.id}, {"targets", std::move(ts)}};
-  }
-
-  json::object SetLimitHere(std::size_t index, std::uint32_t value, const std::string& who) {
-    if (index >= cfg.targets.size()) {
-      return local_protocol::ErrorReply(Errc::kUnknownTarget, "no such target");
-    }
-    if (Status st = limits->SetOperatorLimit(index, value, who); !st.ok()) {
-      return json::object{{"ok", false},
-                          {"error", ErrcName(st.code())},
-                          {"message", "target " + cfg.targets[index].name + ": " + st.message()}};
-    }
-    json::object o = limits->Json(index);
-    o["ok"] = true;
-    o["target"] = cfg.targets[index].name;
-    o["coordinator"] = cfg.id;
-    return o;
-  }
-
-  // Asks the coordinator (another broker) an admin question over the wire.
-  // `timeout` bounds the connect and the answer each (status asks with a
-  // short one, so `dsbctl status` answers while the coordinator is down).
+  // Forwards an admin request to the coordinator (cluster_admin.h).
   awaitable<json::object> AskCoordinator(std::string request,
                                          std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-    const std::string cid = coord_id;
-    const config::HostPort where = coord_address;
-    auto ch = co_await wire::Channel::Connect(io.get_executor(), where.host, where.port, creds,
-                                              timeout);
-    if (!ch.ok()) {
-      co_return json::object{{"ok", false},
-                             {"error", ErrcName(ch.status().code())},
-                             {"message", "cannot reach coordinator " + cid + ": " +
-                                             ch.status().message()}};
-    }
-    // A named message, no temporary in the co_await expression (GCC 12 may
-    // destroy such a temporary twice).
-    wire::Message m = wire::AdminRequest{std::move(request)};
-    Result<wire::Message> reply = co_await Ask(*ch, std::move(m), timeout);
-    ch->Close();
-    if (reply.ok()) {
-      if (auto* a = std::get_if<wire::AdminReply>(&*reply)) {
-        boost::system::error_code ec;
-        json::value v = json::parse(a->json, ec);
-        if (!ec && v.is_object()) co_return v.as_object();
-      }
-    }
-    co_return local_protocol::ErrorReply(
-        Errc::kProtocol, "coordinator " + cid + " gave no answer: " +
-                             (reply.ok() ? std::string("unexpected reply")
-                                         : reply.status().message()));
+    co_return co_await broker::AskCoordinator(io.get_executor(), coord_id, coord_address, creds,
+                                              std::move(request), timeout);
   }
 
   // ---- coordinator side ----
@@ -433,13 +278,20 @@ struct ClusterNode::Impl {
   awaitable<void> Serve(wire::Channel accepted) {
     if (stopping) co_return;
     auto channel = std::make_shared<wire::Channel>(std::move(accepted));
-    served.insert(channel);
-    const std::string peer = channel->peer().broker_id;
+    auto self = std::make_shared<ServedPeer>();
+    self->channel = channel;
+    self->peer = channel->peer().broker_id;
+    served.insert(self);
+    const std::string peer = self->peer;
     for (;;) {
       auto m = co_await channel->Receive(receive_timeout());
       if (!m.ok() || stopping) break;
       std::optional<wire::Message> reply;
-      if (auto* hello = std::get_if<wire::CoordinatorHello>(&*m)) {
+      if (auto* note = std::get_if<wire::AdminRequest>(&*m); note != nullptr && IsNoticesOp(*note)) {
+        // The broker reads revoke notices: send them on this channel.
+        self->notices = true;
+        reply = wire::AdminReply{json::serialize(json::object{{"ok", true}, {"notices", true}})};
+      } else if (auto* hello = std::get_if<wire::CoordinatorHello>(&*m)) {
         reply = AnswerHello(*hello, peer);
       } else if (!ledger) {
         reply = wire::ErrorReply{Errc::kConflict, "broker " + cfg.id + " is not the coordinator "
@@ -456,6 +308,7 @@ struct ClusterNode::Impl {
                                                         "' but the channel belongs to '" + peer +
                                                         "'"};
         } else {
+          self->epoch = std::max(self->epoch, req->epoch);
           ObserveOwed(Clock::now());
           auto grant = ledger->OnRequest(Clock::now(), *req);
           ObserveOwed(Clock::now());
@@ -487,18 +340,62 @@ struct ClusterNode::Impl {
                             "broker " + peer + " (it held " + std::to_string(report->held) + ")");
         }
       } else if (auto* admin = std::get_if<wire::AdminRequest>(&*m)) {
-        reply = wire::AdminReply{json::serialize(HandleAdmin(admin->json, peer))};
+        reply = wire::AdminReply{json::serialize(this->admin->Handle(admin->json, peer))};
       } else {
         reply = wire::ErrorReply{Errc::kProtocol, "unexpected message for the coordinator"};
       }
-      if (reply) {
-        wire::Message out = std::move(*reply);
-        Status sent = co_await channel->Send(std::move(out));
-        if (!sent.ok()) break;
-      }
+      if (reply) SendTo(self, std::move(*reply));
+      if (!channel->is_open()) break;
     }
     channel->Close();
-    served.erase(channel);
+    served.erase(self);
+  }
+
+  static bool IsNoticesOp(const wire::AdminRequest& r) {
+    boost::system::error_code ec;
+    json::value v = json::parse(r.json, ec);
+    if (ec || !v.is_object()) return false;
+    const json::value* op = v.as_object().if_contains(lp::req::kOp);
+    return op != nullptr && op->is_string() && op->as_string() == kNoticesOp;
+  }
+
+  void SendTo(const std::shared_ptr<ServedPeer>& to, wire::Message m) {
+    to->out.push_back(std::move(m));
+    if (to->writing) return;
+    to->writing = true;
+    asio::co_spawn(io, FlushServed(to), asio::detached);
+  }
+
+  awaitable<void> FlushServed(std::shared_ptr<ServedPeer> to) {
+    while (!to->out.empty() && to->channel->is_open()) {
+      wire::Message m = std::move(to->out.front());
+      to->out.pop_front();
+      if (Status s = co_await to->channel->Send(std::move(m)); !s.ok()) {
+        to->channel->Close();  // its Serve loop ends on the failed Receive
+        break;
+      }
+    }
+    to->out.clear();
+    to->writing = false;
+  }
+
+  // C2: tells broker `broker` ("" = every broker) to renew now, on each
+  // channel where it announced that it reads the notice. A hint only: lost,
+  // the broker's next renew (at most D/3 later) gets the same answer.
+  void Notify(const std::string& broker) {
+    std::size_t sent = 0;
+    for (const auto& p : served) {
+      if (!p->notices || p->epoch == 0 || !p->channel->is_open()) continue;
+      if (!broker.empty() && p->peer != broker) continue;
+      SendTo(p, lease::RevokeNotice{p->peer, p->epoch});
+      ++sent;
+    }
+    if (!broker.empty()) {
+      spdlog::info("revoke notice to broker {}: {}", broker,
+                   sent > 0 ? "sent (it renews now)"
+                            : "not connected or too old to read it (it learns at its next "
+                              "renew, at most D/3 from now)");
+    }
   }
 
   void LogLedgerWarnings() {
@@ -507,6 +404,9 @@ struct ClusterNode::Impl {
     for (const std::string& w : ledger->TakeWarnings()) {
       LogLimited(spdlog::level::err, "ledger", w, "ledger: {}", w);
     }
+    // One line per instance forgotten by silence (C2): a dead workstation
+    // shows up here, S after its last renew.
+    for (const std::string& n : ledger->TakeNotices()) spdlog::warn("ledger: {}", n);
   }
 
   // R3: a superseded ledger's mark goes to state_dir before the stop is
@@ -726,87 +626,22 @@ struct ClusterNode::Impl {
     hello_waiting.erase(id);
   }
 
-  json::object HandleAdmin(const std::string& text, const std::string& peer) {
-    boost::system::error_code ec;
-    json::value v = json::parse(text, ec);
-    const json::value* opv = !ec && v.is_object() ? v.as_object().if_contains(lp::req::kOp)
-                                                   : nullptr;
-    if (opv == nullptr || !opv->is_string()) {
-      return local_protocol::ErrorReply(Errc::kProtocol, "bad admin request");
-    }
-    // The coordinator's admin ops: the local protocol's leases, confirm_stopped
-    // and set_limit (same names and fields), and its own "limits".
-    const std::string_view op(opv->as_string());
-    if (op == kLimitsOp) return LimitsJson();
-    const std::optional<lp::Op> known = lp::OpNamed(op);
-    if (known == lp::Op::kLeases) {
-      return json::object{{"ok", true},
-                          {"coordinator", cfg.id},
-                          {"ledger", SnapshotJson(ledger->Snapshot(Clock::now()))}};
-    }
-    if (known == lp::Op::kConfirmStopped) {
-      // R3: an operator says a broker of the file runs no coordinator (its
-      // machine is gone). Wrong, it breaks S: dsbctl says so and asks first.
-      // The same checks as the local parser's (local_protocol::CheckBrokerId).
-      const json::value* bv = v.as_object().if_contains(lp::req::kBroker);
-      if (bv == nullptr || !bv->is_string()) {
-        return local_protocol::ErrorReply(Errc::kInvalidArgument,
-                                          "confirm_stopped needs a string 'broker'");
-      }
-      if (Status s = local_protocol::CheckBrokerId(std::string_view(bv->as_string())); !s.ok()) {
-        return local_protocol::ErrorReply(s.code(), "confirm_stopped: " + s.message());
-      }
-      const std::string id(bv->as_string());
-      const bool was_waiting = hello_waiting.erase(id) > 0;
-      spdlog::warn("operator (via broker {}) confirmed that broker {} runs no coordinator{}", peer,
-                   id, was_waiting ? "" : " (it was not awaited)");
-      return json::object{{"ok", true}, {"broker", id}, {"was_awaited", was_waiting},
-                          {"gate", lease::GateName(ledger->gate())}};
-    }
-    if (known == lp::Op::kSetLimit) {
-      const json::object& o = v.as_object();
-      const json::value* tv = o.if_contains(lp::req::kTarget);
-      const json::value* lv = o.if_contains(lp::req::kLimit);
-      const json::value* wv = o.if_contains(kWho);
-      if (tv == nullptr || !tv->is_string() || lv == nullptr || !lv->is_int64()) {
-        return local_protocol::ErrorReply(Errc::kInvalidArgument,
-                                          "set_limit needs a string 'target' and an integer "
-                                          "'limit'");
-      }
-      // The same range as the local parser's (local_protocol::CheckLimit).
-      if (Status s = local_protocol::CheckLimit(lv->as_int64()); !s.ok()) {
-        return local_protocol::ErrorReply(s.code(), "set_limit: " + s.message());
-      }
-      std::optional<std::size_t> t;
-      for (std::size_t i = 0; i < cfg.targets.size(); ++i) {
-        if (cfg.targets[i].name == tv->as_string()) t = i;
-      }
-      if (!t) {
-        return local_protocol::ErrorReply(Errc::kUnknownTarget, "the cluster has no such target");
-      }
-      std::string who = "via broker " + peer;
-      if (wv != nullptr && wv->is_string()) {
-        who = std::string(wv->as_string().subview(0, std::min<std::size_t>(wv->as_string().size(), 64))) + ", " + who;
-      }
-      return SetLimitHere(*t, static_cast<std::uint32_t>(lv->as_int64()), who);
-    }
-    return local_protocol::ErrorReply(Errc::kProtocol, "unknown admin op");
-  }
 };
 
 ClusterNode::ClusterNode(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ClusterNode::ClusterNode(std::unique_ptr<etcd::EtcdNode> etcd) : etcd_(std::move(etcd)) {}
 ClusterNode::~ClusterNode() = default;
 
 Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
                                                          const config::BrokerConfig& config,
                                                          Hooks hooks) {
-  auto impl = std::make_unique<Impl>(io, config, std::move(hooks));
   const config::ClusterConfig& cluster = *config.cluster;
-  if (cluster.ledger != config::LedgerKind::kEmbedded) {
-    return Status{Errc::kConfig, cluster.file_name +
-                                     ": ledger = \"etcd\" is not implemented in this build; use "
-                                     "the embedded coordinator"};
+  if (cluster.ledger == config::LedgerKind::kEtcd) {
+    auto node = etcd::EtcdNode::Create(io, config, std::move(hooks));
+    if (!node.ok()) return node.status();
+    return std::unique_ptr<ClusterNode>(new ClusterNode(std::move(node).value()));
   }
+  auto impl = std::make_unique<Impl>(io, config, std::move(hooks));
   auto key = wire::ClusterKey::LoadFile(*config.key_file);
   if (!key.ok()) return key.status();
   impl->creds.key = std::move(key).value();
@@ -816,28 +651,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
   impl->creds.accept_other_file = true;
   impl->coord_id = cluster.coordinator;
   impl->coord_address = cluster.FindBroker(cluster.coordinator)->address;
-  if (!config.state_dir) {
-    return Status{Errc::kConfig, "broker.state_dir is required in cluster mode"};
-  }
-
-  // R0: the epoch is a counter in state_dir (never a clock reading: a wall
-  // clock stepped back must not make a restart look older); the instance id is
-  // fresh per start and tells clones with a copied state_dir apart.
-  auto epoch = NextEpoch(*config.state_dir, config.id);
-  if (!epoch.ok()) return epoch.status();
-  // The parser refuses whatever Validate would (cluster_lease.h); a refusal here
-  // is a bug in that contract, still reported with the file's name.
-  lease::AgentConfig ac = AgentConfigOf(cluster, config.self(), *epoch);
-  ac.instance = RandomInstanceId();
-  for (std::size_t t = 0; t < ac.targets.size() && t < impl->hooks.inherited.size(); ++t) {
-    ac.targets[t].inherited_until = impl->hooks.inherited[t];
-  }
-  if (Status s = lease::LeaseAgent::Validate(ac); !s.ok()) {
-    return Status{s.code(), cluster.file_name + ": " + s.message()};
-  }
-  impl->agent = std::make_unique<lease::LeaseAgent>(ac, Clock::now());
-  spdlog::info("broker {}: epoch {}, instance {:016x}, cluster file generation {}", config.id,
-               *epoch, ac.instance, cluster.generation);
+  auto side = ClusterAgent::Create(io, impl->cfg, impl->hooks);
+  if (!side.ok()) return side.status();
+  impl->side = std::move(side).value();
+  impl->agent = &impl->side->agent();
 
   if (impl->is_coordinator()) {
     lease::LedgerConfig lc = LedgerConfigOf(cluster);
@@ -900,6 +717,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
           raw->ObserveOwed(Clock::now());
           Status s = raw->ledger->SetLimit(raw->cfg.cluster->targets[i].name, c.to, Clock::now());
           raw->ObserveOwed(Clock::now());
+          // A lower limit shrinks grants now: tell every broker to renew.
+          if (s.ok() && c.to < c.from) raw->Notify("");
           if (!s.ok()) {
             spdlog::error("target {}: ledger refused limit {}: {}",
                           raw->cfg.cluster->targets[i].name, c.to, s.message());
@@ -908,6 +727,13 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
         limits_file);
     if (!keeper.ok()) return keeper.status();
     impl->limits = std::move(keeper).value();
+    std::optional<std::filesystem::path> modes_file;
+    if (config.state_dir) modes_file = *config.state_dir / (config.id + ".modes");
+    impl->admin = std::make_unique<CoordinatorAdmin>(
+        impl->cfg, *impl->ledger, *impl->limits, impl->hello_waiting,
+        [raw](const std::string& broker) { raw->Notify(broker); }, modes_file);
+    // Revoke and drain set by an operator survive a coordinator restart.
+    if (Status s = impl->admin->RestoreModes(); !s.ok()) return s;
     // Limits restored from the state_dir apply to the ledger from the start.
     for (std::size_t t = 0; t < cluster.targets.size(); ++t) {
       if (!impl->limits->restored(t)) continue;
@@ -923,6 +749,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(asio::io_context& io,
 }
 
 Status ClusterNode::Start() {
+  if (etcd_) return etcd_->Start();
   Impl& n = *impl_;
   {
     const config::HostPort listen = n.cfg.listen ? *n.cfg.listen : n.cfg.self().address;
@@ -961,33 +788,25 @@ Status ClusterNode::Start() {
     n.limits->Start(nullptr);
   }
   asio::co_spawn(n.io, n.ConnectLoop(), asio::detached);
-  asio::co_spawn(n.io, n.AgentLoop(), asio::detached);
+  asio::co_spawn(n.io, n.side->Run([&n](const lease::RenewRequest& r) { n.Send(r); }),
+                 asio::detached);
   return Status::Ok();
 }
 
 void ClusterNode::Stop() {
+  if (etcd_) return etcd_->Stop();
   Impl& n = *impl_;
   if (n.stopping) return;
   // R5: admit nothing new, then tell the coordinator what is handed to the
   // next instance on this machine, so it need not wait for our silence.
-  if (n.agent->accepted() && n.to_coordinator && n.to_coordinator->is_open()) {
-    if (n.hooks.freeze) n.hooks.freeze();
-    const auto usage = n.hooks.usage();
-    lease::Goodbye bye;
-    bye.broker_id = n.cfg.id;
-    bye.epoch = n.agent->epoch();
-    bye.instance = n.agent->instance();
-    for (std::size_t i = 0; i < usage.size() && i < n.cfg.targets.size(); ++i) {
-      const std::uint32_t actions = std::max(usage[i].actions, usage[i].actions_upper_bound);
-      const auto floor = static_cast<std::uint32_t>(n.cfg.self().floor);
-      bye.targets.push_back({n.cfg.targets[i].name, actions > floor ? actions - floor : 0,
-                             actions, usage[i].registered});
-    }
+  std::optional<lease::Goodbye> bye;
+  if (n.to_coordinator && n.to_coordinator->is_open()) bye = n.side->Freeze();
+  if (bye) {
     auto channel = n.to_coordinator;
     asio::co_spawn(
         n.io,
         [channel, bye]() -> awaitable<void> {
-          wire::Message m = bye;
+          wire::Message m = *bye;
           (void)co_await channel->Send(std::move(m));
           channel->Close();
         },
@@ -1000,57 +819,37 @@ void ClusterNode::Stop() {
   if (n.gate) n.gate->Stop();
   if (n.acceptor) n.acceptor->close(ec);
   if (n.limits) n.limits->Stop();
-  n.tick_timer.cancel();
+  n.side->Stop();
   n.connect_timer.cancel();
   if (n.to_coordinator) n.to_coordinator->Close();
-  for (const auto& c : n.served) c->Close();
+  for (const auto& c : n.served) c->channel->Close();
 }
 
 std::optional<std::string> ClusterNode::NotAcceptedReason() const {
-  const Impl& n = *impl_;
-  if (n.agent->accepted()) return std::nullopt;
-  std::string why = n.agent->verdict() == lease::Verdict::kPending
-                        ? "broker " + n.cfg.id + " is not yet accepted by coordinator " +
-                              n.coord_id + " (it learns for (D + H)(1 + eps) after a start)"
-                        : "coordinator " + n.coord_id + " " +
-                              lease::VerdictName(n.agent->verdict()) + " broker " + n.cfg.id;
-  if (!n.agent->verdict_reason().empty()) why += ": " + n.agent->verdict_reason();
-  return why;
+  if (etcd_) return etcd_->NotAcceptedReason();
+  return impl_->side->NotAcceptedReason("coordinator " + impl_->coord_id);
 }
 
 bool ClusterNode::MayRegister(std::size_t target, std::uint32_t registered) const {
-  return impl_->agent->MayAdmitRegistration(target, registered);
+  if (etcd_) return etcd_->MayRegister(target, registered);
+  return impl_->side->MayRegister(target, registered);
+}
+
+const LimitKeeper* ClusterNode::CoordinatorLimits() const {
+  return etcd_ ? etcd_->CoordinatorLimits() : impl_->limits.get();
 }
 
 json::object ClusterNode::AgentView() const {
+  if (etcd_) return etcd_->AgentView();
   const Impl& n = *impl_;
-  const auto now = Clock::now();
-  json::array targets;
-  for (std::size_t i = 0; i < n.cfg.targets.size(); ++i) {
-    const lease::TargetCapacity c = n.agent->Capacity(i, now);
-    targets.push_back(json::object{
-        {"target", n.cfg.targets[i].name},
-        {"floor", n.cfg.self().floor},
-        {"system_slots", n.cfg.self().system_slots},
-        {"lease", c.lease},
-        {"action_capacity", c.action_capacity},
-        {"applied", std::to_string(c.applied)},
-        {"lease_left_ms", c.lease_valid_until && *c.lease_valid_until > now
-                              ? json::value(Ms(*c.lease_valid_until - now))
-                              : json::value(nullptr)}});
-  }
-  return json::object{{"broker", n.cfg.id},
-                      {"epoch", std::to_string(n.agent->epoch())},
-                      {"instance", std::to_string(n.agent->instance())},
-                      {"generation", std::to_string(n.cfg.cluster->generation)},
-                      {"coordinator", n.coord_id},
-                      {"verdict", lease::VerdictName(n.agent->verdict())},
-                      {"verdict_reason", n.agent->verdict_reason()},
-                      {"connected", n.to_coordinator && n.to_coordinator->is_open()},
-                      {"targets", std::move(targets)}};
+  json::object view = n.side->View();
+  view["coordinator"] = n.coord_id;
+  view["connected"] = n.to_coordinator && n.to_coordinator->is_open();
+  return view;
 }
 
 void ClusterNode::ReportRefusal(std::size_t target, std::uint32_t held, const std::string& who) {
+  if (etcd_) return etcd_->ReportRefusal(target, held, who);
   Impl& n = *impl_;
   if (target >= n.cfg.targets.size() || n.stopping) return;
   if (!n.to_coordinator || !n.to_coordinator->is_open()) {
@@ -1073,8 +872,9 @@ void ClusterNode::ReportRefusal(std::size_t target, std::uint32_t held, const st
 }
 
 awaitable<json::object> ClusterNode::Limits() {
+  if (etcd_) co_return co_await etcd_->Limits();
   Impl& n = *impl_;
-  if (n.limits) co_return n.LimitsJson();
+  if (n.admin) co_return n.admin->LimitsJson(n.cfg.id);
   json::object req;
   req[lp::req::kOp] = kLimitsOp;
   co_return co_await n.AskCoordinator(json::serialize(req), std::chrono::milliseconds(1000));
@@ -1082,21 +882,32 @@ awaitable<json::object> ClusterNode::Limits() {
 
 awaitable<json::object> ClusterNode::SetLimit(std::size_t target, std::uint32_t limit,
                                               std::string who) {
+  if (etcd_) co_return co_await etcd_->SetLimit(target, limit, std::move(who));
   Impl& n = *impl_;
-  if (n.limits) co_return n.SetLimitHere(target, limit, who + " on broker " + n.cfg.id);
+  if (n.admin) co_return n.admin->SetLimit(target, limit, who + " on broker " + n.cfg.id);
   json::object req = lp::SetLimitRequest(n.cfg.targets.at(target).name, limit);
   req[kWho] = who;
   co_return co_await n.AskCoordinator(json::serialize(req), std::chrono::milliseconds(2000));
 }
 
+awaitable<json::object> ClusterNode::Steer(json::object request, std::string who) {
+  if (etcd_) co_return co_await etcd_->Steer(std::move(request), std::move(who));
+  Impl& n = *impl_;
+  request[kWho] = who;
+  if (n.admin) co_return n.admin->Handle(json::serialize(request), n.cfg.id);
+  co_return co_await n.AskCoordinator(json::serialize(request), std::chrono::milliseconds(2000));
+}
+
 awaitable<json::object> ClusterNode::ConfirmStopped(std::string broker) {
+  if (etcd_) co_return co_await etcd_->ConfirmStopped(std::move(broker));
   Impl& n = *impl_;
   const json::object req = lp::ConfirmStoppedRequest(broker);
-  if (n.ledger) co_return n.HandleAdmin(json::serialize(req), n.cfg.id);
+  if (n.admin) co_return n.admin->Handle(json::serialize(req), n.cfg.id);
   co_return co_await n.AskCoordinator(json::serialize(req), std::chrono::milliseconds(2000));
 }
 
 awaitable<json::object> ClusterNode::Leases() {
+  if (etcd_) co_return co_await etcd_->Leases();
   Impl& n = *impl_;
   json::object out{{"ok", true}, {"coordinator", n.coord_id},
                    {"agent", AgentView()}};

@@ -23,28 +23,28 @@
 #include <memory>
 #include <vector>
 
+#include "broker/cluster_agent.h"
 #include "broker/config/broker_config.h"
 #include "broker/lease/agent.h"
 #include "common/status.h"
 
+namespace dsb::etcd {
+class EtcdNode;
+}
+
 namespace dsb::broker {
+
+class LimitKeeper;
 
 class ClusterNode {
  public:
-  struct Hooks {
-    // Usage of every target (config order), read at one instant (B2).
-    std::function<std::vector<lease::TargetUsage>()> usage;
-    // Sets a target's action capacity (config order).
-    std::function<void(std::size_t target, const lease::TargetCapacity&)> apply;
-    // R5: admit nothing new from now on (a clean stop; capacity = what is held).
-    std::function<void()> freeze;
-    // R1: per target (config order), the lease deadline a previous broker left
-    // in an adopted segment (adopted action slots are kept until then while
-    // this instance waits for its acceptance). Missing entries: none.
-    std::vector<std::optional<std::chrono::steady_clock::time_point>> inherited;
-  };
+  // What the broker gives its cluster side (cluster_agent.h).
+  using Hooks = ClusterHooks;
 
-  // Loads the cluster key and validates the agent and ledger configs.
+  // Loads the cluster key and validates the agent and ledger configs. With
+  // `ledger = "etcd"` in the cluster file every call below goes to an
+  // etcd::EtcdNode instead (broker/etcd/etcd_node.h: no coordinator, no
+  // listener; renews and admin operations by transaction in etcd).
   // Errors: kConfig naming the key file or the bad value.
   static Result<std::unique_ptr<ClusterNode>> Create(boost::asio::io_context& io,
                                                      const config::BrokerConfig& config,
@@ -71,6 +71,10 @@ class ClusterNode {
   boost::asio::awaitable<boost::json::object> ConfirmStopped(std::string broker);
   // This broker's lease view (no network).
   boost::json::object AgentView() const;
+  // The coordinator's limit keeper, indexed as the cluster file's targets
+  // (config().cluster->targets), for the metric dsb_limit_changes_total;
+  // null on a broker that is not the coordinator. Valid as long as this node.
+  const LimitKeeper* CoordinatorLimits() const;
   // B1 registration admission for a target.
   bool MayRegister(std::size_t target, std::uint32_t registered) const;
 
@@ -87,12 +91,20 @@ class ClusterNode {
   // An operator's limit for target `target`, applied by the coordinator.
   boost::asio::awaitable<boost::json::object> SetLimit(std::size_t target, std::uint32_t limit,
                                                        std::string who);
+  // revoke, drain or undrain (`request`: local_protocol::RevokeRequest or
+  // DrainRequest), applied by the coordinator (cluster_admin.h), logged there
+  // with `who` and this broker. The reply names the broker's mode per target,
+  // or the refusal (unknown broker or target, forced revoke without
+  // confirm_dead, coordinator unreachable).
+  boost::asio::awaitable<boost::json::object> Steer(boost::json::object request, std::string who);
 
   struct Impl;
 
  private:
   explicit ClusterNode(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit ClusterNode(std::unique_ptr<etcd::EtcdNode> etcd);
+  std::unique_ptr<Impl> impl_;          // the embedded coordinator's mode
+  std::unique_ptr<etcd::EtcdNode> etcd_;  // or the etcd ledger's
 };
 
 }  // namespace dsb::broker

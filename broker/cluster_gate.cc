@@ -1,6 +1,8 @@
 #include "broker/cluster_gate.h"
 
+#ifndef _WIN32
 #include <sys/socket.h>
+#endif
 
 #include <boost/asio.hpp>
 #include <spdlog/spdlog.h>
@@ -9,6 +11,22 @@ namespace dsb::broker {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
+
+namespace {
+
+// AcceptGuard::ShedOne takes a POSIX listening descriptor. Windows has no
+// descriptor limit and the guard keeps no spare there (it sheds nothing), and
+// a SOCKET does not fit an int: pass none.
+bool ShedOneWaiting(AcceptGuard& guard, tcp::acceptor& acceptor) {
+#ifdef _WIN32
+  (void)acceptor;
+  return guard.ShedOne(-1, "");
+#else
+  return guard.ShedOne(acceptor.native_handle(), "");
+#endif
+}
+
+}  // namespace
 
 ClusterGate::ClusterGate(asio::io_context& io, tcp::acceptor& acceptor,
                          wire::Credentials credentials, std::string what)
@@ -27,7 +45,7 @@ asio::awaitable<void> ClusterGate::AcceptLoop(ServeFn serve) {
     if (ec) {
       // Out of descriptors: answer (close) one waiting peer through the spare
       // and try again at once; anything else waits (never a busy loop).
-      if (AcceptGuard::OutOfDescriptors(ec) && guard_.ShedOne(acceptor_.native_handle(), "")) {
+      if (AcceptGuard::OutOfDescriptors(ec) && ShedOneWaiting(guard_, acceptor_)) {
         guard_.Refused("out of descriptors: a waiting connection was closed unanswered", now);
         continue;
       }
@@ -70,7 +88,11 @@ void ClusterGate::Evict(std::uint64_t id) {
   // The handshake's pending read completes with an error and Channel::Accept
   // closes the socket; shutdown() (not close()) so the descriptor stays owned
   // by its socket object.
+#ifdef _WIN32
+  ::shutdown(it->second, SD_BOTH);
+#else
   ::shutdown(it->second, SHUT_RDWR);
+#endif
   in_handshake_.erase(it);
 }
 

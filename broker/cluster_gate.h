@@ -69,7 +69,8 @@ class ClusterGate {
   Admission<std::string> admission_;
   // Handshakes in progress: id -> the socket's descriptor (valid while the
   // handshake runs: the id is forgotten before Channel::Accept returns to us).
-  std::map<std::uint64_t, int> in_handshake_;
+  // (int on POSIX, SOCKET on Windows: what native_handle() converts to.)
+  std::map<std::uint64_t, boost::asio::detail::socket_type> in_handshake_;
   std::uint64_t next_id_ = 1;
   bool stopping_ = false;
 };

@@ -1,12 +1,15 @@
 #include "broker/cluster_state.h"
 
+#ifndef _WIN32
 #include <fcntl.h>
-#include <openssl/rand.h>
 #include <unistd.h>
+#endif
 
 #include <boost/json.hpp>
 #include <charconv>
 #include <chrono>
+#include "broker/crypto/crypto.h"
+#include "common/account.h"
 #include "broker/secure_fs.h"
 #include "broker/state_file.h"
 
@@ -42,6 +45,13 @@ Result<std::optional<std::uint64_t>> ReadNumber(const fs::path& path) {
   return std::optional<std::uint64_t>(v);
 }
 
+#ifdef _WIN32
+// Nothing to do on Windows: a folder cannot be opened for FlushFileBuffers
+// without backup rights, and NTFS journals the rename itself (state_file's
+// replace is MoveFileExW with MOVEFILE_WRITE_THROUGH, which returns once the
+// rename is on disk).
+void SyncDir(const fs::path&) {}
+#else
 void SyncDir(const fs::path& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
@@ -49,6 +59,7 @@ void SyncDir(const fs::path& dir) {
     ::close(fd);
   }
 }
+#endif
 
 std::uint32_t U32(const json::object& o, const char* key) {
   const json::value* v = o.if_contains(key);
@@ -97,9 +108,9 @@ Result<std::uint64_t> NextEpoch(const fs::path& dir, const std::string& id) {
 std::uint64_t RandomInstanceId() {
   std::uint64_t v = 0;
   while (v == 0) {
-    if (RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof v) != 1) {
+    if (!crypto::RandomBytes(std::span(reinterpret_cast<std::uint8_t*>(&v), sizeof v))) {
       // The CSPRNG failed: fall back to a mix that differs per process and start.
-      const auto pid = static_cast<std::uint64_t>(::getpid());
+      const auto pid = static_cast<std::uint64_t>(CurrentProcessId());
       const auto now =
           static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
       v = (pid * std::uint64_t{0x9E3779B97F4A7C15}) ^ now;

@@ -1,6 +1,8 @@
 #include "broker/file_limit.h"
 
+#ifndef _WIN32
 #include <sys/resource.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -28,6 +30,16 @@ std::uint64_t FixedDescriptors(const config::BrokerConfig& config) {
 }
 
 Result<FileBudget> FitFileLimit(config::BrokerConfig& config, bool raise) {
+#ifdef _WIN32
+  // Windows has no descriptor limit to fit under: a process may hold about
+  // 16 million handles, far above any max_clients. Nothing to raise or lower.
+  (void)raise;
+  FileBudget w;
+  w.needed = static_cast<std::uint64_t>(config.max_clients) + FixedDescriptors(config);
+  w.soft_before = w.soft = w.hard = UINT64_MAX;
+  w.max_clients = config.max_clients;
+  return w;
+#else
   rlimit lim{};
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
     return Status(Errc::kConfig, std::string("cannot read the file limit (RLIMIT_NOFILE): ") +
@@ -78,6 +90,7 @@ Result<FileBudget> FitFileLimit(config::BrokerConfig& config, bool raise) {
   }
   config.max_clients = b.max_clients;
   return b;
+#endif
 }
 
 }  // namespace dsb::broker

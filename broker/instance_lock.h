@@ -32,10 +32,18 @@
 //    checks that the file it locked is still the one at the path, so a broker
 //    that opened the file just before it was unlinked cannot hold a lock on a
 //    dead inode while a third broker locks a new one.
+//
+// Windows (instance_lock_win.cc): the lock is the file itself, opened with
+// CreateFileW sharing only FILE_SHARE_READ: a second opener for writing gets
+// ERROR_SHARING_VIOLATION until the holder's handle closes, which the OS
+// does when the process ends, TerminateProcess included. Others may still
+// open it to read the pid. The file must be no reparse point (no link) and
+// owned by this broker's account, SYSTEM or Administrators. ForSegment and
+// Beside for a named pipe ("\\.\pipe\dsb-ws1") give files in the lock
+// folder %ProgramData%\dsb\run (config/paths.h), made private if missing;
+// RemoveFile marks the file delete-on-close through the held handle.
 #ifndef DSB_BROKER_INSTANCE_LOCK_H_
 #define DSB_BROKER_INSTANCE_LOCK_H_
-
-#include <sys/types.h>
 
 #include <filesystem>
 #include <optional>
@@ -73,10 +81,34 @@ class InstanceLock {
   const std::filesystem::path& path() const { return path_; }
 
  private:
-  InstanceLock(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
-  int fd_ = -1;
+#ifdef _WIN32
+  using Native = void*;  // HANDLE; nullptr: none
+  static constexpr Native kNone = nullptr;
+#else
+  using Native = int;  // descriptor; -1: none
+  static constexpr Native kNone = -1;
+#endif
+  InstanceLock(Native fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
+  Native fd_ = kNone;
   std::filesystem::path path_;
 };
+
+namespace instance_lock_detail {
+
+// The holder's pid as quoted in InstanceLock's messages, from a lock file's
+// text with its line end already taken off (each platform file reads it its
+// own way): the text when it is a plain decimal number of at most 10 digits,
+// else "unknown" (never the text as it is: the file may be from an older
+// version that let the group write it).
+inline std::string QuotablePid(const std::string& text) {
+  if (text.empty() || text.size() > 10) return "unknown";
+  for (char c : text) {
+    if (c < '0' || c > '9') return "unknown";
+  }
+  return text;
+}
+
+}  // namespace instance_lock_detail
 
 }  // namespace dsb::broker
 

@@ -7,6 +7,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <deque>
+#include <map>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -14,6 +16,8 @@
 
 #include "broker/limit_command.h"
 #include "broker/secure_fs.h"
+#include "common/escape.h"
+#include "common/utc_time.h"
 
 namespace dsb::broker {
 
@@ -31,15 +35,78 @@ std::int64_t MsBetween(Clock::time_point a, Clock::time_point b) {
 std::string WallTime(Clock::time_point t) {
   const auto wall = std::chrono::system_clock::now() -
                     std::chrono::duration_cast<std::chrono::system_clock::duration>(Clock::now() - t);
-  const std::time_t tt = std::chrono::system_clock::to_time_t(wall);
-  std::tm tm{};
-  ::gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return IsoUtc(wall);
+}
+
+// One target's record in <state_dir>/<id>.limits.
+struct LimitRecord {
+  std::uint32_t limit = 0;
+  lease::LimitSource source = lease::LimitSource::kConfig;
+  std::uint32_t base = 0;
+  lease::LimitSource base_source = lease::LimitSource::kConfig;
+};
+
+// Reads what Persist() writes: {"version":1,"targets":{name:{limit, source,
+// base, base_source}}}. Success: the records by target name (none for a
+// missing file). Failure: kConfig naming the file, what is wrong and what to
+// do. A damaged file refuses the start rather than falling back to the
+// configured limit: the file may hold an operator's or a discovered limit
+// LOWER than the configured one, and starting above it could put the account
+// over the server's limit (S). A restart cannot mend the file, so the
+// message says to fix or remove it (removing forgets those limits).
+Result<std::map<std::string, LimitRecord>> ReadLimitsFile(const std::filesystem::path& file) {
+  const std::string name = file.string();
+  const std::string fix =
+      ": fix it or remove it (removing it starts every target from its configured limit "
+      "and forgets any lower limit an operator set or the broker discovered; set it again "
+      "with `dsbctl set-limit`)";
+  Result<std::optional<std::string>> text = ReadFileNoFollow(file, 1u << 20);
+  if (!text.ok()) {
+    return Status{Errc::kConfig, "limits file " + text.status().message() + fix};
+  }
+  std::map<std::string, LimitRecord> out;
+  if (!text->has_value()) return out;  // first start
+  boost::system::error_code ec;
+  json::value v = json::parse(**text, ec);
+  const json::object* root = !ec && v.is_object() ? &v.as_object() : nullptr;
+  const json::value* tv = root != nullptr ? root->if_contains("targets") : nullptr;
+  if (tv == nullptr || !tv->is_object()) {
+    return Status{Errc::kConfig, "limits file " + name +
+                                     " is damaged (not the JSON this broker writes)" + fix};
+  }
+  auto source_of = [](const json::value* s) -> std::optional<lease::LimitSource> {
+    if (s == nullptr || !s->is_string()) return std::nullopt;
+    for (auto src : {lease::LimitSource::kConfig, lease::LimitSource::kDiscovered,
+                     lease::LimitSource::kOperator, lease::LimitSource::kQuery}) {
+      if (s->as_string() == lease::LimitSourceName(src)) return src;
+    }
+    return std::nullopt;
+  };
+  for (const auto& kv : tv->as_object()) {
+    const json::object* o = kv.value().if_object();
+    const json::value* l = o != nullptr ? o->if_contains("limit") : nullptr;
+    const json::value* b = o != nullptr ? o->if_contains("base") : nullptr;
+    const auto src = o != nullptr ? source_of(o->if_contains("source")) : std::nullopt;
+    const auto bsrc = o != nullptr ? source_of(o->if_contains("base_source")) : std::nullopt;
+    if (l == nullptr || b == nullptr || !l->is_int64() || !b->is_int64() || !src || !bsrc ||
+        l->as_int64() < 1 || l->as_int64() > 65535 || b->as_int64() < 1 ||
+        b->as_int64() > 65535) {
+      return Status{Errc::kConfig, "limits file " + name + ": the record of target '" +
+                                       EscapeText(kv.key(), 128) + "' is damaged" + fix};
+    }
+    out[std::string(kv.key())] =
+        LimitRecord{static_cast<std::uint32_t>(l->as_int64()), *src,
+                    static_cast<std::uint32_t>(b->as_int64()), *bsrc};
+  }
+  return out;
 }
 
 }  // namespace
+
+Status CheckLimitsFile(const std::filesystem::path& file) {
+  auto records = ReadLimitsFile(file);
+  return records.ok() ? Status::Ok() : records.status();
+}
 
 struct LimitKeeper::Impl {
   struct PerTarget {
@@ -57,7 +124,16 @@ struct LimitKeeper::Impl {
     // refusal log rate limit
     Clock::time_point last_log{};
     std::uint64_t unlogged = 0;
+    // The newest changes, newest last (status "recent_limit_changes", the
+    // status page): kept in memory only, so a restart starts an empty list.
+    struct Change {
+      Clock::time_point at;
+      lease::LimitChange change;
+      std::string who;
+    };
+    std::deque<Change> recent;
   };
+  static constexpr std::size_t kRecentChanges = 10;
 
   explicit Impl(asio::io_context& context) : io(context) {}
 
@@ -81,68 +157,52 @@ struct LimitKeeper::Impl {
     // A random temporary name made with O_EXCL | O_NOFOLLOW (secure_fs.h):
     // nothing planted in state_dir is written through.
     if (Status st = WriteFileAtomically(*state_file, text, 0600); !st.ok()) {
-      spdlog::error("cannot write {}: {}; a restart will start from the configured limits",
-                    state_file->string(), st.message());
+      // The file still holds the limits before this change: a restart starts
+      // from them (not from the configured ones). Sticky until a write works.
+      persist_error = "the change applies now but " + state_file->string() +
+                      " could not be written (" + st.message() +
+                      "): a restart would start from the limits it held before; make it "
+                      "writable and repeat the command";
+      spdlog::error("{}", persist_error);
+    } else {
+      persist_error.clear();
     }
   }
+  // Why the last write of the state file failed ("" when it holds the
+  // current limits, or there is none): the status shows it as "persisted".
+  std::string persist_error;
 
   // Restores what Persist() wrote, target by target (unknown names ignored).
-  void Load(Clock::time_point now) {
+  // Failure: kConfig from ParseLimitsFile (a damaged file refuses the start).
+  Status Load(Clock::time_point now) {
     restored.assign(targets.size(), false);
-    if (!state_file) return;
-    Result<std::optional<std::string>> text = ReadFileNoFollow(*state_file, 1u << 20);
-    if (!text.ok()) {
-      spdlog::warn("{}; starting from the configured limits", text.status().message());
-      return;
-    }
-    if (!text->has_value()) return;  // first start
-    boost::system::error_code ec;
-    json::value v = json::parse(**text, ec);
-    const json::object* root = !ec && v.is_object() ? &v.as_object() : nullptr;
-    const json::value* tv = root != nullptr ? root->if_contains("targets") : nullptr;
-    if (tv == nullptr || !tv->is_object()) {
-      spdlog::warn("{} is damaged; starting from the configured limits", state_file->string());
-      return;
-    }
-    auto source_of = [](const json::value* s) -> std::optional<lease::LimitSource> {
-      if (s == nullptr || !s->is_string()) return std::nullopt;
-      for (auto src : {lease::LimitSource::kConfig, lease::LimitSource::kDiscovered,
-                       lease::LimitSource::kOperator, lease::LimitSource::kQuery}) {
-        if (s->as_string() == lease::LimitSourceName(src)) return src;
-      }
-      return std::nullopt;
-    };
+    if (!state_file) return Status::Ok();
+    auto records = ReadLimitsFile(*state_file);
+    if (!records.ok()) return records.status();
     for (std::size_t i = 0; i < targets.size(); ++i) {
-      const json::value* e = tv->as_object().if_contains(targets[i].config.name);
-      if (e == nullptr || !e->is_object()) continue;
-      const json::object& o = e->as_object();
-      const json::value* l = o.if_contains("limit");
-      const json::value* b = o.if_contains("base");
-      const auto src = source_of(o.if_contains("source"));
-      const auto bsrc = source_of(o.if_contains("base_source"));
-      if (l == nullptr || b == nullptr || !l->is_int64() || !b->is_int64() || !src || !bsrc ||
-          l->as_int64() < 1 || l->as_int64() > 65535 || b->as_int64() < 1 ||
-          b->as_int64() > 65535) {
-        spdlog::warn("{}: target {}: damaged record ignored", state_file->string(),
-                     targets[i].config.name);
-        continue;
-      }
+      auto it = records->find(targets[i].config.name);
+      if (it == records->end()) continue;
+      const LimitRecord& r = it->second;
       lease::LimitPolicy& p = *targets[i].policy;
-      p.Restore(now, static_cast<std::uint32_t>(l->as_int64()), *src,
-                static_cast<std::uint32_t>(b->as_int64()), *bsrc);
+      p.Restore(now, r.limit, r.source, r.base, r.base_source);
       restored[i] = true;
       spdlog::info("target {}: limit {} (source {}) restored from {}", targets[i].config.name,
                    p.limit(), lease::LimitSourceName(p.source()), state_file->string());
     }
+    return Status::Ok();
   }
   std::vector<PerTarget> targets;
   bool stopping = false;
   std::size_t pending_initial = 0;
   std::function<void()> ready;
 
-  void Apply(std::size_t i, const std::optional<lease::LimitChange>& change) {
+  // `who`: the operator or reporter behind the change ("" for a query, a tick).
+  void Apply(std::size_t i, const std::optional<lease::LimitChange>& change,
+             const std::string& who = {}) {
     if (!change) return;
     PerTarget& t = targets[i];
+    if (t.recent.size() == kRecentChanges) t.recent.pop_front();
+    t.recent.push_back(PerTarget::Change{Clock::now(), *change, who});
     spdlog::warn("target {}: limit {} -> {} (source {}): {}", t.config.name, change->from,
                  change->to, lease::LimitSourceName(change->source), change->cause);
     Persist();
@@ -233,7 +293,7 @@ Result<std::unique_ptr<LimitKeeper>> LimitKeeper::Create(
     t.tick_timer = std::make_unique<asio::steady_timer>(io);
     impl->targets.push_back(std::move(t));
   }
-  impl->Load(now);
+  if (Status st = impl->Load(now); !st.ok()) return st;
   return std::unique_ptr<LimitKeeper>(new LimitKeeper(std::move(impl)));
 }
 
@@ -250,6 +310,32 @@ void LimitKeeper::Seed(std::size_t index, std::uint32_t limit, const std::string
   spdlog::warn("target {}: limit {} (source {}): {}", k.targets[index].config.name, p.limit(),
                lease::LimitSourceName(p.source()), cause);
   k.Persist();
+}
+
+LimitKeeper::Record LimitKeeper::record(std::size_t index) const {
+  const lease::LimitPolicy& p = *impl_->targets.at(index).policy;
+  return Record{p.limit(), p.source(), p.base(), p.base_source()};
+}
+
+void LimitKeeper::Restore(std::size_t index, const Record& r, const std::string& cause) {
+  Impl& k = *impl_;
+  if (index >= k.targets.size()) return;
+  Impl::PerTarget& t = k.targets[index];
+  lease::LimitPolicy& p = *t.policy;
+  const Record before = record(index);
+  p.Restore(Clock::now(), r.limit, r.source, r.base, r.base_source);
+  const Record after = record(index);
+  if (after.limit != before.limit || after.source != before.source) {
+    spdlog::warn("target {}: limit {} -> {} (source {}): {}", t.config.name, before.limit,
+                 after.limit, lease::LimitSourceName(after.source), cause);
+  }
+  k.Persist();
+  k.ArmTick(index);
+}
+
+std::string LimitKeeper::last_change_who(std::size_t index) const {
+  const auto& recent = impl_->targets.at(index).recent;
+  return recent.empty() ? std::string() : recent.back().who;
 }
 
 void LimitKeeper::Start(std::function<void()> ready) {
@@ -284,6 +370,10 @@ std::uint32_t LimitKeeper::limit(std::size_t index) const {
   return impl_->targets.at(index).policy->limit();
 }
 
+std::uint64_t LimitKeeper::changes(std::size_t index, lease::LimitSource source) const {
+  return impl_->targets.at(index).policy->changes(source);
+}
+
 void LimitKeeper::OnRefusal(std::size_t index, std::uint32_t held, std::uint32_t refusals,
                             const std::string& who) {
   Impl& k = *impl_;
@@ -313,7 +403,7 @@ void LimitKeeper::OnRefusal(std::size_t index, std::uint32_t held, std::uint32_t
   } else {
     t.unlogged += refusals;
   }
-  k.Apply(index, change);
+  k.Apply(index, change, who);
 }
 
 Status LimitKeeper::SetOperatorLimit(std::size_t index, std::uint32_t value,
@@ -323,7 +413,7 @@ Status LimitKeeper::SetOperatorLimit(std::size_t index, std::uint32_t value,
   auto r = k.targets[index].policy->OnOperator(Clock::now(), value);
   if (!r.ok()) return r.status();
   if (*r) (*r)->cause += " (" + who + ")";
-  k.Apply(index, *r);
+  k.Apply(index, *r, who);
   return Status::Ok();
 }
 
@@ -341,16 +431,32 @@ json::object LimitKeeper::Json(std::size_t index) const {
         {"poll_ms",
          std::chrono::duration_cast<std::chrono::milliseconds>(t.config.limit_poll).count()}};
   }
-  return json::object{{"limit", p.limit()},
-                      {"limit_source", lease::LimitSourceName(p.source())},
-                      {"limit_changed_at", WallTime(p.changed_at())},
-                      {"limit_changed_ms_ago", MsBetween(p.changed_at(), now)},
-                      {"limit_ceiling", p.config().ceiling},
-                      {"limit_minimum", p.config().minimum},
-                      {"refusals_reported", p.refusals_reported() + t.counted_only},
-                      {"limit_changes", p.changes()},
-                      {"discover", p.config().discover},
-                      {"limit_command", std::move(command)}};
+  json::array recent;
+  for (auto it = t.recent.rbegin(); it != t.recent.rend(); ++it) {
+    recent.push_back(json::object{{"at", WallTime(it->at)},
+                                  {"ms_ago", MsBetween(it->at, now)},
+                                  {"from", it->change.from},
+                                  {"to", it->change.to},
+                                  {"source", lease::LimitSourceName(it->change.source)},
+                                  {"cause", it->change.cause},
+                                  {"who", it->who}});
+  }
+  json::object out{{"limit", p.limit()},
+                   {"limit_source", lease::LimitSourceName(p.source())},
+                   {"limit_changed_at", WallTime(p.changed_at())},
+                   {"limit_changed_ms_ago", MsBetween(p.changed_at(), now)},
+                   {"limit_ceiling", p.config().ceiling},
+                   {"limit_minimum", p.config().minimum},
+                   {"refusals_reported", p.refusals_reported() + t.counted_only},
+                   {"limit_changes", p.changes()},
+                   {"discover", p.config().discover},
+                   {"limit_command", std::move(command)},
+                      {"recent_limit_changes", std::move(recent)}};
+  // Whether <state_dir>/<id>.limits holds this limit (a coordinator restart
+  // starts from what it holds); false with the reason after a failed write.
+  if (impl_->state_file) out["persisted"] = impl_->persist_error.empty();
+  if (!impl_->persist_error.empty()) out["persist_error"] = impl_->persist_error;
+  return out;
 }
 
 }  // namespace dsb::broker

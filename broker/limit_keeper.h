@@ -30,6 +30,12 @@
 
 namespace dsb::broker {
 
+// Whether `file` (<state_dir>/<id>.limits) is one LimitKeeper::Create
+// accepts: missing, or the JSON it writes with a sound record per target.
+// Run by ValidateForStart so `dsb-broker --check` refuses what the start does.
+// Failure: kConfig "limits file <file> ...: fix it or remove it (...)".
+Status CheckLimitsFile(const std::filesystem::path& file);
+
 class LimitKeeper {
  public:
   using Clock = std::chrono::steady_clock;
@@ -43,8 +49,10 @@ class LimitKeeper {
   // Failure: kConfig if a target's limit is below its minimum.
   // With `state_file` (<state_dir>/<id>.limits) every change is written there
   // (atomically, synced) and Create() restores what it finds, so a restart
-  // neither forgets an operator's limit nor rediscovers one through refusals;
-  // an unreadable file is logged and ignored.
+  // neither forgets an operator's limit nor rediscovers one through refusals.
+  // Failure: kConfig for a damaged or unreadable state file (CheckLimitsFile):
+  // the start is refused rather than run from the configured limit, which may
+  // be higher than the one the file holds (S).
   static Result<std::unique_ptr<LimitKeeper>> Create(
       boost::asio::io_context& io, const std::vector<config::TargetConfig>& targets,
       const std::vector<std::uint32_t>& minimum, Hooks hooks,
@@ -64,6 +72,27 @@ class LimitKeeper {
   // with `cause`. Does nothing if not below the current limit.
   void Seed(std::size_t index, std::uint32_t limit, const std::string& cause);
   std::uint32_t limit(std::size_t index) const;
+  // What a restart needs of target `index`'s policy (what the limits file
+  // holds): the limit and its source, the base and its source (LimitPolicy Q1).
+  struct Record {
+    std::uint32_t limit = 0;
+    lease::LimitSource source = lease::LimitSource::kConfig;
+    std::uint32_t base = 0;
+    lease::LimitSource base_source = lease::LimitSource::kConfig;
+  };
+  Record record(std::size_t index) const;
+  // Takes a record decided elsewhere (with an etcd ledger: the stored limit a
+  // new limit keeper starts from, or an operator's limit another broker
+  // wrote), clamped as LimitPolicy::Restore clamps; logged once with `cause`
+  // when it changes the limit, persisted, NOT handed to the apply hook (the
+  // store already holds it). Clears the refusal history.
+  void Restore(std::size_t index, const Record& record, const std::string& cause);
+  // Who caused target `index`'s newest change (the operator or reporter;
+  // "" for a limit_command answer, an increase, or none yet).
+  std::string last_change_who(std::size_t index) const;
+  // Changes of target `index`'s limit to `source` since this process started
+  // (the metric dsb_limit_changes_total{source}).
+  std::uint64_t changes(std::size_t index, lease::LimitSource source) const;
   // A session-limit refusal reported for target `index` while dsb held `held`
   // sessions of the account; `refusals` reports folded into one; `who` names
   // the reporter for the log ("client pid 42 (dsb-load#0)", "broker ws2").
@@ -75,7 +104,12 @@ class LimitKeeper {
   // Status fields of target `index`: limit, limit_source, limit_changed_at
   // (ISO 8601 UTC), limit_changed_ms_ago, limit_ceiling, limit_minimum,
   // refusals_reported, limit_changes, discover, limit_command (null or
-  // {last_value, last_error, last_run_ms_ago}).
+  // {last_value, last_error, last_run_ms_ago}), recent_limit_changes (the
+  // last 10 changes since this process started, newest first: {at, ms_ago,
+  // from, to, source, cause, who}; `who` names the operator or reporter, ""
+  // for a limit_command answer or an additive increase).
+  // With a state file, also "persisted": whether the file holds the current
+  // limit (false after a failed write, with "persist_error").
   boost::json::object Json(std::size_t index) const;
 
   struct Impl;

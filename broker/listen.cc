@@ -1,14 +1,26 @@
 // The local socket: BindSocket() refuses a socket another broker answers on,
 // replaces a stale one and binds (mode 0660, the configured group);
 // StartAccept() starts its accept loop (LocalServer, local_server.cc).
+// Windows: the named pipe config.socket (\\.\pipe\dsb-<id>), refused if it
+// has instances already, its security descriptor admitting the configured
+// group (LocalPipeAcceptor::Open); no file to replace or give away.
 #include "broker/broker_impl.h"
 
+#ifndef _WIN32
 #include <fcntl.h>
+#endif
 
 #include <cstring>
 
 namespace dsb::broker {
 
+#ifdef _WIN32
+Status Broker::Impl::BindSocket() {
+  std::optional<GroupId> group;
+  if (config.group) group = config.group->gid;
+  return acceptor.Open(config.socket.string(), group);
+}
+#else
 Status Broker::Impl::BindSocket() {
   namespace fs = std::filesystem;
   const fs::path path = config.socket;
@@ -44,6 +56,7 @@ Status Broker::Impl::BindSocket() {
   }
   return Status::Ok();
 }
+#endif
 
 void Broker::Impl::StartAccept() {
   if (!local) local = std::make_unique<LocalServer>(*this);

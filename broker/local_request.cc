@@ -90,6 +90,18 @@ Result<const json::string*> RequiredString(const json::object& q, std::string_vi
   return s;
 }
 
+// A boolean field: false if absent; refused (`code`, naming field and value)
+// if present but not true or false.
+Result<bool> BoolField(const json::object& q, std::string_view field, Errc code,
+                       const std::string& where) {
+  const json::value* v = q.if_contains(field);
+  if (v == nullptr) return false;
+  if (!v->is_bool()) {
+    return Status{code, where + "'" + std::string(field) + "' must be a boolean, " + Got(*v)};
+  }
+  return v->get_bool();
+}
+
 }  // namespace
 
 const char* LocalOpName(LocalOp op) { return local_protocol::OpWireName(op).data(); }
@@ -197,8 +209,11 @@ Result<LocalRequest> ParseLocalRequest(std::string_view body) {
       r.limit = static_cast<std::uint32_t>(*limit);
       break;
     }
-    case LocalOp::kConfirmStopped: {
-      const std::string where = "confirm_stopped: ";
+    case LocalOp::kConfirmStopped:
+    case LocalOp::kRevoke:
+    case LocalOp::kDrain:
+    case LocalOp::kUndrain: {
+      const std::string where = std::string(local_protocol::OpWireName(r.op)) + ": ";
       auto broker = RequiredString(q, req::kBroker, Errc::kInvalidArgument, where);
       if (!broker.ok()) return broker.status();
       const std::string_view id(**broker);
@@ -206,6 +221,16 @@ Result<LocalRequest> ParseLocalRequest(std::string_view body) {
         return Status{s.code(), where + "'broker': " + s.message()};
       }
       r.broker = std::string(id);
+      if (r.op != LocalOp::kRevoke) break;
+      auto target = StringField(q, req::kTarget, Errc::kInvalidArgument, where);
+      if (!target.ok()) return target.status();
+      if (*target != nullptr) r.target = std::string(**target);
+      auto force = BoolField(q, req::kForce, Errc::kInvalidArgument, where);
+      if (!force.ok()) return force.status();
+      auto confirm = BoolField(q, req::kConfirmDead, Errc::kInvalidArgument, where);
+      if (!confirm.ok()) return confirm.status();
+      r.force = *force;
+      r.confirm_dead = *confirm;
       break;
     }
     case LocalOp::kGoodbye:

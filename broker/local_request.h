@@ -27,8 +27,12 @@ struct LocalRequest {
   std::int64_t version = 1;
   // kRegister, kSetLimit: the target's name as sent (unchecked against the config).
   std::string target;
-  // kConfirmStopped: the broker id (1..128 bytes, unchecked against the config).
+  // kConfirmStopped, kRevoke, kDrain, kUndrain: the broker id (1..128 bytes,
+  // unchecked against the config). kRevoke's `target` may be empty (all).
   std::string broker;
+  // kRevoke: a forced revoke, and the operator's word that the broker is dead.
+  bool force = false;
+  bool confirm_dead = false;
   // kRegister: the client's name for logs and `dsbctl clients`, stored escaped
   // (EscapeText, <= 64 bytes): a name is a label, so one with control
   // characters, ESC sequences, newlines or bytes that are not UTF-8 is taken,
@@ -68,7 +72,10 @@ struct LocalRequest {
 //   'limit' must be an integer between .., got V (T)", "set_limit: limit must be
 //   between 1 and 65535, got N" (local_protocol::CheckLimit); "confirm_stopped:
 //   needs a string 'broker'", "confirm_stopped: 'broker': a broker id must be
-//   1..128 bytes, got N" (local_protocol::CheckBrokerId).
+//   1..128 bytes, got N" (local_protocol::CheckBrokerId); the same for
+//   revoke, drain and undrain ("revoke: needs a string 'broker'", ...), and
+//   "revoke: 'target' must be a string, got V (T)", "revoke: 'force' must be a
+//   boolean, got V (T)" (likewise 'confirm_dead').
 //   report_session_limit never fails over its permit: a slot or word that is
 //   missing or invalid drops the pair (an older client's report).
 //   Messages are printable ASCII whatever the input (echoed bytes are escaped).

@@ -2,8 +2,6 @@
 // connection: requests, the idle timeout). Contracts in local_server.h.
 #include "broker/local_server.h"
 
-#include <sys/socket.h>
-
 #include "broker/broker_impl.h"
 #include "common/check.h"
 #include "common/escape.h"
@@ -30,7 +28,7 @@ std::string Frame(const json::object& reply) {
 
 enum class Caller {
   kAnyPeer,  // any peer the socket admits (peer_access.h): root, the broker's uid, broker.group
-  kAdmin,    // root and the broker's own uid only (Broker::Impl::RefuseUnlessAdmin)
+  kAdmin,    // root, the broker's uid, broker.admin_group (Broker::Impl::RefuseUnlessAdmin)
 };
 
 using Handler = awaitable<json::object> (*)(Broker::Impl&, Session&, const LocalRequest&);
@@ -78,6 +76,10 @@ awaitable<json::object> OnPing(Broker::Impl&, Session&, const LocalRequest& r) {
 awaitable<json::object> OnConfirmStopped(Broker::Impl& b, Session& s, const LocalRequest& r) {
   co_return co_await b.ConfirmStopped(r, s.peer_uid(), s.peer_pid());
 }
+// revoke, drain, undrain.
+awaitable<json::object> OnSteer(Broker::Impl& b, Session& s, const LocalRequest& r) {
+  co_return co_await b.SteerBroker(r, s.peer_uid(), s.peer_pid());
+}
 
 constexpr Route kRoutes[] = {
     {LocalOp::kRegister, Caller::kAnyPeer, true, &OnRegister},
@@ -89,6 +91,9 @@ constexpr Route kRoutes[] = {
     {LocalOp::kGoodbye, Caller::kAnyPeer, true, &OnGoodbye},
     {LocalOp::kPing, Caller::kAnyPeer, true, &OnPing},
     {LocalOp::kConfirmStopped, Caller::kAdmin, false, &OnConfirmStopped},
+    {LocalOp::kRevoke, Caller::kAdmin, false, &OnSteer},
+    {LocalOp::kDrain, Caller::kAdmin, false, &OnSteer},
+    {LocalOp::kUndrain, Caller::kAdmin, false, &OnSteer},
 };
 
 constexpr bool RoutesFollowKnownOps() {
@@ -112,10 +117,7 @@ const Route& RouteOf(LocalOp op) {
 
 }  // namespace
 
-void SendFrameNow(int fd, const std::string& frame) {
-  if (fd < 0) return;
-  (void)::send(fd, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-}
+void SendFrameNow(LocalHandle fd, const std::string& frame) { WriteNow(fd, frame); }
 
 // ---- LocalServer ----------------------------------------------------------
 
@@ -140,7 +142,7 @@ std::string LocalServer::FullFrame(const std::string& detail) const {
 }
 
 void LocalServer::Accept() {
-  broker_.acceptor.async_accept([this](boost::system::error_code ec, local_stream::socket socket) {
+  broker_.acceptor.async_accept([this](boost::system::error_code ec, LocalStream socket) {
     if (broker_.stopping || ec == asio::error::operation_aborted || !broker_.acceptor.is_open()) {
       return;
     }
@@ -149,6 +151,9 @@ void LocalServer::Accept() {
       // Out of descriptors: one waiting peer is answered through the spare and
       // the loop goes on at once (each round takes one peer off the backlog);
       // anything else waits, 10 ms doubling to 1 s. Never a busy loop.
+      // (Windows: no descriptor limit; a pipe instance that cannot be made
+      // is backed off from like any error.)
+#ifndef _WIN32
       if (AcceptGuard::OutOfDescriptors(ec) &&
           guard_.ShedOne(broker_.acceptor.native_handle(),
                          FullFrame("the broker is out of file descriptors"))) {
@@ -157,6 +162,7 @@ void LocalServer::Accept() {
         Accept();
         return;
       }
+#endif
       backoff_.expires_after(guard_.Failed(ec, now));
       backoff_.async_wait([this](boost::system::error_code e) {
         if (!e && !broker_.stopping) Accept();
@@ -169,18 +175,18 @@ void LocalServer::Accept() {
   });
 }
 
-void LocalServer::OnAccepted(local_stream::socket socket, Clock::time_point now) {
-  const int fd = socket.native_handle();
+void LocalServer::OnAccepted(LocalStream socket, Clock::time_point now) {
+  const LocalHandle fd = socket.native_handle();
   std::string why;
   std::optional<PeerCredentials> peer = ReadPeerCredentials(fd, &why);
   if (peer) {
-    if (auto refusal = RefuseLocalPeer(*peer, ::geteuid(), broker_.config)) why = *refusal;
+    if (auto refusal = RefuseLocalPeer(*peer, CurrentAccount(), broker_.config)) why = *refusal;
   }
   if (!why.empty()) {
     SendFrameNow(fd, Frame(ErrorReply(Errc::kPermissionDenied, why)));
     // A refused peer may reconnect in a loop: rate-limited per uid.
     LogLimited(spdlog::level::warn, "refused local peer",
-               peer ? "uid " + std::to_string(peer->uid) : std::string("no credentials"),
+               peer ? "uid " + AccountText(peer->uid) : std::string("no credentials"),
                "refused local peer: {}", why);
     return;  // the socket closes here
   }
@@ -189,9 +195,9 @@ void LocalServer::OnAccepted(local_stream::socket socket, Clock::time_point now)
   if (!d.admit) {
     SendFrameNow(fd, FullFrame(std::to_string(admission_.size()) +
                                " local connections have not registered, uid " +
-                               std::to_string(peer->uid) + " holds " +
+                               AccountText(peer->uid) + " holds " +
                                std::to_string(admission_.CountOf(peer->uid)) + " of them"));
-    guard_.Refused("a connection of uid " + std::to_string(peer->uid) + " (pid " +
+    guard_.Refused("a connection of uid " + AccountText(peer->uid) + " (pid " +
                        std::to_string(peer->pid) + ") was refused: " +
                        std::to_string(admission_.size()) +
                        " unregistered connections and this uid holds as many as the busiest",
@@ -203,7 +209,7 @@ void LocalServer::OnAccepted(local_stream::socket socket, Clock::time_point now)
       auto victim = weak.lock();
       if (!victim || victim->id() != *d.evict) continue;
       guard_.Refused("unregistered-connection bound reached: the longest idle connection of uid " +
-                         std::to_string(victim->peer_uid()) + " (pid " +
+                         AccountText(victim->peer_uid()) + " (pid " +
                          std::to_string(victim->peer_pid()) + ") was told 'broker full' and closed",
                      now);
       victim->CloseWith(FullFrame(
@@ -254,7 +260,7 @@ awaitable<void> Session::Run() {
     if (ec) break;
     const std::size_t len = DecodeFrameLength(header);
     if (len > kMaxLocalFrame) {
-      LogLimited(spdlog::level::warn, "oversize local request", "uid " + std::to_string(peer_.uid),
+      LogLimited(spdlog::level::warn, "oversize local request", "uid " + AccountText(peer_.uid),
                  "local peer pid {} uid {}: announced a {}-byte request (limit {}); closing",
                  peer_.pid, peer_.uid, len, kMaxLocalFrame);
       co_await Send(ErrorReply(Errc::kProtocol, "request of " + std::to_string(len) +
@@ -274,7 +280,7 @@ awaitable<void> Session::Run() {
     if (!req.ok()) {
       // A peer may send these in a loop: rate-limited per uid (the message
       // escapes what it echoes: local_request.h).
-      LogLimited(spdlog::level::warn, "malformed local request", "uid " + std::to_string(peer_.uid),
+      LogLimited(spdlog::level::warn, "malformed local request", "uid " + AccountText(peer_.uid),
                  "local peer pid {} uid {}: malformed request ({} bytes): {}", peer_.pid,
                  peer_.uid, len, req.status().message());
       reply = local_protocol::RefusalReply(req.status());  // with the broker's versions
@@ -294,7 +300,7 @@ awaitable<json::object> Session::Answer(const LocalRequest& req) {
       co_return ErrorReply(Errc::kShuttingDown, "broker is shutting down");
     }
     if (route.caller == Caller::kAdmin) {
-      if (auto refused = broker_.RefuseUnlessAdmin(LocalOpName(req.op), peer_.uid, peer_.pid)) {
+      if (auto refused = broker_.RefuseUnlessAdmin(req, peer_)) {
         co_return *refused;
       }
     }
@@ -303,7 +309,7 @@ awaitable<json::object> Session::Answer(const LocalRequest& req) {
     // A bug, not the peer's input (ParseLocalRequest checked it): the
     // exception's text (a library's, with its source paths) goes to the log,
     // the peer gets a message of ours.
-    LogLimited(spdlog::level::err, "local request failed", "uid " + std::to_string(peer_.uid),
+    LogLimited(spdlog::level::err, "local request failed", "uid " + AccountText(peer_.uid),
                "local peer pid {} uid {}: handling '{}' failed: {}", peer_.pid, peer_.uid,
                LocalOpName(req.op), EscapeText(e.what(), 400));
     co_return ErrorReply(Errc::kInternal, std::string("the broker could not handle '") +

@@ -25,9 +25,6 @@
 #ifndef DSB_BROKER_LOCAL_SERVER_H_
 #define DSB_BROKER_LOCAL_SERVER_H_
 
-#include <sys/types.h>
-
-#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
@@ -36,6 +33,9 @@
 #include "broker/accept_guard.h"
 #include "broker/admission.h"
 #include "broker/broker.h"
+#include "broker/local_transport.h"
+#include "common/account.h"
+#include "common/local_frame.h"
 
 namespace dsb::broker {
 
@@ -67,18 +67,18 @@ class LocalServer {
 
  private:
   void Accept();
-  void OnAccepted(boost::asio::local::stream_protocol::socket socket, Clock::time_point now);
+  void OnAccepted(LocalStream socket, Clock::time_point now);
 
   Broker::Impl& broker_;
   AcceptGuard guard_;
-  Admission<uid_t> admission_;
+  Admission<AccountId> admission_;
   boost::asio::steady_timer backoff_;
   std::uint64_t next_id_ = 1;
 };
 
 // Writes `frame` to `fd` without blocking (best effort: a fresh or idle
 // connection's send buffer takes a short reply whole).
-void SendFrameNow(int fd, const std::string& frame);
+void SendFrameNow(LocalHandle fd, const std::string& frame);
 
 }  // namespace dsb::broker
 

@@ -1,7 +1,12 @@
 #include "broker/log_file.h"
 
+#ifdef _WIN32
+#include <io.h>
+#else
 #include <unistd.h>
+#endif
 
+#include <algorithm>
 #include <cerrno>
 #include <mutex>
 #include <vector>
@@ -22,6 +27,18 @@ class FdSink final : public spdlog::sinks::base_sink<std::mutex> {
   FdSink(const FdSink&) = delete;
   FdSink& operator=(const FdSink&) = delete;
 
+  // Writes go to `fd` from now on; the old descriptor is closed. Under the
+  // sink's mutex: a line being written finishes on the old file.
+  void Switch(int fd) {
+    int old = -1;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      old = fd_;
+      fd_ = fd;
+    }
+    ::close(old);
+  }
+
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
     spdlog::memory_buf_t buf;
@@ -29,7 +46,12 @@ class FdSink final : public spdlog::sinks::base_sink<std::mutex> {
     const char* p = buf.data();
     std::size_t left = buf.size();
     while (left > 0) {
+#ifdef _WIN32
+      // The CRT's _write takes an unsigned count (a log line is far smaller).
+      const ssize_t n = ::_write(fd_, p, static_cast<unsigned>(std::min<std::size_t>(left, 1u << 30)));
+#else
       const ssize_t n = ::write(fd_, p, left);
+#endif
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return;  // a full disk must not take the broker down
       p += n;
@@ -42,9 +64,8 @@ class FdSink final : public spdlog::sinks::base_sink<std::mutex> {
   int fd_;
 };
 
-}  // namespace
-
-Result<std::shared_ptr<spdlog::sinks::sink>> OpenLogFile(const std::filesystem::path& file) {
+// The descriptor of a log file opened by the rules of OpenLogFile.
+Result<int> OpenLogFd(const std::filesystem::path& file) {
   const std::filesystem::path folder =
       file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
   // Folders made here go again if the file cannot be opened (nothing is left
@@ -61,7 +82,27 @@ Result<std::shared_ptr<spdlog::sinks::sink>> OpenLogFile(const std::filesystem::
     RemoveCreatedFolders(created);
     return fd.status();
   }
+  return *fd;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<spdlog::sinks::sink>> OpenLogFile(const std::filesystem::path& file) {
+  Result<int> fd = OpenLogFd(file);
+  if (!fd.ok()) return fd.status();
   return std::shared_ptr<spdlog::sinks::sink>(std::make_shared<FdSink>(*fd));
+}
+
+Status ReopenLogFile(spdlog::logger& logger, const std::filesystem::path& file) {
+  for (const spdlog::sink_ptr& sink : logger.sinks()) {
+    if (auto fd_sink = std::dynamic_pointer_cast<FdSink>(sink)) {
+      Result<int> fd = OpenLogFd(file);
+      if (!fd.ok()) return fd.status();
+      fd_sink->Switch(*fd);
+      return Status::Ok();
+    }
+  }
+  return Status(Errc::kInvalidArgument, "the broker logs to stderr, not to a log file");
 }
 
 }  // namespace dsb::broker

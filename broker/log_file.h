@@ -6,6 +6,7 @@
 #ifndef DSB_BROKER_LOG_FILE_H_
 #define DSB_BROKER_LOG_FILE_H_
 
+#include <spdlog/logger.h>
 #include <spdlog/sinks/sink.h>
 
 #include <filesystem>
@@ -23,6 +24,16 @@ namespace dsb::broker {
 // and what is wrong (a folder, a symbolic link, another user's file, a
 // folder others can write); folders this call made are removed again.
 Result<std::shared_ptr<spdlog::sinks::sink>> OpenLogFile(const std::filesystem::path& file);
+
+// SIGHUP (logrotate renamed the file): opens `file` again by the same rules
+// and makes the log file sink of `logger` (one made by OpenLogFile) write
+// there; the old descriptor is closed after the switch, so no line is lost
+// or torn. `file` may differ from the path opened first (broker.log_file
+// changed). Thread-safe against concurrent logging (the sink's own mutex).
+// Success: Ok. Failure: kConfig as OpenLogFile (the sink keeps writing to
+// the old descriptor); kInvalidArgument if `logger` has no log file sink
+// (the broker logs to stderr).
+Status ReopenLogFile(spdlog::logger& logger, const std::filesystem::path& file);
 
 }  // namespace dsb::broker
 

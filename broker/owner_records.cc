@@ -1,13 +1,6 @@
 #include "broker/owner_records.h"
 
-#include <fcntl.h>
-#include <stdlib.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <boost/json.hpp>
-#include <cerrno>
-#include <cstring>
 
 #include "broker/secure_fs.h"
 
@@ -30,6 +23,25 @@ std::optional<std::uint64_t> Unsigned(const json::value* v, std::uint64_t max) {
   if (ec || n > max || !(v->is_int64() || v->is_uint64())) return std::nullopt;
   return n;
 }
+
+// The "uid" field: a number on POSIX, a SID string on Windows (the file never
+// moves between machines: it lives as long as the segments).
+#ifdef _WIN32
+constexpr const char* kUidFormat = "SID string";
+std::optional<AccountId> UidField(const json::value* v) {
+  if (v == nullptr || !v->is_string()) return std::nullopt;
+  return ParseAccountNumber(std::string(v->as_string()));
+}
+json::value UidJson(const AccountId& uid) { return json::value(uid); }
+#else
+constexpr const char* kUidFormat = "uint32";
+std::optional<AccountId> UidField(const json::value* v) {
+  const auto n = Unsigned(v, UINT32_MAX);
+  if (!n) return std::nullopt;
+  return static_cast<AccountId>(*n);
+}
+json::value UidJson(const AccountId& uid) { return static_cast<std::uint64_t>(uid); }
+#endif
 
 }  // namespace
 
@@ -62,23 +74,25 @@ Status OwnerRecords::Load(const fs::path& file,
     const json::value* target = o ? o->if_contains("target") : nullptr;
     const auto instance = Unsigned(o ? o->if_contains("instance") : nullptr, UINT64_MAX);
     const auto owner = Unsigned(o ? o->if_contains("owner") : nullptr, UINT32_MAX);
-    const auto uid = Unsigned(o ? o->if_contains("uid") : nullptr, UINT32_MAX);
+    const auto uid = UidField(o ? o->if_contains("uid") : nullptr);
     if (target == nullptr || !target->is_string() || !instance || !owner || !uid) {
-      return bad("a record is not {\"target\": string, \"instance\": uint64, \"owner\": uint32, "
-                 "\"uid\": uint32}");
+      return bad(std::string("a record is not {\"target\": string, \"instance\": uint64, "
+                             "\"owner\": uint32, \"uid\": ") +
+                 kUidFormat + "}");
     }
     const std::string name(target->as_string());
     auto it = adopted.find(name);
     if (it == adopted.end() || it->second != *instance) continue;
     kept[{name, static_cast<std::uint32_t>(*owner)}] =
-        Entry{*instance, static_cast<uid_t>(*uid)};
+        Entry{*instance, *uid};
   }
   records_ = std::move(kept);
   return Status::Ok();
 }
 
 std::optional<std::string> OwnerRecords::AdoptionRefusal(const std::string& target,
-                                                         std::uint32_t owner, uid_t uid) const {
+                                                         std::uint32_t owner,
+                                                         const AccountId& uid) const {
   auto it = records_.find({target, owner});
   const std::string what = "owner " + std::to_string(owner) + " of target '" + target + "'";
   if (it != records_.end()) {
@@ -116,7 +130,7 @@ std::string OwnerRecords::Serialize(
     list.push_back(json::object{{"target", key.first},
                                 {"instance", e.instance},
                                 {"owner", key.second},
-                                {"uid", static_cast<std::uint64_t>(e.uid)}});
+                                {"uid", UidJson(e.uid)}});
   }
   return json::serialize(json::object{{"version", 1}, {"records", std::move(list)}}) + "\n";
 }
@@ -128,7 +142,8 @@ Status OwnerRecords::Save() const {
 }
 
 void OwnerRecords::RemoveFile() const {
-  if (!file_.empty()) ::unlink(file_.c_str());
+  std::error_code ec;
+  if (!file_.empty()) fs::remove(file_, ec);
 }
 
 }  // namespace dsb::broker

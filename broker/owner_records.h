@@ -29,8 +29,6 @@
 #ifndef DSB_BROKER_OWNER_RECORDS_H_
 #define DSB_BROKER_OWNER_RECORDS_H_
 
-#include <sys/types.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -39,6 +37,7 @@
 #include <string>
 #include <utility>
 
+#include "common/account.h"
 #include "common/status.h"
 
 namespace dsb::broker {
@@ -47,7 +46,7 @@ class OwnerRecords {
  public:
   struct Entry {
     std::uint64_t instance = 0;  // the segment instance the owner id belongs to
-    uid_t uid = 0;               // who registered it (SO_PEERCRED)
+    AccountId uid{};             // who registered it (SO_PEERCRED; Windows: user SID)
   };
 
   // "<socket>.owners".
@@ -67,7 +66,7 @@ class OwnerRecords {
   // nullopt if `uid` may adopt `owner` of `target` (rule above); else the
   // reason, naming the owner, the target and both uids.
   std::optional<std::string> AdoptionRefusal(const std::string& target, std::uint32_t owner,
-                                             uid_t uid) const;
+                                             const AccountId& uid) const;
 
   void Set(const std::string& target, std::uint32_t owner, Entry entry);
   void Erase(const std::string& target, std::uint32_t owner);

@@ -26,30 +26,77 @@
 // Refusals are kConfig statuses naming the file or folder, the offending
 // component, its owner (uid and name) and mode, and what to do.
 //
-// POSIX only. Thread rule: the functions are thread-safe except where a
-// comment says otherwise (none of them keeps state).
+// Two implementations (issue 12): secure_fs_posix.cc (the rules above) and
+// secure_fs_win.cc, which keeps the same contract with Windows' means:
+//  - owners are account SIDs; trusted are the broker's own account,
+//    LocalSystem (S-1-5-18) and BUILTIN\Administrators (S-1-5-32-544, the
+//    owner of what an elevated administrator makes);
+//  - "writable by group or others" is an ACL entry that grants any write,
+//    delete, WRITE_DAC or WRITE_OWNER right to another SID (kSecret: any
+//    access at all); a missing (NULL) DACL grants everyone everything;
+//  - folders the broker makes get a protected DACL (no inheritance from
+//    above): full control for the broker's account, SYSTEM and
+//    Administrators; read and traverse for broker.group if given (the last
+//    folder) or for Users (parents, like 0755);
+//  - "no symbolic link" is no reparse point (symbolic link or junction) in
+//    any component, checked with FILE_FLAG_OPEN_REPARSE_POINT opens;
+//  - the chain check: no component is a reparse point, and every existing
+//    parent below the drive root is owned by a trusted owner (or
+//    TrustedInstaller) and grants nobody else DELETE, FILE_DELETE_CHILD,
+//    WRITE_DAC, WRITE_OWNER or GENERIC_ALL (what would let another account
+//    swap a folder below it for a junction after the check; %ProgramData%'s
+//    "Users may create folders" is not among them: such a folder is owned by
+//    its maker and refused). A %ProgramData%\dsb that another user made
+//    first is refused, naming it and how to fix it; the installer makes it
+//    with a protected DACL. The folder itself is checked in full;
+//  - ACL entries other than plain allow and deny (object, callback,
+//    conditional) are refused wherever an ACL is checked;
+//  - the atomic replace is a CREATE_NEW temporary file, FlushFileBuffers,
+//    MoveFileExW(MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH);
+//  - a file `mode` without group/other bits (0600) gives the file a protected
+//    DACL of its own (SYSTEM, Administrators, the broker); other modes and
+//    OpenForAppendNoFollow's files take the folder's inherited DACL.
+// Under Wine the owner and DACL calls succeed, and a descriptor set on a
+// folder is stored, but Wine enforces no access check the way Windows does:
+// tests there show the checks read what is stored, not that another account
+// is kept out (docs/windows.md).
+//
+// Thread rule: the functions are thread-safe except where a comment says
+// otherwise (none of them keeps state).
 #ifndef DSB_BROKER_SECURE_FS_H_
 #define DSB_BROKER_SECURE_FS_H_
 
-#include <sys/types.h>
+#include <sys/types.h>  // mode_t (MinGW has it too)
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/account.h"
 #include "common/status.h"
 
 namespace dsb::broker {
 
 // True for root and for the process's effective uid: the only owners the
-// broker trusts for its folders and files.
-bool IsTrustedOwner(uid_t uid);
+// broker trusts for its folders and files. (Windows: LocalSystem,
+// Administrators and the broker's own account SID.)
+bool IsTrustedOwner(const AccountId& uid);
 
-// "uid 1001 (alice)"; "uid 4242 (no such user)".
-std::string DescribeOwner(uid_t uid);
+#ifdef _WIN32
+// The entries of `dacl` (a PACL; nullptr: a NULL DACL) that make a folder or
+// file not private: each allow entry for an untrusted SID granting any of
+// `rights` (an ACCESS_MASK), and every entry of a type other than plain
+// allow and deny (object, callback, conditional entries are not weighed,
+// so they are refused), as text for messages. Empty: none. For tests.
+std::vector<std::string> UntrustedAclHolders(const void* dacl, unsigned long rights);
+#endif
+
+// "uid 1001 (alice)"; "uid 4242 (no such user)". (Windows: "S-1-5-... (DOMAIN\name)".)
+std::string DescribeOwner(const AccountId& uid);
 
 // "0755" (permission bits, set-id and sticky bits included).
 std::string DescribeMode(mode_t mode);
@@ -61,7 +108,7 @@ struct PrivateFolderSpec {
   mode_t mode = 0700;
   // Given to the folder itself after it is made (e.g. 0750 + the broker's
   // group, so clients of that group can reach a socket inside).
-  std::optional<gid_t> group;
+  std::optional<GroupId> group;
 };
 
 // Checks that `folder` is private to this broker (rules at the top).
@@ -143,6 +190,18 @@ enum class FileSecrecy {
 // ...; run `chmod 600 <path>` ..." (or `chown`).
 Status CheckOperatorFile(int fd, const std::filesystem::path& path, std::string_view what,
                          FileSecrecy secrecy);
+
+// Reads a secret an operator gives the broker (the cluster key file), named
+// `what` in messages ("cluster key file"): a regular file owned by root or
+// the broker's user, with no access for group or others (Windows: owned by
+// a trusted SID, no ACL entry for any other SID, no reparse point).
+// Success: its first max_bytes + 1 bytes at most (one more than allowed, so
+// the caller can say it is too large); the caller wipes them after use.
+// Failure: kConfig "cannot open <what> <file>: ...", "<what> <file> is owned
+// by ...", "... has mode 0644: group or others may access it; ...",
+// "... is larger than N bytes", "cannot read <what> <file>: ...".
+Result<std::vector<std::uint8_t>> ReadSecretFile(const std::filesystem::path& path,
+                                                 std::string_view what, std::size_t max_bytes);
 
 }  // namespace dsb::broker
 

@@ -3,7 +3,8 @@
 // the state file clean if nothing is held, else keeps them for the next broker
 // to adopt; closes the sessions without reclaiming their slots.
 #include "broker/broker_impl.h"
-#include "broker/service_notify.h"
+#include "broker/config/paths.h"
+#include "broker/service/service_notify.h"
 #include "common/limited_log.h"
 
 namespace dsb::broker {
@@ -16,16 +17,19 @@ void Broker::Impl::Shutdown() {
   if (limits) limits->Stop();
   boost::system::error_code ec;
   if (local) local->Stop();
+  if (status_page) status_page->Stop();
+  if (http) http->Stop();
   acceptor.close(ec);
   std::error_code fec;
-  std::filesystem::remove(config.socket, fec);
+  // A named pipe goes with its last handle; there is no file to remove.
+  if (!config::IsNamedPipePath(config.socket)) std::filesystem::remove(config.socket, fec);
   grace_timer.cancel();
   quarantine_timer.cancel();
   audit_timer.cancel();
   hold_timer.cancel();
   log_flush_timer.cancel();
   FlushLimitedLogs(/*all=*/true);  // what the rate limit held back is counted in the log
-  signals.cancel();
+  control.Cancel();
   bool any_held = !clients.empty();  // a registered client may take slots any time
   std::uint64_t slots_kept = 0;
   for (auto& [n, t] : targets) {

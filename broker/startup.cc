@@ -8,19 +8,19 @@
 // capacity high water) is in state_policy.cc.
 #include "broker/broker_impl.h"
 
+#include "broker/config/paths.h"
+#include "common/account.h"
+
 namespace dsb::broker {
 
 Status Broker::Impl::Open() {
-  if (config.metrics) {
-    spdlog::warn("broker.metrics ({}) is accepted but this build serves no Prometheus endpoint "
-                 "yet; use `dsbctl status --json`",
-                 config.metrics->ToString());
-  }
   // Lock before touching anything: a second broker with an overlapping config
   // must not attach to, bump, re-shape or free a running broker's segments,
   // nor write this broker's state file.
   std::optional<UncleanEnd> unclean;
   if (Status st = TakeLocks(&unclean); !st.ok()) return st;
+  // Before any segment is touched: a port in use ends the start early.
+  if (Status st = BindMetrics(); !st.ok()) return st;
   if (!config.cluster_mode()) {
     // Before any segment is opened: the effective limits decide the first capacity.
     if (Status st = StartLimitKeeper(); !st.ok()) return st;
@@ -42,14 +42,17 @@ Status Broker::Impl::Open() {
 }
 
 Status Broker::Impl::TakeLocks(std::optional<UncleanEnd>* unclean) {
-  const std::optional<gid_t> group =
-      config.group ? std::optional<gid_t>(static_cast<gid_t>(config.group->gid)) : std::nullopt;
+  const std::optional<GroupId> group =
+      config.group ? std::optional<GroupId>(config.group->gid) : std::nullopt;
   // The socket's folder holds the socket and its lock: only this broker may
   // write it, or another user could swap the socket (secure_fs.h). Clients
-  // of the group need to search it.
-  if (Status st = EnsurePrivateFolder(config.socket.parent_path(), "broker.socket's folder",
-                                      {.mode = mode_t(group ? 0750 : 0755), .group = group},
-                                      &created_socket_folders);
+  // of the group need to search it. A named pipe (Windows) is in no folder:
+  // its lock goes to the lock folder (InstanceLock::Beside).
+  if (Status st = config::IsNamedPipePath(config.socket)
+                      ? Status::Ok()
+                      : EnsurePrivateFolder(config.socket.parent_path(), "broker.socket's folder",
+                                            {.mode = mode_t(group ? 0750 : 0755), .group = group},
+                                            &created_socket_folders);
       !st.ok()) {
     return st;
   }
@@ -62,7 +65,8 @@ Status Broker::Impl::TakeLocks(std::optional<UncleanEnd>* unclean) {
   // file clean over an earlier unclean end (UndoFailedOpen reads it).
   previous_unclean = unclean->has_value();
   for (const config::TargetConfig& t : config.targets) {
-    const std::string segment = shm::SegmentName(config.shm_prefix, t.name);
+    const std::string segment =
+        config.SegmentNamespacePrefix() + shm::SegmentName(config.shm_prefix, t.name);
     auto seg_lock = InstanceLock::Acquire(InstanceLock::ForSegment(segment),
                                           "segment " + segment + " (target " + t.name + ")");
     if (!seg_lock.ok()) return seg_lock.status();
@@ -104,7 +108,7 @@ Status Broker::Impl::WriteStartState(const std::optional<UncleanEnd>& unclean) {
   // Written before any segment is touched: what this life may hand out is
   // on disk before a client can use it. After an unclean end the earlier
   // high water is carried on (sessions of that life may still be open).
-  state.pid = ::getpid();
+  state.pid = CurrentProcessId();
   state.clean = false;
   for (const config::TargetConfig& t : config.targets) {
     state.capacity_high_water[t.name] =
@@ -176,8 +180,13 @@ void Broker::Impl::LoadOwnerRecords() {
   for (const auto& [n, t] : targets) {
     if (t->adopted_segment()) adopted_instances[n] = t->instance_id();
   }
-  if (Status st = owner_records.Load(OwnerRecords::Beside(config.socket), adopted_instances);
-      !st.ok()) {
+  // A named pipe (Windows) is in no folder: its records go to the private
+  // lock folder, beside the pipe's lock (InstanceLock::Beside).
+  const std::filesystem::path records =
+      config::IsNamedPipePath(config.socket)
+          ? config::DefaultPaths().lock_dir / (config.socket.filename().string() + ".owners")
+          : OwnerRecords::Beside(config.socket);
+  if (Status st = owner_records.Load(records, adopted_instances); !st.ok()) {
     spdlog::warn("{}; no owner is recorded, so only root or the broker's user may re-adopt the "
                  "previous broker's owners (other clients register anew)",
                  st.message());
@@ -196,12 +205,18 @@ void Broker::Impl::UndoFailedOpen() {
   boost::system::error_code ec;
   std::error_code fec;
   if (acceptor.is_open()) {
+#ifdef _WIN32
+    // The pipe goes with its last handle: closing it is the removal.
+    acceptor.close(ec);
+    removed.push_back("pipe " + config.socket.string());
+#else
     const auto bound = acceptor.local_endpoint(ec);
     acceptor.close(ec);
     // Only a socket this start bound (BindSocket refuses a live one of another broker).
     if (!bound.path().empty() && std::filesystem::remove(config.socket, fec)) {
       removed.push_back("socket " + config.socket.string());
     }
+#endif
   }
   bool adopted_any = false;
   for (std::size_t i = 0; i < ordered.size(); ++i) {

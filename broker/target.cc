@@ -1,11 +1,14 @@
 #include "broker/target.h"
 
+#ifndef _WIN32
 #include <sys/stat.h>
 #include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <spdlog/spdlog.h>
 
 namespace dsb::broker {
@@ -27,12 +30,18 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
                                              bool adopted_holds_only) {
   auto t = std::unique_ptr<Target>(new Target());
   t->config_ = target;
-  const std::string segment = shm::SegmentName(broker.shm_prefix, target.name);
+  // With segment_namespace = "global" (Windows): "Global\\dsb-...", the name
+  // clients are told and open as given.
+  const std::string segment =
+      broker.SegmentNamespacePrefix() + shm::SegmentName(broker.shm_prefix, target.name);
   const auto slots = static_cast<std::uint32_t>(target.slots);
   // Only a segment this broker's uid made, open to nobody else, is adopted
   // (issue 9: a segment planted by another user before the broker's first
   // start, after a clean stop or a reboot was adopted and its slots freed).
-  const uid_t self = ::geteuid();
+  const AccountId self = CurrentAccount();
+  const std::optional<GroupId> group =
+      broker.group ? std::optional<GroupId>(broker.group->gid) : std::nullopt;
+#ifndef _WIN32
   const std::string path = "/dev/shm/" + segment;
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == self &&
@@ -45,10 +54,24 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
                  target.name, path, st.st_size);
     (void)shm::SlotTable::Remove(segment);
   }
+#endif
   if (shm::SlotTable::Exists(segment)) {
     t->existed_ = true;
-    auto attached = shm::SlotTable::Attach(segment, shm::AttachOptions{.owner = self});
+    // (Windows: `group` is the only account besides SYSTEM and this one the
+    // section may admit, and `adopt` re-creates the waiter events and queue
+    // mutex gone with an earlier broker. POSIX ignores both.)
+    auto attached = shm::SlotTable::Attach(
+        segment, shm::AttachOptions{.owner = self, .group = group, .adopt = true});
     if (!attached.ok()) {
+#ifdef _WIN32
+      // Attach checked the section's owner SID and DACL (the message says
+      // which failed). A section goes with its last handle: nothing to remove.
+      return Status{attached.status().code(),
+                    "target " + target.name + ": " + attached.status().message() +
+                        ". This broker (" + DescribeAccount(self) +
+                        ") adopts only segments it made; it did not touch this one. Stop the "
+                        "processes that map it (its clients, an earlier broker) and start again"};
+#else
       struct stat now_st {};
       const bool foreign = ::lstat(path.c_str(), &now_st) == 0 &&
                            (now_st.st_uid != self || (now_st.st_mode & 0007) != 0 ||
@@ -64,6 +87,7 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
                     attached.status().message() +
                         ". If no DigiScope instance uses it, remove /dev/shm/" + segment +
                         " and start again"};
+#endif
     }
     auto& table = *attached;
     if (table->target() != target.name || table->slot_count() != slots) {
@@ -75,7 +99,18 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
                      "nothing held, re-creating it with {} slots",
                      target.name, segment, table->target(), table->slot_count(), slots);
         table.reset();
-        (void)shm::SlotTable::Remove(segment);
+        const Status removed = shm::SlotTable::Remove(segment);
+#ifdef _WIN32
+        // A section cannot be removed while any process maps it (a client
+        // attached with nothing held): a Create would find it still there.
+        if (!removed.ok()) {
+          return Status{removed.code(), "target " + target.name + ": segment " + segment +
+                                            " has another shape and cannot be re-made: " +
+                                            removed.message() + "; stop its clients first"};
+        }
+#else
+        (void)removed;
+#endif
       } else {
         return Status{Errc::kSegmentInvalid,
                       "segment " + segment + " holds slots but was made for target '" +
@@ -88,7 +123,7 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
     if (table) {
       t->table_ = std::move(table);
       t->adopted_ = true;
-      t->table_->BumpBrokerGeneration(::getpid());
+      t->table_->BumpBrokerGeneration(CurrentProcessId());
       // The config's cooldown, not the earlier broker's; slots already
       // cooling keep their deadlines (up to the earlier cooldown from now).
       t->inherited_cooling_until_ns_ = NsOf(now) + t->table_->release_cooldown_ns();
@@ -130,11 +165,20 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
     o.slot_count = slots;
     o.capacity = 0;
     o.release_cooldown = target.release_cooldown;
-    if (broker.group) o.group = static_cast<gid_t>(broker.group->gid);
+    o.group = group;
     auto created = shm::SlotTable::Create(o);
+    if (!created.ok() && broker.segment_global) {
+      // Name the key: a console broker under a plain account lacks
+      // SeCreateGlobalPrivilege (docs/windows.md, section 3).
+      return Status{created.status().code(),
+                    created.status().message() +
+                        " (broker.segment_namespace is \"global\"; a broker that is not a "
+                        "service or an administrator may set it to \"local\", with its clients "
+                        "in its own session)"};
+    }
     if (!created.ok()) return created.status();
     t->table_ = std::move(created).value();
-    t->table_->BumpBrokerGeneration(::getpid());
+    t->table_->BumpBrokerGeneration(CurrentProcessId());
   }
   if (keep_lower_adopted && t->adopted_) {
     initial_capacity = std::min(initial_capacity, t->table_->capacity());
@@ -185,7 +229,7 @@ void Target::QuarantineRegistration(Clock::time_point now) {
 
 void Target::CoolRegistration(Clock::time_point now) {
   if (config_.release_cooldown.count() <= 0) return;
-  registration_quarantine_.insert(
+  registration_cooling_.insert(
       now + std::chrono::duration_cast<Clock::duration>(config_.release_cooldown));
 }
 
@@ -221,8 +265,8 @@ void Target::QuarantineUntil(const std::vector<std::uint32_t>& slots, Clock::tim
 }
 
 Clock::time_point Target::ExpireQuarantine(Clock::time_point now) {
-  while (!registration_quarantine_.empty() && *registration_quarantine_.begin() <= now) {
-    registration_quarantine_.erase(registration_quarantine_.begin());
+  for (auto* ends : {&registration_quarantine_, &registration_cooling_}) {
+    while (!ends->empty() && *ends->begin() <= now) ends->erase(ends->begin());
   }
   while (!quarantine_.empty() && quarantine_.begin()->first <= now) {
     table_->EndQuarantine(quarantine_.begin()->second);
@@ -235,6 +279,7 @@ Clock::time_point Target::ExpireQuarantine(Clock::time_point now) {
 Clock::time_point Target::next_quarantine_end() const {
   Clock::time_point next = quarantine_.empty() ? Clock::time_point::max() : quarantine_.begin()->first;
   if (!registration_quarantine_.empty()) next = std::min(next, *registration_quarantine_.begin());
+  if (!registration_cooling_.empty()) next = std::min(next, *registration_cooling_.begin());
   return next;
 }
 
@@ -280,8 +325,15 @@ namespace {
 // The processes that have `segment` mapped (from /proc/<pid>/maps), at most
 // `max` of them: whoever wrote what the audit found is one of them (or has
 // since unmapped it). Only read when the audit found something.
-std::vector<pid_t> MappersOf(const std::string& segment, std::size_t max) {
-  std::vector<pid_t> out;
+// Windows: nullopt, not read (which processes hold a section handle needs
+// the system handle table, NtQuerySystemInformation: not done here).
+#ifdef _WIN32
+std::optional<std::vector<ProcessId>> MappersOf(const std::string&, std::size_t) {
+  return std::nullopt;
+}
+#else
+std::optional<std::vector<ProcessId>> MappersOf(const std::string& segment, std::size_t max) {
+  std::vector<ProcessId> out;
   const std::string needle = "/dev/shm/" + segment;
   std::error_code ec;
   for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end;
@@ -297,7 +349,7 @@ std::vector<pid_t> MappersOf(const std::string& segment, std::size_t max) {
       const std::size_t at = line.find(needle);
       if (at != std::string::npos &&
           (at + needle.size() == line.size() || line[at + needle.size()] == ' ')) {
-        out.push_back(static_cast<pid_t>(std::stol(pid_text)));
+        out.push_back(static_cast<ProcessId>(std::stol(pid_text)));
         break;
       }
     }
@@ -305,10 +357,11 @@ std::vector<pid_t> MappersOf(const std::string& segment, std::size_t max) {
   }
   return out;
 }
+#endif
 
 }  // namespace
 
-bool Target::Audit(Clock::time_point now, const std::map<std::uint32_t, pid_t>& registered) {
+bool Target::Audit(Clock::time_point now, const std::map<std::uint32_t, ProcessId>& registered) {
   shm::SlotTable::AuditPolicy p;
   p.now_ns = NsOf(now);
   p.known_owner = [&](std::uint32_t owner) {
@@ -345,7 +398,7 @@ bool Target::Audit(Clock::time_point now, const std::map<std::uint32_t, pid_t>& 
   return !f.quarantined.empty();
 }
 
-void Target::LogAudit(Clock::time_point now, const std::map<std::uint32_t, pid_t>& registered) {
+void Target::LogAudit(Clock::time_point now, const std::map<std::uint32_t, ProcessId>& registered) {
   // One report per target per kAuditLogInterval at most, with the counts
   // since the last one: a client rewriting the segment in a loop cannot
   // flood the log (and /proc is scanned at that rate at most).
@@ -366,8 +419,9 @@ void Target::LogAudit(Clock::time_point now, const std::map<std::uint32_t, pid_t
   audit_logged_ = audit_;
   // Who may have written it: the processes with the segment mapped.
   std::string mappers;
-  for (const pid_t pid : MappersOf(table_->name(), 16)) {
-    if (pid == ::getpid()) continue;
+  const std::optional<std::vector<ProcessId>> pids = MappersOf(table_->name(), 16);
+  for (const ProcessId pid : pids.value_or(std::vector<ProcessId>{})) {
+    if (pid == CurrentProcessId()) continue;
     std::string owner = "not registered";
     for (const auto& [o, client_pid] : registered) {
       if (client_pid == pid) owner = "owner " + std::to_string(o);
@@ -375,8 +429,9 @@ void Target::LogAudit(Clock::time_point now, const std::map<std::uint32_t, pid_t
     mappers += (mappers.empty() ? "" : ", ") + std::to_string(pid) + " (" + owner + ")";
   }
   const std::string who =
-      "; written by a process with write access to the segment (mapped now by pid(s) " +
-      (mappers.empty() ? std::string("none") : mappers) + ")";
+      !pids ? std::string("; written by a process with write access to the segment")
+            : "; written by a process with write access to the segment (mapped now by pid(s) " +
+                  (mappers.empty() ? std::string("none") : mappers) + ")";
   const std::string q_ms = std::to_string(
       std::chrono::duration_cast<std::chrono::milliseconds>(config_.quarantine).count());
   const std::string& n = config_.name;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "broker/config/broker_config.h"
+#include "common/account.h"
 #include "common/status.h"
 #include "shm/slot_table.h"
 
@@ -102,8 +103,17 @@ class Target {
   // target's release_cooldown (its system session was closed just before; the
   // server may still count it). Nothing if the cooldown is 0.
   void CoolRegistration(Clock::time_point now);
+  // Registrations counted with no client behind them: dead clients' (in
+  // quarantine) plus clean ones cooling. Every caller counts both alike;
+  // cooling_registrations() says how many of them are only cooling (the
+  // system-slot refusal names which, so an operator knows whether to wait a
+  // second or for the quarantine).
   std::uint32_t quarantined_registrations() const {
-    return static_cast<std::uint32_t>(registration_quarantine_.size());
+    return static_cast<std::uint32_t>(registration_quarantine_.size() +
+                                      registration_cooling_.size());
+  }
+  std::uint32_t cooling_registrations() const {
+    return static_cast<std::uint32_t>(registration_cooling_.size());
   }
 
   // A fresh segment after an unclean end of the previous broker (a machine
@@ -191,7 +201,7 @@ class Target {
   // of them). Never waits. Returns true if it put slots in quarantine (the
   // caller re-arms its quarantine timer).
   // `registered`: owner -> pid of this target's registered clients.
-  bool Audit(Clock::time_point now, const std::map<std::uint32_t, pid_t>& registered);
+  bool Audit(Clock::time_point now, const std::map<std::uint32_t, ProcessId>& registered);
   const AuditCounters& audit_counters() const { return audit_; }
 
   void CountSessionLimitReport() { ++session_limit_reports_; }
@@ -211,7 +221,8 @@ class Target {
   std::set<std::uint32_t> pending_;
   bool in_grace_ = false;
   std::uint32_t last_owner_at_open_ = 0;  // ids up to this one came from an earlier broker
-  std::multiset<Clock::time_point> registration_quarantine_;
+  std::multiset<Clock::time_point> registration_quarantine_;  // ends, dead clients'
+  std::multiset<Clock::time_point> registration_cooling_;     // ends, clean exits
   std::multimap<Clock::time_point, std::uint32_t> quarantine_;  // end -> slot
   std::uint32_t capacity_ = 0;
   std::optional<std::pair<std::uint32_t, std::uint64_t>> retire_first_;
@@ -219,7 +230,7 @@ class Target {
   std::uint64_t slots_reclaimed_ = 0;
   // Audit reports are logged at most this often per target (with counts).
   static constexpr std::chrono::seconds kAuditLogInterval{10};
-  void LogAudit(Clock::time_point now, const std::map<std::uint32_t, pid_t>& registered);
+  void LogAudit(Clock::time_point now, const std::map<std::uint32_t, ProcessId>& registered);
   AuditCounters audit_;
   AuditCounters audit_logged_;                    // counts already in the log
   std::optional<Clock::time_point> last_audit_log_;
@@ -228,7 +239,7 @@ class Target {
   // segment): the audit clamps only stamps past both this and now + cooldown.
   std::int64_t inherited_cooling_until_ns_ = 0;
   std::optional<Clock::time_point> queue_busy_since_;  // Pump found the mutex held
-  pid_t queue_holder_logged_ = 0;                       // last live holder logged
+  ProcessId queue_holder_logged_ = 0;                   // last live holder logged
 };
 
 }  // namespace dsb::broker

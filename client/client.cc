@@ -2,9 +2,6 @@
 // path on the shared-memory table, and reconnection after a broker restart.
 #include "dsb/client.h"
 
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <boost/json.hpp>
 #include <condition_variable>
@@ -78,14 +75,14 @@ class ClientImpl {
     {
       std::lock_guard lock(mu_);
       closing_ = true;
-      if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+      ShutdownLocal(fd_);
       // A re-registration in flight ends at once (its read sees the end).
-      if (attempt_fd_ >= 0) ::shutdown(attempt_fd_, SHUT_RDWR);
+      ShutdownLocal(attempt_fd_);
     }
     cv_.notify_all();
     if (reader_.joinable()) reader_.join();
     if (fence_.joinable()) fence_.join();
-    if (fd_ >= 0) ::close(fd_);
+    CloseLocal(fd_);
   }
 
   Status Connect() {
@@ -111,7 +108,7 @@ class ClientImpl {
           broker_uid_ = conn->peer.uid;
           break;
         }
-        ::close(conn->fd);
+        CloseLocal(conn->fd);
         if (reply.status().code() == Errc::kTimeout) {
           return Status{Errc::kTimeout, "the broker at " + options_.socket_path +
                                             " did not answer the registration within the "
@@ -265,7 +262,8 @@ class ClientImpl {
   // One request/reply on a socket nobody else reads (used before the reader
   // thread starts, and by the reader itself when re-registering), all of it
   // by `deadline`.
-  static Result<json::object> RoundTrip(int fd, const json::object& req, Deadline deadline) {
+  static Result<json::object> RoundTrip(LocalHandle fd, const json::object& req,
+                                        Deadline deadline) {
     if (Status s = WriteFrame(fd, json::serialize(req), deadline); !s.ok()) return s;
     auto frame = ReadFrame(fd, deadline);
     if (!frame.ok()) return frame.status();
@@ -285,7 +283,7 @@ class ClientImpl {
     lp::RegisterArgs a;
     a.target = options_.target;
     a.name = options_.name;
-    a.pid = static_cast<std::int64_t>(::getpid());
+    a.pid = static_cast<std::int64_t>(CurrentProcessId());
     if (adopt) {
       a.owner = owner_;
       a.instance = instance_;
@@ -347,7 +345,7 @@ class ClientImpl {
     if (Status s = WriteFrame(fd_, json::serialize(req), deadline, &partial); !s.ok()) {
       // Half a frame leaves the stream out of step: drop the connection (the
       // reader thread sees it end and re-registers).
-      if (partial) ::shutdown(fd_, SHUT_RDWR);
+      if (partial) ShutdownLocal(fd_);
       return s;
     }
     if (!cv_.wait_until(lock, deadline, [&] {
@@ -443,11 +441,11 @@ class ClientImpl {
                          options_.target.c_str(), conn.status().message().c_str());
       }
       if (conn.ok()) {
-        const int fd = conn->fd;
+        const LocalHandle fd = conn->fd;
         {
           std::lock_guard lock(mu_);
           if (closing_) {
-            ::close(fd);
+            CloseLocal(fd);
             return false;
           }
           attempt_fd_ = fd;  // the destructor may shut it down; only we close it
@@ -456,28 +454,28 @@ class ClientImpl {
                                attempt_deadline);
         {
           std::lock_guard lock(mu_);
-          attempt_fd_ = -1;
+          attempt_fd_ = kNoLocalHandle;
         }
         if (reply.ok()) {
           if (Status s = CheckSameSegment(*reply, conn->peer.uid); !s.ok()) {
             client_log::Logf(LogLevel::kError, "re-registering for target '%s': %s",
                              options_.target.c_str(), s.message().c_str());
-            ::close(fd);
+            CloseLocal(fd);
             return false;
           }
           std::lock_guard lock(mu_);
           if (closing_) {
-            ::close(fd);
+            CloseLocal(fd);
             return false;
           }
-          ::close(fd_);
+          CloseLocal(fd_);
           fd_ = fd;
           broker_uid_ = conn->peer.uid;
           connected_ = true;
           cv_.notify_all();
           return true;
         }
-        ::close(fd);
+        CloseLocal(fd);
         const Errc code = reply.status().code();
         if (code == Errc::kNotRegistered || code == Errc::kSegmentInvalid ||
             code == Errc::kUnknownTarget || code == Errc::kPermissionDenied) {
@@ -494,7 +492,7 @@ class ClientImpl {
   // mapped, and the file of that name must be owned by the new broker's uid
   // (no access for others) and be the same instance. Else the slots we hold
   // are not in the table it serves.
-  Status CheckSameSegment(const json::object& reply, uid_t broker_uid) const {
+  Status CheckSameSegment(const json::object& reply, const AccountId& broker_uid) const {
     auto r = ReadRegisterReply(reply);
     if (!r.ok()) return r.status();
     if (r->segment != segment_) {
@@ -513,7 +511,7 @@ class ClientImpl {
 
   const ClientOptions options_;
   BrokerTrust trust_;       // who may serve the socket (set by Connect)
-  uid_t broker_uid_ = 0;    // the broker's uid (SO_PEERCRED): owner of its segments
+  AccountId broker_uid_{};  // the broker's uid/SID (SO_PEERCRED, the pipe): owner of its segments
   std::unique_ptr<shm::SlotTable> table_;
   std::uint32_t owner_ = 0;
   std::string segment_;
@@ -525,8 +523,8 @@ class ClientImpl {
   std::mutex mu_;          // guards everything below
   std::condition_variable cv_;
   bool request_in_flight_ = false;  // one request at a time
-  int fd_ = -1;
-  int attempt_fd_ = -1;  // a re-registration's socket while its round trip runs
+  LocalHandle fd_ = kNoLocalHandle;
+  LocalHandle attempt_fd_ = kNoLocalHandle;  // a re-registration's socket while its round trip runs
   bool connected_ = false;
   bool closing_ = false;
   std::uint64_t connection_generation_ = 0;

@@ -1,7 +1,5 @@
 #include "common/admin_client.h"
 
-#include <unistd.h>
-
 #include <utility>
 
 namespace dsb {
@@ -17,7 +15,7 @@ Result<boost::json::object> AdminRequest(const std::string& socket,
   if (!conn.ok()) return conn.status();
   const Status sent = WriteFrame(conn->fd, boost::json::serialize(request), deadline);
   auto frame = sent.ok() ? ReadFrame(conn->fd, deadline) : Result<std::string>(sent);
-  ::close(conn->fd);
+  CloseLocal(conn->fd);
   if (!frame.ok()) return frame.status();
   return local_protocol::ParseReply(*frame);
 }

@@ -8,7 +8,14 @@
 
 namespace dsb::detail {
 // Prints the optional printf-style context of a failed DSB_CHECK.
-[[gnu::format(printf, 1, 2)]] inline void CheckMessage(const char* format, ...) {
+// MinGW's GCC reads the "printf" archetype as Microsoft's (no %zu); its
+// libstdc++ turns on the C99 printf (__USE_MINGW_ANSI_STDIO), so gnu_printf.
+#if defined(__MINGW32__)
+[[gnu::format(gnu_printf, 1, 2)]]
+#else
+[[gnu::format(printf, 1, 2)]]
+#endif
+inline void CheckMessage(const char* format, ...) {
   va_list args;
   va_start(args, format);
   std::vfprintf(stderr, format, args);

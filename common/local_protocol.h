@@ -27,6 +27,12 @@
 //   confirm_stopped       "broker": string, 1..128 bytes                  (admin only)
 //                         (R3: an operator says a broker runs no coordinator: its machine
 //                         is gone)
+//   revoke                "broker": string, 1..128 bytes; optional "target": string (only
+//                         that target); optional "force": bool and "confirm_dead": bool
+//                         (a forced revoke forgets what the broker is owed at once: refused
+//                         unless confirm_dead)                            (admin only)
+//   drain, undrain        "broker": string, 1..128 bytes                  (admin only)
+//                         (DESIGN C2; cluster only. The reply carries "broker", "mode")
 // Admin only: root or the broker's own uid (others may read: status, clients, leases).
 //
 // Replies: {"ok": true, ...} or {"ok": false, "error": ERRC_NAME, "message": text}
@@ -88,6 +94,9 @@ enum class Op {
   kSetLimit,
   kPing,
   kConfirmStopped,
+  kRevoke,
+  kDrain,
+  kUndrain,
 };
 
 struct OpName {
@@ -102,6 +111,8 @@ inline constexpr OpName kOps[] = {
     {Op::kLeases, "leases"},       {Op::kSetLimit, "set_limit"},
     {Op::kGoodbye, "goodbye"},     {Op::kPing, "ping"},
     {Op::kConfirmStopped, "confirm_stopped"},
+    {Op::kRevoke, "revoke"},       {Op::kDrain, "drain"},
+    {Op::kUndrain, "undrain"},
 };
 inline constexpr std::size_t kOpCount = std::size(kOps);
 
@@ -142,7 +153,9 @@ inline constexpr std::string_view kSlot = "slot";        // report_session_limit
 inline constexpr std::string_view kWord = "word";        // report_session_limit
 inline constexpr std::string_view kDetail = "detail";    // report_session_limit
 inline constexpr std::string_view kLimit = "limit";      // set_limit
-inline constexpr std::string_view kBroker = "broker";    // confirm_stopped
+inline constexpr std::string_view kBroker = "broker";    // confirm_stopped, revoke, drain, undrain
+inline constexpr std::string_view kForce = "force";              // revoke
+inline constexpr std::string_view kConfirmDead = "confirm_dead";  // revoke (with force)
 }  // namespace req
 
 // Reply fields: of every reply, and of register's, report_session_limit's and
@@ -224,6 +237,24 @@ inline json::object SetLimitRequest(std::string_view target, std::int64_t limit)
 
 inline json::object ConfirmStoppedRequest(std::string_view broker) {
   json::object o = Request(Op::kConfirmStopped);
+  o[req::kBroker] = broker;
+  return o;
+}
+
+// `target` empty: every target of the broker.
+inline json::object RevokeRequest(std::string_view broker, std::string_view target = {},
+                                  bool force = false, bool confirm_dead = false) {
+  json::object o = Request(Op::kRevoke);
+  o[req::kBroker] = broker;
+  if (!target.empty()) o[req::kTarget] = target;
+  if (force) o[req::kForce] = true;
+  if (confirm_dead) o[req::kConfirmDead] = true;
+  return o;
+}
+
+// `op`: kDrain or kUndrain.
+inline json::object DrainRequest(Op op, std::string_view broker) {
+  json::object o = Request(op);
   o[req::kBroker] = broker;
   return o;
 }

@@ -85,7 +85,9 @@
 #ifndef DSB_SHM_SEGMENT_LAYOUT_H_
 #define DSB_SHM_SEGMENT_LAYOUT_H_
 
+#ifndef _WIN32
 #include <pthread.h>
+#endif
 
 #include <atomic>
 #include <cstddef>
@@ -149,6 +151,23 @@ constexpr bool CoolingExpired(std::uint64_t w, std::int64_t now_ns) {
   return d <= now_ns || d - now_ns > kMaxReleaseCooldownNs;
 }
 
+// The waiter queue's lock, stored in the header (see shm/queue_lock.h). On
+// POSIX it is the robust process-shared pthread mutex itself. On Windows the
+// lock is a named kernel mutex beside the segment, and this storage only
+// records which thread holds it (written by the holder; a hint for reports
+// and for refusing a recursive lock, never trusted for safety). Segments are
+// never shared between operating systems, so the two layouts need not match;
+// the Linux one is unchanged.
+#ifdef _WIN32
+struct QueueLockStorage {
+  std::atomic<std::uint32_t> holder_pid;
+  std::atomic<std::uint32_t> holder_tid;
+  unsigned char reserved[32];
+};
+#else
+using QueueLockStorage = pthread_mutex_t;
+#endif
+
 // Waiter queue entry states.
 enum WaitState : std::uint32_t {
   kWaitEmpty = 0,
@@ -193,7 +212,9 @@ struct SegmentHeader {
   // Cluster mode (B1): slots at index >= `floor` are the lease region, usable
   // only before lease_deadline_ns on CLOCK_MONOTONIC (the same clock for every
   // process of the machine); 0 = no lease (single-machine mode, or floor
-  // only). Enforced by every taker at the deadline itself (invariant 4), so a
+  // only). Every "CLOCK_MONOTONIC ns" in this header means shm::MonotonicNs
+  // (shm/monotonic_clock.h): CLOCK_MONOTONIC on POSIX, QueryPerformanceCounter
+  // on Windows, both system-wide. Enforced by every taker at the deadline itself (invariant 4), so a
   // hung or dead broker cannot leave lease capacity usable.
   std::atomic<std::int64_t> lease_deadline_ns;
   std::atomic<std::uint32_t> floor;
@@ -221,7 +242,7 @@ struct SegmentHeader {
   std::atomic<std::int64_t> release_cooldown_ns;
 
   // --- the waiter queue, guarded by queue_mutex (robust, process-shared) ---
-  alignas(kCacheLine) pthread_mutex_t queue_mutex;
+  alignas(kCacheLine) QueueLockStorage queue_mutex;
   std::uint64_t queue_head;  // oldest ticket possibly still waiting
   std::uint64_t queue_tail;  // next ticket to hand out
   std::uint64_t grants;      // waiters served through the queue (statistics)

@@ -1,23 +1,16 @@
 #include "shm/slot_table.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/futex.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
 #include <cstdio>
 #include <cstring>
 #include <random>
 
 #include "common/check.h"
 #include "shm/futex.h"
+#include "shm/queue_lock.h"
+#include "shm/segment_memory.h"
 #include "shm/segment_validate.h"
 
 namespace dsb::shm {
-namespace bip = boost::interprocess;
 
 namespace {
 
@@ -31,38 +24,14 @@ constexpr auto kRelaxed = std::memory_order_relaxed;
 // process keeps rewriting), so hostile words cannot make it spin.
 constexpr std::int64_t kMinCoolingWaitNs = 50'000;
 
-// The bounded queue lock waits on CLOCK_MONOTONIC (pthread_mutex_clocklock),
-// so a wall-clock step cannot stretch it. GCC 12's ThreadSanitizer does not
-// intercept clocklock (it then reports every unlock as unpaired): TSan
-// builds use pthread_mutex_timedlock on the wall clock instead.
-#if defined(__SANITIZE_THREAD__)
-#define DSB_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define DSB_TSAN 1
-#endif
-#endif
-#ifndef DSB_TSAN
-#define DSB_TSAN 0
-#endif
-constexpr clockid_t kLockClock = DSB_TSAN ? CLOCK_REALTIME : CLOCK_MONOTONIC;
-
-
-std::string Hex(std::uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-std::string ShmPath(const std::string& name) { return "/dev/shm/" + name; }
-
-bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > 200) return false;
-  for (char c : name) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
-      return false;
-  }
-  return true;
+// Names of the kernel objects beside a segment (Windows: the waiter events
+// and the queue mutex; unused on POSIX), from the segment's instance id, so
+// a segment re-created under the same name never shares them with mappings
+// of the old one.
+std::string ObjectStem(const SegmentMemory& memory, std::uint64_t instance_id) {
+  char id[24];
+  std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(instance_id));
+  return memory.object_namespace() + "dsb-" + id;
 }
 
 }  // namespace
@@ -77,18 +46,11 @@ std::string SlotTable::target() const {
   return std::string(header_->target, strnlen(header_->target, kTargetNameCapacity));
 }
 
-bool SlotTable::Exists(const std::string& name) {
-  struct stat st {};
-  return ::stat(ShmPath(name).c_str(), &st) == 0;
-}
+bool SlotTable::Exists(const std::string& name) { return SegmentMemory::Exists(name); }
 
-Status SlotTable::Remove(const std::string& name) {
-  if (!ValidName(name)) {
-    return {Errc::kInvalidArgument, "invalid segment name '" + name + "'"};
-  }
-  bip::shared_memory_object::remove(name.c_str());
-  return Status::Ok();
-}
+Status SlotTable::Remove(const std::string& name) { return SegmentMemory::Remove(name); }
+
+std::string SlotTable::Where(const std::string& name) { return SegmentMemory::Where(name); }
 
 Result<std::unique_ptr<SlotTable>> SlotTable::Create(const CreateOptions& options) {
   if (options.slot_count == 0 || options.slot_count > kMaxSlots) {
@@ -113,123 +75,50 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Attach(const std::string& name,
 Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool create,
                                                   const CreateOptions* options,
                                                   const AttachOptions* attach) {
-  if (!ValidName(name)) {
-    return Status{Errc::kInvalidArgument,
-                  "invalid segment name '" + name + "' (letters, digits, '-', '_', '.')"};
-  }
   auto table = std::unique_ptr<SlotTable>(new SlotTable());
   table->name_ = name;
-  // Set once this call made the file: every failure after that removes it,
-  // so a failed create never leaves a half-made segment behind (a 0-byte
-  // one used to block every later start).
-  bool created = false;
-  try {
-    bip::shared_memory_object shm;
-    std::size_t size = 0;
-    if (create) {
-      bip::permissions perms(0660);
-      // create_only is shm_open(O_CREAT | O_EXCL): never opens a file someone
-      // else made under this name (it fails with already_exists_error).
-      shm = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write, perms);
-      created = true;
-      size = SegmentBytes(options->slot_count, options->waiter_capacity);
-      shm.truncate(static_cast<bip::offset_t>(size));
-      const int fd = shm.get_mapping_handle().handle;
-      // Reserve the pages now: on a full /dev/shm a sparse segment would
-      // SIGBUS whoever first touches a page (the broker writing the header,
-      // or a client taking a slot); ENOSPC here is a clean error instead.
-      // (Boost 1.81's truncate already falls back to posix_fallocate on
-      // Linux; this call makes it explicit and independent of the version.)
-      if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(size)); err != 0) {
-        bip::shared_memory_object::remove(name.c_str());
-        return Status{Errc::kSegmentUnavailable,
-                      "segment " + name + " (" + ShmPath(name) + "): cannot reserve " +
-                          std::to_string(size) + " bytes: " + std::strerror(err) +
-                          (err == ENOSPC ? " (/dev/shm is full: free space there or lower "
-                                           "the target's slots)"
-                                         : "") +
-                          "; the half-made segment was removed"};
-      }
-      ::fchmod(fd, 0660);  // umask may have narrowed the create mode
-      if (options->group && ::fchown(fd, static_cast<uid_t>(-1), *options->group) != 0) {
-        const int err = errno;
-        bip::shared_memory_object::remove(name.c_str());
-        return Status{Errc::kSegmentUnavailable, "segment " + name + ": cannot give it to group " +
-                                                     std::to_string(*options->group) + ": " +
-                                                     std::strerror(err)};
-      }
-    } else {
-      shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_write);
-      if (attach != nullptr && attach->owner) {
-        // On the open descriptor (shm_open does not follow symlinks): the
-        // file checked is the file mapped.
-        struct stat st {};
-        if (::fstat(shm.get_mapping_handle().handle, &st) != 0) {
-          return Status{Errc::kSegmentInvalid,
-                        "segment " + name + ": cannot stat it: " + std::strerror(errno)};
-        }
-        if (!S_ISREG(st.st_mode) || st.st_uid != *attach->owner || (st.st_mode & 0007) != 0) {
-          char mode[8];
-          std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-          return Status{Errc::kSegmentInvalid,
-                        "segment " + name + " (" + ShmPath(name) + ") is owned by uid " +
-                            std::to_string(st.st_uid) + " with mode " + mode +
-                            ", not by uid " + std::to_string(*attach->owner) +
-                            " without access for others: it was not made by the broker; "
-                            "refused and left alone"};
-        }
-        if (st.st_nlink != 1) {
-          // Another name for some segment (a group member may hard-link
-          // one): adopting or using it would share one table between two
-          // brokers' books.
-          return Status{Errc::kSegmentInvalid,
-                        "segment " + name + " (" + ShmPath(name) + ") has " +
-                            std::to_string(st.st_nlink) +
-                            " names: a hard link to a segment, not one the broker made "
-                            "under this name; refused and left alone (remove the extra name)"};
-        }
-      }
-      bip::offset_t s = 0;
-      if (!shm.get_size(s) || s < 0) {
-        return Status{Errc::kSegmentInvalid, "segment " + name + ": cannot read its size"};
-      }
-      size = static_cast<std::size_t>(s);
-      if (size < HeaderBytes()) {
-        return Status{Errc::kSegmentInvalid,
-                      "segment " + name + " is " + std::to_string(size) +
-                          " bytes, smaller than a dsb slot-table header (" +
-                          std::to_string(HeaderBytes()) + "): not a dsb segment"};
-      }
-    }
-    table->region_ = std::make_unique<bip::mapped_region>(shm, bip::read_write, 0, size);
-    table->size_ = size;
-  } catch (const bip::interprocess_exception& e) {
-    if (created) bip::shared_memory_object::remove(name.c_str());
-    const bool exists = e.get_error_code() == bip::already_exists_error;
-    const bool missing = e.get_error_code() == bip::not_found_error;
-    std::string why = e.what();
-    if (e.get_native_error() != 0) why = std::strerror(e.get_native_error());
-    if (exists) why = "it already exists (another broker with the same shm_prefix?)";
-    if (missing) why = "it does not exist (is the broker running?)";
-    if (created) {
-      // Boost's truncate reserves the pages itself (posix_fallocate): a full
-      // /dev/shm fails here.
-      if (e.get_native_error() == ENOSPC) {
-        why += " (/dev/shm is full: free space there or lower the target's slots)";
-      }
-      why += "; the half-made segment was removed";
-    }
-    return Status{Errc::kSegmentUnavailable,
-                  "segment " + name + " (" + ShmPath(name) + "): cannot " +
-                      (create ? "create" : "open") + ": " + why};
+  {
+    auto memory = create ? SegmentMemory::Create(
+                               name, SegmentBytes(options->slot_count, options->waiter_capacity),
+                               options->group)
+                         : attach != nullptr
+                               ? SegmentMemory::Open(name, attach->owner, attach->group,
+                                                     attach->adopt)
+                               : SegmentMemory::Open(name, std::nullopt);
+    if (!memory.ok()) return memory.status();
+    table->memory_ = std::move(memory).value();
   }
-
-  table->base_ = table->region_->get_address();
+  table->base_ = table->memory_->address();
+  table->size_ = table->memory_->size();
   auto* base = static_cast<char*>(table->base_);
   table->header_ = reinterpret_cast<SegmentHeader*>(base);
   SegmentHeader& h = *table->header_;
   std::uint32_t slot_count = create ? options->slot_count : 0;
   std::uint32_t waiter_capacity = create ? options->waiter_capacity : 0;
+  const ObjectMode mode = create ? ObjectMode::kCreate
+                         : attach != nullptr && attach->adopt ? ObjectMode::kAdopt
+                                                              : ObjectMode::kOpen;
+  // The kernel objects beside the segment (Windows: the queue mutex and the
+  // waiter events; POSIX: the mutex in the header). The creator makes them
+  // before the checksum makes the header valid to attachers.
+  const auto make_objects = [&](std::uint64_t instance_id, std::uint32_t waiters) -> Status {
+    auto lock = QueueLock::Make(&h.queue_mutex,
+                                ObjectStem(*table->memory_, instance_id) + "-q",
+                                table->memory_->object_security(), mode);
+    if (!lock.ok()) {
+      return Status{lock.status().code(), "segment " + name + ": " + lock.status().message()};
+    }
+    table->queue_lock_ = std::move(lock).value();
+    auto* entries = reinterpret_cast<WaitEntry*>(base + HeaderBytes());
+    auto words = WaitWordRange::Make(&entries[0].futex, sizeof(WaitEntry), waiters,
+                                     ObjectStem(*table->memory_, instance_id) + "-w",
+                                     table->memory_->object_security(), mode);
+    if (!words.ok()) {
+      return Status{words.status().code(), "segment " + name + ": " + words.status().message()};
+    }
+    table->wait_words_ = std::move(words).value();
+    return Status::Ok();
+  };
 
   if (create) {
     std::random_device rd;
@@ -244,12 +133,8 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
                         std::chrono::steady_clock::now().time_since_epoch().count());
     std::memset(h.target, 0, sizeof h.target);
     std::memcpy(h.target, options->target.data(), options->target.size());
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    pthread_mutex_init(&h.queue_mutex, &attr);
-    pthread_mutexattr_destroy(&attr);
+    // Before the checksum makes the header valid to attachers.
+    if (Status st = make_objects(h.instance_id, options->waiter_capacity); !st.ok()) return st;
     h.queue_head = h.queue_tail = 0;
     h.layout_checksum = LayoutChecksum(h);
     table->instance_id_ = h.instance_id;
@@ -262,6 +147,7 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
     slot_count = geometry->slot_count;
     waiter_capacity = geometry->waiter_capacity;
     table->instance_id_ = geometry->instance_id;
+    if (Status st = make_objects(table->instance_id_, waiter_capacity); !st.ok()) return st;
   }
   table->slot_count_ = slot_count;
   table->waiter_capacity_ = waiter_capacity;
@@ -592,26 +478,13 @@ void SlotTable::PickUpGrant(std::uint32_t index, std::uint64_t held_word) noexce
 // ---- Waiter queue ----------------------------------------------------------
 
 bool SlotTable::LockQueue(std::chrono::nanoseconds bound, bool* repaired) noexcept {
-  // A try first: the common, uncontended case reads no clock.
-  int rc = pthread_mutex_trylock(&header_->queue_mutex);
-  if (rc == EBUSY && bound.count() > 0) {
-    timespec until{};
-    ::clock_gettime(kLockClock, &until);
-    const std::int64_t ns = std::int64_t{until.tv_nsec} + bound.count();
-    until.tv_sec += static_cast<time_t>(ns / 1000000000);
-    until.tv_nsec = static_cast<long>(ns % 1000000000);
-#if DSB_TSAN
-    rc = pthread_mutex_timedlock(&header_->queue_mutex, &until);
-#else
-    rc = pthread_mutex_clocklock(&header_->queue_mutex, CLOCK_MONOTONIC, &until);
-#endif
-  }
-  if (rc == EOWNERDEAD) {
+  const QueueLock::Outcome rc = queue_lock_->Lock(bound);
+  if (rc == QueueLock::Outcome::kOwnerDied) {
     // A process died holding the queue: make the queue consistent again.
     RepairQueueLocked();
-    pthread_mutex_consistent(&header_->queue_mutex);
+    queue_lock_->MarkConsistent();
     ++header_->repairs;
-  } else if (rc != 0) {
+  } else if (rc != QueueLock::Outcome::kLocked) {
     return false;  // busy past the bound, or unusable (CheckQueue repairs that)
   } else {
     const SegmentHeader& h = *header_;
@@ -625,7 +498,7 @@ bool SlotTable::LockQueue(std::chrono::nanoseconds bound, bool* repaired) noexce
 }
 
 void SlotTable::UnlockQueue() noexcept {
-  pthread_mutex_unlock(&header_->queue_mutex);
+  queue_lock_->Unlock();
   // A pump asked for while we held the mutex (Pump's seq_cst flag store
   // before its trylock pairs with this load after our unlock: one of the two
   // sees the other). A few rounds at most; a newer holder serves the rest.
@@ -633,7 +506,7 @@ void SlotTable::UnlockQueue() noexcept {
     if (!LockQueue(std::chrono::nanoseconds(0))) return;
     header_->pump_pending.store(0, kSeqCst);
     PumpLocked();
-    pthread_mutex_unlock(&header_->queue_mutex);
+    queue_lock_->Unlock();
   }
 }
 
@@ -807,87 +680,37 @@ void SlotTable::CancelWaiters(std::uint32_t owner) noexcept {
   }
 }
 
-namespace {
-
-void InitQueueMutex(pthread_mutex_t* m) {
-  pthread_mutexattr_t attr;
-  pthread_mutexattr_init(&attr);
-  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-  pthread_mutex_init(m, &attr);
-  pthread_mutexattr_destroy(&attr);
-}
-
-// The state letter of thread `tid` ('R', 'S', 'T' stopped, ...), or 0 if no
-// such thread exists. /proc/<tid> resolves for any thread, not only leaders.
-char ThreadState(pid_t tid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(tid));
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  char buf[512];
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return '?';
-  buf[n] = 0;
-  const char* p = std::strrchr(buf, ')');
-  return p != nullptr && p[1] == ' ' && p[2] != 0 ? p[2] : '?';
-}
-
-}  // namespace
-
 SlotTable::QueueHealth SlotTable::CheckQueue() noexcept {
   QueueHealth r;
-  pthread_mutex_t& m = header_->queue_mutex;
-  pthread_mutex_t fresh;
-  InitQueueMutex(&fresh);
-  // glibc's robust mutex: __lock holds the owner's tid (FUTEX_TID_MASK) plus
-  // FUTEX_WAITERS / FUTEX_OWNER_DIED; __kind what init made of the attributes.
-  const int kind = __atomic_load_n(&m.__data.__kind, __ATOMIC_ACQUIRE);
-  std::string why;
-  if (kind != fresh.__data.__kind) {
-    why = "its kind field is " + std::to_string(kind) + ", not " +
-          std::to_string(fresh.__data.__kind) + " (garbage)";
-  } else {
-    const int rc = pthread_mutex_trylock(&m);
-    if (rc == 0 || rc == EOWNERDEAD) {
-      if (rc == EOWNERDEAD) {
-        RepairQueueLocked();
-        pthread_mutex_consistent(&m);
-        ++header_->repairs;
-      }
-      RepairQueueLocked();  // indices, Granting entries, the waiter count
-      UnlockQueue();
-      return r;
+  const QueueLock::Inspection in = queue_lock_->Inspect();
+  if (in.state == QueueLock::Inspection::kAcquired ||
+      in.state == QueueLock::Inspection::kAcquiredOwnerDied) {
+    if (in.state == QueueLock::Inspection::kAcquiredOwnerDied) {
+      RepairQueueLocked();
+      queue_lock_->MarkConsistent();
+      ++header_->repairs;
     }
-    const auto word = static_cast<std::uint32_t>(__atomic_load_n(&m.__data.__lock, __ATOMIC_ACQUIRE));
-    const auto tid = static_cast<pid_t>(word & FUTEX_TID_MASK);
-    r.holder_tid = tid;
-    if (rc == EBUSY && tid != 0) {
-      if (const char st = ThreadState(tid); st != 0) {
-        r.state = QueueHealth::kHeld;
-        r.detail = "segment " + name_ + ": the waiter queue's mutex is held by thread " +
-                   std::to_string(tid) + (st == 'T' || st == 't' ? " (stopped)" : "") +
-                   "; left alone: waiting clients poll for slots until it lets go";
-        return r;
-      }
-      why = "its lock word " + Hex(word) + " names thread " + std::to_string(tid) +
-            ", which does not exist (garbage: a dead holder is recovered by the kernel)";
-    } else {
-      why = "locking it fails (" + std::string(std::strerror(rc)) + ", lock word " +
-            Hex(word) + ")";
-    }
+    RepairQueueLocked();  // indices, Granting entries, the waiter count
+    UnlockQueue();
+    return r;
+  }
+  r.holder_tid = in.holder;
+  if (in.state == QueueLock::Inspection::kHeld) {
+    r.state = QueueHealth::kHeld;
+    r.detail = "segment " + name_ + ": the waiter queue's mutex is held by thread " +
+               std::to_string(in.holder) + (in.holder_stopped ? " (stopped)" : "") +
+               "; left alone: waiting clients poll for slots until it lets go";
+    return r;
   }
   // Nobody can be inside: re-make the mutex and repair what it guarded.
-  // Clients blocked in a timed lock on the old word time out and retry.
-  InitQueueMutex(&m);
+  queue_lock_->Reinit();
   if (LockQueue(std::chrono::nanoseconds(0))) {
     RepairQueueLocked();
     ++header_->repairs;
     UnlockQueue();
   }
   r.state = QueueHealth::kReinitialised;
-  r.detail = "segment " + name_ + ": the waiter queue's mutex was unusable: " + why +
+  r.detail = "segment " + name_ + ": the waiter queue's mutex was unusable: " + in.why +
              "; re-initialised it and repaired the queue";
   return r;
 }
@@ -1360,7 +1183,7 @@ bool SlotTable::NoteLeaseLapse(std::int64_t now_ns) noexcept {
   return true;
 }
 
-std::uint64_t SlotTable::BumpBrokerGeneration(pid_t pid) noexcept {
+std::uint64_t SlotTable::BumpBrokerGeneration(ProcessId pid) noexcept {
   header_->broker_pid.store(static_cast<std::uint32_t>(pid), kSeqCst);
   return header_->broker_generation.fetch_add(1, kSeqCst) + 1;
 }

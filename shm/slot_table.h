@@ -16,9 +16,6 @@
 #ifndef DSB_SHM_SLOT_TABLE_H_
 #define DSB_SHM_SLOT_TABLE_H_
 
-#include <sys/types.h>
-#include <time.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -30,14 +27,16 @@
 #include <string>
 #include <vector>
 
+#include "common/account.h"
 #include "common/status.h"
+#include "shm/monotonic_clock.h"
 #include "shm/segment_layout.h"
 
-namespace boost::interprocess {
-class mapped_region;
-}
-
 namespace dsb::shm {
+
+class SegmentMemory;
+class QueueLock;
+class WaitWordRange;
 
 namespace detail {
 // Where a thread starts looking for a free slot: the last slot it used, so an
@@ -64,7 +63,10 @@ struct CreateOptions {
   std::uint32_t capacity = 0;  // slots enabled at once
   // How long a released slot stays unusable (0..1h; see SetReleaseCooldown).
   std::chrono::nanoseconds release_cooldown{0};
-  std::optional<gid_t> group;  // chown the segment to this group (mode 0660)
+  // POSIX: chown the segment to this gid (mode 0660). Windows: the group's
+  // SID string, admitted by the DACL of the section and of its events and
+  // mutex (see shm/segment_memory.h).
+  std::optional<GroupId> group;
 };
 
 // What Attach() requires of the segment file before trusting it (issue 9:
@@ -72,9 +74,23 @@ struct CreateOptions {
 struct AttachOptions {
   // Required owner: the file's uid must be this one, others (not owner,
   // not group) must have no access, and the file must have one name (no
-  // hard link: a link is another segment under a second name). nullopt: no
-  // check (tests, tools).
-  std::optional<uid_t> owner;
+  // hard link: a link is another segment under a second name). Windows: the
+  // section's owner SID, and a DACL that admits no broad group (see
+  // SegmentMemory::Open). nullopt: no check (tests, tools).
+  std::optional<AccountId> owner;
+  // Windows: the configured group (a SID string), the only account besides
+  // SYSTEM and `owner` the section's DACL may admit when `owner` is checked
+  // (nullopt: any one non-broad SID, for clients that are not told the
+  // group), and the group an adopting broker gives the objects it re-creates.
+  // POSIX: unused (the file's own mode and gid are checked).
+  // (Default member initializers keep AttachOptions{uid} and
+  // {.owner = uid} free of -Wmissing-field-initializers.)
+  std::optional<GroupId> group = std::nullopt;
+  // Windows: this is the broker adopting the segment after a restart: it
+  // re-creates a waiter event or the queue mutex that is gone with the
+  // segment's security (SYSTEM, this account, `group`). Clients leave it
+  // false: they never create those objects. POSIX: unused.
+  bool adopt = false;
 };
 
 struct Counts {
@@ -112,6 +128,9 @@ class SlotTable {
   // Removes the segment name (mappings stay valid). OK if it does not exist.
   static Status Remove(const std::string& name);
   static bool Exists(const std::string& name);
+  // Where segment `name` lives, for messages: "/dev/shm/<name>" on POSIX,
+  // "Local\<name>" (or the Global\ name as given) on Windows.
+  static std::string Where(const std::string& name);
 
   ~SlotTable();
   SlotTable(const SlotTable&) = delete;
@@ -378,7 +397,9 @@ class SlotTable {
       kReinitialised // garbage, or held by a thread that no longer exists:
                      // re-initialised and the queue repaired
     } state = kOk;
-    pid_t holder_tid = 0;  // kHeld / kReinitialised: the tid in the lock word
+    // kHeld / kReinitialised: the holder's thread id (POSIX: the tid in the
+    // lock word; Windows: the id the holder recorded beside the mutex).
+    ProcessId holder_tid = 0;
     std::string detail;    // for the log: names the segment and what was found
   };
   // Broker side, never waits: looks at the queue mutex. A mutex whose lock
@@ -388,7 +409,7 @@ class SlotTable {
   // touched (waiting clients poll meanwhile).
   QueueHealth CheckQueue() noexcept;
   // A new broker instance took over the segment.
-  std::uint64_t BumpBrokerGeneration(pid_t pid) noexcept;
+  std::uint64_t BumpBrokerGeneration(ProcessId pid) noexcept;
   // Reads CLOCK_MONOTONIC once if it sees a cooling word: a cooling slot
   // whose cooldown has ended counts as free (or, retiring, as disabled).
   Counts Count() const noexcept;
@@ -516,7 +537,11 @@ class SlotTable {
   std::uint32_t CountEnabled() const noexcept;
 
   std::string name_;
-  std::unique_ptr<boost::interprocess::mapped_region> region_;
+  // Declaration order is destruction order reversed: the wait words and the
+  // lock go before the memory they point into.
+  std::unique_ptr<SegmentMemory> memory_;
+  std::unique_ptr<QueueLock> queue_lock_;
+  std::unique_ptr<WaitWordRange> wait_words_;
   void* base_ = nullptr;
   std::size_t size_ = 0;
   SegmentHeader* header_ = nullptr;
@@ -535,13 +560,8 @@ class SlotTable {
   std::int64_t quarantine_record_set_ = 0;          // highest RaiseQuarantineRecord
 };
 
-// CLOCK_MONOTONIC in ns: the clock of cooling deadlines, shared by every
-// process of the machine. A vDSO call on Linux x86-64, not a system call.
-inline std::int64_t MonotonicNs() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return std::int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
+// MonotonicNs(), the clock of cooling and lease deadlines shared by every
+// process of the machine, is in shm/monotonic_clock.h.
 
 // The segment name for a broker's shm prefix and a target: "dsb-<prefix>-<target>".
 std::string SegmentName(const std::string& prefix, const std::string& target);

@@ -1,5 +1,7 @@
 #include "broker/config/broker_config.h"
 
+#include <algorithm>
+
 #ifndef _WIN32
 #include <grp.h>
 #include <unistd.h>
@@ -9,6 +11,7 @@
 #include <cstring>
 #include <system_error>
 
+#include "broker/config/paths.h"
 #include "broker/config/quote.h"
 #include "broker/config/toml_reader.h"
 #include "common/check.h"
@@ -23,6 +26,10 @@ using std::chrono::nanoseconds;
 
 // sizeof(sockaddr_un::sun_path) on Linux is 108, including the terminating NUL.
 constexpr std::size_t kMaxSocketPathBytes = 107;
+#ifdef _WIN32
+// CreateNamedPipe: "\\.\pipe\" and the name, at most 256 characters.
+constexpr std::size_t kMaxPipeNameChars = 256;
+#endif
 
 struct LogLevelEntry {
   LogLevel level;
@@ -34,10 +41,15 @@ constexpr LogLevelEntry kLogLevels[] = {{LogLevel::kTrace, "trace"},
                                         {LogLevel::kWarn, "warn"},
                                         {LogLevel::kError, "error"}};
 
-// Resolves a group name. Success: the gid. Failure: the reason, for the message.
-Result<std::uint32_t> LookupGroup(const std::string& name) {
+// Resolves a group name. Success: the gid (Windows: the group's SID string).
+// Failure: the reason, for the message. `key` names the setting in the
+// message ("broker.group").
+Result<GroupId> LookupGroup(const std::string& name, const char* key) {
 #ifdef _WIN32
-  return Status(Errc::kConfig, "groups are not supported on Windows; remove broker.group");
+  if (std::optional<GroupId> sid = dsb::LookupGroup(name)) return *sid;
+  return Status(Errc::kConfig, "group " + Quote(name) +
+                                   " does not exist on this machine or its domain; create it "
+                                   "(net localgroup " + name + " /add) or remove " + key);
 #else
   long hint = sysconf(_SC_GETGR_R_SIZE_MAX);
   std::size_t size = hint > 0 ? static_cast<std::size_t>(hint) : 16384;
@@ -56,15 +68,34 @@ Result<std::uint32_t> LookupGroup(const std::string& name) {
     }
     if (found == nullptr) {
       return Status(Errc::kConfig,
-                    "group " + Quote(name) + " does not exist; create it or remove broker.group");
+                    "group " + Quote(name) + " does not exist; create it (groupadd " + name +
+                        ") or remove " + key);
     }
-    return static_cast<std::uint32_t>(found->gr_gid);
+    return static_cast<GroupId>(found->gr_gid);
   }
 #endif
 }
 
 void ReadBrokerTable(TableReader& b, const std::filesystem::path& base, BrokerConfig& config) {
   config.id = b.Name("id", Need::kRequired, "._-", 64).value_or("");
+#ifdef _WIN32
+  // A named pipe, not a path: \\.\pipe\dsb-<id> unless given (paths.h).
+  if (std::optional<std::string> socket = b.String("socket", Need::kOptional)) {
+    // ASCII only: the name travels as a std::filesystem::path, which MinGW
+    // converts through the ANSI code page, and clients name it in UTF-8.
+    const bool ascii = std::all_of(socket->begin(), socket->end(),
+                                   [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+    if (!IsNamedPipePath(*socket) || socket->size() > kMaxPipeNameChars || !ascii) {
+      b.Fail("socket", "must be a named pipe \\\\.\\pipe\\<name> of at most " +
+                           std::to_string(kMaxPipeNameChars) + " ASCII characters, got " +
+                           Quote(*socket));
+    } else {
+      config.socket = std::filesystem::path(*socket);
+    }
+  } else if (!config.id.empty()) {
+    config.socket = DefaultLocalEndpoint(config.id);
+  }
+#else
   if (std::optional<std::string> socket = b.String("socket", Need::kRequired)) {
     if (!std::filesystem::path(*socket).is_absolute()) {
       b.Fail("socket", "must be an absolute path, got " + Quote(*socket));
@@ -77,13 +108,40 @@ void ReadBrokerTable(TableReader& b, const std::filesystem::path& base, BrokerCo
       config.socket = std::filesystem::path(*socket).lexically_normal();
     }
   }
+#endif
   config.shm_prefix = b.Name("shm_prefix", Need::kRequired, "_-", 32).value_or("");
+  if (std::optional<std::string> ns = b.String("segment_namespace", Need::kOptional)) {
+#ifdef _WIN32
+    if (*ns == "global" || *ns == "local") {
+      config.segment_global = *ns == "global";
+    } else {
+      b.Fail("segment_namespace", "must be \"global\" or \"local\", got " + Quote(*ns));
+    }
+#else
+    // Linux segments live in /dev/shm: there is no Global\\ namespace.
+    if (*ns == "local") {
+      config.segment_global = false;
+    } else {
+      b.Fail("segment_namespace",
+             "must be \"local\" on Linux (\"global\" is a Windows kernel object "
+             "namespace), got " + Quote(*ns));
+    }
+#endif
+  }
   if (std::optional<std::string> group = b.String("group", Need::kOptional)) {
-    Result<std::uint32_t> gid = LookupGroup(*group);
+    Result<GroupId> gid = LookupGroup(*group, "broker.group");
     if (gid.ok()) {
       config.group = GroupRef{*group, *gid};
     } else {
       b.Fail("group", gid.status().message());
+    }
+  }
+  if (std::optional<std::string> group = b.String("admin_group", Need::kOptional)) {
+    Result<GroupId> gid = LookupGroup(*group, "broker.admin_group");
+    if (gid.ok()) {
+      config.admin_group = GroupRef{*group, *gid};
+    } else {
+      b.Fail("admin_group", gid.status().message());
     }
   }
   if (b.Has("allowed_uids")) {
@@ -230,8 +288,8 @@ Result<BrokerConfig> ParseBrokerConfig(std::string_view text, std::string_view f
   if (const toml::table* table = top.Table("broker", Need::kRequired)) {
     TableReader b(
         *table, "broker",
-        {"id", "socket", "shm_prefix", "group", "allowed_uids", "log_level", "log_file",
-         "adopt_grace", "max_clients", "max_unregistered", "max_unregistered_per_uid",
+        {"id", "socket", "shm_prefix", "segment_namespace", "group", "admin_group", "allowed_uids",
+         "log_level", "log_file", "adopt_grace", "max_clients", "max_unregistered", "max_unregistered_per_uid",
          "idle_timeout", "metrics", "listen", "cluster", "key_file", "state_dir"},
         sink);
     ReadBrokerTable(b, base.lexically_normal(), config);
@@ -256,7 +314,9 @@ Result<BrokerConfig> LoadBrokerConfig(const std::filesystem::path& file) {
     return Status(Errc::kConfig,
                   Printable(file.string()) + ": cannot resolve its folder: " + ec.message());
   }
-  return ParseBrokerConfig(*text, file.string(), absolute.parent_path());
+  Result<BrokerConfig> config = ParseBrokerConfig(*text, file.string(), absolute.parent_path());
+  if (config.ok()) config->file = absolute.lexically_normal();
+  return config;
 }
 
 }  // namespace dsb::config

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "broker/config/cluster_config.h"
+#include "common/account.h"
 #include "common/status.h"
 
 namespace dsb::config {
@@ -30,9 +31,13 @@ enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
 const char* LogLevelName(LogLevel level);
 
 // The group that socket and segments are made 0660 for, resolved at load time.
+// On Windows a local or domain group name, resolved to its SID string (the
+// pipe's and segments' security descriptors admit it).
 struct GroupRef {
   std::string name;
-  std::uint32_t gid = 0;
+  GroupId gid{};
+
+  friend bool operator==(const GroupRef&, const GroupRef&) = default;
 };
 
 // A validated broker file. A value type; no thread rules.
@@ -42,10 +47,32 @@ struct GroupRef {
 //   2. cluster has a value exactly when cluster_file does; then key_file has a value and
 //      cluster->FindBroker(id) != nullptr.
 struct BrokerConfig {
+  // The broker file it was loaded from, absolute (LoadBrokerConfig; empty
+  // from ParseBrokerConfig): SIGHUP reads it again.
+  std::filesystem::path file;
   std::string id;                           // [A-Za-z0-9._-]{1,64}
-  std::filesystem::path socket;             // absolute, <= 107 bytes (sun_path)
+  std::filesystem::path socket;             // absolute, <= 107 bytes (sun_path); Windows: a
+                                            // named pipe, default \\.\pipe\dsb-<id> (paths.h)
   std::string shm_prefix;                   // [A-Za-z0-9_-]{1,32}
+  // segment_namespace: the kernel object namespace of the slot-table
+  // segments (and of their queue mutex and waiter events, which follow the
+  // segment). Windows: "global" (default) or "local". Global\ objects are
+  // seen from every session, so a broker running as a service (session 0)
+  // serves DigiScope in a user session; creating them needs
+  // SeCreateGlobalPrivilege (services and administrators have it), so a
+  // console broker under a plain account must set "local" (its clients then
+  // must run in the same session). Linux has no such namespace: only
+  // "local" (the default) is accepted there.
+#ifdef _WIN32
+  static constexpr bool kSegmentGlobalDefault = true;
+#else
+  static constexpr bool kSegmentGlobalDefault = false;
+#endif
+  bool segment_global = kSegmentGlobalDefault;
   std::optional<GroupRef> group;            // none: no group is given access
+  // Members may use the write ops of the local socket (set_limit, ...; see
+  // broker/admin_rights.h); none: only root and the broker's user may.
+  std::optional<GroupRef> admin_group;
   LogLevel log_level = LogLevel::kInfo;
   std::optional<std::filesystem::path> log_file;  // none: log to stderr
   std::chrono::nanoseconds adopt_grace = std::chrono::seconds(5);
@@ -72,6 +99,10 @@ struct BrokerConfig {
   const TargetConfig* FindTarget(std::string_view name) const;
   // The POSIX shared-memory name of a target's segment: "/dsb-<shm_prefix>-<target>".
   std::string SegmentName(std::string_view target_name) const;
+  // What goes in front of shm::SegmentName(shm_prefix, target) for the name
+  // the broker creates and tells its clients: "Global\\" with
+  // segment_global, else "" (Windows: Local\, Linux: /dev/shm).
+  std::string SegmentNamespacePrefix() const { return segment_global ? "Global\\" : ""; }
 };
 
 // Reads and validates a broker file; in cluster mode also the cluster file it names.

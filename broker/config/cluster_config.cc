@@ -1,7 +1,5 @@
 #include "broker/config/cluster_config.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -10,6 +8,7 @@
 #include <span>
 
 #include "broker/config/quote.h"
+#include "broker/crypto/crypto.h"
 #include "broker/config/toml_reader.h"
 #include "common/check.h"
 #include "common/hex.h"
@@ -80,6 +79,42 @@ std::vector<ClusterBroker> ReadBrokers(TableReader& root) {
   return brokers;
 }
 
+// [etcd_tls]: present exactly when an etcd endpoint is https.
+void ReadEtcdTls(TableReader& top, ClusterConfig& config) {
+  const bool https = std::any_of(config.etcd_endpoints.begin(), config.etcd_endpoints.end(),
+                                 [](const std::string& u) { return u.starts_with("https://"); });
+  const toml::table* table = top.Table("etcd_tls", Need::kOptional);
+  if (table == nullptr) {
+    if (https) {
+      top.Fail("etcd_tls",
+               "required with an https etcd endpoint: add [etcd_tls] with ca_file, "
+               "cert_file and key_file");
+    }
+    return;
+  }
+  if (config.ledger != LedgerKind::kEtcd || !https) {
+    top.Fail("etcd_tls",
+             "only used with https etcd endpoints (ledger = \"etcd\"); remove it "
+             "or use https");
+    return;
+  }
+  TableReader t(*table, "etcd_tls", {"ca_file", "cert_file", "key_file"}, top.sink());
+  EtcdTlsConfig tls;
+  for (auto [key, field] :
+       {std::pair{"ca_file", &tls.ca_file}, std::pair{"cert_file", &tls.cert_file},
+        std::pair{"key_file", &tls.key_file}}) {
+    std::optional<std::filesystem::path> p = t.Path(key, Need::kRequired, {});
+    if (!p) continue;
+    if (!p->is_absolute()) {
+      t.Fail(key, "must be an absolute path (the same file serves every workstation), got " +
+                      Quote(p->string()));
+      continue;
+    }
+    *field = std::move(*p);
+  }
+  config.etcd_tls = std::move(tls);
+}
+
 // [cluster]: everything but the brokers and targets.
 void ReadClusterTable(TableReader& c, ClusterConfig& config) {
   config.generation = static_cast<std::uint64_t>(
@@ -88,8 +123,8 @@ void ReadClusterTable(TableReader& c, ClusterConfig& config) {
   if (ledger == "embedded") {
     config.ledger = LedgerKind::kEmbedded;
     config.coordinator = c.String("coordinator", Need::kRequired).value_or("");
-    if (c.Has("etcd_endpoints")) {
-      c.Fail("etcd_endpoints", "only used with ledger = \"etcd\"; remove it or set ledger");
+    for (const char* key : {"etcd_endpoints", "etcd_prefix", "etcd_timeout"}) {
+      if (c.Has(key)) c.Fail(key, "only used with ledger = \"etcd\"; remove it or set ledger");
     }
   } else if (ledger == "etcd") {
     config.ledger = LedgerKind::kEtcd;
@@ -106,12 +141,38 @@ void ReadClusterTable(TableReader& c, ClusterConfig& config) {
       const std::size_t scheme = url.starts_with("http://")    ? 7
                                  : url.starts_with("https://") ? 8
                                                                : 0;
-      if (scheme == 0 || url.size() == scheme ||
-          std::any_of(url.begin(), url.end(), [](char ch) { return ch <= ' ' || ch == '\x7f'; })) {
+      std::string why;
+      if (scheme == 0) {
+        why = "no http:// or https://";
+      } else {
+        std::string_view rest = std::string_view(url).substr(scheme);
+        if (rest.ends_with("/")) rest.remove_suffix(1);
+        if (rest.find('/') != std::string_view::npos) {
+          why = "a path is not allowed";
+        } else if (Result<HostPort> hp = ParseHostPort(rest, 1); !hp.ok()) {
+          why = hp.status().message();
+        }
+      }
+      if (!why.empty()) {
         c.Fail("etcd_endpoints[" + std::to_string(i) + "]",
-               "must be a URL such as \"http://127.0.0.1:2379\", got " + Quote(url));
+               "must be a URL such as \"http://127.0.0.1:2379\", got " + Quote(url) + " (" + why +
+                   ")");
       }
     }
+    config.etcd_prefix = c.String("etcd_prefix", Need::kOptional).value_or(config.etcd_prefix);
+    const std::string& prefix = config.etcd_prefix;
+    if (prefix.size() < 2 || prefix.front() != '/' || prefix.back() != '/' ||
+        std::any_of(prefix.begin(), prefix.end(), [](char ch) {
+          return static_cast<unsigned char>(ch) <= ' ' || ch == '\x7f';
+        })) {
+      c.Fail("etcd_prefix",
+             "must start and end with '/', have a name between them and no "
+             "spaces (e.g. \"/dsb/site1/\"), got " +
+                 Quote(prefix));
+    }
+    config.etcd_timeout = c.Duration("etcd_timeout", Need::kOptional,
+                                     std::chrono::milliseconds(100), std::chrono::seconds(60))
+                              .value_or(config.etcd_timeout);
   } else {
     c.Fail("ledger", "must be \"embedded\" or \"etcd\", got " + Quote(ledger));
   }
@@ -234,11 +295,7 @@ std::string ClusterConfig::BrokerIds() const {
 }
 
 std::string Sha256Hex(std::string_view bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  const int ok = EVP_Digest(bytes.data(), bytes.size(), digest, &size, EVP_sha256(), nullptr);
-  DSB_CHECK(ok == 1 && size == 32, "EVP_Digest(sha256) failed");
-  return HexEncode(std::span<const std::uint8_t>(digest, size));
+  return HexEncode(crypto::Sha256(crypto::AsBytes(bytes)));
 }
 
 Result<ClusterConfig> ParseClusterConfig(std::string_view text, std::string_view file_name) {
@@ -252,15 +309,27 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, std::string_view
   ClusterConfig config;
   config.file_name = std::string(file_name);
   config.hash = Sha256Hex(text);
-  TableReader top(*root, "", {"cluster", "brokers", "targets"}, sink);
+  TableReader top(*root, "", {"cluster", "brokers", "targets", "etcd_tls"}, sink);
   if (const toml::table* table = top.Table("cluster", Need::kRequired)) {
     TableReader c(*table, "cluster",
-                  {"generation", "ledger", "coordinator", "etcd_endpoints", "term", "drain", "eps"}, sink);
+                  {"generation", "ledger", "coordinator", "etcd_endpoints", "etcd_prefix",
+                   "etcd_timeout", "term", "drain", "eps"},
+                  sink);
     ReadClusterTable(c, config);
   }
+  ReadEtcdTls(top, config);
   config.brokers = ReadBrokers(top);
   config.targets = internal::ReadTargets(top);
   if (!sink.ok()) return sink.status();
+  if (config.ledger == LedgerKind::kEtcd && config.targets.size() > kMaxEtcdTargets) {
+    sink.Add("targets", "at most " + std::to_string(kMaxEtcdTargets) +
+                            " targets with ledger = \"etcd\", got " +
+                            std::to_string(config.targets.size()) +
+                            ": a renew or limit change writes every target's key in one etcd "
+                            "transaction, and etcd allows 128 operations per transaction; split "
+                            "the targets over two deployments (two cluster files with their own "
+                            "etcd_prefix)");
+  }
 
   if (config.ledger == LedgerKind::kEmbedded && config.FindBroker(config.coordinator) == nullptr) {
     sink.Add("cluster.coordinator",

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,6 +55,8 @@ struct TargetConfig {
   std::string limit_command;
   std::chrono::nanoseconds limit_poll = std::chrono::minutes(5);
   std::chrono::nanoseconds limit_command_timeout = std::chrono::seconds(10);
+
+  friend bool operator==(const TargetConfig&, const TargetConfig&) = default;
 };
 
 // Fair-share weights the parser accepts: the coordinator keeps them in hundredths as
@@ -72,13 +75,33 @@ struct ClusterBroker {
 
 enum class LedgerKind { kEmbedded, kEtcd };
 
+// With ledger = "etcd" a renew or a limit change writes every target's ledger key in one etcd
+// transaction, guarded by a compare per key read: etcd 3.4 allows 128 operations per
+// transaction (--max-txn-ops) and the limit keeper's transaction needs 2T + 3 of them.
+inline constexpr std::size_t kMaxEtcdTargets = 60;
+
+// [etcd_tls]: the files for https etcd endpoints (etcd's --client-cert-auth).
+// Absolute paths; their readability is checked by `dsb-broker --check` and at
+// start, not by the parser (the same cluster file serves every workstation).
+struct EtcdTlsConfig {
+  std::filesystem::path ca_file;    // PEM CA bundle that signs the members' certificates
+  std::filesystem::path cert_file;  // this broker's client certificate (PEM)
+  std::filesystem::path key_file;   // its private key (PEM)
+  friend bool operator==(const EtcdTlsConfig&, const EtcdTlsConfig&) = default;
+};
+
 // A validated cluster file. A value type; no thread rules.
 // Invariants (checked at parse time, relied on by Pool()):
 //   1. brokers and targets are non-empty; broker ids, broker addresses and target names
 //      are unique.
 //   2. For every target t: SumSystemAndFloor() <= t.limit - t.reserve, so Pool(t) >= 0.
-//   3. ledger == kEmbedded: coordinator names a listed broker, etcd_endpoints is empty.
-//      ledger == kEtcd: coordinator is empty, etcd_endpoints is non-empty.
+//   3. ledger == kEmbedded: coordinator names a listed broker, etcd_endpoints is empty,
+//      etcd_tls is empty.
+//      ledger == kEtcd: coordinator is empty, etcd_endpoints is non-empty, each
+//      "http(s)://host:port" (optionally one trailing '/'); etcd_tls is set exactly when an
+//      endpoint is https; etcd_prefix starts and ends with '/' and has no space or control
+//      character.
+//   4. ledger == kEtcd: targets.size() <= kMaxEtcdTargets.
 struct ClusterConfig {
   std::string file_name;  // as given to the parser; used in messages
   // Lower-case hex SHA-256 of the exact file bytes: peers with a different file are refused.
@@ -92,6 +115,12 @@ struct ClusterConfig {
   LedgerKind ledger = LedgerKind::kEmbedded;
   std::string coordinator;                  // broker id holding the ledger (embedded only)
   std::vector<std::string> etcd_endpoints;  // etcd only; "http(s)://host:port"
+  // etcd only: every key of this deployment lives under it, so one etcd cluster can serve
+  // several dsb deployments.
+  std::string etcd_prefix = "/dsb/";
+  // etcd only: the deadline of one etcd call (a write not answered by then is unknown).
+  std::chrono::nanoseconds etcd_timeout = std::chrono::seconds(2);
+  std::optional<EtcdTlsConfig> etcd_tls;  // required with an https endpoint
   std::chrono::nanoseconds term = std::chrono::seconds(15);    // D
   std::chrono::nanoseconds drain = std::chrono::seconds(120);  // H
   double eps = 0.001;                                          // clock drift allowance

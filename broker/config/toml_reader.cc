@@ -83,7 +83,12 @@ Result<std::string> ReadConfigFile(const std::filesystem::path& file) {
     return Status(Errc::kConfig, name + ": cannot read: " + std::string(why));
   };
   // Open first and check the open descriptor, so the checked file is the one read.
+#ifdef _WIN32
+  // A wide name (any Unicode path); Windows handles are not inherited by default.
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(_wfopen(file.c_str(), L"rb"), &std::fclose);
+#else
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(file.c_str(), "rbe"), &std::fclose);
+#endif
   if (!f) return fail(std::strerror(errno));
   struct stat st {};
   if (fstat(fileno(f.get()), &st) != 0) return fail(std::strerror(errno));
@@ -291,7 +296,9 @@ std::optional<std::filesystem::path> TableReader::Path(std::string_view key, Nee
     Fail(key, "must not be empty");
     return std::nullopt;
   }
-  std::filesystem::path path(*text);
+  // From UTF-8 explicitly: a path from a std::string is read in the ANSI
+  // code page on Windows (MinGW), which garbles C:\Zürich; POSIX: the same bytes.
+  std::filesystem::path path(std::u8string(text->begin(), text->end()));
   if (path.is_relative() && !base_dir.empty()) path = base_dir / path;
   return path.lexically_normal();
 }

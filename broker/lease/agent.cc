@@ -273,4 +273,14 @@ AgentStep LeaseAgent::OnRevokeNotice(TimePoint now, const RevokeNotice& notice) 
   return Step(now);
 }
 
+AgentStep LeaseAgent::DropLease(TimePoint now) {
+  for (Lease& l : leases_) {
+    if (l.amount > 0 && l.valid_until > now) shrink_unacked_ = true;
+    l.amount = 0;
+    l.valid_until = now;
+  }
+  next_renew_ = std::min(next_renew_, now);
+  return Step(now);
+}
+
 }  // namespace dsb::lease

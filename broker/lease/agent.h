@@ -130,6 +130,14 @@ class LeaseAgent {
   // call Tick now). Ignored for another epoch or broker.
   AgentStep OnRevokeNotice(TimePoint now, const RevokeNotice& notice);
 
+  // The ledger may already have given away what this instance was owed (etcd
+  // mode: its live key was deleted, or its etcd lease ended early): every
+  // applied lease becomes 0 at once (capacity = floor), and the step reports
+  // `shrunk` like a smaller grant (B2: raise the revocation generation), and a
+  // renew is due at once. A later grant (a request sent after this call, or
+  // an outstanding one the ledger answers afterwards) is applied normally.
+  AgentStep DropLease(TimePoint now);
+
   // B1 admission rules at `now`: may one more registration / action be admitted
   // while `registered` clients and `actions` action slots are held?
   bool MayAdmitRegistration(std::size_t target, std::uint32_t registered) const;

@@ -100,6 +100,7 @@ Ledger::Ledger(LedgerConfig config, TimePoint now) : config_(std::move(config)) 
                  ? StretchByEps(config_.term + config_.drain, config_.eps)
                  : config_.term + config_.drain;
   learning_until_ = config_.switches.c3_learning ? now + silence_ : now;
+  learning_ = config_.switches.c3_learning;
   const std::size_t nt = config_.targets.size();
   file_allowance_.assign(nt, 0);
   for (const auto& b : config_.brokers) {
@@ -109,6 +110,8 @@ Ledger::Ledger(LedgerConfig config, TimePoint now) : config_(std::move(config)) 
   }
   room_.resize(nt);
   for (std::size_t t = 0; t < nt; ++t) room_[t] = config_.targets[t].pool + file_allowance_[t];
+  configured_pool_.resize(nt);
+  for (std::size_t t = 0; t < nt; ++t) configured_pool_[t] = config_.targets[t].pool;
   for (std::size_t i = 0; i < config_.brokers.size(); ++i) {
     BrokerState b;
     b.id = config_.brokers[i].id;
@@ -145,15 +148,58 @@ Ledger::BrokerState& Ledger::BrokerFor(std::string_view id) {
   return brokers_.back();
 }
 
-bool Ledger::Silent(const Instance& in, TimePoint now) const {
+bool Ledger::Silent(const BrokerState& b, const Instance& in, TimePoint now) const {
+  // Liveness mode: the store's lease (TTL >= Silence() after the instance's
+  // last keepalive) measures the silence, not this clock.
+  if (config_.liveness) return !config_.liveness(b.id, in.epoch, in.instance);
   return now - in.last_heard >= silence_;
 }
 
 void Ledger::ForgetSilent(TimePoint now) {
   // C2: silence of (D + H)(1 + eps) means every lease of that instance has
-  // lapsed and its slots are back: it is forgotten with its grants.
+  // lapsed and its slots are back: it is forgotten with its grants. The
+  // allowance (base) is not: a dead broker's clients may keep their sessions,
+  // and a removed broker cut off from the coordinator keeps using what it
+  // accepted (R1); R2 lets it leave the count only by its erased report or an
+  // operator's confirmation (ForceRevoke). Each forgetting is logged: it is
+  // how a dead workstation first shows in the coordinator's log.
   for (auto& b : brokers_) {
-    std::erase_if(b.instances, [&](const Instance& in) { return Silent(in, now); });
+    for (const Instance& in : b.instances) {
+      if (!Silent(b, in, now)) continue;
+      std::string owed;
+      for (std::size_t t = 0; t < config_.targets.size(); ++t) {
+        owed += (owed.empty() ? "" : ", ") + config_.targets[t].name + " " +
+                std::to_string(InstanceOwed(in, t));
+      }
+      std::string allowance;
+      for (std::size_t t = 0; t < config_.targets.size(); ++t) {
+        if (At(b.base, t) == 0) continue;
+        allowance += (allowance.empty() ? "" : ", ") + config_.targets[t].name + " " +
+                     std::to_string(At(b.base, t));
+      }
+      std::string rest;
+      if (!allowance.empty()) {
+        rest = b.config_index
+                   ? "; its allowance (system_slots + floor: " + allowance +
+                         ") stays counted, as its cluster file entry says"
+                   : "; it is not in the cluster file, yet its last accepted allowance (" +
+                         allowance + ") stays counted until it reports that it erased it, or "
+                         "until an operator who knows the workstation is dead runs `dsbctl "
+                         "revoke " + b.id + " --force --confirm-dead`";
+      }
+      const std::string silent_for =
+          config_.liveness
+              ? "'s live key expired in the store (its lease TTL >= S = (D + H)(1 + eps))"
+              : " sent no request for " +
+                    std::to_string(
+                        std::chrono::duration_cast<std::chrono::milliseconds>(silence_).count()) +
+                    " ms (S = (D + H)(1 + eps))";
+      notices_.push_back(
+          "broker '" + b.id + "' (epoch " + std::to_string(in.epoch) + ")" + silent_for +
+          ": forgotten" + (in.goodbye ? " after its goodbye" : "") +
+          " with what it was owed (" + owed + "), now back in the pool" + rest);
+    }
+    std::erase_if(b.instances, [&](const Instance& in) { return Silent(b, in, now); });
   }
   std::erase_if(brokers_, [](const BrokerState& b) {
     return !b.config_index.has_value() && b.instances.empty() &&
@@ -194,7 +240,7 @@ std::uint32_t Ledger::Counted(const BrokerState& b, const Instance& in, std::siz
 std::uint32_t Ledger::BrokerCounted(const BrokerState& b, std::size_t t, TimePoint now) const {
   std::uint64_t live = 0;
   for (const auto& in : b.instances) {
-    if (!Silent(in, now)) live += Counted(b, in, t);
+    if (!Silent(b, in, now)) live += Counted(b, in, t);
   }
   if (!config_.switches.r2_count_unheard) return Clamp32(live);  // broken on purpose
   return Clamp32(std::max<std::uint64_t>(live, At(b.base, t)));
@@ -210,7 +256,7 @@ std::uint64_t Ledger::SumOwed(std::size_t t, const Instance* except, TimePoint n
   std::uint64_t sum = 0;
   for (const auto& b : brokers_) {
     for (const auto& in : b.instances) {
-      if (&in != except && !Silent(in, now)) sum += InstanceOwed(in, t);
+      if (&in != except && !Silent(b, in, now)) sum += InstanceOwed(in, t);
     }
   }
   return sum;
@@ -234,7 +280,7 @@ std::uint32_t Ledger::Owed(std::size_t broker_index, std::size_t target_index,
             "broker %zu, target %zu", broker_index, target_index);
   std::uint64_t owed = 0;
   for (const auto& in : brokers_[broker_index].instances) {
-    if (!Silent(in, now)) owed += InstanceOwed(in, target_index);
+    if (!Silent(brokers_[broker_index], in, now)) owed += InstanceOwed(in, target_index);
   }
   return Clamp32(owed);
 }
@@ -340,6 +386,7 @@ void Ledger::OpenGate(TimePoint now) {
   // C3 again: grants the previous coordinator sent before it stopped lapse
   // within D + H of its stop, which came before this call.
   learning_until_ = config_.switches.c3_learning ? now + silence_ : now;
+  learning_ = config_.switches.c3_learning;
 }
 
 void Ledger::Supersede(std::uint64_t by_generation, std::string successor) {
@@ -351,6 +398,12 @@ void Ledger::Supersede(std::uint64_t by_generation, std::string successor) {
 std::vector<std::string> Ledger::TakeWarnings() {
   std::vector<std::string> out;
   out.swap(warnings_);
+  return out;
+}
+
+std::vector<std::string> Ledger::TakeNotices() {
+  std::vector<std::string> out;
+  out.swap(notices_);
   return out;
 }
 
@@ -407,7 +460,7 @@ void Ledger::TryAccept(BrokerState& b, Instance& in, TimePoint now) {
     within_base = within_base && At(file.system_slots, t) + At(file.floors, t) <= At(b.base, t);
   }
   for (const auto& other : b.instances) {
-    if (&other != &in && !other.goodbye && !Silent(other, now)) within_base = false;
+    if (&other != &in && !other.goodbye && !Silent(b, other, now)) within_base = false;
   }
   if (config_.switches.r2_fit_test && !within_base && !Fits(now)) {
     in.reason = "waiting until the allowance fits: sum of counted allowances and owed exceeds "
@@ -466,8 +519,15 @@ Grant Ledger::ReplyBase(const RenewRequest& request, const Instance& in) const {
                  : in.reason;
   if (gate_ == Gate::kSuperseded) g.successor = successor_;
   if (g.reason.empty() && in.clone_logged) {
+    // Sticky (clone_logged stays set): worded as what was seen, not as now.
+    // The common cause first (a restart of this broker soon after a crash or
+    // a refusal, while its previous instance was still heard), the rare one
+    // (a clone) last: operators read the first cause as the verdict.
     g.reason = "another live instance of broker id '" + request.broker_id +
-               "' is counted too (a cloned workstation?); give each machine its own id";
+               "' was counted beside this one: most likely this broker's previous instance "
+               "(a restart soon after a crash, a kill or a refusal; it is forgotten after " +
+               std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(silence_).count()) +
+               " ms of silence); else a cloned workstation: give each machine its own id";
   }
   return g;
 }
@@ -476,6 +536,7 @@ Grant Ledger::ComputeGrant(const BrokerState& b, const Instance& in, const Renew
                            TimePoint now) {
   Grant g = ReplyBase(request, in);
   std::vector<const Instance*> members;
+  std::vector<const BrokerState*> member_brokers;  // parallel to members
   std::vector<std::uint32_t> weights;
   std::size_t self = 0;
   for (const auto& o : brokers_) {
@@ -483,20 +544,25 @@ Grant Ledger::ComputeGrant(const BrokerState& b, const Instance& in, const Renew
       // A pending instance takes part in the shares (it gets nothing until
       // accepted), so the others' grants shrink and owed falls until it fits.
       const bool member = (oi.verdict == Verdict::kAccepted || oi.verdict == Verdict::kPending) &&
-                          !oi.goodbye && !Silent(oi, now) && o.mode == BrokerMode::kActive &&
+                          !oi.goodbye && !Silent(o, oi, now) && o.mode == BrokerMode::kActive &&
                           o.config_index.has_value();
       if (!member && &oi != &in) continue;
       if (&oi == &in) self = members.size();
       members.push_back(&oi);
+      member_brokers.push_back(&o);
       weights.push_back(o.config_index ? config_.brokers[*o.config_index].weight : 1);
     }
   }
   for (std::size_t t = 0; t < config_.targets.size(); ++t) {
     std::uint32_t amount = 0;
-    if (b.mode == BrokerMode::kActive && in.verdict == Verdict::kAccepted) {
+    if (b.mode == BrokerMode::kActive && !b.TargetRevoked(t) &&
+        in.verdict == Verdict::kAccepted) {
       const std::uint32_t pool = PoolNow(t, now);
       std::vector<std::uint32_t> demands;
-      for (const Instance* m : members) demands.push_back(m->reports[t].wanted);
+      // A broker revoked for this target alone asks nothing of its shares.
+      for (std::size_t m = 0; m < members.size(); ++m) {
+        demands.push_back(member_brokers[m]->TargetRevoked(t) ? 0 : members[m]->reports[t].wanted);
+      }
       const std::uint32_t fair = FairShares(pool, demands, weights)[self];
       amount = std::min(fair, MaxGrant(pool, SumOwed(t, &in, now)));
     }
@@ -543,12 +609,25 @@ Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest
   // restart while the old instance still talks): both are counted.
   for (auto& other : b.instances) {
     if (&other == &in || other.goodbye || in.clone_logged || !other.has_newest) continue;
-    if (now - other.last_heard < config_.term && !first) {
+    // Liveness mode: "heard within D" reads "both alive" (the requester is).
+    const bool recent = config_.liveness ? !Silent(b, other, now)
+                                         : now - other.last_heard < config_.term;
+    if (recent && !first) {
       in.clone_logged = true;
-      warnings_.push_back("two live instances of broker '" + b.id + "' (epochs " +
-                          std::to_string(other.epoch) + " and " + std::to_string(in.epoch) +
-                          "): a cloned workstation? Both are counted; give each machine its "
-                          "own broker id");
+      // Likely causes in order: a restart within D of the previous instance's
+      // last renew (crash, kill, refusal: systemd restarts it in a second) is
+      // common and ends by itself after S; a clone is rare and does not end.
+      const auto ms = [](Duration d) {
+        return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+      };
+      warnings_.push_back(
+          "two live instances of broker '" + b.id + "' (epochs " + std::to_string(other.epoch) +
+          " and " + std::to_string(in.epoch) + "), both counted. Likely causes, the common "
+          "first: broker '" + b.id + "' restarted within the term (" + ms(config_.term) +
+          " ms) of its previous instance's last renew (after a crash, a kill or a refusal): "
+          "nothing to do, the previous instance is forgotten after " + ms(silence_) +
+          " ms of silence; a cloned workstation, if `dsbctl leases` still lists two instances "
+          "of '" + b.id + "' after that: give each machine its own broker id");
     }
   }
 
@@ -602,6 +681,13 @@ Result<std::optional<Grant>> Ledger::OnRequest(TimePoint now, const RenewRequest
       std::erase_if(b.instances, [&](const Instance& o) { return &o == &me; });
       if (b.instances.empty()) b.base.assign(config_.targets.size(), 0);
       ForgetSilent(now);  // drops the broker entry if it was its last instance
+      // The records on disk still hold its allowance: rewrite them, or a
+      // coordinator restart would count it again (safe, only wasteful).
+      if (config_.persist && !config_.persist(Records())) {
+        warnings_.push_back("the acceptance records could not be rewritten without removed "
+                            "broker '" + std::string(request.broker_id) +
+                            "': a coordinator restart counts it again until it reports again");
+      }
       return std::optional<Grant>(std::move(g));
     }
   }
@@ -660,6 +746,7 @@ Status Ledger::SetMode(std::string_view broker_id, BrokerMode mode, TimePoint no
   ForgetSilent(now);
   BrokerState& b = brokers_[*bi];
   b.mode = mode;
+  if (mode == BrokerMode::kActive) b.revoked_targets.clear();
   if (mode != BrokerMode::kActive && !config_.switches.c2_revoke_keeps_owed) {
     // Broken on purpose (tests only): owed falls at once.
     for (auto& in : b.instances) {
@@ -682,10 +769,42 @@ Status Ledger::Resume(std::string_view broker_id, TimePoint now) {
   return SetMode(broker_id, BrokerMode::kActive, now);
 }
 
+Status Ledger::RevokeTarget(std::string_view broker_id, std::string_view target,
+                            TimePoint now) {
+  const auto bi = BrokerIndex(broker_id);
+  if (!bi) {
+    return {Errc::kConflict, "broker '" + std::string(broker_id) + "' is not in the cluster file"};
+  }
+  const auto ti = TargetIndex(target);
+  if (!ti) return {Errc::kUnknownTarget, "no target '" + std::string(target) + "' in the ledger"};
+  ForgetSilent(now);
+  BrokerState& b = brokers_[*bi];
+  b.revoked_targets.resize(config_.targets.size(), false);
+  b.revoked_targets[*ti] = true;
+  return Status::Ok();
+}
+
 Status Ledger::ForceRevoke(std::string_view broker_id, TimePoint now) {
   ForgetSilent(now);
   for (auto& b : brokers_) {
     if (b.id != broker_id) continue;
+    if (!b.config_index) {
+      // R2: a removed broker confirmed dead leaves the count. The records go
+      // to disk first: if they cannot, nothing changes (a restart would count
+      // it again while this ledger did not).
+      if (config_.persist) {
+        std::vector<AcceptanceRecord> records = Records();
+        std::erase_if(records, [&](const AcceptanceRecord& r) { return r.broker_id == b.id; });
+        if (!config_.persist(records)) {
+          return {Errc::kInternal, "broker '" + b.id + "' is still counted: the acceptance "
+                                   "records could not be rewritten without it (see the log)"};
+        }
+      }
+      b.instances.clear();
+      b.base.assign(config_.targets.size(), 0);
+      ForgetSilent(now);  // drops the entry: no instance, no base, not in the file
+      return Status::Ok();
+    }
     b.mode = BrokerMode::kRevoked;
     b.instances.clear();
     ForgetSilent(now);
@@ -694,11 +813,31 @@ Status Ledger::ForceRevoke(std::string_view broker_id, TimePoint now) {
   return {Errc::kConflict, "broker '" + std::string(broker_id) + "' is not known to the ledger"};
 }
 
+bool Ledger::Knows(std::string_view broker_id) const {
+  return std::any_of(brokers_.begin(), brokers_.end(),
+                     [&](const BrokerState& b) { return b.id == broker_id; });
+}
+
+BrokerMode Ledger::ModeOf(std::string_view broker_id, std::size_t target_index) const {
+  for (const auto& b : brokers_) {
+    if (b.id != broker_id) continue;
+    if (b.mode == BrokerMode::kActive && b.TargetRevoked(target_index)) return BrokerMode::kRevoked;
+    return b.mode;
+  }
+  return BrokerMode::kActive;
+}
+
 Status Ledger::SetPool(std::string_view target, std::uint32_t pool, TimePoint now) {
   const auto ti = TargetIndex(target);
   if (!ti) return {Errc::kUnknownTarget, "no target '" + std::string(target) + "' in the ledger"};
-  ForgetSilent(now);
   LedgerTarget& t = config_.targets[*ti];
+  if (pool > configured_pool_[*ti]) {
+    return {Errc::kInvalidArgument,
+            "pool " + std::to_string(pool) + " for target '" + t.name +
+                "' is above the configured pool " + std::to_string(configured_pool_[*ti]) +
+                " (the cluster file's is the ceiling of every other source)"};
+  }
+  ForgetSilent(now);
   if (t.limit != 0) {
     // Keep L - P (= r + sum(system_slots + floor)) fixed.
     const std::uint32_t base = t.limit - t.pool;
@@ -723,6 +862,16 @@ Status Ledger::SetLimit(std::string_view target, std::uint32_t limit, TimePoint 
             "limit " + std::to_string(limit) + " for target '" + t.name +
                 "' is below r + sum(system_slots + floor) = " + std::to_string(base)};
   }
+  // S: the configured limit is the ceiling (a limit keeper or an operator on
+  // an older cluster file must not raise a lowered server's limit back).
+  const std::uint32_t ceiling = base + configured_pool_[*ti];
+  if (limit > ceiling) {
+    return {Errc::kInvalidArgument,
+            "limit " + std::to_string(limit) + " for target '" + t.name +
+                "' is above the ceiling " + std::to_string(ceiling) +
+                " (the configured limit of the ledger's cluster file, generation " +
+                std::to_string(config_.generation) + ")"};
+  }
   return SetPool(target, limit - base, now);
 }
 
@@ -731,8 +880,10 @@ LedgerSnapshot Ledger::Snapshot(TimePoint now) const {
   s.gate = gate_;
   s.generation = config_.generation;
   s.learning = Learning(now);
-  s.learning_left = gate_ == Gate::kOpen && now < learning_until_ ? learning_until_ - now
-                                                                  : Duration::zero();
+  // Liveness mode: the store knows the time left (its leases), this ledger not.
+  s.learning_left = !config_.liveness && gate_ == Gate::kOpen && now < learning_until_
+                        ? learning_until_ - now
+                        : Duration::zero();
   s.term = config_.term;
   s.drain = config_.drain;
   s.silence = silence_;
@@ -746,16 +897,17 @@ LedgerSnapshot Ledger::Snapshot(TimePoint now) const {
       v.broker_id = b.id;
       v.in_file = b.config_index.has_value();
       v.weight = b.config_index ? config_.brokers[*b.config_index].weight : 1;
-      v.mode = b.mode;
+      v.mode = b.mode == BrokerMode::kActive && b.TargetRevoked(t) ? BrokerMode::kRevoked : b.mode;
       const Instance* newest = nullptr;
       const std::optional<TimePoint> last_heard = b.last_heard;
       std::uint64_t owed = 0;
       for (const auto& in : b.instances) {
-        if (Silent(in, now)) continue;
+        if (Silent(b, in, now)) continue;
         ++v.instances;
         owed += InstanceOwed(in, t);
         if (!in.goodbye && (newest == nullptr || in.epoch > newest->epoch ||
-                            (in.epoch == newest->epoch && in.last_heard > newest->last_heard))) {
+                            (in.epoch == newest->epoch && !config_.liveness &&
+                             in.last_heard > newest->last_heard))) {
           newest = &in;
         }
       }
@@ -773,11 +925,12 @@ LedgerSnapshot Ledger::Snapshot(TimePoint now) const {
         v.waiting = r.waiting;
         v.wanted = r.wanted;
         if (!newest->grants.empty()) v.granted = newest->grants.rbegin()->second[t];
-        if (newest->last_grant_at && *newest->last_grant_at + config_.term > now) {
+        if (!config_.liveness && newest->last_grant_at &&
+            *newest->last_grant_at + config_.term > now) {
           v.lease_left = *newest->last_grant_at + config_.term - now;
         }
       }
-      if (last_heard) {
+      if (last_heard && !config_.liveness) {
         v.last_seen_ago = now - *last_heard;
         if (v.instances > 0) v.silence_left = *last_heard + silence_ - now;
       }

@@ -64,6 +64,16 @@
 // Time: every call takes `now` on the coordinator's own monotonic clock; the
 // ledger never reads a clock. Thread rule: not thread-safe; the owner calls it
 // from one strand.
+//
+// Liveness mode (LedgerConfig::liveness set; the shared ledger in a store,
+// shared_ledger.h): silence is not measured on `now` but asked of the oracle
+// (an instance is silent iff the oracle says it is not alive: its store lease,
+// TTL >= Silence(), expired); the clone rule "heard within D" reads "both
+// alive"; the learning period (C3) is set from outside by SetLearning. `now`
+// then decides no rule, and the snapshot leaves every duration measured on it
+// empty (last_seen_ago, lease_left, silence_left, learning_left). The whole
+// state of such a ledger can be saved and loaded (SaveState/LoadState), so it
+// can live in a store between calls.
 #ifndef DSB_BROKER_LEASE_LEDGER_H_
 #define DSB_BROKER_LEASE_LEDGER_H_
 
@@ -74,6 +84,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <boost/json/object.hpp>
 
 #include "broker/lease/messages.h"
 #include "broker/lease/switches.h"
@@ -111,6 +123,10 @@ struct LedgerConfig {
   // durably before an acceptance is sent. False: it could not; the instance
   // stays pending. Empty: nothing to record (unit tests, simulation).
   std::function<bool(const std::vector<AcceptanceRecord>&)> persist;
+  // Liveness mode (see the file comment): true iff the instance (broker id,
+  // epoch, instance id) is alive. Empty: silence is measured on `now` (C2).
+  std::function<bool(std::string_view broker_id, std::uint64_t epoch, std::uint64_t instance)>
+      liveness;
 };
 
 enum class Gate { kOpen, kWaiting, kSuperseded };
@@ -205,6 +221,10 @@ class Ledger {
   std::vector<AcceptanceRecord> Records() const;
   // Loud events since the last call (clones, refusals), one line each.
   std::vector<std::string> TakeWarnings();
+  // Events worth one log line at warn since the last call: an instance
+  // forgotten after Silence() without a request (C2: what it was owed went
+  // back to the pool; a dead workstation shows up here first).
+  std::vector<std::string> TakeNotices();
 
   // Revoke/Drain: from now on the broker's grants are 0 (send it a RevokeNotice
   // so it renews early). Owed does NOT fall (C2). Resume undoes both.
@@ -212,21 +232,70 @@ class Ledger {
   Status Revoke(std::string_view broker_id, TimePoint now);
   Status Drain(std::string_view broker_id, TimePoint now);
   Status Resume(std::string_view broker_id, TimePoint now);
-  // Forgets everything the broker is owed at once and revokes it.
+  // Revoke for one target only: the broker's later grants for `target` are 0
+  // (its other targets are untouched); owed does not fall (C2). Resume undoes
+  // it. Failure: kConflict for an unknown broker, kUnknownTarget for an
+  // unknown target.
+  Status RevokeTarget(std::string_view broker_id, std::string_view target, TimePoint now);
+  // Forgets everything the broker is owed at once and revokes it. A broker no
+  // longer in the cluster file (removed, still counted with its last accepted
+  // allowance, R2) is forgotten entirely: its allowance leaves the count too,
+  // as R2 allows "when an operator confirms it dead", and the acceptance
+  // records are rewritten without it (`persist`) so a coordinator restart does
+  // not count it again. A broker in the file keeps the allowance the file
+  // gives it (remove it from the file to give that to the others).
   // BREAKS S unless the broker's workstation is really dead (its clients hold no
   // session): the admin tool must say so and ask the operator to confirm.
+  // Failure: kConflict for a broker the ledger does not know; kInternal when
+  // the records could not be rewritten (then nothing changed).
   Status ForceRevoke(std::string_view broker_id, TimePoint now);
+  // True if the ledger knows the broker: in the cluster file, or removed from
+  // it but still counted (`in_file: false` in the snapshot).
+  bool Knows(std::string_view broker_id) const;
+  // The broker's mode for target `target_index` as grants see it (a target
+  // revoked alone reads kRevoked); kActive for a broker the ledger does not
+  // know. REQUIRES: target_index < targets.
+  BrokerMode ModeOf(std::string_view broker_id, std::size_t target_index) const;
 
   // Sets a target's pool (or its limit L: the pool moves by the same amount,
   // never below 0). Lowering shrinks later grants at once; capacity counts as
-  // free only as owed falls (C2). Failure: kUnknownTarget; kInvalidArgument if
-  // SetLimit is given a limit below the target's reserved base (L0 - P0).
+  // free only as owed falls (C2). The pool and limit the ledger's config gave
+  // (P0, L0: the cluster file's) are the ceiling (DESIGN section 8: the
+  // configured limit is the ceiling of every other source; a discovered or
+  // operator limit only lowers it, S): a ledger of an older file cannot be
+  // talked into more than the server has. Failure: kUnknownTarget;
+  // kInvalidArgument if SetLimit is given a limit below the target's reserved
+  // base (L0 - P0) or above L0, or SetPool a pool above P0 (naming the ceiling).
   Status SetPool(std::string_view target, std::uint32_t pool, TimePoint now);
   Status SetLimit(std::string_view target, std::uint32_t limit, TimePoint now);
 
   // True while no amount or acceptance is given: C3's learning period, or the
   // gate (R3) not open.
-  bool Learning(TimePoint now) const { return gate_ != Gate::kOpen || now < learning_until_; }
+  bool Learning(TimePoint now) const {
+    return gate_ != Gate::kOpen || (config_.liveness ? learning_ : now < learning_until_);
+  }
+  // Liveness mode: C3's learning period as the store says (its learning key
+  // exists). A new ledger in liveness mode starts learning (unless the C3
+  // switch is off). No effect without liveness mode.
+  void SetLearning(bool learning) { learning_ = learning; }
+
+  // The whole state but time points (which liveness mode does not use), as
+  // JSON: {"v": 1, "meta": {...}, "targets": [{...} per target, config order]}.
+  // "meta" holds the config (but pools and limits), the gate and per instance
+  // what is not per target; each "targets" entry holds that target's pool,
+  // limit and per broker and instance its report, allowance and grant
+  // amounts (so that a store can keep one key per target), and the pool its
+  // config gave (the ceiling of SetPool/SetLimit). Deterministic:
+  // equal states serialize to equal text. Warnings and notices not taken
+  // are not part of the state.
+  boost::json::object SaveState() const;
+  // A ledger from SaveState's output. Of `config` only `persist`, `liveness`
+  // and `switches` are used (the rest comes from the state); learning starts
+  // as SetLearning(false). Failure: kProtocol naming the field that is
+  // missing, of the wrong type or inconsistent (never undefined behaviour);
+  // kConfig when the stored config fails Validate; kInvalidArgument when
+  // `config.liveness` is empty (a state without time points needs it).
+  static Result<Ledger> LoadState(LedgerConfig config, const boost::json::object& state);
   // (D + H)(1 + eps), rounded up to the next nanosecond.
   Duration Silence() const { return silence_; }
   // C1 owed of one broker (all its live instances) for one target as of `now`.
@@ -266,6 +335,12 @@ class Ledger {
     std::string id;
     std::optional<std::size_t> config_index;  // nullopt: not in the file (removed)
     BrokerMode mode = BrokerMode::kActive;
+    // RevokeTarget: per target (config order), revoked for that target alone.
+    // Empty = none (a broker met after the config gets it sized on first use).
+    std::vector<bool> revoked_targets;
+    bool TargetRevoked(std::size_t t) const {
+      return t < revoked_targets.size() && revoked_targets[t];
+    }
     std::uint64_t max_epoch = 0;
     std::vector<Instance> instances;
     // R2: per target, the allowance this broker may be using even when no
@@ -276,7 +351,7 @@ class Ledger {
     std::optional<TimePoint> last_heard;  // any instance (for the view)
   };
 
-  bool Silent(const Instance& in, TimePoint now) const;
+  bool Silent(const BrokerState& b, const Instance& in, TimePoint now) const;
   void ForgetSilent(TimePoint now);
   std::optional<std::size_t> BrokerIndex(std::string_view id) const;
   std::optional<std::size_t> TargetIndex(std::string_view name) const;
@@ -302,13 +377,18 @@ class Ledger {
   LedgerConfig config_;
   Duration silence_;
   TimePoint learning_until_;
+  bool learning_ = false;  // liveness mode: C3 as set from outside
   Gate gate_ = Gate::kOpen;
   std::uint64_t newer_generation_ = 0;
   std::string successor_;
   std::vector<std::uint32_t> room_;           // per target: L - r
+  // Per target: the pool the config gave (P0), the ceiling of SetPool (and so
+  // L0 = base + P0 of SetLimit). Kept in the saved state ("configured_pool").
+  std::vector<std::uint32_t> configured_pool_;
   std::vector<std::uint32_t> file_allowance_; // per target: sum(system_slots + floor) in the file
   std::vector<BrokerState> brokers_;          // config order, then brokers not in the file
   std::vector<std::string> warnings_;
+  std::vector<std::string> notices_;
 };
 
 }  // namespace dsb::lease

@@ -59,6 +59,7 @@ std::optional<LimitChange> LimitPolicy::Set(TimePoint now, std::uint32_t to, Lim
   if (from == to && old_source == source) return std::nullopt;
   changed_at_ = now;
   ++changes_;
+  ++changes_by_source_[static_cast<std::size_t>(source)];
   return LimitChange{from, to, source, std::move(cause)};
 }
 

@@ -56,6 +56,7 @@
 #define DSB_BROKER_LEASE_LIMIT_POLICY_H_
 
 #include <chrono>
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -105,6 +106,11 @@ class LimitPolicy {
   std::uint32_t base() const { return base_; }
   std::uint64_t refusals_reported() const { return refusals_; }
   std::uint64_t changes() const { return changes_; }
+  // Changes made by `source` (the new limit's source), for the metric
+  // dsb_limit_changes_total{source}; they sum to changes().
+  std::uint64_t changes(LimitSource source) const {
+    return changes_by_source_[static_cast<std::size_t>(source)];
+  }
   const LimitPolicyConfig& config() const { return config_; }
 
   // A refusal reported at `now` while dsb held `held` sessions (F1, F2).
@@ -147,6 +153,7 @@ class LimitPolicy {
   std::deque<std::pair<TimePoint, std::uint32_t>> reports_;  // evidence within window
   std::uint64_t refusals_ = 0;
   std::uint64_t changes_ = 0;
+  std::array<std::uint64_t, 4> changes_by_source_{};  // by LimitSource
 };
 
 }  // namespace dsb::lease

@@ -109,7 +109,7 @@ Status ValidateCredentials(const Credentials& credentials);
 // HMAC-SHA256 of `data` under `key`.
 Proof HmacSha256(ByteView key, ByteView data);
 
-// A fresh random nonce from the OpenSSL CSPRNG. Aborts (DSB_CHECK) if the
+// A fresh random nonce from the system CSPRNG (broker/crypto/crypto.h). Aborts (DSB_CHECK) if the
 // CSPRNG fails: no handshake is safe without one.
 Nonce RandomNonce();
 

@@ -177,9 +177,16 @@ asio::awaitable<Status> RunHandshake(ImplT& impl, Handshake& hs,
     Result<Bytes> frame = co_await ReadFrame(impl, hs.max_payload(), "handshake", timeout);
     if (!frame.ok()) {
       if (frame.status().code() == Errc::kBrokerUnavailable && impl.open) {
+        // A peer that refuses our hello sends nothing (README.md): another key
+        // and another wire version look alike from here; name both, and where
+        // the peer's log tells which.
         co_return Status(Errc::kAuthFailed,
                          frame.status().message() +
-                             " during the handshake (does it hold the same cluster key?)");
+                             " during the handshake: it holds another cluster key, or speaks "
+                             "another wire version than this build's " +
+                             std::to_string(kVersion) +
+                             " (another dsb release; `dsb-broker --version` on both); "
+                             "the peer's log names which");
       }
       co_return frame.status();
     }

@@ -151,6 +151,9 @@ Status Validate(Errc code, const lease::Goodbye& m) {
   if (Status s = CheckIdWith(code, "Goodbye.broker_id", m.broker_id); !s.ok()) return s;
   return CheckTargets(code, "Goodbye.targets", m.targets);
 }
+Status Validate(Errc code, const lease::RevokeNotice& m) {
+  return CheckIdWith(code, "RevokeNotice.broker_id", m.broker_id);
+}
 Status Validate(Errc code, const CoordinatorHello& m) {
   if (Status s = CheckIdWith(code, "CoordinatorHello.coordinator_id", m.coordinator_id); !s.ok()) {
     return s;
@@ -292,6 +295,10 @@ void Put(Writer& w, const lease::Goodbye& m) {
     w.U32(t.actions);
     w.U32(t.registered);
   }
+}
+void Put(Writer& w, const lease::RevokeNotice& m) {
+  w.Str16(m.broker_id);
+  w.U64(m.epoch);
 }
 void Put(Writer& w, const CoordinatorHello& m) {
   w.Str16(m.coordinator_id);
@@ -538,6 +545,10 @@ void Get(Reader& r, lease::Goodbye* m) {
     if (!r.ok()) return;
   }
 }
+void Get(Reader& r, lease::RevokeNotice* m) {
+  r.Str("broker_id", false, kMaxIdBytes, &m->broker_id);
+  r.U64("epoch", &m->epoch);
+}
 void Get(Reader& r, CoordinatorHello* m) {
   r.Str("coordinator_id", false, kMaxIdBytes, &m->coordinator_id);
   r.U64("generation", &m->generation);
@@ -609,6 +620,7 @@ template <> constexpr MessageType kTypeOf<lease::RefusalReport> = MessageType::k
 template <> constexpr MessageType kTypeOf<lease::Goodbye> = MessageType::kGoodbye;
 template <> constexpr MessageType kTypeOf<CoordinatorHello> = MessageType::kCoordinatorHello;
 template <> constexpr MessageType kTypeOf<HelloReply> = MessageType::kHelloReply;
+template <> constexpr MessageType kTypeOf<lease::RevokeNotice> = MessageType::kRevokeNotice;
 template <> constexpr MessageType kTypeOf<AdminRequest> = MessageType::kAdminRequest;
 template <> constexpr MessageType kTypeOf<AdminReply> = MessageType::kAdminReply;
 template <> constexpr MessageType kTypeOf<ErrorReply> = MessageType::kErrorReply;
@@ -702,6 +714,7 @@ const char* TypeName(MessageType type) {
     case MessageType::kGoodbye: return "Goodbye";
     case MessageType::kCoordinatorHello: return "CoordinatorHello";
     case MessageType::kHelloReply: return "HelloReply";
+    case MessageType::kRevokeNotice: return "RevokeNotice";
     case MessageType::kAdminRequest: return "AdminRequest";
     case MessageType::kAdminReply: return "AdminReply";
     case MessageType::kErrorReply: return "ErrorReply";
@@ -720,6 +733,7 @@ Result<Message> DecodeMessage(MessageType type, ByteView payload) {
     case MessageType::kGoodbye: return DecodeAs<lease::Goodbye, Message>(payload);
     case MessageType::kCoordinatorHello: return DecodeAs<CoordinatorHello, Message>(payload);
     case MessageType::kHelloReply: return DecodeAs<HelloReply, Message>(payload);
+    case MessageType::kRevokeNotice: return DecodeAs<lease::RevokeNotice, Message>(payload);
     case MessageType::kAdminRequest: return DecodeAs<AdminRequest, Message>(payload);
     case MessageType::kAdminReply: return DecodeAs<AdminReply, Message>(payload);
     case MessageType::kErrorReply: return DecodeAs<ErrorReply, Message>(payload);

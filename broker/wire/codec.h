@@ -116,7 +116,7 @@ struct HelloReply {
 
 using Message = std::variant<lease::RenewRequest, lease::Grant, AdminRequest, AdminReply,
                              ErrorReply, lease::RefusalReport, lease::Goodbye, CoordinatorHello,
-                             HelloReply>;
+                             HelloReply, lease::RevokeNotice>;
 
 MessageType TypeOf(const Message& message);
 MessageType TypeOf(const HandshakeMessage& message);

@@ -56,6 +56,11 @@ enum class MessageType : std::uint16_t {
   kGoodbye = 19,        // R5: a clean stop; no reply
   kCoordinatorHello = 20,  // R3: a coordinator to every broker of its file
   kHelloReply = 21,        // R3: the broker's answer (and a stopped coordinator's hand-over)
+  // C2: coordinator -> broker after revoke/drain/undrain/a lowered limit:
+  // "renew now". Sent only to a broker that announced it reads it (an admin
+  // request {"op": "notices"} on its renew channel, cluster_admin.h): a build
+  // before this type refuses a frame of an unknown type and drops the channel.
+  kRevokeNotice = 22,
   // Administration (dsbctl through a broker): UTF-8 JSON text.
   kAdminRequest = 32,
   kAdminReply = 33,

@@ -45,10 +45,26 @@ TEST(LocalProtocol, WhatTheBuildersSendParsesBack) {
   ASSERT_TRUE(confirm.ok()) << confirm.status().message();
   EXPECT_EQ(confirm->broker, "ws2");
 
+  auto revoke = Parse(lp::RevokeRequest("ws2", "exch01", true, true));
+  ASSERT_TRUE(revoke.ok()) << revoke.status().message();
+  EXPECT_EQ(revoke->op, LocalOp::kRevoke);
+  EXPECT_EQ(revoke->broker, "ws2");
+  EXPECT_EQ(revoke->target, "exch01");
+  EXPECT_TRUE(revoke->force);
+  EXPECT_TRUE(revoke->confirm_dead);
+
+  for (LocalOp op : {LocalOp::kDrain, LocalOp::kUndrain}) {
+    auto drain = Parse(lp::DrainRequest(op, "ws3"));
+    ASSERT_TRUE(drain.ok()) << drain.status().message();
+    EXPECT_EQ(drain->op, op);
+    EXPECT_EQ(drain->broker, "ws3");
+  }
+
   for (const lp::OpName& o : lp::kOps) {
     auto r = Parse(lp::Request(o.op));
     if (o.op == LocalOp::kRegister || o.op == LocalOp::kSetLimit ||
-        o.op == LocalOp::kConfirmStopped) {
+        o.op == LocalOp::kConfirmStopped || o.op == LocalOp::kRevoke ||
+        o.op == LocalOp::kDrain || o.op == LocalOp::kUndrain) {
       EXPECT_FALSE(r.ok()) << o.name << " needs arguments";
       continue;
     }

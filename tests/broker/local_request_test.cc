@@ -174,6 +174,17 @@ TEST(LocalRequest, RefusesBadRequestsWithPrintableMessages) {
        Errc::kInvalidArgument, {"a broker id must be 1..128 bytes, got 129"}},
       {R"({"op":"confirm_stopped","broker":7})", Errc::kInvalidArgument,
        {"confirm_stopped: 'broker' must be a string, got 7 (an integer)"}},
+      {R"({"op":"revoke"})", Errc::kInvalidArgument, {"revoke: needs a string 'broker'"}},
+      {R"({"op":"drain","broker":""})", Errc::kInvalidArgument,
+       {"drain: 'broker': a broker id must be 1..128 bytes, got 0"}},
+      {R"({"op":"undrain","broker":[]})", Errc::kInvalidArgument,
+       {"undrain: 'broker' must be a string, got [] (an array)"}},
+      {R"({"op":"revoke","broker":"ws2","target":3})", Errc::kInvalidArgument,
+       {"revoke: 'target' must be a string, got 3 (an integer)"}},
+      {R"({"op":"revoke","broker":"ws2","force":"yes"})", Errc::kInvalidArgument,
+       {"revoke: 'force' must be a boolean, got \"yes\" (a string)"}},
+      {R"({"op":"revoke","broker":"ws2","confirm_dead":1})", Errc::kInvalidArgument,
+       {"revoke: 'confirm_dead' must be a boolean, got 1 (an integer)"}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.body.substr(0, 120));
@@ -182,6 +193,28 @@ TEST(LocalRequest, RefusesBadRequestsWithPrintableMessages) {
     EXPECT_EQ(r.status().code(), c.code);
     for (const std::string& says : c.says) EXPECT_THAT(r.status().message(), HasSubstr(says));
     for (char ch : r.status().message()) EXPECT_TRUE(ch >= 0x20 && ch < 0x7f);
+  }
+}
+
+TEST(LocalRequest, ParsesRevokeDrainAndUndrain) {
+  namespace lp = local_protocol;
+  auto r = ParseLocalRequest(boost::json::serialize(lp::RevokeRequest("ws2", "exch01", true, true)));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->op, LocalOp::kRevoke);
+  EXPECT_EQ(r->broker, "ws2");
+  EXPECT_EQ(r->target, "exch01");
+  EXPECT_TRUE(r->force);
+  EXPECT_TRUE(r->confirm_dead);
+  r = ParseLocalRequest(boost::json::serialize(lp::RevokeRequest("ws2")));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->target, "");
+  EXPECT_FALSE(r->force);
+  EXPECT_FALSE(r->confirm_dead);
+  for (lp::Op op : {lp::Op::kDrain, lp::Op::kUndrain}) {
+    r = ParseLocalRequest(boost::json::serialize(lp::DrainRequest(op, "ws3")));
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(r->op, op);
+    EXPECT_EQ(r->broker, "ws3");
   }
 }
 

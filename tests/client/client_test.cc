@@ -573,7 +573,8 @@ TEST_F(ClientTest, UnwritableStateDirRefusesTheStart) {
       dir_.path(), prefix_, std::vector<BrokerTarget>{{"exch01", 4, 0, "1h"}},
       "state_dir = \"" + (dir_.path() / "plain-file" / "state").string() + "\"\n");
   std::string out;
-  EXPECT_EQ(BrokerProcess::RunToExit(broker_->config_path(), &out), 1);
+  // 2: a config error a restart cannot fix (systemd's RestartPreventExitStatus=2).
+  EXPECT_EQ(BrokerProcess::RunToExit(broker_->config_path(), &out), 2);
   // Refused naming the key and the component in the way (secure_fs.h).
   EXPECT_NE(out.find("broker.state_dir " + (dir_.path() / "plain-file" / "state").string() +
                      ": " + (dir_.path() / "plain-file").string() + " is a file, not a folder"),

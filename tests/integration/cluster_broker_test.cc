@@ -36,7 +36,9 @@ class ClusterBrokerTest : public ::testing::Test {
         << "[[brokers]]\nid = \"solo\"\naddress = \"" << port_.address()
         << "\"\nsystem_slots = 1\nfloor = 2\n"
         << "[[targets]]\nname = \"exA\"\nlimit = 8\nquarantine = \"" << quarantine << "\"\n"
-        << "[[targets]]\nname = \"exB\"\nlimit = 8\nquarantine = \"" << quarantine << "\"\n";
+        << target_keys_
+        << "[[targets]]\nname = \"exB\"\nlimit = 8\nquarantine = \"" << quarantine << "\"\n"
+        << target_keys_;
     prefix_ = testing::UniqueName("cb");
     std::ofstream(dir / "solo.toml") << "[broker]\nid = \"solo\"\nsocket = \""
                                      << (dir / "solo.sock").string() << "\"\nshm_prefix = \""
@@ -63,6 +65,7 @@ class ClusterBrokerTest : public ::testing::Test {
   // The cluster listener's port, held until the test ends (the broker binds it with SO_REUSEADDR).
   testing::PortReservation port_;
   std::string prefix_;
+  std::string target_keys_;  // more keys for each [[targets]] table
   std::unique_ptr<BrokerProcess> broker_;
 };
 
@@ -125,11 +128,38 @@ TEST_F(ClusterBrokerTest, DeadClientsRegistrationStaysCountedDuringQuarantine) {
   auto again = Connect("exA", ec, &msg, 200ms);
   EXPECT_FALSE(again);
   EXPECT_EQ(ec, Errc::kTooManyClients);
-  EXPECT_NE(msg.find("quarantine"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("1 of them a dead client's, in quarantine"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("cooling"), std::string::npos) << msg;
   std::unique_ptr<Client> later;  // admitted once the quarantine (3 s) ends
   EXPECT_TRUE(testing::WaitUntil([&] { return (later = Connect("exA", ec, &msg, 200ms)) != nullptr; },
                                  20s))
       << "quarantine never ended: " << msg;
+}
+
+// A clean exit's registration only cools (release_cooldown): the refusal
+// must say so, not "in quarantine" (an operator would wait for the quarantine).
+TEST_F(ClusterBrokerTest, CleanExitsRegistrationCoolsAndTheRefusalSaysSo) {
+  target_keys_ = "release_cooldown = \"6s\"\n";  // long enough to be seen on a slow machine
+  Write("1h");  // were it quarantined, no registration would pass within the test
+  ASSERT_TRUE(broker_->Start()) << broker_->log();
+  std::error_code ec;
+  auto first = Connect("exA", ec);
+  ASSERT_TRUE(first) << ec.message();
+  first.reset();  // says goodbye holding nothing: a clean exit
+  ASSERT_TRUE(broker_->WaitForLog("left cleanly")) << broker_->log();
+  std::string msg;
+  auto again = Connect("exA", ec, &msg, 200ms);
+  EXPECT_FALSE(again);
+  EXPECT_EQ(ec, Errc::kTooManyClients) << msg;
+  EXPECT_NE(msg.find("1 of them a client's that exited cleanly, cooling for release_cooldown "
+                     "(6000 ms; retry after it)"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(msg.find("quarantine"), std::string::npos) << msg;
+  std::unique_ptr<Client> later;  // admitted once the cooldown (6 s) ends
+  EXPECT_TRUE(testing::WaitUntil([&] { return (later = Connect("exA", ec, &msg, 200ms)) != nullptr; },
+                                 20s))
+      << "the cooldown never ended: " << msg;
 }
 
 std::int64_t Field(const boost::json::object& o, const char* key) {

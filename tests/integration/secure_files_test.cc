@@ -91,7 +91,9 @@ TEST_F(SecureFiles, ASocketFolderOfAnotherUserIsRefusedNamingItsOwner) {
   ASSERT_EQ(::mkdir(folder.c_str(), 0755), 0);
   ASSERT_EQ(::chown(folder.c_str(), mallory->uid(), mallory->gid()), 0);
   std::string out;
-  EXPECT_EQ(Run(WriteConfig(folder / "dsb.sock"), &out), 1) << out;
+  // 2: refused before anything is created, as --check refuses it (a restart
+  // cannot fix it: systemd's RestartPreventExitStatus=2).
+  EXPECT_EQ(Run(WriteConfig(folder / "dsb.sock"), &out), 2) << out;
   std::printf("%s", out.c_str());
   EXPECT_TRUE(Contains(out, "broker.socket's folder " + folder.string())) << out;
   EXPECT_TRUE(Contains(out, "owned by uid " + std::to_string(mallory->uid()) + " (" +
@@ -111,7 +113,7 @@ TEST_F(SecureFiles, ASocketFolderOthersCanWriteIsRefused) {
     ASSERT_EQ(::mkdir(folder.c_str(), 0700), 0);
     ASSERT_EQ(::chmod(folder.c_str(), mode), 0);
     std::string out;
-    EXPECT_EQ(Run(WriteConfig(folder / "dsb.sock"), &out), 1) << out;
+    EXPECT_EQ(Run(WriteConfig(folder / "dsb.sock"), &out), 2) << out;
     EXPECT_TRUE(Contains(out, folder.string() + " is writable by group or others")) << out;
     EXPECT_TRUE(Contains(out, "chmod go-w " + folder.string())) << out;
     EXPECT_TRUE(fs::is_empty(folder)) << out;
@@ -121,7 +123,7 @@ TEST_F(SecureFiles, ASocketFolderOthersCanWriteIsRefused) {
   ASSERT_EQ(::mkdir(parent.c_str(), 0700), 0);
   ASSERT_EQ(::chmod(parent.c_str(), 0777), 0);
   std::string out;
-  EXPECT_EQ(Run(WriteConfig(parent / "run" / "dsb.sock"), &out), 1) << out;
+  EXPECT_EQ(Run(WriteConfig(parent / "run" / "dsb.sock"), &out), 2) << out;
   EXPECT_TRUE(Contains(out, parent.string() + " is writable by group or others and not sticky"))
       << out;
   EXPECT_FALSE(fs::exists(parent / "run")) << out;
@@ -161,12 +163,20 @@ TEST_F(SecureFiles, LinksPlantedInStateDirAreNeverWrittenThrough) {
   const fs::path victim = dir_.path() / "victim";
   std::ofstream(victim) << "precious\n";
   ASSERT_EQ(::chmod(victim.c_str(), 0644), 0);
-  for (const char* name : {".state", ".limits"}) {
-    fs::create_symlink(victim, state / (prefix_ + name));
-  }
   const fs::path socket = dir_.path() / "run" / "dsb.sock";
-  BrokerProcess broker(WriteConfig(socket, "state_dir = \"" + state.string() + "\""), socket,
-                       {Segment()});
+  const fs::path config = WriteConfig(socket, "state_dir = \"" + state.string() + "\"");
+  // A link at the operator's limits: the start cannot read them without
+  // following it, so it refuses (exit 2, naming the file) rather than start
+  // from the configured, maybe higher, limit; nothing is written through it.
+  fs::create_symlink(victim, state / (prefix_ + ".limits"));
+  std::string out;
+  EXPECT_EQ(Run(config, &out), 2) << out;
+  EXPECT_TRUE(Contains(out, prefix_ + ".limits: is a symbolic link")) << out;
+  EXPECT_EQ(Slurp(victim), "precious\n");
+  fs::remove(state / (prefix_ + ".limits"));
+  // A link at the broker's own state file: replaced, never followed.
+  fs::create_symlink(victim, state / (prefix_ + ".state"));
+  BrokerProcess broker(config, socket, {Segment()});
   ASSERT_TRUE(broker.Start()) << broker.log();
   EXPECT_TRUE(Contains(broker.log(), "is a symbolic link")) << broker.log();
   broker.Stop();
@@ -206,7 +216,7 @@ TEST_F(SecureFiles, ALinkOrAFolderAtTheLogFileIsRefused) {
   out.clear();
   const fs::path config = WriteConfig(socket, "log_file = \"" + logs.string() + "\"");
   EXPECT_EQ(Run(config, &out), 2) << out;
-  EXPECT_TRUE(Contains(out, "broker.log_file " + logs.string() + ": is a folder, not a file"))
+  EXPECT_TRUE(Contains(out, "broker.log_file " + logs.string() + " is a folder, not a file"))
       << out;
   out.clear();
   EXPECT_EQ(Run(config, &out, /*check=*/true), 2) << out;
@@ -270,7 +280,7 @@ TEST_F(SecureFiles, ABrokerRunByAUserUsesItsOwnFolderAndRefusesAnother) {
       dsb_user->identity(),
       {dsb::testing::BinPath("dsb-broker"), "--config", WriteConfig(roots / "dsb.sock").string()},
       20s);
-  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
   EXPECT_TRUE(Contains(refused.output, roots.string() + " is owned by uid 0 (root) (mode 0755), "
                                        "not by this broker (uid " +
                                            std::to_string(dsb_user->uid()) + " (" +
@@ -281,7 +291,7 @@ TEST_F(SecureFiles, ABrokerRunByAUserUsesItsOwnFolderAndRefusesAnother) {
       {dsb::testing::BinPath("dsb-broker"), "--config",
        WriteConfig(roots / "sub" / "dsb.sock").string()},
       20s);
-  EXPECT_EQ(denied.exit_code, 1) << denied.output;
+  EXPECT_EQ(denied.exit_code, 2) << denied.output;
   EXPECT_TRUE(Contains(denied.output, "cannot create " + (roots / "sub").string() +
                                           ": Permission denied; make it as root for this "
                                           "broker's user (`install -d -o " +

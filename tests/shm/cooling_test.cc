@@ -9,7 +9,6 @@
 
 #include "shm/slot_table.h"
 #include "tests/shm/segment_fixture.h"
-#include "tests/support/unique_name.h"
 #include "tests/support/wait.h"
 
 namespace dsb::shm {
@@ -244,10 +243,9 @@ TEST_F(CoolingTest, HostileCoolingWordsNeitherCrashNorSpin) {
   // Hold every slot, then overwrite the words as a hostile process would.
   std::vector<std::uint32_t> idx;
   for (int i = 0; i < 4; ++i) idx.push_back(t->TryAcquireIndex(kW));
-  // Write the words through the segment's file, as another process could.
-  const std::string path = "/dev/shm/" + name_;
-  FILE* f = std::fopen(path.c_str(), "r+b");
-  ASSERT_NE(f, nullptr);
+  // Write the words through a second mapping, as another process could.
+  SegmentView bytes(name_);
+  ASSERT_TRUE(bytes.ok());
   const std::size_t slots_at = HeaderBytes() + std::size_t{kDefaultWaiterCapacity} * sizeof(WaitEntry);
   const std::uint64_t garbage[4] = {
       kCoolingBit | kCoolDeadlineMask,                 // deadline 36 years ahead: garbage
@@ -256,10 +254,10 @@ TEST_F(CoolingTest, HostileCoolingWordsNeitherCrashNorSpin) {
       kCoolingBit | static_cast<std::uint64_t>(MonotonicNs() + 40 * kMs),  // genuine
   };
   for (std::uint32_t i = 0; i < 4; ++i) {
-    ASSERT_EQ(std::fseek(f, static_cast<long>(slots_at + idx[i] * sizeof(SlotCell)), SEEK_SET), 0);
-    ASSERT_EQ(std::fwrite(&garbage[i], sizeof garbage[i], 1, f), 1u);
+    const std::size_t at = slots_at + idx[i] * sizeof(SlotCell);
+    ASSERT_LE(at + sizeof garbage[i], bytes.size());
+    reinterpret_cast<std::atomic<std::uint64_t>*>(bytes.data() + at)->store(garbage[i]);
   }
-  std::fclose(f);
   const Counts c = t->Count();  // no crash; garbage deadlines count as ended
   EXPECT_EQ(c.cooling, 1u);
   EXPECT_EQ(c.free, 2u);

@@ -9,10 +9,48 @@
 #include <memory>
 #include <string>
 
+#include "shm/segment_memory.h"
 #include "shm/slot_table.h"
+
+#ifdef _WIN32
+#include <windows.h>
+
+#include <atomic>
+#else
 #include "tests/support/unique_name.h"
+#endif
 
 namespace dsb::shm {
+
+// A segment name no concurrently running test uses. POSIX: the test support's
+// UniqueName (whose header also brings the POSIX-only ScratchDir); Windows:
+// the same "<stem>-<pid>-<n>" made here.
+inline std::string SegmentTestName(const std::string& stem) {
+#ifdef _WIN32
+  static std::atomic<int> counter{0};
+  return stem + "-" + std::to_string(::GetCurrentProcessId()) + "-" +
+         std::to_string(counter.fetch_add(1));
+#else
+  return dsb::testing::UniqueName(stem);
+#endif
+}
+
+// The bytes of segment `name` as another process sees them: a second
+// mapping, writable (a hostile group member's view). Empty if it cannot be
+// opened.
+class SegmentView {
+ public:
+  explicit SegmentView(const std::string& name) {
+    auto m = SegmentMemory::Open(name, std::nullopt);
+    if (m.ok()) memory_ = std::move(m).value();
+  }
+  bool ok() const { return memory_ != nullptr; }
+  unsigned char* data() const { return static_cast<unsigned char*>(memory_->address()); }
+  std::size_t size() const { return memory_->size(); }
+
+ private:
+  std::unique_ptr<SegmentMemory> memory_;
+};
 
 class SegmentFixture : public ::testing::Test {
  protected:
@@ -20,7 +58,7 @@ class SegmentFixture : public ::testing::Test {
   std::unique_ptr<SlotTable> Make(std::uint32_t slots, std::uint32_t capacity,
                                   std::chrono::nanoseconds cooldown = {},
                                   std::uint32_t waiter_capacity = kDefaultWaiterCapacity) {
-    name_ = dsb::testing::UniqueName("dsb-test");
+    name_ = SegmentTestName("dsb-test");
     CreateOptions o;
     o.name = name_;
     o.target = "exch01";

@@ -10,17 +10,15 @@
 #include <vector>
 
 #include "shm/slot_table.h"
-#include "tests/support/unique_name.h"
+#include "tests/shm/segment_fixture.h"
 
 namespace dsb::shm {
 namespace {
 
-using dsb::testing::UniqueName;
-
 // The bytes of a fresh segment with 5 slots and 3 waiter entries, target "exch01".
 std::vector<unsigned char> RealSegmentBytes(std::uint64_t* instance_id) {
   CreateOptions o;
-  o.name = UniqueName("dsbtest-validate");
+  o.name = SegmentTestName("dsbtest-validate");
   o.target = "exch01";
   o.slot_count = 5;
   o.waiter_capacity = 3;
@@ -28,10 +26,16 @@ std::vector<unsigned char> RealSegmentBytes(std::uint64_t* instance_id) {
   EXPECT_TRUE(table.ok()) << table.status().message();
   if (!table.ok()) return {};
   *instance_id = (*table)->instance_id();
-  std::ifstream in("/dev/shm/" + o.name, std::ios::binary);
-  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
-                                   std::istreambuf_iterator<char>());
+  std::vector<unsigned char> bytes;
+  {
+    const SegmentView mapped(o.name);
+    EXPECT_TRUE(mapped.ok());
+    if (!mapped.ok()) return {};
+    bytes.assign(mapped.data(), mapped.data() + mapped.size());
+  }
   table->reset();
+  // No mapping left: POSIX unlinks it; on Windows it went with its last
+  // handle (Remove says OK only then).
   EXPECT_TRUE(SlotTable::Remove(o.name).ok());
   return bytes;
 }

@@ -1,12 +1,15 @@
 #include "shm/slot_table.h"
 
-#include <unistd.h>
 #include <gtest/gtest.h>
+#ifndef _WIN32
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 #include <barrier>
+#include <cstring>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -14,13 +17,15 @@
 
 #include "shm/futex.h"
 #include "tests/shm/segment_fixture.h"
-#include "tests/support/unique_name.h"
 
 namespace dsb::shm {
 namespace {
 
 using namespace std::chrono_literals;
-using dsb::testing::UniqueName;
+// Windows (issue 12): the tests that work on /dev/shm files, link or
+// truncate them, or fork and SIGSTOP a child are POSIX-only (#ifndef _WIN32
+// below); tests/shm/win_process_test.cc has the Windows forms with processes.
+const auto UniqueName = SegmentTestName;
 
 using SlotTableTest = SegmentFixture;
 
@@ -36,12 +41,14 @@ TEST_F(SlotTableTest, AttachSeesTheCreatorsTable) {
   EXPECT_EQ(t->Count().held_action, 1u);
 }
 
+#ifndef _WIN32
 TEST_F(SlotTableTest, SegmentIsCreatedMode0660) {
   auto t = Make(8, 8);
   struct stat st {};
   ASSERT_EQ(::stat(("/dev/shm/" + name_).c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0660u);
 }
+#endif
 
 TEST_F(SlotTableTest, NeverGrantsMoreThanCapacity) {
   auto t = Make(64, 5);
@@ -282,10 +289,12 @@ TEST_F(SlotTableTest, ConcurrentThreadsNeverExceedCapacity) {
 
 class CorruptSegmentTest : public SegmentFixture {
  protected:
+  // Writes through a second mapping, as another process could.
   void Patch(std::size_t offset, const void* bytes, std::size_t n) {
-    std::fstream f("/dev/shm/" + name_, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(offset));
-    f.write(static_cast<const char*>(bytes), static_cast<std::streamsize>(n));
+    SegmentView view(name_);
+    ASSERT_TRUE(view.ok());
+    ASSERT_LE(offset + n, view.size());
+    std::memcpy(view.data() + offset, bytes, n);
   }
 };
 
@@ -295,6 +304,7 @@ TEST_F(CorruptSegmentTest, MissingSegmentIsUnavailable) {
   EXPECT_NE(a.status().message().find("does not exist"), std::string::npos);
 }
 
+#ifndef _WIN32
 TEST_F(CorruptSegmentTest, AHardLinkedSegmentIsRefusedUnderEitherNameWhenTheOwnerIsChecked) {
   // A group member may hard-link a segment (0660) under another broker's
   // segment name: that broker would adopt, audit and hand out this table.
@@ -311,6 +321,7 @@ TEST_F(CorruptSegmentTest, AHardLinkedSegmentIsRefusedUnderEitherNameWhenTheOwne
   ::unlink(("/dev/shm/" + other).c_str());
   EXPECT_TRUE(SlotTable::Attach(name_, AttachOptions{::geteuid()}).ok());
 }
+#endif
 
 TEST_F(CorruptSegmentTest, WrongMagicIsRefusedNamingTheSegment) {
   auto t = Make(8, 8);
@@ -340,6 +351,7 @@ TEST_F(CorruptSegmentTest, ChecksumMismatchIsRefused) {
   EXPECT_NE(a.status().message().find("checksum"), std::string::npos);
 }
 
+#ifndef _WIN32
 TEST_F(CorruptSegmentTest, TruncatedSegmentIsRefused) {
   auto t = Make(8, 8);
   ASSERT_EQ(::truncate(("/dev/shm/" + name_).c_str(), 4096), 0);
@@ -361,6 +373,7 @@ TEST_F(CorruptSegmentTest, ForeignFileIsRefused) {
   EXPECT_EQ(b.status().code(), Errc::kSegmentInvalid);
   EXPECT_NE(b.status().message().find("smaller than"), std::string::npos);
 }
+#endif
 
 TEST_F(SlotTableTest, CreateRefusesAnExistingSegment) {
   auto t = Make(8, 8);
@@ -381,8 +394,9 @@ namespace {
 // Regression: a served waiter that has not run yet keeps its queue entry in
 // kWaitGranted; when the ring wraps onto it, a newcomer must skip that place
 // instead of failing with kTooManyWaiters while the queue is nearly empty.
+#ifndef _WIN32
 TEST(SlotTableQueue, WrapOntoAServedButSleepingWaiterIsNotQueueFull) {
-  const std::string name = dsb::testing::UniqueName("dsb-wrap");
+  const std::string name = UniqueName("dsb-wrap");
   CreateOptions o;
   o.name = name;
   o.target = "t";
@@ -414,6 +428,7 @@ TEST(SlotTableQueue, WrapOntoAServedButSleepingWaiterIsNotQueueFull) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   (void)SlotTable::Remove(name);
 }
+#endif
 
 }  // namespace
 }  // namespace dsb::shm

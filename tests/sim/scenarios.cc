@@ -1,6 +1,7 @@
 #include "tests/sim/scenarios.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -16,7 +17,7 @@ using std::chrono::seconds;
 // Two brokers a (index 0, starts at 0) and b (index 1, starts at 1 s), one
 // system slot each, floor 0, L = 12: pool 10. D = 6 s (renew every 2 s, resend
 // every 0.5 s), H = 2 s. Network: 1 ms, no loss. Adversarial clients.
-SimConfig Base(const SimSwitches& sw, bool verbose) {
+SimConfig Base(const SimSwitches& sw, const RunOptions& o) {
   SimConfig c;
   c.limit = 12;
   c.brokers.resize(2);
@@ -28,15 +29,23 @@ SimConfig Base(const SimSwitches& sw, bool verbose) {
   c.glue = sw.glue;
   c.early_renew = false;  // request ids follow the renew timer, as the scripts assume
   c.run_for = Sec(30);
-  c.verbose = verbose;
+  c.verbose = o.verbose;
+  c.etcd.enabled = o.etcd;
+  c.etcd_switches = sw.etcd;
   return c;
 }
 
 constexpr int kA = 0;
 constexpr int kB = 1;
 
+// The grant answering (broker, epoch, id) on its way to the broker: the
+// coordinator's message, or in etcd mode the answer to the transaction that
+// recorded it (a lost or late answer: the broker re-reads after its call
+// timeout and gets the stored reply, as the real one does).
 bool IsGrant(const MsgInfo& m, int broker, std::uint64_t epoch, std::uint64_t id) {
-  return m.kind == MsgInfo::kGrant && m.broker == broker && m.epoch == epoch && m.request_id == id;
+  const bool grant = m.kind == MsgInfo::kGrant ||
+                     (m.kind == MsgInfo::kStoreReply && m.store_op == MsgInfo::kTxn && m.committed);
+  return grant && m.broker == broker && m.epoch == epoch && m.request_id == id;
 }
 
 SimStats Finish(Simulation& sim) {
@@ -47,8 +56,8 @@ SimStats Finish(Simulation& sim) {
 // a was granted 10 under request 2 and holds 0 when it sends request 3; the
 // answer (a shrink to 0, since a wants nothing) is delayed; a's clients then fill
 // its still-valid lease. Owed must stay 10 (grant 2 is unacknowledged).
-SimStats ShrinkGrantDelayedWhileHeldZeroReported(const SimSwitches& sw, bool verbose) {
-  Simulation sim(Base(sw, verbose));
+SimStats ShrinkGrantDelayedWhileHeldZeroReported(const SimSwitches& sw, const RunOptions& o) {
+  Simulation sim(Base(sw, o));
   sim.SetNetworkHook([](const MsgInfo& m, RealTime now) -> std::optional<Fate> {
     if (IsGrant(m, kA, 1, 3)) return Fate{false, now + Sec(1.5)};
     return std::nullopt;
@@ -62,8 +71,8 @@ SimStats ShrinkGrantDelayedWhileHeldZeroReported(const SimSwitches& sw, bool ver
 }
 
 // As above but the shrink grant is lost.
-SimStats LostShrinkGrant(const SimSwitches& sw, bool verbose) {
-  Simulation sim(Base(sw, verbose));
+SimStats LostShrinkGrant(const SimSwitches& sw, const RunOptions& o) {
+  Simulation sim(Base(sw, o));
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
     if (IsGrant(m, kA, 1, 3)) return Fate{true, {}};
     return std::nullopt;
@@ -78,8 +87,8 @@ SimStats LostShrinkGrant(const SimSwitches& sw, bool verbose) {
 
 // a's request 3 ("held 0") is delayed past requests 4 and 5 (which report held
 // 10 while a drains); processing it late would lower owed below what a holds.
-SimStats ReorderedOlderReport(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats ReorderedOlderReport(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.drain = seconds(4);
   Simulation sim(c);
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
@@ -97,11 +106,39 @@ SimStats ReorderedOlderReport(const SimSwitches& sw, bool verbose) {
   return Finish(sim);
 }
 
+// ResentRequest's etcd form. The store's silence counts from the keepalive,
+// which follows the FIRST send; etcd's whole-second TTL adds slack, so
+// H = 1.99 s makes (D + H)(1 + eps) = 7.998 s round to a TTL of 8 s. a's
+// request 3 (4.0 s): keepalive at once, the read's and the transaction's
+// answers each take 0.45 s (under the call timeout), so the grant arrives at
+// 4.9 s, after the agent's resend at 4.5 s. a is then cut off one way (its
+// calls are lost). b starts at 4.6 s (so no write of b makes a's transaction
+// lose its compare), wants the pool from 5 s and renews every 20 ms. Counted
+// from the resend, a's lease outlives its store lease by ~0.5 s.
+SimStats ResentRequestEtcd(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
+  c.drain = milliseconds(1990);
+  c.brokers[kB].start_at = Sec(4.6);
+  c.brokers[kB].renew_interval = milliseconds(20);
+  Simulation sim(c);
+  sim.SetNetworkHook([](const MsgInfo& m, RealTime now) -> std::optional<Fate> {
+    if (m.kind == MsgInfo::kStoreReply && m.broker == kA && m.request_id == 3 &&
+        (m.store_op == MsgInfo::kRange || m.store_op == MsgInfo::kTxn)) {
+      return Fate{false, now + Ms(450)};
+    }
+    return std::nullopt;
+  });
+  sim.At(Sec(4.47), [&] { sim.PartitionOneWay(kA, true, false); });
+  sim.At(Sec(5.0), [&] { sim.SetDemand(kB, 10); });
+  return Finish(sim);
+}
+
 // a's request 3 arrives at once but its grant is slow; a resends (the resends
 // are lost), the grant arrives, then a is cut off. The lease must count from
 // the first send, or it outlives the coordinator's silence timer.
-SimStats ResentRequest(const SimSwitches& sw, bool verbose) {
-  Simulation sim(Base(sw, verbose));
+SimStats ResentRequest(const SimSwitches& sw, const RunOptions& o) {
+  if (o.etcd) return ResentRequestEtcd(sw, o);
+  Simulation sim(Base(sw, o));
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
     if (IsGrant(m, kA, 1, 3)) return Fate{false, Sec(5.9)};
     if (m.kind == MsgInfo::kRequest && m.broker == kA && m.request_id == 3 && m.resend) {
@@ -116,8 +153,8 @@ SimStats ResentRequest(const SimSwitches& sw, bool verbose) {
 
 // a's grant 3 (10) is delayed until after grant 4 (5) was applied, acknowledged
 // and b got the other 5.
-SimStats OldGrantAfterNewerOnes(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats OldGrantAfterNewerOnes(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.drain = seconds(1);
   Simulation sim(c);
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
@@ -130,8 +167,8 @@ SimStats OldGrantAfterNewerOnes(const SimSwitches& sw, bool verbose) {
 
 // a's grant for epoch 1 request 4 is delayed; a restarts (epoch 2) and reuses
 // request ids; the old grant arrives while epoch 2's request 4 is outstanding.
-SimStats PreviousEpochGrantAfterRestart(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats PreviousEpochGrantAfterRestart(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.drain = seconds(1);
   c.brokers[kB].start_at = Sec(1.5);
   Simulation sim(c);
@@ -147,8 +184,8 @@ SimStats PreviousEpochGrantAfterRestart(const SimSwitches& sw, bool verbose) {
 }
 
 // The admin revokes a; the notice is lost; b wants the pool.
-SimStats RevokeNoticeLost(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats RevokeNoticeLost(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.drain = seconds(1);
   Simulation sim(c);
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
@@ -165,11 +202,15 @@ SimStats RevokeNoticeLost(const SimSwitches& sw, bool verbose) {
 // a's clock runs eps slow, the coordinator's eps fast (eps = 1%), and a is cut
 // off holding its lease; b renews every 20 ms to catch the first moment the
 // coordinator frees a's share.
-SimStats ClockEdgeWhileCutOff(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats ClockEdgeWhileCutOff(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.eps = 0.01;
   c.brokers[kA].clock_ppm = -10000;
   c.coordinator_ppm = 10000;
+  c.etcd.member_ppm.assign(3, 10000);
+  // etcd: whole-second TTLs; (D + H)(1 + eps) = 7.979 s rounds to 8 s only a
+  // little above it (the store leader's fast clock expires it 7.921 s later).
+  if (o.etcd) c.drain = milliseconds(1900);
   c.brokers[kB].start_at = Sec(0.5);
   c.brokers[kB].renew_interval = milliseconds(20);
   Simulation sim(c);
@@ -179,8 +220,8 @@ SimStats ClockEdgeWhileCutOff(const SimSwitches& sw, bool verbose) {
 }
 
 // The coordinator restarts (without state) 20 ms after granting a its lease.
-SimStats CoordinatorRestart20msAfterGrant(const SimSwitches& sw, bool verbose) {
-  Simulation sim(Base(sw, verbose));
+SimStats CoordinatorRestart20msAfterGrant(const SimSwitches& sw, const RunOptions& o) {
+  Simulation sim(Base(sw, o));
   sim.At(Sec(2.021), [&] {
     sim.CrashCoordinator();
     sim.RestartCoordinator();
@@ -191,8 +232,8 @@ SimStats CoordinatorRestart20msAfterGrant(const SimSwitches& sw, bool verbose) {
 
 // a may run two DigiScope instances (system_slots 2); the first one's actions
 // fill a's whole lease, then a second instance registers.
-SimStats SecondDigiScopeWhileActionsFillLease(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats SecondDigiScopeWhileActionsFillLease(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.limit = 13;
   c.brokers[kA].system_slots = 2;
   c.brokers[kA].demand = 12;
@@ -204,8 +245,8 @@ SimStats SecondDigiScopeWhileActionsFillLease(const SimSwitches& sw, bool verbos
 // a holds 0 when it sends request 3; its clients then fill the old lease; the
 // shrink answering request 3 arrives; request 4 must report the 10 held
 // together with applied = 3, not a held count read before the grant.
-SimStats HeldAndAppliedReadApart(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats HeldAndAppliedReadApart(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.brokers[kB].start_at = Sec(0.5);
   Simulation sim(c);
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
@@ -224,8 +265,8 @@ SimStats HeldAndAppliedReadApart(const SimSwitches& sw, bool verbose) {
 // off one way (its requests are lost, grants still reach it). The grant for
 // request 3 arrives at 10.1 s: past D after the first send, so the lease has
 // lapsed on arrival, but not D after the last resend (5.5 s). b wants the pool.
-SimStats GrantDelayedPastD(const SimSwitches& sw, bool verbose) {
-  Simulation sim(Base(sw, verbose));
+SimStats GrantDelayedPastD(const SimSwitches& sw, const RunOptions& o) {
+  Simulation sim(Base(sw, o));
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
     if (IsGrant(m, kA, 1, 3)) return Fate{false, Sec(10.1)};
     return std::nullopt;
@@ -242,8 +283,8 @@ SimStats GrantDelayedPastD(const SimSwitches& sw, bool verbose) {
 // request as the newest would take owed down to the shrunk grant (5) while a
 // still holds 10, and b's request at 15 s would get the difference. (With R4 a
 // late request from an OLDER epoch is the other form of this case.)
-SimStats RequestDelayedPastDPlusH(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats RequestDelayedPastDPlusH(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.drain = seconds(4);
   Simulation sim(c);
   sim.SetNetworkHook([](const MsgInfo& m, RealTime) -> std::optional<Fate> {
@@ -266,12 +307,13 @@ SimStats RequestDelayedPastDPlusH(const SimSwitches& sw, bool verbose) {
 // renews every 20 ms to take the pool the moment learning ends. Learning must
 // last (D + H)(1 + eps) on the coordinator's clock: a's slots are back only
 // D + H of real time after a sent request 2.
-SimStats CoordinatorRestartWithGrantInFlight(const SimSwitches& sw, bool verbose,
+SimStats CoordinatorRestartWithGrantInFlight(const SimSwitches& sw, const RunOptions& o,
                                              RealTime restart_after) {
-  SimConfig c = Base(sw, verbose);
+  SimConfig c = Base(sw, o);
   c.eps = 0.01;
   c.brokers[kA].clock_ppm = -10000;
   c.coordinator_ppm = 10000;
+  c.etcd.member_ppm.assign(3, 10000);
   c.brokers[kB].start_at = Sec(0.5);
   c.brokers[kB].renew_interval = milliseconds(20);
   Simulation sim(c);
@@ -291,24 +333,26 @@ SimStats CoordinatorRestartWithGrantInFlight(const SimSwitches& sw, bool verbose
 }
 
 // The restart 1 ms after the grant was sent (the grant is still in flight).
-SimStats CoordinatorRestartAtDriftEdgeWithGrantInFlight(const SimSwitches& sw, bool verbose) {
-  return CoordinatorRestartWithGrantInFlight(sw, verbose, Ms(1));
+SimStats CoordinatorRestartAtDriftEdgeWithGrantInFlight(const SimSwitches& sw,
+                                                        const RunOptions& o) {
+  return CoordinatorRestartWithGrantInFlight(sw, o, Ms(1));
 }
 
 // Control: the same restart 1 s later is safe even without the (1 + eps)
 // factor (learning then ends ~0.9 s after a's slots are back).
-SimStats CoordinatorRestartOneSecondLater(const SimSwitches& sw, bool verbose) {
-  return CoordinatorRestartWithGrantInFlight(sw, verbose, Sec(1));
+SimStats CoordinatorRestartOneSecondLater(const SimSwitches& sw, const RunOptions& o) {
+  return CoordinatorRestartWithGrantInFlight(sw, o, Sec(1));
 }
 
 // eps = 1%; a (clock eps slow) holds its lease when it is cut off at 4.5 s;
 // the coordinator (clock eps fast) may free a's share only after
 // (D + H)(1 + eps) of silence on its clock; b renews every 20 ms.
-SimStats CoordinatorSilenceFactor(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats CoordinatorSilenceFactor(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.eps = 0.01;
   c.brokers[kA].clock_ppm = -10000;
   c.coordinator_ppm = 10000;
+  c.etcd.member_ppm.assign(3, 10000);
   c.brokers[kB].start_at = Sec(0.5);
   c.brokers[kB].renew_interval = milliseconds(20);
   Simulation sim(c);
@@ -322,8 +366,9 @@ SimStats CoordinatorSilenceFactor(const SimSwitches& sw, bool verbose) {
 // goes down at 11.5 s; a reconnects at 12 s with its lease lapsed and nobody to
 // ask; a second DigiScope registers at a at 13 s. With one counter a's actions
 // had taken the idle system slot.
-SimStats RegistrationWhileLeaseLapsedAndCoordinatorDown(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats RegistrationWhileLeaseLapsedAndCoordinatorDown(const SimSwitches& sw,
+                                                        const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.limit = 13;
   c.brokers[kA].system_slots = 2;
   Simulation sim(c);
@@ -341,8 +386,8 @@ SimStats RegistrationWhileLeaseLapsedAndCoordinatorDown(const SimSwitches& sw, b
 // timers do not fire, its clients keep their slots. After a's silence b gets
 // the pool (13 s). Only the clients' fence in the slot table takes a's
 // capacity back at the lease deadline.
-SimStats StoppedBrokerHoldingALease(const SimSwitches& sw, bool verbose) {
-  Simulation sim(Base(sw, verbose));
+SimStats StoppedBrokerHoldingALease(const SimSwitches& sw, const RunOptions& o) {
+  Simulation sim(Base(sw, o));
   sim.At(Sec(4.5), [&] { sim.PauseBroker(kA, Sec(24.5)); });
   sim.At(Sec(5.0), [&] { sim.SetDemand(kB, 10); });
   return Finish(sim);
@@ -352,10 +397,15 @@ SimStats StoppedBrokerHoldingALease(const SimSwitches& sw, bool verbose) {
 // fast) with b renewing every 20 ms: a fence 63.5 ms late (the product before
 // issue 8) leaves a's slots in use after the coordinator may re-grant them;
 // the margin is (2D + H) eps = 14 ms here.
-SimStats StoppedBrokerFenceAtTheDriftEdge(const SimSwitches& sw, bool verbose) {
-  SimConfig c = Base(sw, verbose);
+SimStats StoppedBrokerFenceAtTheDriftEdge(const SimSwitches& sw, const RunOptions& o) {
+  SimConfig c = Base(sw, o);
   c.brokers[kA].clock_ppm = -1000;
   c.coordinator_ppm = 1000;
+  c.etcd.member_ppm.assign(3, 1000);
+  // etcd: (D + H)(1 + eps) = 7.988 s rounds to a TTL of 8 s (expired 7.992 s
+  // after the keepalive on the leader's fast clock): a 63.5 ms late fence
+  // does not fit.
+  if (o.etcd) c.drain = milliseconds(1980);
   c.brokers[kB].start_at = Sec(0.5);
   c.brokers[kB].renew_interval = milliseconds(20);
   Simulation sim(c);
@@ -364,10 +414,50 @@ SimStats StoppedBrokerFenceAtTheDriftEdge(const SimSwitches& sw, bool verbose) {
   return Finish(sim);
 }
 
+// ---- etcd mode only (issue 13) ----
+
+// a's client talks to etcd member 0, the leader. At 4.1 s the leader is cut
+// off from the majority: member 1 is elected at 4.4 s (every lease reset to
+// its full TTL from then), while member 0 still answers keepalives from its
+// own lessor until 5.1 s. a renews at 5.0 s: its keepalive is answered by the
+// deposed leader (full TTL, kept nowhere); its read gets no answer; a is cut
+// off at 5.05 s. b wants the pool from 5.0 s and renews every 20 ms. H = 0.5 s.
+// The store expires a's live key TTL after the election; a broker that trusts
+// its store lease (the answer's TTL, minus H) keeps its grant ~0.6 s past
+// that, while B1 on its own clock ends it D(1 - eps) after t_sent (4.0 s).
+SimStats DeposedLeaderAnswersKeepAlive(const SimSwitches& sw, const RunOptions& o) {
+  RunOptions etcd = o;
+  etcd.etcd = true;
+  SimConfig c = Base(sw, etcd);
+  c.drain = milliseconds(500);
+  c.brokers[kB].renew_interval = milliseconds(20);
+  Simulation sim(c);
+  sim.At(Sec(4.1), [&] { sim.LeaderChange(Ms(300), Sec(1)); });
+  sim.At(Sec(5.0), [&] {
+    sim.SetDemand(kB, 10);
+    sim.ForceRenew(kA);
+  });
+  sim.At(Sec(5.05), [&] { sim.Partition(kA, true); });
+  return Finish(sim);
+}
+
+// CoordinatorRestart20msAfterGrant's etcd form: the store's data is lost 20 ms
+// after a's transaction recorded its grant (the cluster rebuilt empty). The
+// ledger is created again from nothing; it must learn (C3: the learning key
+// on a store lease of (D + H)(1 + eps)) before it grants b what a still uses.
+SimStats StoreWipedAfterGrant(const SimSwitches& sw, const RunOptions& o) {
+  RunOptions etcd = o;
+  etcd.etcd = true;
+  Simulation sim(Base(sw, etcd));
+  sim.At(Sec(2.021), [&] { sim.WipeStore(); });
+  sim.At(Sec(2.5), [&] { sim.SetDemand(kB, 10); });
+  return Finish(sim);
+}
+
 }  // namespace
 
 EpochResult EpochBackwardsAfterRestart(EpochSource source, bool verbose) {
-  SimConfig c = Base(SimSwitches{}, verbose);
+  SimConfig c = Base(SimSwitches{}, RunOptions{verbose, false});
   c.epoch_source = source;
   c.brokers[kB].demand = 10;
   c.early_renew = true;
@@ -729,49 +819,102 @@ const std::vector<Scenario>& Scenarios() {
   static const std::vector<Scenario> all = {
       {"ShrinkGrantDelayedWhileHeldZeroReported", "C1 owed counts unacknowledged grants",
        [](SimSwitches& s) { s.protocol.c1_owed_counts_unacked_grants = false; },
-       &ShrinkGrantDelayedWhileHeldZeroReported},
+       &ShrinkGrantDelayedWhileHeldZeroReported, false, EtcdFit::kBreaks,
+       "the grant's delay is its transaction's answer's; the store client re-reads after D/12 and "
+       "gets the stored reply"},
       {"LostShrinkGrant", "C1 owed counts unacknowledged grants",
-       [](SimSwitches& s) { s.protocol.c1_owed_counts_unacked_grants = false; }, &LostShrinkGrant},
+       [](SimSwitches& s) { s.protocol.c1_owed_counts_unacked_grants = false; }, &LostShrinkGrant,
+       false, EtcdFit::kBreaks,
+       "the lost grant is the lost answer of the transaction that recorded it"},
       {"ReorderedOlderReport", "Requests: a stale request changes nothing",
-       [](SimSwitches& s) { s.protocol.request_staleness = false; }, &ReorderedOlderReport},
+       [](SimSwitches& s) { s.protocol.request_staleness = false; }, &ReorderedOlderReport, false,
+       EtcdFit::kKeepsOnly,
+       "a broker's requests reach the ledger only through its own store client, one renew at a "
+       "time in request order, and a step computed from an old read fails its compare "
+       "(mod_revision): no older request is applied after a newer one (the script's delayed "
+       "coordinator-bound request does not exist)"},
       {"ResentRequest", "B1 lease counts from the first send",
-       [](SimSwitches& s) { s.protocol.b1_first_t_sent = false; }, &ResentRequest},
+       [](SimSwitches& s) { s.protocol.b1_first_t_sent = false; }, &ResentRequest, false,
+       EtcdFit::kBreaks,
+       "its own etcd form (ResentRequestEtcd): the read's and the transaction's answers slow, so "
+       "the grant arrives after a resend"},
       {"OldGrantAfterNewerOnes", "B1a request id must exceed the applied one",
-       [](SimSwitches& s) { s.protocol.b1a_order = false; }, &OldGrantAfterNewerOnes},
+       [](SimSwitches& s) { s.protocol.b1a_order = false; }, &OldGrantAfterNewerOnes, false,
+       EtcdFit::kKeepsOnly,
+       "the store client takes only the answer to its current call (within D/12), renews in "
+       "request order: an older grant never arrives after a newer one"},
       {"PreviousEpochGrantAfterRestart", "B1a epoch must be ours",
-       [](SimSwitches& s) { s.protocol.b1a_epoch = false; }, &PreviousEpochGrantAfterRestart},
+       [](SimSwitches& s) { s.protocol.b1a_epoch = false; }, &PreviousEpochGrantAfterRestart, false,
+       EtcdFit::kKeepsOnly,
+       "a restarted broker is a new process: its store client never receives answers to its "
+       "predecessor's calls, so no grant of an older epoch reaches the new agent"},
       {"RevokeNoticeLost", "C2 revoke does not lower owed",
-       [](SimSwitches& s) { s.protocol.c2_revoke_keeps_owed = false; }, &RevokeNoticeLost},
+       [](SimSwitches& s) { s.protocol.c2_revoke_keeps_owed = false; }, &RevokeNoticeLost, false,
+       EtcdFit::kBreaks,
+       "the revoke is an admin transaction (ApplyAdmin); the lost notice is the watch's renew-now"},
       {"ClockEdgeWhileCutOff", "B1 lease ends at D(1 - eps)",
-       [](SimSwitches& s) { s.protocol.b1_eps_margin = false; }, &ClockEdgeWhileCutOff},
+       [](SimSwitches& s) { s.protocol.b1_eps_margin = false; }, &ClockEdgeWhileCutOff, false,
+       EtcdFit::kBreaks,
+       "the store leader's clock is the coordinator's (fast at the eps edge); H = 1.9 s so that "
+       "etcd's whole-second TTL (8 s) has little slack"},
       {"CoordinatorRestart20msAfterGrant", "C3 learning mode",
-       [](SimSwitches& s) { s.protocol.c3_learning = false; }, &CoordinatorRestart20msAfterGrant},
+       [](SimSwitches& s) { s.protocol.c3_learning = false; }, &CoordinatorRestart20msAfterGrant,
+       false, EtcdFit::kKeepsOnly,
+       "the coordinator's restart is a store leader change: the ledger survives in the store and "
+       "there is nothing to learn; C3's etcd form is StoreWipedAfterGrant"},
       {"SecondDigiScopeWhileActionsFillLease", "B1 two counters",
        [](SimSwitches& s) { s.protocol.b1_two_counters = false; },
-       &SecondDigiScopeWhileActionsFillLease},
+       &SecondDigiScopeWhileActionsFillLease, false, EtcdFit::kBreaks, "as is"},
       {"HeldAndAppliedReadApart", "B2 held and applied read at one instant",
-       [](SimSwitches& s) { s.protocol.b2_one_instant = false; }, &HeldAndAppliedReadApart},
+       [](SimSwitches& s) { s.protocol.b2_one_instant = false; }, &HeldAndAppliedReadApart, false,
+       EtcdFit::kBreaks, "as is (the delayed grant is the transaction's answer)"},
       {"GrantDelayedPastD", "B1 lease counts from the first send",
-       [](SimSwitches& s) { s.protocol.b1_first_t_sent = false; }, &GrantDelayedPastD},
+       [](SimSwitches& s) { s.protocol.b1_first_t_sent = false; }, &GrantDelayedPastD, false,
+       EtcdFit::kKeepsOnly,
+       "a grant reaches the agent only as the answer to the store client's current call, within "
+       "the renew's D/3 budget, never past D; B1's first send is shown in etcd mode by "
+       "ResentRequest's etcd form"},
       {"RequestDelayedPastDPlusH", "Requests: a stale request changes nothing",
-       [](SimSwitches& s) { s.protocol.request_staleness = false; }, &RequestDelayedPastDPlusH},
+       [](SimSwitches& s) { s.protocol.request_staleness = false; }, &RequestDelayedPastDPlusH,
+       false, EtcdFit::kKeepsOnly,
+       "as ReorderedOlderReport: the store's compare-and-swap and the one-renew-at-a-time client "
+       "leave no late request to apply"},
       {"CoordinatorRestartAtDriftEdgeWithGrantInFlight",
        "C2/C3 silence and learning are (D + H)(1 + eps)",
        [](SimSwitches& s) { s.protocol.c2_silence_eps = false; },
-       &CoordinatorRestartAtDriftEdgeWithGrantInFlight},
+       &CoordinatorRestartAtDriftEdgeWithGrantInFlight, false, EtcdFit::kBreaks,
+       "the restart is a store leader change (every TTL reset) 1 ms after the transaction's "
+       "answer; the TTL is on the new leader's fast clock"},
       {"CoordinatorRestartOneSecondLater", "C2/C3 silence and learning are (D + H)(1 + eps)",
-       [](SimSwitches& s) { s.protocol.c2_silence_eps = false; },
-       &CoordinatorRestartOneSecondLater, /*control=*/true},
+       [](SimSwitches& s) { s.protocol.c2_silence_eps = false; }, &CoordinatorRestartOneSecondLater,
+       /*control=*/true, EtcdFit::kBreaks,
+       "the restart is a leader change (every TTL reset) 1 s after the transaction's answer"},
       {"CoordinatorSilenceFactor", "C2/C3 silence and learning are (D + H)(1 + eps)",
-       [](SimSwitches& s) { s.protocol.c2_silence_eps = false; }, &CoordinatorSilenceFactor},
+       [](SimSwitches& s) { s.protocol.c2_silence_eps = false; }, &CoordinatorSilenceFactor, false,
+       EtcdFit::kBreaks,
+       "the silence is the store lease's TTL on the leader's clock (fast at the eps edge): ceil(D "
+       "+ H) = 8 s instead of ceil((D + H)(1 + eps)) = 9 s"},
       {"RegistrationWhileLeaseLapsedAndCoordinatorDown", "B1 two counters",
        [](SimSwitches& s) { s.protocol.b1_two_counters = false; },
-       &RegistrationWhileLeaseLapsedAndCoordinatorDown},
+       &RegistrationWhileLeaseLapsedAndCoordinatorDown, false, EtcdFit::kBreaks,
+       "the coordinator down is the store without a leader (nothing written, nothing expires)"},
       {"StoppedBrokerHoldingALease", "glue: clients fence the slot table at the lease deadline",
-       [](SimSwitches& s) { s.glue.client_fence = false; }, &StoppedBrokerHoldingALease},
+       [](SimSwitches& s) { s.glue.client_fence = false; }, &StoppedBrokerHoldingALease, false,
+       EtcdFit::kBreaks,
+       "as is: the store expires the stopped broker's live key a TTL after its last keepalive"},
       {"StoppedBrokerFenceAtTheDriftEdge",
        "glue: the fence applies at the deadline, not 63.5 ms later",
-       [](SimSwitches& s) { s.glue.fence_on_time = false; }, &StoppedBrokerFenceAtTheDriftEdge},
+       [](SimSwitches& s) { s.glue.fence_on_time = false; }, &StoppedBrokerFenceAtTheDriftEdge,
+       false, EtcdFit::kBreaks,
+       "members' clocks fast at the eps edge; H = 1.98 s so that the whole-second TTL (8 s) has "
+       "little slack"},
+      {"DeposedLeaderAnswersKeepAlive",
+       "B1 in etcd mode: the lease counts on the broker's own clock, never the store's lease",
+       [](SimSwitches& s) { s.etcd.b1_own_clock = false; }, &DeposedLeaderAnswersKeepAlive, false,
+       EtcdFit::kEtcdOnly, "a leader change with the deposed leader answering keepalives"},
+      {"StoreWipedAfterGrant", "C3 learning mode (the learning key)",
+       [](SimSwitches& s) { s.protocol.c3_learning = false; }, &StoreWipedAfterGrant, false,
+       EtcdFit::kEtcdOnly, "CoordinatorRestart20msAfterGrant with the store's data lost"},
   };
   return all;
 }
@@ -792,17 +935,20 @@ const std::vector<SwitchInfo>& AllSwitches() {
       {"b1-two-counters", "B1 two counters",
        [](SimSwitches& s) { s.protocol.b1_two_counters = false; }},
       {"b1a-order", "B1a request id must exceed the applied one",
-       [](SimSwitches& s) { s.protocol.b1a_order = false; }},
-      {"b1a-epoch", "B1a epoch must be ours",
-       [](SimSwitches& s) { s.protocol.b1a_epoch = false; }},
+       [](SimSwitches& s) { s.protocol.b1a_order = false; }, true, /*etcd=*/false},
+      {"b1a-epoch", "B1a epoch must be ours", [](SimSwitches& s) { s.protocol.b1a_epoch = false; },
+       true, /*etcd=*/false},
       {"b2", "B2 held and applied read at one instant",
        [](SimSwitches& s) { s.protocol.b2_one_instant = false; }},
       {"staleness", "Requests: a stale request changes nothing",
-       [](SimSwitches& s) { s.protocol.request_staleness = false; }},
+       [](SimSwitches& s) { s.protocol.request_staleness = false; }, true, /*etcd=*/false},
       {"fence", "glue: clients fence the slot table at the lease deadline",
        [](SimSwitches& s) { s.glue.client_fence = false; }},
       {"fence-on-time", "glue: the fence applies at the deadline, not 63.5 ms later",
        [](SimSwitches& s) { s.glue.fence_on_time = false; }},
+      {"b1-own-clock",
+       "B1 in etcd mode: the lease counts on the broker's own clock, never the store's lease",
+       [](SimSwitches& s) { s.etcd.b1_own_clock = false; }, /*embedded=*/false},
   };
   return all;
 }
@@ -815,16 +961,17 @@ const SwitchInfo* FindSwitch(const std::string& name) {
 }
 
 CatchRow CatchSwitch(const SwitchInfo& sw, std::uint64_t first, std::uint64_t seeds,
-                     RealTime run_for, bool stop_at_first) {
+                     RealTime run_for, bool stop_at_first, bool etcd) {
   CatchRow row;
   row.name = sw.name;
   SimSwitches off;
   sw.turn_off(off);
   const auto start = std::chrono::steady_clock::now();
   for (std::uint64_t seed = first; seed < first + seeds; ++seed) {
-    SimConfig c = MixedConfig(seed, run_for);
+    SimConfig c = etcd ? EtcdMixedConfig(seed, run_for) : MixedConfig(seed, run_for);
     c.switches = off.protocol;
     c.glue = off.glue;
+    c.etcd_switches = off.etcd;
     Simulation sim(c);
     sim.Run();
     const SimStats& st = sim.stats();
@@ -1045,6 +1192,60 @@ SimConfig EdgeConfig(std::uint64_t seed, RealTime run_for) {
 SimConfig MixedConfig(std::uint64_t seed, RealTime run_for) {
   if (seed % 2 == 1) return RandomConfig(seed, 0, run_for);
   return seed % 4 == 0 ? HuntConfig(seed, run_for) : EdgeConfig(seed, run_for);
+}
+
+SimConfig EtcdMixedConfig(std::uint64_t seed, RealTime run_for) {
+  SimConfig c = MixedConfig(seed, run_for);
+  std::mt19937_64 rng(seed * 0x94D049BB133111EBull + 0x2545F4914F6CDD1Dull);
+  auto below = [&](std::uint64_t n) { return n == 0 ? 0 : rng() % n; };
+  auto uniform = [&] { return static_cast<double>(rng() >> 11) * 0x1.0p-53; };
+  c.etcd.enabled = true;
+  // Members' clocks: fast ones at the edge of eps expire leases soonest.
+  const auto edge = static_cast<std::int64_t>(c.eps * 1e6);
+  c.etcd.member_ppm.clear();
+  for (int i = 0; i < 3; ++i) {
+    c.etcd.member_ppm.push_back(
+        below(2) == 0
+            ? edge
+            : static_cast<std::int64_t>(below(static_cast<std::uint64_t>(2 * edge + 1))) - edge);
+  }
+  // etcd's TTLs are whole seconds: ceil((D + H)(1 + eps)) adds up to 1 s of
+  // slack to the silence, which hides the drift clauses. On half the seeds H
+  // is chosen so that (D + H)(1 + eps) ends 0-50 ms below a whole second.
+  if (below(2) == 0) {
+    const double d = static_cast<double>(c.term.count()) / 1e9;
+    const double h = static_cast<double>(c.drain.count()) / 1e9;
+    const double whole = std::ceil((d + h) * (1 + c.eps));
+    const double edge_h = (whole - 0.05 * uniform()) / (1 + c.eps) - d;
+    if (edge_h > 0.2) c.drain = Duration(static_cast<std::int64_t>(edge_h * 1e9));
+  }
+  c.etcd.stale_leader_max = below(3) == 0 ? Sec(1) : 0;
+  c.etcd.commit_late = uniform();
+  // Leader changes (the coordinator's crashes) and quorum losses (its stops).
+  if (c.faults.coordinator_crash_every == 0) c.faults.coordinator_crash_every = 10 + 20 * uniform();
+  if (c.faults.coordinator_pause_every == 0) c.faults.coordinator_pause_every = 15 + 30 * uniform();
+  if (below(4) == 0) c.faults.store_wipe_every = 20 + 40 * uniform();
+  // The drift edge in etcd mode (half the EdgeConfig seeds): a fast LAN
+  // (0.1-1 ms each way, so the taker's three round trips fit in the D eps
+  // window the drift clauses guard), every member's clock fast at eps, and H
+  // at a whole-second edge within 10 ms: either (D + H)(1 + eps) just below
+  // a whole second (the TTL has no slack: B1's margin, the fence) or D + H
+  // just below it (only the (1 + eps) factor rounds the TTL up: C2's factor).
+  if (seed % 4 == 2 && below(2) == 0) {
+    c.net.min_delay = 100'000;
+    c.net.max_delay = 1'000'000;
+    c.net.late = 0;
+    c.net.long_delay = 0;
+    c.etcd.member_ppm.assign(3, edge);
+    const double d = static_cast<double>(c.term.count()) / 1e9;
+    const double h = static_cast<double>(c.drain.count()) / 1e9;
+    const bool factor = below(2) == 0;
+    const double whole = std::ceil(factor ? d + h : (d + h) * (1 + c.eps));
+    const double edge_h =
+        factor ? whole - 0.01 * uniform() - d : (whole - 0.01 * uniform()) / (1 + c.eps) - d;
+    if (edge_h > 0.2) c.drain = Duration(static_cast<std::int64_t>(edge_h * 1e9));
+  }
+  return c;
 }
 
 }  // namespace dsb::sim

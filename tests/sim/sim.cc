@@ -53,6 +53,7 @@ Simulation::Simulation(SimConfig config) : config_(std::move(config)), rng_(conf
       Push(Exponential(config_.demand_change_every), Ev::kDemand, bi);
   }
   ledger_ = std::make_unique<lease::Ledger>(LedgerCfg(true), CoordinatorClock());
+  if (config_.etcd.enabled) EtcdStart();
   if (config_.server.enabled) {
     const ServerSpec& sv = config_.server;
     cap_ = sv.cap != 0 ? sv.cap : config_.limit;
@@ -71,7 +72,8 @@ Simulation::Simulation(SimConfig config) : config_(std::move(config)), rng_(conf
   const FaultSpec& f = config_.faults;
   if (f.partition_every > 0 || f.broker_crash_every > 0 || f.coordinator_crash_every > 0 ||
       f.revoke_every > 0 || f.broker_pause_every > 0 || f.coordinator_pause_every > 0 ||
-      f.register_every > 0 || f.clock_step_every > 0 || f.slow_link_every > 0) {
+      f.register_every > 0 || f.clock_step_every > 0 || f.slow_link_every > 0 ||
+      (config_.etcd.enabled && f.store_wipe_every > 0)) {
     Push(Exponential(5), Ev::kChaos, 0);
   }
 }
@@ -112,6 +114,8 @@ lease::TimePoint Simulation::BrokerClock(int b) const {
   return lease::TimePoint{} +
          Duration(LocalNs(brokers_[static_cast<std::size_t>(b)].spec.clock_ppm, now_));
 }
+
+std::int64_t Simulation::LocalNow(std::int64_t ppm) const { return LocalNs(ppm, now_); }
 
 lease::TimePoint Simulation::CoordinatorClock() const {
   return lease::TimePoint{} + Duration(LocalNs(config_.coordinator_ppm, now_));
@@ -245,6 +249,15 @@ void Simulation::Dispatch(const Event& e) {
     case Ev::kChaos:
       Chaos();
       return;
+    case Ev::kStoreTick:
+      if (e.a == store_tick_seq_) StoreTick();
+      return;
+    case Ev::kLinkTimeout:
+      if (e.a == brokers_[static_cast<std::size_t>(e.broker)].link.timer_seq) LinkTimeout(e.broker);
+      return;
+    case Ev::kElect:
+      if (e.a == election_seq_) ElectLeader();
+      return;
   }
 }
 
@@ -368,6 +381,7 @@ void Simulation::StartBroker(int b) {
   br.refusal_clamp.reset();
   br.paused_until = 0;
   br.inbox.clear();
+  br.link = EtcdLink{};  // a new instance: a new store lease and live key
   if (config_.epoch_source == EpochSource::kCounter) {
     ++br.epoch;
   } else {
@@ -401,9 +415,11 @@ void Simulation::HandleStep(int b, const lease::AgentStep& step) {
   br.lease_until = cap.lease_valid_until ? RealAt(br.spec.clock_ppm, *cap.lease_valid_until) : 0;
   // The broker writes its capacity and the lease deadline into the slot
   // table; the clients' fence fires at the deadline (or late, with the switch).
-  br.table_cap = cap.action_capacity;
-  const RealTime fence_at =
-      cap.lease_valid_until && cap.lease > 0 ? br.lease_until : kNever;
+  br.table_cap = std::max(cap.action_capacity, br.spec.floor + TrustLease(b));
+  RealTime fence_at = cap.lease_valid_until && cap.lease > 0 ? br.lease_until : kNever;
+  if (TrustLease(b) > 0) {
+    fence_at = std::max(fence_at == kNever ? 0 : fence_at, br.link.trust_until);
+  }
   if (fence_at != br.fence_at) {
     br.fence_at = fence_at;
     ++br.fence_seq;
@@ -428,7 +444,11 @@ void Simulation::HandleStep(int b, const lease::AgentStep& step) {
         static_cast<unsigned long long>(m.info.epoch),
         static_cast<unsigned long long>(m.info.request_id), m.info.resend ? " (resend)" : "",
         t.pool_held, static_cast<unsigned long long>(t.applied), t.wanted);
-    Send(std::move(m));
+    if (config_.etcd.enabled) {
+      LinkSend(b, m.request);
+    } else {
+      Send(std::move(m));
+    }
   }
   Enforce(b);
   const bool admitted = Admit(b);
@@ -564,7 +584,7 @@ std::uint32_t Simulation::lease(int b) const {
   const Broker& br = brokers_[static_cast<std::size_t>(b)];
   if (!br.up) return 0;
   // Cached from the agent's last step; the lease lapses at a real time we know.
-  return now_ < br.lease_until ? br.lease_amount : 0;
+  return std::max(now_ < br.lease_until ? br.lease_amount : 0, TrustLease(b));
 }
 
 // ---- network ----
@@ -586,7 +606,8 @@ void Simulation::Send(Message m) {
     deliveries.push_back(fate->deliver_at ? *fate->deliver_at : now_ + config_.net.min_delay);
   } else {
     const Broker& br = brokers_[static_cast<std::size_t>(b)];
-    const bool up = m.info.kind == MsgInfo::kRequest || m.info.kind == MsgInfo::kRefusal;
+    const bool up = m.info.kind == MsgInfo::kRequest || m.info.kind == MsgInfo::kRefusal ||
+                    m.info.kind == MsgInfo::kStoreCall;
     if ((up ? br.cut_up : br.cut_down) || Uniform() < config_.net.loss) {
       ++stats_.dropped;
       if (m.info.kind == MsgInfo::kRefusal) ++stats_.reports_lost;
@@ -607,9 +628,10 @@ void Simulation::Send(Message m) {
     deliveries.push_back(now_ + slow + delay());
     if (Uniform() < n.duplicate) deliveries.push_back(now_ + slow + delay());
   }
-  const Ev kind = m.info.kind == MsgInfo::kRequest || m.info.kind == MsgInfo::kRefusal
-                     ? Ev::kToCoordinator
-                     : Ev::kToBroker;
+  const Ev kind = m.info.kind == MsgInfo::kRequest || m.info.kind == MsgInfo::kRefusal ||
+                          m.info.kind == MsgInfo::kStoreCall
+                      ? Ev::kToCoordinator
+                      : Ev::kToBroker;
   for (RealTime t : deliveries) {
     const std::uint64_t id = next_msg_++;
     in_flight_.emplace(id, m);
@@ -661,13 +683,18 @@ void Simulation::OnBrokerMessage(int b, const Message& m) {
   if (m.info.kind == MsgInfo::kGrant) {
     const std::uint64_t applied_before = br.agent->Capacity(0, BrokerClock(b)).applied;
     const lease::AgentStep step = br.agent->OnGrant(BrokerClock(b), m.grant);
-    if (step.targets[0].applied != applied_before) br.refusal_clamp.reset();
+    if (step.targets[0].applied != applied_before) {
+      br.refusal_clamp.reset();
+      br.link.trust_amount = step.targets[0].lease;
+    }
     Log("%s receives grant e%llu#%llu %u: %s, capacity %u", br.id.c_str(),
         static_cast<unsigned long long>(m.info.epoch),
         static_cast<unsigned long long>(m.info.request_id), m.info.amount,
         step.targets[0].applied != applied_before ? "applied" : "ignored",
         step.targets[0].action_capacity);
     HandleStep(b, step);
+  } else if (m.info.kind == MsgInfo::kStoreReply) {
+    OnStoreReply(b, m);
   } else {
     HandleStep(b, br.agent->OnRevokeNotice(BrokerClock(b), m.notice));
   }
@@ -706,6 +733,7 @@ std::uint32_t Simulation::TableCapacity(int b) const {
   // one leaves what it last wrote.
   std::uint32_t cap =
       Paused(b) ? br.table_cap : br.agent->Capacity(0, BrokerClock(b)).action_capacity;
+  if (!Paused(b)) cap = std::max(cap, br.spec.floor + TrustLease(b));
   if (Fenced(b)) cap = std::min(cap, br.spec.floor);
   return cap;
 }
@@ -716,7 +744,8 @@ bool Simulation::TableAdmitsAction(int b) const {
   const auto actions = static_cast<std::uint32_t>(br.sessions.size());
   // A running broker admits by its agent's B1 rule (two counters, or one
   // with the switch off); the table's fence applies on top of it.
-  if (!Paused(b) && !br.agent->MayAdmitAction(0, br.registered, actions, BrokerClock(b))) {
+  if (!Paused(b) && TrustLease(b) == 0 &&
+      !br.agent->MayAdmitAction(0, br.registered, actions, BrokerClock(b))) {
     return false;
   }
   const std::uint32_t cap = TableCapacity(b);
@@ -749,6 +778,11 @@ void Simulation::ResumeStopped(int b) {
 }
 
 void Simulation::PauseCoordinator(RealTime until) {
+  if (config_.etcd.enabled) {
+    // Quorum lost until then (a leader elected then: every TTL reset).
+    if (until > now_) LeaderChange(until - now_);
+    return;
+  }
   if (!coordinator_up_ || until <= now_) return;
   const bool was = now_ < coordinator_paused_until_;
   coordinator_paused_until_ = std::max(coordinator_paused_until_, until);
@@ -769,6 +803,10 @@ void Simulation::ResumeStoppedCoordinator() {
 }
 
 void Simulation::Deliver(int b, Ev kind, const Message& m) {
+  if (kind == Ev::kToCoordinator && m.info.kind == MsgInfo::kStoreCall) {
+    OnStoreCall(m);
+    return;
+  }
   if (kind == Ev::kToCoordinator) {
     if (coordinator_up_ && now_ < coordinator_paused_until_) {
       coordinator_inbox_.push_back(m);
@@ -815,6 +853,8 @@ void Simulation::CrashBroker(int b) {
   br.fence_at = kNever;
   ++br.fence_seq;
   ++br.wake_seq;
+  // Its store lease stays until it expires (the ledger counts it until then).
+  br.link = EtcdLink{};
   Log("%s crashes holding %zu", br.id.c_str(), br.sessions.size());
   Enforce(b);
 }
@@ -825,6 +865,10 @@ void Simulation::RestartBroker(int b) {
 }
 
 void Simulation::CrashCoordinator() {
+  if (config_.etcd.enabled) {
+    LeaderChange(kNever);
+    return;
+  }
   if (!coordinator_up_) return;
   coordinator_up_ = false;
   coordinator_paused_until_ = 0;
@@ -836,6 +880,10 @@ void Simulation::CrashCoordinator() {
 }
 
 void Simulation::RestartCoordinator() {
+  if (config_.etcd.enabled) {
+    ElectLeader();
+    return;
+  }
   if (coordinator_up_) return;
   ledger_ = std::make_unique<lease::Ledger>(LedgerCfg(false), CoordinatorClock());
   coordinator_up_ = true;
@@ -850,6 +898,10 @@ void Simulation::RestartCoordinator() {
 }
 
 void Simulation::Revoke(int b) {
+  if (config_.etcd.enabled) {
+    EtcdRevoke(b, false);
+    return;
+  }
   if (!coordinator_up_ || now_ < coordinator_paused_until_) return;
   const Broker& br = brokers_[static_cast<std::size_t>(b)];
   DSB_CHECK(ledger_->Revoke(br.id, CoordinatorClock()).ok(), "revoke %s", br.id.c_str());
@@ -864,6 +916,10 @@ void Simulation::Revoke(int b) {
 }
 
 void Simulation::Resume(int b) {
+  if (config_.etcd.enabled) {
+    EtcdRevoke(b, true);
+    return;
+  }
   if (!coordinator_up_ || now_ < coordinator_paused_until_) return;
   DSB_CHECK(ledger_->Resume(brokers_[static_cast<std::size_t>(b)].id, CoordinatorClock()).ok(),
             "resume");
@@ -878,17 +934,20 @@ void Simulation::ForceRenew(int b) {
 void Simulation::Chaos() {
   const FaultSpec& f = config_.faults;
   auto rate = [](double every) { return every > 0 ? 1 / every : 0.0; };
-  constexpr int kKinds = 9;
-  const double rates[kKinds] = {rate(f.partition_every),        rate(f.broker_crash_every),
-                                rate(f.coordinator_crash_every), rate(f.revoke_every),
-                                rate(f.broker_pause_every),      rate(f.coordinator_pause_every),
-                                rate(f.register_every),          rate(f.clock_step_every),
-                                rate(f.slow_link_every)};
+  constexpr int kKinds = 10;
+  const double rates[kKinds] = {
+      rate(f.partition_every),         rate(f.broker_crash_every),
+      rate(f.coordinator_crash_every), rate(f.revoke_every),
+      rate(f.broker_pause_every),      rate(f.coordinator_pause_every),
+      rate(f.register_every),          rate(f.clock_step_every),
+      rate(f.slow_link_every),         config_.etcd.enabled ? rate(f.store_wipe_every) : 0.0};
   double total = 0;
   for (double r : rates) total += r;
   double pick = Uniform() * total;
   int kind = 0;
   while (kind < kKinds - 1 && pick >= rates[kind]) pick -= rates[kind++];
+  if (kind == kKinds - 1 && rates[kind] == 0) kind = kKinds - 2;  // rounding: as before
+  const EtcdSpec& es = config_.etcd;
   const int b = static_cast<int>(Below(brokers_.size()));
   Broker& br = brokers_[static_cast<std::size_t>(b)];
   const RealTime d = config_.term.count();
@@ -926,7 +985,13 @@ void Simulation::Chaos() {
       }
       break;
     case 2:
-      if (coordinator_up_) {
+      if (es.enabled) {
+        // The store's leader is lost (killed or cut off; the deposed one may
+        // answer keepalives a while); a new one is elected later.
+        if (store_has_leader()) {
+          LeaderChange(Between(es.election_min, es.election_max), Between(0, es.stale_leader_max));
+        }
+      } else if (coordinator_up_) {
         CrashCoordinator();
         At(now_ + Between(0, d), [this] { RestartCoordinator(); });
       }
@@ -939,7 +1004,17 @@ void Simulation::Chaos() {
       PauseBroker(b, now_ + Between(Ms(10), pause_max));
       break;
     case 5:
-      PauseCoordinator(now_ + Between(Ms(10), pause_max));
+      if (es.enabled) {
+        // Quorum lost for up to pause_max (two of three members down).
+        if (store_has_leader()) {
+          LeaderChange(Between(Ms(10), pause_max), Between(0, es.stale_leader_max));
+        }
+      } else {
+        PauseCoordinator(now_ + Between(Ms(10), pause_max));
+      }
+      break;
+    case 9:
+      WipeStore();
       break;
     case 6:
       // A DigiScope instance starts (B1 decides) or, at the allowance, one exits.

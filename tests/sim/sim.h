@@ -40,6 +40,26 @@
 // With the model off the simulation is exactly the lease-only one (same events,
 // same random draws).
 //
+// etcd mode (SimConfig::etcd.enabled, issue 13; tests/sim/etcd_model.h):
+// there is no coordinator. Every broker, for each renew request its agent
+// sends, runs what the real broker runs (broker/etcd/etcd_ledger.h): keepalive
+// its instance's store lease, read the whole store at one revision into a
+// lease::StoreView, lease::ApplyRenew, then ONE compare-and-swap transaction
+// of the changed keys guarded by the read mod_revisions and its own live
+// key's lease; a lost compare -> read again and redo (bounded); a call
+// unanswered within call_timeout -> read again and redo (a write that timed
+// out may have committed: the ledger answers the duplicate with the stored
+// reply); a renew not done within renew_budget is abandoned (the agent resends).
+// Every store call and reply crosses the simulated network (loss, delay,
+// duplication, partitions between a broker and the store). The store's faults
+// replace the coordinator's: CrashCoordinator = the leader is lost (no writes,
+// no expiry), RestartCoordinator = a new leader (every lease reset to its full
+// TTL on the new leader's clock), PauseCoordinator = quorum lost until then,
+// plus WipeStore (the data lost: the ledger starts again, C3). Writes waiting
+// at a leader loss commit after the next election with probability
+// commit_late, after their client gave up. S is checked after every event as
+// in the embedded mode.
+//
 // Thread rule: single-threaded; a Simulation is used by one thread.
 #ifndef DSB_TESTS_SIM_SIM_H_
 #define DSB_TESTS_SIM_SIM_H_
@@ -55,10 +75,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "broker/lease/agent.h"
 #include "broker/lease/account_held.h"
+#include "broker/lease/agent.h"
 #include "broker/lease/ledger.h"
 #include "broker/lease/limit_policy.h"
+#include "broker/lease/shared_ledger.h"
+#include "tests/sim/etcd_model.h"
 
 namespace dsb::sim {
 
@@ -116,10 +138,43 @@ struct GlueSwitches {
 };
 inline constexpr RealTime kLateFence = 63'500'000;
 
+// Switches of the etcd mode's broker side (they change nothing in the
+// embedded mode).
+struct EtcdSwitches {
+  // B1 in etcd mode: the broker's lease counts on its OWN clock from t_sent,
+  // whatever the store's leases do. Off: the broker trusts its store lease
+  // instead: it keeps the applied grant until its store lease ends as the
+  // store reported it (when the keepalive's answer arrived, plus the TTL left,
+  // minus H so its clients can yield in time). A deposed leader's answer or a
+  // leader's TTL reset then outlives what the store really keeps.
+  bool b1_own_clock = true;
+  bool operator==(const EtcdSwitches&) const = default;
+};
+
+// The etcd mode (see the file comment).
+struct EtcdSpec {
+  bool enabled = false;
+  // Members' clock drift (ppm, within eps): the leader's clock measures every
+  // lease's TTL. Leaders are taken in turn (member i + 1 after member i).
+  std::vector<std::int64_t> member_ppm = {0, 0, 0};
+  RealTime call_timeout = 0;  // 0 = D/12 on the broker's clock
+  RealTime renew_budget = 0;  // 0 = D/3 on the broker's clock
+  std::uint32_t max_lost_compares = 8;
+  double commit_late = 0.5;  // a write waiting at a leader loss commits later with this
+  // Random leader changes (FaultSpec::coordinator_crash_every): the new leader
+  // is elected election_min..election_max later; the deposed leader answers
+  // keepalives for up to stale_leader_max (0..) from its own lessor (cut off
+  // from the majority, not yet stepped down).
+  RealTime election_min = Ms(200);
+  RealTime election_max = Sec(2);
+  RealTime stale_leader_max = Sec(1);
+};
+
 // Every switch the simulation knows: the protocol's clauses and the glue.
 struct SimSwitches {
   lease::ProtocolSwitches protocol;
   GlueSwitches glue;
+  EtcdSwitches etcd;
   bool operator==(const SimSwitches&) const = default;
 };
 
@@ -140,6 +195,8 @@ struct FaultSpec {
   double slow_link_every = 0;
   // A broker crash is a crash loop (2-4 quick restarts) with this probability.
   double crash_loop = 0;
+  // etcd mode only: the store's data lost (the cluster rebuilt empty).
+  double store_wipe_every = 0;
 };
 
 // The account's server and the discovery loop (off by default).
@@ -202,6 +259,8 @@ struct SimConfig {
   double eps = 1e-3;
   lease::ProtocolSwitches switches;
   GlueSwitches glue;
+  EtcdSwitches etcd_switches;
+  EtcdSpec etcd;
   EpochSource epoch_source = EpochSource::kCounter;
   // At t = 0 no lease exists anywhere, so the first coordinator may skip
   // learning mode; every restart learns (unless the C3 switch is off).
@@ -232,7 +291,11 @@ struct SimConfig {
 
 // What a network hook sees of a message.
 struct MsgInfo {
-  enum Kind { kRequest, kGrant, kNotice, kRefusal } kind = kRequest;
+  // kStoreCall / kStoreReply: etcd mode, a broker's call to the store and
+  // its answer (epoch and request_id: the renew it serves; store_op below).
+  enum Kind { kRequest, kGrant, kNotice, kRefusal, kStoreCall, kStoreReply } kind = kRequest;
+  enum StoreOp { kNoOp, kLeaseGrant, kPutLive, kKeepAlive, kRange, kTxn } store_op = kNoOp;
+  bool committed = false;  // kStoreReply of a kTxn: the transaction committed
   int broker = 0;
   std::uint64_t epoch = 0;
   std::uint64_t request_id = 0;
@@ -262,6 +325,15 @@ struct SimStats {
   double saturated_utilization = 0;  // time-avg pool held / P while pool demand >= P
   double saturated_seconds = 0;
   std::string first_violation;  // empty if none
+
+  // etcd mode only.
+  std::uint64_t store_txns = 0;      // transactions committed with a change
+  std::uint64_t lost_compares = 0;   // transactions whose compare failed
+  std::uint64_t store_timeouts = 0;  // store calls a broker gave up waiting for
+  std::uint64_t late_commits = 0;    // writes committed after a leader loss
+  std::uint64_t leader_changes = 0;
+  std::uint64_t live_keys_expired = 0;  // broker instances the store declared silent
+  std::uint64_t abandoned_renews = 0;   // renews given up (budget or lost compares)
 
   // Server model only (all 0 when it is off).
   std::uint64_t refusals = 0;            // opens the server refused to dsb
@@ -335,6 +407,13 @@ class Simulation {
   void Revoke(int b);
   void Resume(int b);
   void ForceRenew(int b);
+  // etcd mode. The leader is lost now; the deposed leader still answers
+  // keepalives (without effect) until now + stale_for; a new leader is
+  // elected at now + election (kNever: not until ElectLeader).
+  void LeaderChange(RealTime election, RealTime stale_for = 0);
+  void ElectLeader();
+  void WipeStore();
+  bool store_has_leader() const { return store_ && store_->has_leader(); }
   // Registers one more DigiScope instance at broker b if B1 admits it.
   bool RegisterClient(int b);
   // Server model: another tool opens `sessions` sessions for `hold`; each is
@@ -365,8 +444,11 @@ class Simulation {
     kChaos,
     kWaitEnd,
     kOtherTool,
-    kFence,   // the clients' lease fence of broker `broker` (a = fence_seq)
-    kResume   // a stopped broker (broker >= 0) or coordinator (-1) runs again
+    kFence,        // the clients' lease fence of broker `broker` (a = fence_seq)
+    kResume,       // a stopped broker (broker >= 0) or coordinator (-1) runs again
+    kStoreTick,    // etcd mode: the store's next lease expiry (a = store_tick_seq_)
+    kLinkTimeout,  // etcd mode: broker `broker`'s call timer (a = link.timer_seq)
+    kElect         // etcd mode: a new leader (a = election_seq_)
   };
   struct Event {
     RealTime at;
@@ -376,11 +458,47 @@ class Simulation {
     std::uint64_t a, b;
     bool operator>(const Event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
   };
+  // etcd mode: one call of a broker's store client and its answer.
+  struct StoreCall {
+    std::uint64_t call_id = 0;  // the link's, to match the answer
+    std::int64_t lease = 0;     // kKeepAlive, kPutLive
+    std::int64_t ttl = 0;       // kLeaseGrant (seconds)
+    std::string key, value;     // kPutLive
+    EtcdTxn txn;                // kTxn
+  };
+  struct StoreReply {
+    std::uint64_t call_id = 0;
+    std::int64_t lease = 0;           // kLeaseGrant: the new lease
+    std::optional<std::int64_t> ttl;  // kKeepAlive: TTL left; nullopt = lease gone
+    EtcdRange range;                  // kRange
+    EtcdTxnResult txn;                // kTxn, kPutLive
+  };
   struct Message {
     MsgInfo info;
     lease::RenewRequest request;
     lease::Grant grant;
     lease::RevokeNotice notice;
+    StoreCall call;
+    StoreReply reply;
+  };
+  // etcd mode: a broker's store client running one renew at a time.
+  struct EtcdLink {
+    enum class Phase { kIdle, kLeaseGrant, kPutLive, kKeepAlive, kRange, kLearnGrant, kTxn };
+    Phase phase = Phase::kIdle;
+    std::int64_t lease = 0;    // this instance's store lease (0: none yet, or gone)
+    bool lease_fresh = false;  // granted in this renew (after t_sent): no keepalive needed
+    std::optional<lease::RenewRequest> current, queued;
+    std::uint64_t call_id = 0;
+    std::uint64_t timer_seq = 0;
+    RealTime budget_end = 0;  // real time the current renew is abandoned
+    std::uint32_t lost_compares = 0;
+    std::map<std::string, std::int64_t> read_mod;  // ledger keys as read: mod_revision
+    std::optional<lease::RenewStep> step;
+    std::int64_t learning_lease = 0;
+    // EtcdSwitches::b1_own_clock off: the grant kept until the store lease
+    // ends as the broker reads it.
+    RealTime trust_until = 0;
+    std::uint32_t trust_amount = 0;
   };
   struct Session {
     RealTime end = kNever;
@@ -420,6 +538,7 @@ class Simulation {
     // The agent's lease as of its last step (for the per-event over-grant check).
     std::uint32_t lease_amount = 0;
     RealTime lease_until = 0;
+    EtcdLink link;  // etcd mode
   };
 
   void Push(RealTime at, Ev kind, int broker, std::uint64_t a = 0, std::uint64_t b = 0);
@@ -430,6 +549,7 @@ class Simulation {
 
   lease::TimePoint BrokerClock(int b) const;
   lease::TimePoint CoordinatorClock() const;
+  std::int64_t LocalNow(std::int64_t ppm) const;  // a clock with `ppm` at now, in ns
   RealTime RealAt(std::int64_t ppm, lease::TimePoint local) const;
 
   std::vector<lease::TargetUsage> Usage(int b) const;
@@ -455,6 +575,23 @@ class Simulation {
   void OnBrokerMessage(int b, const Message& m);
   void Chaos();
   lease::LedgerConfig LedgerCfg(bool first_start) const;
+  // etcd mode (sim_etcd.cc).
+  void EtcdStart();
+  void LinkSend(int b, const lease::RenewRequest& request);
+  void LinkBegin(int b);
+  void LinkCall(int b, MsgInfo::StoreOp op, StoreCall call);
+  void LinkEnd(int b, bool done);
+  void LinkRetry(int b);  // re-read and redo (a timeout or a lost lease)
+  void LinkTimeout(int b);
+  void OnStoreCall(const Message& m);
+  void OnStoreReply(int b, const Message& m);
+  void ExecuteStoreCall(const Message& m, bool late);
+  void ArmStoreTick();
+  void StoreTick();
+  void EtcdRevoke(int b, bool resume);
+  std::int64_t LeaderNow() const;
+  std::int64_t StoreTtlSeconds() const;
+  std::uint32_t TrustLease(int b) const;  // EtcdSwitches::b1_own_clock off
   // Server model.
   std::uint32_t Busy(const Broker& br) const;  // threads that hold or await something
   // The client ends its action now (thinks: the thread then thinks before it asks again).
@@ -485,6 +622,16 @@ class Simulation {
   RealTime accounted_ = 0;
   std::vector<Broker> brokers_;
   std::unique_ptr<lease::Ledger> ledger_;
+  // etcd mode.
+  std::unique_ptr<EtcdModel> store_;
+  std::size_t leader_member_ = 0;
+  std::size_t deposed_member_ = 0;
+  RealTime stale_until_ = 0;             // the deposed leader answers keepalives until then
+  std::vector<Message> waiting_writes_;  // arrived without a leader
+  std::uint64_t store_tick_seq_ = 0;
+  std::uint64_t election_seq_ = 0;
+  std::uint64_t store_call_seq_ = 0;
+  bool store_wiped_ = false;
   bool coordinator_up_ = true;
   RealTime coordinator_paused_until_ = 0;
   std::vector<Message> coordinator_inbox_;

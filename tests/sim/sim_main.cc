@@ -15,7 +15,11 @@
 //                                                      # real cap below L, close lag, other tools
 //   dsb-sim --reconfig-scenarios [--verbose]           # R0-R5 named scenarios, switch on/off
 //   dsb-sim --reconfig --seeds 1000 [--break r3-step-down]
-//                                                      # random operator events (tests/sim/reconfig.h)
+//                                                      # random operator events
+//                                                      (tests/sim/reconfig.h)
+//   dsb-sim --etcd --seeds 10000 [--break NAME]        # etcd mode: no coordinator, the ledger in
+//                                                      # a model of etcd (EtcdMixedConfig)
+//   dsb-sim --etcd --scenarios | --catch-table         # the same in etcd mode
 //
 // Prints seeds, events, S violations (must be 0), max over-grant (must be 0) and
 // mean utilization. Exit status 1 if any seed broke S or over-granted.
@@ -35,7 +39,7 @@ int main(int argc, char** argv) {
   std::uint64_t seeds = 1000, first = 1;
   int brokers = 0;
   double run_for = 20;
-  bool no_faults = false, verbose = false, scenarios = false;
+  bool no_faults = false, verbose = false, scenarios = false, etcd = false;
   app.add_option("--seeds", seeds, "number of seeds to run");
   app.add_option("--first-seed", first, "first seed");
   app.add_option("--brokers", brokers, "brokers per run (0 = random 2-20)");
@@ -43,6 +47,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-faults", no_faults, "no loss, partitions, crashes or revokes");
   app.add_flag("--verbose", verbose, "trace every protocol event (use with one seed)");
   app.add_flag("--scenarios", scenarios, "run the named edge cases with clauses on and off");
+  app.add_flag("--etcd", etcd,
+               "etcd mode: no coordinator; every broker applies the ledger by compare-and-swap "
+               "in a model of etcd (leader changes, quorum loss, late commits); random seeds use "
+               "EtcdMixedConfig, --scenarios and --catch-table run in etcd mode");
   bool server_scenarios = false, server = false, ratchet = false;
   std::string only_scenario;
   app.add_flag("--server-scenarios", server_scenarios,
@@ -118,7 +126,8 @@ int main(int argc, char** argv) {
     double total = 0;
     for (const auto& s : dsb::sim::AllSwitches()) {
       if ((broken && broken != &s) || broken_r) continue;  // --break NAME: that row only
-      const auto row = dsb::sim::CatchSwitch(s, first, seeds, dsb::sim::Sec(run_for), false);
+      if (etcd ? !s.etcd : !s.embedded) continue;
+      const auto row = dsb::sim::CatchSwitch(s, first, seeds, dsb::sim::Sec(run_for), false, etcd);
       total += row.wall_seconds;
       missed += row.s_broken == 0 ? 1 : 0;
       std::printf("%-16s %8llu %10llu %14s %12llu %12llu %8.1f\n", row.name.c_str(),
@@ -131,7 +140,7 @@ int main(int argc, char** argv) {
     }
     // The reconfiguration rules: RandomReconfig seeds (60 simulated seconds).
     for (const auto& s : dsb::sim::reconfig::ReconfigSwitchList()) {
-      if (broken || (broken_r && broken_r != &s)) continue;
+      if (broken || (broken_r && broken_r != &s) || etcd) continue;
       const auto row = dsb::sim::reconfig::CatchReconfigSwitch(s, first, seeds,
                                                                dsb::sim::Sec(60), false);
       total += row.wall_seconds;
@@ -243,18 +252,31 @@ int main(int argc, char** argv) {
   }
   if (scenarios) {
     int bad = 0;
+    using dsb::sim::EtcdFit;
     for (const auto& s : dsb::sim::Scenarios()) {
-      const auto on = s.run(dsb::sim::SimSwitches{}, verbose);
+      if (!only_scenario.empty() && only_scenario != s.name) continue;
+      if (etcd ? s.etcd == EtcdFit::kEmbeddedOnly : s.etcd == EtcdFit::kEtcdOnly) continue;
+      const dsb::sim::RunOptions o{verbose, etcd};
+      const auto on = s.run(dsb::sim::SimSwitches{}, o);
       dsb::sim::SimSwitches off;
       s.break_clause(off);
-      const auto broken = s.run(off, verbose);
+      const auto broken = s.run(off, o);
+      // In etcd mode a kKeepsOnly scenario is judged only with every clause on.
+      const bool judged = !etcd || s.etcd != EtcdFit::kKeepsOnly;
       const bool ok = on.s_violations == 0 && on.max_over_grant == 0 &&
-                      (s.control ? broken.s_violations == 0 : broken.s_violations > 0);
+                      (!judged || (s.control ? broken.s_violations == 0 : broken.s_violations > 0));
       bad += ok ? 0 : 1;
       std::printf("%-48s clause on: %llu violations; off (%s)%s: %llu violations %s\n", s.name,
                   static_cast<unsigned long long>(on.s_violations), s.clause,
-                  s.control ? " [control: must hold]" : "",
+                  s.control ? " [control: must hold]"
+                  : judged  ? ""
+                            : " [etcd: not judged]",
                   static_cast<unsigned long long>(broken.s_violations), ok ? "OK" : "UNEXPECTED");
+      if (etcd && *s.etcd_note) std::printf("  etcd: %s\n", s.etcd_note);
+      if (verbose || !ok) {
+        std::printf("  on: %s\n  off: %s\n", on.first_violation.c_str(),
+                    broken.first_violation.c_str());
+      }
     }
     return bad == 0 ? 0 : 1;
   }
@@ -268,16 +290,16 @@ int main(int argc, char** argv) {
   double server_util = 0, gap = 0;
   std::uint64_t above = 0;
   std::vector<std::uint64_t> failing;
+  dsb::sim::SimStats etcd_totals;
   for (std::uint64_t seed = first; seed < first + seeds; ++seed) {
-    auto cfg = server ? dsb::sim::RandomServerConfig(seed, brokers, dsb::sim::Sec(run_for),
-                                                     !no_faults)
-                  : profile == "hunt" && !no_faults
-                      ? dsb::sim::HuntConfig(seed, dsb::sim::Sec(run_for))
-                  : profile == "edge" && !no_faults
-                      ? dsb::sim::EdgeConfig(seed, dsb::sim::Sec(run_for))
-                  : profile == "mixed" && !no_faults
-                      ? dsb::sim::MixedConfig(seed, dsb::sim::Sec(run_for))
-                      : dsb::sim::RandomConfig(seed, brokers, dsb::sim::Sec(run_for), !no_faults);
+    auto cfg =
+        server ? dsb::sim::RandomServerConfig(seed, brokers, dsb::sim::Sec(run_for), !no_faults)
+        : profile == "hunt" && !no_faults ? dsb::sim::HuntConfig(seed, dsb::sim::Sec(run_for))
+        : profile == "edge" && !no_faults ? dsb::sim::EdgeConfig(seed, dsb::sim::Sec(run_for))
+        : etcd && !no_faults              ? dsb::sim::EtcdMixedConfig(seed, dsb::sim::Sec(run_for))
+        : profile == "mixed" && !no_faults
+            ? dsb::sim::MixedConfig(seed, dsb::sim::Sec(run_for))
+            : dsb::sim::RandomConfig(seed, brokers, dsb::sim::Sec(run_for), !no_faults);
     cfg.verbose = verbose;
     if (server) {
       cfg.server.hold_after_refusal = hold_after_refusal;
@@ -288,19 +310,29 @@ int main(int argc, char** argv) {
       }
     }
     if (wall_clock_epochs) cfg.epoch_source = dsb::sim::EpochSource::kWallClock;
+    if (etcd) cfg.etcd.enabled = true;
     if (broken) {
       dsb::sim::SimSwitches off;
       off.protocol = cfg.switches;
       off.glue = cfg.glue;
+      off.etcd = cfg.etcd_switches;
       broken->turn_off(off);
       cfg.switches = off.protocol;
       cfg.glue = off.glue;
+      cfg.etcd_switches = off.etcd;
     }
     Simulation sim(cfg);
     sim.Run();
     const auto& st = sim.stats();
     events += st.events;
     messages += st.messages;
+    etcd_totals.store_txns += st.store_txns;
+    etcd_totals.lost_compares += st.lost_compares;
+    etcd_totals.store_timeouts += st.store_timeouts;
+    etcd_totals.late_commits += st.late_commits;
+    etcd_totals.leader_changes += st.leader_changes;
+    etcd_totals.live_keys_expired += st.live_keys_expired;
+    etcd_totals.abandoned_renews += st.abandoned_renews;
     violations += st.s_violations;
     max_over = std::max(max_over, st.max_over_grant);
     util += st.utilization;
@@ -334,6 +366,19 @@ int main(int argc, char** argv) {
   }
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (etcd) {
+    std::printf(
+        "etcd mode: store transactions %llu, lost compares %llu, call timeouts %llu, "
+        "late commits %llu, leader changes %llu, live keys expired %llu, renews "
+        "abandoned %llu\n",
+        static_cast<unsigned long long>(etcd_totals.store_txns),
+        static_cast<unsigned long long>(etcd_totals.lost_compares),
+        static_cast<unsigned long long>(etcd_totals.store_timeouts),
+        static_cast<unsigned long long>(etcd_totals.late_commits),
+        static_cast<unsigned long long>(etcd_totals.leader_changes),
+        static_cast<unsigned long long>(etcd_totals.live_keys_expired),
+        static_cast<unsigned long long>(etcd_totals.abandoned_renews));
+  }
   std::printf(
       "seeds %llu (first %llu), events %llu, messages %llu\n"
       "S violations %llu (must be 0), max over-grant %u (must be 0)\n"

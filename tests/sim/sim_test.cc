@@ -23,7 +23,8 @@ class EdgeCase : public ::testing::TestWithParam<std::size_t> {};
 // every clause on.
 TEST_P(EdgeCase, KeepsSWithEveryClause) {
   const Scenario& s = Scenarios()[GetParam()];
-  const SimStats st = s.run(SimSwitches{}, false);
+  if (s.etcd == EtcdFit::kEtcdOnly) GTEST_SKIP() << "etcd mode only (EtcdEdgeCase)";
+  const SimStats st = s.run(SimSwitches{}, RunOptions{});
   EXPECT_EQ(st.s_violations, 0u) << st.first_violation;
   EXPECT_EQ(st.max_over_grant, 0u);
   EXPECT_GT(st.events, 100u);
@@ -32,10 +33,11 @@ TEST_P(EdgeCase, KeepsSWithEveryClause) {
 // ...and breaks S with the clause that guards it turned off: the clause matters.
 TEST_P(EdgeCase, BreaksSWithoutItsClause) {
   const Scenario& s = Scenarios()[GetParam()];
+  if (s.etcd == EtcdFit::kEtcdOnly) GTEST_SKIP() << "etcd mode only (EtcdEdgeCase)";
   SimSwitches off;
   s.break_clause(off);
   ASSERT_NE(off, SimSwitches{});
-  const SimStats st = s.run(off, false);
+  const SimStats st = s.run(off, RunOptions{});
   if (s.control) {
     // A control case keeps S even with the clause off.
     EXPECT_EQ(st.s_violations, 0u) << s.name << " (control): " << st.first_violation;
@@ -123,6 +125,7 @@ class Catch : public ::testing::TestWithParam<std::size_t> {};
 
 TEST_P(Catch, RandomSeedsBreakSWithTheSwitchOff) {
   const SwitchInfo& sw = AllSwitches()[GetParam()];
+  if (!sw.embedded) GTEST_SKIP() << sw.name << " changes only the etcd mode (EtcdCatch)";
   const std::uint64_t bound = EnvOr("DSB_SIM_CATCH_SEEDS", 3000);
   const CatchRow row = CatchSwitch(sw, 1, bound, Sec(20), /*stop_at_first=*/true);
   EXPECT_GT(row.s_broken, 0u) << "no seed in 1.." << bound << " broke S with '" << sw.name

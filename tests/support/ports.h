@@ -50,6 +50,11 @@ class PortReservation {
   std::string error_;
 };
 
+// A listening TCP socket on 127.0.0.1, port picked by the kernel and written
+// to `*port` (decimal), without SO_REUSEADDR: a port another program holds,
+// so a bind there fails. Returns the fd (the caller closes it), -1 on failure.
+int ListenOnLoopback(std::string* port);
+
 }  // namespace dsb::testing
 
 #endif  // DSB_TESTS_SUPPORT_PORTS_H_

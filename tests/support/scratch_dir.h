@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 
@@ -24,20 +25,32 @@ namespace dsb::testing {
 
 class ScratchDir {
  public:
-  // A new folder <temp>/<stem>-XXXXXX, mode 0700. ok() is false (and path()
-  // empty) if it cannot be made.
+  // A new folder <temp>/<stem>-XXXXXX, mode 0700 (Windows: <stem>-<random
+  // number>, the user's temp folder's DACL). ok() is false (and path() empty)
+  // if it cannot be made.
   explicit ScratchDir(const std::string& stem = "dsbtest") {
     std::error_code ec;
     std::filesystem::path base = std::filesystem::temp_directory_path(ec);
     if (ec) base = "/tmp";
+#ifndef _WIN32
     std::string tmpl = (base / (stem + "-XXXXXX")).string();
     if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+#else
+    // MinGW has no mkdtemp: a random name made with create_directory, which
+    // fails on an existing name, so a folder is never shared (the folder
+    // inherits the temp folder's DACL: the user's own %TEMP%).
+    std::random_device rd;
+    for (int attempt = 0; attempt < 16 && path_.empty(); ++attempt) {
+      const std::filesystem::path p = base / (stem + "-" + std::to_string(rd()));
+      if (std::filesystem::create_directory(p, ec) && !ec) path_ = p;
+    }
+#endif
   }
   ~ScratchDir() {
     if (path_.empty() || std::getenv("DSB_KEEP_SCRATCH") != nullptr) return;
     if (::testing::Test::HasFailure()) {
       std::fprintf(stderr, "note: the test failed; its scratch folder is kept: %s\n",
-                   path_.c_str());
+                   path_.string().c_str());
       return;
     }
     std::error_code ec;

@@ -19,7 +19,9 @@ TestClusterFiles WriteTestCluster(const std::filesystem::path& dir, const TestCl
   TestClusterFiles files;
   {
     std::ofstream cluster(dir / "cluster.toml");
-    cluster << "[cluster]\ncoordinator = \"ws1\"\n" << spec.cluster_keys << "\n";
+    cluster << "[cluster]\n"
+            << (spec.ledger_keys.empty() ? "coordinator = \"ws1\"\n" : spec.ledger_keys)
+            << spec.cluster_keys << "\n";
     for (int i = 1; i <= spec.brokers; ++i) {
       files.ports.emplace_back();
       cluster << "[[brokers]]\nid = \"ws" << i << "\"\naddress = \""
@@ -44,6 +46,13 @@ TestClusterFiles WriteTestCluster(const std::filesystem::path& dir, const TestCl
     files.ids.push_back(id);
   }
   return files;
+}
+
+std::string EtcdLedgerKeys(const std::vector<std::string>& endpoints, const std::string& prefix) {
+  std::string list;
+  for (const std::string& e : endpoints) list += (list.empty() ? "\"" : ", \"") + e + "\"";
+  return "ledger = \"etcd\"\netcd_endpoints = [" + list + "]\netcd_prefix = \"" + prefix +
+         "\"\n";
 }
 
 }  // namespace dsb::testing

@@ -14,7 +14,10 @@
 namespace dsb::testing {
 
 struct TestClusterSpec {
-  int brokers = 3;            // ws1..wsN; ws1 coordinates
+  int brokers = 3;            // ws1..wsN; ws1 coordinates (unless ledger_keys says otherwise)
+  // The ledger's keys under [cluster]; empty: the embedded coordinator ws1. For etcd:
+  // "ledger = \"etcd\"\netcd_endpoints = [...]\netcd_prefix = \"/x/\"\n".
+  std::string ledger_keys;
   std::string stem;           // unique per test: shm_prefix is <stem><id>
   std::string cluster_keys = "term = \"1s\"\ndrain = \"1s\"\n";  // under [cluster]
   std::string broker_keys;    // added to every [[brokers]] entry ("system_slots = 1\n")
@@ -38,6 +41,10 @@ struct TestClusterFiles {
 
 // Writes cluster.key (mode 0600), cluster.toml and wsI.toml into `dir`.
 TestClusterFiles WriteTestCluster(const std::filesystem::path& dir, const TestClusterSpec& spec);
+
+// TestClusterSpec::ledger_keys for the ledger in etcd: the members at `endpoints`
+// (EtcdCluster::Endpoints()), keys under `prefix` ("/dsb/<stem>/").
+std::string EtcdLedgerKeys(const std::vector<std::string>& endpoints, const std::string& prefix);
 
 }  // namespace dsb::testing
 

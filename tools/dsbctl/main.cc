@@ -16,6 +16,7 @@
 #include "common/local_frame.h"
 #include "common/local_protocol.h"
 #include "tools/dsbctl/probe.h"
+#include "tools/dsbctl/watch.h"
 #include "dsb/version.h"
 #ifdef DSBCTL_HAS_CONFIG
 #include "broker/config/broker_config.h"
@@ -161,6 +162,18 @@ int CmdStatus(const Options& o) {
     std::printf("effective limit unknown (LIMIT shows the configured ceiling): %s\n",
                 Str(*e).c_str());
   }
+  // With an etcd ledger (lane limits): when the limit changed and which
+  // broker keeps it (the JSON has the recent changes with their causes).
+  for (const auto& tv : r->at("targets").as_array()) {
+    const auto& t = tv.as_object();
+    const json::value* keeper = t.if_contains("limit_keeper");
+    const json::value* at = t.if_contains("limit_changed_at");
+    if (keeper == nullptr || at == nullptr || !at->is_string()) continue;
+    std::printf("target %s: limit %s (%s) since %s, stored in etcd; limit keeper %s\n",
+                Str(t.at("name")).c_str(), Str(t.at("limit")).c_str(),
+                Str(t.at("limit_source")).c_str(), Str(*at).c_str(),
+                keeper->is_string() ? Str(*keeper).c_str() : "none");
+  }
   // What the broker's segment audit repaired (a client wrote what only the
   // broker may write): one line per target with findings, none otherwise.
   for (const auto& tv : r->at("targets").as_array()) {
@@ -181,17 +194,36 @@ int CmdStatus(const Options& o) {
   return 0;
 }
 
+// The exit status of a change the broker applied but could not write to its
+// state_dir (reply "persisted": false): a restart would undo it, so a script
+// must not take it as done (the --help footer lists every status).
+constexpr int kExitNotPersisted = 3;
+
+// `code`, or kExitNotPersisted (with the reason on stderr) if the reply says
+// the change was not written.
+int UnlessNotPersisted(const json::object& r, int code) {
+  const json::value* p = r.if_contains("persisted");
+  if (p == nullptr || !p->is_bool() || p->as_bool()) return code;
+  const json::value* why = r.if_contains("persist_error");
+  std::fprintf(stderr, "dsbctl: warning: %s\n",
+               why != nullptr && why->is_string()
+                   ? std::string(why->as_string()).c_str()
+                   : "the change applies now but could not be written to the state_dir: a "
+                     "restart would undo it (see the broker's log)");
+  return kExitNotPersisted;
+}
+
 int CmdSetLimit(const Options& o, const std::string& target, int limit) {
   // Who did it is the broker's to see (SO_PEERCRED), not ours to say.
   auto r = Call(o, lp::SetLimitRequest(target, limit));
   if (!r) return 1;
   if (o.json) {
     std::cout << json::serialize(*r) << "\n";
-    return 0;
+    return UnlessNotPersisted(*r, 0);
   }
   std::printf("target %s: limit %s (source %s)\n", target.c_str(), Str(r->at("limit")).c_str(),
               Str(r->at("limit_source")).c_str());
-  return 0;
+  return UnlessNotPersisted(*r, 0);
 }
 
 int CmdConfirmStopped(const Options& o, const std::string& broker, bool yes) {
@@ -216,6 +248,43 @@ int CmdConfirmStopped(const Options& o, const std::string& broker, bool yes) {
               broker.c_str(), r->at("was_awaited").as_bool() ? "" : "not ",
               Str(r->at("gate")).c_str());
   return 0;
+}
+
+// revoke, drain, undrain (DESIGN C2), applied by the coordinator.
+int CmdSteer(const Options& o, lp::Op op, const std::string& broker, const std::string& target,
+             bool force, bool confirm_dead) {
+  if (confirm_dead) {
+    // Said before the request, so the operator reads it whatever happens next.
+    std::fprintf(stderr,
+                 "dsbctl: forced revoke of broker '%s': the coordinator forgets at once what it "
+                 "is owed and may grant its share to the other brokers now.\n"
+                 "If that workstation still holds sessions, the account may go over the "
+                 "server's limit until they end.\n",
+                 broker.c_str());
+  }
+  const json::object request = op == lp::Op::kRevoke
+                                   ? lp::RevokeRequest(broker, target, force || confirm_dead,
+                                                       confirm_dead)
+                                   : lp::DrainRequest(op, broker);
+  auto r = Call(o, request);
+  if (!r) return 1;
+  if (o.json) {
+    std::cout << json::serialize(*r) << "\n";
+    return UnlessNotPersisted(*r, 0);
+  }
+  std::printf("%s\n", Str(r->at("message")).c_str());
+  std::vector<std::vector<std::string>> rows;
+  if (const json::value* ts = r->if_contains("targets"); ts != nullptr && ts->is_array()) {
+    for (const auto& tv : ts->as_array()) {
+      const auto& t = tv.as_object();
+      rows.push_back({Str(t.at("target")), Str(t.at("mode")), Str(t.at("owed")),
+                      Str(t.at("granted"))});
+    }
+  }
+  // None: nothing changed (undrain of an active broker) or the broker was
+  // forgotten; the message says which.
+  if (!rows.empty()) PrintTable({"TARGET", "MODE", "OWED", "GRANTED"}, rows);
+  return UnlessNotPersisted(*r, 0);
 }
 
 // The target's line of `status`, or nullopt (error printed).
@@ -379,10 +448,13 @@ int CmdLeases(const Options& o) {
   const auto& a = r->at("agent").as_object();
   const json::value* verdict = a.if_contains("verdict");
   const json::value* reason = a.if_contains("verdict_reason");
-  std::printf("\nthis broker (%s, epoch %s, %s, %s by the coordinator%s%s):\n",
+  // With ledger = "etcd" there is no coordinator broker: say who keeps the ledger.
+  const std::string keeper =
+      Str(r->at("coordinator")) == "etcd ledger" ? "the etcd ledger" : "the coordinator";
+  std::printf("\nthis broker (%s, epoch %s, %s, %s by %s%s%s):\n",
               Str(a.at("broker")).c_str(), Str(a.at("epoch")).c_str(),
-              a.at("connected").as_bool() ? "connected to the coordinator" : "NOT connected",
-              verdict != nullptr ? Str(*verdict).c_str() : "?",
+              a.at("connected").as_bool() ? ("connected to " + keeper).c_str() : "NOT connected",
+              verdict != nullptr ? Str(*verdict).c_str() : "?", keeper.c_str(),
               reason != nullptr && !Str(*reason).empty() ? ": " : "",
               reason != nullptr ? Str(*reason).c_str() : "");
   std::vector<std::vector<std::string>> rows;
@@ -395,6 +467,47 @@ int CmdLeases(const Options& o) {
   return 0;
 }
 
+// "500ms", "1s", "2m" (100ms..1h) as a duration; nullopt otherwise.
+std::optional<std::chrono::milliseconds> ParseInterval(const std::string& text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && digits < 7 && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0) return std::nullopt;
+  const long long n = std::stoll(text.substr(0, digits));
+  const std::string unit = text.substr(digits);
+  long long ms = 0;
+  if (unit == "ms") {
+    ms = n;
+  } else if (unit == "s") {
+    ms = n * 1000;
+  } else if (unit == "m") {
+    ms = n * 60000;
+  } else {
+    return std::nullopt;
+  }
+  if (ms < 100 || ms > 3600000) return std::nullopt;
+  return std::chrono::milliseconds(ms);
+}
+
+// `watch`: the live view (tools/dsbctl/watch.h). The socket and the trust
+// are resolved once; each request then has its own deadline, so a broker
+// that hangs delays a frame, never the view's end.
+int CmdWatch(const Options& o, std::chrono::milliseconds interval, bool once) {
+  std::string error;
+  const std::string path = ResolveSocket(o, &error);
+  if (path.empty()) return Fail(error, 2);
+  auto trust = dsb::ResolveBrokerTrust(o.broker_user, "--broker-user",
+                                       "pass its user with --broker-user or set " +
+                                           std::string(dsb::kBrokerUserEnv));
+  if (!trust.ok()) return Fail(trust.status().message(), 2);
+  const auto timeout = std::chrono::milliseconds(o.timeout_ms);
+  dsb::ctl::watch::WatchOptions w;
+  w.interval = interval;
+  w.once = once;
+  return dsb::ctl::watch::Run(w, [&](const json::object& req) {
+    return dsb::AdminRequest(path, req, *trust, std::chrono::steady_clock::now() + timeout);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -403,6 +516,12 @@ int main(int argc, char** argv) {
                                         " (local protocol " +
                                         std::to_string(dsb::kLocalProtocolVersion) + ")");
   app.require_subcommand(1);
+  app.footer(
+      "Exit status: 0 done; 1 the broker refused or could not be reached (the message says "
+      "why); 2 a usage error, or a risky command run without its confirmation flag; 3 "
+      "(set-limit, probe --apply, revoke, drain, undrain) the change applies now but could "
+      "not be written to the state_dir, so a restart of the coordinator (of the broker in "
+      "single mode) would undo it: fix the state_dir and repeat the command.");
   Options o;
   app.add_option("-s,--socket", o.socket, "broker socket (default: $DSB_SOCKET or /run/dsb/dsb.sock)");
 #ifdef DSBCTL_HAS_CONFIG
@@ -451,7 +570,36 @@ int main(int argc, char** argv) {
                          "coordinator (its machine is gone): breaks the limit if wrong");
   confirm_stopped->add_option("BROKER", stopped_broker, "broker id")->required();
   confirm_stopped->add_flag("--yes", yes, "I checked: that machine runs no dsb broker");
-  for (auto* sub : {status, clients, leases, set_limit, probe, confirm_stopped}) {
+  std::string steer_broker, revoke_target;
+  bool revoke_force = false, confirm_dead = false;
+  auto* revoke = app.add_subcommand(
+      "revoke", "make a broker's later grants 0 (all targets, or --target); what it is owed "
+                "falls as it reports less held or by its silence, never at once");
+  revoke->add_option("BROKER", steer_broker, "broker id (as in the cluster file)")->required();
+  revoke->add_option("--target", revoke_target, "revoke this target only");
+  revoke->add_flag("--force", revoke_force,
+                   "forget at once what the broker is owed (a dead workstation): refused "
+                   "without --confirm-dead");
+  revoke->add_flag("--confirm-dead", confirm_dead,
+                   "I checked: that workstation is dead (a forced revoke; if it still holds "
+                   "sessions the account may go over the server's limit until they end)");
+  auto* drain = app.add_subcommand(
+      "drain", "gracefully empty a broker: its later grants are 0 and its clients are asked "
+               "to yield (ShouldYield) as its capacity shrinks to its floor");
+  drain->add_option("BROKER", steer_broker, "broker id")->required();
+  auto* undrain = app.add_subcommand(
+      "undrain", "end a drain or revoke: the broker gets its share of the pool again");
+  undrain->add_option("BROKER", steer_broker, "broker id")->required();
+  std::string watch_interval = "1s";
+  bool watch_once = false;
+  auto* watch = app.add_subcommand(
+      "watch", "live view: per target limit, capacity, held, waiting, quarantined, cooling; "
+               "per broker leases in a cluster; changes highlighted; q or Ctrl-C quits");
+  watch->add_option("--interval", watch_interval, "time between frames: 1s, 500ms, 2m (100ms..1h)")
+      ->capture_default_str();
+  watch->add_flag("--once", watch_once, "print one frame and exit (1 if the broker is not there)");
+  for (auto* sub : {status, clients, leases, set_limit, probe, confirm_stopped, revoke, drain,
+                    undrain}) {
     sub->add_flag("--json", o.json, "print JSON");
   }
   try {
@@ -466,6 +614,11 @@ int main(int argc, char** argv) {
   auto run = [&]() -> int {
     if (set_limit->parsed()) return CmdSetLimit(o, target, limit);
     if (confirm_stopped->parsed()) return CmdConfirmStopped(o, stopped_broker, yes);
+    if (revoke->parsed()) {
+      return CmdSteer(o, lp::Op::kRevoke, steer_broker, revoke_target, revoke_force, confirm_dead);
+    }
+    if (drain->parsed()) return CmdSteer(o, lp::Op::kDrain, steer_broker, "", false, false);
+    if (undrain->parsed()) return CmdSteer(o, lp::Op::kUndrain, steer_broker, "", false, false);
     if (probe->parsed()) {
       probe_options.io_timeout = std::chrono::milliseconds(io_timeout_ms);
       return CmdProbe(o, target, probe_options, apply, force);
@@ -473,6 +626,14 @@ int main(int argc, char** argv) {
     if (status->parsed()) return CmdStatus(o);
     if (clients->parsed()) return CmdClients(o);
     if (leases->parsed()) return CmdLeases(o);
+    if (watch->parsed()) {
+      const auto interval = ParseInterval(watch_interval);
+      if (!interval) {
+        return Fail("--interval '" + watch_interval + "': give a number with ms, s or m "
+                    "between 100ms and 1h (e.g. 1s, 500ms)", 2);
+      }
+      return CmdWatch(o, *interval, watch_once);
+    }
     return Fail("unknown command", 2);
   };
   try {

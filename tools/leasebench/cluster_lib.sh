@@ -13,6 +13,9 @@
 #   lb_leases                  `dsbctl leases --json` asked at ws1 (the coordinator)
 #   lb_cleanup                 kills our PIDs, removes segments and the folder
 # Variables: LB_DIR, SIM_PORT, LB_PIDS (every PID we started), LB_PREFIX.
+# LB_ETCD_ENDPOINTS (optional, set by the caller): comma-separated etcd client URLs; the
+# cluster file then says ledger = "etcd" and ws1 is a broker like the others
+# (tools/bench-etcd/move_time_etcd.sh starts a member and sets it).
 
 LB_PIDS=()
 LB_DIR=""
@@ -44,7 +47,15 @@ lb_init() {
   base=$(lb_free_port_base)
   {
     echo '[cluster]'
-    echo 'coordinator = "ws1"'
+    if [ -n "${LB_ETCD_ENDPOINTS:-}" ]; then
+      # The ledger in etcd (docs/etcd.md): no coordinator; the endpoints are
+      # comma-separated URLs; a prefix of this run's own.
+      echo 'ledger = "etcd"'
+      echo "etcd_endpoints = [\"${LB_ETCD_ENDPOINTS//,/\", \"}\"]"
+      echo "etcd_prefix = \"/dsb/lb$$/\""
+    else
+      echo 'coordinator = "ws1"'
+    fi
     echo "term = \"$term\""
     echo "drain = \"$drain\""
     echo 'eps = 0.001'

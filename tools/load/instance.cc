@@ -1,8 +1,5 @@
 #include "tools/load/instance.h"
 
-#include <signal.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
@@ -20,6 +17,7 @@
 #include <vector>
 
 #include "tools/load/histogram.h"
+#include "tools/load/instance_os.h"
 #include "tools/load/line_client.h"
 #include "tools/load/pg_client.h"
 
@@ -336,39 +334,10 @@ void ActionThread(Shared& s, int index, int thread, ThreadResult& r) {
   }
 }
 
-// Waits up to `d` for SIGTERM/SIGINT (blocked, so they stay pending until taken here).
-// Returns true when one arrived.
-bool WaitForSignal(Clock::duration d) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  const Clock::time_point end = Clock::now() + d;
-  for (;;) {
-    const auto left = std::max<Clock::duration>(end - Clock::now(), Clock::duration::zero());
-    const auto ns = duration_cast<std::chrono::nanoseconds>(left).count();
-    timespec ts{};
-    ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-    ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-    const int sig = ::sigtimedwait(&set, nullptr, &ts);
-    if (sig > 0) return true;
-    if (errno == EINTR) continue;
-    return false;  // EAGAIN: timed out
-  }
-}
-
 void WriteLine(int fd, const boost::json::value& v) {
   std::string line = boost::json::serialize(v);
   line += '\n';
-  std::string_view rest = line;
-  while (!rest.empty()) {
-    const ssize_t n = ::write(fd, rest.data(), rest.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;  // the parent is gone; nothing left to tell
-    }
-    rest.remove_prefix(static_cast<std::size_t>(n));
-  }
+  WriteAll(fd, line);
 }
 
 boost::json::object ErrorsJson(const ErrorCounts& errors) {
@@ -392,7 +361,7 @@ int RunInstance(const LoadOptions& o, int index, int report_fd) {
     boost::json::object r;
     r["type"] = "result";
     r["instance"] = index;
-    r["pid"] = ::getpid();
+    r["pid"] = CurrentProcessId();
     r["actions"] = s.actions.load();
     r["opens"] = s.opens.load();
     r["refusals"] = s.refusals.load();
@@ -461,12 +430,12 @@ int RunInstance(const LoadOptions& o, int index, int report_fd) {
       ++errors[PgErrorKind(sqlstate)];
       std::fprintf(stderr, "dsb-load[%d]: system session: %s\n", index, message.c_str());
     }
-    signalled = WaitForSignal(random.Backoff());
+    signalled = WaitForStop(random.Backoff());
   }
   while (!o.postgres && !have_system && !signalled && Clock::now() < deadline) {
     if (!system.connected() && system.Connect(o.server, milliseconds(o.io_timeout_ms))) {
       ++errors["connect"];
-      signalled = WaitForSignal(random.Backoff());
+      signalled = WaitForStop(random.Backoff());
       continue;
     }
     std::error_code ec;
@@ -486,7 +455,7 @@ int RunInstance(const LoadOptions& o, int index, int report_fd) {
     } else {
       ++errors["unexpected_reply"];
     }
-    signalled = WaitForSignal(random.Backoff());
+    signalled = WaitForStop(random.Backoff());
   }
   if (!have_system) ++errors["no_system_session"];
 
@@ -510,7 +479,7 @@ int RunInstance(const LoadOptions& o, int index, int report_fd) {
                                                {"refusals", s.refusals.load()}});
       next_progress += std::chrono::seconds(1);
     }
-    signalled = WaitForSignal(std::min(deadline, next_progress) - now);
+    signalled = WaitForStop(std::min(deadline, next_progress) - now);
   }
   s.Stop();
   for (std::thread& t : threads) t.join();

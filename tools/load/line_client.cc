@@ -1,22 +1,14 @@
+// The platform-neutral half of LineClient (line_client.h): address parsing, moves, Call,
+// Connect, SendRaw and ReadLine. The socket calls live in line_client_posix.cc and
+// line_client_win.cc (the private members under "The platform's socket calls").
 #include "tools/load/line_client.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <charconv>
-#include <cstring>
 #include <utility>
 
-namespace dsb::load {
+#include "tools/load/line_client_socket.h"
 
-namespace {
-std::error_code LastError() { return {errno, std::system_category()}; }
-}  // namespace
+namespace dsb::load {
 
 bool SplitHostPort(std::string_view text, std::string& host, std::uint16_t& port) {
   const auto colon = text.rfind(':');
@@ -33,33 +25,36 @@ bool SplitHostPort(std::string_view text, std::string& host, std::uint16_t& port
 }
 
 LineClient::LineClient(LineClient&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), buffer_(std::move(other.buffer_)) {}
+    : fd_(std::exchange(other.fd_, kNoSocket)), buffer_(std::move(other.buffer_)) {}
 
 LineClient& LineClient::operator=(LineClient&& other) noexcept {
   if (this != &other) {
     Close();
-    fd_ = std::exchange(other.fd_, -1);
+    fd_ = std::exchange(other.fd_, kNoSocket);
     buffer_ = std::move(other.buffer_);
   }
   return *this;
 }
 
-void LineClient::Close() noexcept {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-  buffer_.clear();
+std::string LineClient::Call(std::string_view line, std::error_code& ec) {
+  std::string out(line);
+  out += '\n';
+  ec = SendRaw(out);
+  if (ec) return {};
+  return ReadLine(ec);
 }
 
 std::error_code LineClient::Connect(std::string_view host_port,
                                     std::chrono::milliseconds io_timeout) {
   Close();
+  if (const std::error_code ec = StartSockets()) return ec;
   std::string host;
   std::uint16_t port = 0;
   if (!SplitHostPort(host_port, host, port)) {
     return std::make_error_code(std::errc::invalid_argument);
   }
   sockaddr_storage addr{};
-  socklen_t len = 0;
+  int len = 0;
   int family = AF_INET;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
   auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
@@ -75,43 +70,26 @@ std::error_code LineClient::Connect(std::string_view host_port,
   } else {
     return std::make_error_code(std::errc::invalid_argument);
   }
-  const int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return LastError();
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(io_timeout.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((io_timeout.count() % 1000) * 1000);
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));  // also bounds connect()
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
-    const std::error_code ec = LastError();
-    ::close(fd);
-    return ec;
-  }
-  fd_ = fd;
-  return {};
+  return OpenAndConnect(family, &addr, len, io_timeout);
 }
 
 std::error_code LineClient::SendRaw(std::string_view bytes) {
-  if (fd_ < 0) return std::make_error_code(std::errc::not_connected);
+  if (fd_ == kNoSocket) return std::make_error_code(std::errc::not_connected);
   while (!bytes.empty()) {
-    const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const std::error_code ec =
-          errno == EAGAIN ? std::make_error_code(std::errc::timed_out) : LastError();
+    std::error_code ec;
+    const std::size_t n = SendSome(bytes, ec);
+    if (ec) {
       Close();
       return ec;
     }
-    bytes.remove_prefix(static_cast<std::size_t>(n));
+    bytes.remove_prefix(n);
   }
   return {};
 }
 
 std::string LineClient::ReadLine(std::error_code& ec) {
   ec.clear();
-  if (fd_ < 0) {
+  if (fd_ == kNoSocket) {
     ec = std::make_error_code(std::errc::not_connected);
     return {};
   }
@@ -129,28 +107,15 @@ std::string LineClient::ReadLine(std::error_code& ec) {
       return {};
     }
     char chunk[4096];
-    const ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
+    const std::size_t n = RecvSome(chunk, sizeof(chunk), ec);
     if (n > 0) {
-      buffer_.append(chunk, static_cast<std::size_t>(n));
+      buffer_.append(chunk, n);
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n == 0) {
-      ec = std::make_error_code(std::errc::connection_reset);
-    } else {
-      ec = errno == EAGAIN ? std::make_error_code(std::errc::timed_out) : LastError();
-    }
+    if (!ec) ec = std::make_error_code(std::errc::connection_reset);
     Close();
     return {};
   }
-}
-
-std::string LineClient::Call(std::string_view line, std::error_code& ec) {
-  std::string out(line);
-  out += '\n';
-  ec = SendRaw(out);
-  if (ec) return {};
-  return ReadLine(ec);
 }
 
 }  // namespace dsb::load

@@ -1,17 +1,9 @@
 // dsb-load: a load generator that behaves like DigiScope. See README.md.
 //
-// The parent parses flags, blocks SIGTERM/SIGINT, and forks one child per instance before any
-// thread exists. Each child is one DigiScope process (its own broker registration, killable
-// alone) and reports JSON lines through a pipe; the parent aggregates them and prints one JSON
-// summary as the last line of stdout.
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/signalfd.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
+// The parent parses flags and starts one child process per instance (children.h: fork on
+// POSIX, the same .exe again with --instance-child on Windows). Each child is one DigiScope
+// process (its own broker registration, killable alone) and reports JSON lines through a pipe;
+// the parent aggregates them and prints one JSON summary as the last line of stdout.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <boost/json.hpp>
@@ -24,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/load/children.h"
 #include "tools/load/histogram.h"
 #include "tools/load/instance.h"
 #include "tools/load/line_client.h"
@@ -34,57 +27,6 @@ namespace dsb::load {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct Child {
-  pid_t pid = -1;
-  int fd = -1;  // read end of the report pipe; -1 after EOF
-  std::string buffer;
-  std::uint64_t progress_actions = 0;
-  std::uint64_t progress_refusals = 0;
-  std::optional<boost::json::object> result;
-  bool exited = false;
-  int status = 0;
-};
-
-std::uint64_t U64(const boost::json::object& o, const char* key) {
-  const auto* v = o.if_contains(key);
-  if (v == nullptr) return 0;
-  boost::system::error_code ec;
-  const auto n = v->to_number<std::uint64_t>(ec);
-  return ec ? 0 : n;
-}
-
-// Consumes complete lines from a child's buffer.
-void TakeLines(Child& c, std::map<std::string, std::uint64_t>& errors) {
-  for (;;) {
-    const auto nl = c.buffer.find('\n');
-    if (nl == std::string::npos) return;
-    const std::string line = c.buffer.substr(0, nl);
-    c.buffer.erase(0, nl + 1);
-    boost::system::error_code ec;
-    boost::json::value v = boost::json::parse(line, ec);
-    if (ec || !v.is_object()) {
-      ++errors["bad_report"];
-      continue;
-    }
-    auto& o = v.as_object();
-    const auto* type = o.if_contains("type");
-    if (type != nullptr && type->is_string() && type->as_string() == "progress") {
-      c.progress_actions = U64(o, "actions");
-      c.progress_refusals = U64(o, "refusals");
-    } else if (type != nullptr && type->is_string() && type->as_string() == "result") {
-      c.result = std::move(o);
-    } else {
-      ++errors["bad_report"];
-    }
-  }
-}
-
-void KillAll(std::vector<Child>& children, int sig) {
-  for (Child& c : children) {
-    if (c.pid > 0 && !c.exited) ::kill(c.pid, sig);
-  }
-}
 
 double Ms(std::chrono::microseconds us) { return static_cast<double>(us.count()) / 1000.0; }
 
@@ -160,6 +102,12 @@ int Run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{600'000}));
   auto* seed_opt = app.add_option("--seed", o.seed, "random seed (printed when not given)");
+#ifdef _WIN32
+  // Windows has no fork: the parent starts this .exe again per instance (children_win.cc).
+  int instance_child = -1;
+  app.add_option("--instance-child", instance_child, "(internal) run instance I, report on stdout")
+      ->group("");
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -174,6 +122,12 @@ int Run(int argc, char** argv) {
     }
     o.postgres = true;
     o.user = url.user;
+    if (!PgAvailable()) {
+      std::fprintf(stderr, "dsb-load: --server %s: this build has no PostgreSQL client library "
+                           "(libpq); only dsb-simserver HOST:PORT servers work\n",
+                   o.server.c_str());
+      return 2;
+    }
   }
   if (!o.postgres) {
     // A bad address is the caller's mistake: say so now, not as connect
@@ -209,6 +163,9 @@ int Run(int argc, char** argv) {
 #endif
   }
   if (seed_opt->count() == 0) o.seed = std::random_device{}();
+#ifdef _WIN32
+  if (instance_child >= 0) return RunInstanceChild(o, instance_child);
+#endif
   std::fprintf(
       stderr, "dsb-load: seed %llu, %d instance(s) x %d thread(s), %.3g s, mode %s, server %s%s\n",
       static_cast<unsigned long long>(o.seed), o.instances, o.threads, o.duration_s,
@@ -217,112 +174,10 @@ int Run(int argc, char** argv) {
   std::fflush(stderr);
   std::fflush(stdout);
 
-  // Signals are blocked before the fork so children inherit the mask (they take them with
-  // sigtimedwait); the parent reads them from a signalfd.
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-
   const Clock::time_point start = Clock::now();
-  std::vector<Child> children(static_cast<std::size_t>(o.instances));
-  std::map<std::string, std::uint64_t> errors;
-  for (int i = 0; i < o.instances; ++i) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-      std::perror("dsb-load: pipe");
-      KillAll(children, SIGKILL);
-      return 1;
-    }
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-      std::perror("dsb-load: fork");
-      KillAll(children, SIGKILL);
-      return 1;
-    }
-    if (pid == 0) {
-      // An instance ends with dsb-load (a `kill -9` of dsb-load must not leave
-      // DigiScope stand-ins holding sessions until their --duration ends).
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) std::_Exit(1);  // dsb-load died before prctl
-      ::close(fds[0]);
-      for (int j = 0; j < i; ++j) ::close(children[static_cast<std::size_t>(j)].fd);
-      std::_Exit(RunInstance(o, i, fds[1]));
-    }
-    ::close(fds[1]);
-    children[static_cast<std::size_t>(i)].pid = pid;
-    children[static_cast<std::size_t>(i)].fd = fds[0];
-    std::fprintf(stderr, "dsb-load: instance %d pid %d\n", i, static_cast<int>(pid));
-  }
-
-  const int sigfd = ::signalfd(-1, &mask, SFD_CLOEXEC);
-  // Children end their holds as soon as they stop; this bounds a stuck one.
-  const auto grace = std::chrono::milliseconds(o.acquire_timeout_ms + 2 * o.io_timeout_ms + 3000);
-  const Clock::time_point hard_deadline =
-      start +
-      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration_s)) +
-      grace;
-  bool killed = false;
-  // Children report at whole seconds; print a little after so their lines have arrived.
-  Clock::time_point next_progress = start + std::chrono::milliseconds(1200);
-  for (;;) {
-    std::vector<pollfd> fds;
-    std::vector<std::size_t> owners;
-    for (std::size_t i = 0; i < children.size(); ++i) {
-      if (children[i].fd >= 0) {
-        fds.push_back({children[i].fd, POLLIN, 0});
-        owners.push_back(i);
-      }
-    }
-    if (fds.empty()) break;
-    if (sigfd >= 0) fds.push_back({sigfd, POLLIN, 0});
-    const int n = ::poll(fds.data(), static_cast<nfds_t>(fds.size()), 250);
-    if (n < 0 && errno != EINTR) break;
-    for (std::size_t k = 0; k < owners.size(); ++k) {
-      if ((fds[k].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-      Child& c = children[owners[k]];
-      char chunk[8192];
-      const ssize_t got = ::read(c.fd, chunk, sizeof(chunk));
-      if (got > 0) {
-        c.buffer.append(chunk, static_cast<std::size_t>(got));
-        TakeLines(c, errors);
-      } else if (got == 0 || errno != EINTR) {
-        ::close(c.fd);
-        c.fd = -1;
-      }
-    }
-    if (sigfd >= 0 && (fds.back().revents & POLLIN) != 0) {
-      signalfd_siginfo info{};
-      if (::read(sigfd, &info, sizeof(info)) > 0) {
-        std::fprintf(stderr, "dsb-load: signal %u, stopping the instances\n", info.ssi_signo);
-        KillAll(children, SIGTERM);
-      }
-    }
-    const Clock::time_point now = Clock::now();
-    if (now >= next_progress) {
-      std::uint64_t actions = 0, refusals = 0;
-      for (const Child& c : children) {
-        actions += c.progress_actions;
-        refusals += c.progress_refusals;
-      }
-      std::fprintf(stderr, "dsb-load: t=%.1fs actions=%llu refusals=%llu\n",
-                   std::chrono::duration<double>(now - start).count(),
-                   static_cast<unsigned long long>(actions),
-                   static_cast<unsigned long long>(refusals));
-      next_progress += std::chrono::seconds(1);
-    }
-    if (!killed && now >= hard_deadline) {
-      std::fprintf(stderr, "dsb-load: instances still running past the grace; killing them\n");
-      KillAll(children, SIGKILL);
-      killed = true;
-    }
-  }
-  for (Child& c : children) {
-    if (::waitpid(c.pid, &c.status, 0) == c.pid) c.exited = true;
-  }
+  std::vector<Child> children;
+  ErrorCounts errors;
+  if (const int rc = RunChildren(o, start, children, errors); rc != 0) return rc;
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
 
   // Aggregate.
@@ -336,9 +191,7 @@ int Run(int argc, char** argv) {
     if (!c.result) {
       all_reported = false;
       ++errors["instance_lost"];
-      if (c.exited && WIFSIGNALED(c.status)) {
-        ++errors["instance_signal_" + std::to_string(WTERMSIG(c.status))];
-      }
+      if (c.signal) ++errors["instance_signal_" + std::to_string(*c.signal)];
       per_instance.push_back(nullptr);
       continue;
     }
@@ -362,8 +215,8 @@ int Run(int argc, char** argv) {
         errors[std::string(kind)] += n.to_number<std::uint64_t>(ec);
       }
     }
-    if (c.exited && WIFEXITED(c.status) && WEXITSTATUS(c.status) != 0) {
-      ++errors["instance_exit_" + std::to_string(WEXITSTATUS(c.status))];
+    if (c.exit_code && *c.exit_code != 0) {
+      ++errors["instance_exit_" + std::to_string(*c.exit_code)];
     }
   }
   boost::json::object error_json;

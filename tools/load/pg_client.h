@@ -33,6 +33,9 @@ struct PgUrl {
 bool ParsePgUrl(std::string_view text, PgUrl& out, std::string& why);
 // True when `text` starts with postgresql:// or postgres:// (then it must parse).
 bool LooksLikePgUrl(std::string_view text);
+// False when this build has no libpq (the Windows build): PgSession then opens nothing and
+// callers refuse a postgresql:// server up front. URL parsing works either way (pg_url.cc).
+bool PgAvailable();
 
 enum class PgOutcome {
   kOk,

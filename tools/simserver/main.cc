@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -43,16 +44,20 @@ struct Options {
 };
 
 // Writes `text` to `path` so a reader sees either nothing or all of it (write + rename).
+// Binary mode: the same bytes on Windows (no "\r\n"); std::filesystem::rename replaces an
+// existing file there too (MoveFileExW with MOVEFILE_REPLACE_EXISTING; std::rename would fail).
 bool WriteFileAtomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
-    std::ofstream out(tmp, std::ios::trunc);
+    std::ofstream out(tmp, std::ios::trunc | std::ios::binary);
     if (!out) return false;
     out << text;
     out.flush();
     if (!out) return false;
   }
-  return std::rename(tmp.c_str(), path.c_str()) == 0;
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  return !ec;
 }
 
 // Splits "HOST:PORT"; false when malformed.

@@ -275,6 +275,31 @@ TEST(Agent, RevokeNoticeOfOurEpochRenewsAtOnce) {
   EXPECT_EQ(s.send->request_id, 2u);
 }
 
+TEST(Agent, DropLeaseFallsToTheFloorAtOnceAsAShrinkAndRenews) {
+  LeaseAgent a(Config(), At(0));
+  const RenewRequest r1 = *a.Tick(At(0), Usage(0)).send;
+  a.OnGrant(At(10), GrantFor(r1, 5));
+  ASSERT_EQ(a.Capacity(0, At(20)).action_capacity, 7u);  // floor 2 + lease 5
+  const AgentStep d = a.DropLease(At(20));
+  EXPECT_EQ(d.targets[0].action_capacity, 2u);  // the floor only, at once
+  EXPECT_EQ(d.targets[0].lease, 0u);
+  EXPECT_FALSE(d.targets[0].lease_valid_until.has_value());
+  EXPECT_TRUE(d.targets[0].shrunk);  // B2: the caller raises the revocation generation
+  EXPECT_EQ(d.deadline, At(20));     // a renew is due now
+  EXPECT_FALSE(a.MayAdmitAction(0, 0, 2, At(21)));
+  const AgentStep t = a.Tick(At(20), Usage(2));
+  ASSERT_TRUE(t.send);
+  EXPECT_EQ(t.send->request_id, 2u);
+  EXPECT_EQ(t.send->targets[0].applied, 1u);
+  // A later grant is applied normally.
+  const AgentStep g = a.OnGrant(At(30), GrantFor(*t.send, 3));
+  EXPECT_EQ(g.targets[0].action_capacity, 5u);
+  EXPECT_EQ(g.targets[0].lease_valid_until, At(20 + 15000 - 15));
+  // Dropping nothing (no lease left) reports no shrink.
+  a.DropLease(At(40));
+  EXPECT_FALSE(a.DropLease(At(41)).targets[0].shrunk);
+}
+
 TEST(Agent, ActionsNeverUseAnIdleSystemSlot) {
   AgentConfig c = Config();
   c.targets[0].system_slots = 2;

@@ -150,10 +150,23 @@ TEST(Ledger, TwoLiveInstancesOfOneIdAreBothCountedAndLogged) {
   auto again = l.OnRequest(At(3), x);
   EXPECT_EQ(l.Owed(0, 0, At(3)), 8u);
   bool clone_logged = false;
-  for (const auto& w : l.TakeWarnings()) clone_logged |= w.find("two live instances") != std::string::npos;
+  for (const auto& w : l.TakeWarnings()) {
+    if (w.find("two live instances of broker 'a'") == std::string::npos) continue;
+    clone_logged = true;
+    // The common cause (a restart soon after a crash) before the rare one (a clone).
+    const auto restart = w.find("broker 'a' restarted within the term");
+    const auto clone = w.find("a cloned workstation");
+    EXPECT_NE(restart, std::string::npos) << w;
+    EXPECT_NE(clone, std::string::npos) << w;
+    EXPECT_LT(restart, clone) << w;
+    EXPECT_NE(w.find("forgotten after 20020 ms of silence"), std::string::npos) << w;
+  }
   EXPECT_TRUE(clone_logged);
   ASSERT_TRUE(again.ok() && again.value().has_value());
   EXPECT_NE(again.value()->reason.find("another live instance"), std::string::npos);
+  EXPECT_NE(again.value()->reason.find("most likely this broker's previous instance"),
+            std::string::npos)
+      << again.value()->reason;
 }
 
 TEST(Ledger, SilenceOfDPlusHTimesOnePlusEpsForgetsOwed) {
@@ -189,6 +202,54 @@ TEST(Ledger, DrainZeroesGrantsButDoesNotLowerOwed) {
   EXPECT_EQ(l.Owed(0, 0, At(3)), 4u);
 }
 
+// Two targets, "exch" and "pg", each with a pool of 10.
+RenewRequest Req2(const std::string& broker, std::uint64_t id, std::uint32_t held_exch,
+                  std::uint32_t held_pg, std::uint64_t applied, std::uint32_t wanted) {
+  RenewRequest r = Req(broker, 1, id, held_exch, applied, wanted);
+  r.targets.push_back({"pg", held_pg, applied, held_pg, 0, wanted});
+  return r;
+}
+std::uint32_t AmountFor(const Result<std::optional<Grant>>& r, std::size_t t) {
+  EXPECT_TRUE(r.ok() && r.value() && !r.value()->learning);
+  return r.ok() && r.value() ? r.value()->targets.at(t).amount : 0xFFFFFFFFu;
+}
+
+TEST(Ledger, RevokeOfOneTargetZeroesOnlyItsGrantsAndKeepsItsOwed) {
+  LedgerConfig c = Config();
+  c.targets.push_back({"pg", 10, 12});
+  Ledger l(c, At(0));
+  auto g = l.OnRequest(At(1), Req2("a", 1, 0, 0, 0, 10));
+  ASSERT_EQ(AmountFor(g, 0), 10u);
+  ASSERT_EQ(AmountFor(g, 1), 10u);
+  ASSERT_TRUE(l.RevokeTarget("a", "pg", At(2)).ok());
+  g = l.OnRequest(At(3), Req2("a", 2, 10, 10, 1, 10));
+  EXPECT_EQ(AmountFor(g, 0), 10u);  // exch untouched
+  EXPECT_EQ(AmountFor(g, 1), 0u);   // pg: told lease 0
+  EXPECT_EQ(l.Owed(0, 1, At(3)), 10u);  // C2: owed falls only by its report
+  EXPECT_EQ(AmountFor(l.OnRequest(At(4), Req2("b", 1, 0, 0, 0, 10)), 1), 0u);
+  // a acknowledges lease 0 with nothing held on pg: owed falls, b may grow.
+  g = l.OnRequest(At(5), Req2("a", 3, 10, 0, 2, 10));
+  EXPECT_EQ(AmountFor(g, 1), 0u);
+  EXPECT_EQ(l.Owed(0, 1, At(5)), 0u);
+  EXPECT_EQ(AmountFor(l.OnRequest(At(6), Req2("b", 2, 0, 0, 1, 10)), 1), 10u);
+  const LedgerSnapshot s = l.Snapshot(At(6));
+  EXPECT_EQ(s.targets[0].brokers[0].mode, BrokerMode::kActive);
+  EXPECT_EQ(s.targets[1].brokers[0].mode, BrokerMode::kRevoked);
+  // Resume gives it grants again (once b's owed on pg falls).
+  ASSERT_TRUE(l.Resume("a", At(7)).ok());
+  EXPECT_EQ(l.Snapshot(At(7)).targets[1].brokers[0].mode, BrokerMode::kActive);
+  ASSERT_TRUE(l.OnRequest(At(8), Req2("b", 3, 0, 0, 2, 0)).ok());  // wants nothing now
+  ASSERT_TRUE(l.OnRequest(At(8), Req2("b", 4, 0, 0, 3, 0)).ok());  // and acknowledges it
+  EXPECT_EQ(AmountFor(l.OnRequest(At(9), Req2("a", 4, 10, 0, 3, 10)), 1), 10u);
+}
+
+TEST(Ledger, RevokeOfOneTargetNamesAnUnknownBrokerOrTarget) {
+  Ledger l(Config(), At(0));
+  EXPECT_EQ(l.RevokeTarget("zz", "exch", At(1)).code(), Errc::kConflict);
+  EXPECT_EQ(l.RevokeTarget("a", "nope", At(1)).code(), Errc::kUnknownTarget);
+  EXPECT_NE(l.RevokeTarget("a", "nope", At(1)).message().find("'nope'"), std::string::npos);
+}
+
 TEST(Ledger, ForceRevokeForgetsOwedAtOnce) {
   Ledger l(Config(), At(0));
   ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 10, 0, 10))), 10);
@@ -208,6 +269,23 @@ TEST(Ledger, LoweringThePoolShrinksGrantsButFreesOnlyAsOwedFalls) {
   EXPECT_EQ(l.Snapshot(At(5)).targets[0].pool, 10u);
   EXPECT_EQ(l.SetLimit("exch", 1, At(5)).code(), Errc::kInvalidArgument);
   EXPECT_EQ(l.SetPool("nope", 1, At(5)).code(), Errc::kUnknownTarget);
+}
+
+// DESIGN section 8: the configured limit is the ceiling of every other source
+// (S: an operator or a keeper on an older file must not raise it).
+TEST(Ledger, NoLimitOrPoolAboveTheConfiguredOne) {
+  Ledger l(Config(10), At(0));
+  const std::uint32_t configured = l.Snapshot(At(0)).targets[0].limit;
+  const Status above = l.SetLimit("exch", configured + 1, At(1));
+  EXPECT_EQ(above.code(), Errc::kInvalidArgument);
+  EXPECT_NE(above.message().find("ceiling " + std::to_string(configured)), std::string::npos)
+      << above.message();
+  EXPECT_EQ(l.SetPool("exch", 11, At(1)).code(), Errc::kInvalidArgument);
+  ASSERT_TRUE(l.SetLimit("exch", configured - 5, At(2)).ok());
+  EXPECT_EQ(l.SetLimit("exch", configured + 1, At(3)).code(), Errc::kInvalidArgument);
+  EXPECT_EQ(l.Snapshot(At(3)).targets[0].limit, configured - 5);
+  ASSERT_TRUE(l.SetLimit("exch", configured, At(4)).ok());
+  EXPECT_EQ(l.Snapshot(At(4)).targets[0].pool, 10u);
 }
 
 TEST(Ledger, WeightsSplitThePool) {
@@ -442,6 +520,122 @@ TEST(Ledger, RestoredAcceptancesOfAnotherFileAreRefusedOrRemovedButStayCounted) 
   const std::uint32_t before = l.Snapshot(At(3)).targets[0].pool;
   ASSERT_TRUE(l.OnRequest(At(3), rb).ok());
   EXPECT_EQ(l.Snapshot(At(3)).targets[0].pool, before + 5);
+}
+
+// Issue 11 (the operator's guide found it): a dead workstation removed from
+// the cluster file. Silence forgets what it was owed (C2) and says so in a
+// notice, but not its last accepted allowance (R2: a removed broker cut off
+// from the coordinator keeps using it); an operator's forced revoke, which
+// says the workstation is dead, forgets it entirely, on disk too.
+TEST(Ledger, ARemovedSilentBrokerStaysCountedUntilAForcedRevokeForgetsIt) {
+  LedgerConfig c = FileConfig();
+  c.brokers.pop_back();  // "b" was removed from the file
+  std::vector<AcceptanceRecord> on_disk;
+  int writes = 0;
+  c.persist = [&](const std::vector<AcceptanceRecord>& records) {
+    on_disk = records;
+    ++writes;
+    return true;
+  };
+  Ledger l(c, At(0));
+  l.AdoptRecords({{"b", 1, 5, 3, {"exch"}, {1}, {4}}}, At(0));
+  // Room 13 (pool 10 + a's 3): a's 3 and b's 5 are counted.
+  EXPECT_EQ(l.Snapshot(At(1)).targets[0].pool, 5u);
+  EXPECT_TRUE(l.Knows("b"));
+  EXPECT_FALSE(l.FindBroker("b").has_value());
+  EXPECT_TRUE(l.TakeNotices().empty());
+
+  // Past S without a word from b: its instance is forgotten (logged), its
+  // allowance is not.
+  const TimePoint later = At(1) + l.Silence();
+  ASSERT_TRUE(l.OnRequest(later, FileReq("a", 1, 1, 3, "aaaa")).ok());
+  const std::vector<std::string> notices = l.TakeNotices();
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_NE(notices[0].find("broker 'b' (epoch 1)"), std::string::npos) << notices[0];
+  EXPECT_NE(notices[0].find("forgotten"), std::string::npos) << notices[0];
+  EXPECT_NE(notices[0].find("revoke b --force --confirm-dead"), std::string::npos) << notices[0];
+  LedgerSnapshot s = l.Snapshot(later);
+  ASSERT_EQ(s.targets[0].brokers.size(), 2u);
+  EXPECT_EQ(s.targets[0].brokers[1].broker_id, "b");
+  EXPECT_FALSE(s.targets[0].brokers[1].in_file);
+  EXPECT_EQ(s.targets[0].brokers[1].instances, 0u);
+  EXPECT_EQ(s.targets[0].brokers[1].counted, 5u);
+  EXPECT_EQ(s.targets[0].pool, 5u);
+  EXPECT_EQ(l.Snapshot(later + 10 * l.Silence()).targets[0].pool, 5u) << "silence freed it";
+
+  // The operator confirms it dead: it leaves the count, the ledger and the records.
+  const int writes_before = writes;
+  ASSERT_TRUE(l.ForceRevoke("b", later).ok());
+  EXPECT_EQ(writes, writes_before + 1);
+  for (const auto& r : on_disk) EXPECT_NE(r.broker_id, "b");
+  for (const auto& r : l.Records()) EXPECT_NE(r.broker_id, "b");
+  s = l.Snapshot(later);
+  EXPECT_EQ(s.targets[0].pool, 10u);
+  EXPECT_EQ(s.targets[0].brokers.size(), 1u);
+  EXPECT_FALSE(l.Knows("b"));
+  EXPECT_EQ(l.ForceRevoke("b", later).code(), Errc::kConflict);
+  // It is not revoked for good: if it comes back anyway, it is removed again.
+  RenewRequest rb = FileReq("b", 2, 1, 3, "aaaa");
+  EXPECT_EQ(l.OnRequest(later, rb).value()->verdict, Verdict::kRemoved);
+}
+
+TEST(Ledger, AForcedRevokeOfARemovedBrokerChangesNothingIfTheRecordsCannotBeWritten) {
+  LedgerConfig c = FileConfig();
+  c.brokers.pop_back();
+  c.persist = [](const std::vector<AcceptanceRecord>&) { return false; };
+  Ledger l(c, At(0));
+  l.AdoptRecords({{"b", 1, 5, 3, {"exch"}, {1}, {4}}}, At(0));
+  const Status s = l.ForceRevoke("b", At(1));
+  EXPECT_EQ(s.code(), Errc::kInternal);
+  EXPECT_NE(s.message().find("'b' is still counted"), std::string::npos) << s.message();
+  EXPECT_TRUE(l.Knows("b"));
+  EXPECT_EQ(l.Snapshot(At(1)).targets[0].pool, 5u);
+}
+
+TEST(Ledger, ARemovedBrokersErasedReportRewritesTheRecords) {
+  LedgerConfig c = FileConfig();
+  c.brokers.pop_back();
+  std::vector<AcceptanceRecord> on_disk;
+  c.persist = [&](const std::vector<AcceptanceRecord>& records) {
+    on_disk = records;
+    return true;
+  };
+  Ledger l(c, At(0));
+  l.AdoptRecords({{"b", 1, 5, 3, {"exch"}, {1}, {4}}}, At(0));
+  on_disk = l.Records();
+  RenewRequest rb = FileReq("b", 1, 7, 3, "aaaa");
+  rb.instance = 5;
+  rb.erased = true;
+  ASSERT_TRUE(l.OnRequest(At(1), rb).ok());
+  for (const auto& r : on_disk) EXPECT_NE(r.broker_id, "b");
+}
+
+TEST(Ledger, ForgettingASilentBrokerIsANoticeNamingItAndWhatItWasOwed) {
+  Ledger l(Config(), At(0));
+  ASSERT_EQ(Amount(l.OnRequest(At(1), Req("a", 1, 1, 0, 0, 10))), 10);
+  ASSERT_TRUE(l.OnRequest(At(0) + l.Silence(), Req("b", 1, 1, 0, 0, 10)).ok());
+  EXPECT_TRUE(l.TakeNotices().empty()) << "forgotten before S";
+  ASSERT_TRUE(l.OnRequest(At(1) + l.Silence(), Req("b", 1, 2, 0, 0, 10)).ok());
+  const std::vector<std::string> notices = l.TakeNotices();
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_NE(notices[0].find("broker 'a' (epoch 1)"), std::string::npos) << notices[0];
+  EXPECT_NE(notices[0].find("(exch 10)"), std::string::npos) << notices[0];
+  EXPECT_EQ(notices[0].find("allowance"), std::string::npos) << notices[0];  // none here
+  EXPECT_TRUE(l.TakeNotices().empty());
+}
+
+TEST(Ledger, ModeOfReadsTheModeGrantsSee) {
+  Ledger l(Config(), At(0));
+  EXPECT_EQ(l.ModeOf("a", 0), BrokerMode::kActive);
+  ASSERT_TRUE(l.Drain("a", At(1)).ok());
+  EXPECT_EQ(l.ModeOf("a", 0), BrokerMode::kDrained);
+  ASSERT_TRUE(l.RevokeTarget("b", "exch", At(1)).ok());
+  EXPECT_EQ(l.ModeOf("b", 0), BrokerMode::kRevoked);
+  ASSERT_TRUE(l.Resume("b", At(2)).ok());
+  EXPECT_EQ(l.ModeOf("b", 0), BrokerMode::kActive);
+  EXPECT_EQ(l.ModeOf("nobody", 0), BrokerMode::kActive);
+  EXPECT_TRUE(l.Knows("a"));
+  EXPECT_FALSE(l.Knows("nobody"));
 }
 
 TEST(Ledger, ARestoredInstanceIsNotTakenForAClone) {

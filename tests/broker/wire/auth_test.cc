@@ -4,14 +4,20 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#ifndef _WIN32
 #include <unistd.h>
+#endif
 
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "common/hex.h"
+#ifdef _WIN32
+#include "broker/secure_fs.h"
+#endif
 #include "tests/broker/wire/test_messages.h"
+#include "tests/support/scratch_dir.h"
 
 namespace dsb::wire {
 namespace {
@@ -326,21 +332,30 @@ TEST(WireAuth, ValidateCredentialsNamesTheBadField) {
 
 // ---- Key files ----
 
+// On Windows the key file is checked by owner and DACL (secure_fs_win.cc), not
+// by mode: the file is written as the broker writes its own, WriteFileAtomically,
+// where a mode without group/other bits means a protected DACL (the account,
+// SYSTEM, Administrators) and another mode the folder's inherited DACL. The
+// mode-message case is POSIX-only.
 class KeyFile : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/dsb-wire-key-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    ASSERT_TRUE(scratch_.ok());
+    dir_ = scratch_.path();
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
   std::filesystem::path Write(const std::string& name, const std::string& contents,
-                              mode_t mode) {
+                              [[maybe_unused]] unsigned mode) {
     const std::filesystem::path p = dir_ / name;
+#ifndef _WIN32
     std::ofstream(p, std::ios::binary) << contents;
     EXPECT_EQ(::chmod(p.c_str(), mode), 0);
+#else
+    const Status written = broker::WriteFileAtomically(p, contents, static_cast<mode_t>(mode));
+    EXPECT_TRUE(written.ok()) << written.message();
+#endif
     return p;
   }
+  dsb::testing::ScratchDir scratch_{"dsb-wire-key"};
   std::filesystem::path dir_;
 };
 
@@ -361,6 +376,7 @@ TEST_F(KeyFile, LoadsRawBytes) {
   EXPECT_EQ(k->bytes().size(), 40u);
 }
 
+#ifndef _WIN32  // POSIX modes (Windows: a DACL others may read, tests/host).
 TEST_F(KeyFile, RefusesFileOthersCanRead) {
   const auto p = Write("k", std::string(64, 'a'), 0644);
   Result<ClusterKey> k = ClusterKey::LoadFile(p);
@@ -370,6 +386,7 @@ TEST_F(KeyFile, RefusesFileOthersCanRead) {
   EXPECT_EQ(ClusterKey::LoadFile(Write("g", std::string(64, 'a'), 0640)).status().code(),
             Errc::kConfig);
 }
+#endif
 
 TEST_F(KeyFile, RefusesShortOrMalformedKeys) {
   struct Case {
@@ -390,8 +407,14 @@ TEST_F(KeyFile, RefusesShortOrMalformedKeys) {
   EXPECT_THAT(ClusterKey::LoadFile(dir_ / "missing").status().message(), HasSubstr("cannot open"));
   EXPECT_THAT(ClusterKey::LoadFile(Write("big", std::string(5000, 'a'), 0600)).status().message(),
               HasSubstr("larger than 4096"));
+#ifndef _WIN32
   ASSERT_EQ(::chmod(dir_.c_str(), 0700), 0);
   EXPECT_THAT(ClusterKey::LoadFile(dir_).status().message(), HasSubstr("not a regular file"));
+#else  // Windows opens no folder as a file (Access denied): refused at the open.
+  const Status folder = ClusterKey::LoadFile(dir_).status();
+  EXPECT_EQ(folder.code(), Errc::kConfig);
+  EXPECT_THAT(folder.message(), HasSubstr("cannot open cluster key file " + dir_.string()));
+#endif
 }
 
 }  // namespace

@@ -254,6 +254,45 @@ TEST(WireCodec, RefusesMalformedHandshakePayloads) {
   }
 }
 
+TEST(WireCodec, RoundTripsTheRevokeNotice) {
+  ExpectRoundTrip(lease::RevokeNotice{"ws-a", 7});
+  ExpectRoundTrip(lease::RevokeNotice{std::string(kMaxIdBytes, 'w'), ~0ull});
+  // Its layout: the broker id (u16 length, bytes), then the epoch (u64).
+  EXPECT_EQ(Encode(lease::RevokeNotice{"ws", 5}), B().str16("ws").u64(5).bytes);
+  EXPECT_STREQ(TypeName(MessageType::kRevokeNotice), "RevokeNotice");
+}
+
+TEST(WireCodec, RefusesABadRevokeNotice) {
+  const std::vector<BadPayload> cases = {
+      {"empty", MessageType::kRevokeNotice, {}, "RevokeNotice.broker_id: truncated"},
+      {"no epoch", MessageType::kRevokeNotice, B().str16("ws").bytes, "RevokeNotice.epoch"},
+      {"epoch cut short", MessageType::kRevokeNotice, B().str16("ws").u32(5).bytes,
+       "RevokeNotice.epoch"},
+      {"trailing byte", MessageType::kRevokeNotice, B().str16("ws").u64(5).u8(0).bytes,
+       "1 trailing bytes"},
+      {"empty id", MessageType::kRevokeNotice, B().str16("").u64(5).bytes,
+       "broker_id: must not be empty"},
+      {"control character in id", MessageType::kRevokeNotice, B().str16("w\x1b").u64(5).bytes,
+       "control character"},
+      {"overlong id", MessageType::kRevokeNotice, B().u16(129).zeros(129).u64(5).bytes,
+       "length 129 exceeds the limit of 128"},
+      {"garbage", MessageType::kRevokeNotice, B().raw("GET / HTTP/1.1\r\n").bytes, "RevokeNotice"},
+  };
+  for (const BadPayload& c : cases) {
+    Result<Message> r = DecodeMessage(c.type, c.payload);
+    ASSERT_FALSE(r.ok()) << c.name;
+    EXPECT_EQ(r.status().code(), Errc::kProtocol) << c.name;
+    EXPECT_THAT(r.status().message(), HasSubstr(c.expected)) << c.name;
+  }
+  const Bytes full = Encode(lease::RevokeNotice{"ws-a", 7});
+  for (std::size_t n = 0; n < full.size(); ++n) {
+    EXPECT_FALSE(DecodeMessage(MessageType::kRevokeNotice, ByteView(full).first(n)).ok())
+        << "cut to " << n << " bytes";
+  }
+  // What an encoder would send that a decoder refuses is refused on the way out.
+  EXPECT_FALSE(EncodePayload(Message(lease::RevokeNotice{"", 1})).ok());
+}
+
 TEST(WireCodec, RefusesEveryTruncationOfAValidPayload) {
   for (const Message& m : std::vector<Message>{SampleRenew(), SampleGrant(), SampleRefusal(),
                                                ErrorReply{Errc::kTimeout, "late"}}) {
