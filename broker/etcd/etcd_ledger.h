@@ -143,8 +143,9 @@ class EtcdLedger {
   // through on_grant. Nothing is answered on failure (logged, rate-limited).
   void Renew(lease::RenewRequest request);
 
-  // R5: a clean stop. Writes the goodbye by transaction (retried like a
-  // renew, within the bound) and never revokes the etcd lease: the instance
+  // R5: a clean stop. Waits for a renew in flight (at most the renew bound),
+  // then writes the goodbye by transaction (retried like a renew, within a
+  // renew bound of its own) and never revokes the etcd lease: the instance
   // stays counted with what it handed over until its successor's first
   // request or its silence. Failure: the store's (kBrokerUnavailable,
   // kTimeout, kProtocol ...) or lease::ApplyGoodbye's; kConflict when this

@@ -97,7 +97,10 @@ Result<std::unique_ptr<EtcdNode>> EtcdNode::Create(asio::io_context& io,
           [raw] {
             // C2: revoked, drained, undrained or a limit changed in etcd:
             // renew now rather than at the next planned renew.
-            if (!raw->stopping_) raw->side_->OnRevokeNotice();
+            if (raw->stopping_) return;
+            spdlog::info("etcd ledger: the watch saw a change for this broker (revoke, drain, "
+                         "undrain, limit or gate): renewing now, before the planned renew");
+            raw->side_->OnRevokeNotice();
           },
           [raw](const std::string&) {
             // Review items 3, 6 (logged by the ledger): a forced revoke.

@@ -111,11 +111,13 @@ TEST_F(EtcdThreeMembers, AMemberThatNeverAnswersIsLeftAfterOneTimeout) {
   auto first = Run(client.Txn({}, {Put("/h/k", "1")}));
   ASSERT_FALSE(first.ok());
   EXPECT_EQ(first.status().code(), Errc::kTimeout) << first.status().message();
-  const auto t0 = Clock::now();
+  // The next call does not try the stopped member again: had it, it would
+  // have timed out there and answered kTimeout (a sent write is never resent
+  // elsewhere). No wall-clock bound here: the CI run of 2026-12-06 took over
+  // 900 ms for this one write on a loaded machine; the outcome proves it.
   auto second = Run(client.Txn({}, {Put("/h/k", "2")}));
   ASSERT_TRUE(second.ok()) << second.status().message();
   EXPECT_NE(client.current_endpoint(), cluster_.Endpoint(hung));
-  EXPECT_LT(Clock::now() - t0, 900ms);
   auto r = Run(client.Get("/h/k"));
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_EQ(r->kvs.size(), 1u);

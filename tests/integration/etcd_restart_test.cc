@@ -157,6 +157,7 @@ TEST(EtcdRestart, KilledBrokerIsAcceptedAgainOnlyWhenItsOldInstanceIsSilent) {
   const auto stopped = Clock::now();
   const int status = w.broker(2).Stop(SIGTERM);
   EXPECT_EQ(testing::ExitCodeOf(status), 0) << w.broker(2).log();
+  const std::string stop_log = w.broker(2).log();
   ASSERT_TRUE(w.broker(2).Start()) << w.broker(2).log();
   bool old2_key_at_acceptance = false;
   ASSERT_TRUE(testing::WaitUntil(
@@ -175,7 +176,8 @@ TEST(EtcdRestart, KilledBrokerIsAcceptedAgainOnlyWhenItsOldInstanceIsSilent) {
               Ms(Clock::now() - stopped), old2_key_at_acceptance ? "still present" : "expired");
   EXPECT_TRUE(old2_key_at_acceptance)
       << "the successor waited for the stopped instance's live key to expire: the goodbye "
-         "(R5) did not reach the ledger";
+         "(R5) did not reach the ledger; the stopped broker's last lines:\n"
+      << stop_log.substr(stop_log.size() > 3000 ? stop_log.size() - 3000 : 0);
 
   w.StopLoads();
   const double peak = w.ServerPeak();
