@@ -28,7 +28,6 @@ add_library(dsb_broker_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/metrics_collect.cc
   ${CMAKE_CURRENT_LIST_DIR}/peer_access.cc
   ${CMAKE_CURRENT_LIST_DIR}/cluster_state.cc
-  ${CMAKE_CURRENT_LIST_DIR}/limit_command.cc
   ${CMAKE_CURRENT_LIST_DIR}/limit_keeper.cc
   ${CMAKE_CURRENT_LIST_DIR}/listen.cc
   ${CMAKE_CURRENT_LIST_DIR}/log_file.cc
@@ -54,12 +53,20 @@ else()
   target_sources(dsb_broker_core PRIVATE ${CMAKE_CURRENT_LIST_DIR}/instance_lock_posix.cc)
 endif()
 # Running a limit_command (limit_command.h): posix_spawn of /bin/sh; refused
-# on Windows (limit_command_win.cc, and at the start: start_checks.cc).
+# on Windows (limit_command_win.cc, and at the start: start_checks.cc). A library of its
+# own so its suite (limit_command_test, also under tsan) does not build the broker's.
 if(WIN32)
-  target_sources(dsb_broker_core PRIVATE ${CMAKE_CURRENT_LIST_DIR}/limit_command_win.cc)
+  set(limit_command_os ${CMAKE_CURRENT_LIST_DIR}/limit_command_win.cc)
 else()
-  target_sources(dsb_broker_core PRIVATE ${CMAKE_CURRENT_LIST_DIR}/limit_command_posix.cc)
+  set(limit_command_os ${CMAKE_CURRENT_LIST_DIR}/limit_command_posix.cc)
 endif()
+add_library(dsb_limit_command STATIC ${CMAKE_CURRENT_LIST_DIR}/limit_command.cc
+  ${limit_command_os})
+add_library(dsb::limit_command ALIAS dsb_limit_command)
+dsb_include_root(dsb_limit_command PUBLIC broker/limit_command.h)
+target_link_libraries(dsb_limit_command PUBLIC dsb::common dsb::asio PRIVATE dsb::config
+  dsb::warnings)
+target_link_libraries(dsb_broker_core PUBLIC dsb::limit_command)
 # A local peer's credentials (peer_access.h): SO_PEERCRED on POSIX; on
 # Windows the pipe's client process and its token, and the named pipe itself
 # (dsb::local_pipe_server, common/local_frame_server_win.h).

@@ -35,7 +35,8 @@
 
 namespace dsb::testing {
 
-// The path of a program built by this project (DSB_BIN_DIR/name).
+// The path of a program built by this project (DSB_BIN_DIR/name; for
+// "dsb-broker", DSB_TEST_BROKER when the build names one).
 std::string BinPath(const std::string& name);
 
 // Who a child process runs as.
