@@ -170,7 +170,12 @@ struct ClusterNode::Impl {
       } else if (auto* notice = std::get_if<lease::RevokeNotice>(&*m)) {
         // C2: revoked, drained or undrained: renew now rather than at the
         // next planned renew, so capacity follows within one round trip.
-        if (notice->broker_id == cfg.id && notice->epoch == agent->epoch()) side->OnRevokeNotice();
+        if (notice->broker_id == cfg.id && notice->epoch == agent->epoch()) {
+          spdlog::info("coordinator {} sent a revoke notice (revoke, drain or undrain): renewing "
+                       "now, before the planned renew",
+                       coord_id);
+          side->OnRevokeNotice();
+        }
       } else if (auto* err = std::get_if<wire::ErrorReply>(&*m)) {
         // Each renew (up to every D/24) may be refused the same way.
         LogLimited(spdlog::level::warn, "coordinator refused our renew", coord_id,

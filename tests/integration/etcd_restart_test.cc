@@ -55,7 +55,7 @@ TEST(EtcdRestart, CapacityMovesBetweenBrokersWithNoCoordinatorBroker) {
   ASSERT_TRUE(a->Wait(30s).has_value()) << "ws1's load did not end";
 
   const auto start = Clock::now();
-  ASSERT_NE(w.StartLoad(1, 1, 32, 30), nullptr);
+  ASSERT_NE(w.StartLoad(1, 1, 32, 300), nullptr);  // ended by StopLoads below
   ASSERT_TRUE(testing::WaitUntil([&] { return w.Agent(1).lease >= pool - 1; }, 60s))
       << "the pool never moved to ws2\n" << w.Dump(true);
   const auto moved = Clock::now() - start;
