@@ -469,8 +469,8 @@ class SlotTable {
   }
   std::uint32_t TakeFromSummary(std::uint64_t held_word, std::uint32_t bound) noexcept;
   // The summary (segment_layout.h, "The summary"). SetBit: S2 (load, OR only
-  // if clear, then the top bit). ClearBit: S3 (AND, then re-check the slot
-  // word with `still`, and set again if it holds).
+  // if clear, then the top bit). Clear*Bit: S3 (AND, then re-read the slot
+  // word and set the bit again if the slot is free / cooling after all).
   struct SummaryMap {
     std::atomic<std::uint64_t>* top = nullptr;
     std::atomic<std::uint64_t>* leaf = nullptr;
