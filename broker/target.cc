@@ -139,6 +139,9 @@ Result<std::unique_ptr<Target>> Target::Open(const config::BrokerConfig& broker,
       // record was rewound it lies above the seed (it is then refused
       // re-adoption and registers anew, but its id is never handed out).
       t->last_owner_at_open_ = t->table_->SeedOwners(shm::SlotTable::kAdoptionOwnerGap);
+      // The summary of free slots is a hint a process killed mid-update (the
+      // earlier broker included) may have left stale: rebuilt from the words.
+      (void)t->table_->RepairSummary();
       // Whatever was quarantined stays so until the latest end an earlier
       // broker recorded (no later than a full period from now); a segment
       // without a record gets a full period again.

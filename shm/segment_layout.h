@@ -5,6 +5,7 @@
 // NEVER reorder or resize fields without bumping kLayoutVersion.
 //
 // Segment = SegmentHeader | WaitEntry[waiter_capacity] | SlotCell[slot_count]
+//           | the summary (SummaryBytes(slot_count), see "The summary" below)
 //
 // A slot word (SlotCell::word) is one of:
 //   kDisabled (0)      not part of the capacity right now (zero-filled default)
@@ -82,6 +83,47 @@
 //     leaves a slot either untaken or marked with its owner id (crash-atomic
 //     attribution); the broker frees every word carrying a dead owner's id.
 //  3. Owner ids are never reused within a segment's life (next_owner only grows).
+//
+// The summary (issue 14): where to look, never what is true. Two two-level
+// bitmaps beside the slot words, so a taker finds a free slot with a few
+// find-first-set steps instead of a scan of the table:
+//   free map:    leaf bit i   "slot i may be kFree"
+//   cooling map: leaf bit i   "slot i may hold a cooling word"
+//   each map's top bit j      "leaf word j may be non-zero"
+// Region: free_top[T] | free_leaf[W] | cool_top[T] | cool_leaf[W], each
+// array padded to a cache line, W = ceil(slot_count / 64), T = ceil(W / 64).
+//  S1. The slot word is the only truth. A bit decides nothing: every taker
+//      still CASes the word from the state it read, and keeps every check the
+//      scan made (index below scan_bound, the lease fence of invariant 4 after
+//      its CAS, the cooling deadline). A set bit over a slot in any other
+//      state (a "stale 1") costs one load and is cleared by whoever meets it.
+//  S2. Whoever makes a word kFree sets its free bit after the CAS that did
+//      it (release, undo, the broker enabling, ending a quarantine,
+//      reclaiming); whoever makes it cooling sets its cooling bit after the
+//      CAS. Then the top bit. Each is a load, and an atomic OR only if the
+//      bit is clear. A successful take clears nothing (the next taker that
+//      meets the stale 1 does): the uncontended path and a release of a
+//      slot whose bit is still set write no summary word.
+//  S3. Clearing is lazy and re-checked: clear the bit (atomic AND), then
+//      re-read the slot word (or, for a top bit, the leaf word) and set the
+//      bit again if the state came back meanwhile. With S2's set-after-CAS
+//      and every summary access seq_cst, a live process never leaves a
+//      kFree or cooling slot with its bit (or its leaf's top bit) clear for
+//      longer than the gap between a CAS and the set that follows it.
+//  S4. A "stale 0" (a free or cooling slot whose bit is clear) exists only
+//      after a process died (or was stopped) between a CAS and its set, or
+//      between a clear and its re-check, or after a hostile write. Repairs:
+//      the broker's RepairSummary (on every Reclaim after a death, every
+//      Audit, adoption, capacity changes) recomputes the bits from the slot
+//      words; and a taker or pump that finds nothing through the summary
+//      rescans the table itself, at most once per kSummaryRescanNs for the
+//      whole segment (header summary_scan_ns, claimed by CAS), setting
+//      every bit it finds missing. So a stale 0 delays nobody by more than
+//      that interval, even with no broker.
+//  S5. Disabled, quarantined and held slots have no bit to keep: they are
+//      never offered by the summary except as stale 1s, which the taker
+//      clears after one load; cooling slots are offered only through the
+//      cooling map, and only once their deadline has passed.
 #ifndef DSB_SHM_SEGMENT_LAYOUT_H_
 #define DSB_SHM_SEGMENT_LAYOUT_H_
 
@@ -103,7 +145,9 @@ inline constexpr std::uint64_t kMagic = 0x314C42545344534AULL;  // "JSDSTBL1"
 // lock-free waiter states (an entry moves Waiting -> Granting -> Granted or
 // -> Cancelled by CAS only: an older granter stores and would grant a
 // cancelled entry), pump_pending, queue_stall_ns and lapse_noted_ns.
-inline constexpr std::uint32_t kLayoutVersion = 4;
+// 5: the summary bitmaps after the slot words and summary_scan_ns (an older
+// client would neither keep the summary nor look at it).
+inline constexpr std::uint32_t kLayoutVersion = 5;
 inline constexpr std::size_t kTargetNameCapacity = 64;
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kMaxSlots = 65535;
@@ -230,6 +274,10 @@ struct SegmentHeader {
   // (CLOCK_MONOTONIC ns, 0 = not lately): for a while others poll for a slot
   // instead of queueing behind a stopped holder. Cleared by a locker.
   std::atomic<std::int64_t> queue_stall_ns;
+  // When some process last rescanned the slot words because the summary
+  // offered nothing (CLOCK_MONOTONIC ns; S4 of "The summary"): claimed by
+  // CAS, so one rescan per kSummaryRescanNs serves the whole segment.
+  std::atomic<std::int64_t> summary_scan_ns;
 
   // --- hot: read by every acquire and release ---
   alignas(kCacheLine) std::atomic<std::uint32_t> waiters;  // entries in kWaitWaiting
@@ -255,11 +303,35 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 inline constexpr std::size_t HeaderBytes() {
   return (sizeof(SegmentHeader) + kCacheLine - 1) / kCacheLine * kCacheLine;
 }
+// The summary's geometry (see "The summary" above).
+inline constexpr std::uint32_t kSummaryBits = 64;
+inline constexpr std::int64_t kSummaryRescanNs = 10'000'000;  // 10 ms
+inline constexpr std::uint32_t SummaryLeafWords(std::uint32_t slot_count) {
+  return (slot_count + kSummaryBits - 1) / kSummaryBits;
+}
+inline constexpr std::uint32_t SummaryTopWords(std::uint32_t slot_count) {
+  return (SummaryLeafWords(slot_count) + kSummaryBits - 1) / kSummaryBits;
+}
+inline constexpr std::size_t LineRound(std::size_t bytes) {
+  return (bytes + kCacheLine - 1) / kCacheLine * kCacheLine;
+}
+// Byte offsets inside the summary region.
+inline constexpr std::size_t SummaryTopBytes(std::uint32_t slot_count) {
+  return LineRound(std::size_t{SummaryTopWords(slot_count)} * sizeof(std::uint64_t));
+}
+inline constexpr std::size_t SummaryLeafBytes(std::uint32_t slot_count) {
+  return LineRound(std::size_t{SummaryLeafWords(slot_count)} * sizeof(std::uint64_t));
+}
+inline constexpr std::size_t SummaryBytes(std::uint32_t slot_count) {
+  return 2 * (SummaryTopBytes(slot_count) + SummaryLeafBytes(slot_count));
+}
 inline constexpr std::size_t SegmentBytes(std::uint32_t slot_count,
                                           std::uint32_t waiter_capacity) {
   return HeaderBytes() + std::size_t{waiter_capacity} * sizeof(WaitEntry) +
-         std::size_t{slot_count} * sizeof(SlotCell);
+         std::size_t{slot_count} * sizeof(SlotCell) + SummaryBytes(slot_count);
 }
+// kMaxSlots slots: 1024 leaf words and 16 top words per map.
+static_assert(SummaryTopWords(kMaxSlots) == 16);
 
 }  // namespace dsb::shm
 

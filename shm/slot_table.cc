@@ -1,5 +1,6 @@
 #include "shm/slot_table.h"
 
+#include <bit>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -154,6 +155,20 @@ Result<std::unique_ptr<SlotTable>> SlotTable::Map(const std::string& name, bool 
   table->entries_ = reinterpret_cast<WaitEntry*>(base + HeaderBytes());
   table->slots_ = reinterpret_cast<SlotCell*>(base + HeaderBytes() +
                                               std::size_t{waiter_capacity} * sizeof(WaitEntry));
+  {
+    // The summary, after the slot words; its size from the checked geometry.
+    char* at = reinterpret_cast<char*>(table->slots_ + slot_count);
+    const auto words = [&](std::size_t bytes) {
+      auto* p = reinterpret_cast<std::atomic<std::uint64_t>*>(at);
+      at += bytes;
+      return p;
+    };
+    table->free_map_.top = words(SummaryTopBytes(slot_count));
+    table->free_map_.leaf = words(SummaryLeafBytes(slot_count));
+    table->cool_map_.top = words(SummaryTopBytes(slot_count));
+    table->cool_map_.leaf = words(SummaryLeafBytes(slot_count));
+    table->summary_leaf_words_ = SummaryLeafWords(slot_count);
+  }
   if (create) {
     table->owners_seeded_ = true;  // a new segment: no id handed out yet
     table->SetReleaseCooldown(options->release_cooldown);
@@ -170,31 +185,223 @@ void SlotTable::ReleaseCooling(std::uint32_t index, std::uint64_t held_word,
   ReleaseTo(index, held_word, CoolingWord(deadline, false), CoolingWord(deadline, true));
 }
 
-std::uint32_t SlotTable::TakeCooled(std::uint64_t held_word, std::uint32_t bound) noexcept {
-  const std::int64_t now = MonotonicNs();
-  std::uint32_t idx = detail::tl_hint < bound ? detail::tl_hint : 0;
-  for (std::uint32_t n = 0; n < bound; ++n) {
-    std::atomic<std::uint64_t>& w = slots_[idx].word;
-    std::uint64_t v = w.load(kRelaxed);
-    if (IsCooling(v) && CoolingExpired(v, now)) {
-      if ((v & kRetireBit) != 0) {
-        w.compare_exchange_strong(v, kDisabled, kSeqCst);  // leaves the table
-      } else if (w.compare_exchange_strong(v, held_word, kSeqCst)) {
-        if (!LeaseAllows(idx)) return TakeAfterLapse(held_word, idx, bound);
-        detail::tl_hint = idx;
-        return idx;
+// ---- The summary (segment_layout.h, "The summary") -------------------------
+
+void SlotTable::ClearFreeBit(std::uint32_t index) const noexcept {
+  std::atomic<std::uint64_t>& leaf = free_map_.leaf[index / kSummaryBits];
+  leaf.fetch_and(~(1ULL << (index % kSummaryBits)), kSeqCst);
+  // S3: a release between our look at the word and the AND set the bit
+  // before we cleared it; it is free again now, so the bit goes back.
+  if (slots_[index].word.load(kSeqCst) == kFree) MarkFree(index);
+}
+
+void SlotTable::ClearCoolingBit(std::uint32_t index) const noexcept {
+  std::atomic<std::uint64_t>& leaf = cool_map_.leaf[index / kSummaryBits];
+  leaf.fetch_and(~(1ULL << (index % kSummaryBits)), kSeqCst);
+  if (IsCooling(slots_[index].word.load(kSeqCst))) MarkCooling(index);
+}
+
+template <class F>
+bool SlotTable::ForEachBit(const SummaryMap& m, std::uint32_t bound, F&& visit) const noexcept {
+  const std::uint32_t leaves =
+      std::min(summary_leaf_words_, (bound + kSummaryBits - 1) / kSummaryBits);
+  const std::uint32_t tops = (leaves + kSummaryBits - 1) / kSummaryBits;
+  for (std::uint32_t ti = 0; ti < tops; ++ti) {
+    std::uint64_t tv = m.top[ti].load(kSeqCst);
+    while (tv != 0) {
+      const std::uint32_t li = ti * kSummaryBits + static_cast<std::uint32_t>(std::countr_zero(tv));
+      tv &= tv - 1;
+      if (li >= leaves) return false;  // ascending: the rest is out of bounds too
+      std::uint64_t lv = m.leaf[li].load(kSeqCst);
+      if (lv == 0) {
+        // A stale top bit: clear, re-check the leaf, set again if it filled.
+        std::atomic<std::uint64_t>& top = m.top[ti];
+        const std::uint64_t tbit = 1ULL << (li % kSummaryBits);
+        top.fetch_and(~tbit, kSeqCst);
+        if (m.leaf[li].load(kSeqCst) != 0) top.fetch_or(tbit, kSeqCst);
+        continue;
       }
-    } else if (v == kFree) {
-      // Freed since the first pass.
-      if (w.compare_exchange_strong(v, held_word, kSeqCst)) {
-        if (!LeaseAllows(idx)) return TakeAfterLapse(held_word, idx, bound);
-        detail::tl_hint = idx;
-        return idx;
+      while (lv != 0) {
+        const std::uint32_t idx =
+            li * kSummaryBits + static_cast<std::uint32_t>(std::countr_zero(lv));
+        lv &= lv - 1;
+        if (idx >= bound) return false;
+        if (visit(idx)) return true;
       }
     }
-    if (++idx == bound) idx = 0;
   }
-  return kNoSlot;
+  return false;
+}
+
+bool SlotTable::ClaimRescan(std::int64_t now_ns) noexcept {
+  std::int64_t last = header_->summary_scan_ns.load(kRelaxed);
+  // A stamp from the future (hostile, or another clock) does not block.
+  if (last != 0 && now_ns >= last && now_ns - last < kSummaryRescanNs) return false;
+  return header_->summary_scan_ns.compare_exchange_strong(last, std::max<std::int64_t>(now_ns, 1),
+                                                          kSeqCst);
+}
+
+template <class F>
+void SlotTable::FindTakeable(std::uint32_t bound, F&& take) noexcept {
+  const bool done = ForEachBit(free_map_, bound, [&](std::uint32_t i) {
+    const std::uint64_t v = slots_[i].word.load(kSeqCst);
+    if (v == kFree) return take(i, v);
+    ClearFreeBit(i);  // a stale 1 (S1)
+    return false;
+  });
+  if (done) return;
+  std::int64_t now = 0;
+  const auto takeable_cooling = [&](std::uint32_t i, std::uint64_t v) {
+    if (now == 0) now = MonotonicNs();  // once, and only if something cools
+    if (!CoolingExpired(v, now)) return false;
+    if ((v & kRetireBit) != 0) {
+      slots_[i].word.compare_exchange_strong(v, kDisabled, kSeqCst);  // leaves the table
+      return false;
+    }
+    return true;
+  };
+  if (ForEachBit(cool_map_, bound, [&](std::uint32_t i) {
+        const std::uint64_t v = slots_[i].word.load(kSeqCst);
+        if (!IsCooling(v)) {
+          ClearCoolingBit(i);
+          return false;
+        }
+        return takeable_cooling(i, v) && take(i, v);
+      })) {
+    return;
+  }
+  // Nothing through the summary. A stale 0 (S4) must not starve anyone until
+  // the broker repairs it: one rescan per kSummaryRescanNs for the segment.
+  if (now == 0) now = MonotonicNs();
+  if (!ClaimRescan(now)) return;
+  bool taken = false;
+  for (std::uint32_t i = 0; i < bound; ++i) {
+    const std::uint64_t v = slots_[i].word.load(kSeqCst);
+    if (v == kFree) {
+      MarkFree(i);
+      if (!taken) taken = take(i, v);
+    } else if (IsCooling(v)) {
+      MarkCooling(i);
+      if (!taken && takeable_cooling(i, v)) taken = take(i, v);
+    }
+  }
+}
+
+std::uint32_t SlotTable::TakeFromSummary(std::uint64_t held_word, std::uint32_t bound) noexcept {
+  std::uint32_t out = kNoSlot;
+  FindTakeable(bound, [&](std::uint32_t i, std::uint64_t v) {
+    if (!slots_[i].word.compare_exchange_strong(v, held_word, kSeqCst)) return false;
+    // After the CAS: see TakeFree.
+    if (LeaseAllows(i)) {
+      detail::tl_hint = i;
+      out = i;
+    } else {
+      out = TakeAfterLapse(held_word, i, bound);
+    }
+    return true;
+  });
+  return out;
+}
+
+SlotTable::SummaryRepair SlotTable::RepairSummary() noexcept {
+  SummaryRepair r;
+  const auto has = [](const SummaryMap& m, std::uint32_t i) {
+    return (m.leaf[i / kSummaryBits].load(kSeqCst) >> (i % kSummaryBits) & 1) != 0;
+  };
+  for (std::uint32_t i = 0; i < slot_count_; ++i) {
+    const std::uint64_t v = slots_[i].word.load(kSeqCst);
+    const bool is_free = v == kFree;
+    const bool cooling = IsCooling(v);
+    if (is_free != has(free_map_, i)) {
+      if (is_free) {
+        MarkFree(i);
+        ++r.set;
+      } else {
+        ClearFreeBit(i);
+        ++r.cleared;
+      }
+    }
+    if (cooling != has(cool_map_, i)) {
+      if (cooling) {
+        MarkCooling(i);
+        ++r.set;
+      } else {
+        ClearCoolingBit(i);
+        ++r.cleared;
+      }
+    }
+  }
+  const std::uint32_t tops = (summary_leaf_words_ + kSummaryBits - 1) / kSummaryBits;
+  for (const SummaryMap* m : {&free_map_, &cool_map_}) {
+    // Bits past the table (hostile writes): no slot, no leaf word.
+    if (const std::uint32_t tail = slot_count_ % kSummaryBits; tail != 0) {
+      const std::uint64_t keep = (1ULL << tail) - 1;
+      std::atomic<std::uint64_t>& last = m->leaf[summary_leaf_words_ - 1];
+      if ((last.load(kSeqCst) & ~keep) != 0) {
+        last.fetch_and(keep, kSeqCst);
+        ++r.cleared;
+      }
+    }
+    if (const std::uint32_t tail = summary_leaf_words_ % kSummaryBits; tail != 0) {
+      const std::uint64_t keep = (1ULL << tail) - 1;
+      std::atomic<std::uint64_t>& last = m->top[tops - 1];
+      if ((last.load(kSeqCst) & ~keep) != 0) {
+        last.fetch_and(keep, kSeqCst);
+        ++r.cleared;
+      }
+    }
+    for (std::uint32_t li = 0; li < summary_leaf_words_; ++li) {
+      std::atomic<std::uint64_t>& top = m->top[li / kSummaryBits];
+      const std::uint64_t tbit = 1ULL << (li % kSummaryBits);
+      const bool full = m->leaf[li].load(kSeqCst) != 0;
+      const bool marked = (top.load(kSeqCst) & tbit) != 0;
+      if (full && !marked) {
+        top.fetch_or(tbit, kSeqCst);
+        ++r.set;
+      } else if (!full && marked) {
+        top.fetch_and(~tbit, kSeqCst);
+        if (m->leaf[li].load(kSeqCst) != 0) top.fetch_or(tbit, kSeqCst);  // S3
+        ++r.cleared;
+      }
+    }
+  }
+  return r;
+}
+
+SlotTable::SummaryWords SlotTable::Summary() const {
+  SummaryWords s;
+  const std::uint32_t tops = (summary_leaf_words_ + kSummaryBits - 1) / kSummaryBits;
+  for (std::uint32_t i = 0; i < tops; ++i) {
+    s.free_top.push_back(free_map_.top[i].load(kSeqCst));
+    s.cool_top.push_back(cool_map_.top[i].load(kSeqCst));
+  }
+  for (std::uint32_t i = 0; i < summary_leaf_words_; ++i) {
+    s.free_leaf.push_back(free_map_.leaf[i].load(kSeqCst));
+    s.cool_leaf.push_back(cool_map_.leaf[i].load(kSeqCst));
+  }
+  return s;
+}
+
+SlotTable::SummaryWords SlotTable::SummaryFromWords() const {
+  SummaryWords s;
+  const std::uint32_t tops = (summary_leaf_words_ + kSummaryBits - 1) / kSummaryBits;
+  s.free_top.assign(tops, 0);
+  s.cool_top.assign(tops, 0);
+  s.free_leaf.assign(summary_leaf_words_, 0);
+  s.cool_leaf.assign(summary_leaf_words_, 0);
+  for (std::uint32_t i = 0; i < slot_count_; ++i) {
+    const std::uint64_t v = slots_[i].word.load(kSeqCst);
+    const std::uint64_t bit = 1ULL << (i % kSummaryBits);
+    const std::uint64_t tbit = 1ULL << (i / kSummaryBits % kSummaryBits);
+    if (v == kFree) {
+      s.free_leaf[i / kSummaryBits] |= bit;
+      s.free_top[i / kSummaryBits / kSummaryBits] |= tbit;
+    } else if (IsCooling(v)) {
+      s.cool_leaf[i / kSummaryBits] |= bit;
+      s.cool_top[i / kSummaryBits / kSummaryBits] |= tbit;
+    }
+  }
+  return s;
 }
 
 bool SlotTable::LeaseAllowsSlow(std::uint32_t index, std::int64_t deadline) const noexcept {
@@ -214,34 +421,30 @@ void SlotTable::UndoTake(std::uint32_t index, std::uint64_t held_word) noexcept 
     } else if (mine != held_word) {
       return;  // reclaimed meanwhile
     }
-    if (w.compare_exchange_weak(cur, to, kSeqCst)) return;
+    if (w.compare_exchange_weak(cur, to, kSeqCst)) {
+      if (to == kFree) MarkFree(index);  // S2
+      return;
+    }
   }
 }
 
 std::uint32_t SlotTable::TakeAfterLapse(std::uint64_t held_word, std::uint32_t index,
                                         std::uint32_t bound) noexcept {
   UndoTake(index, held_word);
-  // Only the floor region is usable now. Bounded: one pass over it.
+  // Only the floor region is usable now: the summary below the floor.
   const std::uint32_t floor = std::min(header_->floor.load(kSeqCst), bound);
-  std::int64_t now = 0;
-  for (std::uint32_t i = 0; i < floor; ++i) {
-    std::atomic<std::uint64_t>& w = slots_[i].word;
-    std::uint64_t v = w.load(kRelaxed);
-    bool usable = v == kFree;
-    if (IsCooling(v) && (v & kRetireBit) == 0) {
-      if (now == 0) now = MonotonicNs();
-      usable = CoolingExpired(v, now);
-    }
-    if (usable && w.compare_exchange_strong(v, held_word, kSeqCst)) {
-      if (LeaseAllows(i)) {
-        detail::tl_hint = i;
-        return i;
-      }
+  std::uint32_t out = kNoSlot;
+  FindTakeable(floor, [&](std::uint32_t i, std::uint64_t v) {
+    if (!slots_[i].word.compare_exchange_strong(v, held_word, kSeqCst)) return false;
+    if (LeaseAllows(i)) {
+      detail::tl_hint = i;
+      out = i;
+    } else {
       UndoTake(i, held_word);  // the floor was lowered meanwhile
-      return kNoSlot;
     }
-  }
-  return kNoSlot;
+    return true;
+  });
+  return out;
 }
 
 std::int64_t SlotTable::EarliestCoolingDeadline(std::int64_t now_ns,
@@ -249,15 +452,19 @@ std::int64_t SlotTable::EarliestCoolingDeadline(std::int64_t now_ns,
   const std::uint32_t bound = std::min(header_->scan_bound.load(kAcquire), slot_count_);
   std::int64_t earliest = 0;
   *expired = false;
-  for (std::uint32_t i = 0; i < bound; ++i) {
+  // The cooling map, not the table: a cooling slot it misses (a stale 0)
+  // is found by the rescan of the pump this waiter runs at most one cooldown
+  // later (see Acquire).
+  (void)ForEachBit(cool_map_, bound, [&](std::uint32_t i) {
     const std::uint64_t v = slots_[i].word.load(kAcquire);
-    if (!IsCooling(v) || (v & kRetireBit) != 0) continue;
+    if (!IsCooling(v) || (v & kRetireBit) != 0) return false;
     if (CoolingExpired(v, now_ns)) {
       *expired = true;
     } else if (earliest == 0 || CoolingDeadline(v) < earliest) {
       earliest = CoolingDeadline(v);
     }
-  }
+    return false;
+  });
   return earliest;
 }
 
@@ -584,9 +791,9 @@ bool SlotTable::CancelEntry(WaitEntry& e) noexcept {
 
 void SlotTable::PumpLocked() noexcept {
   SegmentHeader& h = *header_;
-  std::int64_t now = 0;
-  // Each round serves or passes the head entry, so waiter_capacity rounds
-  // cover the queue (LockQueue keeps tail - head <= waiter_capacity).
+  // Each round serves or passes the head entry, or finds the lease region
+  // lapsed mid-grant and looks again below the floor, so waiter_capacity
+  // rounds cover the queue (LockQueue keeps tail - head <= waiter_capacity).
   for (std::uint32_t round = 0; round < waiter_capacity_ && h.queue_head < h.queue_tail;
        ++round) {
     WaitEntry& e = entries_[h.queue_head % waiter_capacity_];
@@ -596,61 +803,50 @@ void SlotTable::PumpLocked() noexcept {
     }
     std::uint32_t bound = std::min(h.scan_bound.load(kAcquire), slot_count_);
     // Past the lease deadline only the floor region serves (invariant 4).
-    if (const std::int64_t lease_end = h.lease_deadline_ns.load(kSeqCst); lease_end != 0) {
-      if (now == 0) now = MonotonicNs();
-      if (now >= lease_end) bound = std::min(bound, h.floor.load(kSeqCst));
+    if (const std::int64_t lease_end = h.lease_deadline_ns.load(kSeqCst);
+        lease_end != 0 && MonotonicNs() >= lease_end) {
+      bound = std::min(bound, h.floor.load(kSeqCst));
     }
-    bool granted = false;
-    bool gone = false;  // the entry was cancelled under us
-    for (std::uint32_t i = 0; i < bound && !gone; ++i) {
+    enum { kNone, kGranted, kGone, kLapsed } outcome = kNone;
+    FindTakeable(bound, [&](std::uint32_t i, std::uint64_t expected) {
       std::atomic<std::uint64_t>& w = slots_[i].word;
-      std::uint64_t expected = w.load(kSeqCst);
-      if (IsCooling(expected)) {
-        if (now == 0) now = MonotonicNs();  // once per pump, only if something cools
-        if (!CoolingExpired(expected, now)) continue;
-        if ((expected & kRetireBit) != 0) {
-          w.compare_exchange_strong(expected, kDisabled, kSeqCst);  // leaves the table
-          continue;
-        }
-      } else if (expected != kFree) {
-        continue;
-      }
       e.slot = i;
       std::uint32_t st = kWaitWaiting;
       if (!e.state.compare_exchange_strong(st, kWaitGranting, kSeqCst)) {
-        gone = true;
-        break;
+        outcome = kGone;  // cancelled under us: the next round passes it
+        return true;
       }
       // held|kGrantBit, not the plain word: see RepairQueueLocked.
       if (w.compare_exchange_strong(expected, e.held_word | kGrantBit, kSeqCst)) {
+        st = kWaitGranting;
         if (!LeaseAllows(i)) {
           // The deadline passed during this grant: the slot goes back, and
-          // the lease region serves nobody from now on.
+          // the lease region serves nobody from now on (the next round).
           UndoTake(i, e.held_word);
-          st = kWaitGranting;
-          if (!e.state.compare_exchange_strong(st, kWaitWaiting, kSeqCst)) gone = true;
-          bound = std::min(bound, h.floor.load(kSeqCst));
-          continue;
+          outcome = e.state.compare_exchange_strong(st, kWaitWaiting, kSeqCst) ? kLapsed : kGone;
+          return true;
         }
-        st = kWaitGranting;
         if (e.state.compare_exchange_strong(st, kWaitGranted, kSeqCst)) {
           DecrementWaiters();
           ++h.grants;
           ++h.queue_head;
           e.futex.store(1, kSeqCst);
           FutexWake(&e.futex, 1);
-          granted = true;
-          break;
+          outcome = kGranted;
+          return true;
         }
         UndoTake(i, e.held_word);  // cancelled during the grant: give it back
-        gone = true;
-        break;
+        outcome = kGone;
+        return true;
       }
       st = kWaitGranting;  // a fast-path taker won this one
-      if (!e.state.compare_exchange_strong(st, kWaitWaiting, kSeqCst)) gone = true;
-    }
-    if (gone) continue;  // the next round passes the cancelled entry
-    if (!granted) return;
+      if (!e.state.compare_exchange_strong(st, kWaitWaiting, kSeqCst)) {
+        outcome = kGone;
+        return true;
+      }
+      return false;
+    });
+    if (outcome == kNone) return;  // no slot for the head: nobody behind it either
   }
 }
 
@@ -819,13 +1015,17 @@ bool SlotTable::SetCapacityUnlocked(std::uint32_t n) noexcept {
       if (slots_[i].word.compare_exchange_strong(expected, kFree, kSeqCst)) {
         ++enabled;
         bound = std::max(bound, i + 1);
+        MarkFree(i);  // after scan_bound below covers it: takers check both
       }
     }
     header_->scan_bound.store(bound, kSeqCst);
   } else if (enabled > n) {
     for (std::uint32_t i = slot_count_; i-- > 0 && enabled > n;) {
       std::uint64_t expected = kFree;
-      if (slots_[i].word.compare_exchange_strong(expected, kDisabled, kSeqCst)) --enabled;
+      if (slots_[i].word.compare_exchange_strong(expected, kDisabled, kSeqCst)) {
+        --enabled;
+        ClearFreeBit(i);
+      }
     }
     // Then cooling slots: nobody holds them, so retiring them costs no one a
     // session. They stay counted by the lease report until their cooldown
@@ -869,9 +1069,10 @@ void SlotTable::ArrangeFloorLow() noexcept {
     while (j > floor) {
       std::uint64_t expected = kFree;
       if (slots_[--j].word.compare_exchange_strong(expected, kDisabled, kSeqCst)) {
+        ClearFreeBit(j);
         // Disable first, enable second: the count dips by one, never rises.
         expected = kDisabled;
-        slots_[i].word.compare_exchange_strong(expected, kFree, kSeqCst);
+        if (slots_[i].word.compare_exchange_strong(expected, kFree, kSeqCst)) MarkFree(i);
         bound = std::max(bound, i + 1);
         break;
       }
@@ -902,6 +1103,9 @@ std::vector<std::uint32_t> SlotTable::Reclaim(std::uint32_t owner, bool quaranti
       }
     }
   }
+  // The owner is dead: it may have died between a CAS and its summary bit
+  // (S4), on any slot. Put the summary right before the pump uses it.
+  (void)RepairSummary();
   if (freed != nullptr) *freed = count;
   (void)Pump();
   return quarantined;
@@ -916,7 +1120,10 @@ void SlotTable::EndQuarantine(std::uint32_t index) noexcept {
   const bool freed =
       slots_[index].word.compare_exchange_strong(expected, over ? kDisabled : kFree, kSeqCst) &&
       !over;
-  if (freed) (void)Pump();
+  if (freed) {
+    MarkFree(index);
+    (void)Pump();
+  }
 }
 
 void SlotTable::SetReleaseCooldown(std::chrono::nanoseconds cooldown) noexcept {
@@ -939,6 +1146,7 @@ std::vector<std::uint32_t> SlotTable::QuarantineUnheld(std::uint32_t n) noexcept
     for (std::uint32_t i = 0; i < slot_count_ && out.size() < n; ++i) {
       std::uint64_t expected = from;
       if (slots_[i].word.compare_exchange_strong(expected, kQuarantined, kSeqCst)) {
+        if (from == kFree) ClearFreeBit(i);
         out.push_back(i);
         bound = std::max(bound, i + 1);
       }
@@ -1149,7 +1357,11 @@ SlotTable::AuditFindings SlotTable::Audit(const AuditPolicy& p) noexcept {
     if (repaired) ++f.queue_repairs;
     UnlockQueue();
   }
-  if (!forged.empty() || f.excess_enabled + f.lost_capacity > 0) (void)Pump();
+  // 8. The summary, after every word this audit moved (S4).
+  f.summary = RepairSummary();
+  if (!forged.empty() || f.excess_enabled + f.lost_capacity > 0 || f.summary.set > 0) {
+    (void)Pump();
+  }
   return f;
 }
 

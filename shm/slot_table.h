@@ -317,6 +317,27 @@ class SlotTable {
   std::uint32_t lease_floor() const noexcept {
     return header_->floor.load(std::memory_order_acquire);
   }
+  // What RepairSummary changed (bits, over both maps and both levels).
+  struct SummaryRepair {
+    std::uint32_t set = 0;      // stale 0s: free/cooling slots (or non-empty
+                                // leaf words) whose bit was clear
+    std::uint32_t cleared = 0;  // stale 1s cleared
+  };
+  // Recomputes the summary from the slot words (S4): sets every missing bit
+  // and clears every stale one, by the same atomic steps as clients use, so
+  // it races no client's legal update. Any process may call it; the broker
+  // does after every Reclaim and Audit, and at adoption. O(slot_count).
+  SummaryRepair RepairSummary() noexcept;
+  // The summary's words (free top, free leaf, cooling top, cooling leaf), as
+  // stored, and as recomputed from the slot words: equal once nobody changes
+  // the table and RepairSummary (or every live operation) has run. Tests.
+  struct SummaryWords {
+    std::vector<std::uint64_t> free_top, free_leaf, cool_top, cool_leaf;
+    bool operator==(const SummaryWords&) const = default;
+  };
+  SummaryWords Summary() const;
+  SummaryWords SummaryFromWords() const;
+
   // What the broker knows, for Audit().
   struct AuditPolicy {
     std::int64_t now_ns = 0;  // CLOCK_MONOTONIC
@@ -371,6 +392,9 @@ class SlotTable {
     std::uint32_t header_fields = 0;
     // An impossible waiter count or queue indices: repaired under the mutex.
     std::uint32_t queue_repairs = 0;
+    // Summary bits put right (RepairSummary). Not a finding of any() on its
+    // own: a client killed between a CAS and its bit leaves one.
+    SummaryRepair summary;
     // Slots newly put in quarantine by this audit (stray ones included): the
     // broker must schedule their ends.
     std::vector<std::uint32_t> quarantined;
@@ -427,30 +451,62 @@ class SlotTable {
     const std::uint32_t bound =
         std::min(header_->scan_bound.load(std::memory_order_acquire), slot_count_);
     if (bound == 0) return kNoSlot;
-    std::uint32_t idx = detail::tl_hint < bound ? detail::tl_hint : 0;
-    bool cooling = false;
-    for (std::uint32_t n = 0; n < bound; ++n) {
-      std::atomic<std::uint64_t>& w = slots_[idx].word;
+    // First probe: the slot this thread used last (one cache line when
+    // uncontended, and no summary word is touched).
+    if (const std::uint32_t hint = detail::tl_hint; hint < bound) {
+      std::atomic<std::uint64_t>& w = slots_[hint].word;
       std::uint64_t expected = kFree;
-      const std::uint64_t v = w.load(std::memory_order_relaxed);
-      if (v == kFree &&
+      if (w.load(std::memory_order_relaxed) == kFree &&
           w.compare_exchange_strong(expected, held_word, std::memory_order_seq_cst)) {
         // After the CAS, not before: a slot counts as taken when its CAS
         // happened, so the deadline is checked against a clock read after it.
-        if (LeaseAllows(idx)) {
-          detail::tl_hint = idx;
-          return idx;
-        }
-        return TakeAfterLapse(held_word, idx, bound);
+        if (LeaseAllows(hint)) return hint;
+        return TakeAfterLapse(held_word, hint, bound);
       }
-      cooling |= IsCooling(v);
-      if (++idx == bound) idx = 0;
     }
-    // No free slot: one whose cooldown has ended will do. Out of line, and
-    // only reached when a cooling word was seen, so with no cooldown the
-    // fast path costs what it did.
-    return cooling ? TakeCooled(held_word, bound) : kNoSlot;
+    // Then the summary: a few find-first-set steps, whatever the capacity.
+    return TakeFromSummary(held_word, bound);
   }
+  std::uint32_t TakeFromSummary(std::uint64_t held_word, std::uint32_t bound) noexcept;
+  // The summary (segment_layout.h, "The summary"). SetBit: S2 (load, OR only
+  // if clear, then the top bit). Clear*Bit: S3 (AND, then re-read the slot
+  // word and set the bit again if the slot is free / cooling after all).
+  struct SummaryMap {
+    std::atomic<std::uint64_t>* top = nullptr;
+    std::atomic<std::uint64_t>* leaf = nullptr;
+  };
+  void SetBit(const SummaryMap& m, std::uint32_t index) const noexcept {
+    std::atomic<std::uint64_t>& leaf = m.leaf[index / kSummaryBits];
+    const std::uint64_t bit = 1ULL << (index % kSummaryBits);
+    if ((leaf.load(std::memory_order_seq_cst) & bit) == 0) {
+      leaf.fetch_or(bit, std::memory_order_seq_cst);
+    }
+    const std::uint32_t li = index / kSummaryBits;
+    std::atomic<std::uint64_t>& top = m.top[li / kSummaryBits];
+    const std::uint64_t tbit = 1ULL << (li % kSummaryBits);
+    if ((top.load(std::memory_order_seq_cst) & tbit) == 0) {
+      top.fetch_or(tbit, std::memory_order_seq_cst);
+    }
+  }
+  void MarkFree(std::uint32_t index) const noexcept { SetBit(free_map_, index); }
+  void MarkCooling(std::uint32_t index) const noexcept { SetBit(cool_map_, index); }
+  void ClearFreeBit(std::uint32_t index) const noexcept;
+  void ClearCoolingBit(std::uint32_t index) const noexcept;
+  // Calls `visit(index)` for every slot below `bound` whose bit is set in
+  // `m`, in ascending order, until it returns true (then returns true).
+  // Clears top bits over empty leaf words (S3).
+  template <class F>
+  bool ForEachBit(const SummaryMap& m, std::uint32_t bound, F&& visit) const noexcept;
+  // Offers `take(index, word)` the slots below `bound` that look takeable
+  // (word kFree, or a cooling word whose cooldown has ended and that does not
+  // retire), until it returns true: from the free map, then the cooling map,
+  // then (S4, at most once per kSummaryRescanNs per segment) from a rescan of
+  // the words that also repairs the bits. Clears the stale bits it meets and
+  // disables ended retiring cooling slots.
+  template <class F>
+  void FindTakeable(std::uint32_t bound, F&& take) noexcept;
+  // Claims the segment's next rescan (S4) if one is due at `now_ns`.
+  bool ClaimRescan(std::int64_t now_ns) noexcept;
   // True if slot `index`, just taken, may be used: no lease deadline (one
   // load: single-machine mode pays nothing more), or the slot is in the floor
   // region, or the clock (vDSO, read after the taker's CAS) is before the
@@ -467,8 +523,6 @@ class SlotTable {
   // Undoes a take of slot `index` that must not stand (no pump, no cooldown:
   // no session was opened on it).
   void UndoTake(std::uint32_t index, std::uint64_t held_word) noexcept;
-  // Takes a cooling slot whose cooldown has ended (reads the clock once).
-  std::uint32_t TakeCooled(std::uint64_t held_word, std::uint32_t bound) noexcept;
   void ReleaseTo(std::uint32_t index, std::uint64_t held_word, std::uint64_t to,
                  std::uint64_t retired_to) noexcept {
     if (index >= slot_count_) return;
@@ -484,15 +538,22 @@ class SlotTable {
         // its cooldown if it has one.
         if (w.compare_exchange_weak(cur, retired_to, std::memory_order_seq_cst)) {
           if (retired_to == kDisabled) return;
-          break;
+          MarkCooling(index);  // so a taker disables it at its deadline
+          return;
         }
       } else {
         return;  // reclaimed by the broker meanwhile: nothing of ours to give back
       }
     }
-    // A cooling slot serves nobody yet; the waiters time their own wake-up
-    // for the cooldown's end (Acquire), so only a free slot is pumped.
-    if (to == kFree && header_->waiters.load(std::memory_order_seq_cst) != 0) Pump();
+    // After the CAS (S2 of the summary).
+    if (to != kFree) {
+      MarkCooling(index);
+      // A cooling slot serves nobody yet; the waiters time their own wake-up
+      // for the cooldown's end (Acquire), so only a free slot is pumped.
+      return;
+    }
+    MarkFree(index);
+    if (header_->waiters.load(std::memory_order_seq_cst) != 0) Pump();
   }
   void ReleaseCooling(std::uint32_t index, std::uint64_t held_word,
                       std::int64_t cooldown) noexcept;
@@ -547,6 +608,9 @@ class SlotTable {
   SegmentHeader* header_ = nullptr;
   WaitEntry* entries_ = nullptr;
   SlotCell* slots_ = nullptr;
+  SummaryMap free_map_;  // the summary, in the segment (segment_layout.h)
+  SummaryMap cool_map_;
+  std::uint32_t summary_leaf_words_ = 0;  // from slot_count_ (trusted)
   std::uint32_t slot_count_ = 0;       // copied at attach: never trust shm for bounds
   std::uint32_t waiter_capacity_ = 0;  // ditto
   std::uint64_t instance_id_ = 0;      // ditto

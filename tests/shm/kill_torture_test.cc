@@ -10,6 +10,13 @@
 //
 // DSB_TORTURE_SECONDS (default 3) sets the length; the seed is printed and can
 // be replayed with DSB_TORTURE_SEED.
+//
+// Issue 14: a variant at 2048 slots where the parent holds all but a few
+// slots at random positions, so every take goes through the summary (its
+// bitmaps) and kills land inside summary updates too. After quiesce the
+// summary must cover every free slot (the broker's Reclaim repaired what
+// the dead left), equal the one recomputed from the slot words once
+// repaired, and find every slot again.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -18,7 +25,9 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <algorithm>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -30,10 +39,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr std::uint32_t kSlots = 64;
+constexpr std::uint32_t kMaxSlots = 2048;
 
 struct Shared {
-  std::atomic<pid_t> occupant[kSlots];
+  std::atomic<pid_t> occupant[kMaxSlots];
   std::atomic<std::uint64_t> progress[64];  // per child index: steps done
   std::atomic<int> violations;
   std::atomic<int> out_of_range;
@@ -79,10 +88,27 @@ std::uint64_t EnvOr(const char* name, std::uint64_t fallback) {
   _exit(0);
 }
 
-class KillTorture : public ::testing::TestWithParam<std::uint32_t> {};
+struct TortureShape {
+  std::uint32_t slots;
+  std::uint32_t capacity;
+  std::uint32_t left_free;  // 0: none held by the parent; else it holds all but these
+};
+
+// Every bit of `need` set in `have`.
+bool Covers(const std::vector<std::uint64_t>& have, const std::vector<std::uint64_t>& need) {
+  if (have.size() != need.size()) return false;
+  for (std::size_t i = 0; i < have.size(); ++i) {
+    if ((need[i] & ~have[i]) != 0) return false;
+  }
+  return true;
+}
+
+class KillTorture : public ::testing::TestWithParam<TortureShape> {};
 
 TEST_P(KillTorture, NoOvershootNoLeakUnderRandomSigkill) {
-  const std::uint32_t capacity = GetParam();
+  const std::uint32_t slots = GetParam().slots;
+  const std::uint32_t capacity = GetParam().capacity;
+  const std::uint32_t left_free = GetParam().left_free;
   const std::uint64_t seed = EnvOr("DSB_TORTURE_SEED", std::random_device{}());
   const auto seconds = std::chrono::seconds(EnvOr("DSB_TORTURE_SECONDS", 3));
   std::printf("kill torture: capacity %u seed %llu (replay with DSB_TORTURE_SEED)\n", capacity,
@@ -93,11 +119,26 @@ TEST_P(KillTorture, NoOvershootNoLeakUnderRandomSigkill) {
   CreateOptions o;
   o.name = name;
   o.target = "torture";
-  o.slot_count = kSlots;
+  o.slot_count = slots;
   o.capacity = capacity;
   auto created = SlotTable::Create(o);
   ASSERT_TRUE(created.ok()) << created.status().message();
   SlotTable& table = **created;
+  // Nearly full: the parent (a live owner) holds every slot but `left_free`
+  // at random positions.
+  const std::uint64_t parent = HeldWord(table.AllocateOwner(), false);
+  std::vector<std::uint32_t> parent_held;
+  if (left_free > 0) {
+    detail::tl_hint = 0;
+    for (std::uint32_t i = 0; i < capacity; ++i) {
+      const std::uint32_t idx = table.TryAcquireIndex(parent);
+      ASSERT_NE(idx, SlotTable::kNoSlot);
+      parent_held.push_back(idx);
+    }
+    std::shuffle(parent_held.begin(), parent_held.end(), rng);
+    for (std::uint32_t i = 0; i < left_free; ++i) table.Release(parent_held[i], parent);
+    parent_held.erase(parent_held.begin(), parent_held.begin() + left_free);
+  }
 
   void* mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                      -1, 0);
@@ -151,6 +192,18 @@ TEST_P(KillTorture, NoOvershootNoLeakUnderRandomSigkill) {
     ::waitpid(c.pid, &status, 0);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child " << c.pid;
   }
+  // No two holders, every held slot is the parent's (a live owner), and the
+  // summary covers every free slot before any repair of the end.
+  EXPECT_TRUE(Covers(table.Summary().free_leaf, table.SummaryFromWords().free_leaf))
+      << "a free slot without its summary bit after the broker's reclaims";
+  EXPECT_TRUE(Covers(table.Summary().free_top, table.SummaryFromWords().free_top));
+  for (const auto& [owner, held] : table.HoldingsByOwner()) {
+    EXPECT_EQ(HeldWord(owner, false), parent) << "slot held by owner " << owner << " after quiesce";
+    EXPECT_EQ(held.action, parent_held.size());
+  }
+  for (const std::uint32_t idx : parent_held) table.Release(idx, parent);
+  (void)table.RepairSummary();
+  EXPECT_EQ(table.Summary(), table.SummaryFromWords()) << "the repaired summary differs";
   const Counts counts = table.Count();
   std::printf("kills %d, slots reclaimed from the dead %u, acquisitions %llu, queue repairs %llu\n",
               kills, reclaimed, static_cast<unsigned long long>(sh->acquisitions.load()),
@@ -162,11 +215,27 @@ TEST_P(KillTorture, NoOvershootNoLeakUnderRandomSigkill) {
   EXPECT_EQ(counts.free, capacity) << "slots leaked after quiesce";
   EXPECT_EQ(counts.held_action + counts.held_system, 0u);
   EXPECT_EQ(counts.waiters, 0u);
+  // Every slot is found again through the summary, each once.
+  std::vector<bool> seen(slots, false);
+  std::uint32_t taken = 0;
+  for (std::uint32_t idx; (idx = table.TryAcquireIndex(parent)) != SlotTable::kNoSlot; ++taken) {
+    ASSERT_LT(idx, slots);
+    ASSERT_FALSE(seen[idx]) << "slot " << idx << " handed out twice";
+    seen[idx] = true;
+  }
+  EXPECT_EQ(taken, capacity) << "slots leaked (or found past capacity) after quiesce";
   ::munmap(mem, sizeof(Shared));
   (void)SlotTable::Remove(name);
 }
 
-INSTANTIATE_TEST_SUITE_P(Capacities, KillTorture, ::testing::Values(4u, 31u));
+INSTANTIATE_TEST_SUITE_P(Capacities, KillTorture,
+                         ::testing::Values(TortureShape{64, 4, 0}, TortureShape{64, 31, 0},
+                                           TortureShape{2048, 2048, 12}),
+                         [](const auto& info) {
+                           return "slots" + std::to_string(info.param.slots) + "cap" +
+                                  std::to_string(info.param.capacity) +
+                                  (info.param.left_free > 0 ? "NearlyFull" : "");
+                         });
 
 }  // namespace
 }  // namespace dsb::shm

@@ -65,7 +65,12 @@ struct RawView {
     h = reinterpret_cast<SegmentHeader*>(p);
     entries = reinterpret_cast<WaitEntry*>(p + HeaderBytes());
     slots = reinterpret_cast<SlotCell*>(p + HeaderBytes() + std::size_t{wcap} * sizeof(WaitEntry));
+    auto* summary = reinterpret_cast<std::atomic<std::uint64_t>*>(slots + slot_count);
+    free_top = summary;
+    free_leaf = summary + SummaryTopBytes(slot_count) / sizeof(std::uint64_t);
   }
+  std::atomic<std::uint64_t>* free_top = nullptr;
+  std::atomic<std::uint64_t>* free_leaf = nullptr;
 
   // Queues an entry the way Acquire does, then leaves `waiters` as given.
   WaitEntry& Queue(std::uint64_t word, std::uint32_t state, std::uint32_t wcap) {
@@ -494,6 +499,105 @@ TEST_F(QueueRepairTest, TheFloorStaysInTheLowIndices) {
   EXPECT_EQ(raw_->slots[5].word.load(), kDisabled);
   EXPECT_EQ(t->Count().enabled, 4u);
 }
+
+// ---- Issue 14: a process killed inside a summary update, at 2048 slots -------
+
+// Every bit of `need` set in `have`.
+bool Covers(const SlotTable::SummaryWords& have, const SlotTable::SummaryWords& need) {
+  const auto covers = [](const std::vector<std::uint64_t>& h, const std::vector<std::uint64_t>& n) {
+    if (h.size() != n.size()) return false;
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      if ((n[i] & ~h[i]) != 0) return false;
+    }
+    return true;
+  };
+  return covers(have.free_top, need.free_top) && covers(have.free_leaf, need.free_leaf) &&
+         covers(have.cool_top, need.cool_top) && covers(have.cool_leaf, need.cool_leaf);
+}
+
+// Where the process died. A release is CAS word -> kFree, set the leaf bit,
+// set the top bit, pump (under the queue mutex); a lazy clear of a stale bit
+// is AND the bit, re-read the word, set the bit again if the slot is free.
+enum SummaryCrash {
+  kAfterReleaseCas,      // the word is free, neither bit set
+  kAfterLeafBit,         // the leaf bit set, the top bit not
+  kInClearBeforeRecheck, // the leaf bit of a free slot cleared, no re-check
+  kInTopClearBeforeRecheck,  // the top bit over a non-empty leaf cleared
+  kInPumpHoldingTheMutex,    // both bits set, died holding the queue mutex
+};
+
+class SummaryCrashTest : public QueueRepairTest,
+                         public ::testing::WithParamInterface<SummaryCrash> {};
+
+// At capacity 2048, all slots held and one waiter queued: a process dies at
+// each point of a summary update over slot 1337. The broker's Reclaim of the
+// dead owner repairs the summary and its pump serves the waiter from that
+// slot; the repaired summary equals the one recomputed from the slot words.
+TEST_P(SummaryCrashTest, TheBrokersReclaimRepairsTheSummaryAndServesTheWaiter) {
+  constexpr std::uint32_t kSlots = 2048;
+  constexpr std::uint32_t kX = 1337;
+  detail::tl_hint = 0;
+  auto t = Make(kSlots, kSlots);
+  const std::uint64_t holder = HeldWord(t->AllocateOwner(), false);
+  const std::uint32_t dead = t->AllocateOwner();
+  const std::uint64_t w = HeldWord(t->AllocateOwner(), false);
+  for (std::uint32_t i = 0; i < kSlots; ++i) {
+    ASSERT_EQ(t->TryAcquireIndex(i == kX ? HeldWord(dead, false) : holder), i);
+  }
+  (void)t->RepairSummary();  // no stale bits: the crash alone decides what is there
+  WaitEntry& e = raw_->Queue(w, kWaitWaiting, wcap_);
+  raw_->h->waiters.store(1);
+  // The dying process's steps, as raw writes; it dies after the last one.
+  const std::uint64_t bit = 1ULL << (kX % 64);
+  const std::uint64_t tbit = 1ULL << (kX / 64 % 64);
+  std::atomic<std::uint64_t>& leaf = raw_->free_leaf[kX / 64];
+  std::atomic<std::uint64_t>& top = raw_->free_top[kX / 64 / 64];
+  std::uint64_t expected = HeldWord(dead, false);
+  ASSERT_TRUE(raw_->slots[kX].word.compare_exchange_strong(expected, kFree));
+  switch (GetParam()) {
+    case kAfterReleaseCas:
+      break;
+    case kAfterLeafBit:
+      leaf.fetch_or(bit);
+      break;
+    case kInClearBeforeRecheck:
+      leaf.fetch_or(bit);
+      top.fetch_or(tbit);
+      leaf.fetch_and(~bit);
+      break;
+    case kInTopClearBeforeRecheck:
+      leaf.fetch_or(bit);
+      top.fetch_or(tbit);
+      top.fetch_and(~tbit);
+      break;
+    case kInPumpHoldingTheMutex:
+      leaf.fetch_or(bit);
+      top.fetch_or(tbit);
+      raw_->KillMutexHolder();
+      break;
+  }
+  // Nothing else frees a slot; the summary (but for the mutex case) hides
+  // kX from every taker until a rescan or the broker.
+  raw_->h->summary_scan_ns.store(MonotonicNs());
+  std::uint32_t freed = 0;
+  t->Reclaim(dead, false, &freed);
+  EXPECT_EQ(freed, 0u) << "the dead owner had already given its slot back";
+  EXPECT_EQ(e.state.load(), kWaitGranted) << "the waiter was not served";
+  EXPECT_EQ(e.slot, kX);
+  EXPECT_EQ(raw_->slots[kX].word.load(), w | kGrantBit);
+  EXPECT_EQ(t->Count().waiters, 0u);
+  EXPECT_EQ(t->Count().free, 0u);
+  EXPECT_TRUE(Covers(t->Summary(), t->SummaryFromWords()));
+  (void)t->RepairSummary();
+  EXPECT_EQ(t->Summary(), t->SummaryFromWords());
+  if (GetParam() == kInPumpHoldingTheMutex) {
+    EXPECT_EQ(t->queue_repairs(), 1u);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryPoint, SummaryCrashTest,
+                         ::testing::Values(kAfterReleaseCas, kAfterLeafBit, kInClearBeforeRecheck,
+                                           kInTopClearBeforeRecheck, kInPumpHoldingTheMutex));
 
 }  // namespace
 }  // namespace dsb::shm

@@ -83,6 +83,20 @@ TEST(SegmentValidate, RefusesEachKindOfDamageNamingIt) {
          Put(b, offsetof(SegmentHeader, layout_version), kLayoutVersion + 1);
          FixChecksum(b);
        }, "this build reads version"},
+      // Issue 14: version 5 added the summary after the slot words; a version-4
+      // segment (or a version-5 header over a file without the summary) is
+      // refused, never read past its end.
+      {"a version-4 segment", [](std::vector<unsigned char>& b) {
+         b.resize(b.size() - SummaryBytes(5));
+         Put(b, offsetof(SegmentHeader, layout_version), std::uint32_t{4});
+         Put(b, offsetof(SegmentHeader, total_size), std::uint64_t{b.size()});
+         FixChecksum(b);
+       }, "layout version 4, this build reads version 5"},
+      {"no room for the summary", [](std::vector<unsigned char>& b) {
+         b.resize(b.size() - SummaryBytes(5));
+         Put(b, offsetof(SegmentHeader, total_size), std::uint64_t{b.size()});
+         FixChecksum(b);
+       }, "size fields disagree"},
       {"file longer than the header says", [](std::vector<unsigned char>& b) {
          b.resize(b.size() + sizeof(SlotCell));
        }, "size fields disagree"},

@@ -11,6 +11,10 @@
 // Families (each name starts with the primitive):
 //   BM_<P>...AcquireRelease / TrywaitPost / ...   uncontended pair, one thread
 //   BM_<P>Contended/cap:N                        2 processes x 4 threads
+//   BM_{Dsb,PosixSem}NearlyFull/cap:N            all slots held but one at a
+//                                                random position (issue 14)
+//   BM_{Dsb,PosixSem}Uncontended/cap:N           uncontended pair in a table
+//                                                of N slots (issue 14)
 //   BM_<P>WakeLatency                            release in one process ->
 //                                                waiter in another running
 //   BM_DsbReclaimAfterKill{Shm,Broker}           SIGKILLed holder -> slot usable
@@ -27,6 +31,7 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -92,6 +97,128 @@ void BM_Pair(benchmark::State& state) {
     p.Release(0, t);
   }
   state.SetItemsProcessed(state.iterations());
+}
+
+// =============================================================================
+// Capacity scaling (issue 14): the cost of finding a slot as the table grows.
+// =============================================================================
+
+// A slot table of `slots` slots, all enabled, made by the bench itself.
+struct OwnTable {
+  std::string name;
+  std::unique_ptr<shm::SlotTable> table;
+  ~OwnTable() {
+    if (table == nullptr) return;
+    table.reset();
+    (void)shm::SlotTable::Remove(name);
+    UnregisterCleanupPath("/dev/shm/" + name);
+  }
+  Status Make(std::uint32_t slots, const char* stem) {
+    name = "dsb-bench" + std::to_string(::getpid()) + "-" + stem;
+    (void)shm::SlotTable::Remove(name);
+    shm::CreateOptions o;
+    o.name = name;
+    o.target = "bench";
+    o.slot_count = slots;
+    o.capacity = slots;
+    auto made = shm::SlotTable::Create(o);
+    if (!made.ok()) return made.status();
+    RegisterCleanupPath("/dev/shm/" + name);
+    table = std::move(made).value();
+    return Status::Ok();
+  }
+};
+
+// Nearly full: every slot of a table of `cap` is held by another owner but
+// one, at a random position (fixed per capacity, so runs compare). Each
+// iteration takes that slot and gives it back, with this thread's
+// thread-local hint first pointed at a random held slot (a stale hint: the
+// slot it used last is someone else's now), so the finder has to search.
+void BM_DsbNearlyFull(benchmark::State& state) {
+  const auto cap = static_cast<std::uint32_t>(state.range(0));
+  OwnTable own;
+  if (Status st = own.Make(cap, "full"); !st.ok()) return Fail(state, st.message());
+  shm::SlotTable& t = *own.table;
+  const std::uint64_t others = shm::HeldWord(t.AllocateOwner(), false);
+  const std::uint64_t me = shm::HeldWord(t.AllocateOwner(), false);
+  std::mt19937 rng(cap * 7919u + 1);
+  const std::uint32_t free_at = static_cast<std::uint32_t>(rng() % cap);
+  std::vector<std::uint32_t> held;
+  for (std::uint32_t i = 0; i < cap; ++i) {
+    const std::uint32_t idx = t.TryAcquireIndex(others);
+    if (idx == shm::SlotTable::kNoSlot) return Fail(state, "could not fill the table");
+    held.push_back(idx);
+  }
+  t.Release(free_at, others);
+  std::vector<std::uint32_t> stale;  // hints: random held slots
+  for (int i = 0; i < 1024; ++i) {
+    std::uint32_t h = static_cast<std::uint32_t>(rng() % cap);
+    if (h == free_at) h = (h + 1) % cap;
+    stale.push_back(h);
+  }
+  std::size_t k = 0;
+  for (auto _ : state) {
+    shm::detail::tl_hint = stale[k++ & 1023];
+    const std::uint32_t idx = t.TryAcquireIndex(me);
+    if (idx != free_at) [[unlikely]] {
+      Fail(state, "took slot " + std::to_string(idx) + ", expected the free one " +
+                      std::to_string(free_at));
+      break;
+    }
+    t.Release(idx, me);
+  }
+  state.counters["free_at"] = free_at;
+  for (const std::uint32_t idx : held) {
+    if (idx != free_at) t.Release(idx, others);
+  }
+}
+
+// The sem_t equivalent: a semaphore with one unit left (its cost does not
+// depend on how many units are taken), sem_wait + sem_post.
+void BM_PosixSemNearlyFull(benchmark::State& state) {
+  auto made = PosixSem::Make(1, 1);
+  if (!made.ok()) return Fail(state, made.status().message());
+  PosixSem& p = **made;
+  PosixSem::Token t{};
+  for (auto _ : state) {
+    if (!p.Acquire(0, t)) [[unlikely]] {
+      Fail(state, "sem_wait failed");
+      break;
+    }
+    p.Release(0, t);
+  }
+}
+
+// Uncontended in a table of `cap` slots (all enabled and free): the
+// thread-local hint finds the slot used last.
+void BM_DsbUncontended(benchmark::State& state) {
+  const auto cap = static_cast<std::uint32_t>(state.range(0));
+  OwnTable own;
+  if (Status st = own.Make(cap, "unc"); !st.ok()) return Fail(state, st.message());
+  shm::SlotTable& t = *own.table;
+  const std::uint64_t me = shm::HeldWord(t.AllocateOwner(), false);
+  for (auto _ : state) {
+    const std::uint32_t idx = t.TryAcquireIndex(me);
+    if (idx == shm::SlotTable::kNoSlot) [[unlikely]] {
+      Fail(state, "acquire failed although capacity was free");
+      break;
+    }
+    t.Release(idx, me);
+  }
+}
+
+void BM_PosixSemUncontended(benchmark::State& state) {
+  auto made = PosixSem::Make(static_cast<std::uint32_t>(state.range(0)), 1);
+  if (!made.ok()) return Fail(state, made.status().message());
+  PosixSem& p = **made;
+  PosixSem::Token t{};
+  for (auto _ : state) {
+    if (!p.TryAcquire(0, t)) [[unlikely]] {
+      Fail(state, "sem_trywait failed");
+      break;
+    }
+    p.Release(0, t);
+  }
 }
 
 // =============================================================================
@@ -712,6 +839,23 @@ void RegisterAll() {
   };
   for (const auto& [name, fn] : contended) {
     RegisterBenchmark(name, fn)->ArgName("cap")->Arg(4)->Arg(31)->Threads(4)->UseRealTime();
+  }
+  // Issue 14: how the costs grow with the table (the raw table and sem_t).
+  for (const auto& [name, fn] : {contended[0], contended[2]}) {
+    RegisterBenchmark((std::string(name) + "Scaling").c_str(), fn)  // the name is copied
+        ->ArgName("cap")
+        ->Arg(32)->Arg(128)->Arg(512)->Arg(2048)->Arg(8192)
+        ->Threads(4)
+        ->UseRealTime();
+  }
+  const std::pair<const char*, void (*)(benchmark::State&)> scaling[] = {
+      {"BM_DsbNearlyFull", BM_DsbNearlyFull},
+      {"BM_PosixSemNearlyFull", BM_PosixSemNearlyFull},
+      {"BM_DsbUncontended", BM_DsbUncontended},
+      {"BM_PosixSemUncontended", BM_PosixSemUncontended},
+  };
+  for (const auto& [name, fn] : scaling) {
+    RegisterBenchmark(name, fn)->ArgName("cap")->Arg(32)->Arg(128)->Arg(512)->Arg(2048)->Arg(8192);
   }
 
   // Wake latency.

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/ipc.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -28,7 +29,7 @@ Result<std::unique_ptr<DsbSlotTable>> DsbSlotTable::Make(std::uint32_t capacity,
   shm::CreateOptions o;
   o.name = p->name_;
   o.target = "bench";
-  o.slot_count = 64;
+  o.slot_count = std::max<std::uint32_t>(64, capacity);  // the scaling runs go to 8192
   o.capacity = capacity;
   auto table = shm::SlotTable::Create(o);
   if (!table.ok()) return table.status();
