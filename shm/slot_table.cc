@@ -187,18 +187,36 @@ void SlotTable::ReleaseCooling(std::uint32_t index, std::uint64_t held_word,
 
 // ---- The summary (segment_layout.h, "The summary") -------------------------
 
+void SlotTable::NudgeWaitersAfterReset() const noexcept {
+  // The release that made the slot free saw its bit still set (before our
+  // AND), so it wrote nothing, and may have seen no waiter; a waiter that
+  // queued meanwhile searched while the bit was clear. Acting as a releaser
+  // here (bit set, then waiters loaded, against the waiter's waiters++ then
+  // search) closes that window (review of issue 14, F1). Pump only try-locks:
+  // under the queue mutex it leaves a request its holder serves on unlock.
+  // The table itself is never const; these helpers are const only because
+  // they touch nothing but atomics.
+  if (header_->waiters.load(kSeqCst) != 0) const_cast<SlotTable*>(this)->Pump();
+}
+
 void SlotTable::ClearFreeBit(std::uint32_t index) const noexcept {
   std::atomic<std::uint64_t>& leaf = free_map_.leaf[index / kSummaryBits];
   leaf.fetch_and(~(1ULL << (index % kSummaryBits)), kSeqCst);
   // S3: a release between our look at the word and the AND set the bit
   // before we cleared it; it is free again now, so the bit goes back.
-  if (slots_[index].word.load(kSeqCst) == kFree) MarkFree(index);
+  if (slots_[index].word.load(kSeqCst) == kFree) {
+    MarkFree(index);
+    NudgeWaitersAfterReset();
+  }
 }
 
 void SlotTable::ClearCoolingBit(std::uint32_t index) const noexcept {
   std::atomic<std::uint64_t>& leaf = cool_map_.leaf[index / kSummaryBits];
   leaf.fetch_and(~(1ULL << (index % kSummaryBits)), kSeqCst);
-  if (IsCooling(slots_[index].word.load(kSeqCst))) MarkCooling(index);
+  if (IsCooling(slots_[index].word.load(kSeqCst))) {
+    MarkCooling(index);
+    NudgeWaitersAfterReset();
+  }
 }
 
 template <class F>
@@ -218,7 +236,10 @@ bool SlotTable::ForEachBit(const SummaryMap& m, std::uint32_t bound, F&& visit) 
         std::atomic<std::uint64_t>& top = m.top[ti];
         const std::uint64_t tbit = 1ULL << (li % kSummaryBits);
         top.fetch_and(~tbit, kSeqCst);
-        if (m.leaf[li].load(kSeqCst) != 0) top.fetch_or(tbit, kSeqCst);
+        if (m.leaf[li].load(kSeqCst) != 0) {
+          top.fetch_or(tbit, kSeqCst);
+          NudgeWaitersAfterReset();  // as in ClearFreeBit
+        }
         continue;
       }
       while (lv != 0) {
@@ -1083,6 +1104,11 @@ void SlotTable::ArrangeFloorLow() noexcept {
 
 std::vector<std::uint32_t> SlotTable::Reclaim(std::uint32_t owner, bool quarantine,
                                               std::uint32_t* freed) noexcept {
+  return ReclaimOwner(owner, quarantine, freed, /*repair=*/true);
+}
+
+std::vector<std::uint32_t> SlotTable::ReclaimOwner(std::uint32_t owner, bool quarantine,
+                                                   std::uint32_t* freed, bool repair) noexcept {
   std::vector<std::uint32_t> quarantined;
   std::uint32_t count = 0;
   // Entries first (no mutex, invariant 1c): a grant racing this either
@@ -1104,9 +1130,11 @@ std::vector<std::uint32_t> SlotTable::Reclaim(std::uint32_t owner, bool quaranti
     }
   }
   // The owner is dead: it may have died between a CAS and its summary bit
-  // (S4), on any slot. Put the summary right before the pump uses it.
-  (void)RepairSummary();
+  // (S4), on any slot. Put the summary right before the pump uses it (Audit
+  // repairs once after all its forged owners instead: review of issue 14, F5).
   if (freed != nullptr) *freed = count;
+  if (!repair) return quarantined;
+  (void)RepairSummary();
   (void)Pump();
   return quarantined;
 }
@@ -1249,7 +1277,8 @@ SlotTable::AuditFindings SlotTable::Audit(const AuditPolicy& p) noexcept {
   if (!forged.empty() && p.quarantine) record();
   for (const std::uint32_t owner : forged) {
     std::uint32_t freed = 0;
-    const std::vector<std::uint32_t> q = Reclaim(owner, p.quarantine, &freed);
+    // The summary is repaired once, at step 8, not once per forged owner.
+    const std::vector<std::uint32_t> q = ReclaimOwner(owner, p.quarantine, &freed, false);
     f.quarantined.insert(f.quarantined.end(), q.begin(), q.end());
     f.forged_owners += freed;
     if (f.forged_owner_ids.size() < 8) f.forged_owner_ids.push_back(owner);

@@ -492,11 +492,18 @@ class SlotTable {
   void MarkCooling(std::uint32_t index) const noexcept { SetBit(cool_map_, index); }
   void ClearFreeBit(std::uint32_t index) const noexcept;
   void ClearCoolingBit(std::uint32_t index) const noexcept;
+  // After a clear whose re-check set a bit again: pumps if anyone waits, as
+  // a release does (S3), so no waiter sleeps on a slot that is free.
+  void NudgeWaitersAfterReset() const noexcept;
   // Calls `visit(index)` for every slot below `bound` whose bit is set in
   // `m`, in ascending order, until it returns true (then returns true).
   // Clears top bits over empty leaf words (S3).
   template <class F>
   bool ForEachBit(const SummaryMap& m, std::uint32_t bound, F&& visit) const noexcept;
+  // Reclaim; with `repair` false neither the summary is repaired nor the
+  // queue pumped (Audit does both once, after every forged owner).
+  std::vector<std::uint32_t> ReclaimOwner(std::uint32_t owner, bool quarantine,
+                                          std::uint32_t* freed, bool repair) noexcept;
   // Offers `take(index, word)` the slots below `bound` that look takeable
   // (word kFree, or a cooling word whose cooldown has ended and that does not
   // retire), until it returns true: from the free map, then the cooling map,
