@@ -108,7 +108,8 @@ class Tmux:
     def __init__(self, scratch, bin_dir):
         self.sock = os.path.join(scratch, "tmux.sock")
         env_shell = (f"env -i PATH={os.environ.get('PATH', '/usr/bin:/bin')} HOME={scratch} "
-                     f"TERM=screen LANG=C.UTF-8 PS1='watch-test$ ' bash --norc --noprofile -i")
+                     f"TERM=screen LANG=C.UTF-8 PS1='watch-test$ ' HISTFILE=/dev/null "
+                     f"bash --norc --noprofile -i")  # no history written after the cleanup
         self.run("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24",
                  env_shell, ";", "set-option", "-g", "status", "off")
         size = self.run("display-message", "-p", "-t", "w", "#{pane_width}x#{pane_height}")
