@@ -102,7 +102,10 @@ limit = 4
 reserve = 0
 quarantine = "0s"
 TOML
-"$build/bin/dsb-broker" --config "$work/broker.toml" >"$work/broker.log" 2>&1 &
+# The log exists before tail looks at it: the background job opens it only after its fork,
+# which on a loaded machine came after tail ("cannot open", CI run of 2026-12-07).
+: >"$work/broker.log"
+"$build/bin/dsb-broker" --config "$work/broker.toml" >>"$work/broker.log" 2>&1 &
 broker_pid=$!
 # Ready when it says so (tail follows the log by inotify and ends with the broker).
 if ! timeout 60 grep -q -m 1 " ready on " < <(tail -n +1 -f --pid="$broker_pid" "$work/broker.log"); then
