@@ -27,6 +27,7 @@
 #include <optional>
 #include <spdlog/spdlog.h>
 
+#include "broker/asio_helpers.h"
 #include "broker/cluster.h"
 #include "broker/service/control.h"
 #include "broker/config/quote.h"
@@ -51,7 +52,6 @@ namespace json = boost::json;
 using asio::awaitable;
 using asio::use_awaitable;
 using local_stream = asio::local::stream_protocol;
-inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
 // Helpers shared by the translation units above.
 inline json::object ErrorReply(Errc code, const std::string& message) {

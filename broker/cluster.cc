@@ -8,6 +8,7 @@
 #include <set>
 #include <spdlog/spdlog.h>
 
+#include "broker/asio_helpers.h"
 #include "broker/cluster_admin.h"
 #include "broker/cluster_gate.h"
 #include "broker/cluster_lease.h"
@@ -30,8 +31,6 @@ using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 namespace lp = local_protocol;
 
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-
 namespace {
 
 // Sends `message` and waits up to `timeout` for the answer. Failure: the
@@ -40,11 +39,6 @@ awaitable<Result<wire::Message>> Ask(wire::Channel& channel, wire::Message messa
                                      Clock::duration timeout) {
   if (Status s = co_await channel.Send(std::move(message)); !s.ok()) co_return s;
   co_return co_await channel.Receive(timeout);
-}
-
-
-std::int64_t Ms(lease::Duration d) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
 }
 
 }  // namespace

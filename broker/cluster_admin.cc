@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "broker/asio_helpers.h"
 #include "broker/secure_fs.h"
 #include "broker/state_file.h"
 #include "broker/wire/channel.h"
@@ -29,10 +30,6 @@ awaitable<Result<wire::Message>> SendAndReceive(wire::Channel& channel, wire::Me
                                                 Clock::duration timeout) {
   if (Status s = co_await channel.Send(std::move(message)); !s.ok()) co_return s;
   co_return co_await channel.Receive(timeout);
-}
-
-std::int64_t Ms(lease::Duration d) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
 }
 
 json::value OptMs(const std::optional<lease::Duration>& d) {

@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "broker/asio_helpers.h"
 #include "broker/cluster_lease.h"
 #include "broker/cluster_state.h"
 #include "common/escape.h"
@@ -17,12 +18,6 @@ using asio::awaitable;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-
-std::int64_t Ms(lease::Duration d) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-}
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <cmath>
 
+#include "broker/asio_helpers.h"
 #include "broker/etcd/prefix_keys.h"
 #include "common/limited_log.h"
 
@@ -20,12 +21,6 @@ using asio::awaitable;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-
-std::int64_t Ms(std::chrono::nanoseconds d) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-}
 
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include <set>
 #include <spdlog/spdlog.h>
 
+#include "broker/asio_helpers.h"
 #include "broker/lease/account_held.h"
 #include "broker/etcd/prefix_keys.h"
 #include "common/limited_log.h"
@@ -21,7 +22,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 // Refusal puts in flight at most (a client may report in a loop).
 constexpr std::size_t kMaxPutsInFlight = 64;
 // Lost compares redone by one SetLimit.

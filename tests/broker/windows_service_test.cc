@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "broker/service/control.h"
+#include "common/win_spawn.h"
 #include "tests/support/wait.h"
 
 namespace dsb::broker {
@@ -96,8 +97,10 @@ int RunCommand(std::wstring command_line) {
   STARTUPINFOW si{};
   si.cb = sizeof(si);
   PROCESS_INFORMATION pi{};
-  if (!::CreateProcessW(nullptr, command_line.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr,
-                        &si, &pi)) {
+  if (!win::StartRetryingWine([&] {
+        return ::CreateProcessW(nullptr, command_line.data(), nullptr, nullptr, FALSE, 0,
+                                nullptr, nullptr, &si, &pi);
+      })) {
     return -1;
   }
   ::CloseHandle(pi.hThread);
@@ -271,8 +274,10 @@ TEST(ConsoleTest, CtrlCStopsTheConsoleModeCleanly) {
   STARTUPINFOW si{};
   si.cb = sizeof(si);
   PROCESS_INFORMATION pi{};
-  ASSERT_TRUE(::CreateProcessW(nullptr, cmd.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr,
-                               &si, &pi));
+  ASSERT_TRUE(win::StartRetryingWine([&] {
+    return ::CreateProcessW(nullptr, cmd.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr,
+                            &si, &pi);
+  }));
   ::CloseHandle(pi.hThread);
   ASSERT_TRUE(WaitUntil([&] { return ReadFile(file).find("ready\n") != std::string::npos; }, 30s));
   ::SetConsoleCtrlHandler(IgnoreCtrl, TRUE);

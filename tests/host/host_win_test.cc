@@ -30,6 +30,7 @@
 #include "broker/secure_fs.h"
 #include "broker/state_file.h"
 #include "common/account.h"
+#include "common/win_spawn.h"
 
 namespace dsb::broker {
 namespace {
@@ -75,8 +76,10 @@ class Child {
     si.hStdError = GetStdHandle(STD_ERROR_HANDLE);
     si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
     PROCESS_INFORMATION pi{};
-    started_ = CreateProcessW(nullptr, command.data(), nullptr, nullptr, TRUE, 0, nullptr,
-                              nullptr, &si, &pi) != 0;
+    started_ = dsb::win::StartRetryingWine([&] {
+                 return CreateProcessW(nullptr, command.data(), nullptr, nullptr, TRUE, 0,
+                                       nullptr, nullptr, &si, &pi);
+               }) != 0;
     EXPECT_TRUE(started_) << "CreateProcessW failed: " << GetLastError();
     CloseHandle(write_end);  // so a read sees EOF when the child ends
     if (started_) {

@@ -33,6 +33,7 @@
 #include "common/account_win.h"
 #include "common/local_frame.h"
 #include "common/local_frame_server_win.h"
+#include "common/win_spawn.h"
 
 namespace dsb {
 namespace {
@@ -150,8 +151,10 @@ class Child {
         L"\"" + std::wstring(exe, n) + L"\" --child " + win::Widen(mode) + L" " + win::Widen(pipe);
     STARTUPINFOW si{};
     si.cb = sizeof si;
-    if (!::CreateProcessW(exe, cmd.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr, &si,
-                          &pi_)) {
+    if (!win::StartRetryingWine([&] {
+          return ::CreateProcessW(exe, cmd.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr,
+                                  &si, &pi_);
+        })) {
       ADD_FAILURE() << "CreateProcessW: " << win::ErrorText(::GetLastError());
       pi_ = {};
     } else {

@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/win_spawn.h"
 #include "shm/futex.h"
 #include "shm/monotonic_clock.h"
 #include "shm/queue_lock.h"
@@ -224,8 +225,10 @@ class Child {
     STARTUPINFOA si{};
     si.cb = sizeof si;
     PROCESS_INFORMATION pi{};
-    if (::CreateProcessA(nullptr, cmd.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr, &si,
-                         &pi)) {
+    if (win::StartRetryingWine([&] {
+          return ::CreateProcessA(nullptr, cmd.data(), nullptr, nullptr, FALSE, 0, nullptr,
+                                  nullptr, &si, &pi);
+        })) {
       ::CloseHandle(pi.hThread);
       process_ = pi.hProcess;
       pid_ = pi.dwProcessId;

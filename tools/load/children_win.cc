@@ -26,6 +26,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/win_spawn.h"
 #include "tools/load/children.h"
 
 namespace dsb::load {
@@ -122,8 +123,11 @@ HANDLE StartChild(const std::wstring& command_line, HANDLE write_end, DWORD& pid
     si.lpAttributeList = attrs;
     std::wstring mutable_line = command_line;  // CreateProcessW may write into it
     PROCESS_INFORMATION pi{};
-    if (::CreateProcessW(nullptr, mutable_line.data(), nullptr, nullptr, TRUE,
-                         EXTENDED_STARTUPINFO_PRESENT, nullptr, nullptr, &si.StartupInfo, &pi)) {
+    if (win::StartRetryingWine([&] {
+          return ::CreateProcessW(nullptr, mutable_line.data(), nullptr, nullptr, TRUE,
+                                  EXTENDED_STARTUPINFO_PRESENT, nullptr, nullptr,
+                                  &si.StartupInfo, &pi);
+        })) {
       ::CloseHandle(pi.hThread);
       process = pi.hProcess;
       pid = pi.dwProcessId;
